@@ -1,0 +1,327 @@
+//! The NATS wire protocol, version 1 (docs/protocol.md, docs/schema/): JSON requests and
+//! replies, their limits, and the stable codes a client branches on.
+//!
+//! Decoding is strict and total: any input, however malformed, becomes either a checked
+//! [`PaymentRequest`] or a [`Refusal`] with a code; nothing here panics or touches state.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::money::{Currency, FeeBearer, MAX_PAYMENT_MINOR_UNITS};
+use crate::routing::AccountId;
+
+/// The protocol version this host speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest accepted message body. Larger messages are refused unread.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// What happened to a payment, coarsely.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Posted to the ledger.
+    Approved,
+    /// Refused by a plugin or for lack of funds; recorded, a retry replays it.
+    Declined,
+    /// The request itself is invalid; not recorded, a retry gets the same answer.
+    Rejected,
+    /// Nothing was recorded; retry with the same id.
+    Error,
+}
+
+impl Status {
+    /// The snake_case name, as on the wire and in event subjects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Approved => "approved",
+            Status::Declined => "declined",
+            Status::Rejected => "rejected",
+            Status::Error => "error",
+        }
+    }
+}
+
+/// The stable reason code of a reply. Never renamed; new codes may be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    /// Approved and posted.
+    Ok,
+    /// The message is not a valid request (JSON, fields, limits).
+    InvalidRequest,
+    /// The `version` field names a protocol this host does not speak.
+    UnsupportedVersion,
+    /// The payer or payee does not exist.
+    UnknownAccount,
+    /// No pipeline serves the method.
+    UnknownMethod,
+    /// The currency differs from the payer's or the payee's.
+    CurrencyMismatch,
+    /// The amount is not within 1 ..= 2^53 - 1.
+    AmountOutOfRange,
+    /// The payer's balance would fall below its floor.
+    InsufficientFunds,
+    /// A plugin declined; `reason` holds its own code.
+    PluginDeclined,
+    /// A plugin trapped, timed out, ran out of memory or broke the contract.
+    PluginFailed,
+    /// The id was already used for a different request.
+    Conflict,
+    /// The subject's partition is not the payer's.
+    WrongPartition,
+    /// The node cannot decide now (ledger unreachable, shutting down); retry.
+    Unavailable,
+}
+
+impl Code {
+    /// The status a reply with this code has.
+    pub fn status(self) -> Status {
+        match self {
+            Code::Ok => Status::Approved,
+            Code::InsufficientFunds | Code::PluginDeclined => Status::Declined,
+            Code::PluginFailed | Code::Unavailable => Status::Error,
+            Code::InvalidRequest
+            | Code::UnsupportedVersion
+            | Code::UnknownAccount
+            | Code::UnknownMethod
+            | Code::CurrencyMismatch
+            | Code::AmountOutOfRange
+            | Code::Conflict
+            | Code::WrongPartition => Status::Rejected,
+        }
+    }
+
+    /// The snake_case name, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Ok => "ok",
+            Code::InvalidRequest => "invalid_request",
+            Code::UnsupportedVersion => "unsupported_version",
+            Code::UnknownAccount => "unknown_account",
+            Code::UnknownMethod => "unknown_method",
+            Code::CurrencyMismatch => "currency_mismatch",
+            Code::AmountOutOfRange => "amount_out_of_range",
+            Code::InsufficientFunds => "insufficient_funds",
+            Code::PluginDeclined => "plugin_declined",
+            Code::PluginFailed => "plugin_failed",
+            Code::Conflict => "conflict",
+            Code::WrongPartition => "wrong_partition",
+            Code::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The wire form of a request, before any check beyond JSON types.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireRequest {
+    #[serde(rename = "version")]
+    _version: serde_json::Value,
+    id: String,
+    payer: String,
+    payee: String,
+    amount: serde_json::Number,
+    currency: String,
+    method: String,
+    #[serde(default)]
+    details: BTreeMap<String, String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+/// A request that passed every stateless check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PaymentRequest {
+    /// Idempotency key: 1-64 characters of `[A-Za-z0-9_.:-]`.
+    pub id: String,
+    /// Debited account.
+    #[serde(serialize_with = "serialize_account")]
+    pub payer: AccountId,
+    /// Credited account.
+    #[serde(serialize_with = "serialize_account")]
+    pub payee: AccountId,
+    /// Minor units, 1 ..= 2^53 - 1.
+    pub amount: u64,
+    /// ISO 4217 currency.
+    pub currency: Currency,
+    /// Payment method, `[a-z0-9_-]{1,32}`.
+    pub method: String,
+    /// Method details.
+    pub details: BTreeMap<String, String>,
+    /// Client metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn serialize_account<S: serde::Serializer>(account: &AccountId, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(account.as_str())
+}
+
+impl PaymentRequest {
+    /// SHA-256 over the canonical JSON of the checked request (sorted maps, no `version`):
+    /// two requests with the same id are "the same payment" exactly when their hashes match.
+    pub fn fingerprint(&self) -> String {
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        let digest = Sha256::digest(&canonical);
+        digest.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+}
+
+/// Why a message was refused before it reached any state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The request's id, when it could be read.
+    pub id: Option<String>,
+    /// Stable code.
+    pub code: Code,
+    /// Explanation for humans.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(id: Option<&str>, code: Code, message: impl Into<String>) -> Self {
+        Refusal { id: id.map(str::to_owned), code, message: message.into() }
+    }
+}
+
+/// Decodes and checks one request body.
+pub fn decode(body: &[u8]) -> Result<PaymentRequest, Refusal> {
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(Refusal::new(None, Code::InvalidRequest, format!("message exceeds {MAX_MESSAGE_BYTES} bytes")));
+    }
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|error| Refusal::new(None, Code::InvalidRequest, format!("not JSON: {error}")))?;
+    let id = value.get("id").and_then(serde_json::Value::as_str).map(str::to_owned);
+    let id = id.as_deref();
+    match value.get("version") {
+        None => return Err(Refusal::new(id, Code::InvalidRequest, "missing `version`")),
+        Some(version) if version.as_u64() != Some(u64::from(PROTOCOL_VERSION)) => {
+            return Err(Refusal::new(
+                id,
+                Code::UnsupportedVersion,
+                format!("version {version} is not supported; this host speaks {PROTOCOL_VERSION}"),
+            ));
+        }
+        Some(_) => {}
+    }
+    let wire: WireRequest = serde_json::from_value(value)
+        .map_err(|error| Refusal::new(id, Code::InvalidRequest, format!("invalid request: {error}")))?;
+    check(wire)
+}
+
+fn check(wire: WireRequest) -> Result<PaymentRequest, Refusal> {
+    let id_ok = (1..=64).contains(&wire.id.len())
+        && wire.id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if !id_ok {
+        return Err(Refusal::new(None, Code::InvalidRequest, "`id` must be 1-64 characters of A-Z a-z 0-9 _ - . :"));
+    }
+    let id = Some(wire.id.as_str());
+    let invalid = |message: String| Refusal::new(id, Code::InvalidRequest, message);
+    let payer = AccountId::new(wire.payer).map_err(|error| invalid(format!("payer: {error}")))?;
+    let payee = AccountId::new(wire.payee).map_err(|error| invalid(format!("payee: {error}")))?;
+    if payer == payee {
+        return Err(invalid("payer and payee must differ".into()));
+    }
+    let amount = check_amount(&wire.amount).map_err(|(code, message)| Refusal::new(id, code, message))?;
+    let currency = wire.currency.parse().map_err(|error: crate::money::UnknownCurrency| invalid(error.to_string()))?;
+    let method_ok = (1..=32).contains(&wire.method.len())
+        && wire.method.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !method_ok {
+        return Err(invalid("`method` must be 1-32 characters of a-z 0-9 _ -".into()));
+    }
+    Ok(PaymentRequest {
+        id: wire.id.clone(),
+        payer,
+        payee,
+        amount,
+        currency,
+        method: wire.method,
+        details: wire.details,
+        metadata: wire.metadata,
+    })
+}
+
+fn check_amount(amount: &serde_json::Number) -> Result<u64, (Code, String)> {
+    if let Some(minor_units) = amount.as_u64() {
+        if (1..=MAX_PAYMENT_MINOR_UNITS).contains(&minor_units) {
+            return Ok(minor_units);
+        }
+        return Err((
+            Code::AmountOutOfRange,
+            format!("amount {minor_units} is not within 1 ..= {MAX_PAYMENT_MINOR_UNITS}"),
+        ));
+    }
+    if amount.is_i64() {
+        return Err((Code::AmountOutOfRange, format!("amount {amount} is not within 1 ..= {MAX_PAYMENT_MINOR_UNITS}")));
+    }
+    // Not representable as an integer: a fraction, an exponent, or beyond 64 bits. Only the
+    // magnitude decides the code; a fraction is malformed whatever its size.
+    let value = amount.as_f64().unwrap_or(f64::NAN);
+    let within = (1.0..=9_007_199_254_740_991.0).contains(&value);
+    if value.fract() != 0.0 || within {
+        return Err((Code::InvalidRequest, format!("amount {amount} must be an integer number of minor units")));
+    }
+    Err((Code::AmountOutOfRange, format!("amount {amount} is not within 1 ..= {MAX_PAYMENT_MINOR_UNITS}")))
+}
+
+/// A reply, exactly as published. For recorded payments the bytes are stored with the payment
+/// and a retry with the same id gets them back unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Always [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The request's id; `null` when it could not be read.
+    pub id: Option<String>,
+    /// Coarse outcome.
+    pub status: Status,
+    /// Stable reason code.
+    pub code: Code,
+    /// Human explanation.
+    pub message: String,
+    /// The deciding plugin's own code when `code` is `plugin_declined`.
+    pub reason: Option<String>,
+    /// Whether a later retry of the same request can succeed.
+    pub retryable: bool,
+    /// Minor units requested.
+    pub amount: Option<u64>,
+    /// Fee in minor units, once quoted.
+    pub fee: Option<u64>,
+    /// `payer` or `payee`, once quoted.
+    pub fee_bearer: Option<FeeBearer>,
+    /// ISO 4217 code.
+    pub currency: Option<String>,
+    /// `name@version` of every plugin that took part in the decision, in order.
+    pub plugins: Vec<String>,
+    /// The payer's partition, when known.
+    pub partition: Option<u32>,
+}
+
+impl Reply {
+    /// A reply for a message refused before it reached any state.
+    pub fn refused(refusal: &Refusal, partition: Option<u32>) -> Reply {
+        Reply {
+            version: PROTOCOL_VERSION,
+            id: refusal.id.clone(),
+            status: refusal.code.status(),
+            code: refusal.code,
+            message: refusal.message.clone(),
+            reason: None,
+            retryable: matches!(refusal.code.status(), Status::Error),
+            amount: None,
+            fee: None,
+            fee_bearer: None,
+            currency: None,
+            plugins: Vec::new(),
+            partition,
+        }
+    }
+
+    /// The JSON bytes of this reply.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,75 @@
+use super::*;
+
+fn request(amount: &str) -> String {
+    format!(
+        r#"{{"version":1,"id":"p-1","payer":"alice","payee":"bob","amount":{amount},"currency":"EUR","method":"card","details":{{"pan":"4242"}}}}"#
+    )
+}
+
+fn code_of(body: &str) -> Code {
+    decode(body.as_bytes()).err().map_or(Code::Ok, |refusal| refusal.code)
+}
+
+#[test]
+fn decodes_a_valid_request() {
+    let decoded = decode(request("1250").as_bytes()).expect("valid");
+    assert_eq!(decoded.amount, 1250);
+    assert_eq!(decoded.currency.code(), "EUR");
+    assert_eq!(decoded.details.get("pan").map(String::as_str), Some("4242"));
+}
+
+#[test]
+fn amounts_outside_the_range_or_not_integers_are_refused() {
+    assert_eq!(code_of(&request("0")), Code::AmountOutOfRange);
+    assert_eq!(code_of(&request("-5")), Code::AmountOutOfRange);
+    assert_eq!(code_of(&request("9007199254740991")), Code::Ok);
+    assert_eq!(code_of(&request("9007199254740992")), Code::AmountOutOfRange);
+    assert_eq!(code_of(&request("18446744073709551616")), Code::AmountOutOfRange);
+    assert_eq!(code_of(&request("1e30")), Code::AmountOutOfRange);
+    assert_eq!(code_of(&request("12.5")), Code::InvalidRequest);
+    assert_eq!(code_of(&request("-0.5")), Code::InvalidRequest);
+    assert_eq!(code_of(&request("1e3")), Code::InvalidRequest);
+    assert_eq!(code_of(&request("\"100\"")), Code::InvalidRequest);
+}
+
+#[test]
+fn malformed_messages_are_invalid_requests() {
+    assert_eq!(code_of("not json"), Code::InvalidRequest);
+    assert_eq!(code_of("[]"), Code::InvalidRequest);
+    assert_eq!(code_of(r#"{"id":"x"}"#), Code::InvalidRequest);
+    assert_eq!(code_of(&request("1").replace("\"payer\":\"alice\"", "\"payer\":\"a.b\"")), Code::InvalidRequest);
+    assert_eq!(code_of(&request("1").replace("\"payee\":\"bob\"", "\"payee\":\"alice\"")), Code::InvalidRequest);
+    assert_eq!(code_of(&request("1").replace("EUR", "EURO")), Code::InvalidRequest);
+    assert_eq!(code_of(&request("1").replace("\"card\"", "\"Card\"")), Code::InvalidRequest);
+    assert_eq!(code_of(&request("1").replace("}}", "},\"extra\":1}")), Code::InvalidRequest);
+    let huge = format!(r#"{{"version":1,"padding":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES));
+    assert_eq!(code_of(&huge), Code::InvalidRequest);
+}
+
+#[test]
+fn versions_other_than_one_are_unsupported() {
+    assert_eq!(code_of(&request("1").replace("\"version\":1", "\"version\":2")), Code::UnsupportedVersion);
+    assert_eq!(code_of(&request("1").replace("\"version\":1", "\"version\":\"1\"")), Code::UnsupportedVersion);
+    let refusal = decode(request("1").replace("\"version\":1", "\"version\":2").as_bytes()).expect_err("refused");
+    assert_eq!(refusal.id.as_deref(), Some("p-1"));
+}
+
+#[test]
+fn fingerprint_ignores_map_order_and_sees_every_field() {
+    let a = decode(request("1250").as_bytes()).expect("valid");
+    let reordered = r#"{"details":{"pan":"4242"},"method":"card","currency":"EUR","amount":1250,"payee":"bob","payer":"alice","id":"p-1","version":1}"#;
+    let b = decode(reordered.as_bytes()).expect("valid");
+    assert_eq!(a.fingerprint(), b.fingerprint());
+    let c = decode(request("1251").as_bytes()).expect("valid");
+    assert_ne!(a.fingerprint(), c.fingerprint());
+}
+
+#[test]
+fn every_code_has_one_status_and_its_wire_name() {
+    for code in [Code::Ok, Code::InvalidRequest, Code::PluginFailed, Code::InsufficientFunds, Code::WrongPartition] {
+        let json = serde_json::to_string(&code).expect("serialize");
+        assert_eq!(json, format!("\"{}\"", code.as_str()));
+    }
+    assert_eq!(Code::PluginDeclined.status(), Status::Declined);
+    assert_eq!(Code::Unavailable.status(), Status::Error);
+}

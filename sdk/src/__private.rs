@@ -1,0 +1,81 @@
+//! Glue between the generated bindings and the SDK's types. Used by [`crate::export_plugin!`].
+#![allow(missing_docs, unsafe_code)]
+
+use std::sync::OnceLock;
+
+use crate::{Config, FeeBearer, FeeQuote, Payment, Plugin, PluginInfo, Rejection, money::Money};
+
+pub use wit_bindgen;
+
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "payment-method",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_payment_method",
+        default_bindings_module: "wasmpay_sdk::__private::bindings",
+        runtime_path: "wasmpay_sdk::__private::wit_bindgen::rt",
+    });
+}
+
+use bindings::wasmpay::plugin::{config, types as wit};
+
+/// The configuration never changes during an instance's life, so it is read from the host once.
+fn plugin_config() -> &'static Config {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    CONFIG.get_or_init(|| Config::from_pairs(config::entries()))
+}
+
+pub fn describe<P: Plugin>() -> wit::PluginInfo {
+    let info: PluginInfo = P::describe();
+    wit::PluginInfo { name: info.name, version: info.version, methods: info.methods, currencies: info.currencies }
+}
+
+pub fn validate<P: Plugin>(payment: wit::Payment) -> Result<(), wit::Rejection> {
+    P::validate(&from_wit(payment), plugin_config()).map_err(to_wit_rejection)
+}
+
+pub fn quote_fee<P: Plugin>(payment: wit::Payment) -> Result<wit::FeeQuote, wit::Rejection> {
+    let quote: FeeQuote = P::quote_fee(&from_wit(payment), plugin_config()).map_err(to_wit_rejection)?;
+    Ok(wit::FeeQuote {
+        total: quote.total(),
+        lines: quote
+            .lines()
+            .iter()
+            .map(|line| wit::FeeLine { label: line.label.clone(), minor_units: line.minor_units })
+            .collect(),
+        bearer: match quote.bearer() {
+            FeeBearer::Payer => wit::FeeBearer::Payer,
+            FeeBearer::Payee => wit::FeeBearer::Payee,
+        },
+    })
+}
+
+fn from_wit(payment: wit::Payment) -> Payment {
+    Payment {
+        id: payment.id,
+        payer: payment.payer,
+        payee: payment.payee,
+        amount: Money::new(payment.amount.minor_units, payment.amount.currency),
+        method: payment.method,
+        details: payment.details.into_iter().collect(),
+        metadata: payment.metadata.into_iter().collect(),
+        received_at_ms: payment.received_at_ms,
+    }
+}
+
+fn to_wit_rejection(rejection: Rejection) -> wit::Rejection {
+    wit::Rejection { code: rejection.code, message: rejection.message, retryable: rejection.retryable }
+}
+
+pub fn log(level: crate::log::Level, message: &str) {
+    use bindings::wasmpay::plugin::log::{Level, log};
+    let level = match level {
+        crate::log::Level::Trace => Level::Trace,
+        crate::log::Level::Debug => Level::Debug,
+        crate::log::Level::Info => Level::Info,
+        crate::log::Level::Warn => Level::Warn,
+        crate::log::Level::Error => Level::Error,
+    };
+    log(level, message);
+}

@@ -1,0 +1,102 @@
+//! # wasmpay-sdk
+//!
+//! Write a wasmpay payment-method plugin as plain Rust: implement [`Plugin`] and call
+//! [`export_plugin!`]. The SDK hides the WIT bindings (`wit/` in the repository) and gives you
+//! typed [`Payment`], [`Money`], [`Rejection`] and [`FeeQuote`] values.
+//!
+//! ```ignore
+//! use wasmpay_sdk::{Config, FeeBearer, FeeQuote, Payment, Plugin, PluginInfo, Rejection};
+//!
+//! struct Cash;
+//! impl Plugin for Cash {
+//!     fn describe() -> PluginInfo { PluginInfo::new("cash", env!("CARGO_PKG_VERSION"), ["cash"]) }
+//!     fn validate(_: &Payment, _: &Config) -> Result<(), Rejection> { Ok(()) }
+//!     fn quote_fee(_: &Payment, _: &Config) -> Result<FeeQuote, Rejection> {
+//!         Ok(FeeQuote::free(FeeBearer::Payee))
+//!     }
+//! }
+//! wasmpay_sdk::export_plugin!(Cash);
+//! ```
+//!
+//! Layout:
+//! - [`money`]: minor-unit amounts and basis-point arithmetic with a documented rounding rule.
+//! - [`payment`]: the payment a plugin decides on.
+//! - [`decision`]: what a plugin answers: [`Rejection`], [`FeeQuote`], [`PluginInfo`].
+//! - [`config`]: the read-only configuration the operator gives the plugin.
+//! - [`log`]: logging into the host's traces.
+//!
+//! Plugins must be stateless: the host may run a payment on a fresh instance or on one that
+//! already served others, and discards any instance after a trap.
+#![deny(missing_docs)]
+
+// Lets the generated bindings name this crate the same way from inside and from plugins.
+extern crate self as wasmpay_sdk;
+
+pub mod config;
+pub mod decision;
+pub mod log;
+pub mod money;
+pub mod payment;
+
+pub use config::Config;
+pub use decision::{FeeBearer, FeeLine, FeeQuote, PluginInfo, Rejection};
+pub use money::{Money, MoneyError};
+pub use payment::Payment;
+
+/// A payment-method plugin: one function per export of the `payment-method` world.
+///
+/// Every function is associated (no `self`): a plugin keeps no state between payments.
+pub trait Plugin {
+    /// Name, version, methods and currencies. Constant for a build.
+    fn describe() -> PluginInfo;
+
+    /// `Ok(())` lets the payment continue; `Err` declines it with a stable code.
+    fn validate(payment: &Payment, config: &Config) -> Result<(), Rejection>;
+
+    /// The fee for a payment that passed validation.
+    fn quote_fee(payment: &Payment, config: &Config) -> Result<FeeQuote, Rejection>;
+}
+
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod __private;
+
+/// Exports a type implementing [`Plugin`] as the component's `payment-method` world.
+///
+/// On targets other than `wasm32` this expands to nothing, so the plugin crate builds and
+/// unit-tests natively.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct Exports;
+            impl $crate::__private::bindings::exports::wasmpay::plugin::plugin::Guest for Exports {
+                fn describe() -> $crate::__private::bindings::wasmpay::plugin::types::PluginInfo {
+                    $crate::__private::describe::<$plugin>()
+                }
+            }
+            impl $crate::__private::bindings::exports::wasmpay::plugin::validator::Guest for Exports {
+                fn validate(
+                    payment: $crate::__private::bindings::wasmpay::plugin::types::Payment,
+                ) -> ::core::result::Result<(), $crate::__private::bindings::wasmpay::plugin::types::Rejection>
+                {
+                    $crate::__private::validate::<$plugin>(payment)
+                }
+            }
+            impl $crate::__private::bindings::exports::wasmpay::plugin::fee_policy::Guest for Exports {
+                fn quote_fee(
+                    payment: $crate::__private::bindings::wasmpay::plugin::types::Payment,
+                ) -> ::core::result::Result<
+                    $crate::__private::bindings::wasmpay::plugin::types::FeeQuote,
+                    $crate::__private::bindings::wasmpay::plugin::types::Rejection,
+                > {
+                    $crate::__private::quote_fee::<$plugin>(payment)
+                }
+            }
+            $crate::__private::bindings::export_payment_method!(
+                Exports with_types_in $crate::__private::bindings
+            );
+        };
+    };
+}
