@@ -109,7 +109,14 @@ impl Node {
         let partitioner = Partitioner::new(settings.partitions)?;
         let metrics = Arc::new(Metrics::default());
         let runtime = PluginRuntime::new(&settings.config.sandbox)?;
-        let pipelines = plugins::load_pipelines(&runtime, &settings.plugin_sources, &settings.config)?;
+        // Compiling is CPU work and `describe` runs guest code: both stay off the async threads.
+        let pipelines = {
+            let (runtime, sources, config) =
+                (runtime.clone(), settings.plugin_sources.clone(), settings.config.clone());
+            tokio::task::spawn_blocking(move || plugins::load_pipelines(&runtime, &sources, &config))
+                .await
+                .map_err(|error| PluginError::Runtime(error.to_string()))??
+        };
         for plugin in pipelines.plugins() {
             tracing::info!(plugin = plugin.key(), methods = ?plugin.info().methods, "plugin loaded");
         }

@@ -107,7 +107,8 @@ impl Processor {
             );
         };
         let received_at_ms = unix_ms();
-        let verdict = match instances.run(pipeline, &PaymentInput::new(request, received_at_ms)) {
+        let input = PaymentInput::new(request, received_at_ms);
+        let verdict = match instances.run_blocking(pipelines.clone(), request.method.clone(), input).await {
             Ok(verdict) => verdict,
             Err(failure) => {
                 tracing::warn!(%failure, "plugin failed; payment refused, nothing recorded");

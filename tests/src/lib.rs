@@ -1,1 +1,167 @@
+//! Test harness: a private `nats-server` on a free port and a real node on a fresh SQLite
+//! ledger, serving the built-in plugins plus the `faulty` fixture, all built from source.
+//!
+//! Nothing is skipped: if `nats-server` is missing the harness panics with the reason.
+#![allow(clippy::unwrap_used)]
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use wasmpay::config::Config;
+use wasmpay::ledger::Ledger;
+use wasmpay::nats_server::LocalNatsServer;
+use wasmpay::node::{Node, NodeSettings};
+use wasmpay::plugins::{self, PluginSource};
+use wasmpay::protocol::Reply;
+use wasmpay::routing::{AccountId, Partitioner, subjects};
+
+/// The admin token of every test node.
+pub const TOKEN: &str = "test-admin-token";
+/// How long a test waits for any one reply or event.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A node, its NATS server and a client.
+#[allow(missing_debug_implementations)]
+pub struct Harness {
+    /// The node; `None` after [`Harness::stop`].
+    pub node: Option<Node>,
+    /// A client connection for the test.
+    pub client: async_nats::Client,
+    /// The node's partitioner.
+    pub partitioner: Partitioner,
+    /// The node's ledger (the same database).
+    pub ledger: Ledger,
+    /// The ledger's database URL, to reopen it after the node stopped.
+    pub database_url: String,
+    nats: LocalNatsServer,
+    _workdir: tempfile::TempDir,
+}
+
+/// The repository's `examples/nats-server.conf` (the server-side partition mapping).
+pub fn mapping_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/nats-server.conf")
+}
+
+impl Harness {
+    /// A node with default configuration on a plain nats-server.
+    pub async fn start() -> Harness {
+        Harness::start_with(Config::default(), None).await
+    }
+
+    /// A node with `config`, on a nats-server started with `nats_config`.
+    pub async fn start_with(config: Config, nats_config: Option<&Path>) -> Harness {
+        let nats = LocalNatsServer::start(nats_config).expect("a nats-server is needed for the integration tests");
+        let workdir = tempfile::tempdir().unwrap();
+        let mut sources = plugins::builtin_sources();
+        sources.push(PluginSource::Builtin("faulty", wasmpay_plugin_artifacts::FAULTY));
+        let settings = NodeSettings {
+            nats_url: nats.url(),
+            database_url: format!("sqlite://{}", workdir.path().join("ledger.db").display()),
+            http_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            plugin_sources: sources,
+            node_id: "test".into(),
+            config,
+            admin_token: Some(TOKEN.into()),
+            ..NodeSettings::new()
+        };
+        let partitioner = Partitioner::new(settings.partitions).unwrap();
+        let database_url = settings.database_url.clone();
+        let node = Node::start(settings).await.expect("node starts");
+        let ledger = node.ledger().clone();
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        Harness { node: Some(node), client, partitioner, ledger, database_url, nats, _workdir: workdir }
+    }
+
+    /// The NATS URL.
+    pub fn nats_url(&self) -> String {
+        self.nats.url()
+    }
+
+    /// The node's HTTP base URL.
+    pub fn http(&self) -> String {
+        format!("http://{}", self.node.as_ref().expect("running").http_address())
+    }
+
+    /// Opens an account through the HTTP API.
+    pub async fn open(&self, id: &str, currency: &str, floor: i64) {
+        let (status, body) =
+            self.api("POST", "/v1/accounts", Some(json!({"id": id, "currency": currency, "floor": floor}))).await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// Funds an account through the HTTP API.
+    pub async fn deposit(&self, account: &str, amount: u64) {
+        let path = format!("/v1/accounts/{account}/deposits");
+        let body = json!({"id": format!("fund-{account}-{amount}"), "amount": amount});
+        let (status, text) = self.api("POST", &path, Some(body)).await;
+        assert!(status == 201 || status == 200, "{text}");
+    }
+
+    /// The balance of `account`, from the ledger.
+    pub async fn balance(&self, account: &str) -> i64 {
+        let id = AccountId::new(account).unwrap();
+        self.ledger.account(&id).await.unwrap().expect("account exists").balance.0
+    }
+
+    /// One authorised call to the node's HTTP API.
+    pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
+        let url = format!("{}{path}", self.http());
+        let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
+        let (status, text) = wasmpay::cli::http_call(method, &url, TOKEN, body).await.unwrap();
+        (status.as_u16(), text)
+    }
+
+    /// Sends a payment on its payer's partition subject and returns the raw reply.
+    pub async fn pay_raw(&self, payment: &Value) -> String {
+        let payer = AccountId::new(payment["payer"].as_str().unwrap()).unwrap();
+        let subject = subjects::pay(self.partitioner.partition_of(&payer), payer.as_str());
+        self.request(&subject, payment.to_string().into_bytes()).await
+    }
+
+    /// Sends a payment and parses the reply.
+    pub async fn pay(&self, payment: &Value) -> Reply {
+        parse(&self.pay_raw(payment).await)
+    }
+
+    /// One request on any subject.
+    pub async fn request(&self, subject: &str, body: Vec<u8>) -> String {
+        let message = tokio::time::timeout(WAIT, self.client.request(subject.to_owned(), Bytes::from(body)))
+            .await
+            .expect("reply in time")
+            .expect("request succeeds");
+        String::from_utf8(message.payload.to_vec()).unwrap()
+    }
+
+    /// Gracefully stops the node.
+    pub async fn stop(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+    }
+}
+
+/// Parses a reply.
+pub fn parse(reply: &str) -> Reply {
+    serde_json::from_str(reply).unwrap_or_else(|error| panic!("reply {reply} does not parse: {error}"))
+}
+
+/// A card payment of `amount` EUR cents from `payer` to `payee`.
+pub fn card(id: &str, payer: &str, payee: &str, amount: u64) -> Value {
+    json!({"version": 1, "id": id, "payer": payer, "payee": payee, "amount": amount, "currency": "EUR",
+           "method": "card", "details": {"pan": "4242 4242 4242 4242", "expiry": "12/30"}})
+}
+
+/// A wallet payment of `amount` EUR cents.
+pub fn wallet(id: &str, payer: &str, payee: &str, amount: u64) -> Value {
+    json!({"version": 1, "id": id, "payer": payer, "payee": payee, "amount": amount, "currency": "EUR",
+           "method": "wallet", "details": {"wallet_id": "wal_12345678"}})
+}
+
+/// Waits for the next message on a subscription.
+pub async fn next_message(subscriber: &mut async_nats::Subscriber) -> async_nats::Message {
+    tokio::time::timeout(WAIT, subscriber.next()).await.expect("message in time").expect("subscription open")
+}

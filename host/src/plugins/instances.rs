@@ -17,7 +17,7 @@ use wasmtime::{Store, Trap};
 
 use super::bindings::{fee_policy, types, validator};
 use super::catalog::LoadedPlugin;
-use super::pipeline::Pipeline;
+use super::pipeline::{Pipeline, Pipelines};
 use super::sandbox::{self, PluginState};
 use super::{PluginRuntime, describe_error};
 use crate::metrics::Metrics;
@@ -139,6 +139,37 @@ impl Instances {
     /// An empty set of warm instances.
     pub fn new(runtime: Arc<PluginRuntime>, metrics: Arc<Metrics>) -> Instances {
         Instances { runtime, metrics, warm: HashMap::new() }
+    }
+
+    /// Runs `method`'s pipeline from `pipelines` on a blocking thread, outside the async
+    /// runtime: guest code is synchronous (a call may spin until its deadline), and WASI's
+    /// synchronous bindings must not be entered from an async task.
+    pub async fn run_blocking(
+        &mut self,
+        pipelines: Arc<Pipelines>,
+        method: String,
+        input: PaymentInput,
+    ) -> Result<Verdict, PluginFailure> {
+        let mut detached = Instances {
+            runtime: self.runtime.clone(),
+            metrics: self.metrics.clone(),
+            warm: std::mem::take(&mut self.warm),
+        };
+        let joined = tokio::task::spawn_blocking(move || {
+            let verdict = match pipelines.get(&method) {
+                Some(pipeline) => detached.run(pipeline, &input),
+                None => Err(PluginFailure { plugin: method, kind: FailureKind::Contract("no pipeline".into()) }),
+            };
+            (detached.warm, verdict)
+        })
+        .await;
+        match joined {
+            Ok((warm, verdict)) => {
+                self.warm = warm;
+                verdict
+            }
+            Err(error) => Err(PluginFailure { plugin: "host".into(), kind: FailureKind::Trap(error.to_string()) }),
+        }
     }
 
     /// Runs the validators in order, then the fee policy.

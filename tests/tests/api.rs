@@ -1,0 +1,117 @@
+//! The operators' HTTP API against a running node.
+
+use serde_json::{Value, json};
+use wasmpay_tests::{Harness, card};
+
+#[tokio::test]
+async fn v1_refuses_calls_without_the_right_token_and_changes_nothing() {
+    let harness = Harness::start().await;
+    let url = format!("{}/v1/accounts", harness.http());
+    let body = Some(json!({"id": "mallory", "currency": "EUR"}));
+    for token in ["", "wrong", "test-admin-tokeN"] {
+        let (status, _) = wasmpay::cli::http_call(hyper::Method::POST, &url, token, body.clone()).await.unwrap();
+        assert_eq!(status.as_u16(), 401, "token {token:?}");
+    }
+    let (status, _) = harness.api("GET", "/v1/accounts/mallory", None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn accounts_deposits_and_payments_over_http() {
+    let harness = Harness::start().await;
+    harness.open("alice", "EUR", -500).await;
+    let (status, body) = harness.api("POST", "/v1/accounts", Some(json!({"id": "alice", "currency": "USD"}))).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = harness.api("POST", "/v1/accounts", Some(json!({"id": "_sys", "currency": "EUR"}))).await;
+    assert_eq!(status, 400);
+    let (status, _) = harness.api("POST", "/v1/accounts", Some(json!({"id": "bad", "currency": "XXX"}))).await;
+    assert_eq!(status, 400);
+
+    let deposit = Some(json!({"id": "dep-1", "amount": 2_500}));
+    let (first_status, first) = harness.api("POST", "/v1/accounts/alice/deposits", deposit.clone()).await;
+    let (again_status, again) = harness.api("POST", "/v1/accounts/alice/deposits", deposit).await;
+    assert_eq!((first_status, again_status), (201, 200));
+    assert_eq!(first, again);
+    let (status, _) =
+        harness.api("POST", "/v1/accounts/alice/deposits", Some(json!({"id": "dep-1", "amount": 1}))).await;
+    assert_eq!(status, 409);
+    let (status, _) =
+        harness.api("POST", "/v1/accounts/alice/deposits", Some(json!({"id": "dep-2", "amount": 0}))).await;
+    assert_eq!(status, 400);
+
+    let (status, body) = harness.api("GET", "/v1/accounts/alice", None).await;
+    let account: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, account["balance"].as_i64(), account["floor"].as_i64()), (200, Some(2_500), Some(-500)));
+
+    harness.open("shop", "EUR", 0).await;
+    assert_eq!(harness.pay(&card("h-1", "alice", "shop", 3_000)).await.status, wasmpay::protocol::Status::Approved);
+    let (status, body) = harness.api("GET", "/v1/payments/h-1", None).await;
+    let payment: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(payment["reply"]["fee"], 112); // 2.9 % of 30.00 = 0.87, plus 0.25
+    assert_eq!(payment["entries"].as_array().map(Vec::len), Some(3));
+    let (status, _) = harness.api("GET", "/v1/payments/nope", None).await;
+    assert_eq!(status, 404);
+
+    let (status, body) = harness.api("GET", "/v1/plugins", None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("card") && body.contains("wallet"), "{body}");
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_need_no_token() {
+    let harness = Harness::start().await;
+    harness.open("alice", "EUR", 0).await;
+    harness.open("shop", "EUR", 0).await;
+    harness.deposit("alice", 1_000).await;
+    harness.pay(&card("m-1", "alice", "shop", 100)).await;
+    for (path, needle) in [
+        ("/healthz", "ok"),
+        ("/readyz", "ready"),
+        ("/metrics", "wasmpay_payments_total{status=\"approved\",code=\"ok\"} 1"),
+        ("/metrics", "wasmpay_plugin_call_seconds_count 2"),
+        ("/metrics", "wasmpay_ledger_commit_seconds_count 1"),
+    ] {
+        let url = format!("{}{path}", harness.http());
+        let (status, body) = wasmpay::cli::http_call(hyper::Method::GET, &url, "", None).await.unwrap();
+        assert_eq!(status.as_u16(), 200, "{path}");
+        assert!(body.contains(needle), "{path}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_every_payment_it_took_and_records_nothing_unanswered() {
+    let mut harness = Harness::start().await;
+    harness.open("alice", "EUR", 0).await;
+    harness.open("shop", "EUR", 0).await;
+    harness.deposit("alice", 1_000_000).await;
+    let subject = "wasmpay.submit.alice";
+    let (first_reply, mut first_reply_seen) = tokio::sync::watch::channel(false);
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let client = harness.client.clone();
+        let body = card(&format!("sd-{i:03}"), "alice", "shop", 100).to_string();
+        let first_reply = first_reply.clone();
+        requests.spawn(async move {
+            let result = tokio::time::timeout(wasmpay_tests::WAIT, client.request(subject, body.into())).await;
+            let _ = first_reply.send(true);
+            result
+                .expect("an answer, never silence")
+                .map(|message| wasmpay_tests::parse(std::str::from_utf8(&message.payload).unwrap()))
+        });
+    }
+    first_reply_seen.wait_for(|seen| *seen).await.unwrap();
+    harness.stop().await;
+    let mut answered = 0;
+    while let Some(result) = requests.join_next().await {
+        // After the subscriptions are drained a request finds no responder; it never hangs.
+        if let Ok(reply) = result.unwrap() {
+            assert_eq!(reply.status, wasmpay::protocol::Status::Approved, "{reply:?}");
+            answered += 1;
+        }
+    }
+    let ledger = wasmpay::ledger::Ledger::open(&harness.database_url).await.unwrap();
+    let audit = ledger.audit().await.unwrap();
+    assert_eq!(audit.payments_by_outcome.get("payment approved ok").copied().unwrap_or_default(), answered);
+    assert!(answered > 0 && audit.is_balanced(), "{audit:?}");
+}

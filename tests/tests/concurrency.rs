@@ -1,0 +1,31 @@
+//! Many concurrent payments from one payer: the floor holds, nothing is lost or doubled.
+
+use futures::future::join_all;
+use wasmpay::protocol::{Code, Status};
+use wasmpay_tests::{Harness, card};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_payments_against_a_balance_for_fifty() {
+    let harness = Harness::start().await;
+    harness.open("payer", "EUR", 0).await;
+    for shop in ["shop-a", "shop-b"] {
+        harness.open(shop, "EUR", 0).await;
+    }
+    harness.deposit("payer", 50 * 1_000).await;
+    let payments: Vec<_> = (0..200)
+        .map(|i| card(&format!("c-{i:03}"), "payer", if i % 2 == 0 { "shop-a" } else { "shop-b" }, 1_000))
+        .collect();
+    let replies = join_all(payments.iter().map(|payment| harness.pay(payment))).await;
+
+    let approved = replies.iter().filter(|reply| reply.status == Status::Approved).count();
+    let insufficient = replies.iter().filter(|reply| reply.code == Code::InsufficientFunds).count();
+    assert_eq!((approved, insufficient), (50, 150), "{:?}", replies.iter().find(|r| r.status == Status::Error));
+    assert_eq!(harness.balance("payer").await, 0);
+    // Each approved card payment of 10.00 pays 0.29 + 0.25 in fees, borne by the payee.
+    assert_eq!(harness.balance("shop-a").await + harness.balance("shop-b").await, 50 * (1_000 - 54));
+    assert_eq!(harness.balance("_fees_EUR").await, 50 * 54);
+    let audit = harness.ledger.audit().await.unwrap();
+    assert!(audit.is_balanced(), "{audit:?}");
+    assert_eq!(audit.payments_by_outcome.get("payment approved ok"), Some(&50));
+    assert_eq!(audit.payments_by_outcome.get("payment declined insufficient_funds"), Some(&150));
+}

@@ -1,0 +1,196 @@
+//! The payment path over a real NATS server: approvals, every kind of refusal, idempotency.
+
+use serde_json::json;
+use wasmpay::protocol::{Code, Status};
+use wasmpay_tests::{Harness, card, next_message, parse, wallet};
+
+async fn funded() -> Harness {
+    let harness = Harness::start().await;
+    harness.open("alice", "EUR", 0).await;
+    harness.open("shop", "EUR", 0).await;
+    harness.open("yen", "JPY", 0).await;
+    harness.deposit("alice", 10_000).await;
+    harness
+}
+
+#[tokio::test]
+async fn a_card_payment_is_approved_end_to_end_with_exact_entries_and_an_event() {
+    let harness = funded().await;
+    let mut events = harness.client.subscribe("wasmpay.events.payment.>").await.unwrap();
+    harness.client.flush().await.unwrap();
+
+    let reply = harness.pay(&card("p-1", "alice", "shop", 1_050)).await;
+
+    assert_eq!((reply.status, reply.code), (Status::Approved, Code::Ok), "{reply:?}");
+    // 2.9 % of 10.50 = 0.3045 -> 0.30, plus 0.25 fixed, borne by the payee.
+    assert_eq!((reply.amount, reply.fee), (Some(1_050), Some(55)));
+    assert_eq!(reply.plugins, ["card@0.1.0"]);
+    assert_eq!(harness.balance("alice").await, 10_000 - 1_050);
+    assert_eq!(harness.balance("shop").await, 1_050 - 55);
+    assert_eq!(harness.balance("_fees_EUR").await, 55);
+    let stored = harness.ledger.payment("p-1").await.unwrap().expect("recorded");
+    assert_eq!(stored.entries, [("alice".into(), -1_050), ("shop".into(), 995), ("_fees_EUR".into(), 55)]);
+
+    let event = next_message(&mut events).await;
+    assert_eq!(event.subject.as_str(), "wasmpay.events.payment.approved");
+    assert_eq!(parse(std::str::from_utf8(&event.payload).unwrap()), reply);
+    assert!(harness.ledger.audit().await.unwrap().is_balanced());
+}
+
+#[tokio::test]
+async fn a_wallet_fee_is_borne_by_the_payer() {
+    let harness = funded().await;
+    let reply = harness.pay(&wallet("w-1", "alice", "shop", 1_050)).await;
+    assert_eq!((reply.status, reply.fee), (Status::Approved, Some(11)), "{reply:?}");
+    assert_eq!(harness.balance("alice").await, 10_000 - 1_050 - 11);
+    assert_eq!(harness.balance("shop").await, 1_050);
+    assert_eq!(harness.balance("_fees_EUR").await, 11);
+}
+
+#[tokio::test]
+async fn each_plugin_declines_with_its_own_reason_and_the_decline_is_recorded() {
+    let harness = funded().await;
+    let mut expired = card("c-expired", "alice", "shop", 100);
+    expired["details"]["expiry"] = json!("01/24");
+    let mut bad_pan = card("c-luhn", "alice", "shop", 100);
+    bad_pan["details"]["pan"] = json!("4242424242424241");
+    let mut bad_wallet = wallet("w-id", "alice", "shop", 100);
+    bad_wallet["details"]["wallet_id"] = json!("nope");
+    let cases = [
+        (expired, "card_expired"),
+        (bad_pan, "invalid_card_number"),
+        (card("c-limit", "alice", "shop", 1_000_001), "amount_over_limit"),
+        (bad_wallet, "invalid_wallet_id"),
+        (wallet("w-limit", "alice", "shop", 50_001), "amount_over_limit"),
+    ];
+    for (payment, reason) in cases {
+        let reply = harness.pay(&payment).await;
+        assert_eq!((reply.status, reply.code), (Status::Declined, Code::PluginDeclined), "{reply:?}");
+        assert_eq!(reply.reason.as_deref(), Some(reason));
+        let stored = harness.ledger.payment(payment["id"].as_str().unwrap()).await.unwrap().expect("recorded");
+        assert_eq!((stored.status.as_str(), stored.entries.len()), ("declined", 0));
+    }
+    assert_eq!(harness.balance("alice").await, 10_000);
+}
+
+#[tokio::test]
+async fn insufficient_funds_declines_and_changes_nothing() {
+    let harness = funded().await;
+    let reply = harness.pay(&card("big", "alice", "shop", 10_001)).await;
+    assert_eq!((reply.status, reply.code), (Status::Declined, Code::InsufficientFunds), "{reply:?}");
+    assert_eq!(harness.balance("alice").await, 10_000);
+    assert_eq!(harness.balance("shop").await, 0);
+    let exact = harness.pay(&card("exact", "alice", "shop", 10_000)).await;
+    assert_eq!(exact.status, Status::Approved, "{exact:?}");
+    assert_eq!(harness.balance("alice").await, 0);
+}
+
+#[tokio::test]
+async fn invalid_requests_are_rejected_with_stable_codes_and_not_recorded() {
+    let harness = funded().await;
+    let mut unknown_method = card("r-1", "alice", "shop", 100);
+    unknown_method["method"] = json!("crypto");
+    let mut mismatch = card("r-3", "alice", "shop", 100);
+    mismatch["currency"] = json!("USD");
+    let mut bad_currency = card("r-4", "alice", "shop", 100);
+    bad_currency["currency"] = json!("EURO");
+    let cases = [
+        (unknown_method, Code::UnknownMethod),
+        (card("r-2", "alice", "nobody", 100), Code::UnknownAccount),
+        (card("r-2b", "alice", "_fees_EUR", 100), Code::UnknownAccount),
+        (mismatch, Code::CurrencyMismatch),
+        (card("r-5", "alice", "yen", 100), Code::CurrencyMismatch),
+        (bad_currency, Code::InvalidRequest),
+        (card("r-6", "alice", "shop", 0), Code::AmountOutOfRange),
+        (card("r-8", "alice", "shop", 9_007_199_254_740_992), Code::AmountOutOfRange),
+    ];
+    for (payment, code) in cases {
+        let reply = harness.pay(&payment).await;
+        assert_eq!((reply.status, reply.code), (Status::Rejected, code), "{reply:?}");
+        assert!(harness.ledger.payment(payment["id"].as_str().unwrap()).await.unwrap().is_none());
+    }
+    for amount in ["-5", "12.5", "\"100\""] {
+        let body =
+            card("r-9", "alice", "shop", 1).to_string().replace("\"amount\":1,", &format!("\"amount\":{amount},"));
+        let reply = parse(&harness.request("wasmpay.pay.0.alice", body.into_bytes()).await);
+        let expected = if amount == "-5" { Code::AmountOutOfRange } else { Code::InvalidRequest };
+        // The partition check comes after decoding, so a bad amount is reported first.
+        assert_eq!(reply.code, expected, "{amount}: {reply:?}");
+    }
+    assert_eq!(harness.balance("alice").await, 10_000);
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_messages_get_a_reply_and_the_subscriber_keeps_serving() {
+    let harness = funded().await;
+    let garbage = parse(&harness.request("wasmpay.pay.0.alice", b"{not json".to_vec()).await);
+    assert_eq!((garbage.status, garbage.code, garbage.id), (Status::Rejected, Code::InvalidRequest, None));
+    let oversized = vec![b' '; 64 * 1024 + 1];
+    let reply = parse(&harness.request("wasmpay.pay.0.alice", oversized).await);
+    assert_eq!(reply.code, Code::InvalidRequest);
+    assert!(reply.message.contains("exceeds"), "{reply:?}");
+    let version = card("v-2", "alice", "shop", 1).to_string().replace("\"version\":1", "\"version\":2");
+    let reply = parse(&harness.request("wasmpay.pay.0.alice", version.into_bytes()).await);
+    assert_eq!((reply.code, reply.id.as_deref()), (Code::UnsupportedVersion, Some("v-2")));
+    // Garbage without a reply subject must not stop the subscriber either.
+    harness.client.publish("wasmpay.pay.0.alice", "\u{0}\u{1}".into()).await.unwrap();
+    let after = harness.pay(&card("after", "alice", "shop", 100)).await;
+    assert_eq!(after.status, Status::Approved, "{after:?}");
+}
+
+#[tokio::test]
+async fn a_payment_on_the_wrong_partition_is_refused() {
+    let harness = funded().await;
+    let right = harness.partitioner.partition_of(&wasmpay::routing::AccountId::new("alice").unwrap());
+    let wrong = (right + 1) % harness.partitioner.partitions();
+    let body = card("wp-1", "alice", "shop", 100).to_string().into_bytes();
+    for subject in
+        [format!("wasmpay.pay.{wrong}.alice"), format!("wasmpay.pay.{right}.bob"), "wasmpay.pay.999.alice".into()]
+    {
+        let reply = parse(&harness.request(&subject, body.clone()).await);
+        assert_eq!((reply.status, reply.code), (Status::Rejected, Code::WrongPartition), "{subject}: {reply:?}");
+    }
+    assert!(harness.ledger.payment("wp-1").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn clients_that_do_not_hash_pay_on_the_submit_subject() {
+    let harness = funded().await;
+    let body = card("s-1", "alice", "shop", 100).to_string().into_bytes();
+    let reply = parse(&harness.request("wasmpay.submit.alice", body).await);
+    assert_eq!(reply.status, Status::Approved, "{reply:?}");
+    let expected = harness.partitioner.partition_of(&wasmpay::routing::AccountId::new("alice").unwrap());
+    assert_eq!(reply.partition, Some(expected));
+}
+
+#[tokio::test]
+async fn cluster_info_tells_clients_how_to_hash() {
+    let harness = Harness::start().await;
+    let info: serde_json::Value =
+        serde_json::from_str(&harness.request("wasmpay.cluster.info", Vec::new()).await).unwrap();
+    assert_eq!(info["version"], 1);
+    assert_eq!(info["partitions"], 64);
+    assert_eq!(info["hash"], "fnv1a32");
+}
+
+#[tokio::test]
+async fn a_replay_returns_the_identical_reply_and_a_different_body_conflicts() {
+    let harness = funded().await;
+    let payment = card("idem-1", "alice", "shop", 1_234);
+    let first = harness.pay_raw(&payment).await;
+    let second = harness.pay_raw(&payment).await;
+    assert_eq!(first, second, "a replay must be byte-identical");
+    assert_eq!(harness.balance("alice").await, 10_000 - 1_234);
+
+    let declined = card("idem-2", "alice", "shop", 1_000_000);
+    let first_decline = harness.pay_raw(&declined).await;
+    assert_eq!(parse(&first_decline).status, Status::Declined);
+    harness.deposit("alice", 2_000_000).await;
+    assert_eq!(harness.pay_raw(&declined).await, first_decline, "a recorded decline replays, even after funding");
+
+    let conflicting = card("idem-1", "alice", "shop", 1_235);
+    let reply = harness.pay(&conflicting).await;
+    assert_eq!((reply.status, reply.code), (Status::Rejected, Code::Conflict), "{reply:?}");
+    assert_eq!(harness.balance("alice").await, 10_000 - 1_234 + 2_000_000);
+    assert!(harness.ledger.audit().await.unwrap().is_balanced());
+}
