@@ -218,10 +218,10 @@ async fn worker(
         let payer = parse_pay_subject(&message.subject).map_or("", |(_, payer)| payer);
         let decided = processor.decide(&mut instances, Route { partition, payer }, &message.payload).await;
         let body = Bytes::from(decided.reply);
-        if let Some(reply) = message.reply {
-            if let Err(error) = client.publish(reply, body.clone()).await {
-                tracing::warn!(%error, "could not publish a reply");
-            }
+        if let Some(reply) = message.reply
+            && let Err(error) = client.publish(reply, body.clone()).await
+        {
+            tracing::warn!(%error, "could not publish a reply");
         }
         if decided.newly_recorded {
             let subject = format!("{}.{}", subjects::EVENTS_PREFIX, decided.status.as_str());

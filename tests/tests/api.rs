@@ -1,5 +1,7 @@
 //! The operators' HTTP API against a running node.
 
+#![allow(clippy::unwrap_used)]
+
 use serde_json::{Value, json};
 use wasmpay_tests::{Harness, card};
 

@@ -1,5 +1,7 @@
 //! Many concurrent payments from one payer: the floor holds, nothing is lost or doubled.
 
+#![allow(clippy::unwrap_used)]
+
 use futures::future::join_all;
 use wasmpay::protocol::{Code, Status};
 use wasmpay_tests::{Harness, card};

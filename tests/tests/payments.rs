@@ -1,5 +1,7 @@
 //! The payment path over a real NATS server: approvals, every kind of refusal, idempotency.
 
+#![allow(clippy::unwrap_used)]
+
 use serde_json::json;
 use wasmpay::protocol::{Code, Status};
 use wasmpay_tests::{Harness, card, next_message, parse, wallet};

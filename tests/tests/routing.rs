@@ -1,6 +1,8 @@
 //! The partition function against the NATS server's own `{{partition(P,1)}}` mapping, using
 //! the sample configuration shipped in `examples/nats-server.conf`.
 
+#![allow(clippy::unwrap_used)]
+
 use futures::StreamExt;
 use wasmpay::protocol::Status;
 use wasmpay::routing::{AccountId, Partitioner};

@@ -2,6 +2,8 @@
 //! recorded, and the next good payment is approved. The `faulty` fixture is built from
 //! `tests/fixtures/faulty`.
 
+#![allow(clippy::unwrap_used)]
+
 use serde_json::{Value, json};
 use wasmpay::protocol::{Code, Status};
 use wasmpay_tests::{Harness, card};

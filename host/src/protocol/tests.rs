@@ -73,3 +73,26 @@ fn every_code_has_one_status_and_its_wire_name() {
     assert_eq!(Code::PluginDeclined.status(), Status::Declined);
     assert_eq!(Code::Unavailable.status(), Status::Error);
 }
+
+/// The examples in docs/schema are what clients copy: they must decode, and the reply example
+/// must be what this host would send for the request example.
+#[test]
+fn documented_examples_decode() {
+    let schema = |name: &str| -> serde_json::Value {
+        let path = format!("{}/../docs/schema/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("schema file")).expect("schema is JSON")
+    };
+    let requests = schema("payment-request.schema.json");
+    let examples = requests["examples"].as_array().expect("request examples");
+    assert!(!examples.is_empty());
+    for example in examples {
+        assert!(decode(example.to_string().as_bytes()).is_ok(), "{example}");
+    }
+    let replies = schema("payment-reply.schema.json");
+    for example in replies["examples"].as_array().expect("reply examples") {
+        let reply: Reply = serde_json::from_value(example.clone()).expect("reply example parses");
+        let payer = crate::routing::AccountId::new("alice").expect("valid");
+        let partitioner = crate::routing::Partitioner::new(64).expect("64");
+        assert_eq!(reply.partition, Some(partitioner.partition_of(&payer)));
+    }
+}
