@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use tracing::Instrument;
+
 use crate::ledger::{Decision, Ledger, LedgerError, Recorded, Transfer, TransferKind};
 use crate::metrics::Metrics;
 use crate::money::{FeeBearer, MinorUnits};
@@ -70,8 +72,7 @@ impl Processor {
             Err(refusal) => refused(&refusal, Some(route.partition)),
             Ok(request) => {
                 let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, method = %request.method);
-                let _entered = span.enter();
-                self.decide_request(instances, route, &request).await
+                self.decide_request(instances, route, &request).instrument(span).await
             }
         };
         self.metrics.count_payment(decided.status, decided.code);
