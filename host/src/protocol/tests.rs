@@ -1,4 +1,5 @@
 use super::*;
+use crate::routing::{AccountId, Partitioner};
 
 fn request(amount: &str) -> String {
     format!(
@@ -91,8 +92,8 @@ fn documented_examples_decode() {
     let replies = schema("payment-reply.schema.json");
     for example in replies["examples"].as_array().expect("reply examples") {
         let reply: Reply = serde_json::from_value(example.clone()).expect("reply example parses");
-        let payer = crate::routing::AccountId::new("alice").expect("valid");
-        let partitioner = crate::routing::Partitioner::new(64).expect("64");
+        let payer = AccountId::new("alice").expect("valid");
+        let partitioner = Partitioner::new(64).expect("64");
         assert_eq!(reply.partition, Some(partitioner.partition_of(&payer)));
     }
 }
