@@ -64,7 +64,10 @@ fn ledger(runtime: &tokio::runtime::Runtime) -> (Duration, Duration) {
         let euro: Currency = "EUR".parse().unwrap();
         let (alice, shop) = (AccountId::new("alice").unwrap(), AccountId::new("shop").unwrap());
         for id in [&alice, &shop] {
-            ledger.open_account(&NewAccount { id: id.clone(), currency: euro, floor: MinorUnits::ZERO }, 0).await.unwrap();
+            ledger
+                .open_account(&NewAccount { id: id.clone(), currency: euro, floor: MinorUnits::ZERO }, 0)
+                .await
+                .unwrap();
         }
         let external = external_account(euro);
         let mut next = 0_u64;

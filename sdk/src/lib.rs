@@ -22,6 +22,7 @@
 //! - [`money`]: minor-unit amounts and basis-point arithmetic with a documented rounding rule.
 //! - [`payment`]: the payment a plugin decides on.
 //! - [`decision`]: what a plugin answers: [`Rejection`], [`FeeQuote`], [`PluginInfo`].
+//! - [`limits`]: the per-currency amount limit check.
 //! - [`config`]: the read-only configuration the operator gives the plugin.
 //! - [`log`]: logging into the host's traces.
 //!
@@ -34,6 +35,7 @@ extern crate self as wasmpay_sdk;
 
 pub mod config;
 pub mod decision;
+pub mod limits;
 pub mod log;
 pub mod money;
 pub mod payment;

@@ -11,6 +11,7 @@
 mod brand;
 mod expiry;
 
+use wasmpay_sdk::limits::check_amount_limit;
 use wasmpay_sdk::{Config, FeeBearer, FeeQuote, Payment, Plugin, PluginInfo, Rejection};
 
 pub use brand::{Brand, luhn_valid};
@@ -38,17 +39,8 @@ impl Plugin for Card {
     }
 
     fn validate(payment: &Payment, config: &Config) -> Result<(), Rejection> {
-        let currency = payment.amount.currency();
-        let default_limit = default_terms(currency).map(|(_, _, limit)| limit);
-        let Some(limit) = config.parse(&format!("limit.{currency}"))?.or(default_limit) else {
-            return Err(Rejection::decline("unsupported_currency", format!("cards are not accepted in {currency}")));
-        };
-        if payment.amount.minor_units() > limit {
-            return Err(Rejection::decline(
-                "amount_over_limit",
-                format!("{} exceeds the card limit of {limit} minor units", payment.amount.minor_units()),
-            ));
-        }
+        let default_limit = default_terms(payment.amount.currency()).map(|(_, _, limit)| limit);
+        check_amount_limit(payment, config, default_limit)?;
         check_card(payment)?;
         let expiry = Expiry::parse(payment.detail("expiry").unwrap_or_default())?;
         if expiry.is_past(payment.received_at_ms) {

@@ -6,6 +6,7 @@
 //! - `fee.bps`: percentage in basis points (default 100 = 1 %);
 //! - `fee.cap.<CUR>`: the most one payment pays, in minor units (defaults in [`CURRENCIES`]).
 
+use wasmpay_sdk::limits::check_amount_limit;
 use wasmpay_sdk::{Config, FeeBearer, FeeQuote, Money, Payment, Plugin, PluginInfo, Rejection};
 
 /// Default terms per currency: (code, per-payment limit, fee cap), in minor units.
@@ -24,17 +25,8 @@ impl Plugin for Wallet {
     }
 
     fn validate(payment: &Payment, config: &Config) -> Result<(), Rejection> {
-        let currency = payment.amount.currency();
-        let default_limit = default_terms(currency).map(|(_, limit, _)| limit);
-        let Some(limit) = config.parse(&format!("limit.{currency}"))?.or(default_limit) else {
-            return Err(Rejection::decline("unsupported_currency", format!("wallets do not pay in {currency}")));
-        };
-        if payment.amount.minor_units() > limit {
-            return Err(Rejection::decline(
-                "amount_over_limit",
-                format!("{} exceeds the wallet limit of {limit} minor units", payment.amount.minor_units()),
-            ));
-        }
+        let default_limit = default_terms(payment.amount.currency()).map(|(_, limit, _)| limit);
+        check_amount_limit(payment, config, default_limit)?;
         let wallet_id = payment.detail("wallet_id").unwrap_or_default();
         if !valid_wallet_id(wallet_id) {
             return Err(Rejection::decline("invalid_wallet_id", "a wallet id is `wal_` and 8-32 letters or digits"));
