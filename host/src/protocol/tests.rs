@@ -97,3 +97,37 @@ fn documented_examples_decode() {
         assert_eq!(reply.partition, Some(partitioner.partition_of(&payer)));
     }
 }
+
+/// Decoding is total: arbitrary mutations of a valid request never panic, and whatever is
+/// accepted satisfies every documented bound.
+#[test]
+fn decoding_mutated_requests_never_panics_and_accepts_only_valid_requests() {
+    let valid = request("1250").into_bytes();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let alphabet = b"{}[]\":,.-+e0123456789 aZ_\\\x00\xff";
+    for _ in 0..20_000 {
+        let mut body = valid.clone();
+        for _ in 0..1 + next() % 4 {
+            let position = usize::try_from(next() % u64::try_from(body.len()).unwrap_or(1)).unwrap_or(0);
+            let byte = alphabet[usize::try_from(next() % 28).unwrap_or(0)];
+            match next() % 3 {
+                0 => body[position] = byte,
+                1 => body.insert(position, byte),
+                _ => {
+                    body.remove(position);
+                }
+            }
+        }
+        if let Ok(decoded) = decode(&body) {
+            assert!((1..=crate::money::MAX_PAYMENT_MINOR_UNITS).contains(&decoded.amount));
+            assert!(AccountId::new(decoded.payer.as_str()).is_ok() && decoded.payer != decoded.payee);
+            assert!((1..=64).contains(&decoded.id.len()));
+        }
+    }
+}
