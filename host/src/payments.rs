@@ -109,7 +109,7 @@ impl Processor {
         };
         let received_at_ms = unix_ms();
         let input = PaymentInput::new(request, received_at_ms);
-        let verdict = match instances.run_blocking(pipelines.clone(), request.method.clone(), input).await {
+        let verdict = match instances.run_blocking(pipeline.clone(), input).await {
             Ok(verdict) => verdict,
             Err(failure) => {
                 tracing::warn!(%failure, "plugin failed; payment refused, nothing recorded");

@@ -17,7 +17,7 @@ use wasmtime::{Store, Trap};
 
 use super::bindings::{fee_policy, types, validator};
 use super::catalog::LoadedPlugin;
-use super::pipeline::{Pipeline, Pipelines};
+use super::pipeline::Pipeline;
 use super::sandbox::{self, PluginState};
 use super::{PluginRuntime, describe_error};
 use crate::metrics::Metrics;
@@ -141,25 +141,17 @@ impl Instances {
         Instances { runtime, metrics, warm: HashMap::new() }
     }
 
-    /// Runs `method`'s pipeline from `pipelines` on a blocking thread, outside the async
-    /// runtime: guest code is synchronous (a call may spin until its deadline), and WASI's
-    /// synchronous bindings must not be entered from an async task.
-    pub async fn run_blocking(
-        &mut self,
-        pipelines: Arc<Pipelines>,
-        method: String,
-        input: PaymentInput,
-    ) -> Result<Verdict, PluginFailure> {
+    /// Runs `pipeline` on a blocking thread, outside the async runtime: guest code is
+    /// synchronous (a call may spin until its deadline), and WASI's synchronous bindings must
+    /// not be entered from an async task. The warm instances travel with the call and back.
+    pub async fn run_blocking(&mut self, pipeline: Pipeline, input: PaymentInput) -> Result<Verdict, PluginFailure> {
         let mut detached = Instances {
             runtime: self.runtime.clone(),
             metrics: self.metrics.clone(),
             warm: std::mem::take(&mut self.warm),
         };
         let joined = tokio::task::spawn_blocking(move || {
-            let verdict = match pipelines.get(&method) {
-                Some(pipeline) => detached.run(pipeline, &input),
-                None => Err(PluginFailure { plugin: method, kind: FailureKind::Contract("no pipeline".into()) }),
-            };
+            let verdict = detached.run(&pipeline, &input);
             (detached.warm, verdict)
         })
         .await;
@@ -168,6 +160,7 @@ impl Instances {
                 self.warm = warm;
                 verdict
             }
+            // Only a panic in the host's own code gets here; the instances are lost with it.
             Err(error) => Err(PluginFailure { plugin: "host".into(), kind: FailureKind::Trap(error.to_string()) }),
         }
     }

@@ -58,6 +58,16 @@ pub enum PluginError {
     /// A plugin failed to load.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// A configured `[plugins.<name>] path` holds a plugin with another name.
+    #[error("{path} describes itself as `{described}`, not `{configured}`")]
+    NameMismatch {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The name in the configuration.
+        configured: String,
+        /// The name the plugin gave.
+        described: String,
+    },
     /// The pipelines do not fit the plugins.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
@@ -128,11 +138,11 @@ pub fn load_pipelines(
         if let Some(path) = &settings.path {
             let plugin = load_file(runtime, path, &config_of)?;
             if plugin.info().name != *name {
-                return Err(PluginError::Runtime(format!(
-                    "{} describes itself as `{}`, not `{name}`",
-                    path.display(),
-                    plugin.info().name
-                )));
+                return Err(PluginError::NameMismatch {
+                    path: path.clone(),
+                    configured: name.clone(),
+                    described: plugin.info().name.clone(),
+                });
             }
             // A configured path replaces a built-in plugin of the same name.
             loaded.retain(|other| other.info().name != *name);
@@ -179,3 +189,6 @@ impl PluginHost {
 fn describe_error(error: &wasmtime::Error) -> String {
     format!("{error:?}").lines().next().unwrap_or_default().to_owned()
 }
+
+#[cfg(test)]
+mod tests;
