@@ -17,12 +17,12 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::ledger::{Ledger, LedgerError, NewAccount, Recorded, Transfer, TransferKind, external_account};
+use crate::ledger::{Deposited, Ledger, LedgerError, NewAccount};
 use crate::metrics::Metrics;
-use crate::money::{Currency, FeeBearer, MAX_PAYMENT_MINOR_UNITS, MinorUnits};
+use crate::money::{Currency, MAX_PAYMENT_MINOR_UNITS, MinorUnits};
 use crate::payments::unix_ms;
 use crate::plugins::PluginHost;
-use crate::protocol::MAX_MESSAGE_BYTES;
+use crate::protocol::{MAX_MESSAGE_BYTES, is_valid_id};
 use crate::routing::AccountId;
 use crate::shutdown::{self, Signal};
 
@@ -186,9 +186,7 @@ async fn deposit(state: &ApiState, account: &str, body: serde_json::Value) -> Re
     if !(1..=MAX_PAYMENT_MINOR_UNITS).contains(&request.amount) {
         return problem(StatusCode::BAD_REQUEST, "amount_out_of_range", "amount must be within 1 ..= 2^53 - 1");
     }
-    let id_ok = (1..=64).contains(&request.id.len())
-        && request.id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
-    if !id_ok {
+    if !is_valid_id(&request.id) {
         return problem(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -203,39 +201,13 @@ async fn deposit(state: &ApiState, account: &str, body: serde_json::Value) -> Re
         },
         None => return problem(StatusCode::NOT_FOUND, "unknown_account", "no such account"),
     };
-    let external = external_account(account.currency);
-    let request_hash = format!("deposit:{}:{}:{}", account.id, request.amount, account.currency);
     let Ok(amount) = MinorUnits::from_unsigned(request.amount) else {
         return problem(StatusCode::BAD_REQUEST, "amount_out_of_range", "amount must be within 1 ..= 2^53 - 1");
     };
-    let transfer = Transfer {
-        id: &request.id,
-        kind: TransferKind::Deposit,
-        request_hash: &request_hash,
-        payer: &external,
-        payee: &account.id,
-        currency: account.currency,
-        amount,
-        fee: MinorUnits::ZERO,
-        fee_bearer: FeeBearer::Payee,
-        plugins: "",
-        partition: None,
-        now_ms: now_ms(),
-        declined_by_plugin: false,
-    };
-    let render = |_| {
-        json!({"id": request.id, "status": "approved", "account": account.id.as_str(),
-               "amount": request.amount, "currency": account.currency.code()})
-        .to_string()
-    };
-    match state.ledger.record(&transfer, render).await {
-        Ok(Recorded::New { reply, .. }) => raw_json(StatusCode::CREATED, reply),
-        Ok(Recorded::Existing { request_hash: recorded, reply }) if recorded == request_hash => {
-            raw_json(StatusCode::OK, reply)
-        }
-        Ok(Recorded::Existing { .. }) => {
-            problem(StatusCode::CONFLICT, "conflict", "this id was used for another transfer")
-        }
+    match state.ledger.deposit(&request.id, &account, amount, now_ms()).await {
+        Ok(Deposited::New(receipt)) => raw_json(StatusCode::CREATED, receipt),
+        Ok(Deposited::Replayed(receipt)) => raw_json(StatusCode::OK, receipt),
+        Ok(Deposited::Conflict) => problem(StatusCode::CONFLICT, "conflict", "this id was used for another transfer"),
         Err(other) => ledger_error(&other),
     }
 }

@@ -11,8 +11,8 @@ use futures::StreamExt;
 use serde_json::json;
 
 use crate::cli::{cluster_info, request_reply};
-use crate::ledger::{Audit, NewAccount, Transfer, TransferKind, external_account};
-use crate::money::{Currency, FeeBearer, MinorUnits};
+use crate::ledger::{Audit, NewAccount, external_account};
+use crate::money::{Currency, MinorUnits};
 use crate::nats_server::{LocalNatsServer, answers};
 use crate::node::{Node, NodeSettings};
 use crate::protocol::{PROTOCOL_VERSION, Reply};
@@ -108,29 +108,11 @@ fn customer(index: u32) -> String {
 async fn fund_accounts(node: &Node, euro: Currency) -> anyhow::Result<()> {
     let ledger = node.ledger();
     let now = i64::try_from(crate::payments::unix_ms()).unwrap_or_default();
-    let external = external_account(euro);
     for index in 0..CUSTOMERS {
         let id = AccountId::new(customer(index))?;
-        ledger.open_account(&NewAccount { id: id.clone(), currency: euro, floor: MinorUnits::ZERO }, now).await?;
         let amount = if index < FIRST_POOR_CUSTOMER { 20_000 } else { 1_500 };
-        let deposit_id = format!("fund-{id}");
-        let request_hash = format!("deposit:{id}:{amount}");
-        let transfer = Transfer {
-            id: &deposit_id,
-            kind: TransferKind::Deposit,
-            request_hash: &request_hash,
-            payer: &external,
-            payee: &id,
-            currency: euro,
-            amount: MinorUnits(amount),
-            fee: MinorUnits::ZERO,
-            fee_bearer: FeeBearer::Payee,
-            plugins: "",
-            partition: None,
-            now_ms: now,
-            declined_by_plugin: false,
-        };
-        ledger.record(&transfer, |_| json!({"id": deposit_id, "status": "approved"}).to_string()).await?;
+        let account = ledger.open_account(&NewAccount { id, currency: euro, floor: MinorUnits::ZERO }, now).await?;
+        ledger.deposit(&format!("fund-{}", account.id), &account, MinorUnits(amount), now).await?;
     }
     for shop in SHOPS {
         let new = NewAccount { id: AccountId::new(shop)?, currency: euro, floor: MinorUnits::ZERO };

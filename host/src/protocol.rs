@@ -210,10 +210,14 @@ pub fn decode(body: &[u8]) -> Result<PaymentRequest, Refusal> {
     check(wire)
 }
 
+/// Whether `id` is a valid idempotency key: 1-64 characters of `[A-Za-z0-9_.:-]`.
+pub fn is_valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
 fn check(wire: WireRequest) -> Result<PaymentRequest, Refusal> {
-    let id_ok = (1..=64).contains(&wire.id.len())
-        && wire.id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
-    if !id_ok {
+    if !is_valid_id(&wire.id) {
         return Err(Refusal::new(None, Code::InvalidRequest, "`id` must be 1-64 characters of A-Z a-z 0-9 _ - . :"));
     }
     let id = Some(wire.id.as_str());

@@ -6,9 +6,10 @@
 //! floor, zero entries and unknown accounts are refused by constraints too.
 //!
 //! Layout: [`accounts`] opens and reads accounts; [`record`] decides and writes one payment or
-//! deposit; [`queries`] reads payments and audits the books.
+//! deposit; [`funding`] posts deposits; [`queries`] reads payments and audits the books.
 
 pub mod accounts;
+pub mod funding;
 pub mod queries;
 pub mod record;
 
@@ -22,6 +23,7 @@ use crate::money::{Currency, MinorUnits};
 use crate::routing::AccountId;
 
 pub use accounts::{Account, AccountKind, NewAccount};
+pub use funding::Deposited;
 pub use queries::{Audit, StoredPayment};
 pub use record::{Decision, Recorded, Transfer, TransferKind};
 

@@ -40,12 +40,10 @@ fn transfer<'a>(id: &'a str, payer: &'a AccountId, payee: &'a AccountId, amount:
     }
 }
 
-async fn deposit(ledger: &Ledger, payment_id: &str, account: &str, amount: i64) {
-    let external = external_account(eur());
-    let account = id(account);
-    let mut deposit = transfer(payment_id, &external, &account, amount, 0);
-    deposit.kind = TransferKind::Deposit;
-    ledger.record(&deposit, |_| "{}".into()).await.expect("deposit");
+async fn deposit(ledger: &Ledger, deposit_id: &str, account: &str, amount: i64) {
+    let account = ledger.account(&id(account)).await.expect("read").expect("exists");
+    let deposited = ledger.deposit(deposit_id, &account, MinorUnits(amount), 0).await.expect("deposit");
+    assert!(matches!(deposited, Deposited::New(_)), "{deposited:?}");
 }
 
 async fn balance(ledger: &Ledger, account: &str) -> i64 {
@@ -98,6 +96,19 @@ async fn the_same_id_is_recorded_once() {
     let again = ledger.record(&transfer, |_| "second".into()).await.expect("again");
     assert_eq!(again, Recorded::Existing { request_hash: "hash".into(), reply: "first".into() });
     assert_eq!(balance(&ledger, "alice").await, 900);
+}
+
+#[tokio::test]
+async fn a_deposit_is_posted_once_per_id() {
+    let (ledger, _dir) = ledger().await;
+    open(&ledger, "alice", 0).await;
+    deposit(&ledger, "d1", "alice", 700).await;
+    let alice = ledger.account(&id("alice")).await.expect("read").expect("exists");
+    let replay = ledger.deposit("d1", &alice, MinorUnits(700), 0).await.expect("replay");
+    assert!(matches!(replay, Deposited::Replayed(ref receipt) if receipt.contains("\"amount\":700")), "{replay:?}");
+    assert_eq!(ledger.deposit("d1", &alice, MinorUnits(701), 0).await.expect("conflict"), Deposited::Conflict);
+    assert_eq!(balance(&ledger, "alice").await, 700);
+    assert_eq!(balance(&ledger, "_external_EUR").await, -700);
 }
 
 #[tokio::test]
