@@ -60,11 +60,6 @@ impl LocalNatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// The port it listens on.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     fn address(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }

@@ -37,7 +37,8 @@ pub struct Harness {
     pub ledger: Ledger,
     /// The ledger's database URL, to reopen it after the node stopped.
     pub database_url: String,
-    nats: LocalNatsServer,
+    /// Kept for its lifetime: dropping it stops the server.
+    _nats: LocalNatsServer,
     _workdir: tempfile::TempDir,
 }
 
@@ -73,12 +74,7 @@ impl Harness {
         let node = Node::start(settings).await.expect("node starts");
         let ledger = node.ledger().clone();
         let client = async_nats::connect(nats.url()).await.unwrap();
-        Harness { node: Some(node), client, partitioner, ledger, database_url, nats, _workdir: workdir }
-    }
-
-    /// The NATS URL.
-    pub fn nats_url(&self) -> String {
-        self.nats.url()
+        Harness { node: Some(node), client, partitioner, ledger, database_url, _nats: nats, _workdir: workdir }
     }
 
     /// The node's HTTP base URL.

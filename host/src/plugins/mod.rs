@@ -22,10 +22,9 @@ use wasmtime::component::Linker;
 pub use catalog::{LoadError, LoadedPlugin, PluginInfo};
 pub use instances::{CheckedFee, FailureKind, Instances, PaymentInput, PluginFailure, PluginRejection, Verdict};
 pub use pipeline::{Pipeline, PipelineError, Pipelines};
-pub use sandbox::{EPOCH_TICK, Limits};
 
 use crate::config::{Config, SandboxSettings};
-use sandbox::{EpochTicker, PluginState};
+use sandbox::{EpochTicker, Limits, PluginState};
 
 /// The engine, linker and limits shared by every plugin of a node.
 pub struct PluginRuntime {
@@ -82,11 +81,6 @@ impl PluginRuntime {
         let linker = sandbox::linker(&engine).map_err(runtime_error)?;
         let ticker = EpochTicker::start(engine.clone()).map_err(|error| PluginError::Runtime(error.to_string()))?;
         Ok(Arc::new(PluginRuntime { engine, linker, limits, _ticker: ticker }))
-    }
-
-    /// The limits every call runs under.
-    pub fn limits(&self) -> Limits {
-        self.limits
     }
 }
 
