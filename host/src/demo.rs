@@ -27,6 +27,9 @@ pub struct DemoArgs {
     /// Payments in flight at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Use this NATS server instead of probing 127.0.0.1:4222 (and starting a private one).
+    #[arg(long)]
+    nats: Option<String>,
 }
 
 const CUSTOMERS: u32 = 24;
@@ -39,7 +42,10 @@ const REPLAY_EVERY: u32 = 25;
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let workdir = tempfile::tempdir().context("creating a temporary directory")?;
-    let (nats_url, _private_server) = nats()?;
+    let (nats_url, _private_server) = match args.nats {
+        Some(url) => (url, None),
+        None => nats()?,
+    };
     let database_url = format!("sqlite://{}", workdir.path().join("demo.db").display());
     println!("ledger:  {database_url}");
     let settings = NodeSettings {

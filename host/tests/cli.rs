@@ -19,7 +19,9 @@ fn text(output: &Output) -> String {
 
 #[test]
 fn demo_pays_through_nats_and_the_books_balance() {
-    let output = run(&["demo", "--payments", "60"], "");
+    // A private server: another node on the shared 127.0.0.1:4222 would answer these payments too.
+    let nats = LocalNatsServer::start(None).expect("nats-server");
+    let output = run(&["demo", "--payments", "60", "--nats", &nats.url()], "");
     let printed = text(&output);
     assert!(output.status.success(), "{printed}");
     assert!(printed.contains("approved  ok"), "{printed}");
