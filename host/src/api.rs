@@ -19,10 +19,10 @@ use tokio::task::JoinSet;
 
 use crate::ledger::{Deposited, Ledger, LedgerError, NewAccount};
 use crate::metrics::Metrics;
-use crate::money::{Currency, MAX_PAYMENT_MINOR_UNITS, MinorUnits};
+use crate::money::{Currency, MinorUnits};
 use crate::payments::unix_ms;
 use crate::plugins::PluginHost;
-use crate::protocol::{MAX_MESSAGE_BYTES, is_valid_id};
+use crate::protocol::{ID_RULE, MAX_MESSAGE_BYTES, is_valid_id};
 use crate::routing::AccountId;
 use crate::shutdown::{self, Signal};
 
@@ -183,15 +183,11 @@ async fn deposit(state: &ApiState, account: &str, body: serde_json::Value) -> Re
         Ok(request) => request,
         Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &error.to_string()),
     };
-    if !(1..=MAX_PAYMENT_MINOR_UNITS).contains(&request.amount) {
+    let Some(amount) = MinorUnits::payment_amount(request.amount) else {
         return problem(StatusCode::BAD_REQUEST, "amount_out_of_range", "amount must be within 1 ..= 2^53 - 1");
-    }
+    };
     if !is_valid_id(&request.id) {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "`id` must be 1-64 characters of A-Z a-z 0-9 _ - . :",
-        );
+        return problem(StatusCode::BAD_REQUEST, "invalid_request", ID_RULE);
     }
     let account = match AccountId::new(account).ok().filter(|id| !id.is_system()) {
         Some(id) => match state.ledger.account(&id).await {
@@ -200,9 +196,6 @@ async fn deposit(state: &ApiState, account: &str, body: serde_json::Value) -> Re
             Err(other) => return ledger_error(&other),
         },
         None => return problem(StatusCode::NOT_FOUND, "unknown_account", "no such account"),
-    };
-    let Ok(amount) = MinorUnits::from_unsigned(request.amount) else {
-        return problem(StatusCode::BAD_REQUEST, "amount_out_of_range", "amount must be within 1 ..= 2^53 - 1");
     };
     match state.ledger.deposit(&request.id, &account, amount, now_ms()).await {
         Ok(Deposited::New(receipt)) => raw_json(StatusCode::CREATED, receipt),

@@ -170,6 +170,11 @@ impl MinorUnits {
     /// Zero.
     pub const ZERO: MinorUnits = MinorUnits(0);
 
+    /// A payment or deposit amount: `value` if it is within 1 ..= [`MAX_PAYMENT_MINOR_UNITS`].
+    pub fn payment_amount(value: u64) -> Option<MinorUnits> {
+        (1..=MAX_PAYMENT_MINOR_UNITS).contains(&value).then(|| MinorUnits(value.cast_signed()))
+    }
+
     /// A payment amount (at most 2^53 - 1, so always representable).
     pub fn from_unsigned(value: u64) -> Result<MinorUnits, Overflow> {
         i64::try_from(value).map(MinorUnits).map_err(|_| Overflow)
@@ -236,5 +241,8 @@ mod tests {
         assert_eq!(MinorUnits(i64::MIN).checked_neg(), Err(Overflow));
         assert_eq!(MinorUnits::from_unsigned(MAX_PAYMENT_MINOR_UNITS), Ok(MinorUnits((1 << 53) - 1)));
         assert_eq!(MinorUnits::from_unsigned(u64::MAX), Err(Overflow));
+        assert_eq!(MinorUnits::payment_amount(MAX_PAYMENT_MINOR_UNITS), Some(MinorUnits((1 << 53) - 1)));
+        assert_eq!(MinorUnits::payment_amount(0), None);
+        assert_eq!(MinorUnits::payment_amount(MAX_PAYMENT_MINOR_UNITS + 1), None);
     }
 }

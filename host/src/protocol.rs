@@ -210,6 +210,9 @@ pub fn decode(body: &[u8]) -> Result<PaymentRequest, Refusal> {
     check(wire)
 }
 
+/// The rule for ids, as refusals state it.
+pub const ID_RULE: &str = "`id` must be 1-64 characters of A-Z a-z 0-9 _ - . :";
+
 /// Whether `id` is a valid idempotency key: 1-64 characters of `[A-Za-z0-9_.:-]`.
 pub fn is_valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
@@ -218,7 +221,7 @@ pub fn is_valid_id(id: &str) -> bool {
 
 fn check(wire: WireRequest) -> Result<PaymentRequest, Refusal> {
     if !is_valid_id(&wire.id) {
-        return Err(Refusal::new(None, Code::InvalidRequest, "`id` must be 1-64 characters of A-Z a-z 0-9 _ - . :"));
+        return Err(Refusal::new(None, Code::InvalidRequest, ID_RULE));
     }
     let id = Some(wire.id.as_str());
     let invalid = |message: String| Refusal::new(id, Code::InvalidRequest, message);
