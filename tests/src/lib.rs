@@ -1,5 +1,6 @@
-//! Test harness: a private `nats-server` on a free port and a real node on a fresh SQLite
-//! ledger, serving the built-in plugins plus the `faulty` fixture, all built from source.
+//! Test harness: a private `nats-server` on a free port ([`NatsServer`]) and a real node on a
+//! fresh SQLite ledger, serving the built-in plugins plus the `faulty` fixture, all built from
+//! source. It is test tooling: the product's crates never depend on it.
 //!
 //! Nothing is skipped: if `nats-server` is missing the harness panics with the reason.
 #![allow(clippy::unwrap_used)]
@@ -12,12 +13,15 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use wasmpay::config::Config;
-use wasmpay::ledger::Ledger;
-use wasmpay::nats_server::LocalNatsServer;
-use wasmpay::node::{Node, NodeSettings};
-use wasmpay::plugins::{self, PluginSource};
-use wasmpay::protocol::Reply;
-use wasmpay::routing::{AccountId, Partitioner, subjects};
+use wasmpay::node::{Node, NodeSettings, builtin_plugins};
+use wasmpay_ledger::Ledger;
+use wasmpay_plugin_host::PluginSource;
+use wasmpay_protocol::Reply;
+use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
+
+mod nats;
+
+pub use nats::{NatsServer, NatsServerError, answers};
 
 /// The admin token of every test node.
 pub const TOKEN: &str = "test-admin-token";
@@ -38,7 +42,7 @@ pub struct Harness {
     /// The ledger's database URL, to reopen it after the node stopped.
     pub database_url: String,
     /// Kept for its lifetime: dropping it stops the server.
-    _nats: LocalNatsServer,
+    _nats: NatsServer,
     _workdir: tempfile::TempDir,
 }
 
@@ -55,9 +59,9 @@ impl Harness {
 
     /// A node with `config`, on a nats-server started with `nats_config`.
     pub async fn start_with(config: Config, nats_config: Option<&Path>) -> Harness {
-        let nats = LocalNatsServer::start(nats_config).expect("a nats-server is needed for the integration tests");
+        let nats = NatsServer::start(nats_config).expect("a nats-server is needed for the integration tests");
         let workdir = tempfile::tempdir().unwrap();
-        let mut sources = plugins::builtin_sources();
+        let mut sources = builtin_plugins();
         sources.push(PluginSource::Builtin("faulty", wasmpay_plugin_artifacts::FAULTY));
         let settings = NodeSettings {
             nats_url: nats.url(),
@@ -107,7 +111,7 @@ impl Harness {
     pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
         let url = format!("{}{path}", self.http());
         let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
-        let (status, text) = wasmpay::cli::http_call(method, &url, TOKEN, body).await.unwrap();
+        let (status, text) = wasmpay::client::http_call(method, &url, TOKEN, body).await.unwrap();
         (status.as_u16(), text)
     }
 

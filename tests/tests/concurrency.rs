@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use futures::future::join_all;
-use wasmpay::protocol::{Code, Status};
+use wasmpay_protocol::{Code, Status};
 use wasmpay_tests::{Harness, card};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::json;
-use wasmpay::protocol::{Code, Status};
+use wasmpay_protocol::{Code, Status};
 use wasmpay_tests::{Harness, card, next_message, parse, wallet};
 
 async fn funded() -> Harness {
@@ -143,7 +143,7 @@ async fn malformed_and_oversized_messages_get_a_reply_and_the_subscriber_keeps_s
 #[tokio::test]
 async fn a_payment_on_the_wrong_partition_is_refused() {
     let harness = funded().await;
-    let right = harness.partitioner.partition_of(&wasmpay::routing::AccountId::new("alice").unwrap());
+    let right = harness.partitioner.partition_of(&wasmpay_protocol::routing::AccountId::new("alice").unwrap());
     let wrong = (right + 1) % harness.partitioner.partitions();
     let body = card("wp-1", "alice", "shop", 100).to_string().into_bytes();
     for subject in
@@ -161,7 +161,7 @@ async fn clients_that_do_not_hash_pay_on_the_submit_subject() {
     let body = card("s-1", "alice", "shop", 100).to_string().into_bytes();
     let reply = parse(&harness.request("wasmpay.submit.alice", body).await);
     assert_eq!(reply.status, Status::Approved, "{reply:?}");
-    let expected = harness.partitioner.partition_of(&wasmpay::routing::AccountId::new("alice").unwrap());
+    let expected = harness.partitioner.partition_of(&wasmpay_protocol::routing::AccountId::new("alice").unwrap());
     assert_eq!(reply.partition, Some(expected));
 }
 

@@ -4,9 +4,10 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::json;
-use wasmpay::config::{Config, MethodSettings, PluginSettings};
-use wasmpay::money::FeeBearer;
-use wasmpay::protocol::{Code, Status};
+use wasmpay::config::Config;
+use wasmpay_plugin_host::{MethodSettings, PluginSettings};
+use wasmpay_protocol::money::FeeBearer;
+use wasmpay_protocol::{Code, Status};
 use wasmpay_tests::{Harness, card};
 
 #[tokio::test]

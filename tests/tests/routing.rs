@@ -4,14 +4,13 @@
 #![allow(clippy::unwrap_used)]
 
 use futures::StreamExt;
-use wasmpay::protocol::Status;
-use wasmpay::routing::{AccountId, Partitioner};
-use wasmpay_tests::{Harness, WAIT, card, mapping_config, parse};
+use wasmpay_protocol::Status;
+use wasmpay_protocol::routing::{AccountId, Partitioner};
+use wasmpay_tests::{Harness, NatsServer, WAIT, card, mapping_config, parse};
 
 #[tokio::test]
 async fn the_server_mapping_computes_the_same_partition_as_the_host() {
-    let nats =
-        wasmpay::nats_server::LocalNatsServer::start(Some(&mapping_config())).expect("nats-server with the mapping");
+    let nats = NatsServer::start(Some(&mapping_config())).expect("nats-server with the mapping");
     let client = async_nats::connect(nats.url()).await.unwrap();
     let mut mapped = client.subscribe("wasmpay.pay.>").await.unwrap();
     client.flush().await.unwrap();

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{Value, json};
-use wasmpay::protocol::{Code, Status};
+use wasmpay_protocol::{Code, Status};
 use wasmpay_tests::{Harness, card};
 
 fn faulty(id: &str, fault: &str) -> Value {

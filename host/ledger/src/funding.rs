@@ -1,0 +1,59 @@
+//! Deposits: money entering the ledger from a currency's external account.
+
+use serde_json::json;
+
+use super::{Account, Ledger, LedgerError, Recorded, Transfer, TransferKind, external_account};
+use wasmpay_protocol::money::{FeeBearer, MinorUnits};
+
+/// What [`Ledger::deposit`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deposited {
+    /// Posted now; the receipt (JSON) was stored.
+    New(String),
+    /// This id was already posted for the same account and amount: the stored receipt.
+    Replayed(String),
+    /// This id was already used for another transfer; nothing changed.
+    Conflict,
+}
+
+impl Ledger {
+    /// Funds `account` with `amount` from its currency's external account, once per `id`:
+    /// a retry with the same id, account and amount returns the stored receipt.
+    pub async fn deposit(
+        &self,
+        id: &str,
+        account: &Account,
+        amount: MinorUnits,
+        now_ms: i64,
+    ) -> Result<Deposited, LedgerError> {
+        let request_hash = format!("deposit:{}:{}:{}", account.id, amount, account.currency);
+        let external = external_account(account.currency);
+        let transfer = Transfer {
+            id,
+            kind: TransferKind::Deposit,
+            request_hash: &request_hash,
+            payer: &external,
+            payee: &account.id,
+            currency: account.currency,
+            amount,
+            fee: MinorUnits::ZERO,
+            fee_bearer: FeeBearer::Payee,
+            plugins: "",
+            partition: None,
+            now_ms,
+            declined_by_plugin: false,
+        };
+        let receipt = |_| {
+            json!({"id": id, "status": "approved", "account": account.id.as_str(), "amount": amount,
+                   "currency": account.currency.code()})
+            .to_string()
+        };
+        Ok(match self.record(&transfer, receipt).await? {
+            Recorded::New { reply, .. } => Deposited::New(reply),
+            Recorded::Existing { request_hash: recorded, reply } if recorded == request_hash => {
+                Deposited::Replayed(reply)
+            }
+            Recorded::Existing { .. } => Deposited::Conflict,
+        })
+    }
+}

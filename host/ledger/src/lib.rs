@@ -1,0 +1,124 @@
+//! # wasmpay-ledger
+//!
+//! The double-entry ledger: accounts, payments (the idempotency record) and entries.
+//!
+//! Every write runs in one transaction that takes the database's write lock first
+//! (`BEGIN IMMEDIATE` on SQLite), so the check of a balance and the update that depends on it
+//! can never interleave with another writer. The schema backs the code: balances below a
+//! floor, zero entries and unknown accounts are refused by constraints too.
+//!
+//! Layout: [`accounts`] opens and reads accounts; [`record`] decides and writes one payment or
+//! deposit; [`funding`] posts deposits; [`queries`] reads payments and audits the books;
+//! `schema` holds the migrations. Money and account ids come from `wasmpay-protocol`; nothing
+//! here knows about plugins, NATS or HTTP.
+
+pub mod accounts;
+pub mod funding;
+pub mod queries;
+pub mod record;
+mod schema;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use wasmpay_protocol::money::{Currency, MinorUnits};
+use wasmpay_protocol::routing::AccountId;
+
+pub use accounts::{Account, AccountKind, NewAccount};
+pub use funding::Deposited;
+pub use queries::{Audit, StoredPayment};
+pub use record::{Decision, Recorded, Transfer, TransferKind};
+
+/// A failure of the ledger itself, as opposed to a payment it declined.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The database failed or is unreachable. Nothing was committed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// An account with this id already exists with a different currency or floor.
+    #[error("account `{0}` already exists with different terms")]
+    AccountExists(String),
+    /// No such account.
+    #[error("unknown account `{0}`")]
+    UnknownAccount(String),
+    /// A balance would leave the 64-bit range.
+    #[error("balance overflow on account `{0}`")]
+    Overflow(String),
+    /// Stored data that this code cannot have written.
+    #[error("corrupt ledger data: {0}")]
+    Corrupt(String),
+}
+
+/// The ledger, over a pool of database connections.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    pool: SqlitePool,
+}
+
+/// The fee account of a currency, credited with every fee.
+pub fn fee_account(currency: Currency) -> AccountId {
+    system_account("fees", currency)
+}
+
+/// The external funding account of a currency, debited by deposits. It has no floor, so its
+/// negative balance is the money that entered the ledger.
+pub fn external_account(currency: Currency) -> AccountId {
+    system_account("external", currency)
+}
+
+fn system_account(kind: &str, currency: Currency) -> AccountId {
+    AccountId::new(format!("_{kind}_{currency}")).unwrap_or_else(|_| unreachable!("system ids are valid"))
+}
+
+impl Ledger {
+    /// Opens (creating it if needed) the SQLite database at `url`, e.g. `sqlite://wasmpay.db`,
+    /// and applies pending migrations.
+    pub async fn open(url: &str) -> Result<Ledger, LedgerError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed payment survives a power cut. Batching (one commit for many
+            // payments) is how throughput is bought back, not a weaker sync.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        schema::sqlite().run(&pool).await?;
+        Ok(Ledger { pool })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Waits for running transactions and closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn parse_currency(code: &str) -> Result<Currency, LedgerError> {
+    code.parse().map_err(|_| LedgerError::Corrupt(format!("currency `{code}`")))
+}
+
+fn parse_account_id(id: String) -> Result<AccountId, LedgerError> {
+    AccountId::new(id).map_err(|error| LedgerError::Corrupt(error.to_string()))
+}
+
+fn checked(
+    account: &AccountId,
+    result: Result<MinorUnits, wasmpay_protocol::money::Overflow>,
+) -> Result<MinorUnits, LedgerError> {
+    result.map_err(|_| LedgerError::Overflow(account.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

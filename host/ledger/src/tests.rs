@@ -1,0 +1,121 @@
+//! Ledger behaviour against a real SQLite file.
+
+use super::*;
+use wasmpay_protocol::money::FeeBearer;
+
+fn id(text: &str) -> AccountId {
+    AccountId::new(text).expect("valid id")
+}
+
+fn eur() -> Currency {
+    "EUR".parse().expect("EUR")
+}
+
+async fn ledger() -> (Ledger, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    (Ledger::open(&url).await.expect("open ledger"), dir)
+}
+
+async fn open(ledger: &Ledger, account: &str, floor: i64) {
+    let new = NewAccount { id: id(account), currency: eur(), floor: MinorUnits(floor) };
+    ledger.open_account(&new, 0).await.expect("open account");
+}
+
+fn transfer<'a>(id: &'a str, payer: &'a AccountId, payee: &'a AccountId, amount: i64, fee: i64) -> Transfer<'a> {
+    Transfer {
+        id,
+        kind: TransferKind::Payment,
+        request_hash: "hash",
+        payer,
+        payee,
+        currency: eur(),
+        amount: MinorUnits(amount),
+        fee: MinorUnits(fee),
+        fee_bearer: FeeBearer::Payee,
+        plugins: "card@0.1.0",
+        partition: Some(0),
+        now_ms: 0,
+        declined_by_plugin: false,
+    }
+}
+
+async fn deposit(ledger: &Ledger, deposit_id: &str, account: &str, amount: i64) {
+    let account = ledger.account(&id(account)).await.expect("read").expect("exists");
+    let deposited = ledger.deposit(deposit_id, &account, MinorUnits(amount), 0).await.expect("deposit");
+    assert!(matches!(deposited, Deposited::New(_)), "{deposited:?}");
+}
+
+async fn balance(ledger: &Ledger, account: &str) -> i64 {
+    ledger.account(&id(account)).await.expect("read").expect("exists").balance.0
+}
+
+#[tokio::test]
+async fn a_payment_posts_balanced_entries_and_fees() {
+    let (ledger, _dir) = ledger().await;
+    open(&ledger, "alice", 0).await;
+    open(&ledger, "shop", 0).await;
+    deposit(&ledger, "d1", "alice", 10_000).await;
+    let (alice, shop) = (id("alice"), id("shop"));
+    let recorded = ledger.record(&transfer("p1", &alice, &shop, 1_000, 55), |d| format!("{d:?}")).await;
+    assert_eq!(recorded.expect("record"), Recorded::New { decision: Decision::Approved, reply: "Approved".into() });
+    assert_eq!(balance(&ledger, "alice").await, 9_000);
+    assert_eq!(balance(&ledger, "shop").await, 945);
+    assert_eq!(balance(&ledger, "_fees_EUR").await, 55);
+    assert_eq!(balance(&ledger, "_external_EUR").await, -10_000);
+    let stored = ledger.payment("p1").await.expect("read").expect("stored");
+    assert_eq!(stored.entries, vec![("alice".into(), -1_000), ("shop".into(), 945), ("_fees_EUR".into(), 55)]);
+    let audit = ledger.audit().await.expect("audit");
+    assert!(audit.is_balanced(), "{audit:?}");
+}
+
+#[tokio::test]
+async fn a_debit_below_the_floor_declines_only_that_payment() {
+    let (ledger, _dir) = ledger().await;
+    open(&ledger, "alice", -500).await;
+    open(&ledger, "shop", 0).await;
+    deposit(&ledger, "d1", "alice", 1_000).await;
+    let (alice, shop) = (id("alice"), id("shop"));
+    let first = ledger.record(&transfer("p1", &alice, &shop, 1_500, 0), |d| format!("{d:?}")).await.expect("p1");
+    assert!(matches!(first, Recorded::New { decision: Decision::Approved, .. }));
+    let second = ledger.record(&transfer("p2", &alice, &shop, 1, 0), |d| format!("{d:?}")).await.expect("p2");
+    assert!(matches!(second, Recorded::New { decision: Decision::InsufficientFunds, .. }));
+    assert_eq!(balance(&ledger, "alice").await, -500);
+    assert!(ledger.payment("p2").await.expect("read").expect("recorded").entries.is_empty());
+}
+
+#[tokio::test]
+async fn the_same_id_is_recorded_once() {
+    let (ledger, _dir) = ledger().await;
+    open(&ledger, "alice", 0).await;
+    open(&ledger, "shop", 0).await;
+    deposit(&ledger, "d1", "alice", 1_000).await;
+    let (alice, shop) = (id("alice"), id("shop"));
+    let transfer = transfer("p1", &alice, &shop, 100, 0);
+    ledger.record(&transfer, |_| "first".into()).await.expect("first");
+    let again = ledger.record(&transfer, |_| "second".into()).await.expect("again");
+    assert_eq!(again, Recorded::Existing { request_hash: "hash".into(), reply: "first".into() });
+    assert_eq!(balance(&ledger, "alice").await, 900);
+}
+
+#[tokio::test]
+async fn a_deposit_is_posted_once_per_id() {
+    let (ledger, _dir) = ledger().await;
+    open(&ledger, "alice", 0).await;
+    deposit(&ledger, "d1", "alice", 700).await;
+    let alice = ledger.account(&id("alice")).await.expect("read").expect("exists");
+    let replay = ledger.deposit("d1", &alice, MinorUnits(700), 0).await.expect("replay");
+    assert!(matches!(replay, Deposited::Replayed(ref receipt) if receipt.contains("\"amount\":700")), "{replay:?}");
+    assert_eq!(ledger.deposit("d1", &alice, MinorUnits(701), 0).await.expect("conflict"), Deposited::Conflict);
+    assert_eq!(balance(&ledger, "alice").await, 700);
+    assert_eq!(balance(&ledger, "_external_EUR").await, -700);
+}
+
+#[tokio::test]
+async fn reopening_an_account_is_idempotent_only_with_the_same_terms() {
+    let (ledger, _dir) = ledger().await;
+    open(&ledger, "alice", 0).await;
+    open(&ledger, "alice", 0).await;
+    let other = NewAccount { id: id("alice"), currency: eur(), floor: MinorUnits(-1) };
+    assert!(matches!(ledger.open_account(&other, 0).await, Err(LedgerError::AccountExists(_))));
+}

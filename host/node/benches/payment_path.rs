@@ -1,0 +1,143 @@
+//! Medians of the payment path's two costly steps, each against a baseline measured in the
+//! same run (this machine is shared and noisy: compare ratios, not absolute numbers).
+//!
+//! - plugins: the `card` pipeline (validate + quote-fee) on a warm instance, against a fresh
+//!   instance for every call (`calls_per_instance = 1`), the isolation trade-off of
+//!   docs/plugins.md;
+//! - ledger: one approved payment per SQLite transaction (`synchronous = FULL`), against a
+//!   transaction inserting one row into a scratch database with the same settings: the cost
+//!   of the lock, commit and fsync that any write pays.
+//!
+//! `cargo bench -p wasmpay --bench payment_path`
+#![allow(clippy::unwrap_used, clippy::float_arithmetic, clippy::cast_possible_truncation)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use std::collections::BTreeMap;
+
+use wasmpay::metrics::Metrics;
+use wasmpay::node::builtin_plugins;
+use wasmpay_ledger::{Ledger, NewAccount, Transfer, TransferKind, external_account};
+use wasmpay_plugin_host::{Instances, PaymentInput, PluginRuntime, SandboxSettings, load_pipelines};
+use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
+use wasmpay_protocol::routing::AccountId;
+
+const SAMPLES: usize = 15;
+
+/// Median over `SAMPLES` samples of the mean time of `per_sample` runs of `step`.
+fn median_per_run(per_sample: u32, mut step: impl FnMut()) -> Duration {
+    let mut samples: Vec<Duration> = (0..SAMPLES)
+        .map(|_| {
+            let started = Instant::now();
+            for _ in 0..per_sample {
+                step();
+            }
+            started.elapsed() / per_sample
+        })
+        .collect();
+    samples.sort();
+    samples[SAMPLES / 2]
+}
+
+fn plugin_pipeline(calls_per_instance: u32) -> Duration {
+    let settings = SandboxSettings { calls_per_instance, ..SandboxSettings::default() };
+    let runtime = PluginRuntime::new(&settings).unwrap();
+    let pipelines = load_pipelines(&runtime, &builtin_plugins(), &BTreeMap::new(), &BTreeMap::new()).unwrap();
+    let pipeline = pipelines.get("card").unwrap();
+    let request = wasmpay_protocol::decode(
+        br#"{"version":1,"id":"bench","payer":"alice","payee":"shop","amount":1250,"currency":"EUR",
+             "method":"card","details":{"pan":"4242424242424242","expiry":"12/30"}}"#,
+    )
+    .unwrap();
+    let input = PaymentInput::new(&request, wasmpay::clock::unix_ms());
+    let mut instances = Instances::new(Arc::clone(&runtime), Arc::new(Metrics::default()));
+    instances.run(pipeline, &input).unwrap();
+    median_per_run(500, || {
+        instances.run(pipeline, &input).unwrap();
+    })
+}
+
+fn ledger(runtime: &tokio::runtime::Runtime) -> (Duration, Duration) {
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&format!("sqlite://{}", dir.path().join("bench.db").display())).await.unwrap();
+        let euro: Currency = "EUR".parse().unwrap();
+        let (alice, shop) = (AccountId::new("alice").unwrap(), AccountId::new("shop").unwrap());
+        for id in [&alice, &shop] {
+            ledger
+                .open_account(&NewAccount { id: id.clone(), currency: euro, floor: MinorUnits::ZERO }, 0)
+                .await
+                .unwrap();
+        }
+        let external = external_account(euro);
+        let mut next = 0_u64;
+        let mut transfer = |payer: &AccountId, payee: &AccountId, amount: i64| {
+            next += 1;
+            let id = format!("t-{next}");
+            let (payer, payee) = (payer.clone(), payee.clone());
+            let ledger = ledger.clone();
+            async move {
+                let transfer = Transfer {
+                    id: &id,
+                    kind: TransferKind::Payment,
+                    request_hash: "bench",
+                    payer: &payer,
+                    payee: &payee,
+                    currency: euro,
+                    amount: MinorUnits(amount),
+                    fee: MinorUnits(3),
+                    fee_bearer: FeeBearer::Payee,
+                    plugins: "card@0.1.0",
+                    partition: Some(0),
+                    now_ms: 0,
+                    declined_by_plugin: false,
+                };
+                ledger.record(&transfer, |_| String::from("{}")).await.unwrap();
+            }
+        };
+        transfer(&external, &alice, 1_000_000_000).await;
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("scratch.db"))
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Full);
+        let scratch = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        sqlx::query("CREATE TABLE rows (value INTEGER)").execute(&scratch).await.unwrap();
+        let mut payment_samples = Vec::new();
+        let mut empty_samples = Vec::new();
+        for _ in 0..SAMPLES {
+            let started = Instant::now();
+            for _ in 0..50 {
+                transfer(&alice, &shop, 10).await;
+            }
+            payment_samples.push(started.elapsed() / 50);
+            let started = Instant::now();
+            for _ in 0..50 {
+                let mut transaction = scratch.begin_with("BEGIN IMMEDIATE").await.unwrap();
+                sqlx::query("INSERT INTO rows (value) VALUES (1)").execute(&mut *transaction).await.unwrap();
+                transaction.commit().await.unwrap();
+            }
+            empty_samples.push(started.elapsed() / 50);
+        }
+        payment_samples.sort();
+        empty_samples.sort();
+        (payment_samples[SAMPLES / 2], empty_samples[SAMPLES / 2])
+    })
+}
+
+fn main() {
+    let warm = plugin_pipeline(u32::MAX);
+    let fresh = plugin_pipeline(1);
+    println!("plugins: card validate + quote-fee, median of {SAMPLES} samples of 500");
+    println!("  warm instance        {:>9.1} µs", warm.as_secs_f64() * 1e6);
+    println!("  fresh instance/call  {:>9.1} µs", fresh.as_secs_f64() * 1e6);
+    println!("  fresh / warm         {:>9.1} x", fresh.as_secs_f64() / warm.as_secs_f64());
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (payment, empty) = ledger(&runtime);
+    println!("ledger: SQLite WAL synchronous=FULL, median of {SAMPLES} samples of 50");
+    println!("  one payment per tx   {:>9.1} µs  ({:.0}/s)", payment.as_secs_f64() * 1e6, 1.0 / payment.as_secs_f64());
+    println!("  one-row write tx     {:>9.1} µs", empty.as_secs_f64() * 1e6);
+    println!("  payment / one-row    {:>9.2} x", payment.as_secs_f64() / empty.as_secs_f64());
+}

@@ -1,0 +1,271 @@
+//! The operators' HTTP API (hyper): health, readiness, Prometheus metrics, and under `/v1`
+//! (bearer token required) accounts, deposits, payments and plugins.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::clock;
+use crate::metrics::Metrics;
+use crate::shutdown::{self, Signal};
+use wasmpay_ledger::{Deposited, Ledger, LedgerError, NewAccount};
+use wasmpay_plugin_host::PluginHost;
+use wasmpay_protocol::money::{Currency, MinorUnits};
+use wasmpay_protocol::routing::AccountId;
+use wasmpay_protocol::{ID_RULE, MAX_MESSAGE_BYTES, is_valid_id};
+
+type Body = Full<Bytes>;
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct ApiState {
+    ledger: Ledger,
+    metrics: Arc<Metrics>,
+    plugins: Arc<PluginHost>,
+    admin_token: Option<String>,
+}
+
+impl ApiState {
+    /// State over a node's parts.
+    pub fn new(
+        ledger: Ledger,
+        metrics: Arc<Metrics>,
+        plugins: Arc<PluginHost>,
+        admin_token: Option<String>,
+    ) -> ApiState {
+        ApiState { ledger, metrics, plugins, admin_token: admin_token.filter(|token| !token.is_empty()) }
+    }
+}
+
+/// Serves HTTP/1 on `listener` until `shutdown`, then lets open requests finish.
+pub async fn serve(listener: TcpListener, state: Arc<ApiState>, mut shutdown: Signal) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = shutdown::requested(&mut shutdown) => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let state = state.clone();
+                let mut stop = shutdown.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |request| handle(state.clone(), request));
+                    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(connection);
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        () = shutdown::requested(&mut stop) => {
+                            connection.as_mut().graceful_shutdown();
+                            let _ = connection.await;
+                        }
+                    }
+                });
+            }
+        }
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let response = match (&method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, ["readyz"]) => match state.ledger.ping().await {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(error) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("ledger unavailable: {error}\n")),
+        },
+        (&Method::GET, ["metrics"]) => text(StatusCode::OK, &state.metrics.render()),
+        (_, ["v1", ..]) if !authorized(&state, &request) => {
+            problem(StatusCode::UNAUTHORIZED, "unauthorized", "send `Authorization: Bearer <WASMPAY_ADMIN_TOKEN>`")
+        }
+        (&Method::POST, ["v1", "accounts"]) => match read_json(request).await {
+            Ok(body) => open_account(&state, body).await,
+            Err(response) => response,
+        },
+        (&Method::GET, ["v1", "accounts", id]) => show_account(&state, id).await,
+        (&Method::POST, ["v1", "accounts", id, "deposits"]) => {
+            let id = (*id).to_owned();
+            match read_json(request).await {
+                Ok(body) => deposit(&state, &id, body).await,
+                Err(response) => response,
+            }
+        }
+        (&Method::GET, ["v1", "payments", id]) => show_payment(&state, id).await,
+        (&Method::GET, ["v1", "plugins"]) => list_plugins(&state),
+        _ => problem(StatusCode::NOT_FOUND, "not_found", "no such route"),
+    };
+    Ok(response)
+}
+
+/// Constant-time comparison of the bearer token, so timing does not reveal a prefix.
+fn authorized(state: &ApiState, request: &Request<Incoming>) -> bool {
+    let Some(expected) = &state.admin_token else { return false };
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    presented.len() == expected.len()
+        && presented.bytes().zip(expected.bytes()).fold(0_u8, |difference, (a, b)| difference | (a ^ b)) == 0
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenAccount {
+    id: String,
+    currency: String,
+    #[serde(default)]
+    floor: i64,
+}
+
+async fn open_account(state: &ApiState, body: serde_json::Value) -> Response<Body> {
+    let request: OpenAccount = match serde_json::from_value(body) {
+        Ok(request) => request,
+        Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &error.to_string()),
+    };
+    let id = match AccountId::new(request.id) {
+        Ok(id) if !id.is_system() => id,
+        Ok(_) => return problem(StatusCode::BAD_REQUEST, "invalid_request", "ids starting with `_` are reserved"),
+        Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &error.to_string()),
+    };
+    let currency: Currency = match request.currency.parse() {
+        Ok(currency) => currency,
+        Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &format!("{error}")),
+    };
+    if request.floor > 0 {
+        return problem(StatusCode::BAD_REQUEST, "invalid_request", "a floor must be 0 or negative (a credit line)");
+    }
+    let new = NewAccount { id, currency, floor: MinorUnits(request.floor) };
+    match state.ledger.open_account(&new, clock::ledger_ms()).await {
+        Ok(account) => json_response(StatusCode::CREATED, &account),
+        Err(LedgerError::AccountExists(id)) => {
+            problem(StatusCode::CONFLICT, "conflict", &format!("account `{id}` exists with other terms"))
+        }
+        Err(other) => ledger_error(&other),
+    }
+}
+
+async fn show_account(state: &ApiState, id: &str) -> Response<Body> {
+    let Ok(id) = AccountId::new(id) else {
+        return problem(StatusCode::NOT_FOUND, "unknown_account", "no such account");
+    };
+    match state.ledger.account(&id).await {
+        Ok(Some(account)) => json_response(StatusCode::OK, &account),
+        Ok(None) => problem(StatusCode::NOT_FOUND, "unknown_account", "no such account"),
+        Err(other) => ledger_error(&other),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DepositRequest {
+    id: String,
+    amount: u64,
+}
+
+/// Funding from the currency's external account. The id makes it idempotent like a payment.
+async fn deposit(state: &ApiState, account: &str, body: serde_json::Value) -> Response<Body> {
+    let request: DepositRequest = match serde_json::from_value(body) {
+        Ok(request) => request,
+        Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &error.to_string()),
+    };
+    let Some(amount) = MinorUnits::payment_amount(request.amount) else {
+        return problem(StatusCode::BAD_REQUEST, "amount_out_of_range", "amount must be within 1 ..= 2^53 - 1");
+    };
+    if !is_valid_id(&request.id) {
+        return problem(StatusCode::BAD_REQUEST, "invalid_request", ID_RULE);
+    }
+    let account = match AccountId::new(account).ok().filter(|id| !id.is_system()) {
+        Some(id) => match state.ledger.account(&id).await {
+            Ok(Some(account)) => account,
+            Ok(None) => return problem(StatusCode::NOT_FOUND, "unknown_account", "no such account"),
+            Err(other) => return ledger_error(&other),
+        },
+        None => return problem(StatusCode::NOT_FOUND, "unknown_account", "no such account"),
+    };
+    match state.ledger.deposit(&request.id, &account, amount, clock::ledger_ms()).await {
+        Ok(Deposited::New(receipt)) => raw_json(StatusCode::CREATED, receipt),
+        Ok(Deposited::Replayed(receipt)) => raw_json(StatusCode::OK, receipt),
+        Ok(Deposited::Conflict) => problem(StatusCode::CONFLICT, "conflict", "this id was used for another transfer"),
+        Err(other) => ledger_error(&other),
+    }
+}
+
+async fn show_payment(state: &ApiState, id: &str) -> Response<Body> {
+    match state.ledger.payment(id).await {
+        Ok(Some(payment)) => {
+            let reply: serde_json::Value = serde_json::from_str(&payment.reply).unwrap_or(serde_json::Value::Null);
+            let entries: Vec<_> =
+                payment.entries.iter().map(|(account, amount)| json!({"account": account, "amount": amount})).collect();
+            let body = json!({"id": payment.id, "kind": payment.kind, "status": payment.status, "code": payment.code,
+                              "reply": reply, "entries": entries});
+            json_response(StatusCode::OK, &body)
+        }
+        Ok(None) => problem(StatusCode::NOT_FOUND, "not_found", "no payment with this id"),
+        Err(other) => ledger_error(&other),
+    }
+}
+
+fn list_plugins(state: &ApiState) -> Response<Body> {
+    let pipelines = state.plugins.pipelines();
+    let plugins: Vec<_> = pipelines.plugins().iter().map(|plugin| plugin.info().clone()).collect();
+    let methods: Vec<_> = pipelines
+        .methods()
+        .filter_map(|method| {
+            pipelines.get(method).map(|pipeline| json!({"method": method, "plugins": pipeline.keys()}))
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({"plugins": plugins, "methods": methods}))
+}
+
+async fn read_json(request: Request<Incoming>) -> Result<serde_json::Value, Response<Body>> {
+    let body = Limited::new(request.into_body(), MAX_MESSAGE_BYTES)
+        .collect()
+        .await
+        .map_err(|_| problem(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "body over 64 KiB or unreadable"))?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|error| problem(StatusCode::BAD_REQUEST, "invalid_request", &format!("not JSON: {error}")))
+}
+
+fn ledger_error(error: &LedgerError) -> Response<Body> {
+    tracing::error!(%error, "ledger error in the HTTP API");
+    problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &error.to_string())
+}
+
+fn problem(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json_response(status, &json!({"code": code, "message": message}))
+}
+
+fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
+    raw_json(status, serde_json::to_string(body).unwrap_or_default())
+}
+
+fn raw_json(status: StatusCode, body: String) -> Response<Body> {
+    response(status, "application/json", body)
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    response(status, "text/plain; version=0.0.4", body.to_owned())
+}
+
+fn response(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    response
+}

@@ -1,0 +1,294 @@
+//! The `wasmpay` command line: `serve`, `demo`, `pay`, `account open|show|deposit`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use wasmpay::client::{cluster_info, http_call, request};
+use wasmpay::config::Config;
+use wasmpay::node::{Node, NodeSettings, builtin_plugins};
+use wasmpay_plugin_host::directory_sources;
+use wasmpay_protocol::routing::{AccountId, DEFAULT_PARTITIONS, Partitioner, subjects};
+use wasmpay_protocol::{PROTOCOL_VERSION, Reply, Status};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "wasmpay",
+    version,
+    about = "Payment orchestration: NATS in, WebAssembly plugins, double-entry ledger."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node.
+    Serve(ServeArgs),
+    /// Run a node on embedded defaults, pay a few hundred payments through it, print a summary.
+    Demo(crate::demo::DemoArgs),
+    /// Send one payment over NATS and print the reply.
+    Pay(PayArgs),
+    /// Open, show or fund accounts through a node's HTTP API.
+    #[command(subcommand)]
+    Account(AccountCommand),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// NATS server URL.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// Ledger database URL.
+    #[arg(long, default_value = "sqlite://wasmpay.db")]
+    db: String,
+    /// HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Load every `*.wasm` in this directory instead of the built-in plugins.
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+    /// Partition count P (fixed for the life of a cluster).
+    #[arg(long, default_value_t = DEFAULT_PARTITIONS)]
+    partitions: u32,
+    /// This node's name.
+    #[arg(long, default_value = "node-1")]
+    node_id: String,
+    /// Configuration file (wasmpay.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct PayArgs {
+    /// NATS server URL.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// Payment id (idempotency key); a random one by default.
+    #[arg(long)]
+    id: Option<String>,
+    /// Payer account.
+    #[arg(long)]
+    from: String,
+    /// Payee account.
+    #[arg(long)]
+    to: String,
+    /// Amount in minor units.
+    #[arg(long)]
+    amount: u64,
+    /// ISO 4217 currency.
+    #[arg(long)]
+    currency: String,
+    /// Payment method.
+    #[arg(long)]
+    method: String,
+    /// Method details, `key=value`, repeatable.
+    #[arg(long = "detail", value_parser = parse_pair)]
+    details: Vec<(String, String)>,
+    /// Publish on `wasmpay.submit.<payer>` instead of hashing to the partition subject.
+    #[arg(long)]
+    submit: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum AccountCommand {
+    /// Open an account.
+    Open {
+        /// Account id.
+        id: String,
+        /// ISO 4217 currency.
+        #[arg(long)]
+        currency: String,
+        /// Lowest balance allowed, in minor units (0, or negative for credit).
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        floor: i64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show an account and its balance.
+    Show {
+        /// Account id.
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Fund an account from outside the ledger.
+    Deposit {
+        /// Account id.
+        id: String,
+        /// Amount in minor units.
+        #[arg(long)]
+        amount: u64,
+        /// Deposit id (idempotency key); a random one by default.
+        #[arg(long = "deposit-id")]
+        deposit_id: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ApiArgs {
+    /// Base URL of a node's HTTP API.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// Admin bearer token.
+    #[arg(long, env = "WASMPAY_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    text.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("`{text}` is not key=value"))
+}
+
+/// Runs the command line; the exit code is non-zero on any failure.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(matches!(cli.command, Command::Serve(_)));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (`level` or `target=level,...`, e.g.
+/// `info,wasmpay_ledger=debug`); `info` for `serve` and `warn` for the other commands otherwise.
+fn init_tracing(verbose: bool) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let default = Targets::new().with_default(if verbose { LevelFilter::INFO } else { LevelFilter::WARN });
+    let filter = std::env::var("RUST_LOG").ok().and_then(|text| text.parse::<Targets>().ok()).unwrap_or(default);
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::io::stderr))
+        .with(filter)
+        .try_init();
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve(args).await,
+        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Pay(args) => pay(args).await,
+        Command::Account(command) => account(command).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let plugin_sources = match &args.plugins {
+        Some(directory) => directory_sources(directory)?,
+        None => builtin_plugins(),
+    };
+    let admin_token = std::env::var("WASMPAY_ADMIN_TOKEN").ok().filter(|token| !token.is_empty());
+    if admin_token.is_none() {
+        tracing::warn!("WASMPAY_ADMIN_TOKEN is not set: every /v1 call will be refused");
+    }
+    let settings = NodeSettings {
+        nats_url: args.nats,
+        database_url: args.db,
+        http_address: args.http,
+        plugin_sources,
+        partitions: args.partitions,
+        node_id: args.node_id,
+        config,
+        admin_token,
+    };
+    let node = Node::start(settings).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing payments in flight");
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}
+
+async fn pay(args: PayArgs) -> anyhow::Result<()> {
+    let client = async_nats::connect(&args.nats).await.with_context(|| format!("connecting to {}", args.nats))?;
+    let payer = AccountId::new(args.from.clone())?;
+    let subject = if args.submit {
+        format!("{}.{payer}", subjects::SUBMIT_PREFIX)
+    } else {
+        let info = cluster_info(&client).await?;
+        subjects::pay(Partitioner::new(info.partitions)?.partition_of(&payer), payer.as_str())
+    };
+    let id = args.id.unwrap_or_else(random_id);
+    let details: BTreeMap<String, String> = args.details.into_iter().collect();
+    let payment = json!({"version": PROTOCOL_VERSION, "id": id, "payer": args.from, "payee": args.to,
+                         "amount": args.amount, "currency": args.currency, "method": args.method, "details": details});
+    let reply = request(&client, &subject, payment.to_string()).await?;
+    println!("{reply}");
+    let parsed: Reply = serde_json::from_str(&reply)?;
+    if parsed.status != Status::Approved {
+        bail!("payment {}: {}", parsed.status.as_str(), parsed.code.as_str());
+    }
+    Ok(())
+}
+
+async fn account(command: AccountCommand) -> anyhow::Result<()> {
+    let (method, api, path, body) = match command {
+        AccountCommand::Open { id, currency, floor, api } => (
+            hyper::Method::POST,
+            api,
+            "/v1/accounts".to_owned(),
+            Some(json!({"id": id, "currency": currency, "floor": floor})),
+        ),
+        AccountCommand::Show { id, api } => (hyper::Method::GET, api, format!("/v1/accounts/{id}"), None),
+        AccountCommand::Deposit { id, amount, deposit_id, api } => {
+            let deposit_id = deposit_id.unwrap_or_else(random_id);
+            (
+                hyper::Method::POST,
+                api,
+                format!("/v1/accounts/{id}/deposits"),
+                Some(json!({"id": deposit_id, "amount": amount})),
+            )
+        }
+    };
+    let (status, text) =
+        http_call(method, &format!("{}{path}", api.api.trim_end_matches('/')), &api.token, body).await?;
+    println!("{text}");
+    if !status.is_success() {
+        bail!("HTTP {status}");
+    }
+    Ok(())
+}
+
+/// A random-enough id for ad-hoc commands: time and process id.
+fn random_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("cli-{nanos:x}-{}", std::process::id())
+}

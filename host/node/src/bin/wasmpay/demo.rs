@@ -1,0 +1,279 @@
+//! `wasmpay demo`: the main job on embedded defaults. Starts a node (SQLite in a temporary
+//! directory; the NATS server on 127.0.0.1:4222 if one answers, else a private one), opens and
+//! funds accounts, pays a few hundred payments over NATS across both built-in methods (some
+//! declined on purpose), replays some, and prints what happened and whether the books balance.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use serde_json::json;
+
+use wasmpay::client::{ClientError, cluster_info, request};
+use wasmpay::clock;
+use wasmpay::node::{Node, NodeSettings};
+use wasmpay_ledger::{Audit, NewAccount, external_account, fee_account};
+use wasmpay_protocol::money::{Currency, MinorUnits};
+use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
+use wasmpay_protocol::{PROTOCOL_VERSION, Reply};
+
+/// Options of `wasmpay demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Payments to send.
+    #[arg(long, default_value_t = 300)]
+    payments: u32,
+    /// Payments in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Use this NATS server instead of probing 127.0.0.1:4222 (and starting a private one).
+    #[arg(long)]
+    nats: Option<String>,
+}
+
+const CUSTOMERS: u32 = 24;
+/// Customers from this index on get only a little money, so some of their payments decline.
+const FIRST_POOR_CUSTOMER: u32 = 20;
+const SHOPS: [&str; 3] = ["shop-a", "shop-b", "shop-c"];
+/// Every this many payments, one is sent twice with the same id to show idempotent replay.
+const REPLAY_EVERY: u32 = 25;
+
+/// Runs the demo.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let workdir = tempfile::tempdir().context("creating a temporary directory")?;
+    let (nats_url, _private_server) = match args.nats {
+        Some(url) => (url, None),
+        None => nats(workdir.path())?,
+    };
+    let database_url = format!("sqlite://{}", workdir.path().join("demo.db").display());
+    println!("ledger:  {database_url}");
+    let settings = NodeSettings {
+        nats_url: nats_url.clone(),
+        database_url,
+        http_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        node_id: "demo".into(),
+        admin_token: Some(format!("demo-{}", std::process::id())),
+        ..NodeSettings::new()
+    };
+    let node = Node::start(settings).await.context("starting the node")?;
+    println!("node:    http://{} (metrics at /metrics)", node.http_address());
+    let euro: Currency = "EUR".parse()?;
+    fund_accounts(&node, euro).await?;
+
+    let client = async_nats::connect(&nats_url).await?;
+    let info = cluster_info(&client).await?;
+    let partitioner = Partitioner::new(info.partitions)?;
+    println!("cluster: {} partitions, hash {}, protocol v{}\n", info.partitions, info.hash, info.version);
+
+    let plans: Vec<Plan> = (0..args.payments).map(plan).collect();
+    let replies: Vec<(Plan, Result<String, ClientError>)> = futures::stream::iter(plans)
+        .map(|plan| {
+            let client = client.clone();
+            async move {
+                let subject = subjects::pay(partitioner.partition_of(&plan.payer), plan.payer.as_str());
+                let reply = request(&client, &subject, plan.body.clone()).await;
+                (plan, reply)
+            }
+        })
+        .buffer_unordered(args.concurrency.max(1))
+        .collect()
+        .await;
+    let (tally, replays) = summarize(&client, partitioner, replies).await?;
+    let audit = node.ledger().audit().await?;
+    print_summary(&tally, replays, &audit, &node, euro).await?;
+    node.shutdown().await;
+    if !audit.is_balanced() {
+        bail!("the books do not balance: {audit:?}");
+    }
+    Ok(())
+}
+
+/// The NATS server on 127.0.0.1:4222 if one answers, else a private one in `workdir`.
+fn nats(workdir: &Path) -> anyhow::Result<(String, Option<PrivateNats>)> {
+    let default = SocketAddr::from(([127, 0, 0, 1], 4222));
+    if TcpStream::connect_timeout(&default, Duration::from_millis(200)).is_ok() {
+        println!("nats:    using the server at nats://{default}");
+        return Ok((format!("nats://{default}"), None));
+    }
+    let server = PrivateNats::start(workdir).with_context(|| {
+        "no NATS server answers on 127.0.0.1:4222 and none could be started; install one \
+         (Debian: `apt-get install nats-server`) or start it: `nats-server -a 127.0.0.1 -p 4222`"
+    })?;
+    println!("nats:    nothing answers on {default}, started a private nats-server at {}", server.url);
+    Ok((server.url.clone(), Some(server)))
+}
+
+/// A `nats-server` child on a port it picks itself, killed when dropped. The server writes the
+/// port to a "ports file", so there is no window in which another process can take it.
+struct PrivateNats {
+    child: Child,
+    url: String,
+}
+
+impl PrivateNats {
+    /// How long a starting server may take to write its ports file.
+    const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn start(workdir: &Path) -> anyhow::Result<PrivateNats> {
+        let ports_dir = workdir.join("nats-ports");
+        std::fs::create_dir_all(&ports_dir)?;
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
+            .arg(&ports_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("running `nats-server`")?;
+        let mut server = PrivateNats { child, url: String::new() };
+        let ports_file = ports_dir.join(format!("nats-server_{}.ports", server.child.id()));
+        let started = Instant::now();
+        loop {
+            let ports: Option<serde_json::Value> =
+                std::fs::read(&ports_file).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
+            if let Some(url) = ports.as_ref().and_then(|ports| ports["nats"][0].as_str()) {
+                server.url = url.to_owned();
+                return Ok(server);
+            }
+            if let Some(status) = server.child.try_wait()? {
+                bail!("nats-server exited with {status}");
+            }
+            if started.elapsed() > Self::START_TIMEOUT {
+                bail!("nats-server wrote no ports file within {:?}", Self::START_TIMEOUT);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn customer(index: u32) -> String {
+    format!("cust-{index:02}")
+}
+
+async fn fund_accounts(node: &Node, euro: Currency) -> anyhow::Result<()> {
+    let ledger = node.ledger();
+    let now = clock::ledger_ms();
+    for index in 0..CUSTOMERS {
+        let id = AccountId::new(customer(index))?;
+        let amount = if index < FIRST_POOR_CUSTOMER { 20_000 } else { 1_500 };
+        let account = ledger.open_account(&NewAccount { id, currency: euro, floor: MinorUnits::ZERO }, now).await?;
+        ledger.deposit(&format!("fund-{}", account.id), &account, MinorUnits(amount), now).await?;
+    }
+    for shop in SHOPS {
+        let new = NewAccount { id: AccountId::new(shop)?, currency: euro, floor: MinorUnits::ZERO };
+        ledger.open_account(&new, now).await?;
+    }
+    println!(
+        "accounts: {CUSTOMERS} customers (cust-00..cust-{:02}, 200.00 EUR each, the last {} only 15.00 EUR), {} shops",
+        CUSTOMERS - 1,
+        CUSTOMERS - FIRST_POOR_CUSTOMER,
+        SHOPS.len()
+    );
+    Ok(())
+}
+
+/// One payment of the demo.
+#[derive(Clone, Debug)]
+struct Plan {
+    index: u32,
+    payer: AccountId,
+    body: String,
+}
+
+/// A deterministic mix: mostly good card and wallet payments, and a known share of bad ones.
+fn plan(index: u32) -> Plan {
+    let payer = customer(index % CUSTOMERS);
+    let payee = SHOPS[usize::try_from(index).unwrap_or_default() % SHOPS.len()];
+    let spread = u64::from(index.wrapping_mul(2_654_435_761) % 1_000);
+    let (method, amount, details) = match index % 10 {
+        0..=4 => ("card", 500 + spread * 4, json!({"pan": "4242 4242 4242 4242", "expiry": "12/30"})),
+        5 | 6 => ("wallet", 100 + spread * 2, json!({"wallet_id": format!("wal_{:08}", index)})),
+        7 => ("card", 1_000 + spread, json!({"pan": "5555555555554444", "expiry": "01/24"})),
+        8 => ("card", 1_000 + spread, json!({"pan": "4242424242424241", "expiry": "12/30"})),
+        _ => ("wallet", 60_000, json!({"wallet_id": format!("wal_{:08}", index)})),
+    };
+    let body = json!({"version": PROTOCOL_VERSION, "id": format!("demo-{index:05}"), "payer": payer, "payee": payee,
+                      "amount": amount, "currency": "EUR", "method": method, "details": details});
+    Plan {
+        index,
+        payer: AccountId::new(payer).unwrap_or_else(|_| unreachable!("demo ids are valid")),
+        body: body.to_string(),
+    }
+}
+
+/// Replies by outcome, and (replays sent, replays identical).
+async fn summarize(
+    client: &async_nats::Client,
+    partitioner: Partitioner,
+    replies: Vec<(Plan, Result<String, ClientError>)>,
+) -> anyhow::Result<(BTreeMap<String, u32>, (u32, u32))> {
+    let mut tally = BTreeMap::new();
+    let (mut replays, mut identical) = (0, 0);
+    for (plan, reply) in replies {
+        let reply = reply?;
+        let parsed: Reply = serde_json::from_str(&reply).context("reading a reply")?;
+        let reason = parsed.reason.as_deref().map(|reason| format!(" ({reason})")).unwrap_or_default();
+        *tally.entry(format!("{:<9} {}{reason}", parsed.status.as_str(), parsed.code.as_str())).or_default() += 1;
+        if plan.index % REPLAY_EVERY == 0 {
+            let subject = subjects::pay(partitioner.partition_of(&plan.payer), plan.payer.as_str());
+            let again = request(client, &subject, plan.body.clone()).await?;
+            replays += 1;
+            identical += u32::from(again == reply);
+        }
+    }
+    Ok((tally, (replays, identical)))
+}
+
+async fn print_summary(
+    tally: &BTreeMap<String, u32>,
+    (replays, identical): (u32, u32),
+    audit: &Audit,
+    node: &Node,
+    euro: Currency,
+) -> anyhow::Result<()> {
+    println!("{:<58} {:>6}", "outcome (status code (plugin reason))", "count");
+    println!("{}", "-".repeat(65));
+    for (outcome, count) in tally {
+        println!("{outcome:<58} {count:>6}");
+    }
+    println!("{}", "-".repeat(65));
+    println!("{:<58} {:>6}", "total", tally.values().sum::<u32>());
+    println!("idempotent replays: {identical}/{replays} returned the identical reply\n");
+    let ledger = node.ledger();
+    let balance = |id: AccountId| async move { ledger.account(&id).await.map(|a| a.map_or(0, |a| a.balance.0)) };
+    let mut customers = 0_i64;
+    for index in 0..CUSTOMERS {
+        customers += balance(AccountId::new(customer(index))?).await?;
+    }
+    let mut rows = vec![("customers (24)".to_owned(), customers)];
+    for shop in SHOPS {
+        rows.push((shop.to_owned(), balance(AccountId::new(shop)?).await?));
+    }
+    rows.push(("fees (_fees_EUR)".into(), balance(fee_account(euro)).await?));
+    rows.push(("external funding (_external_EUR)".into(), balance(external_account(euro)).await?));
+    println!("{:<40} {:>14}", "balances", "EUR");
+    for (name, minor_units) in &rows {
+        println!("{name:<40} {:>14}", euro.format(*minor_units));
+    }
+    let fees = audit.fees_by_currency.get("EUR").copied().unwrap_or_default();
+    println!("\nfees collected: {} EUR", euro.format(fees));
+    let sum = audit.balance_sum_by_currency.get("EUR").copied().unwrap_or_default();
+    let verdict = if audit.is_balanced() { "OK" } else { "FAILED" };
+    println!(
+        "conservation: sum of all EUR balances = {} ({} unbalanced payments, {} drifted accounts) -> {verdict}",
+        euro.format(sum),
+        audit.unbalanced_payments.len(),
+        audit.drifted_accounts.len()
+    );
+    Ok(())
+}

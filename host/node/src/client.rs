@@ -1,0 +1,111 @@
+//! A client of running wasmpay nodes: payments over NATS request/reply and calls to the
+//! operators' HTTP API. The binary's `pay`, `account` and `demo` commands are built on it, and
+//! so are the integration tests. Every call is bounded by [`REQUEST_TIMEOUT`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use wasmpay_protocol::ClusterInfo;
+use wasmpay_protocol::routing::subjects;
+
+/// How long one request, NATS or HTTP, may take from send to the last byte of the reply.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request that got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing answered in time.
+    #[error("no reply from {target} within {REQUEST_TIMEOUT:?}")]
+    Timeout {
+        /// The subject or URL.
+        target: String,
+    },
+    /// The request could not be sent or its reply not read (no node serving it, connection lost).
+    #[error("request to {target} failed: {message}")]
+    Failed {
+        /// The subject or URL.
+        target: String,
+        /// Why.
+        message: String,
+    },
+    /// The reply is not what the protocol promises.
+    #[error("unreadable reply from {target}: {message}")]
+    Unreadable {
+        /// The subject or URL.
+        target: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// One NATS request; the reply body as text.
+pub async fn request(
+    client: &async_nats::Client,
+    subject: &str,
+    body: impl Into<Bytes>,
+) -> Result<String, ClientError> {
+    let target = || subject.to_owned();
+    let message = tokio::time::timeout(REQUEST_TIMEOUT, client.request(subject.to_owned(), body.into()))
+        .await
+        .map_err(|_| ClientError::Timeout { target: target() })?
+        .map_err(|error| ClientError::Failed { target: target(), message: error.to_string() })?;
+    Ok(String::from_utf8_lossy(&message.payload).into_owned())
+}
+
+/// Asks the cluster for its partition count and hash, so payments can go straight to their
+/// partition's subject.
+pub async fn cluster_info(client: &async_nats::Client) -> Result<ClusterInfo, ClientError> {
+    let reply = request(client, subjects::CLUSTER_INFO, Bytes::new()).await?;
+    serde_json::from_str(&reply).map_err(|error| ClientError::Unreadable {
+        target: subjects::CLUSTER_INFO.to_owned(),
+        message: error.to_string(),
+    })
+}
+
+/// One HTTP/1 call with a bearer token and an optional JSON body; the status and body text.
+/// `url` is `http://host:port/path`: the operators' API speaks plain HTTP/1 on a private
+/// address, so one connection per call is all a command line needs.
+pub async fn http_call(
+    method: Method,
+    url: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(StatusCode, String), ClientError> {
+    let failed =
+        |error: &dyn std::fmt::Display| ClientError::Failed { target: url.to_owned(), message: error.to_string() };
+    let uri: Uri = url.parse().map_err(|error| failed(&error))?;
+    let authority =
+        uri.authority().filter(|_| uri.scheme_str() == Some("http")).ok_or_else(|| failed(&"not an http:// URL"))?;
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().map_or("/", |path| path.as_str()))
+        .header(HOST, authority.as_str())
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.map(|value| value.to_string()).unwrap_or_default())))
+        .map_err(|error| failed(&error))?;
+    let exchange = async {
+        let stream = TcpStream::connect(authority.as_str()).await.map_err(|error| failed(&error))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|error| failed(&error))?;
+        let response = async move {
+            let response = sender.send_request(request).await?;
+            let status = response.status();
+            let bytes = response.into_body().collect().await?.to_bytes();
+            // Without a sender the connection closes once idle, which ends the join below.
+            drop(sender);
+            Ok::<_, hyper::Error>((status, bytes))
+        };
+        let (response, _closed) = tokio::join!(response, connection);
+        let (status, bytes) = response.map_err(|error| failed(&error))?;
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| ClientError::Timeout { target: url.to_owned() })?
+}

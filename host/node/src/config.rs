@@ -1,0 +1,93 @@
+//! `wasmpay.toml`: plugins, their configuration, method pipelines and sandbox limits.
+//! Every section is optional; an empty file (or none) serves the built-in `card` and `wallet`
+//! plugins with their default terms.
+//!
+//! ```toml
+//! [sandbox]
+//! call_timeout_ms = 50        # epoch deadline of one plugin call
+//! memory_limit_mib = 16       # linear memory cap of one instance
+//! calls_per_instance = 1000   # warm instance reuse; 1 = a fresh instance per call
+//!
+//! [plugins.card]
+//! path = "plugins/card.wasm"  # optional: a built-in plugin needs no path
+//! config = { "fee.bps" = "250", "limit.EUR" = "500000" }
+//!
+//! [methods.card]              # optional: by default a plugin serves the methods it describes
+//! validators = ["card"]
+//! fee = "card"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use wasmpay_plugin_host::{MethodSettings, PluginSettings, SandboxSettings};
+
+/// The parsed configuration file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Sandbox limits.
+    #[serde(default)]
+    pub sandbox: SandboxSettings,
+    /// Plugins by name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginSettings>,
+    /// Method pipelines by method name.
+    #[serde(default)]
+    pub methods: BTreeMap<String, MethodSettings>,
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+}
+
+impl Config {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let text = r#"
+            [sandbox]
+            call_timeout_ms = 20
+            [plugins.card]
+            config = { "fee.bps" = "250" }
+            [methods.card]
+            validators = ["card", "limits"]
+            fee = "card"
+        "#;
+        let config: Config = toml::from_str(text).expect("valid");
+        assert_eq!(config.sandbox.call_timeout_ms, 20);
+        assert_eq!(config.sandbox.memory_limit_mib, 16);
+        assert_eq!(config.plugins["card"].config["fee.bps"], "250");
+        assert_eq!(config.methods["card"].validators, ["card", "limits"]);
+        assert!(toml::from_str::<Config>("[sandbox]\ncall_timeout = 1").is_err());
+        assert_eq!(toml::from_str::<Config>("").expect("empty"), Config::default());
+    }
+}

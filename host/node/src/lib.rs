@@ -1,0 +1,29 @@
+//! # wasmpay
+//!
+//! A payment orchestration node: payments arrive over NATS, WebAssembly plugins validate and
+//! price them, a double-entry ledger posts them. This crate wires the lower crates together
+//! and puts them on the network; the `wasmpay` binary (`src/bin/wasmpay/`) is its edge.
+//!
+//! The crates below it, each usable alone:
+//! - `wasmpay-protocol`: the wire contract (requests, replies, codes, money, partitions).
+//! - `wasmpay-ledger`: accounts and idempotent double-entry postings (sqlx).
+//! - `wasmpay-plugin-host`: the wasmtime sandbox, plugin loading, method pipelines.
+//!
+//! Layout of this crate (dependencies point down the list, never up):
+//! - [`node`]: starts and stops a node: plugins, ledger, bus, HTTP API.
+//! - [`bus`]: NATS subscriptions, per-partition workers, forwarding, events.
+//! - [`api`]: the operators' HTTP API (health, metrics, accounts, deposits, payments, plugins).
+//! - [`payments`]: deciding one payment, from message bytes to reply bytes.
+//! - [`client`]: a client of running nodes (NATS request/reply, the HTTP API).
+//! - [`config`], [`metrics`], [`shutdown`], [`clock`]: the configuration file, Prometheus
+//!   counters, the stop signal, the wall clock.
+
+pub mod api;
+pub mod bus;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod metrics;
+pub mod node;
+pub mod payments;
+pub mod shutdown;

@@ -1,0 +1,179 @@
+//! One node: ledger, plugins, bus and HTTP API, started together and stopped in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, ApiState};
+use crate::bus::{Bus, BusError};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::payments::Processor;
+use wasmpay_ledger::{Ledger, LedgerError};
+use wasmpay_plugin_host::{self as plugins, PluginError, PluginHost, PluginRuntime, PluginSource};
+use wasmpay_protocol::routing::{DEFAULT_PARTITIONS, Partitioner};
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    /// NATS server URL.
+    pub nats_url: String,
+    /// Ledger database URL.
+    pub database_url: String,
+    /// HTTP listen address (port 0 picks a free one).
+    pub http_address: SocketAddr,
+    /// Plugin components to load (besides those with a `path` in `config`).
+    pub plugin_sources: Vec<PluginSource>,
+    /// Partition count P.
+    pub partitions: u32,
+    /// This node's name in cluster info and traces.
+    pub node_id: String,
+    /// The configuration file's contents.
+    pub config: Config,
+    /// Bearer token of the `/v1` API; `None` refuses every `/v1` call.
+    pub admin_token: Option<String>,
+}
+
+impl NodeSettings {
+    /// Defaults: local NATS, `wasmpay.db`, port 8080, the built-in plugins, 64 partitions.
+    pub fn new() -> NodeSettings {
+        NodeSettings {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            database_url: "sqlite://wasmpay.db".into(),
+            http_address: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            plugin_sources: builtin_plugins(),
+            partitions: DEFAULT_PARTITIONS,
+            node_id: "node-1".into(),
+            config: Config::default(),
+            admin_token: None,
+        }
+    }
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        NodeSettings::new()
+    }
+}
+
+/// The repository's own plugins (`plugins/`), compiled into this binary at build time.
+pub fn builtin_plugins() -> Vec<PluginSource> {
+    vec![
+        PluginSource::Builtin("card", wasmpay_plugin_artifacts::CARD),
+        PluginSource::Builtin("wallet", wasmpay_plugin_artifacts::WALLET),
+    ]
+}
+
+/// A node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Bad partition count.
+    #[error(transparent)]
+    Partitions(#[from] wasmpay_protocol::routing::NoPartitions),
+    /// Plugins could not be loaded.
+    #[error(transparent)]
+    Plugins(#[from] PluginError),
+    /// The ledger could not be opened.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// NATS could not be reached.
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Connect {
+        /// The URL tried.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// Subscribing failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The HTTP address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    ledger: Ledger,
+    http_address: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    bus: JoinHandle<()>,
+    http: JoinHandle<()>,
+}
+
+impl Node {
+    /// Opens the ledger, loads the plugins, subscribes and listens. Returns once the node
+    /// is ready to take payments.
+    pub async fn start(settings: NodeSettings) -> Result<Node, NodeError> {
+        let partitioner = Partitioner::new(settings.partitions)?;
+        let metrics = Arc::new(Metrics::default());
+        let runtime = PluginRuntime::new(&settings.config.sandbox)?;
+        // Compiling is CPU work and `describe` runs guest code: both stay off the async threads.
+        let pipelines = {
+            let (runtime, sources, config) =
+                (runtime.clone(), settings.plugin_sources.clone(), settings.config.clone());
+            tokio::task::spawn_blocking(move || {
+                plugins::load_pipelines(&runtime, &sources, &config.plugins, &config.methods)
+            })
+            .await
+            .map_err(|error| PluginError::Runtime(error.to_string()))??
+        };
+        for plugin in pipelines.plugins() {
+            tracing::info!(plugin = plugin.key(), methods = ?plugin.info().methods, "plugin loaded");
+        }
+        let plugin_host = Arc::new(PluginHost::new(runtime, pipelines));
+        let ledger = Ledger::open(&settings.database_url).await?;
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("wasmpay {}", settings.node_id))
+            .connect(&settings.nats_url)
+            .await
+            .map_err(|error| NodeError::Connect { url: settings.nats_url.clone(), message: error.to_string() })?;
+        let processor = Arc::new(Processor::new(ledger.clone(), plugin_host.clone(), partitioner, metrics.clone()));
+        let (shutdown, shutdown_signal) = watch::channel(false);
+        let bus = Bus::new(client, processor, partitioner, settings.node_id.clone(), metrics.clone())
+            .start(shutdown_signal.clone())
+            .await?;
+        let listener = TcpListener::bind(settings.http_address)
+            .await
+            .map_err(|source| NodeError::Listen { address: settings.http_address, source })?;
+        let http_address =
+            listener.local_addr().map_err(|source| NodeError::Listen { address: settings.http_address, source })?;
+        let state = Arc::new(ApiState::new(ledger.clone(), metrics, plugin_host, settings.admin_token.clone()));
+        let http = tokio::spawn(api::serve(listener, state, shutdown_signal));
+        tracing::info!(node = %settings.node_id, %http_address, nats = %settings.nats_url, partitions = settings.partitions, "node ready");
+        Ok(Node { ledger, http_address, shutdown, bus, http })
+    }
+
+    /// Where the HTTP API listens.
+    pub fn http_address(&self) -> SocketAddr {
+        self.http_address
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Stops taking messages, finishes and answers those in flight, stops the API and closes
+    /// the ledger.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if let Err(error) = self.bus.await {
+            tracing::error!(%error, "bus task failed");
+        }
+        if let Err(error) = self.http.await {
+            tracing::error!(%error, "http task failed");
+        }
+        self.ledger.close().await;
+        tracing::info!("node stopped");
+    }
+}

@@ -1,0 +1,269 @@
+//! Deciding one payment: the path every message on `wasmpay.pay.<partition>.<payer>` takes.
+//!
+//! decode → partition check → idempotency check → accounts → pipeline (plugins) → ledger.
+//! Every step that refuses returns a reply with a stable code; only plugin or funds declines
+//! and approvals are recorded (and so replayed to a retry). The ledger's own idempotency check
+//! inside its transaction settles races between duplicates that pass the early check together.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::Instrument;
+
+use crate::clock;
+use crate::metrics::Metrics;
+use wasmpay_ledger::{Decision, Ledger, LedgerError, Recorded, Transfer, TransferKind};
+use wasmpay_plugin_host::{CheckedFee, Instances, PaymentInput, Pipeline, PluginHost, PluginRejection, Verdict};
+use wasmpay_protocol::money::{FeeBearer, MinorUnits};
+use wasmpay_protocol::routing::{Partitioner, subjects};
+use wasmpay_protocol::{Code, PROTOCOL_VERSION, PaymentRequest, Refusal, Reply, Status};
+
+/// Where a message arrived: the partition and payer tokens of its subject.
+#[derive(Clone, Copy, Debug)]
+pub struct Route<'a> {
+    /// The `<partition>` token.
+    pub partition: u32,
+    /// The `<payer>` token.
+    pub payer: &'a str,
+}
+
+/// The answer to one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decided {
+    /// The reply body.
+    pub reply: String,
+    /// Its status.
+    pub status: Status,
+    /// Its code.
+    pub code: Code,
+    /// Whether this call recorded it (so an event is due); false for replays and refusals.
+    pub newly_recorded: bool,
+}
+
+/// Decides payments; shared by every partition worker of a node.
+#[derive(Debug)]
+pub struct Processor {
+    ledger: Ledger,
+    plugins: Arc<PluginHost>,
+    partitioner: Partitioner,
+    metrics: Arc<Metrics>,
+}
+
+impl Processor {
+    /// A processor over these parts.
+    pub fn new(ledger: Ledger, plugins: Arc<PluginHost>, partitioner: Partitioner, metrics: Arc<Metrics>) -> Processor {
+        Processor { ledger, plugins, partitioner, metrics }
+    }
+
+    /// The plugin host.
+    pub fn plugins(&self) -> &Arc<PluginHost> {
+        &self.plugins
+    }
+
+    /// Decides one message. Never fails: every outcome is a reply.
+    pub async fn decide(&self, instances: &mut Instances, route: Route<'_>, body: &[u8]) -> Decided {
+        let decided = match wasmpay_protocol::decode(body) {
+            Err(refusal) => refused(&refusal, Some(route.partition)),
+            Ok(request) => {
+                let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, method = %request.method);
+                self.decide_request(instances, route, &request).instrument(span).await
+            }
+        };
+        self.metrics.count_payment(decided.status, decided.code);
+        decided
+    }
+
+    async fn decide_request(&self, instances: &mut Instances, route: Route<'_>, request: &PaymentRequest) -> Decided {
+        let refuse = |code: Code, message: String| {
+            refused(&Refusal { id: Some(request.id.clone()), code, message }, Some(route.partition))
+        };
+        let partition = self.partitioner.partition_of(&request.payer);
+        if partition != route.partition || route.payer != request.payer.as_str() {
+            let subject = subjects::pay(partition, request.payer.as_str());
+            return refuse(Code::WrongPartition, format!("payer `{}` is served on `{subject}`", request.payer));
+        }
+        let fingerprint = request.fingerprint();
+        match self.ledger.recorded_reply(&request.id).await {
+            Err(error) => return unavailable(request, route.partition, &error),
+            Ok(Some((recorded_hash, reply))) => {
+                return replay(request, route.partition, &fingerprint, recorded_hash, reply);
+            }
+            Ok(None) => {}
+        }
+        if let Err((code, message)) = self.check_accounts(request).await {
+            return refuse(code, message);
+        }
+        let pipelines = self.plugins.pipelines();
+        let Some(pipeline) = pipelines.get(&request.method) else {
+            let served: Vec<&str> = pipelines.methods().collect();
+            return refuse(
+                Code::UnknownMethod,
+                format!("method `{}` is not served; served: {}", request.method, served.join(", ")),
+            );
+        };
+        let received_at_ms = clock::unix_ms();
+        let input = PaymentInput::new(request, received_at_ms);
+        let verdict = match instances.run_blocking(pipeline.clone(), input).await {
+            Ok(verdict) => verdict,
+            Err(failure) => {
+                tracing::warn!(%failure, "plugin failed; payment refused, nothing recorded");
+                let refusal =
+                    Refusal { id: Some(request.id.clone()), code: Code::PluginFailed, message: failure.to_string() };
+                return refused_by(&refusal, Some(route.partition), pipeline.keys());
+            }
+        };
+        self.record(request, route.partition, pipeline, &verdict, &fingerprint, received_at_ms).await
+    }
+
+    /// Both accounts exist, are customer accounts and hold the payment's currency.
+    async fn check_accounts(&self, request: &PaymentRequest) -> Result<(), (Code, String)> {
+        for (role, id) in [("payer", &request.payer), ("payee", &request.payee)] {
+            let account = match self.ledger.account(id).await {
+                Ok(account) => account,
+                Err(error) => return Err((Code::Unavailable, format!("ledger unavailable: {error}"))),
+            };
+            let Some(account) = account.filter(|_| !id.is_system()) else {
+                return Err((Code::UnknownAccount, format!("{role} `{id}` does not exist")));
+            };
+            if account.currency != request.currency {
+                let message = format!("{role} `{id}` holds {}, not {}", account.currency, request.currency);
+                return Err((Code::CurrencyMismatch, message));
+            }
+        }
+        Ok(())
+    }
+
+    async fn record(
+        &self,
+        request: &PaymentRequest,
+        partition: u32,
+        pipeline: &Pipeline,
+        verdict: &Verdict,
+        fingerprint: &str,
+        received_at_ms: u64,
+    ) -> Decided {
+        let plugins = pipeline.keys();
+        let plugins_joined = plugins.join(",");
+        let (fee, rejection) = match verdict {
+            Verdict::Priced(fee) => (*fee, None),
+            Verdict::Declined(rejection) => (CheckedFee { total: 0, bearer: FeeBearer::Payee }, Some(rejection)),
+        };
+        let (Ok(amount), Ok(fee_units)) =
+            (MinorUnits::from_unsigned(request.amount), MinorUnits::from_unsigned(fee.total))
+        else {
+            unreachable!("amounts and fees are bounded by 2^53 - 1 before they get here");
+        };
+        let transfer = Transfer {
+            id: &request.id,
+            kind: TransferKind::Payment,
+            request_hash: fingerprint,
+            payer: &request.payer,
+            payee: &request.payee,
+            currency: request.currency,
+            amount,
+            fee: fee_units,
+            fee_bearer: fee.bearer,
+            plugins: &plugins_joined,
+            partition: Some(partition),
+            now_ms: i64::try_from(received_at_ms).unwrap_or(i64::MAX),
+            declined_by_plugin: rejection.is_some(),
+        };
+        let render =
+            |decision: Decision| recorded_reply(request, partition, &plugins, decision, fee, rejection).to_json();
+        let started = Instant::now();
+        let recorded = self.ledger.record(&transfer, render).await;
+        self.metrics.ledger_commit.observe(started.elapsed());
+        match recorded {
+            Ok(Recorded::New { decision, reply }) => {
+                let code = decision_code(decision);
+                Decided { reply, status: code.status(), code, newly_recorded: true }
+            }
+            Ok(Recorded::Existing { request_hash, reply }) => {
+                replay(request, partition, fingerprint, request_hash, reply)
+            }
+            Err(error) => unavailable(request, partition, &error),
+        }
+    }
+}
+
+fn decision_code(decision: Decision) -> Code {
+    match decision {
+        Decision::Approved => Code::Ok,
+        Decision::InsufficientFunds => Code::InsufficientFunds,
+        Decision::PluginDeclined => Code::PluginDeclined,
+    }
+}
+
+fn recorded_reply(
+    request: &PaymentRequest,
+    partition: u32,
+    plugins: &[String],
+    decision: Decision,
+    fee: CheckedFee,
+    rejection: Option<&PluginRejection>,
+) -> Reply {
+    let code = decision_code(decision);
+    let (message, reason, retryable) = match (decision, rejection) {
+        (Decision::PluginDeclined, Some(rejection)) => (
+            format!("{} declined: {}", rejection.plugin, rejection.message),
+            Some(rejection.code.clone()),
+            rejection.retryable,
+        ),
+        (Decision::InsufficientFunds, _) => ("the payer's balance would fall below its floor".to_owned(), None, true),
+        _ => ("approved".to_owned(), None, false),
+    };
+    let priced = rejection.is_none();
+    Reply {
+        version: PROTOCOL_VERSION,
+        id: Some(request.id.clone()),
+        status: code.status(),
+        code,
+        message,
+        reason,
+        retryable,
+        amount: Some(request.amount),
+        fee: priced.then_some(fee.total),
+        fee_bearer: priced.then_some(fee.bearer),
+        currency: Some(request.currency.code().to_owned()),
+        plugins: plugins.to_vec(),
+        partition: Some(partition),
+    }
+}
+
+fn refused(refusal: &Refusal, partition: Option<u32>) -> Decided {
+    refused_by(refusal, partition, Vec::new())
+}
+
+/// A refusal in which `plugins` took part (a plugin failure names the pipeline).
+fn refused_by(refusal: &Refusal, partition: Option<u32>, plugins: Vec<String>) -> Decided {
+    let reply = Reply { plugins, ..Reply::refused(refusal, partition) };
+    Decided { reply: reply.to_json(), status: reply.status, code: reply.code, newly_recorded: false }
+}
+
+/// A recorded id: the same request gets the stored bytes, another request a conflict.
+fn replay(
+    request: &PaymentRequest,
+    partition: u32,
+    fingerprint: &str,
+    recorded_hash: String,
+    reply: String,
+) -> Decided {
+    if recorded_hash != fingerprint {
+        let message = format!("id `{}` was already used for a different payment", request.id);
+        return refused(&Refusal { id: Some(request.id.clone()), code: Code::Conflict, message }, Some(partition));
+    }
+    match serde_json::from_str::<Reply>(&reply) {
+        Ok(parsed) => Decided { reply, status: parsed.status, code: parsed.code, newly_recorded: false },
+        Err(error) => {
+            tracing::error!(%error, id = %request.id, "stored reply does not parse");
+            let message = "the stored result cannot be read".to_owned();
+            refused(&Refusal { id: Some(request.id.clone()), code: Code::Unavailable, message }, Some(partition))
+        }
+    }
+}
+
+fn unavailable(request: &PaymentRequest, partition: u32, error: &LedgerError) -> Decided {
+    tracing::error!(%error, "ledger unavailable; payment not recorded");
+    let message = format!("ledger unavailable, retry with the same id: {error}");
+    refused(&Refusal { id: Some(request.id.clone()), code: Code::Unavailable, message }, Some(partition))
+}

@@ -1,0 +1,129 @@
+//! Method pipelines: which plugins decide a payment of a given method.
+//!
+//! A pipeline is an ordered list of validators and exactly one fee policy. The operator can
+//! spell each one out (`[methods.<name>]`); otherwise a plugin that exports both interfaces
+//! serves the methods it lists in `describe`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::catalog::LoadedPlugin;
+use crate::settings::MethodSettings;
+
+/// The plugins of one method.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    pub(super) validators: Vec<Arc<LoadedPlugin>>,
+    pub(super) fee_policy: Arc<LoadedPlugin>,
+}
+
+impl Pipeline {
+    /// `name@version` of every plugin in the pipeline, validators first, each once.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.validators.iter().map(|plugin| plugin.key.clone()).collect();
+        if !keys.contains(&self.fee_policy.key) {
+            keys.push(self.fee_policy.key.clone());
+        }
+        keys
+    }
+}
+
+/// Every method this node serves, and the plugins behind them.
+#[derive(Clone, Debug, Default)]
+pub struct Pipelines {
+    by_method: BTreeMap<String, Pipeline>,
+    plugins: Vec<Arc<LoadedPlugin>>,
+}
+
+/// A plugin set and method table that do not fit together.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PipelineError {
+    /// Two loaded plugins have the same name.
+    #[error("two plugins are named `{0}`")]
+    DuplicatePlugin(String),
+    /// A method names a plugin that is not loaded.
+    #[error("method `{method}` uses plugin `{plugin}`, which is not loaded")]
+    UnknownPlugin {
+        /// The method.
+        method: String,
+        /// The missing plugin.
+        plugin: String,
+    },
+    /// A method uses a plugin for a role it does not export.
+    #[error("method `{method}`: plugin `{plugin}` does not export `{role}`")]
+    MissingRole {
+        /// The method.
+        method: String,
+        /// The plugin.
+        plugin: String,
+        /// `validator` or `fee-policy`.
+        role: &'static str,
+    },
+    /// Two plugins claim the same method and no `[methods]` entry settles it.
+    #[error("plugins `{0}` and `{1}` both serve method `{2}`: configure [methods.{2}]")]
+    AmbiguousMethod(String, String, String),
+}
+
+impl Pipelines {
+    /// Builds the method table from the loaded plugins and the configured pipelines.
+    pub fn build(
+        plugins: Vec<Arc<LoadedPlugin>>,
+        configured: &BTreeMap<String, MethodSettings>,
+    ) -> Result<Pipelines, PipelineError> {
+        let mut by_name: BTreeMap<&str, &Arc<LoadedPlugin>> = BTreeMap::new();
+        for plugin in &plugins {
+            if by_name.insert(&plugin.info.name, plugin).is_some() {
+                return Err(PipelineError::DuplicatePlugin(plugin.info.name.clone()));
+            }
+        }
+        let mut by_method = BTreeMap::new();
+        for (method, settings) in configured {
+            let find = |name: &str, role: &'static str, has_role: fn(&LoadedPlugin) -> bool| {
+                let plugin = by_name
+                    .get(name)
+                    .ok_or_else(|| PipelineError::UnknownPlugin { method: method.clone(), plugin: name.to_owned() })?;
+                if !has_role(plugin) {
+                    return Err(PipelineError::MissingRole { method: method.clone(), plugin: name.to_owned(), role });
+                }
+                Ok(Arc::clone(plugin))
+            };
+            let validators = settings
+                .validators
+                .iter()
+                .map(|name| find(name, "validator", |p| p.info.validates))
+                .collect::<Result<Vec<_>, _>>()?;
+            let fee_policy = find(&settings.fee, "fee-policy", |p| p.info.quotes_fees)?;
+            by_method.insert(method.clone(), Pipeline { validators, fee_policy });
+        }
+        let mut claimed_by: BTreeMap<&str, &str> = BTreeMap::new();
+        for plugin in &plugins {
+            let info = &plugin.info;
+            if !(info.validates && info.quotes_fees) {
+                continue;
+            }
+            for method in info.methods.iter().filter(|method| !configured.contains_key(*method)) {
+                if let Some(other) = claimed_by.insert(method, &info.name) {
+                    return Err(PipelineError::AmbiguousMethod(other.to_owned(), info.name.clone(), method.clone()));
+                }
+                by_method
+                    .insert(method.clone(), Pipeline { validators: vec![plugin.clone()], fee_policy: plugin.clone() });
+            }
+        }
+        Ok(Pipelines { by_method, plugins })
+    }
+
+    /// The pipeline of `method`.
+    pub fn get(&self, method: &str) -> Option<&Pipeline> {
+        self.by_method.get(method)
+    }
+
+    /// The methods served.
+    pub fn methods(&self) -> impl Iterator<Item = &str> {
+        self.by_method.keys().map(String::as_str)
+    }
+
+    /// The loaded plugins.
+    pub fn plugins(&self) -> &[Arc<LoadedPlugin>] {
+        &self.plugins
+    }
+}

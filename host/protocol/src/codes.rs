@@ -1,0 +1,99 @@
+//! What a reply says: the coarse [`Status`] and the stable [`Code`] a client branches on.
+
+use serde::{Deserialize, Serialize};
+
+/// What happened to a payment, coarsely.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Posted to the ledger.
+    Approved,
+    /// Refused by a plugin or for lack of funds; recorded, a retry replays it.
+    Declined,
+    /// The request itself is invalid; not recorded, a retry gets the same answer.
+    Rejected,
+    /// Nothing was recorded; retry with the same id.
+    Error,
+}
+
+impl Status {
+    /// The snake_case name, as on the wire and in event subjects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Approved => "approved",
+            Status::Declined => "declined",
+            Status::Rejected => "rejected",
+            Status::Error => "error",
+        }
+    }
+}
+
+/// The stable reason code of a reply. Never renamed; new codes may be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    /// Approved and posted.
+    Ok,
+    /// The message is not a valid request (JSON, fields, limits).
+    InvalidRequest,
+    /// The `version` field names a protocol this host does not speak.
+    UnsupportedVersion,
+    /// The payer or payee does not exist.
+    UnknownAccount,
+    /// No pipeline serves the method.
+    UnknownMethod,
+    /// The currency differs from the payer's or the payee's.
+    CurrencyMismatch,
+    /// The amount is not within 1 ..= 2^53 - 1.
+    AmountOutOfRange,
+    /// The payer's balance would fall below its floor.
+    InsufficientFunds,
+    /// A plugin declined; `reason` holds its own code.
+    PluginDeclined,
+    /// A plugin trapped, timed out, ran out of memory or broke the contract.
+    PluginFailed,
+    /// The id was already used for a different request.
+    Conflict,
+    /// The subject's partition is not the payer's.
+    WrongPartition,
+    /// The node cannot decide now (ledger unreachable, shutting down); retry.
+    Unavailable,
+}
+
+impl Code {
+    /// The status a reply with this code has.
+    pub fn status(self) -> Status {
+        match self {
+            Code::Ok => Status::Approved,
+            Code::InsufficientFunds | Code::PluginDeclined => Status::Declined,
+            Code::PluginFailed | Code::Unavailable => Status::Error,
+            Code::InvalidRequest
+            | Code::UnsupportedVersion
+            | Code::UnknownAccount
+            | Code::UnknownMethod
+            | Code::CurrencyMismatch
+            | Code::AmountOutOfRange
+            | Code::Conflict
+            | Code::WrongPartition => Status::Rejected,
+        }
+    }
+
+    /// The snake_case name, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Ok => "ok",
+            Code::InvalidRequest => "invalid_request",
+            Code::UnsupportedVersion => "unsupported_version",
+            Code::UnknownAccount => "unknown_account",
+            Code::UnknownMethod => "unknown_method",
+            Code::CurrencyMismatch => "currency_mismatch",
+            Code::AmountOutOfRange => "amount_out_of_range",
+            Code::InsufficientFunds => "insufficient_funds",
+            Code::PluginDeclined => "plugin_declined",
+            Code::PluginFailed => "plugin_failed",
+            Code::Conflict => "conflict",
+            Code::WrongPartition => "wrong_partition",
+            Code::Unavailable => "unavailable",
+        }
+    }
+}

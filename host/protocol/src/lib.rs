@@ -1,0 +1,34 @@
+//! # wasmpay-protocol
+//!
+//! The wire contract of wasmpay, version 1 (docs/protocol.md, docs/schema/): what a client
+//! sends, what it gets back, and where to send it. It depends on serde and nothing async, so
+//! any Rust client, the node and the tests share one definition of the protocol.
+//!
+//! Layout (dependencies point down the list, never up):
+//! - [`request`]: decoding a payment request strictly, into a checked [`PaymentRequest`] or a
+//!   [`Refusal`].
+//! - [`reply`]: the [`Reply`], byte for byte what a client receives.
+//! - [`cluster`]: what `wasmpay.cluster.info` answers.
+//! - [`codes`]: the coarse [`Status`] and the stable [`Code`] of every reply.
+//! - [`routing`]: account ids, FNV-1a partitions, subject names.
+//! - [`money`]: ISO 4217 currencies and checked minor-unit arithmetic.
+
+pub mod cluster;
+pub mod codes;
+pub mod money;
+pub mod reply;
+pub mod request;
+pub mod routing;
+
+pub use cluster::ClusterInfo;
+pub use codes::{Code, Status};
+pub use reply::Reply;
+pub use request::{ID_RULE, PaymentRequest, Refusal, decode, is_valid_id};
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest accepted message body. Larger messages are refused unread.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+#[cfg(test)]
+mod tests;

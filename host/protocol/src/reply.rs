@@ -1,0 +1,64 @@
+//! The reply to a payment request, exactly as published on NATS.
+
+use serde::{Deserialize, Serialize};
+
+use crate::money::FeeBearer;
+use crate::{Code, PROTOCOL_VERSION, Refusal, Status};
+
+/// A reply, exactly as published. For recorded payments the bytes are stored with the payment
+/// and a retry with the same id gets them back unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Always [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The request's id; `null` when it could not be read.
+    pub id: Option<String>,
+    /// Coarse outcome.
+    pub status: Status,
+    /// Stable reason code.
+    pub code: Code,
+    /// Human explanation.
+    pub message: String,
+    /// The deciding plugin's own code when `code` is `plugin_declined`.
+    pub reason: Option<String>,
+    /// Whether a later retry of the same request can succeed.
+    pub retryable: bool,
+    /// Minor units requested.
+    pub amount: Option<u64>,
+    /// Fee in minor units, once quoted.
+    pub fee: Option<u64>,
+    /// `payer` or `payee`, once quoted.
+    pub fee_bearer: Option<FeeBearer>,
+    /// ISO 4217 code.
+    pub currency: Option<String>,
+    /// `name@version` of every plugin that took part in the decision, in order.
+    pub plugins: Vec<String>,
+    /// The payer's partition, when known.
+    pub partition: Option<u32>,
+}
+
+impl Reply {
+    /// A reply for a message refused before it reached any state.
+    pub fn refused(refusal: &Refusal, partition: Option<u32>) -> Reply {
+        Reply {
+            version: PROTOCOL_VERSION,
+            id: refusal.id.clone(),
+            status: refusal.code.status(),
+            code: refusal.code,
+            message: refusal.message.clone(),
+            reason: None,
+            retryable: matches!(refusal.code.status(), Status::Error),
+            amount: None,
+            fee: None,
+            fee_bearer: None,
+            currency: None,
+            plugins: Vec::new(),
+            partition,
+        }
+    }
+
+    /// The JSON bytes of this reply.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
