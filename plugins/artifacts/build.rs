@@ -13,10 +13,11 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
 /// (crate, constant, source directory)
-const GUESTS: [(&str, &str, &str); 3] = [
+const GUESTS: [(&str, &str, &str); 4] = [
     ("card", "CARD", "plugins/card"),
     ("wallet", "WALLET", "plugins/wallet"),
     ("faulty", "FAULTY", "tests/fixtures/faulty"),
+    ("stalling", "STALLING", "tests/fixtures/stalling"),
 ];
 
 fn main() {

@@ -26,16 +26,29 @@ fn plugin_config() -> &'static Config {
     CONFIG.get_or_init(|| Config::from_pairs(config::entries()))
 }
 
+/// Sends a panic's message to the host's log (with the payment it happened on) instead of
+/// standard error, which the sandbox does not offer. The panic then aborts, which the host
+/// sees as a trap.
+fn report_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        std::panic::set_hook(Box::new(|info| log(crate::log::Level::Error, &format!("panicked: {info}"))))
+    });
+}
+
 pub fn describe<P: Plugin>() -> wit::PluginInfo {
+    report_panics();
     let info: PluginInfo = P::describe();
     wit::PluginInfo { name: info.name, version: info.version, methods: info.methods, currencies: info.currencies }
 }
 
 pub fn validate<P: Plugin>(payment: wit::Payment) -> Result<(), wit::Rejection> {
+    report_panics();
     P::validate(&from_wit(payment), plugin_config()).map_err(to_wit_rejection)
 }
 
 pub fn quote_fee<P: Plugin>(payment: wit::Payment) -> Result<wit::FeeQuote, wit::Rejection> {
+    report_panics();
     let quote: FeeQuote = P::quote_fee(&from_wit(payment), plugin_config()).map_err(to_wit_rejection)?;
     Ok(wit::FeeQuote {
         total: quote.total(),

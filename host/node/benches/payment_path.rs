@@ -1,9 +1,10 @@
-//! Medians of the payment path's two costly steps, each against a baseline measured in the
-//! same run (this machine is shared and noisy: compare ratios, not absolute numbers).
+//! Medians of the payment path's two costly steps, against baselines measured in the same run
+//! (this machine is shared and noisy: compare ratios, not absolute numbers).
 //!
-//! - plugins: the `card` pipeline (validate + quote-fee) on a warm instance, against a fresh
-//!   instance for every call (`calls_per_instance = 1`), the isolation trade-off of
-//!   docs/plugins.md;
+//! - plugins: the `card` pipeline (validate + quote-fee) as a payment runs it, on instances
+//!   created for that payment and dropped after it (the isolation model of docs/plugins.md),
+//!   against the floor of that model: the `faulty` fixture's no-op validate and free quote on
+//!   the same kind of fresh instance (create, two empty calls, drop);
 //! - ledger: one approved payment per SQLite transaction (`synchronous = FULL`), against a
 //!   transaction inserting one row into a scratch database with the same settings: the cost
 //!   of the lock, commit and fsync that any write pays.
@@ -19,7 +20,7 @@ use std::collections::BTreeMap;
 use wasmpay::metrics::Metrics;
 use wasmpay::node::builtin_plugins;
 use wasmpay_ledger::{Ledger, NewAccount, Transfer, TransferKind, external_account};
-use wasmpay_plugin_host::{Instances, PaymentInput, PluginRuntime, SandboxSettings, load_pipelines};
+use wasmpay_plugin_host::{Instances, PaymentInput, PluginRuntime, PluginSource, SandboxSettings, load_pipelines};
 use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
 
@@ -40,18 +41,20 @@ fn median_per_run(per_sample: u32, mut step: impl FnMut()) -> Duration {
     samples[SAMPLES / 2]
 }
 
-fn plugin_pipeline(calls_per_instance: u32) -> Duration {
-    let settings = SandboxSettings { calls_per_instance, ..SandboxSettings::default() };
-    let runtime = PluginRuntime::new(&settings).unwrap();
-    let pipelines = load_pipelines(&runtime, &builtin_plugins(), &BTreeMap::new(), &BTreeMap::new()).unwrap();
-    let pipeline = pipelines.get("card").unwrap();
-    let request = wasmpay_protocol::decode(
-        br#"{"version":1,"id":"bench","payer":"alice","payee":"shop","amount":1250,"currency":"EUR",
-             "method":"card","details":{"pan":"4242424242424242","expiry":"12/30"}}"#,
-    )
-    .unwrap();
+/// Median time of one payment's pipeline for `method`, with `details`.
+fn plugin_pipeline(method: &str, details: &str) -> Duration {
+    let runtime = PluginRuntime::new(&SandboxSettings::default()).unwrap();
+    let mut sources = builtin_plugins();
+    sources.push(PluginSource::Builtin("faulty", wasmpay_plugin_artifacts::FAULTY));
+    let pipelines = load_pipelines(&runtime, &sources, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new()).unwrap();
+    let pipeline = pipelines.get(method).unwrap();
+    let body = format!(
+        r#"{{"version":1,"id":"bench","payer":"alice","payee":"shop","amount":1250,"currency":"EUR",
+             "method":"{method}","details":{details}}}"#
+    );
+    let request = wasmpay_protocol::decode(body.as_bytes()).unwrap();
     let input = PaymentInput::new(&request, wasmpay::clock::unix_ms());
-    let mut instances = Instances::new(Arc::clone(&runtime), Arc::new(Metrics::default()));
+    let instances = Instances::new(Arc::clone(&runtime), Arc::new(Metrics::default()));
     instances.run(pipeline, &input).unwrap();
     median_per_run(500, || {
         instances.run(pipeline, &input).unwrap();
@@ -127,12 +130,12 @@ fn ledger(runtime: &tokio::runtime::Runtime) -> (Duration, Duration) {
 }
 
 fn main() {
-    let warm = plugin_pipeline(u32::MAX);
-    let fresh = plugin_pipeline(1);
-    println!("plugins: card validate + quote-fee, median of {SAMPLES} samples of 500");
-    println!("  warm instance        {:>9.1} µs", warm.as_secs_f64() * 1e6);
-    println!("  fresh instance/call  {:>9.1} µs", fresh.as_secs_f64() * 1e6);
-    println!("  fresh / warm         {:>9.1} x", fresh.as_secs_f64() / warm.as_secs_f64());
+    let card = plugin_pipeline("card", r#"{"pan":"4242424242424242","expiry":"12/30"}"#);
+    let floor = plugin_pipeline("faulty", r#"{"fault":"none"}"#);
+    println!("plugins: validate + quote-fee on fresh instances per payment, median of {SAMPLES} samples of 500");
+    println!("  card payment         {:>9.1} µs", card.as_secs_f64() * 1e6);
+    println!("  no-op plugin (floor) {:>9.1} µs", floor.as_secs_f64() * 1e6);
+    println!("  card / floor         {:>9.2} x", card.as_secs_f64() / floor.as_secs_f64());
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (payment, empty) = ledger(&runtime);

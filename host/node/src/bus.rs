@@ -74,13 +74,7 @@ impl Bus {
         let queues: Vec<mpsc::Sender<Message>> = (0..self.partitioner.partitions())
             .map(|partition| {
                 let (sender, receiver) = mpsc::channel(PARTITION_QUEUE_DEPTH);
-                workers.spawn(worker(
-                    partition,
-                    receiver,
-                    self.processor.clone(),
-                    self.client.clone(),
-                    self.metrics.clone(),
-                ));
+                workers.spawn(worker(partition, receiver, self.processor.clone(), self.client.clone()));
                 sender
             })
             .collect();
@@ -182,17 +176,10 @@ fn parse_pay_subject(subject: &str) -> Option<(u32, &str)> {
 }
 
 /// Decides the payments of one partition, one at a time.
-async fn worker(
-    partition: u32,
-    mut queue: mpsc::Receiver<Message>,
-    processor: Arc<Processor>,
-    client: Client,
-    metrics: Arc<Metrics>,
-) {
-    let mut instances = wasmpay_plugin_host::Instances::new(processor.plugins().runtime().clone(), metrics);
+async fn worker(partition: u32, mut queue: mpsc::Receiver<Message>, processor: Arc<Processor>, client: Client) {
     while let Some(message) = queue.recv().await {
         let payer = parse_pay_subject(&message.subject).map_or("", |(_, payer)| payer);
-        let decided = processor.decide(&mut instances, Route { partition, payer }, &message.payload).await;
+        let decided = processor.decide(Route { partition, payer }, &message.payload).await;
         let body = Bytes::from(decided.reply);
         if let Some(reply) = message.reply
             && let Err(error) = client.publish(reply, body.clone()).await

@@ -1,12 +1,13 @@
-//! `wasmpay.toml`: plugins, their configuration, method pipelines and sandbox limits.
-//! Every section is optional; an empty file (or none) serves the built-in `card` and `wallet`
-//! plugins with their default terms.
+//! `wasmpay.toml`: plugins, their configuration, method pipelines, fee limits and sandbox
+//! limits. Every section is optional; an empty file (or none) serves the built-in `card` and
+//! `wallet` plugins with their default terms.
 //!
 //! ```toml
 //! [sandbox]
-//! call_timeout_ms = 50        # epoch deadline of one plugin call
+//! fuel_per_call = 1000000000  # work one plugin call may do (~ WebAssembly instructions)
+//! call_timeout_ms = 1000      # wall-clock backstop of one call
 //! memory_limit_mib = 16       # linear memory cap of one instance
-//! calls_per_instance = 1000   # warm instance reuse; 1 = a fresh instance per call
+//! max_instances = 1000        # instances alive at once, all plugins together
 //!
 //! [plugins.card]
 //! path = "plugins/card.wasm"  # optional: a built-in plugin needs no path
@@ -15,13 +16,17 @@
 //! [methods.card]              # optional: by default a plugin serves the methods it describes
 //! validators = ["card"]
 //! fee = "card"
+//!
+//! [fee_limits.card]           # optional: fee <= amount x max_bps / 10 000 + fixed[currency]
+//! max_bps = 1000              # default 10 %
+//! fixed = { EUR = 100 }       # default one major unit, at least 100 minor units
 //! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use wasmpay_plugin_host::{MethodSettings, PluginSettings, SandboxSettings};
+use wasmpay_plugin_host::{FeeLimit, MethodSettings, PluginSettings, SandboxSettings};
 
 /// The parsed configuration file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -36,6 +41,9 @@ pub struct Config {
     /// Method pipelines by method name.
     #[serde(default)]
     pub methods: BTreeMap<String, MethodSettings>,
+    /// The most each method's fees may be; unset methods get [`FeeLimit::default`].
+    #[serde(default)]
+    pub fee_limits: BTreeMap<String, FeeLimit>,
 }
 
 /// A configuration file that cannot be used.
@@ -81,12 +89,16 @@ mod tests {
             [methods.card]
             validators = ["card", "limits"]
             fee = "card"
+            [fee_limits.card]
+            max_bps = 500
+            fixed = { EUR = 30 }
         "#;
         let config: Config = toml::from_str(text).expect("valid");
         assert_eq!(config.sandbox.call_timeout_ms, 20);
         assert_eq!(config.sandbox.memory_limit_mib, 16);
         assert_eq!(config.plugins["card"].config["fee.bps"], "250");
         assert_eq!(config.methods["card"].validators, ["card", "limits"]);
+        assert_eq!((config.fee_limits["card"].max_bps, config.fee_limits["card"].fixed["EUR"]), (500, 30));
         assert!(toml::from_str::<Config>("[sandbox]\ncall_timeout = 1").is_err());
         assert_eq!(toml::from_str::<Config>("").expect("empty"), Config::default());
     }

@@ -122,7 +122,7 @@ impl Node {
             let (runtime, sources, config) =
                 (runtime.clone(), settings.plugin_sources.clone(), settings.config.clone());
             tokio::task::spawn_blocking(move || {
-                plugins::load_pipelines(&runtime, &sources, &config.plugins, &config.methods)
+                plugins::load_pipelines(&runtime, &sources, &config.plugins, &config.methods, &config.fee_limits)
             })
             .await
             .map_err(|error| PluginError::Runtime(error.to_string()))??

@@ -45,6 +45,7 @@ pub struct Decided {
 pub struct Processor {
     ledger: Ledger,
     plugins: Arc<PluginHost>,
+    instances: Instances,
     partitioner: Partitioner,
     metrics: Arc<Metrics>,
 }
@@ -52,28 +53,24 @@ pub struct Processor {
 impl Processor {
     /// A processor over these parts.
     pub fn new(ledger: Ledger, plugins: Arc<PluginHost>, partitioner: Partitioner, metrics: Arc<Metrics>) -> Processor {
-        Processor { ledger, plugins, partitioner, metrics }
-    }
-
-    /// The plugin host.
-    pub fn plugins(&self) -> &Arc<PluginHost> {
-        &self.plugins
+        let instances = Instances::new(plugins.runtime().clone(), metrics.clone());
+        Processor { ledger, plugins, instances, partitioner, metrics }
     }
 
     /// Decides one message. Never fails: every outcome is a reply.
-    pub async fn decide(&self, instances: &mut Instances, route: Route<'_>, body: &[u8]) -> Decided {
+    pub async fn decide(&self, route: Route<'_>, body: &[u8]) -> Decided {
         let decided = match wasmpay_protocol::decode(body) {
             Err(refusal) => refused(&refusal, Some(route.partition)),
             Ok(request) => {
                 let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, method = %request.method);
-                self.decide_request(instances, route, &request).instrument(span).await
+                self.decide_request(route, &request).instrument(span).await
             }
         };
         self.metrics.count_payment(decided.status, decided.code);
         decided
     }
 
-    async fn decide_request(&self, instances: &mut Instances, route: Route<'_>, request: &PaymentRequest) -> Decided {
+    async fn decide_request(&self, route: Route<'_>, request: &PaymentRequest) -> Decided {
         let refuse = |code: Code, message: String| {
             refused(&Refusal { id: Some(request.id.clone()), code, message }, Some(route.partition))
         };
@@ -101,9 +98,14 @@ impl Processor {
                 format!("method `{}` is not served; served: {}", request.method, served.join(", ")),
             );
         };
+        if let Some(plugin) = pipeline.refuses(request.currency) {
+            let message =
+                format!("plugin {} of method `{}` does not take {}", plugin.key(), request.method, request.currency);
+            return refuse(Code::UnsupportedCurrency, message);
+        }
         let received_at_ms = clock::unix_ms();
         let input = PaymentInput::new(request, received_at_ms);
-        let verdict = match instances.run_blocking(pipeline.clone(), input).await {
+        let verdict = match self.instances.run_blocking(pipeline.clone(), input).await {
             Ok(verdict) => verdict,
             Err(failure) => {
                 tracing::warn!(%failure, "plugin failed; payment refused, nothing recorded");

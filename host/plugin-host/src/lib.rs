@@ -5,16 +5,20 @@
 //! wire types of `wasmpay-protocol`; it knows nothing of NATS, HTTP or the ledger.
 //!
 //! Layout (dependencies point down the list):
-//! - `instances`: running a pipeline on instances, containing every failure.
-//! - `pipeline`: which plugins decide each payment method.
+//! - `instances`: running a pipeline, one fresh instance per plugin per payment.
+//! - `pipeline`: which plugins decide each payment method, and its fee bound.
 //! - `catalog`: loading a plugin version and checking what it says it is.
-//! - `sandbox`: engine, linker, limits, store data, epoch ticker.
+//! - `contract`: what a plugin may answer (shapes, caps, fee checks).
+//! - `sandbox`: engine, linker, limits, store data, denied imports, epoch ticker.
+//! - `logs`: plugin log lines: escaped, capped, rate limited.
 //! - `bindings`: the `wasmpay:plugin` world, generated; private.
 //! - `settings`: what an operator configures (limits, plugin files and config, pipelines).
 
 mod bindings;
 mod catalog;
+mod contract;
 mod instances;
+mod logs;
 mod pipeline;
 mod sandbox;
 mod settings;
@@ -25,12 +29,11 @@ use std::sync::{Arc, RwLock};
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-pub use catalog::{LoadError, LoadedPlugin, PluginInfo};
-pub use instances::{
-    CallObserver, CheckedFee, FailureKind, Instances, PaymentInput, PluginFailure, PluginRejection, Verdict,
-};
+pub use catalog::{LoadError, LoadedPlugin};
+pub use contract::{CheckedFee, PluginInfo};
+pub use instances::{CallObserver, FailureKind, Instances, PaymentInput, PluginFailure, PluginRejection, Verdict};
 pub use pipeline::{Pipeline, PipelineError, Pipelines};
-pub use settings::{MethodSettings, PluginSettings, SandboxSettings};
+pub use settings::{FeeLimit, MethodSettings, PluginSettings, SandboxSettings};
 
 use sandbox::{EpochTicker, Limits, PluginState};
 
@@ -114,12 +117,14 @@ pub fn directory_sources(directory: &std::path::Path) -> Result<Vec<PluginSource
 }
 
 /// Loads `sources` plus every plugin with a `path` in `plugins`, and builds the pipelines of
-/// `methods` (by default each plugin serves the methods it describes).
+/// `methods` (by default each plugin serves the methods it describes) with their
+/// `fee_limits`.
 pub fn load_pipelines(
     runtime: &PluginRuntime,
     sources: &[PluginSource],
     plugins: &BTreeMap<String, PluginSettings>,
     methods: &BTreeMap<String, MethodSettings>,
+    fee_limits: &BTreeMap<String, FeeLimit>,
 ) -> Result<Pipelines, PluginError> {
     let config_of = |name: &str| plugins.get(name).map(|settings| settings.config.clone()).unwrap_or_default();
     let mut loaded: Vec<Arc<LoadedPlugin>> = Vec::new();
@@ -145,7 +150,7 @@ pub fn load_pipelines(
             loaded.push(Arc::new(plugin));
         }
     }
-    Ok(Pipelines::build(loaded, methods)?)
+    Ok(Pipelines::build(loaded, methods, fee_limits)?)
 }
 
 fn load_file(
@@ -182,8 +187,16 @@ impl PluginHost {
     }
 }
 
+/// One line for a wasmtime error: its chain of causes, without the wasm backtrace wasmtime
+/// adds as a context (multi-line, and of no use to a client).
 fn describe_error(error: &wasmtime::Error) -> String {
-    format!("{error:?}").lines().next().unwrap_or_default().to_owned()
+    let causes: Vec<String> = error
+        .chain()
+        .map(|cause| cause.to_string())
+        .filter(|text| !text.starts_with("error while executing at wasm backtrace"))
+        .map(|text| text.lines().next().unwrap_or_default().to_owned())
+        .collect();
+    if causes.is_empty() { format!("{error}").lines().next().unwrap_or_default().to_owned() } else { causes.join(": ") }
 }
 
 #[cfg(test)]

@@ -7,17 +7,26 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use wasmpay_protocol::money::Currency;
+
 use super::catalog::LoadedPlugin;
-use crate::settings::MethodSettings;
+use crate::settings::{FeeLimit, MethodSettings};
 
 /// The plugins of one method.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
     pub(super) validators: Vec<Arc<LoadedPlugin>>,
     pub(super) fee_policy: Arc<LoadedPlugin>,
+    pub(super) fee_limit: FeeLimit,
 }
 
 impl Pipeline {
+    /// The first plugin of the pipeline that does not take `currency` (its `describe` lists
+    /// currencies, and not this one): the payment must not reach any of them.
+    pub fn refuses(&self, currency: Currency) -> Option<&LoadedPlugin> {
+        self.validators.iter().chain([&self.fee_policy]).map(Arc::as_ref).find(|plugin| !plugin.info.accepts(currency))
+    }
+
     /// `name@version` of every plugin in the pipeline, validators first, each once.
     pub fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.validators.iter().map(|plugin| plugin.key.clone()).collect();
@@ -65,11 +74,14 @@ pub enum PipelineError {
 }
 
 impl Pipelines {
-    /// Builds the method table from the loaded plugins and the configured pipelines.
+    /// Builds the method table from the loaded plugins, the configured pipelines and the fee
+    /// limits by method.
     pub fn build(
         plugins: Vec<Arc<LoadedPlugin>>,
         configured: &BTreeMap<String, MethodSettings>,
+        fee_limits: &BTreeMap<String, FeeLimit>,
     ) -> Result<Pipelines, PipelineError> {
+        let fee_limit = |method: &str| fee_limits.get(method).cloned().unwrap_or_default();
         let mut by_name: BTreeMap<&str, &Arc<LoadedPlugin>> = BTreeMap::new();
         for plugin in &plugins {
             if by_name.insert(&plugin.info.name, plugin).is_some() {
@@ -93,7 +105,7 @@ impl Pipelines {
                 .map(|name| find(name, "validator", |p| p.info.validates))
                 .collect::<Result<Vec<_>, _>>()?;
             let fee_policy = find(&settings.fee, "fee-policy", |p| p.info.quotes_fees)?;
-            by_method.insert(method.clone(), Pipeline { validators, fee_policy });
+            by_method.insert(method.clone(), Pipeline { validators, fee_policy, fee_limit: fee_limit(method) });
         }
         let mut claimed_by: BTreeMap<&str, &str> = BTreeMap::new();
         for plugin in &plugins {
@@ -105,8 +117,12 @@ impl Pipelines {
                 if let Some(other) = claimed_by.insert(method, &info.name) {
                     return Err(PipelineError::AmbiguousMethod(other.to_owned(), info.name.clone(), method.clone()));
                 }
-                by_method
-                    .insert(method.clone(), Pipeline { validators: vec![plugin.clone()], fee_policy: plugin.clone() });
+                let pipeline = Pipeline {
+                    validators: vec![plugin.clone()],
+                    fee_policy: plugin.clone(),
+                    fee_limit: fee_limit(method),
+                };
+                by_method.insert(method.clone(), pipeline);
             }
         }
         Ok(Pipelines { by_method, plugins })

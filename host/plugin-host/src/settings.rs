@@ -11,17 +11,30 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxSettings {
-    /// Wall-clock budget of one plugin call, enforced by an epoch deadline.
+    /// Work one plugin call may do, in fuel (about one unit per WebAssembly instruction; the
+    /// default is some 25-60 ms of CPU on a 2-core machine of 2026). This is the limit a
+    /// plugin is judged by: it does not depend on how busy the machine is.
+    pub fuel_per_call: u64,
+    /// Wall-clock backstop of one call, enforced by an epoch deadline: it only catches what
+    /// fuel cannot (a host call that should never take long), so it is generous.
     pub call_timeout_ms: u64,
-    /// Linear memory cap of one plugin instance.
+    /// Linear memory cap of one instance.
     pub memory_limit_mib: u64,
-    /// How many calls a warm instance serves before it is replaced by a fresh one.
-    pub calls_per_instance: u32,
+    /// Instances alive at once across all plugins (the pooling allocator's slots). A payment
+    /// holds one instance per plugin of its pipeline, and a node decides at most one payment
+    /// per partition at a time, so `partitions x plugins per pipeline` (64 x 4 by default)
+    /// is the most it needs; the rest is headroom for loading plugins.
+    pub max_instances: u32,
 }
 
 impl Default for SandboxSettings {
     fn default() -> Self {
-        SandboxSettings { call_timeout_ms: 50, memory_limit_mib: 16, calls_per_instance: 1_000 }
+        SandboxSettings {
+            fuel_per_call: 1_000_000_000,
+            call_timeout_ms: 1_000,
+            memory_limit_mib: 16,
+            max_instances: 1_000,
+        }
     }
 }
 
@@ -44,4 +57,24 @@ pub struct MethodSettings {
     pub validators: Vec<String>,
     /// The fee policy plugin.
     pub fee: String,
+}
+
+/// The most a method's fees may be, enforced by the host whatever the fee plugin quotes
+/// (`[fee_limits.<method>]`): `amount x max_bps / 10 000` plus a fixed allowance in minor
+/// units per currency. Unset: 10 % of the amount plus one major unit of the currency, and at
+/// least 100 minor units (1.00 EUR, 100 JPY, 1.000 BHD).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeeLimit {
+    /// Proportional part, in basis points of the amount.
+    pub max_bps: u32,
+    /// Fixed allowance per ISO 4217 code, in minor units; a currency not listed gets one
+    /// major unit, at least 100 minor units.
+    pub fixed: BTreeMap<String, u64>,
+}
+
+impl Default for FeeLimit {
+    fn default() -> Self {
+        FeeLimit { max_bps: 1_000, fixed: BTreeMap::new() }
+    }
 }

@@ -42,6 +42,8 @@ pub enum Code {
     UnknownAccount,
     /// No pipeline serves the method.
     UnknownMethod,
+    /// A plugin of the method's pipeline does not take the payment's currency.
+    UnsupportedCurrency,
     /// The currency differs from the payer's or the payee's.
     CurrencyMismatch,
     /// The amount is not within 1 ..= 2^53 - 1.
@@ -71,6 +73,7 @@ impl Code {
             | Code::UnsupportedVersion
             | Code::UnknownAccount
             | Code::UnknownMethod
+            | Code::UnsupportedCurrency
             | Code::CurrencyMismatch
             | Code::AmountOutOfRange
             | Code::Conflict
@@ -86,6 +89,7 @@ impl Code {
             Code::UnsupportedVersion => "unsupported_version",
             Code::UnknownAccount => "unknown_account",
             Code::UnknownMethod => "unknown_method",
+            Code::UnsupportedCurrency => "unsupported_currency",
             Code::CurrencyMismatch => "currency_mismatch",
             Code::AmountOutOfRange => "amount_out_of_range",
             Code::InsufficientFunds => "insufficient_funds",
