@@ -149,6 +149,9 @@ fn plugin_log_lines_are_bounded_single_lines_that_name_the_payment() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 32, "{text}");
     for line in lines {
-        assert!(line.contains(r#"payment="forger-1""#) && line.contains("ok\\nERROR wasmpay: ledger corrupted"), "{line}");
+        assert!(
+            line.contains(r#"payment="forger-1""#) && line.contains("ok\\nERROR wasmpay: ledger corrupted"),
+            "{line}"
+        );
     }
 }
