@@ -41,8 +41,8 @@ pub struct Harness {
     pub ledger: Ledger,
     /// The ledger's database URL, to reopen it after the node stopped.
     pub database_url: String,
-    /// Kept for its lifetime: dropping it stops the server.
-    _nats: NatsServer,
+    /// The node's NATS server; `None` after [`Harness::kill_nats`].
+    nats: Option<NatsServer>,
     _workdir: tempfile::TempDir,
 }
 
@@ -59,11 +59,21 @@ impl Harness {
 
     /// A node with `config`, on a nats-server started with `nats_config`.
     pub async fn start_with(config: Config, nats_config: Option<&Path>) -> Harness {
+        Harness::start_custom(config, nats_config, |_| {}).await
+    }
+
+    /// A node with `config` and whatever else `customize` sets, on a nats-server started with
+    /// `nats_config`.
+    pub async fn start_custom(
+        config: Config,
+        nats_config: Option<&Path>,
+        customize: impl FnOnce(&mut NodeSettings),
+    ) -> Harness {
         let nats = NatsServer::start(nats_config).expect("a nats-server is needed for the integration tests");
         let workdir = tempfile::tempdir().unwrap();
         let mut sources = builtin_plugins();
         sources.push(PluginSource::Builtin("faulty", wasmpay_plugin_artifacts::FAULTY));
-        let settings = NodeSettings {
+        let mut settings = NodeSettings {
             nats_url: nats.url(),
             database_url: format!("sqlite://{}", workdir.path().join("ledger.db").display()),
             http_address: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -73,12 +83,13 @@ impl Harness {
             admin_token: Some(TOKEN.into()),
             ..NodeSettings::new()
         };
+        customize(&mut settings);
         let partitioner = Partitioner::new(settings.partitions).unwrap();
         let database_url = settings.database_url.clone();
         let node = Node::start(settings).await.expect("node starts");
         let ledger = node.ledger().clone();
         let client = async_nats::connect(nats.url()).await.unwrap();
-        Harness { node: Some(node), client, partitioner, ledger, database_url, _nats: nats, _workdir: workdir }
+        Harness { node: Some(node), client, partitioner, ledger, database_url, nats: Some(nats), _workdir: workdir }
     }
 
     /// The node's HTTP base URL.
@@ -134,6 +145,11 @@ impl Harness {
             .expect("reply in time")
             .expect("request succeeds");
         String::from_utf8(message.payload.to_vec()).unwrap()
+    }
+
+    /// Kills the NATS server under the node, as a crash or a network cut would.
+    pub fn kill_nats(&mut self) {
+        self.nats = None;
     }
 
     /// Gracefully stops the node.

@@ -137,3 +137,66 @@ async fn shutdown_answers_every_payment_it_took_and_records_nothing_unanswered()
     assert_eq!(usize::try_from(approved).unwrap(), answered.len());
     assert!(!answered.is_empty() && audit.is_balanced(), "{audit:?}");
 }
+
+/// Sends `request` as raw bytes and returns the status code of the answer.
+async fn raw_status(harness: &Harness, request: String) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = harness.http().trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 4_096];
+    let read = tokio::time::timeout(wasmpay_tests::WAIT, stream.read(&mut answer)).await.unwrap().unwrap();
+    let head = String::from_utf8_lossy(&answer[..read]).into_owned();
+    head.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("no status in {head}"))
+}
+
+#[tokio::test]
+async fn requests_are_read_exactly() {
+    let harness = Harness::start().await;
+    harness.open("alice", "EUR", 0).await;
+    harness.open("shop", "EUR", 0).await;
+    harness.deposit("alice", 10_000).await;
+    assert_eq!(harness.pay(&card("x:card:1", "alice", "shop", 100)).await.status, wasmpay_protocol::Status::Approved);
+    // Paths are percent-decoded; the scheme of the token is case-insensitive (RFC 9110).
+    for path in ["/v1/payments/x%3Acard%3A1", "/v1/accounts/sh%6Fp"] {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: bearer {}\r\n\r\n", wasmpay_tests::TOKEN);
+        assert_eq!(raw_status(&harness, request).await, 200, "{path}");
+    }
+    // A repeated key in a body is refused, whichever value a reader would keep.
+    let body = r#"{"id":"dup-1","amount":1,"amount":999999}"#;
+    let request = format!(
+        "POST /v1/accounts/alice/deposits HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n{body}",
+        wasmpay_tests::TOKEN,
+        body.len()
+    );
+    assert_eq!(raw_status(&harness, request).await, 400);
+    assert_eq!(harness.balance("alice").await, 9_900);
+    // Floors are bounded like amounts.
+    let (status, body) =
+        harness.api("POST", "/v1/accounts", Some(json!({"id": "deep", "currency": "EUR", "floor": i64::MIN}))).await;
+    assert_eq!(status, 400, "{body}");
+}
+
+/// Deposits debit the currency's external account; once that balance would leave the 64-bit
+/// range the deposit is refused as permanently out of range, not as "retry later".
+#[tokio::test]
+async fn a_permanent_ledger_condition_is_not_answered_as_retryable() {
+    let harness = Harness::start().await;
+    harness.open("whale", "EUR", 0).await;
+    harness.open("whale-2", "EUR", 0).await;
+    let largest = wasmpay_protocol::money::MAX_PAYMENT_MINOR_UNITS;
+    for (index, account) in ["whale", "whale-2"].into_iter().enumerate() {
+        let id = wasmpay_protocol::routing::AccountId::new(account).unwrap();
+        let account = harness.ledger.account(&id).await.unwrap().unwrap();
+        for deposit in 0..512 {
+            let amount = wasmpay_protocol::money::MinorUnits::payment_amount(largest).unwrap();
+            harness.ledger.deposit(&format!("fill-{index}-{deposit}"), &account, amount, 0).await.unwrap();
+        }
+    }
+    let (status, body) = harness
+        .api("POST", "/v1/accounts/whale/deposits", Some(json!({"id": "one-too-many", "amount": largest})))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("amount_out_of_range"), "{body}");
+}

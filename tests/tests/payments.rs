@@ -119,7 +119,19 @@ async fn invalid_requests_are_rejected_with_stable_codes_and_not_recorded() {
         // The partition check comes after decoding, so a bad amount is reported first.
         assert_eq!(reply.code, expected, "{amount}: {reply:?}");
     }
+    // One document, one meaning: a repeated key is refused, whichever value a reader keeps.
+    let twice =
+        card("r-10", "alice", "shop", 1).to_string().replace("\"amount\":1,", "\"amount\":1,\"amount\":999999,");
+    let reply =
+        parse(&harness.request(&format!("wasmpay.pay.{}.alice", alice_partition(&harness)), twice.into_bytes()).await);
+    assert_eq!((reply.status, reply.code), (Status::Rejected, Code::InvalidRequest), "{reply:?}");
+    assert!(reply.message.contains("duplicate key `amount`"), "{reply:?}");
+    assert!(harness.ledger.payment("r-10").await.unwrap().is_none());
     assert_eq!(harness.balance("alice").await, 10_000);
+}
+
+fn alice_partition(harness: &Harness) -> u32 {
+    harness.partitioner.partition_of(&wasmpay_protocol::routing::AccountId::new("alice").unwrap())
 }
 
 #[tokio::test]
@@ -146,12 +158,19 @@ async fn a_payment_on_the_wrong_partition_is_refused() {
     let right = harness.partitioner.partition_of(&wasmpay_protocol::routing::AccountId::new("alice").unwrap());
     let wrong = (right + 1) % harness.partitioner.partitions();
     let body = card("wp-1", "alice", "shop", 100).to_string().into_bytes();
-    for subject in
-        [format!("wasmpay.pay.{wrong}.alice"), format!("wasmpay.pay.{right}.bob"), "wasmpay.pay.999.alice".into()]
-    {
+    for subject in [
+        format!("wasmpay.pay.{wrong}.alice"),
+        format!("wasmpay.pay.{right}.bob"),
+        "wasmpay.pay.999.alice".into(),
+        // Not the canonical token: a NATS permission on `wasmpay.pay.<right>.alice` would not see it.
+        format!("wasmpay.pay.0{right}.alice"),
+    ] {
         let reply = parse(&harness.request(&subject, body.clone()).await);
         assert_eq!((reply.status, reply.code), (Status::Rejected, Code::WrongPartition), "{subject}: {reply:?}");
     }
+    // A readable request is echoed, and the partition named is the payer's, not the subject's.
+    let reply = parse(&harness.request(&format!("wasmpay.pay.{wrong}.alice"), body.clone()).await);
+    assert_eq!((reply.partition, reply.amount, reply.currency.as_deref()), (Some(right), Some(100), Some("EUR")));
     assert!(harness.ledger.payment("wp-1").await.unwrap().is_none());
 }
 

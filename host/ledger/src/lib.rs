@@ -55,6 +55,15 @@ pub enum LedgerError {
     Corrupt(String),
 }
 
+impl LedgerError {
+    /// Whether trying again later can succeed: the database was unreachable, busy or out of
+    /// space. Everything else is permanent for the same request (a balance that would leave
+    /// the 64-bit range stays out of range), and a client must not be told to retry it.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, LedgerError::Database(_))
+    }
+}
+
 /// The ledger, over a pool of database connections.
 #[derive(Clone, Debug)]
 pub struct Ledger {

@@ -2,21 +2,24 @@
 //!
 //! Ordering: NATS delivers one subscription's messages in order; the dispatcher hands each to
 //! its partition's worker through a bounded queue, and a worker decides one payment at a time,
-//! so one account's payments are applied in the order they arrived. A full queue holds the
-//! dispatcher back (backpressure) rather than growing without limit.
+//! so one account's payments are applied in the order they arrived. The dispatcher never
+//! waits for a partition: a payment for a full queue is refused at once (`unavailable`,
+//! retry with the same id), so one saturated partition cannot delay the others.
 //!
 //! Shutdown: the subscriptions are drained (the server stops sending, buffered messages are
 //! still handed out), submissions before payments so that what they forward still arrives,
 //! the queues close, every worker finishes and replies to what it holds, then the connection
-//! is flushed.
+//! is flushed. Every one of those waits is bounded, so a node stops even with NATS gone.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::{Client, Message, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::metrics::Metrics;
 use crate::payments::{Processor, Route};
@@ -24,8 +27,24 @@ use crate::shutdown::{self, Signal};
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
 use wasmpay_protocol::{ClusterInfo, Code, Refusal, Reply};
 
-/// Messages a partition worker may hold before the dispatcher waits.
-const PARTITION_QUEUE_DEPTH: usize = 256;
+/// How long stopping may spend handing over what the subscriptions still hold; with the NATS
+/// server gone a drain is never confirmed, so it must not be waited for without a bound.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one publish (a reply, an event, a forward) may wait for the connection's buffer.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the final flush may wait for the server.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How a node's bus is set up.
+#[derive(Clone, Debug)]
+pub struct BusSettings {
+    /// The partitioning of accounts.
+    pub partitioner: Partitioner,
+    /// This node's name in `wasmpay.cluster.info`.
+    pub node_id: String,
+    /// Payments one partition may hold waiting; more are refused at once (`unavailable`).
+    pub partition_queue_depth: usize,
+}
 
 /// A NATS failure while setting up the subscriptions.
 #[derive(Debug, thiserror::Error)]
@@ -37,26 +56,25 @@ pub struct BusError(String);
 pub struct Bus {
     client: Client,
     processor: Arc<Processor>,
-    partitioner: Partitioner,
-    node_id: String,
     metrics: Arc<Metrics>,
+    settings: BusSettings,
 }
 
 impl Bus {
     /// A bus for `processor` on `client`.
-    pub fn new(
-        client: Client,
-        processor: Arc<Processor>,
-        partitioner: Partitioner,
-        node_id: String,
-        metrics: Arc<Metrics>,
-    ) -> Bus {
-        Bus { client, processor, partitioner, node_id, metrics }
+    pub fn new(client: Client, processor: Arc<Processor>, metrics: Arc<Metrics>, settings: BusSettings) -> Bus {
+        Bus { client, processor, metrics, settings }
     }
 
     /// Subscribes; returns once the subscriptions are registered with the server (so the
-    /// node is ready), with the task that serves them until `shutdown` turns true.
-    pub async fn start(self, shutdown: Signal) -> Result<tokio::task::JoinHandle<()>, BusError> {
+    /// node is ready), with the task that serves them until `shutdown` turns true. If a
+    /// partition worker dies (a bug: a panic), the bus stops taking payments and says why on
+    /// `failure`, so the node can stop and be restarted rather than leave a partition unserved.
+    pub async fn start(
+        self,
+        shutdown: Signal,
+        failure: watch::Sender<Option<String>>,
+    ) -> Result<JoinHandle<()>, BusError> {
         let nats = |error: &dyn std::fmt::Display| BusError(error.to_string());
         let pay = self.client.subscribe(format!("{}.>", subjects::PAY_PREFIX)).await.map_err(|e| nats(&e))?;
         let submit = self
@@ -66,23 +84,36 @@ impl Bus {
             .map_err(|e| nats(&e))?;
         let info = self.client.subscribe(subjects::CLUSTER_INFO).await.map_err(|e| nats(&e))?;
         self.client.flush().await.map_err(|e| nats(&e))?;
-        Ok(tokio::spawn(self.serve(pay, submit, info, shutdown)))
+        Ok(tokio::spawn(self.serve(pay, submit, info, shutdown, failure)))
     }
 
-    async fn serve(self, mut pay: Subscriber, mut submit: Subscriber, mut info: Subscriber, mut shutdown: Signal) {
+    async fn serve(
+        self,
+        mut pay: Subscriber,
+        mut submit: Subscriber,
+        mut info: Subscriber,
+        mut shutdown: Signal,
+        failure: watch::Sender<Option<String>>,
+    ) {
         let mut workers = JoinSet::new();
-        let queues: Vec<mpsc::Sender<Message>> = (0..self.partitioner.partitions())
+        let queues: Vec<mpsc::Sender<Message>> = (0..self.settings.partitioner.partitions())
             .map(|partition| {
-                let (sender, receiver) = mpsc::channel(PARTITION_QUEUE_DEPTH);
+                let (sender, receiver) = mpsc::channel(self.settings.partition_queue_depth.max(1));
                 workers.spawn(worker(partition, receiver, self.processor.clone(), self.client.clone()));
                 sender
             })
             .collect();
-        let info_reply =
-            Bytes::from(serde_json::to_vec(&ClusterInfo::new(self.partitioner, &self.node_id)).unwrap_or_default());
+        let cluster = ClusterInfo::new(self.settings.partitioner, &self.settings.node_id);
+        let info_reply = Bytes::from(serde_json::to_vec(&cluster).unwrap_or_default());
         loop {
             tokio::select! {
                 () = shutdown::requested(&mut shutdown) => break,
+                Some(ended) = workers.join_next() => {
+                    let cause = death_cause(ended);
+                    tracing::error!(%cause, "a partition worker died; the node stops taking payments and exits");
+                    let _ = failure.send(Some(format!("a partition worker died: {cause}")));
+                    break;
+                }
                 Some(message) = pay.next() => self.dispatch(message, &queues).await,
                 Some(message) = submit.next() => self.forward(message).await,
                 Some(message) = info.next() => {
@@ -93,42 +124,68 @@ impl Bus {
                 else => break,
             }
         }
-        tracing::info!("draining subscriptions");
-        // Submissions first: what they forward is published on this connection before the
-        // payment subscription is drained, so the server still delivers it to this node.
-        // Draining `pay` first would drop every payment forwarded during shutdown.
-        let _ = submit.drain().await;
-        while let Some(message) = submit.next().await {
-            self.forward(message).await;
-        }
-        let _ = info.drain().await;
-        let _ = pay.drain().await;
-        while let Some(message) = pay.next().await {
-            self.dispatch(message, &queues).await;
-        }
+        self.drain(&mut pay, &mut submit, &mut info, &queues).await;
         drop(queues);
         while workers.join_next().await.is_some() {}
-        let _ = self.client.flush().await;
+        if tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush()).await.is_err() {
+            tracing::warn!("NATS did not confirm the last replies within {FLUSH_TIMEOUT:?}");
+        }
         tracing::info!("bus stopped");
+    }
+
+    /// Hands over what the subscriptions still hold, within [`DRAIN_TIMEOUT`] in all.
+    /// Submissions first: what they forward is published on this connection before the payment
+    /// subscription is drained, so the server still delivers it to this node (draining `pay`
+    /// first would drop every payment forwarded during shutdown).
+    async fn drain(
+        &self,
+        pay: &mut Subscriber,
+        submit: &mut Subscriber,
+        info: &mut Subscriber,
+        queues: &[mpsc::Sender<Message>],
+    ) {
+        tracing::info!("draining subscriptions");
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        let drained = tokio::time::timeout_at(deadline, async {
+            let _ = submit.drain().await;
+            while let Some(message) = submit.next().await {
+                self.forward(message).await;
+            }
+            let _ = info.drain().await;
+            let _ = pay.drain().await;
+            while let Some(message) = pay.next().await {
+                self.dispatch(message, queues).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("NATS did not confirm the drain within {DRAIN_TIMEOUT:?}; stopping with what was received");
+        }
     }
 
     /// Hands a `wasmpay.pay.<partition>.<payer>` message to its partition's worker.
     async fn dispatch(&self, message: Message, queues: &[mpsc::Sender<Message>]) {
-        let partition =
-            parse_pay_subject(&message.subject).filter(|(partition, _)| *partition < self.partitioner.partitions());
+        let partitions = self.settings.partitioner.partitions();
+        let partition = parse_pay_subject(&message.subject).filter(|(partition, _)| *partition < partitions);
         let Some((partition, _)) = partition else {
-            let text = format!(
-                "`{}` is not wasmpay.pay.<partition 0..{}>.<payer>",
-                message.subject,
-                self.partitioner.partitions()
-            );
+            let text = format!("`{}` is not wasmpay.pay.<partition 0..{partitions}>.<payer>", message.subject);
             return self.refuse(&message, Code::WrongPartition, text).await;
         };
         let Some(queue) = usize::try_from(partition).ok().and_then(|index| queues.get(index)) else {
             return;
         };
-        if let Err(mpsc::error::SendError(message)) = queue.send(message).await {
-            self.refuse(&message, Code::Unavailable, "the node is shutting down".into()).await;
+        // Never wait for a partition: one payer's flood must not hold up every other partition.
+        match queue.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                let depth = self.settings.partition_queue_depth;
+                let text =
+                    format!("partition {partition} is saturated ({depth} payments waiting); retry with the same id");
+                self.refuse(&message, Code::Unavailable, text).await;
+            }
+            Err(mpsc::error::TrySendError::Closed(message)) => {
+                self.refuse(&message, Code::Unavailable, "the node is shutting down".into()).await;
+            }
         }
     }
 
@@ -140,12 +197,12 @@ impl Bus {
             let text = format!("`{}` is not wasmpay.submit.<payer account id>", message.subject);
             return self.refuse(&message, Code::InvalidRequest, text).await;
         };
-        let subject = subjects::pay(self.partitioner.partition_of(&payer), payer.as_str());
-        let result = match message.reply {
-            Some(reply) => self.client.publish_with_reply(subject, reply, message.payload).await,
-            None => self.client.publish(subject, message.payload).await,
+        let subject = subjects::pay(self.settings.partitioner.partition_of(&payer), payer.as_str());
+        let forwarded = match message.reply {
+            Some(reply) => bounded(self.client.publish_with_reply(subject, reply, message.payload)).await,
+            None => bounded(self.client.publish(subject, message.payload)).await,
         };
-        if let Err(error) = result {
+        if let Err(error) = forwarded {
             tracing::warn!(%error, "could not forward a submitted payment");
         }
     }
@@ -159,9 +216,28 @@ impl Bus {
     }
 
     async fn publish(&self, subject: String, body: Bytes) {
-        if let Err(error) = self.client.publish(subject, body).await {
+        if let Err(error) = bounded(self.client.publish(subject, body)).await {
             tracing::warn!(%error, "could not publish a reply");
         }
+    }
+}
+
+/// Why a partition worker ended. Workers end only when their queue closes at shutdown, so
+/// while serving any end is a failure, most likely a panic.
+fn death_cause(ended: Result<(), tokio::task::JoinError>) -> String {
+    match ended {
+        Ok(()) => "it returned while the node was serving".to_owned(),
+        Err(error) if error.is_panic() => format!("it panicked: {error}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+/// A publish that gives up after [`PUBLISH_TIMEOUT`] (the connection's buffer stays full while
+/// the server is unreachable).
+async fn bounded<E: std::fmt::Display>(publish: impl Future<Output = Result<(), E>>) -> Result<(), String> {
+    match tokio::time::timeout(PUBLISH_TIMEOUT, publish).await {
+        Ok(result) => result.map_err(|error| error.to_string()),
+        Err(_) => Err(format!("not sent within {PUBLISH_TIMEOUT:?}")),
     }
 }
 
@@ -169,10 +245,13 @@ impl Bus {
 fn parse_pay_subject(subject: &str) -> Option<(u32, &str)> {
     let rest = subject.strip_prefix(subjects::PAY_PREFIX)?.strip_prefix('.')?;
     let (partition, payer) = rest.split_once('.')?;
-    if payer.contains('.') || partition.starts_with('+') {
+    if payer.contains('.') {
         return None;
     }
-    Some((partition.parse().ok()?, payer))
+    // Only the canonical decimal form: `039` or `+39` would slip past a NATS permission
+    // written for the exact subject `wasmpay.pay.39.<payer>`.
+    let number: u32 = partition.parse().ok()?;
+    (number.to_string() == partition).then_some((number, payer))
 }
 
 /// Decides the payments of one partition, one at a time.
@@ -181,14 +260,16 @@ async fn worker(partition: u32, mut queue: mpsc::Receiver<Message>, processor: A
         let payer = parse_pay_subject(&message.subject).map_or("", |(_, payer)| payer);
         let decided = processor.decide(Route { partition, payer }, &message.payload).await;
         let body = Bytes::from(decided.reply);
+        // A reply that cannot be sent is not lost: the payment is recorded, and the client's
+        // retry with the same id gets the stored reply.
         if let Some(reply) = message.reply
-            && let Err(error) = client.publish(reply, body.clone()).await
+            && let Err(error) = bounded(client.publish(reply, body.clone())).await
         {
             tracing::warn!(%error, "could not publish a reply");
         }
         if decided.newly_recorded {
             let subject = format!("{}.{}", subjects::EVENTS_PREFIX, decided.status.as_str());
-            if let Err(error) = client.publish(subject, body).await {
+            if let Err(error) = bounded(client.publish(subject, body)).await {
                 tracing::warn!(%error, "could not publish an event");
             }
         }
@@ -199,6 +280,14 @@ async fn worker(partition: u32, mut queue: mpsc::Receiver<Message>, processor: A
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_worker_that_panics_is_reported_as_dead() {
+        let mut workers = JoinSet::new();
+        workers.spawn(async { panic!("a bug in a worker") });
+        let cause = death_cause(workers.join_next().await.expect("one task"));
+        assert!(cause.starts_with("it panicked"), "{cause}");
+    }
+
     #[test]
     fn pay_subjects_parse_strictly() {
         assert_eq!(parse_pay_subject("wasmpay.pay.7.alice"), Some((7, "alice")));
@@ -206,6 +295,8 @@ mod tests {
         assert_eq!(parse_pay_subject("wasmpay.pay.7"), None);
         assert_eq!(parse_pay_subject("wasmpay.pay.7.a.b"), None);
         assert_eq!(parse_pay_subject("wasmpay.pay.+7.a"), None);
+        assert_eq!(parse_pay_subject("wasmpay.pay.07.a"), None);
+        assert_eq!(parse_pay_subject("wasmpay.pay.0.a"), Some((0, "a")));
         assert_eq!(parse_pay_subject("wasmpay.payx.7.a"), None);
     }
 }

@@ -7,8 +7,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, ApiState};
-use crate::bus::{Bus, BusError};
+use crate::api::{self, ApiState, HttpLimits};
+use crate::bus::{Bus, BusError, BusSettings};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::payments::Processor;
@@ -25,10 +25,14 @@ pub struct NodeSettings {
     pub database_url: String,
     /// HTTP listen address (port 0 picks a free one).
     pub http_address: SocketAddr,
+    /// Bounds of the HTTP server.
+    pub http_limits: HttpLimits,
     /// Plugin components to load (besides those with a `path` in `config`).
     pub plugin_sources: Vec<PluginSource>,
     /// Partition count P.
     pub partitions: u32,
+    /// Payments one partition may hold waiting; more are refused at once (`unavailable`).
+    pub partition_queue_depth: usize,
     /// This node's name in cluster info and traces.
     pub node_id: String,
     /// The configuration file's contents.
@@ -44,8 +48,10 @@ impl NodeSettings {
             nats_url: "nats://127.0.0.1:4222".into(),
             database_url: "sqlite://wasmpay.db".into(),
             http_address: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            http_limits: HttpLimits::default(),
             plugin_sources: builtin_plugins(),
             partitions: DEFAULT_PARTITIONS,
+            partition_queue_depth: 256,
             node_id: "node-1".into(),
             config: Config::default(),
             admin_token: None,
@@ -106,6 +112,7 @@ pub struct Node {
     ledger: Ledger,
     http_address: SocketAddr,
     shutdown: watch::Sender<bool>,
+    failure: watch::Receiver<Option<String>>,
     bus: JoinHandle<()>,
     http: JoinHandle<()>,
 }
@@ -139,18 +146,23 @@ impl Node {
             .map_err(|error| NodeError::Connect { url: settings.nats_url.clone(), message: error.to_string() })?;
         let processor = Arc::new(Processor::new(ledger.clone(), plugin_host.clone(), partitioner, metrics.clone()));
         let (shutdown, shutdown_signal) = watch::channel(false);
-        let bus = Bus::new(client, processor, partitioner, settings.node_id.clone(), metrics.clone())
-            .start(shutdown_signal.clone())
-            .await?;
+        let (failed, failure) = watch::channel(None);
+        let bus_settings = BusSettings {
+            partitioner,
+            node_id: settings.node_id.clone(),
+            partition_queue_depth: settings.partition_queue_depth,
+        };
+        let bus =
+            Bus::new(client, processor, metrics.clone(), bus_settings).start(shutdown_signal.clone(), failed).await?;
         let listener = TcpListener::bind(settings.http_address)
             .await
             .map_err(|source| NodeError::Listen { address: settings.http_address, source })?;
         let http_address =
             listener.local_addr().map_err(|source| NodeError::Listen { address: settings.http_address, source })?;
         let state = Arc::new(ApiState::new(ledger.clone(), metrics, plugin_host, settings.admin_token.clone()));
-        let http = tokio::spawn(api::serve(listener, state, shutdown_signal));
+        let http = tokio::spawn(api::serve(listener, state, settings.http_limits, shutdown_signal));
         tracing::info!(node = %settings.node_id, %http_address, nats = %settings.nats_url, partitions = settings.partitions, "node ready");
-        Ok(Node { ledger, http_address, shutdown, bus, http })
+        Ok(Node { ledger, http_address, shutdown, failure, bus, http })
     }
 
     /// Where the HTTP API listens.
@@ -161,6 +173,17 @@ impl Node {
     /// The ledger.
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// Resolves if the node can no longer serve every partition (a worker died), with why.
+    /// The node has stopped taking payments by then: shut it down and exit with an error, so a
+    /// supervisor restarts it.
+    pub async fn failed(&mut self) -> String {
+        match self.failure.wait_for(Option::is_some).await {
+            Ok(cause) => cause.clone().unwrap_or_default(),
+            // The bus is gone without saying why: that is a failure too.
+            Err(_) => "the bus stopped".to_owned(),
+        }
     }
 
     /// Stops taking messages, finishes and answers those in flight, stops the API and closes

@@ -60,7 +60,7 @@ impl Processor {
     /// Decides one message. Never fails: every outcome is a reply.
     pub async fn decide(&self, route: Route<'_>, body: &[u8]) -> Decided {
         let decided = match wasmpay_protocol::decode(body) {
-            Err(refusal) => refused(&refusal, Some(route.partition)),
+            Err(refusal) => unreadable(&refusal),
             Ok(request) => {
                 let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, method = %request.method);
                 self.decide_request(route, &request).instrument(span).await
@@ -71,19 +71,17 @@ impl Processor {
     }
 
     async fn decide_request(&self, route: Route<'_>, request: &PaymentRequest) -> Decided {
-        let refuse = |code: Code, message: String| {
-            refused(&Refusal { id: Some(request.id.clone()), code, message }, Some(route.partition))
-        };
         let partition = self.partitioner.partition_of(&request.payer);
+        let refuse = |code: Code, message: String| refused(request, partition, code, message, Vec::new());
         if partition != route.partition || route.payer != request.payer.as_str() {
             let subject = subjects::pay(partition, request.payer.as_str());
             return refuse(Code::WrongPartition, format!("payer `{}` is served on `{subject}`", request.payer));
         }
         let fingerprint = request.fingerprint();
         match self.ledger.recorded_reply(&request.id).await {
-            Err(error) => return unavailable(request, route.partition, &error),
+            Err(error) => return unavailable(request, partition, &error),
             Ok(Some((recorded_hash, reply))) => {
-                return replay(request, route.partition, &fingerprint, recorded_hash, reply);
+                return replay(request, partition, &fingerprint, recorded_hash, reply);
             }
             Ok(None) => {}
         }
@@ -109,12 +107,10 @@ impl Processor {
             Ok(verdict) => verdict,
             Err(failure) => {
                 tracing::warn!(%failure, "plugin failed; payment refused, nothing recorded");
-                let refusal =
-                    Refusal { id: Some(request.id.clone()), code: Code::PluginFailed, message: failure.to_string() };
-                return refused_by(&refusal, Some(route.partition), pipeline.keys());
+                return refused(request, partition, Code::PluginFailed, failure.to_string(), pipeline.keys());
             }
         };
-        self.record(request, route.partition, pipeline, &verdict, &fingerprint, received_at_ms).await
+        self.record(request, partition, pipeline, &verdict, &fingerprint, received_at_ms).await
     }
 
     /// Both accounts exist, are customer accounts and hold the payment's currency.
@@ -232,13 +228,24 @@ fn recorded_reply(
     }
 }
 
-fn refused(refusal: &Refusal, partition: Option<u32>) -> Decided {
-    refused_by(refusal, partition, Vec::new())
+/// The refusal of a message that is not a readable request: nothing of it can be echoed.
+fn unreadable(refusal: &Refusal) -> Decided {
+    answer(&Reply::refused(refusal, None))
 }
 
-/// A refusal in which `plugins` took part (a plugin failure names the pipeline).
-fn refused_by(refusal: &Refusal, partition: Option<u32>, plugins: Vec<String>) -> Decided {
-    let reply = Reply { plugins, ..Reply::refused(refusal, partition) };
+/// The refusal of a readable request: it echoes the amount and currency, names the payer's
+/// partition, and the plugins that took part (a plugin failure names the pipeline).
+fn refused(request: &PaymentRequest, partition: u32, code: Code, message: String, plugins: Vec<String>) -> Decided {
+    let refusal = Refusal { id: Some(request.id.clone()), code, message };
+    answer(&Reply {
+        plugins,
+        amount: Some(request.amount),
+        currency: Some(request.currency.code().to_owned()),
+        ..Reply::refused(&refusal, Some(partition))
+    })
+}
+
+fn answer(reply: &Reply) -> Decided {
     Decided { reply: reply.to_json(), status: reply.status, code: reply.code, newly_recorded: false }
 }
 
@@ -252,20 +259,25 @@ fn replay(
 ) -> Decided {
     if recorded_hash != fingerprint {
         let message = format!("id `{}` was already used for a different payment", request.id);
-        return refused(&Refusal { id: Some(request.id.clone()), code: Code::Conflict, message }, Some(partition));
+        return refused(request, partition, Code::Conflict, message, Vec::new());
     }
     match serde_json::from_str::<Reply>(&reply) {
         Ok(parsed) => Decided { reply, status: parsed.status, code: parsed.code, newly_recorded: false },
         Err(error) => {
             tracing::error!(%error, id = %request.id, "stored reply does not parse");
             let message = "the stored result cannot be read".to_owned();
-            refused(&Refusal { id: Some(request.id.clone()), code: Code::Unavailable, message }, Some(partition))
+            refused(request, partition, Code::Unavailable, message, Vec::new())
         }
     }
 }
 
+/// A ledger failure as a reply: only a transient one tells the client to retry.
 fn unavailable(request: &PaymentRequest, partition: u32, error: &LedgerError) -> Decided {
-    tracing::error!(%error, "ledger unavailable; payment not recorded");
+    if let LedgerError::Overflow(_) = error {
+        let message = format!("the payment cannot be posted: {error}");
+        return refused(request, partition, Code::AmountOutOfRange, message, Vec::new());
+    }
+    tracing::error!(%error, transient = error.is_transient(), "ledger failed; payment not recorded");
     let message = format!("ledger unavailable, retry with the same id: {error}");
-    refused(&Refusal { id: Some(request.id.clone()), code: Code::Unavailable, message }, Some(partition))
+    refused(request, partition, Code::Unavailable, message, Vec::new())
 }

@@ -10,11 +10,13 @@
 //! - [`reply`]: the [`Reply`], byte for byte what a client receives.
 //! - [`cluster`]: what `wasmpay.cluster.info` answers.
 //! - [`codes`]: the coarse [`Status`] and the stable [`Code`] of every reply.
+//! - [`json`]: strict JSON (no repeated keys), for payments and the HTTP API alike.
 //! - [`routing`]: account ids, FNV-1a partitions, subject names.
 //! - [`money`]: ISO 4217 currencies and checked minor-unit arithmetic.
 
 pub mod cluster;
 pub mod codes;
+pub mod json;
 pub mod money;
 pub mod reply;
 pub mod request;

@@ -87,8 +87,8 @@ pub fn decode(body: &[u8]) -> Result<PaymentRequest, Refusal> {
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(Refusal::new(None, Code::InvalidRequest, format!("message exceeds {MAX_MESSAGE_BYTES} bytes")));
     }
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|error| Refusal::new(None, Code::InvalidRequest, format!("not JSON: {error}")))?;
+    let value = crate::json::parse(body)
+        .map_err(|error| Refusal::new(None, Code::InvalidRequest, format!("not valid JSON: {error}")))?;
     let id = value.get("id").and_then(serde_json::Value::as_str).map(str::to_owned);
     let id = id.as_deref();
     match value.get("version") {

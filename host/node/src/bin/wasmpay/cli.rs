@@ -212,12 +212,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         node_id: args.node_id,
         config,
         admin_token,
+        ..NodeSettings::new()
     };
-    let node = Node::start(settings).await?;
-    shutdown_signal().await;
+    let mut node = Node::start(settings).await?;
+    let failure = tokio::select! {
+        () = shutdown_signal() => None,
+        cause = node.failed() => Some(cause),
+    };
     tracing::info!("shutting down: finishing payments in flight");
     node.shutdown().await;
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(cause) => bail!("the node failed and stopped: {cause}"),
+    }
 }
 
 /// Resolves on ctrl-c or SIGTERM.

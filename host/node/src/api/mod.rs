@@ -1,30 +1,32 @@
 //! The operators' HTTP API (hyper): health, readiness, Prometheus metrics, and under `/v1`
 //! (bearer token required) accounts, deposits, payments and plugins.
+//!
+//! Layout: this module routes and answers; [`server`] accepts connections within bounds
+//! (how many, how long); `incoming` reads what a request says (path, token, JSON body).
+
+mod incoming;
+pub mod server;
+
+pub use server::{HttpLimits, serve};
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
+use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 use crate::clock;
 use crate::metrics::Metrics;
-use crate::shutdown::{self, Signal};
 use wasmpay_ledger::{Deposited, Ledger, LedgerError, NewAccount};
 use wasmpay_plugin_host::PluginHost;
-use wasmpay_protocol::money::{Currency, MinorUnits};
+use wasmpay_protocol::money::{Currency, MAX_PAYMENT_MINOR_UNITS, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
-use wasmpay_protocol::{ID_RULE, MAX_MESSAGE_BYTES, is_valid_id};
+use wasmpay_protocol::{ID_RULE, is_valid_id};
 
 type Body = Full<Bytes>;
 
@@ -49,38 +51,12 @@ impl ApiState {
     }
 }
 
-/// Serves HTTP/1 on `listener` until `shutdown`, then lets open requests finish.
-pub async fn serve(listener: TcpListener, state: Arc<ApiState>, mut shutdown: Signal) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            () = shutdown::requested(&mut shutdown) => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let state = state.clone();
-                let mut stop = shutdown.clone();
-                connections.spawn(async move {
-                    let service = service_fn(move |request| handle(state.clone(), request));
-                    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                    tokio::pin!(connection);
-                    tokio::select! {
-                        _ = connection.as_mut() => {}
-                        () = shutdown::requested(&mut stop) => {
-                            connection.as_mut().graceful_shutdown();
-                            let _ = connection.await;
-                        }
-                    }
-                });
-            }
-        }
-    }
-    while connections.join_next().await.is_some() {}
-}
-
 async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let Some(segments) = incoming::path_segments(request.uri().path()) else {
+        return Ok(problem(StatusCode::BAD_REQUEST, "invalid_request", "the path is not valid percent-encoded UTF-8"));
+    };
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let response = match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["readyz"]) => match state.ledger.ping().await {
@@ -88,17 +64,17 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
             Err(error) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("ledger unavailable: {error}\n")),
         },
         (&Method::GET, ["metrics"]) => text(StatusCode::OK, &state.metrics.render()),
-        (_, ["v1", ..]) if !authorized(&state, &request) => {
+        (_, ["v1", ..]) if !incoming::authorized(state.admin_token.as_deref(), &request) => {
             problem(StatusCode::UNAUTHORIZED, "unauthorized", "send `Authorization: Bearer <WASMPAY_ADMIN_TOKEN>`")
         }
-        (&Method::POST, ["v1", "accounts"]) => match read_json(request).await {
+        (&Method::POST, ["v1", "accounts"]) => match incoming::read_json(request).await {
             Ok(body) => open_account(&state, body).await,
             Err(response) => response,
         },
         (&Method::GET, ["v1", "accounts", id]) => show_account(&state, id).await,
         (&Method::POST, ["v1", "accounts", id, "deposits"]) => {
             let id = (*id).to_owned();
-            match read_json(request).await {
+            match incoming::read_json(request).await {
                 Ok(body) => deposit(&state, &id, body).await,
                 Err(response) => response,
             }
@@ -108,19 +84,6 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
         _ => problem(StatusCode::NOT_FOUND, "not_found", "no such route"),
     };
     Ok(response)
-}
-
-/// Constant-time comparison of the bearer token, so timing does not reveal a prefix.
-fn authorized(state: &ApiState, request: &Request<Incoming>) -> bool {
-    let Some(expected) = &state.admin_token else { return false };
-    let presented = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    presented.len() == expected.len()
-        && presented.bytes().zip(expected.bytes()).fold(0_u8, |difference, (a, b)| difference | (a ^ b)) == 0
 }
 
 #[derive(Deserialize)]
@@ -146,8 +109,12 @@ async fn open_account(state: &ApiState, body: serde_json::Value) -> Response<Bod
         Ok(currency) => currency,
         Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &format!("{error}")),
     };
-    if request.floor > 0 {
-        return problem(StatusCode::BAD_REQUEST, "invalid_request", "a floor must be 0 or negative (a credit line)");
+    // A floor is a (negated) amount: bounded like one, so no balance can be driven to the edge
+    // of the 64-bit range by a credit line.
+    let lowest = -MAX_PAYMENT_MINOR_UNITS.cast_signed();
+    if !(lowest..=0).contains(&request.floor) {
+        let message = format!("a floor must be within {lowest} ..= 0 (0, or a negative credit line)");
+        return problem(StatusCode::BAD_REQUEST, "invalid_request", &message);
     }
     let new = NewAccount { id, currency, floor: MinorUnits(request.floor) };
     match state.ledger.open_account(&new, clock::ledger_ms()).await {
@@ -232,19 +199,22 @@ fn list_plugins(state: &ApiState) -> Response<Body> {
     json_response(StatusCode::OK, &json!({"plugins": plugins, "methods": methods}))
 }
 
-async fn read_json(request: Request<Incoming>) -> Result<serde_json::Value, Response<Body>> {
-    let body = Limited::new(request.into_body(), MAX_MESSAGE_BYTES)
-        .collect()
-        .await
-        .map_err(|_| problem(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "body over 64 KiB or unreadable"))?
-        .to_bytes();
-    serde_json::from_slice(&body)
-        .map_err(|error| problem(StatusCode::BAD_REQUEST, "invalid_request", &format!("not JSON: {error}")))
-}
-
+/// A ledger failure as an answer: retry later only if it is transient.
 fn ledger_error(error: &LedgerError) -> Response<Body> {
-    tracing::error!(%error, "ledger error in the HTTP API");
-    problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &error.to_string())
+    match error {
+        LedgerError::Overflow(_) => {
+            problem(StatusCode::UNPROCESSABLE_ENTITY, "amount_out_of_range", &error.to_string())
+        }
+        LedgerError::UnknownAccount(_) => problem(StatusCode::NOT_FOUND, "unknown_account", &error.to_string()),
+        transient if transient.is_transient() => {
+            tracing::error!(%error, "ledger unavailable in the HTTP API");
+            problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &error.to_string())
+        }
+        _ => {
+            tracing::error!(%error, "ledger failure in the HTTP API");
+            problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", &error.to_string())
+        }
+    }
 }
 
 fn problem(status: StatusCode, code: &str, message: &str) -> Response<Body> {

@@ -1,0 +1,78 @@
+//! Reading what a request says: its path (percent-decoded), its bearer token, its JSON body
+//! (bounded in size and time, strict about repeated keys).
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::AUTHORIZATION;
+use hyper::{Request, Response, StatusCode};
+use wasmpay_protocol::MAX_MESSAGE_BYTES;
+
+use super::{Body, problem};
+
+/// How long a client may take to send a request body once its headers are in.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The path's segments, each percent-decoded (`x%3Acard` is `x:card`); `None` if a segment
+/// does not decode to UTF-8. Splitting comes first, so `%2F` stays inside its segment.
+pub fn path_segments(path: &str) -> Option<Vec<String>> {
+    path.trim_matches('/').split('/').map(percent_decode).collect()
+}
+
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(index + 1..index + 3)?).ok()?;
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            decoded.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(decoded).ok()
+}
+
+/// Whether the request carries `Authorization: Bearer <expected>` (the scheme in any case,
+/// RFC 9110), compared in constant time so timing does not reveal a prefix.
+pub fn authorized(expected: Option<&str>, request: &Request<Incoming>) -> bool {
+    let Some(expected) = expected else { return false };
+    let header = request.headers().get(AUTHORIZATION).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    let presented = match header.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim_start_matches(' '),
+        _ => return false,
+    };
+    presented.len() == expected.len()
+        && presented.bytes().zip(expected.bytes()).fold(0_u8, |difference, (a, b)| difference | (a ^ b)) == 0
+}
+
+/// The body as strict JSON: at most 64 KiB, within [`BODY_READ_TIMEOUT`], no repeated keys.
+pub async fn read_json(request: Request<Incoming>) -> Result<serde_json::Value, Response<Body>> {
+    let collected =
+        tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(request.into_body(), MAX_MESSAGE_BYTES).collect())
+            .await
+            .map_err(|_| problem(StatusCode::REQUEST_TIMEOUT, "invalid_request", "the body did not arrive in time"))?
+            .map_err(|_| problem(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "body over 64 KiB or unreadable"))?;
+    wasmpay_protocol::json::parse(&collected.to_bytes())
+        .map_err(|error| problem(StatusCode::BAD_REQUEST, "invalid_request", &format!("not valid JSON: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_percent_decoded_after_splitting() {
+        let decoded = path_segments("/v1/payments/x%3Acard%3A1").expect("valid");
+        assert_eq!(decoded, ["v1", "payments", "x:card:1"]);
+        assert_eq!(path_segments("/v1/accounts/a%2Db").expect("valid"), ["v1", "accounts", "a-b"]);
+        assert_eq!(path_segments("/v1/accounts/a%2Fb").expect("valid"), ["v1", "accounts", "a/b"]);
+        for bad in ["/v1/%zz", "/v1/%4", "/v1/%ff%fe"] {
+            assert_eq!(path_segments(bad), None, "{bad}");
+        }
+    }
+}
