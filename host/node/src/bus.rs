@@ -256,9 +256,10 @@ fn parse_pay_subject(subject: &str) -> Option<(u32, &str)> {
 
 /// Decides the payments of one partition, one at a time.
 async fn worker(partition: u32, mut queue: mpsc::Receiver<Message>, processor: Arc<Processor>, client: Client) {
+    let mut instances = processor.instances();
     while let Some(message) = queue.recv().await {
         let payer = parse_pay_subject(&message.subject).map_or("", |(_, payer)| payer);
-        let decided = processor.decide(Route { partition, payer }, &message.payload).await;
+        let decided = processor.decide(&mut instances, Route { partition, payer }, &message.payload).await;
         let body = Bytes::from(decided.reply);
         // A reply that cannot be sent is not lost: the payment is recorded, and the client's
         // retry with the same id gets the stored reply.

@@ -45,7 +45,6 @@ pub struct Decided {
 pub struct Processor {
     ledger: Ledger,
     plugins: Arc<PluginHost>,
-    instances: Instances,
     partitioner: Partitioner,
     metrics: Arc<Metrics>,
 }
@@ -53,24 +52,28 @@ pub struct Processor {
 impl Processor {
     /// A processor over these parts.
     pub fn new(ledger: Ledger, plugins: Arc<PluginHost>, partitioner: Partitioner, metrics: Arc<Metrics>) -> Processor {
-        let instances = Instances::new(plugins.runtime().clone(), metrics.clone());
-        Processor { ledger, plugins, instances, partitioner, metrics }
+        Processor { ledger, plugins, partitioner, metrics }
+    }
+
+    /// The plugin instances of one worker: each worker decides one payment at a time.
+    pub fn instances(&self) -> Instances {
+        Instances::new(self.plugins.runtime().clone(), self.metrics.clone())
     }
 
     /// Decides one message. Never fails: every outcome is a reply.
-    pub async fn decide(&self, route: Route<'_>, body: &[u8]) -> Decided {
+    pub async fn decide(&self, instances: &mut Instances, route: Route<'_>, body: &[u8]) -> Decided {
         let decided = match wasmpay_protocol::decode(body) {
             Err(refusal) => unreadable(&refusal),
             Ok(request) => {
                 let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, method = %request.method);
-                self.decide_request(route, &request).instrument(span).await
+                self.decide_request(instances, route, &request).instrument(span).await
             }
         };
         self.metrics.count_payment(decided.status, decided.code);
         decided
     }
 
-    async fn decide_request(&self, route: Route<'_>, request: &PaymentRequest) -> Decided {
+    async fn decide_request(&self, instances: &mut Instances, route: Route<'_>, request: &PaymentRequest) -> Decided {
         let partition = self.partitioner.partition_of(&request.payer);
         let refuse = |code: Code, message: String| refused(request, partition, code, message, Vec::new());
         if partition != route.partition || route.payer != request.payer.as_str() {
@@ -103,7 +106,7 @@ impl Processor {
         }
         let received_at_ms = clock::unix_ms();
         let input = PaymentInput::new(request, received_at_ms);
-        let verdict = match self.instances.run_blocking(pipeline.clone(), input).await {
+        let verdict = match instances.run_blocking(pipeline.clone(), input).await {
             Ok(verdict) => verdict,
             Err(failure) => {
                 tracing::warn!(%failure, "plugin failed; payment refused, nothing recorded");

@@ -118,7 +118,7 @@ pub struct PluginFailure {
     pub kind: FailureKind,
 }
 
-/// The instance of one plugin for one payment.
+/// An instance of one plugin, made for one payment.
 struct Fresh {
     plugin: Arc<LoadedPlugin>,
     store: Store<PluginState>,
@@ -126,40 +126,71 @@ struct Fresh {
     fee_policy: Option<fee_policy::Guest>,
 }
 
-/// Runs pipelines for one worker, one payment at a time.
+/// Runs the pipelines of one worker, one payment at a time, each on never-used instances.
+///
+/// To keep instantiation off the payment's path, the worker keeps one *spare* instance per
+/// plugin of the pipeline it ran last, made after that payment was answered: the next payment
+/// takes the spares (or makes what is missing) and its used instances are dropped afterwards.
+/// A spare has run no guest code but its own initialisation, and has seen no payment. Spares
+/// of plugins the last pipeline does not use are dropped, so a worker holds at most two
+/// instances per plugin of one pipeline.
 pub struct Instances {
     runtime: Arc<PluginRuntime>,
     observer: Arc<dyn CallObserver>,
+    spares: Vec<Fresh>,
+    used: Vec<Fresh>,
+    /// The blocking task that ran the last payment and is now replacing its instances.
+    replenishing: Option<tokio::task::JoinHandle<Instances>>,
 }
 
 impl std::fmt::Debug for Instances {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Instances").finish_non_exhaustive()
+        f.debug_struct("Instances").field("spares", &self.spares.len()).finish_non_exhaustive()
     }
 }
 
 impl Instances {
     /// A runner over `runtime` that reports every call to `observer`.
     pub fn new(runtime: Arc<PluginRuntime>, observer: Arc<dyn CallObserver>) -> Instances {
-        Instances { runtime, observer }
+        Instances { runtime, observer, spares: Vec::new(), used: Vec::new(), replenishing: None }
     }
 
-    /// Runs `pipeline` on a blocking thread, outside the async runtime: guest code is
-    /// synchronous and may run until its budget ends.
-    pub async fn run_blocking(&self, pipeline: Pipeline, input: PaymentInput) -> Result<Verdict, PluginFailure> {
-        let runner = Instances { runtime: self.runtime.clone(), observer: self.observer.clone() };
-        match tokio::task::spawn_blocking(move || runner.run(&pipeline, &input)).await {
-            Ok(verdict) => verdict,
-            // Only a panic in the host's own code gets here.
-            Err(error) => Err(PluginFailure { plugin: "host".into(), kind: FailureKind::Trap(error.to_string()) }),
+    /// Runs `pipeline` on a blocking thread, outside the async runtime (guest code is
+    /// synchronous and may run until its budget ends). The verdict is returned as soon as it
+    /// is known; the same thread then drops the used instances and makes the spares while the
+    /// caller records and answers the payment.
+    pub async fn run_blocking(&mut self, pipeline: Pipeline, input: PaymentInput) -> Result<Verdict, PluginFailure> {
+        let mut runner = self.take_back().await;
+        let (verdict_sender, verdict) = tokio::sync::oneshot::channel();
+        self.replenishing = Some(tokio::task::spawn_blocking(move || {
+            let _ = verdict_sender.send(runner.run(&pipeline, &input));
+            runner.replenish(&pipeline);
+            runner
+        }));
+        verdict.await.unwrap_or_else(|_| {
+            // Only a panic in the host's own code gets here; the spares are lost with it.
+            Err(PluginFailure { plugin: "host".into(), kind: FailureKind::Trap("the plugin thread panicked".into()) })
+        })
+    }
+
+    /// The instances back from the last blocking run (a new, empty set if it panicked).
+    async fn take_back(&mut self) -> Instances {
+        let fresh = || Instances::new(self.runtime.clone(), self.observer.clone());
+        match self.replenishing.take() {
+            Some(handle) => handle.await.unwrap_or_else(|_| fresh()),
+            None => {
+                Instances { spares: std::mem::take(&mut self.spares), used: std::mem::take(&mut self.used), ..fresh() }
+            }
         }
     }
 
-    /// Runs the validators in order, then the fee policy, each on this payment's own instance.
-    pub fn run(&self, pipeline: &Pipeline, input: &PaymentInput) -> Result<Verdict, PluginFailure> {
-        let mut fresh: Vec<Fresh> = Vec::with_capacity(pipeline.validators.len() + 1);
+    /// Runs the validators in order, then the fee policy, each on an instance of its own made
+    /// for this payment. Call [`Instances::replenish`] after it, off the payment's path.
+    pub fn run(&mut self, pipeline: &Pipeline, input: &PaymentInput) -> Result<Verdict, PluginFailure> {
+        // Whatever the last payment used is gone before this one starts, replenished or not.
+        self.used.clear();
         for plugin in &pipeline.validators {
-            let result = self.call(&mut fresh, plugin, input, |instance| {
+            let result = self.call(plugin, input, |instance| {
                 instance.validator.as_ref().map(|guest| guest.call_validate(&mut instance.store, &input.payment))
             })?;
             if let Err(rejection) = result {
@@ -167,7 +198,7 @@ impl Instances {
             }
         }
         let plugin = &pipeline.fee_policy;
-        let quote = self.call(&mut fresh, plugin, input, |instance| {
+        let quote = self.call(plugin, input, |instance| {
             instance.fee_policy.as_ref().map(|guest| guest.call_quote_fee(&mut instance.store, &input.payment))
         })?;
         match quote {
@@ -178,23 +209,44 @@ impl Instances {
         }
     }
 
-    /// One call on this payment's instance of `plugin`, created on first use.
+    /// Drops the instances the last payment used, and the spares of plugins `pipeline` does
+    /// not use, then makes a spare for each plugin of `pipeline` that has none.
+    pub fn replenish(&mut self, pipeline: &Pipeline) {
+        self.used.clear();
+        let plugins: Vec<&Arc<LoadedPlugin>> = pipeline.validators.iter().chain([&pipeline.fee_policy]).collect();
+        self.spares.retain(|spare| plugins.iter().any(|plugin| Arc::ptr_eq(&spare.plugin, plugin)));
+        for plugin in plugins {
+            if !self.spares.iter().any(|spare| Arc::ptr_eq(&spare.plugin, plugin)) {
+                // A failure here is met again, and reported, when a payment needs the instance.
+                if let Ok(spare) = instantiate(&self.runtime, plugin) {
+                    self.spares.push(spare);
+                }
+            }
+        }
+    }
+
+    /// One call on this payment's instance of `plugin`: the one it already used, a spare, or
+    /// a new one.
     fn call<R>(
-        &self,
-        fresh: &mut Vec<Fresh>,
+        &mut self,
         plugin: &Arc<LoadedPlugin>,
         input: &PaymentInput,
         invoke: impl FnOnce(&mut Fresh) -> Option<wasmtime::Result<R>>,
     ) -> Result<R, PluginFailure> {
         let failure = |kind| PluginFailure { plugin: plugin.key.clone(), kind };
-        let index = match fresh.iter().position(|instance| Arc::ptr_eq(&instance.plugin, plugin)) {
+        let index = match self.used.iter().position(|instance| Arc::ptr_eq(&instance.plugin, plugin)) {
             Some(index) => index,
             None => {
-                fresh.push(instantiate(&self.runtime, plugin).map_err(failure)?);
-                fresh.len() - 1
+                let spare = self.spares.iter().position(|spare| Arc::ptr_eq(&spare.plugin, plugin));
+                let instance = match spare {
+                    Some(index) => self.spares.swap_remove(index),
+                    None => instantiate(&self.runtime, plugin).map_err(failure)?,
+                };
+                self.used.push(instance);
+                self.used.len() - 1
             }
         };
-        let instance = &mut fresh[index];
+        let instance = &mut self.used[index];
         sandbox::arm(&mut instance.store, &self.runtime.limits)
             .map_err(|error| failure(FailureKind::Trap(describe_error(&error))))?;
         instance.store.data_mut().begin_call(Some(input.id.clone()));

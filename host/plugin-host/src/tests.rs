@@ -98,7 +98,7 @@ fn a_small_pool_serves_many_plugins_and_payments() {
         })
         .collect();
     let calls = Arc::new(Calls::default());
-    let instances = Instances::new(runtime.clone(), calls.clone());
+    let mut instances = Instances::new(runtime.clone(), calls.clone());
     for round in 0..5 {
         for plugin in &plugins {
             let pipeline = Pipeline {
@@ -108,6 +108,7 @@ fn a_small_pool_serves_many_plugins_and_payments() {
             };
             let verdict = instances.run(&pipeline, &faulty_payment(&format!("p-{round}"), "none"));
             assert!(matches!(verdict, Ok(Verdict::Priced(_))), "{verdict:?}");
+            instances.replenish(&pipeline);
         }
     }
     assert_eq!(calls.0.load(std::sync::atomic::Ordering::Relaxed), 5 * 8 * 2);
@@ -135,7 +136,7 @@ fn plugin_log_lines_are_bounded_single_lines_that_name_the_payment() {
     let runtime = runtime();
     let plugin =
         Arc::new(runtime.load("faulty", wasmpay_plugin_artifacts::FAULTY, &|_| BTreeMap::new()).expect("load"));
-    let instances = Instances::new(runtime.clone(), Arc::new(Calls::default()));
+    let mut instances = Instances::new(runtime.clone(), Arc::new(Calls::default()));
     let pipeline = Pipeline { validators: vec![plugin.clone()], fee_policy: plugin, fee_limit: FeeLimit::default() };
     let captured = Captured::default();
     let writer = captured.clone();
