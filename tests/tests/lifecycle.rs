@@ -23,11 +23,23 @@ async fn stop_within_bound(harness: &mut Harness) {
     assert!(started.elapsed() < STOP_BOUND);
 }
 
+/// With its NATS server gone a node says it is not ready (and why), and still stops.
 #[tokio::test]
 async fn a_node_stops_when_its_nats_server_is_gone() {
     let mut harness = Harness::start().await;
+    let (status, body) = harness.api("GET", "/readyz", None).await;
+    assert_eq!(status, 200, "{body}");
     harness.kill_nats();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    loop {
+        let (status, body) = harness.api("GET", "/readyz", None).await;
+        if status == 503 {
+            assert!(body.contains("NATS is not connected"), "{body}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "still ready without NATS: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop_within_bound(&mut harness).await;
 }
 

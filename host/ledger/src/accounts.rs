@@ -75,7 +75,7 @@ impl Ledger {
     /// the currency's first account. Opening the same account again with the same terms is a
     /// no-op (so a client can retry); with other terms it is [`LedgerError::AccountExists`].
     pub async fn open_account(&self, new: &NewAccount, now_ms: i64) -> Result<Account, LedgerError> {
-        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut transaction = self.begin_write().await?;
         for (id, kind) in
             [(fee_account(new.currency), AccountKind::Fees), (external_account(new.currency), AccountKind::External)]
         {

@@ -9,7 +9,7 @@
 //!
 //! Layout: [`accounts`] opens and reads accounts; [`record`] decides and writes one payment or
 //! deposit; [`funding`] posts deposits; [`queries`] reads payments and audits the books;
-//! `schema` holds the migrations. Money and account ids come from `wasmpay-protocol`; nothing
+//! `schema` holds the migrations; `write` the write transactions that heal after I/O errors. Money and account ids come from `wasmpay-protocol`; nothing
 //! here knows about plugins, NATS or HTTP.
 
 pub mod accounts;
@@ -17,9 +17,11 @@ pub mod funding;
 pub mod queries;
 pub mod record;
 mod schema;
+mod write;
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -31,6 +33,12 @@ pub use accounts::{Account, AccountKind, NewAccount};
 pub use funding::Deposited;
 pub use queries::{Audit, StoredPayment};
 pub use record::{Decision, Recorded, Transfer, TransferKind};
+
+/// When the ledger last probed a write, and what it found.
+type Probe = (Instant, Result<(), String>);
+
+/// How often [`Ledger::writable`] may really write.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A failure of the ledger itself, as opposed to a payment it declined.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +76,8 @@ impl LedgerError {
 #[derive(Clone, Debug)]
 pub struct Ledger {
     pool: SqlitePool,
+    /// The last write probe.
+    probe: Arc<Mutex<Option<Probe>>>,
 }
 
 /// The fee account of a currency, credited with every fee.
@@ -99,13 +109,29 @@ impl Ledger {
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         schema::sqlite().run(&pool).await?;
-        Ok(Ledger { pool })
+        Ok(Ledger { pool, probe: Arc::default() })
     }
 
-    /// Whether the database answers.
-    pub async fn ping(&self) -> Result<(), LedgerError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+    /// Whether the ledger can commit a write now: a full disk or a read-only file shows only
+    /// when something is written, so this commits a write of the database header
+    /// (`user_version`, which nothing else uses). It probes at most once per
+    /// [`PROBE_INTERVAL`]; in between it answers what the last probe found.
+    pub async fn writable(&self) -> Result<(), String> {
+        let cached = self.probe.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some((at, found)) = cached
+            && at.elapsed() < PROBE_INTERVAL
+        {
+            return found;
+        }
+        let found = self.probe_write().await.map_err(|error| error.to_string());
+        *self.probe.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), found.clone()));
+        found
+    }
+
+    async fn probe_write(&self) -> Result<(), LedgerError> {
+        let mut transaction = self.begin_write().await?;
+        sqlx::query("PRAGMA user_version = 1").execute(&mut *transaction).await?;
+        transaction.commit().await
     }
 
     /// Waits for running transactions and closes every connection.

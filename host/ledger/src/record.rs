@@ -113,13 +113,14 @@ impl Ledger {
         transfer: &Transfer<'_>,
         render: impl FnOnce(Decision) -> String,
     ) -> Result<Recorded, LedgerError> {
-        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut transaction = self.begin_write().await?;
         let existing: Option<(String, String)> =
             sqlx::query_as("SELECT request_hash, reply FROM payments WHERE id = ?")
                 .bind(transfer.id)
                 .fetch_optional(&mut *transaction)
                 .await?;
         if let Some((request_hash, reply)) = existing {
+            transaction.rollback().await?;
             return Ok(Recorded::Existing { request_hash, reply });
         }
         let fee_account = fee_account(transfer.currency);

@@ -152,14 +152,15 @@ impl Node {
             node_id: settings.node_id.clone(),
             partition_queue_depth: settings.partition_queue_depth,
         };
-        let bus =
-            Bus::new(client, processor, metrics.clone(), bus_settings).start(shutdown_signal.clone(), failed).await?;
+        let bus = Bus::new(client.clone(), processor, metrics.clone(), bus_settings)
+            .start(shutdown_signal.clone(), failed)
+            .await?;
         let listener = TcpListener::bind(settings.http_address)
             .await
             .map_err(|source| NodeError::Listen { address: settings.http_address, source })?;
         let http_address =
             listener.local_addr().map_err(|source| NodeError::Listen { address: settings.http_address, source })?;
-        let state = Arc::new(ApiState::new(ledger.clone(), metrics, plugin_host, settings.admin_token.clone()));
+        let state = Arc::new(ApiState::new(client, ledger.clone(), metrics, plugin_host, settings.admin_token.clone()));
         let http = tokio::spawn(api::serve(listener, state, settings.http_limits, shutdown_signal));
         tracing::info!(node = %settings.node_id, %http_address, nats = %settings.nats_url, partitions = settings.partitions, "node ready");
         Ok(Node { ledger, http_address, shutdown, failure, bus, http })

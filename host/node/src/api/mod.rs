@@ -33,6 +33,7 @@ type Body = Full<Bytes>;
 /// What the handlers share.
 #[derive(Debug)]
 pub struct ApiState {
+    nats: async_nats::Client,
     ledger: Ledger,
     metrics: Arc<Metrics>,
     plugins: Arc<PluginHost>,
@@ -42,12 +43,13 @@ pub struct ApiState {
 impl ApiState {
     /// State over a node's parts.
     pub fn new(
+        nats: async_nats::Client,
         ledger: Ledger,
         metrics: Arc<Metrics>,
         plugins: Arc<PluginHost>,
         admin_token: Option<String>,
     ) -> ApiState {
-        ApiState { ledger, metrics, plugins, admin_token: admin_token.filter(|token| !token.is_empty()) }
+        ApiState { nats, ledger, metrics, plugins, admin_token: admin_token.filter(|token| !token.is_empty()) }
     }
 }
 
@@ -59,10 +61,7 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let response = match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, ["readyz"]) => match state.ledger.ping().await {
-            Ok(()) => text(StatusCode::OK, "ready\n"),
-            Err(error) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("ledger unavailable: {error}\n")),
-        },
+        (&Method::GET, ["readyz"]) => readiness(&state).await,
         (&Method::GET, ["metrics"]) => text(StatusCode::OK, &state.metrics.render()),
         (_, ["v1", ..]) if !incoming::authorized(state.admin_token.as_deref(), &request) => {
             problem(StatusCode::UNAUTHORIZED, "unauthorized", "send `Authorization: Bearer <WASMPAY_ADMIN_TOKEN>`")
@@ -197,6 +196,26 @@ fn list_plugins(state: &ApiState) -> Response<Body> {
         })
         .collect();
     json_response(StatusCode::OK, &json!({"plugins": plugins, "methods": methods}))
+}
+
+/// Whether the node can take payments now: NATS connected, the ledger able to commit, and at
+/// least one payment method served. A 503 lists what is wrong.
+async fn readiness(state: &ApiState) -> Response<Body> {
+    let mut problems = Vec::new();
+    if state.nats.connection_state() != async_nats::connection::State::Connected {
+        problems.push("NATS is not connected".to_owned());
+    }
+    if let Err(error) = state.ledger.writable().await {
+        problems.push(format!("the ledger cannot write: {error}"));
+    }
+    if state.plugins.pipelines().methods().next().is_none() {
+        problems.push("no payment method is served".to_owned());
+    }
+    if problems.is_empty() {
+        text(StatusCode::OK, "ready\n")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {}\n", problems.join("; ")))
+    }
 }
 
 /// A ledger failure as an answer: retry later only if it is transient.
