@@ -26,8 +26,9 @@
 //! - [`config`]: the read-only configuration the operator gives the plugin.
 //! - [`log`]: logging into the host's traces.
 //!
-//! Plugins must be stateless: the host may run a payment on a fresh instance or on one that
-//! already served others, and discards any instance after a trap.
+//! Every payment runs on instances made for it and dropped after it, so nothing a plugin keeps
+//! (a global, a cache) survives to another payment; a decision must still be a pure function
+//! of the payment and the configuration, because the host may ask more than once.
 #![deny(missing_docs)]
 
 // Lets the generated bindings name this crate the same way from inside and from plugins.

@@ -45,8 +45,8 @@ async fn a_node_stops_when_its_nats_server_is_gone() {
 
 #[tokio::test]
 async fn a_node_stops_while_a_client_holds_a_half_sent_request() {
-    let limits = HttpLimits { shutdown_grace: Duration::from_secs(1), ..HttpLimits::default() };
-    let mut harness = Harness::start_custom(Config::default(), None, |settings| settings.http_limits = limits).await;
+    let http = HttpLimits { shutdown_grace_ms: 1_000, ..HttpLimits::default() };
+    let mut harness = Harness::start_with(Config { http, ..Config::default() }, None).await;
     let address = harness.http().trim_start_matches("http://").to_owned();
     let mut slow = TcpStream::connect(&address).await.unwrap();
     slow.write_all(b"POST /v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"id\":").await.unwrap();
@@ -60,9 +60,8 @@ async fn a_node_stops_while_a_client_holds_a_half_sent_request() {
 /// sent no request for the header timeout: a probe gets through soon after.
 #[tokio::test]
 async fn idle_connections_cannot_lock_out_the_health_check() {
-    let limits =
-        HttpLimits { max_connections: 8, header_read_timeout: Duration::from_secs(1), ..HttpLimits::default() };
-    let harness = Harness::start_custom(Config::default(), None, |settings| settings.http_limits = limits).await;
+    let http = HttpLimits { max_connections: 8, header_read_timeout_ms: 1_000, ..HttpLimits::default() };
+    let harness = Harness::start_with(Config { http, ..Config::default() }, None).await;
     let address = harness.http().trim_start_matches("http://").to_owned();
     let mut idle = Vec::new();
     for _ in 0..32 {

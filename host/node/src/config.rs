@@ -20,6 +20,11 @@
 //! [fee_limits.card]           # optional: fee <= amount x max_bps / 10 000 + fixed[currency]
 //! max_bps = 1000              # default 10 %
 //! fixed = { EUR = 100 }       # default one major unit, at least 100 minor units
+//!
+//! [http]
+//! max_connections = 256       # connections served at once; more are closed at once
+//! header_read_timeout_ms = 10000  # a request's headers must arrive within this (idle included)
+//! shutdown_grace_ms = 5000    # requests in progress get this long to finish on shutdown
 //! ```
 
 use std::collections::BTreeMap;
@@ -27,6 +32,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use wasmpay_plugin_host::{FeeLimit, MethodSettings, PluginSettings, SandboxSettings};
+
+use crate::api::HttpLimits;
 
 /// The parsed configuration file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -44,6 +51,9 @@ pub struct Config {
     /// The most each method's fees may be; unset methods get [`FeeLimit::default`].
     #[serde(default)]
     pub fee_limits: BTreeMap<String, FeeLimit>,
+    /// Bounds of the operators' HTTP server.
+    #[serde(default)]
+    pub http: HttpLimits,
 }
 
 /// A configuration file that cannot be used.

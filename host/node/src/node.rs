@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, ApiState, HttpLimits};
+use crate::api::{self, ApiState};
 use crate::bus::{Bus, BusError, BusSettings};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -25,8 +25,6 @@ pub struct NodeSettings {
     pub database_url: String,
     /// HTTP listen address (port 0 picks a free one).
     pub http_address: SocketAddr,
-    /// Bounds of the HTTP server.
-    pub http_limits: HttpLimits,
     /// Plugin components to load (besides those with a `path` in `config`).
     pub plugin_sources: Vec<PluginSource>,
     /// Partition count P.
@@ -48,7 +46,6 @@ impl NodeSettings {
             nats_url: "nats://127.0.0.1:4222".into(),
             database_url: "sqlite://wasmpay.db".into(),
             http_address: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            http_limits: HttpLimits::default(),
             plugin_sources: builtin_plugins(),
             partitions: DEFAULT_PARTITIONS,
             partition_queue_depth: 256,
@@ -161,7 +158,7 @@ impl Node {
         let http_address =
             listener.local_addr().map_err(|source| NodeError::Listen { address: settings.http_address, source })?;
         let state = Arc::new(ApiState::new(client, ledger.clone(), metrics, plugin_host, settings.admin_token.clone()));
-        let http = tokio::spawn(api::serve(listener, state, settings.http_limits, shutdown_signal));
+        let http = tokio::spawn(api::serve(listener, state, settings.config.http, shutdown_signal));
         tracing::info!(node = %settings.node_id, %http_address, nats = %settings.nats_url, partitions = settings.partitions, "node ready");
         Ok(Node { ledger, http_address, shutdown, failure, bus, http })
     }

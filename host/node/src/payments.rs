@@ -274,7 +274,10 @@ fn replay(
     }
 }
 
-/// A ledger failure as a reply: only a transient one tells the client to retry.
+/// A ledger failure as a reply. A balance that would overflow is permanent for this payment
+/// (`amount_out_of_range`); any other failure is `unavailable`: transient ones (the database
+/// busy, unreachable or out of space) heal by themselves, the rest (corrupt data) once an
+/// operator repairs the ledger, so a retry with the same id is the right advice either way.
 fn unavailable(request: &PaymentRequest, partition: u32, error: &LedgerError) -> Decided {
     if let LedgerError::Overflow(_) = error {
         let message = format!("the payment cannot be posted: {error}");

@@ -83,3 +83,55 @@ fn serve_takes_commands_and_stops_cleanly_on_sigterm() {
     let status = node.wait().unwrap();
     assert!(status.success(), "serve exits 0 after SIGTERM: {status}");
 }
+
+/// A node with few file descriptors (`prlimit`) and many idle clients: connections over the
+/// cap are closed at once, so the node never runs out of descriptors (where its accept loop
+/// used to spin at 100 % CPU), the idle ones within the cap are closed after the header
+/// timeout, and the health check gets through.
+#[test]
+fn idle_clients_cannot_exhaust_the_nodes_file_descriptors() {
+    let nats = NatsServer::start(None).expect("nats-server");
+    let workdir = tempfile::tempdir().unwrap();
+    let config = workdir.path().join("wasmpay.toml");
+    std::fs::write(&config, "[http]\nmax_connections = 16\nheader_read_timeout_ms = 1000\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let http = format!("127.0.0.1:{port}");
+    let db = format!("sqlite://{}", workdir.path().join("node.db").display());
+    let mut node = Command::new("prlimit")
+        .args(["--nofile=64:64", BINARY, "serve", "--nats", &nats.url(), "--db", &db, "--http", &http])
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !wasmpay_tests::answers(http.parse().unwrap()) {
+        assert!(started.elapsed() < Duration::from_secs(30), "node did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let idle: Vec<std::net::TcpStream> = (0..100).filter_map(|_| std::net::TcpStream::connect(&http).ok()).collect();
+    let started = Instant::now();
+    let healthy = loop {
+        let probe = std::net::TcpStream::connect(&http).and_then(|mut stream| {
+            use std::io::{Read, Write};
+            stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+            stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        });
+        if probe.is_ok_and(|answer| answer.starts_with("HTTP/1.1 200")) {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(idle);
+    let _ = Command::new("kill").args(["-TERM", &node.id().to_string()]).status();
+    let status = node.wait().unwrap();
+    assert!(healthy, "the health check never got through");
+    assert!(status.success(), "serve exits 0 after SIGTERM: {status}");
+}

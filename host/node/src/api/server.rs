@@ -3,12 +3,12 @@
 //!
 //! - at most [`HttpLimits::max_connections`] at once; a connection over the cap is closed at
 //!   once, so its file descriptor is freed rather than queued;
-//! - a client must send a request's headers within [`HttpLimits::header_read_timeout`] of
+//! - a client must send a request's headers within [`HttpLimits::header_read_timeout_ms`] of
 //!   connecting or of its previous response (idle keep-alive connections included);
 //! - an accept error (out of file descriptors) backs off instead of spinning;
 //! - finished connections are reaped as they end;
-//! - on shutdown, requests in progress get [`HttpLimits::shutdown_grace`] to finish, then the
-//!   remaining connections are closed.
+//! - on shutdown, requests in progress get [`HttpLimits::shutdown_grace_ms`] to finish, then
+//!   the remaining connections are closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,24 +26,21 @@ use crate::shutdown::{self, Signal};
 /// How long the accept loop pauses after an accept error (e.g. no file descriptor left).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// The bounds of the HTTP server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The bounds of the HTTP server (`[http]` in `wasmpay.toml`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct HttpLimits {
     /// Connections served at once.
     pub max_connections: usize,
-    /// Time a client has to send a request's headers.
-    pub header_read_timeout: Duration,
-    /// Time requests in progress get to finish once the node stops.
-    pub shutdown_grace: Duration,
+    /// Time a client has to send a request's headers, in milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// Time requests in progress get to finish once the node stops, in milliseconds.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        HttpLimits {
-            max_connections: 256,
-            header_read_timeout: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(5),
-        }
+        HttpLimits { max_connections: 256, header_read_timeout_ms: 10_000, shutdown_grace_ms: 5_000 }
     }
 }
 
@@ -70,8 +67,10 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, limits: HttpLimi
             },
         }
     }
-    let finished =
-        tokio::time::timeout(limits.shutdown_grace, async { while connections.join_next().await.is_some() {} }).await;
+    let finished = tokio::time::timeout(Duration::from_millis(limits.shutdown_grace_ms), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
     if finished.is_err() {
         tracing::warn!(open = connections.len(), "closing HTTP connections still open after the grace period");
         connections.abort_all();
@@ -89,7 +88,7 @@ async fn connection(
     let service = service_fn(move |request| handle(state.clone(), request));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms.max(1)))
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     tokio::select! {
