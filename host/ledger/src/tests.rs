@@ -188,3 +188,32 @@ async fn the_ledger_recovers_by_itself_after_the_disk_was_full() {
     }
     assert!(ledger.audit().await.expect("audit").is_balanced());
 }
+
+/// Each invariant is seen by the audit when the stored data breaks it (the schema's own
+/// checks are bypassed with raw SQL, as a bug or a hand edit would).
+#[tokio::test]
+async fn the_audit_sees_each_broken_invariant() {
+    let (ledger, _dir) = ledger().await;
+    open(&ledger, "alice", 0).await;
+    open(&ledger, "shop", 0).await;
+    deposit(&ledger, "fund", "alice", 1_000).await;
+    assert_eq!(ledger.audit().await.expect("audit").first_violation(), None);
+
+    let tamper = |sql: &'static str| {
+        let pool = ledger.pool.clone();
+        async move { sqlx::raw_sql(sql).execute(&pool).await.expect("tamper") }
+    };
+    tamper("UPDATE payments SET status = 'declined' WHERE id = 'fund'").await;
+    assert_eq!(ledger.audit().await.expect("audit").declined_with_entries, ["fund"]);
+    tamper("UPDATE payments SET status = 'approved' WHERE id = 'fund'").await;
+    // The schema refuses this too (a CHECK constraint); the audit must not rely on it.
+    tamper("PRAGMA ignore_check_constraints = ON; UPDATE accounts SET floor = 2000 WHERE id = 'alice'").await;
+    let audit = ledger.audit().await.expect("audit");
+    assert_eq!(audit.accounts_below_floor, ["alice"]);
+    assert!(audit.first_violation().is_some_and(|violation| violation.contains("below its floor")), "{audit:?}");
+    tamper("UPDATE accounts SET floor = 0 WHERE id = 'alice'").await;
+    tamper("DELETE FROM entries WHERE payment_id = 'fund'").await;
+    let audit = ledger.audit().await.expect("audit");
+    assert_eq!(audit.approved_without_entries, ["fund"]);
+    assert_eq!(audit.drifted_accounts, ["_external_EUR", "alice"]);
+}

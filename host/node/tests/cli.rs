@@ -135,3 +135,35 @@ fn idle_clients_cannot_exhaust_the_nodes_file_descriptors() {
     assert!(healthy, "the health check never got through");
     assert!(status.success(), "serve exits 0 after SIGTERM: {status}");
 }
+
+/// `wasmpay ledger verify` passes sound books and names the first broken invariant.
+#[test]
+fn ledger_verify_finds_a_tampered_balance() {
+    let workdir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", workdir.path().join("ledger.db").display());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let ledger = wasmpay_ledger::Ledger::open(&db).await.unwrap();
+        let currency = "EUR".parse().unwrap();
+        let id = wasmpay_protocol::routing::AccountId::new("alice").unwrap();
+        let floor = wasmpay_protocol::money::MinorUnits::ZERO;
+        let account = ledger.open_account(&wasmpay_ledger::NewAccount { id, currency, floor }, 0).await.unwrap();
+        let amount = wasmpay_protocol::money::MinorUnits(5_000);
+        ledger.deposit("fund", &account, amount, 0).await.unwrap();
+        ledger.close().await;
+    });
+    let verified = run(&["ledger", "verify", "--db", &db], "");
+    assert!(verified.status.success() && text(&verified).contains("ledger OK"), "{}", text(&verified));
+
+    runtime.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+        sqlx::query("UPDATE accounts SET balance = balance + 1 WHERE id = 'alice'").execute(&pool).await.unwrap();
+        pool.close().await;
+    });
+    let tampered = run(&["ledger", "verify", "--db", &db], "");
+    assert!(!tampered.status.success(), "{}", text(&tampered));
+    assert!(text(&tampered).contains("conservation"), "{}", text(&tampered));
+
+    let missing = run(&["ledger", "verify", "--db", "sqlite:///nonexistent/ledger.db"], "");
+    assert!(!missing.status.success() && text(&missing).contains("no ledger"), "{}", text(&missing));
+}

@@ -11,6 +11,7 @@ use serde_json::json;
 use wasmpay::client::{cluster_info, http_call, request};
 use wasmpay::config::Config;
 use wasmpay::node::{Node, NodeSettings, builtin_plugins};
+use wasmpay_ledger::Ledger;
 use wasmpay_plugin_host::directory_sources;
 use wasmpay_protocol::routing::{AccountId, DEFAULT_PARTITIONS, Partitioner, subjects};
 use wasmpay_protocol::{PROTOCOL_VERSION, Reply, Status};
@@ -37,6 +38,22 @@ enum Command {
     /// Open, show or fund accounts through a node's HTTP API.
     #[command(subcommand)]
     Account(AccountCommand),
+    /// Check a ledger database directly.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum LedgerCommand {
+    /// Check every invariant of the books (conservation per currency, every payment's entries
+    /// summing to zero, balances equal to their entries and at or above their floors, entries
+    /// exactly for approved payments); exits non-zero with the first violation. Safe on a live
+    /// database: it reads one consistent snapshot.
+    Verify {
+        /// Ledger database URL.
+        #[arg(long, default_value = "sqlite://wasmpay.db")]
+        db: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -187,6 +204,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Pay(args) => pay(args).await,
         Command::Account(command) => account(command).await,
+        Command::Ledger(LedgerCommand::Verify { db }) => verify(&db).await,
     }
 }
 
@@ -225,6 +243,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => Ok(()),
         Some(cause) => bail!("the node failed and stopped: {cause}"),
     }
+}
+
+async fn verify(db: &str) -> anyhow::Result<()> {
+    if let Some(path) = db.strip_prefix("sqlite://").map(|path| path.split('?').next().unwrap_or(path))
+        && !std::path::Path::new(path).exists()
+    {
+        bail!("no ledger at {path}");
+    }
+    let ledger = Ledger::open(db).await.with_context(|| format!("opening {db}"))?;
+    let audit = ledger.audit().await;
+    ledger.close().await;
+    let audit = audit?;
+    if let Some(violation) = audit.first_violation() {
+        bail!("the ledger at {db} breaks an invariant: {violation}");
+    }
+    let payments: u64 = audit.payments_by_outcome.values().sum();
+    println!(
+        "ledger OK: {payments} transfers; money is conserved in {} currencies",
+        audit.balance_sum_by_currency.len()
+    );
+    for (outcome, count) in &audit.payments_by_outcome {
+        println!("  {outcome:<40} {count:>8}");
+    }
+    Ok(())
 }
 
 /// Resolves on ctrl-c or SIGTERM.
