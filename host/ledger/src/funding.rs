@@ -27,28 +27,25 @@ impl Ledger {
         now_ms: i64,
     ) -> Result<Deposited, LedgerError> {
         let request_hash = format!("deposit:{}:{}:{}", account.id, amount, account.currency);
-        let external = external_account(account.currency);
+        let receipt = json!({"id": id, "status": "approved", "account": account.id.as_str(), "amount": amount,
+                             "currency": account.currency.code()})
+        .to_string();
         let transfer = Transfer {
-            id,
+            id: id.to_owned(),
             kind: TransferKind::Deposit,
-            request_hash: &request_hash,
-            payer: &external,
-            payee: &account.id,
+            request_hash: request_hash.clone(),
+            payer: external_account(account.currency),
+            payee: account.id.clone(),
             currency: account.currency,
             amount,
             fee: MinorUnits::ZERO,
             fee_bearer: FeeBearer::Payee,
-            plugins: "",
+            plugins: String::new(),
             partition: None,
             now_ms,
             declined_by_plugin: false,
         };
-        let receipt = |_| {
-            json!({"id": id, "status": "approved", "account": account.id.as_str(), "amount": amount,
-                   "currency": account.currency.code()})
-            .to_string()
-        };
-        Ok(match self.record(&transfer, receipt).await? {
+        Ok(match self.record(transfer, move |_| receipt).await? {
             Recorded::New { reply, .. } => Deposited::New(reply),
             Recorded::Existing { request_hash: recorded, reply } if recorded == request_hash => {
                 Deposited::Replayed(reply)

@@ -13,6 +13,7 @@
 //! here knows about plugins, NATS or HTTP.
 
 pub mod accounts;
+mod commit;
 pub mod funding;
 pub mod queries;
 pub mod record;
@@ -30,6 +31,7 @@ use wasmpay_protocol::money::{Currency, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
 
 pub use accounts::{Account, AccountKind, NewAccount};
+pub use commit::{BatchSettings, CommitObserver, Render};
 pub use funding::Deposited;
 pub use queries::{Audit, StoredPayment};
 pub use record::{Decision, Recorded, Transfer, TransferKind};
@@ -61,6 +63,12 @@ pub enum LedgerError {
     /// Stored data that this code cannot have written.
     #[error("corrupt ledger data: {0}")]
     Corrupt(String),
+    /// The batch this transfer was in did not commit; nothing of it was posted.
+    #[error("the ledger batch did not commit: {0}")]
+    BatchFailed(String),
+    /// The ledger is closing.
+    #[error("the ledger is closed")]
+    Closed,
 }
 
 impl LedgerError {
@@ -68,7 +76,7 @@ impl LedgerError {
     /// space. Everything else is permanent for the same request (a balance that would leave
     /// the 64-bit range stays out of range), and a client must not be told to retry it.
     pub fn is_transient(&self) -> bool {
-        matches!(self, LedgerError::Database(_))
+        matches!(self, LedgerError::Database(_) | LedgerError::BatchFailed(_) | LedgerError::Closed)
     }
 }
 
@@ -76,6 +84,7 @@ impl LedgerError {
 #[derive(Clone, Debug)]
 pub struct Ledger {
     pool: SqlitePool,
+    committer: tokio::sync::mpsc::Sender<commit::Job>,
     /// The last write probe.
     probe: Arc<Mutex<Option<Probe>>>,
 }
@@ -97,8 +106,17 @@ fn system_account(kind: &str, currency: Currency) -> AccountId {
 
 impl Ledger {
     /// Opens (creating it if needed) the SQLite database at `url`, e.g. `sqlite://wasmpay.db`,
-    /// and applies pending migrations.
+    /// and applies pending migrations, with the default batching and no observer.
     pub async fn open(url: &str) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(url, BatchSettings::default(), None).await
+    }
+
+    /// [`Ledger::open`] with `batching` for group commit, reporting batches to `observer`.
+    pub async fn open_with(
+        url: &str,
+        batching: BatchSettings,
+        observer: Option<Arc<dyn CommitObserver>>,
+    ) -> Result<Ledger, LedgerError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -109,7 +127,8 @@ impl Ledger {
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         schema::sqlite().run(&pool).await?;
-        Ok(Ledger { pool, probe: Arc::default() })
+        let committer = commit::start(pool.clone(), batching, observer);
+        Ok(Ledger { pool, committer, probe: Arc::default() })
     }
 
     /// Whether the ledger can commit a write now: a full disk or a read-only file shows only

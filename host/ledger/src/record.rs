@@ -1,11 +1,10 @@
-//! Deciding and writing one transfer (a payment or a deposit) atomically and idempotently.
-//!
-//! Inside one write transaction: look the id up (a retry replays the stored reply), re-read
-//! the balances, check the payer's floor, update balances, insert the entries and the payment
-//! row with its reply. Either all of it commits or none of it does.
+//! Deciding and writing one transfer (a payment or a deposit) idempotently, inside the write
+//! transaction of its batch (`commit`): look the id up (a retry replays the stored reply),
+//! re-read the balances, check the payer's floor, update balances, insert the entries and the
+//! payment row with its reply.
 
 use super::accounts::fetch;
-use super::{Ledger, LedgerError, checked, fee_account};
+use super::{LedgerError, checked, fee_account};
 use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
 
@@ -30,17 +29,17 @@ impl TransferKind {
 /// One transfer to record. The caller has checked that both accounts exist and hold
 /// `currency`; the ledger checks it again under the lock.
 #[derive(Clone, Debug)]
-pub struct Transfer<'a> {
+pub struct Transfer {
     /// Idempotency key.
-    pub id: &'a str,
+    pub id: String,
     /// Payment or deposit.
     pub kind: TransferKind,
     /// Fingerprint of the request: a retry must carry the same one.
-    pub request_hash: &'a str,
+    pub request_hash: String,
     /// Debited account.
-    pub payer: &'a AccountId,
+    pub payer: AccountId,
     /// Credited account.
-    pub payee: &'a AccountId,
+    pub payee: AccountId,
     /// Currency of the transfer and of both accounts.
     pub currency: Currency,
     /// Amount before fees, positive.
@@ -50,7 +49,7 @@ pub struct Transfer<'a> {
     /// Who bears the fee.
     pub fee_bearer: FeeBearer,
     /// `name@version` of the deciding plugins.
-    pub plugins: &'a str,
+    pub plugins: String,
     /// Partition of the payer, for payments.
     pub partition: Option<u32>,
     /// Wall-clock time of the decision.
@@ -105,62 +104,56 @@ struct Posting<'a> {
     amount: MinorUnits,
 }
 
-impl Ledger {
-    /// Records `transfer` once. `render` turns the decision into the reply to store and send:
-    /// it runs inside the transaction, so the stored reply is exactly the one the client gets.
-    pub async fn record(
-        &self,
-        transfer: &Transfer<'_>,
-        render: impl FnOnce(Decision) -> String,
-    ) -> Result<Recorded, LedgerError> {
-        let mut transaction = self.begin_write().await?;
-        let existing: Option<(String, String)> =
-            sqlx::query_as("SELECT request_hash, reply FROM payments WHERE id = ?")
-                .bind(transfer.id)
-                .fetch_optional(&mut *transaction)
-                .await?;
-        if let Some((request_hash, reply)) = existing {
-            transaction.rollback().await?;
-            return Ok(Recorded::Existing { request_hash, reply });
-        }
-        let fee_account = fee_account(transfer.currency);
-        let postings = postings(transfer, &fee_account)?;
-        let decision = if transfer.declined_by_plugin {
-            Decision::PluginDeclined
-        } else {
-            let balances = new_balances(&mut transaction, transfer, &postings).await?;
-            match balances {
-                None => Decision::InsufficientFunds,
-                Some(balances) => {
-                    write_postings(&mut transaction, transfer.id, &postings, &balances).await?;
-                    Decision::Approved
-                }
-            }
-        };
-        let reply = render(decision);
-        insert_payment(&mut transaction, transfer, decision, &reply).await?;
-        if decision == Decision::Approved {
-            insert_entries(&mut transaction, transfer.id, &postings).await?;
-        }
-        transaction.commit().await?;
-        Ok(Recorded::New { decision, reply })
+/// Records `transfer` on `connection`, inside a transaction the caller commits. `render`
+/// turns the decision into the reply to store and send, so the stored reply is exactly the one
+/// the client gets.
+pub(super) async fn record_in(
+    connection: &mut sqlx::SqliteConnection,
+    transfer: &Transfer,
+    render: impl FnOnce(Decision) -> String,
+) -> Result<Recorded, LedgerError> {
+    let existing: Option<(String, String)> = sqlx::query_as("SELECT request_hash, reply FROM payments WHERE id = ?")
+        .bind(transfer.id.as_str())
+        .fetch_optional(&mut *connection)
+        .await?;
+    if let Some((request_hash, reply)) = existing {
+        return Ok(Recorded::Existing { request_hash, reply });
     }
+    let fee_account = fee_account(transfer.currency);
+    let postings = postings(transfer, &fee_account)?;
+    let decision = if transfer.declined_by_plugin {
+        Decision::PluginDeclined
+    } else {
+        match new_balances(connection, transfer, &postings).await? {
+            None => Decision::InsufficientFunds,
+            Some(balances) => {
+                write_postings(connection, &transfer.id, &postings, &balances).await?;
+                Decision::Approved
+            }
+        }
+    };
+    let reply = render(decision);
+    insert_payment(connection, transfer, decision, &reply).await?;
+    if decision == Decision::Approved {
+        insert_entries(connection, &transfer.id, &postings).await?;
+    }
+    Ok(Recorded::New { decision, reply })
 }
 
 /// The entries of a transfer: they always sum to zero.
-fn postings<'a>(transfer: &'a Transfer<'_>, fee_account: &'a AccountId) -> Result<Vec<Posting<'a>>, LedgerError> {
+fn postings<'a>(transfer: &'a Transfer, fee_account: &'a AccountId) -> Result<Vec<Posting<'a>>, LedgerError> {
     let overflow = |account: &AccountId| LedgerError::Overflow(account.to_string());
     let (debit, credit) = match transfer.fee_bearer {
         FeeBearer::Payer => {
-            (transfer.amount.checked_add(transfer.fee).map_err(|_| overflow(transfer.payer))?, transfer.amount)
+            (transfer.amount.checked_add(transfer.fee).map_err(|_| overflow(&transfer.payer))?, transfer.amount)
         }
         FeeBearer::Payee => {
-            (transfer.amount, transfer.amount.checked_sub(transfer.fee).map_err(|_| overflow(transfer.payee))?)
+            (transfer.amount, transfer.amount.checked_sub(transfer.fee).map_err(|_| overflow(&transfer.payee))?)
         }
     };
     let mut postings = vec![
-        Posting { account: transfer.payer, amount: debit.checked_neg().map_err(|_| overflow(transfer.payer))? },
-        Posting { account: transfer.payee, amount: credit },
+        Posting { account: &transfer.payer, amount: debit.checked_neg().map_err(|_| overflow(&transfer.payer))? },
+        Posting { account: &transfer.payee, amount: credit },
     ];
     if transfer.fee > MinorUnits::ZERO {
         postings.push(Posting { account: fee_account, amount: transfer.fee });
@@ -174,7 +167,7 @@ fn postings<'a>(transfer: &'a Transfer<'_>, fee_account: &'a AccountId) -> Resul
 /// The balance of each posting's account after it, or `None` if one would cross its floor.
 async fn new_balances(
     connection: &mut sqlx::SqliteConnection,
-    transfer: &Transfer<'_>,
+    transfer: &Transfer,
     postings: &[Posting<'_>],
 ) -> Result<Option<Vec<MinorUnits>>, LedgerError> {
     let mut balances = Vec::with_capacity(postings.len());
@@ -234,7 +227,7 @@ async fn insert_entries(
 
 async fn insert_payment(
     connection: &mut sqlx::SqliteConnection,
-    transfer: &Transfer<'_>,
+    transfer: &Transfer,
     decision: Decision,
     reply: &str,
 ) -> Result<(), LedgerError> {
@@ -244,9 +237,9 @@ async fn insert_payment(
                                fee_bearer, plugins, partition, reply, created_at_ms)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
-    .bind(transfer.id)
+    .bind(transfer.id.as_str())
     .bind(transfer.kind.as_str())
-    .bind(transfer.request_hash)
+    .bind(transfer.request_hash.as_str())
     .bind(status)
     .bind(code)
     .bind(transfer.payer.as_str())
@@ -255,7 +248,7 @@ async fn insert_payment(
     .bind(transfer.amount.0)
     .bind(transfer.fee.0)
     .bind(transfer.fee_bearer.as_str())
-    .bind(transfer.plugins)
+    .bind(transfer.plugins.as_str())
     .bind(transfer.partition.map(i64::from))
     .bind(reply)
     .bind(transfer.now_ms)

@@ -22,18 +22,18 @@ async fn open(ledger: &Ledger, account: &str, floor: i64) {
     ledger.open_account(&new, 0).await.expect("open account");
 }
 
-fn transfer<'a>(id: &'a str, payer: &'a AccountId, payee: &'a AccountId, amount: i64, fee: i64) -> Transfer<'a> {
+fn transfer(id: &str, payer: &AccountId, payee: &AccountId, amount: i64, fee: i64) -> Transfer {
     Transfer {
-        id,
+        id: id.to_owned(),
         kind: TransferKind::Payment,
-        request_hash: "hash",
-        payer,
-        payee,
+        request_hash: "hash".to_owned(),
+        payer: payer.clone(),
+        payee: payee.clone(),
         currency: eur(),
         amount: MinorUnits(amount),
         fee: MinorUnits(fee),
         fee_bearer: FeeBearer::Payee,
-        plugins: "card@0.1.0",
+        plugins: "card@0.1.0".to_owned(),
         partition: Some(0),
         now_ms: 0,
         declined_by_plugin: false,
@@ -57,7 +57,7 @@ async fn a_payment_posts_balanced_entries_and_fees() {
     open(&ledger, "shop", 0).await;
     deposit(&ledger, "d1", "alice", 10_000).await;
     let (alice, shop) = (id("alice"), id("shop"));
-    let recorded = ledger.record(&transfer("p1", &alice, &shop, 1_000, 55), |d| format!("{d:?}")).await;
+    let recorded = ledger.record(transfer("p1", &alice, &shop, 1_000, 55), |d| format!("{d:?}")).await;
     assert_eq!(recorded.expect("record"), Recorded::New { decision: Decision::Approved, reply: "Approved".into() });
     assert_eq!(balance(&ledger, "alice").await, 9_000);
     assert_eq!(balance(&ledger, "shop").await, 945);
@@ -76,9 +76,9 @@ async fn a_debit_below_the_floor_declines_only_that_payment() {
     open(&ledger, "shop", 0).await;
     deposit(&ledger, "d1", "alice", 1_000).await;
     let (alice, shop) = (id("alice"), id("shop"));
-    let first = ledger.record(&transfer("p1", &alice, &shop, 1_500, 0), |d| format!("{d:?}")).await.expect("p1");
+    let first = ledger.record(transfer("p1", &alice, &shop, 1_500, 0), |d| format!("{d:?}")).await.expect("p1");
     assert!(matches!(first, Recorded::New { decision: Decision::Approved, .. }));
-    let second = ledger.record(&transfer("p2", &alice, &shop, 1, 0), |d| format!("{d:?}")).await.expect("p2");
+    let second = ledger.record(transfer("p2", &alice, &shop, 1, 0), |d| format!("{d:?}")).await.expect("p2");
     assert!(matches!(second, Recorded::New { decision: Decision::InsufficientFunds, .. }));
     assert_eq!(balance(&ledger, "alice").await, -500);
     assert!(ledger.payment("p2").await.expect("read").expect("recorded").entries.is_empty());
@@ -92,8 +92,8 @@ async fn the_same_id_is_recorded_once() {
     deposit(&ledger, "d1", "alice", 1_000).await;
     let (alice, shop) = (id("alice"), id("shop"));
     let transfer = transfer("p1", &alice, &shop, 100, 0);
-    ledger.record(&transfer, |_| "first".into()).await.expect("first");
-    let again = ledger.record(&transfer, |_| "second".into()).await.expect("again");
+    ledger.record(transfer.clone(), |_| "first".into()).await.expect("first");
+    let again = ledger.record(transfer, |_| "second".into()).await.expect("again");
     assert_eq!(again, Recorded::Existing { request_hash: "hash".into(), reply: "first".into() });
     assert_eq!(balance(&ledger, "alice").await, 900);
 }
@@ -216,4 +216,63 @@ async fn the_audit_sees_each_broken_invariant() {
     let audit = ledger.audit().await.expect("audit");
     assert_eq!(audit.approved_without_entries, ["fund"]);
     assert_eq!(audit.drifted_accounts, ["_external_EUR", "alice"]);
+}
+
+/// Batch sizes as the committer reports them.
+#[derive(Debug, Default)]
+struct Batches(Mutex<Vec<usize>>);
+
+impl CommitObserver for Batches {
+    fn batch_committed(&self, size: usize, _elapsed: Duration) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(size);
+    }
+}
+
+/// Transfers in flight together share batches (one commit each), in arrival order, and one
+/// that fails (its balance would overflow) is rolled back alone while the rest commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transfers_share_batches_and_a_failing_one_fails_alone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let batches = Arc::new(Batches::default());
+    let observer: Arc<dyn CommitObserver> = batches.clone();
+    let batching = BatchSettings { batch_size_max: 64, batch_delay_us_max: 5_000 };
+    let ledger = Ledger::open_with(&url, batching, Some(observer)).await.expect("open ledger");
+    open(&ledger, "alice", 0).await;
+    open(&ledger, "shop", 0).await;
+    deposit(&ledger, "fund", "alice", 1_000).await;
+    let (alice, shop) = (id("alice"), id("shop"));
+    let mut transfers: Vec<Transfer> =
+        (0..40).map(|index| transfer(&format!("p{index}"), &alice, &shop, 10, 0)).collect();
+    let mut overflowing = transfer("too-big", &alice, &shop, i64::MAX, 1);
+    overflowing.fee_bearer = FeeBearer::Payer;
+    transfers.insert(20, overflowing);
+    let outcomes = in_flight(transfers.into_iter().map(|transfer| {
+        let ledger = ledger.clone();
+        async move { ledger.record(transfer, |decision| format!("{decision:?}")).await }
+    }))
+    .await;
+    let approved = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, Ok(Recorded::New { decision: Decision::Approved, .. })))
+        .count();
+    assert_eq!(approved, 40, "{outcomes:?}");
+    assert!(matches!(outcomes[20], Err(LedgerError::Overflow(_))), "{:?}", outcomes[20]);
+    assert_eq!(balance(&ledger, "alice").await, 600);
+    assert!(ledger.payment("too-big").await.expect("read").is_none());
+    let sizes = batches.0.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    assert!(sizes.iter().any(|size| *size > 1), "transfers in flight together were committed one by one: {sizes:?}");
+    assert!(ledger.audit().await.expect("audit").is_balanced());
+}
+
+/// Runs `futures` as tasks, all in flight at once, and returns their outputs in order.
+async fn in_flight<T: Send + 'static>(
+    futures: impl IntoIterator<Item = impl Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await.expect("task"));
+    }
+    outputs
 }

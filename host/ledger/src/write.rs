@@ -9,12 +9,12 @@
 use std::ops::{Deref, DerefMut};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Sqlite, SqliteConnection};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
 use super::{Ledger, LedgerError};
 
-/// A write transaction. [`WriteTransaction::commit`] or [`WriteTransaction::rollback`] return
-/// its connection to the pool; dropping it any other way (an error, a panic) closes it.
+/// A write transaction. [`WriteTransaction::commit`] returns its connection to the pool;
+/// dropping it any other way (an error, a panic) closes it.
 pub(super) struct WriteTransaction {
     connection: Option<PoolConnection<Sqlite>>,
 }
@@ -22,23 +22,21 @@ pub(super) struct WriteTransaction {
 impl Ledger {
     /// Begins a write transaction, holding the database's write lock.
     pub(super) async fn begin_write(&self) -> Result<WriteTransaction, LedgerError> {
-        let mut transaction = WriteTransaction { connection: Some(self.pool.acquire().await?) };
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *transaction).await?;
-        Ok(transaction)
+        WriteTransaction::begin(&self.pool).await
     }
 }
 
 impl WriteTransaction {
+    /// Begins a write transaction on a connection of `pool`, holding the write lock.
+    pub(super) async fn begin(pool: &SqlitePool) -> Result<WriteTransaction, LedgerError> {
+        let mut transaction = WriteTransaction { connection: Some(pool.acquire().await?) };
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *transaction).await?;
+        Ok(transaction)
+    }
+
     /// Commits; the connection goes back to the pool only if the commit succeeded.
     pub(super) async fn commit(mut self) -> Result<(), LedgerError> {
         sqlx::query("COMMIT").execute(&mut *self).await?;
-        self.connection.take();
-        Ok(())
-    }
-
-    /// Rolls back a transaction that wrote nothing; the connection goes back to the pool.
-    pub(super) async fn rollback(mut self) -> Result<(), LedgerError> {
-        sqlx::query("ROLLBACK").execute(&mut *self).await?;
         self.connection.take();
         Ok(())
     }

@@ -5,9 +5,10 @@
 //!   created for that payment and dropped after it (the isolation model of docs/plugins.md),
 //!   against the floor of that model: the `faulty` fixture's no-op validate and free quote on
 //!   the same kind of fresh instance (create, two empty calls, drop);
-//! - ledger: one approved payment per SQLite transaction (`synchronous = FULL`), against a
-//!   transaction inserting one row into a scratch database with the same settings: the cost
-//!   of the lock, commit and fsync that any write pays.
+//! - ledger: approved payments one at a time (a batch each) and 640 in flight (group commit
+//!   gathers them into batches), against a transaction inserting one row into a scratch
+//!   database with the same settings (`synchronous = FULL`): the lock, commit and fsync that
+//!   any write pays.
 //!
 //! `cargo bench -p wasmpay --bench payment_path`
 #![allow(clippy::unwrap_used, clippy::float_arithmetic, clippy::cast_possible_truncation)]
@@ -79,7 +80,9 @@ fn plugin_pipeline(method: &str, details: &str) -> (Duration, Duration) {
     (path_samples[SAMPLES / 2], total)
 }
 
-fn ledger(runtime: &tokio::runtime::Runtime) -> (Duration, Duration) {
+/// Medians of (one payment at a time, 64 payments in flight, a bare one-row transaction),
+/// each per payment or per transaction.
+fn ledger(runtime: &tokio::runtime::Runtime) -> (Duration, Duration, Duration) {
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(&format!("sqlite://{}", dir.path().join("bench.db").display())).await.unwrap();
@@ -91,33 +94,30 @@ fn ledger(runtime: &tokio::runtime::Runtime) -> (Duration, Duration) {
                 .await
                 .unwrap();
         }
-        let external = external_account(euro);
-        let mut next = 0_u64;
-        let mut transfer = |payer: &AccountId, payee: &AccountId, amount: i64| {
-            next += 1;
-            let id = format!("t-{next}");
-            let (payer, payee) = (payer.clone(), payee.clone());
+        let next = std::cell::Cell::new(0_u64);
+        let transfer = |payer: &AccountId, payee: &AccountId, amount: i64| {
+            next.set(next.get() + 1);
+            let transfer = Transfer {
+                id: format!("t-{}", next.get()),
+                kind: TransferKind::Payment,
+                request_hash: "bench".to_owned(),
+                payer: payer.clone(),
+                payee: payee.clone(),
+                currency: euro,
+                amount: MinorUnits(amount),
+                fee: MinorUnits(3),
+                fee_bearer: FeeBearer::Payee,
+                plugins: "card@0.1.0".to_owned(),
+                partition: Some(0),
+                now_ms: 0,
+                declined_by_plugin: false,
+            };
             let ledger = ledger.clone();
             async move {
-                let transfer = Transfer {
-                    id: &id,
-                    kind: TransferKind::Payment,
-                    request_hash: "bench",
-                    payer: &payer,
-                    payee: &payee,
-                    currency: euro,
-                    amount: MinorUnits(amount),
-                    fee: MinorUnits(3),
-                    fee_bearer: FeeBearer::Payee,
-                    plugins: "card@0.1.0",
-                    partition: Some(0),
-                    now_ms: 0,
-                    declined_by_plugin: false,
-                };
-                ledger.record(&transfer, |_| String::from("{}")).await.unwrap();
+                ledger.record(transfer, |_| String::from("{}")).await.unwrap();
             }
         };
-        transfer(&external, &alice, 1_000_000_000).await;
+        transfer(&external_account(euro), &alice, 1_000_000_000).await;
         let options = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(dir.path().join("scratch.db"))
             .create_if_missing(true)
@@ -125,14 +125,16 @@ fn ledger(runtime: &tokio::runtime::Runtime) -> (Duration, Duration) {
             .synchronous(sqlx::sqlite::SqliteSynchronous::Full);
         let scratch = sqlx::SqlitePool::connect_with(options).await.unwrap();
         sqlx::query("CREATE TABLE rows (value INTEGER)").execute(&scratch).await.unwrap();
-        let mut payment_samples = Vec::new();
-        let mut empty_samples = Vec::new();
+        let (mut one_samples, mut flight_samples, mut empty_samples) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..SAMPLES {
             let started = Instant::now();
             for _ in 0..50 {
                 transfer(&alice, &shop, 10).await;
             }
-            payment_samples.push(started.elapsed() / 50);
+            one_samples.push(started.elapsed() / 50);
+            let started = Instant::now();
+            futures::future::join_all((0..640).map(|_| transfer(&alice, &shop, 10))).await;
+            flight_samples.push(started.elapsed() / 640);
             let started = Instant::now();
             for _ in 0..50 {
                 let mut transaction = scratch.begin_with("BEGIN IMMEDIATE").await.unwrap();
@@ -141,9 +143,10 @@ fn ledger(runtime: &tokio::runtime::Runtime) -> (Duration, Duration) {
             }
             empty_samples.push(started.elapsed() / 50);
         }
-        payment_samples.sort();
-        empty_samples.sort();
-        (payment_samples[SAMPLES / 2], empty_samples[SAMPLES / 2])
+        for samples in [&mut one_samples, &mut flight_samples, &mut empty_samples] {
+            samples.sort();
+        }
+        (one_samples[SAMPLES / 2], flight_samples[SAMPLES / 2], empty_samples[SAMPLES / 2])
     })
 }
 
@@ -171,9 +174,11 @@ fn main() {
     );
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (payment, empty) = ledger(&runtime);
-    println!("ledger: SQLite WAL synchronous=FULL, median of {SAMPLES} samples of 50");
-    println!("  one payment per tx   {:>9.1} µs  ({:.0}/s)", payment.as_secs_f64() * 1e6, 1.0 / payment.as_secs_f64());
-    println!("  one-row write tx     {:>9.1} µs", empty.as_secs_f64() * 1e6);
-    println!("  payment / one-row    {:>9.2} x", payment.as_secs_f64() / empty.as_secs_f64());
+    let (one, in_flight, empty) = ledger(&runtime);
+    println!("ledger: SQLite WAL synchronous=FULL, group commit, median of {SAMPLES} samples");
+    println!("  one payment at a time  {:>9.1} µs  ({:.0}/s)", micros(one), 1.0 / one.as_secs_f64());
+    println!("  640 in flight          {:>9.1} µs  ({:.0}/s)", micros(in_flight), 1.0 / in_flight.as_secs_f64());
+    println!("  one-row write tx       {:>9.1} µs", micros(empty));
+    println!("  one payment / one-row  {:>9.2} x", ratio(one, empty));
+    println!("  in flight / one-row    {:>9.2} x", ratio(in_flight, empty));
 }

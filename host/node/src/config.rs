@@ -21,6 +21,10 @@
 //! max_bps = 1000              # default 10 %
 //! fixed = { EUR = 100 }       # default one major unit, at least 100 minor units
 //!
+//! [ledger]                    # group commit: one transaction and one fsync per batch
+//! batch_size_max = 512        # transfers in one batch at most
+//! batch_delay_us_max = 0      # 0: a batch takes what is waiting; > 0: waits this long for more
+//!
 //! [http]
 //! max_connections = 256       # connections served at once; more are closed at once
 //! header_read_timeout_ms = 10000  # a request's headers must arrive within this (idle included)
@@ -32,6 +36,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use wasmpay_plugin_host::{FeeLimit, MethodSettings, PluginSettings, SandboxSettings};
+
+use wasmpay_ledger::BatchSettings;
 
 use crate::api::HttpLimits;
 
@@ -54,6 +60,9 @@ pub struct Config {
     /// Bounds of the operators' HTTP server.
     #[serde(default)]
     pub http: HttpLimits,
+    /// How the ledger batches its writes (group commit).
+    #[serde(default)]
+    pub ledger: BatchSettings,
 }
 
 /// A configuration file that cannot be used.

@@ -7,41 +7,67 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use wasmpay_ledger::CommitObserver;
 use wasmpay_plugin_host::CallObserver;
 use wasmpay_protocol::{Code, Status};
 
-/// Bucket upper bounds in microseconds.
-const BUCKETS_US: [u64; 12] = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000];
+/// Bucket upper bounds of latencies, in microseconds.
+const LATENCY_BOUNDS_US: &[u64] = &[10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000];
+/// Bucket upper bounds of ledger batch sizes, in transfers.
+const BATCH_SIZE_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
 
-/// A latency histogram.
-#[derive(Debug, Default)]
+/// How a histogram's values are written out.
+#[derive(Clone, Copy, Debug)]
+enum Unit {
+    /// Stored in microseconds, written in seconds.
+    Seconds,
+    /// Written as they are.
+    Count,
+}
+
+/// A Prometheus histogram over fixed buckets.
+#[derive(Debug)]
 pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS_US.len()],
+    bounds: &'static [u64],
+    unit: Unit,
+    buckets: Vec<AtomicU64>,
     count: AtomicU64,
-    sum_us: AtomicU64,
+    sum: AtomicU64,
 }
 
 impl Histogram {
-    /// Records one duration.
+    fn new(bounds: &'static [u64], unit: Unit) -> Histogram {
+        let buckets = bounds.iter().map(|_| AtomicU64::new(0)).collect();
+        Histogram { bounds, unit, buckets, count: AtomicU64::new(0), sum: AtomicU64::new(0) }
+    }
+
+    /// Records one duration (a latency histogram).
     pub fn observe(&self, elapsed: Duration) {
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        if let Some(index) = BUCKETS_US.iter().position(|bound| micros <= *bound) {
+        self.observe_value(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    fn observe_value(&self, value: u64) {
+        if let Some(index) = self.bounds.iter().position(|bound| value <= *bound) {
             self.buckets[index].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(micros, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
     }
 
     fn render(&self, name: &str, help: &str, out: &mut String) {
+        let written = |value: u64| match self.unit {
+            Unit::Seconds => seconds(value),
+            Unit::Count => value.to_string(),
+        };
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
-        for (bound, bucket) in BUCKETS_US.iter().zip(&self.buckets) {
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
             cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", seconds(*bound));
+            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", written(*bound));
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", seconds(self.sum_us.load(Ordering::Relaxed)));
+        let _ = writeln!(out, "{name}_sum {}", written(self.sum.load(Ordering::Relaxed)));
         let _ = writeln!(out, "{name}_count {count}");
     }
 }
@@ -52,13 +78,29 @@ fn seconds(micros: u64) -> String {
 }
 
 /// Every metric of a node.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     payments: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// One plugin export call.
     pub plugin_call: Histogram,
-    /// One ledger transaction, begin to commit.
+    /// How long a payment waits for the ledger: its batch's queue, write and commit.
     pub ledger_commit: Histogram,
+    /// Transfers per committed ledger batch.
+    ledger_batch_size: Histogram,
+    /// One ledger batch, begin to commit.
+    ledger_batch: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            payments: Mutex::default(),
+            plugin_call: Histogram::new(LATENCY_BOUNDS_US, Unit::Seconds),
+            ledger_commit: Histogram::new(LATENCY_BOUNDS_US, Unit::Seconds),
+            ledger_batch_size: Histogram::new(BATCH_SIZE_BOUNDS, Unit::Count),
+            ledger_batch: Histogram::new(LATENCY_BOUNDS_US, Unit::Seconds),
+        }
+    }
 }
 
 impl Metrics {
@@ -78,8 +120,18 @@ impl Metrics {
             let _ = writeln!(out, "wasmpay_payments_total{{status=\"{status}\",code=\"{code}\"}} {count}");
         }
         self.plugin_call.render("wasmpay_plugin_call_seconds", "Latency of one plugin export call.", &mut out);
-        self.ledger_commit.render("wasmpay_ledger_commit_seconds", "Latency of one ledger transaction.", &mut out);
+        let waited = "Time a payment waits for the ledger, its batch's commit included.";
+        self.ledger_commit.render("wasmpay_ledger_commit_seconds", waited, &mut out);
+        self.ledger_batch_size.render("wasmpay_ledger_batch_size", "Transfers per committed ledger batch.", &mut out);
+        self.ledger_batch.render("wasmpay_ledger_batch_seconds", "Write and commit of one ledger batch.", &mut out);
         out
+    }
+}
+
+impl CommitObserver for Metrics {
+    fn batch_committed(&self, size: usize, elapsed: Duration) {
+        self.ledger_batch_size.observe_value(u64::try_from(size).unwrap_or(u64::MAX));
+        self.ledger_batch.observe(elapsed);
     }
 }
 
@@ -100,10 +152,13 @@ mod tests {
         metrics.count_payment(Status::Approved, Code::Ok);
         metrics.plugin_call.observe(Duration::from_micros(20));
         metrics.plugin_call.observe(Duration::from_micros(3_000));
+        metrics.batch_committed(3, Duration::from_micros(400));
         let text = metrics.render();
         assert!(text.contains("wasmpay_payments_total{status=\"approved\",code=\"ok\"} 2"), "{text}");
         assert!(text.contains("wasmpay_plugin_call_seconds_bucket{le=\"0.000025\"} 1"), "{text}");
         assert!(text.contains("wasmpay_plugin_call_seconds_bucket{le=\"0.005000\"} 2"), "{text}");
         assert!(text.contains("wasmpay_plugin_call_seconds_sum 0.003020"), "{text}");
+        assert!(text.contains("wasmpay_ledger_batch_size_bucket{le=\"2\"} 0"), "{text}");
+        assert!(text.contains("wasmpay_ledger_batch_size_bucket{le=\"4\"} 1"), "{text}");
     }
 }

@@ -12,7 +12,7 @@ use crate::bus::{Bus, BusError, BusSettings};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::payments::Processor;
-use wasmpay_ledger::{Ledger, LedgerError};
+use wasmpay_ledger::{CommitObserver, Ledger, LedgerError};
 use wasmpay_plugin_host::{self as plugins, PluginError, PluginHost, PluginRuntime, PluginSource};
 use wasmpay_protocol::routing::{DEFAULT_PARTITIONS, Partitioner};
 
@@ -135,7 +135,8 @@ impl Node {
             tracing::info!(plugin = plugin.key(), methods = ?plugin.info().methods, "plugin loaded");
         }
         let plugin_host = Arc::new(PluginHost::new(runtime, pipelines));
-        let ledger = Ledger::open(&settings.database_url).await?;
+        let observer: Arc<dyn CommitObserver> = metrics.clone();
+        let ledger = Ledger::open_with(&settings.database_url, settings.config.ledger, Some(observer)).await?;
         let client = async_nats::ConnectOptions::new()
             .name(format!("wasmpay {}", settings.node_id))
             .connect(&settings.nats_url)

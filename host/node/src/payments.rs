@@ -155,24 +155,27 @@ impl Processor {
             unreachable!("amounts and fees are bounded by 2^53 - 1 before they get here");
         };
         let transfer = Transfer {
-            id: &request.id,
+            id: request.id.clone(),
             kind: TransferKind::Payment,
-            request_hash: fingerprint,
-            payer: &request.payer,
-            payee: &request.payee,
+            request_hash: fingerprint.to_owned(),
+            payer: request.payer.clone(),
+            payee: request.payee.clone(),
             currency: request.currency,
             amount,
             fee: fee_units,
             fee_bearer: fee.bearer,
-            plugins: &plugins_joined,
+            plugins: plugins_joined,
             partition: Some(partition),
             now_ms: i64::try_from(received_at_ms).unwrap_or(i64::MAX),
             declined_by_plugin: rejection.is_some(),
         };
-        let render =
-            |decision: Decision| recorded_reply(request, partition, &plugins, decision, fee, rejection).to_json();
+        // The reply is rendered inside the ledger's transaction, on the committer's task.
+        let (request_owned, rejection_owned) = (request.clone(), rejection.cloned());
+        let render = move |decision: Decision| {
+            recorded_reply(&request_owned, partition, &plugins, decision, fee, rejection_owned.as_ref()).to_json()
+        };
         let started = Instant::now();
-        let recorded = self.ledger.record(&transfer, render).await;
+        let recorded = self.ledger.record(transfer, render).await;
         self.metrics.ledger_commit.observe(started.elapsed());
         match recorded {
             Ok(Recorded::New { decision, reply }) => {
