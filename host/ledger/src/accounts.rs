@@ -68,7 +68,7 @@ pub struct NewAccount {
     pub floor: MinorUnits,
 }
 
-type AccountRow = (String, String, i64, Option<i64>, String);
+pub(super) type AccountRow = (String, String, i64, Option<i64>, String);
 
 impl Ledger {
     /// Opens a customer account, and the fee and external accounts of its currency if this is
@@ -130,7 +130,7 @@ pub(super) async fn fetch(
     row.map(account_from_row).transpose()
 }
 
-fn account_from_row((id, currency, balance, floor, kind): AccountRow) -> Result<Account, LedgerError> {
+pub(super) fn account_from_row((id, currency, balance, floor, kind): AccountRow) -> Result<Account, LedgerError> {
     Ok(Account {
         id: parse_account_id(id)?,
         currency: parse_currency(&currency)?,

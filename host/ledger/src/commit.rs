@@ -3,11 +3,11 @@
 //! in arrival order inside one write transaction, commits once, and only then answers every
 //! transfer of the batch. One fsync serves the whole batch.
 //!
-//! Each transfer runs inside a savepoint: one that fails (a balance that would overflow, an
-//! account that vanished) is rolled back alone and answered with its error, the others still
-//! commit. A payment that would cross a floor is a decision, not a failure, and declines alone.
-//! If the commit itself fails, nothing of the batch is posted and every transfer in it is
-//! answered with a transient error (retry with the same id).
+//! The batch is read and written with a handful of set-based statements (`batch`). A transfer
+//! that cannot be recorded (a balance that would overflow) fails alone and writes nothing; a
+//! payment that would cross a floor is a decision, not a failure, and declines alone. If the
+//! commit itself fails, nothing of the batch is posted and every transfer in it is answered
+//! with a transient error (retry with the same id).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,12 +16,18 @@ use serde::Deserialize;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::record::{Decision, Recorded, Transfer, record_in};
+use wasmpay_protocol::routing::AccountId;
+
+use super::batch;
+use super::record::{Decision, Recorded, Transfer};
 use super::write::WriteTransaction;
-use super::{Ledger, LedgerError};
+use super::{Ledger, LedgerError, fee_account};
 
 /// Transfers that may wait for the committer before `record` itself waits.
 const QUEUE_DEPTH: usize = 4_096;
+/// The largest batch whatever the settings: its multi-row statements stay well inside
+/// SQLite's 32,766 bound parameters (15 per payment row).
+const BATCH_SIZE_LIMIT: usize = 1_000;
 
 /// How the ledger batches its writes (`[ledger]` in `wasmpay.toml`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -91,7 +97,7 @@ async fn commit_batches(
     settings: BatchSettings,
     observer: Option<Arc<dyn CommitObserver>>,
 ) {
-    let size_max = settings.batch_size_max.max(1);
+    let size_max = settings.batch_size_max.clamp(1, BATCH_SIZE_LIMIT);
     let delay = Duration::from_micros(settings.batch_delay_us_max);
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
@@ -119,66 +125,53 @@ async fn commit_batches(
     }
 }
 
-/// Writes and commits one batch, then answers each transfer; whether it committed.
+/// Decides, writes and commits one batch, then answers each transfer; whether it committed.
 async fn apply(pool: &SqlitePool, batch: Vec<Job>) -> bool {
-    let mut transaction = match WriteTransaction::begin(pool).await {
-        Ok(transaction) => transaction,
+    let (jobs, answers): (Vec<(Transfer, Render)>, Vec<_>) =
+        batch.into_iter().map(|job| ((job.transfer, job.render), job.answer)).unzip();
+    let ids: Vec<&str> = jobs.iter().map(|(transfer, _)| transfer.id.as_str()).collect();
+    let mut touched: Vec<AccountId> = Vec::with_capacity(jobs.len() * 3);
+    for (transfer, _) in &jobs {
+        touched.extend([transfer.payer.clone(), transfer.payee.clone(), fee_account(transfer.currency)]);
+    }
+    touched.sort();
+    touched.dedup();
+    let started = async {
+        let mut transaction = WriteTransaction::begin(pool).await?;
+        let existing = batch::recorded(&mut transaction, &ids).await?;
+        let accounts = batch::accounts(&mut transaction, &touched.iter().collect::<Vec<_>>()).await?;
+        Ok::<_, LedgerError>((transaction, existing, accounts))
+    };
+    let (transaction, existing, accounts) = match started.await {
+        Ok(read) => read,
         Err(error) => {
-            fail_all(batch, &error);
+            fail_all(answers, "could not start", &error);
             return false;
         }
     };
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for job in batch {
-        let outcome = record_one(&mut transaction, &job.transfer, job.render).await;
-        match outcome {
-            Ok(outcome) => outcomes.push((job.answer, outcome)),
-            // The savepoint itself failed: the transaction cannot be trusted any more.
-            Err(error) => {
-                let _ = job.answer.send(Err(LedgerError::BatchFailed(error.to_string())));
-                for (answer, _) in outcomes {
-                    let _ = answer.send(Err(LedgerError::BatchFailed(error.to_string())));
-                }
-                return false;
-            }
-        }
-    }
-    match transaction.commit().await {
+    let (outcomes, writes) = batch::decide(jobs, existing, accounts);
+    let committed = async {
+        let mut transaction = transaction;
+        batch::write(&mut transaction, &writes).await?;
+        transaction.commit().await
+    };
+    match committed.await {
         Ok(()) => {
-            for (answer, outcome) in outcomes {
+            for (answer, outcome) in answers.into_iter().zip(outcomes) {
                 let _ = answer.send(outcome);
             }
             true
         }
         Err(error) => {
-            tracing::error!(%error, transfers = outcomes.len(), "a ledger batch did not commit; nothing of it is posted");
-            for (answer, _) in outcomes {
-                let _ = answer.send(Err(LedgerError::BatchFailed(error.to_string())));
-            }
+            fail_all(answers, "did not commit; nothing of it is posted", &error);
             false
         }
     }
 }
 
-/// Records one transfer inside its own savepoint. The outer error means the savepoint could
-/// not be handled (the batch is lost); the inner result is the transfer's own.
-async fn record_one(
-    transaction: &mut WriteTransaction,
-    transfer: &Transfer,
-    render: Render,
-) -> Result<Result<Recorded, LedgerError>, LedgerError> {
-    sqlx::query("SAVEPOINT transfer").execute(&mut **transaction).await?;
-    let recorded = record_in(transaction, transfer, render).await;
-    if recorded.is_err() {
-        sqlx::query("ROLLBACK TO transfer").execute(&mut **transaction).await?;
-    }
-    sqlx::query("RELEASE transfer").execute(&mut **transaction).await?;
-    Ok(recorded)
-}
-
-fn fail_all(batch: Vec<Job>, error: &LedgerError) {
-    tracing::error!(%error, transfers = batch.len(), "a ledger batch could not start");
-    for job in batch {
-        let _ = job.answer.send(Err(LedgerError::BatchFailed(error.to_string())));
+fn fail_all(answers: Vec<oneshot::Sender<Result<Recorded, LedgerError>>>, what: &str, error: &LedgerError) {
+    tracing::error!(%error, transfers = answers.len(), "a ledger batch {what}");
+    for answer in answers {
+        let _ = answer.send(Err(LedgerError::BatchFailed(error.to_string())));
     }
 }

@@ -13,6 +13,7 @@
 //! here knows about plugins, NATS or HTTP.
 
 pub mod accounts;
+mod batch;
 mod commit;
 pub mod funding;
 pub mod queries;

@@ -1,0 +1,197 @@
+//! One batch of transfers: read what it needs in two set-based queries, decide every transfer
+//! in arrival order in memory (pure code, no I/O), write the result in three multi-row
+//! statements. The statement count is the same for one transfer or five hundred, which is
+//! what makes a batch cheap: each statement costs a round trip to SQLite's worker thread.
+//!
+//! Deciding a transfer, in order: an id already recorded (before the batch, or earlier in it)
+//! replays its stored reply; a transfer whose balances would leave the 64-bit range, or whose
+//! account is missing, fails alone (nothing of it is written); a plugin's decline is recorded
+//! without postings; a debit that would cross the payer's floor declines; anything else is
+//! approved and its postings change the batch's working balances, which the next transfer of
+//! the batch sees.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::{AssertSqlSafe, SqliteConnection};
+use wasmpay_protocol::money::MinorUnits;
+use wasmpay_protocol::routing::AccountId;
+
+use super::accounts::{Account, AccountRow, account_from_row};
+use super::commit::Render;
+use super::record::{Decision, Recorded, Transfer, postings};
+use super::{LedgerError, checked, fee_account};
+
+/// What a batch writes once every transfer in it is decided.
+#[derive(Debug, Default)]
+pub(super) struct Writes {
+    /// The final balance of every account a posting touched.
+    balances: BTreeMap<AccountId, MinorUnits>,
+    /// New payment rows: the transfer, its decision and its reply.
+    payments: Vec<(Transfer, Decision, String)>,
+    /// New entries: (payment id, account, amount).
+    entries: Vec<(String, AccountId, MinorUnits)>,
+}
+
+/// Decides `jobs` in order against the recorded payments `existing` (id → request hash,
+/// reply) and the `accounts` they touch. Pure: the same input gives the same output.
+pub(super) fn decide(
+    jobs: Vec<(Transfer, Render)>,
+    mut existing: HashMap<String, (String, String)>,
+    mut accounts: HashMap<AccountId, Account>,
+) -> (Vec<Result<Recorded, LedgerError>>, Writes) {
+    let mut writes = Writes::default();
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for (transfer, render) in jobs {
+        if let Some((request_hash, reply)) = existing.get(&transfer.id) {
+            outcomes.push(Ok(Recorded::Existing { request_hash: request_hash.clone(), reply: reply.clone() }));
+            continue;
+        }
+        let (decision, changes) = match decide_one(&transfer, &accounts) {
+            Ok(decided) => decided,
+            Err(error) => {
+                outcomes.push(Err(error));
+                continue;
+            }
+        };
+        if decision == Decision::Approved {
+            for (account, balance, amount) in changes {
+                if let Some(state) = accounts.get_mut(&account) {
+                    state.balance = balance;
+                }
+                writes.balances.insert(account.clone(), balance);
+                writes.entries.push((transfer.id.clone(), account, amount));
+            }
+        }
+        let reply = render(decision);
+        existing.insert(transfer.id.clone(), (transfer.request_hash.clone(), reply.clone()));
+        outcomes.push(Ok(Recorded::New { decision, reply: reply.clone() }));
+        writes.payments.push((transfer, decision, reply));
+    }
+    (outcomes, writes)
+}
+
+/// A posting as it would change its account: (account, balance after, amount posted).
+type Change = (AccountId, MinorUnits, MinorUnits);
+
+/// The ledger's decision on one new transfer with the changes an approval makes, or why it
+/// cannot be recorded at all.
+fn decide_one(
+    transfer: &Transfer,
+    accounts: &HashMap<AccountId, Account>,
+) -> Result<(Decision, Vec<Change>), LedgerError> {
+    let fee_account = fee_account(transfer.currency);
+    let postings = postings(transfer, &fee_account)?;
+    if transfer.declined_by_plugin {
+        return Ok((Decision::PluginDeclined, Vec::new()));
+    }
+    let mut changes = Vec::with_capacity(postings.len());
+    for posting in postings {
+        let state =
+            accounts.get(posting.account).ok_or_else(|| LedgerError::UnknownAccount(posting.account.to_string()))?;
+        if state.currency != transfer.currency {
+            return Err(LedgerError::Corrupt(format!(
+                "{} holds {}, not {}",
+                state.id, state.currency, transfer.currency
+            )));
+        }
+        let balance = checked(posting.account, state.balance.checked_add(posting.amount))?;
+        if state.floor.is_some_and(|floor| balance < floor) {
+            return Ok((Decision::InsufficientFunds, Vec::new()));
+        }
+        changes.push((posting.account.clone(), balance, posting.amount));
+    }
+    Ok((Decision::Approved, changes))
+}
+
+/// The recorded payments among `ids`: id → (request hash, reply).
+pub(super) async fn recorded(
+    connection: &mut SqliteConnection,
+    ids: &[&str],
+) -> Result<HashMap<String, (String, String)>, LedgerError> {
+    let sql = format!("SELECT id, request_hash, reply FROM payments WHERE id IN ({})", placeholders(ids.len(), 1));
+    let mut query = sqlx::query_as::<_, (String, String, String)>(AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(*id);
+    }
+    let rows = query.fetch_all(&mut *connection).await?;
+    Ok(rows.into_iter().map(|(id, request_hash, reply)| (id, (request_hash, reply))).collect())
+}
+
+/// The accounts among `ids`, by id.
+pub(super) async fn accounts(
+    connection: &mut SqliteConnection,
+    ids: &[&AccountId],
+) -> Result<HashMap<AccountId, Account>, LedgerError> {
+    let sql =
+        format!("SELECT id, currency, balance, floor, kind FROM accounts WHERE id IN ({})", placeholders(ids.len(), 1));
+    let mut query = sqlx::query_as::<_, AccountRow>(AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id.as_str());
+    }
+    let rows = query.fetch_all(&mut *connection).await?;
+    rows.into_iter().map(|row| account_from_row(row).map(|account| (account.id.clone(), account))).collect()
+}
+
+/// Writes a decided batch: balances, payments, entries, one statement each.
+pub(super) async fn write(connection: &mut SqliteConnection, writes: &Writes) -> Result<(), LedgerError> {
+    if !writes.balances.is_empty() {
+        let sql = format!(
+            "UPDATE accounts SET balance = new.column2 FROM (VALUES {}) AS new WHERE accounts.id = new.column1",
+            placeholders(writes.balances.len(), 2)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (account, balance) in &writes.balances {
+            query = query.bind(account.as_str()).bind(balance.0);
+        }
+        let updated = query.execute(&mut *connection).await?;
+        if usize::try_from(updated.rows_affected()).ok() != Some(writes.balances.len()) {
+            return Err(LedgerError::Corrupt("an account of the batch vanished".into()));
+        }
+    }
+    if !writes.payments.is_empty() {
+        let sql = format!(
+            "INSERT INTO payments (id, kind, request_hash, status, code, payer, payee, currency, amount, fee,
+                                   fee_bearer, plugins, partition, reply, created_at_ms) VALUES {}",
+            placeholders(writes.payments.len(), 15)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (transfer, decision, reply) in &writes.payments {
+            let (status, code) = decision.status_and_code();
+            query = query
+                .bind(transfer.id.as_str())
+                .bind(transfer.kind.as_str())
+                .bind(transfer.request_hash.as_str())
+                .bind(status)
+                .bind(code)
+                .bind(transfer.payer.as_str())
+                .bind(transfer.payee.as_str())
+                .bind(transfer.currency.code())
+                .bind(transfer.amount.0)
+                .bind(transfer.fee.0)
+                .bind(transfer.fee_bearer.as_str())
+                .bind(transfer.plugins.as_str())
+                .bind(transfer.partition.map(i64::from))
+                .bind(reply.as_str())
+                .bind(transfer.now_ms);
+        }
+        query.execute(&mut *connection).await?;
+    }
+    if !writes.entries.is_empty() {
+        let sql = format!(
+            "INSERT INTO entries (payment_id, account_id, amount) VALUES {}",
+            placeholders(writes.entries.len(), 3)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (payment, account, amount) in &writes.entries {
+            query = query.bind(payment.as_str()).bind(account.as_str()).bind(amount.0);
+        }
+        query.execute(&mut *connection).await?;
+    }
+    Ok(())
+}
+
+/// `rows` groups of `columns` placeholders: `(?, ?), (?, ?)`, or `?, ?` for one column.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let row = if columns == 1 { "?".to_owned() } else { format!("({})", vec!["?"; columns].join(", ")) };
+    vec![row; rows].join(", ")
+}
