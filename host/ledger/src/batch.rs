@@ -195,3 +195,142 @@ fn placeholders(rows: usize, columns: usize) -> String {
     let row = if columns == 1 { "?".to_owned() } else { format!("({})", vec!["?"; columns].join(", ")) };
     vec![row; rows].join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use wasmpay_protocol::money::{Currency, FeeBearer};
+
+    use super::*;
+    use crate::accounts::AccountKind;
+    use crate::record::TransferKind;
+
+    const CUSTOMERS: usize = 4;
+
+    fn eur() -> Currency {
+        "EUR".parse().unwrap_or_else(|_| unreachable!())
+    }
+
+    fn customer(index: usize) -> AccountId {
+        AccountId::new(format!("c{index}")).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// (payer, payee offset, amount, fee, payer bears the fee, declined by a plugin, id)
+    type Step = (usize, usize, i64, i64, bool, bool, u8);
+
+    fn transfer((payer, offset, amount, fee, payer_bears, declined, id): Step) -> Transfer {
+        Transfer {
+            id: format!("t{id}"),
+            kind: TransferKind::Payment,
+            request_hash: format!("h{id}"),
+            payer: customer(payer),
+            payee: customer((payer + 1 + offset) % CUSTOMERS),
+            currency: eur(),
+            amount: MinorUnits(amount),
+            fee: MinorUnits(fee.min(amount)),
+            fee_bearer: if payer_bears { FeeBearer::Payer } else { FeeBearer::Payee },
+            plugins: String::new(),
+            partition: None,
+            now_ms: 0,
+            declined_by_plugin: declined,
+        }
+    }
+
+    fn account(id: AccountId, balance: i64, floor: Option<i64>, kind: AccountKind) -> (AccountId, Account) {
+        let account = Account {
+            id: id.clone(),
+            currency: eur(),
+            balance: MinorUnits(balance),
+            floor: floor.map(MinorUnits),
+            kind,
+        };
+        (id, account)
+    }
+
+    /// The ledger's rules, one transfer at a time, written as plainly as possible.
+    fn reference(steps: &[Step], start: &[(i64, i64)]) -> (Vec<&'static str>, Vec<i64>, i64) {
+        let mut balances: Vec<i64> = start.iter().map(|(balance, _)| *balance).collect();
+        let mut fees = 0_i64;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut decisions = Vec::new();
+        for step in steps {
+            let transfer = transfer(*step);
+            if !seen.insert(transfer.id.clone()) {
+                decisions.push("replayed");
+                continue;
+            }
+            if transfer.declined_by_plugin {
+                decisions.push("plugin_declined");
+                continue;
+            }
+            let (payer, payee) = (step.0, (step.0 + 1 + step.1) % CUSTOMERS);
+            let fee = transfer.fee.0;
+            let (debit, credit) = if step.4 {
+                (transfer.amount.0 + fee, transfer.amount.0)
+            } else {
+                (transfer.amount.0, transfer.amount.0 - fee)
+            };
+            if balances[payer] - debit < start[payer].1 {
+                decisions.push("insufficient_funds");
+                continue;
+            }
+            balances[payer] -= debit;
+            balances[payee] += credit;
+            fees += fee;
+            decisions.push("approved");
+        }
+        (decisions, balances, fees)
+    }
+
+    proptest! {
+        /// Any sequence of transfers, decided as one batch, gives the decisions and balances of
+        /// the plain one-at-a-time rules, posts entries that sum to zero, and conserves money.
+        #[test]
+        fn a_batch_decides_like_one_transfer_at_a_time(
+            // Small amounts against small balances, so debits often land exactly on a floor.
+            start in proptest::collection::vec((0_i64..300, -100_i64..=0), CUSTOMERS),
+            steps in proptest::collection::vec(
+                (0..CUSTOMERS, 0..CUSTOMERS - 1, 1_i64..120, 0_i64..20, any::<bool>(), proptest::bool::weighted(0.1), 0_u8..40),
+                1..80,
+            ),
+        ) {
+            let mut accounts: HashMap<AccountId, Account> = (0..CUSTOMERS)
+                .map(|index| account(customer(index), start[index].0, Some(start[index].1), AccountKind::Customer))
+                .collect();
+            let (fees_id, fees) = account(fee_account(eur()), 0, Some(0), AccountKind::Fees);
+            accounts.insert(fees_id.clone(), fees);
+            let jobs: Vec<(Transfer, Render)> = steps
+                .iter()
+                .map(|step| (transfer(*step), Box::new(|decision: Decision| format!("{decision:?}")) as Render))
+                .collect();
+            let (outcomes, writes) = decide(jobs, HashMap::new(), accounts.clone());
+
+            let (expected, balances, collected) = reference(&steps, &start);
+            let decided: Vec<&str> = outcomes
+                .iter()
+                .map(|outcome| match outcome {
+                    Ok(Recorded::Existing { .. }) => "replayed",
+                    Ok(Recorded::New { decision: Decision::Approved, .. }) => "approved",
+                    Ok(Recorded::New { decision: Decision::InsufficientFunds, .. }) => "insufficient_funds",
+                    Ok(Recorded::New { decision: Decision::PluginDeclined, .. }) => "plugin_declined",
+                    Err(_) => "failed",
+                })
+                .collect();
+            prop_assert_eq!(&decided, &expected);
+            for (index, expected_balance) in balances.iter().enumerate() {
+                let written = writes.balances.get(&customer(index)).map_or(start[index].0, |balance| balance.0);
+                prop_assert_eq!(written, *expected_balance);
+            }
+            prop_assert_eq!(writes.balances.get(&fees_id).map_or(0, |balance| balance.0), collected);
+            let mut per_payment: BTreeMap<&str, i64> = BTreeMap::new();
+            for (payment, _, amount) in &writes.entries {
+                *per_payment.entry(payment.as_str()).or_default() += amount.0;
+            }
+            prop_assert!(per_payment.values().all(|sum| *sum == 0), "{:?}", per_payment);
+            let before: i64 = start.iter().map(|(balance, _)| balance).sum();
+            let after: i64 = balances.iter().sum::<i64>() + collected;
+            prop_assert_eq!(before, after);
+            prop_assert_eq!(writes.payments.len(), expected.iter().filter(|decision| **decision != "replayed").count());
+        }
+    }
+}
