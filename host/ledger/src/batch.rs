@@ -79,8 +79,27 @@ fn decide_one(
     transfer: &Transfer,
     accounts: &HashMap<AccountId, Account>,
 ) -> Result<(Decision, Vec<Change>), LedgerError> {
+    // What the schema would refuse is refused here, for this transfer alone: at commit it
+    // would fail the whole batch.
+    if transfer.amount <= MinorUnits::ZERO || transfer.fee < MinorUnits::ZERO {
+        let message = format!("{}: the amount must be positive and the fee not negative", transfer.id);
+        return Err(LedgerError::Invalid(message));
+    }
+    for account in [&transfer.payer, &transfer.payee] {
+        if !accounts.contains_key(account) {
+            return Err(LedgerError::UnknownAccount(account.to_string()));
+        }
+    }
     let fee_account = fee_account(transfer.currency);
     let postings = postings(transfer, &fee_account)?;
+    // Each posting is computed from the balance before the transfer, so each account may
+    // appear once.
+    let twice = postings.iter().enumerate().find_map(|(index, posting)| {
+        postings[..index].iter().any(|earlier| earlier.account == posting.account).then_some(posting.account)
+    });
+    if let Some(twice) = twice {
+        return Err(LedgerError::Invalid(format!("{}: posts to `{twice}` twice", transfer.id)));
+    }
     if transfer.declined_by_plugin {
         return Ok((Decision::PluginDeclined, Vec::new()));
     }
@@ -332,5 +351,45 @@ mod tests {
             prop_assert_eq!(before, after);
             prop_assert_eq!(writes.payments.len(), expected.iter().filter(|decision| **decision != "replayed").count());
         }
+    }
+
+    /// One transfer of a batch that cannot be recorded fails alone: nothing of it is written,
+    /// and the transfers around it are decided as if it were not there.
+    #[test]
+    fn a_failing_transfer_leaves_no_trace_in_its_batch() {
+        let mut accounts: HashMap<AccountId, Account> = [
+            account(customer(0), 1_000, Some(0), AccountKind::Customer),
+            account(customer(1), i64::MAX - 50, Some(0), AccountKind::Customer),
+        ]
+        .into_iter()
+        .collect();
+        let (fees_id, fees) = account(fee_account(eur()), 0, Some(0), AccountKind::Fees);
+        accounts.insert(fees_id, fees);
+        let render = || Box::new(|decision: Decision| format!("{decision:?}")) as Render;
+        let jobs = vec![
+            (transfer((0, 0, 10, 0, false, false, 1)), render()),
+            // Credits 100 to c1, whose balance would leave the 64-bit range.
+            (transfer((0, 0, 100, 0, false, false, 2)), render()),
+            (transfer((0, 0, 20, 0, false, false, 3)), render()),
+        ];
+        let (outcomes, writes) = decide(jobs, HashMap::new(), accounts);
+        assert!(matches!(outcomes[1], Err(LedgerError::Overflow(_))), "{outcomes:?}");
+        assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+        assert_eq!(writes.balances.get(&customer(0)), Some(&MinorUnits(1_000 - 10 - 20)));
+        assert_eq!(writes.balances.get(&customer(1)), Some(&MinorUnits(i64::MAX - 50 + 30)));
+        assert_eq!(writes.payments.len(), 2);
+        assert!(writes.entries.iter().all(|(payment, _, _)| payment != "t2"));
+    }
+
+    #[test]
+    fn a_transfer_to_its_own_payer_is_refused() {
+        let accounts: HashMap<AccountId, Account> =
+            [account(customer(0), 1_000, Some(0), AccountKind::Customer)].into_iter().collect();
+        let mut looping = transfer((0, 0, 10, 0, false, false, 1));
+        looping.payee = customer(0);
+        let render: Render = Box::new(|_| String::new());
+        let (outcomes, writes) = decide(vec![(looping, render)], HashMap::new(), accounts);
+        assert!(matches!(outcomes[0], Err(LedgerError::Invalid(_))), "{outcomes:?}");
+        assert!(writes.balances.is_empty() && writes.payments.is_empty());
     }
 }

@@ -149,7 +149,13 @@ async fn apply(pool: &SqlitePool, batch: Vec<Job>) -> bool {
             return false;
         }
     };
-    let (outcomes, writes) = batch::decide(jobs, existing, accounts);
+    // `decide` runs callers' code (the reply renderers): a panic there must fail this batch,
+    // not end the committer and with it every later write.
+    let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batch::decide(jobs, existing, accounts)));
+    let Ok((outcomes, writes)) = decided else {
+        fail_all(answers, "panicked while deciding", &LedgerError::Corrupt("a reply renderer panicked".into()));
+        return false;
+    };
     let committed = async {
         let mut transaction = transaction;
         batch::write(&mut transaction, &writes).await?;

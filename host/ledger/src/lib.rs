@@ -22,7 +22,7 @@ mod schema;
 mod write;
 
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::SqlitePool;
@@ -64,6 +64,10 @@ pub enum LedgerError {
     /// Stored data that this code cannot have written.
     #[error("corrupt ledger data: {0}")]
     Corrupt(String),
+    /// The transfer itself breaks the ledger's rules (a caller's bug): a non-positive amount,
+    /// a negative fee, or two postings to one account.
+    #[error("invalid transfer: {0}")]
+    Invalid(String),
     /// The batch this transfer was in did not commit; nothing of it was posted.
     #[error("the ledger batch did not commit: {0}")]
     BatchFailed(String),
@@ -86,8 +90,8 @@ impl LedgerError {
 pub struct Ledger {
     pool: SqlitePool,
     committer: tokio::sync::mpsc::Sender<commit::Job>,
-    /// The last write probe.
-    probe: Arc<Mutex<Option<Probe>>>,
+    /// The last write probe; held while probing, so concurrent callers share one probe.
+    probe: Arc<tokio::sync::Mutex<Option<Probe>>>,
 }
 
 /// The fee account of a currency, credited with every fee.
@@ -137,15 +141,24 @@ impl Ledger {
     /// (`user_version`, which nothing else uses). It probes at most once per
     /// [`PROBE_INTERVAL`]; in between it answers what the last probe found.
     pub async fn writable(&self) -> Result<(), String> {
-        let cached = self.probe.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        if let Some((at, found)) = cached
+        if self.committer.is_closed() {
+            return Err("the ledger's committer has stopped".to_owned());
+        }
+        let mut probe = self.probe.lock().await;
+        if let Some((at, found)) = probe.as_ref()
             && at.elapsed() < PROBE_INTERVAL
         {
-            return found;
+            return found.clone();
         }
         let found = self.probe_write().await.map_err(|error| error.to_string());
-        *self.probe.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), found.clone()));
+        *probe = Some((Instant::now(), found.clone()));
         found
+    }
+
+    /// Resolves if the committer has stopped (it only does when it panicked): from then on
+    /// every write fails, so the node must stop and be restarted.
+    pub async fn stopped(&self) {
+        self.committer.closed().await;
     }
 
     async fn probe_write(&self) -> Result<(), LedgerError> {

@@ -1,5 +1,7 @@
 //! Ledger behaviour against a real SQLite file.
 
+use std::sync::{Mutex, PoisonError};
+
 use super::*;
 use wasmpay_protocol::money::FeeBearer;
 

@@ -32,6 +32,9 @@ use wasmpay_protocol::{ClusterInfo, Code, Refusal, Reply};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one publish (a reply, an event, a forward) may wait for the connection's buffer.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the partition workers get to finish what they hold once the queues close (each
+/// reply may wait [`PUBLISH_TIMEOUT`] when the server is gone).
+const WORKERS_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the final flush may wait for the server.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -126,7 +129,14 @@ impl Bus {
         }
         self.drain(&mut pay, &mut submit, &mut info, &queues).await;
         drop(queues);
-        while workers.join_next().await.is_some() {}
+        let finished =
+            tokio::time::timeout(WORKERS_STOP_TIMEOUT, async { while workers.join_next().await.is_some() {} }).await;
+        if finished.is_err() {
+            // What a worker still holds is either recorded (a retry gets the stored reply) or
+            // not (a retry records it): stopping it loses no payment.
+            tracing::warn!("partition workers still busy after {WORKERS_STOP_TIMEOUT:?}; stopping them");
+            workers.abort_all();
+        }
         if tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush()).await.is_err() {
             tracing::warn!("NATS did not confirm the last replies within {FLUSH_TIMEOUT:?}");
         }

@@ -174,14 +174,18 @@ impl Node {
         &self.ledger
     }
 
-    /// Resolves if the node can no longer serve every partition (a worker died), with why.
+    /// Resolves if the node can no longer serve every partition (a worker died, or the
+    /// ledger's committer), with why.
     /// The node has stopped taking payments by then: shut it down and exit with an error, so a
     /// supervisor restarts it.
     pub async fn failed(&mut self) -> String {
-        match self.failure.wait_for(Option::is_some).await {
-            Ok(cause) => cause.clone().unwrap_or_default(),
-            // The bus is gone without saying why: that is a failure too.
-            Err(_) => "the bus stopped".to_owned(),
+        tokio::select! {
+            cause = self.failure.wait_for(Option::is_some) => match cause {
+                Ok(cause) => cause.clone().unwrap_or_default(),
+                // The bus is gone without saying why: that is a failure too.
+                Err(_) => "the bus stopped".to_owned(),
+            },
+            () = self.ledger.stopped() => "the ledger's committer stopped".to_owned(),
         }
     }
 

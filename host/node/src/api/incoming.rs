@@ -26,8 +26,8 @@ fn percent_decode(segment: &str) -> Option<String> {
     let mut index = 0;
     while index < bytes.len() {
         if bytes[index] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(index + 1..index + 3)?).ok()?;
-            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = bytes.get(index + 1..index + 3).filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))?;
+            decoded.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             index += 3;
         } else {
             decoded.push(bytes[index]);
@@ -71,7 +71,7 @@ mod tests {
         assert_eq!(decoded, ["v1", "payments", "x:card:1"]);
         assert_eq!(path_segments("/v1/accounts/a%2Db").expect("valid"), ["v1", "accounts", "a-b"]);
         assert_eq!(path_segments("/v1/accounts/a%2Fb").expect("valid"), ["v1", "accounts", "a/b"]);
-        for bad in ["/v1/%zz", "/v1/%4", "/v1/%ff%fe"] {
+        for bad in ["/v1/%zz", "/v1/%4", "/v1/%ff%fe", "/v1/%+A"] {
             assert_eq!(path_segments(bad), None, "{bad}");
         }
     }
