@@ -2,7 +2,7 @@
 //! stopped with SIGTERM.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use wasmpay_tests::NatsServer;
@@ -11,6 +11,29 @@ const BINARY: &str = env!("CARGO_BIN_EXE_wasmpay");
 
 fn run(args: &[&str], token: &str) -> Output {
     Command::new(BINARY).args(args).env("WASMPAY_ADMIN_TOKEN", token).output().unwrap()
+}
+
+/// Starts `wasmpay serve` through `launcher` (the binary, or a wrapper given the binary) with a
+/// ledger in `workdir` and a free HTTP port, and waits until it listens; the node and its
+/// HTTP address.
+fn spawn_serve(mut launcher: Command, nats: &NatsServer, workdir: &std::path::Path, extra: &[&str]) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let http = format!("127.0.0.1:{port}");
+    let db = format!("sqlite://{}", workdir.join("node.db").display());
+    let node = launcher
+        .args(["serve", "--nats", &nats.url(), "--db", &db, "--http", &http])
+        .args(extra)
+        .env("WASMPAY_ADMIN_TOKEN", "secret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !wasmpay_tests::answers(http.parse().unwrap()) {
+        assert!(started.elapsed() < Duration::from_secs(30), "node did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (node, http)
 }
 
 fn text(output: &Output) -> String {
@@ -34,22 +57,8 @@ fn demo_pays_through_nats_and_the_books_balance() {
 fn serve_takes_commands_and_stops_cleanly_on_sigterm() {
     let nats = NatsServer::start(None).expect("nats-server");
     let workdir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let http = format!("127.0.0.1:{port}");
+    let (mut node, http) = spawn_serve(Command::new(BINARY), &nats, workdir.path(), &["--node-id", "cli-test"]);
     let api = format!("http://{http}");
-    let db = format!("sqlite://{}", workdir.path().join("node.db").display());
-    let mut node = Command::new(BINARY)
-        .args(["serve", "--nats", &nats.url(), "--db", &db, "--http", &http, "--node-id", "cli-test"])
-        .env("WASMPAY_ADMIN_TOKEN", "secret")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !wasmpay_tests::answers(http.parse().unwrap()) {
-        assert!(started.elapsed() < Duration::from_secs(30), "node did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     for args in [
         vec!["account", "open", "alice", "--currency", "EUR", "--api", &api],
         vec!["account", "open", "shop", "--currency", "EUR", "--api", &api],
@@ -94,22 +103,10 @@ fn idle_clients_cannot_exhaust_the_nodes_file_descriptors() {
     let workdir = tempfile::tempdir().unwrap();
     let config = workdir.path().join("wasmpay.toml");
     std::fs::write(&config, "[http]\nmax_connections = 16\nheader_read_timeout_ms = 1000\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let http = format!("127.0.0.1:{port}");
-    let db = format!("sqlite://{}", workdir.path().join("node.db").display());
-    let mut node = Command::new("prlimit")
-        .args(["--nofile=64:64", BINARY, "serve", "--nats", &nats.url(), "--db", &db, "--http", &http])
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !wasmpay_tests::answers(http.parse().unwrap()) {
-        assert!(started.elapsed() < Duration::from_secs(30), "node did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut limited = Command::new("prlimit");
+    limited.args(["--nofile=64:64", BINARY]);
+    let config = config.display().to_string();
+    let (mut node, http) = spawn_serve(limited, &nats, workdir.path(), &["--config", &config]);
     let idle: Vec<std::net::TcpStream> = (0..100).filter_map(|_| std::net::TcpStream::connect(&http).ok()).collect();
     let started = Instant::now();
     let healthy = loop {
