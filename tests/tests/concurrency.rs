@@ -31,3 +31,43 @@ async fn two_hundred_concurrent_payments_against_a_balance_for_fifty() {
     assert_eq!(audit.payments_by_outcome.get("payment approved ok"), Some(&50));
     assert_eq!(audit.payments_by_outcome.get("payment declined insufficient_funds"), Some(&150));
 }
+
+/// Payers on many partitions paying one merchant at once: their payments meet in shared ledger
+/// batches (the hot payee and the fee account credited by every one of them), and every
+/// balance comes out exact, with each payer's own floor holding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_payers_paying_one_merchant_share_batches_and_stay_exact() {
+    let harness = Harness::start().await;
+    harness.open("merchant", "EUR", 0).await;
+    let payers: Vec<String> = (0..32).map(|index| format!("payer-{index:02}")).collect();
+    for payer in &payers {
+        harness.open(payer, "EUR", 0).await;
+        harness.deposit(payer, 3 * 1_000).await;
+    }
+    // Four payments of 10.00 per payer against funds for three.
+    let payments: Vec<_> = (0..4)
+        .flat_map(|round| payers.iter().map(move |payer| (round, payer)))
+        .map(|(round, payer)| card(&format!("{payer}-{round}"), payer, "merchant", 1_000))
+        .collect();
+    let replies = join_all(payments.iter().map(|payment| harness.pay(payment))).await;
+
+    let approved = replies.iter().filter(|reply| reply.status == Status::Approved).count();
+    let insufficient = replies.iter().filter(|reply| reply.code == Code::InsufficientFunds).count();
+    assert_eq!((approved, insufficient), (3 * 32, 32), "{:?}", replies.iter().find(|r| r.status == Status::Error));
+    for payer in &payers {
+        assert_eq!(harness.balance(payer).await, 0, "{payer}");
+    }
+    assert_eq!(harness.balance("merchant").await, 3 * 32 * (1_000 - 54));
+    assert_eq!(harness.balance("_fees_EUR").await, 3 * 32 * 54);
+    let (_, metrics) = harness.api("GET", "/metrics", None).await;
+    let single_batches = metric(&metrics, "wasmpay_ledger_batch_size_bucket{le=\"1\"}");
+    let batches = metric(&metrics, "wasmpay_ledger_batch_size_count");
+    assert!(single_batches < batches, "every batch held one transfer: {single_batches} of {batches}");
+    assert!(harness.ledger.audit().await.unwrap().is_balanced());
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).map(|value| value.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
