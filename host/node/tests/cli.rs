@@ -164,3 +164,18 @@ fn ledger_verify_finds_a_tampered_balance() {
     let missing = run(&["ledger", "verify", "--db", "sqlite:///nonexistent/ledger.db"], "");
     assert!(!missing.status.success() && text(&missing).contains("no ledger"), "{}", text(&missing));
 }
+
+/// `wasmpay bench` starts what it needs, measures each scenario beside the bus limit, and
+/// reports every row with no failed request.
+#[test]
+fn bench_measures_every_scenario_beside_the_bus_limit() {
+    let output = run(&["bench", "--payments", "300", "--in-flight", "8", "--payers", "20", "--json"], "");
+    assert!(output.status.success(), "{}", text(&output));
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for row in rows {
+        assert_eq!((row["requests"].as_u64(), row["failed"].as_u64()), (Some(300), Some(0)), "{row}");
+        assert!(row["per_second"].as_u64().unwrap() > 0, "{row}");
+    }
+}

@@ -41,6 +41,8 @@ enum Command {
     /// Check a ledger database directly.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Measure a node on embedded defaults beside the bus limit (private NATS, SQLite).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -205,6 +207,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Pay(args) => pay(args).await,
         Command::Account(command) => account(command).await,
         Command::Ledger(LedgerCommand::Verify { db }) => verify(&db).await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 

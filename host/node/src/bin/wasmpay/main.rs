@@ -1,11 +1,15 @@
 //! The `wasmpay` binary: parses arguments and hands over to the library. This is the edge of
 //! the program, the one place errors become `anyhow` reports.
 //!
-//! Layout: `cli` parses the command line and runs `serve`, `pay` and `account`; `demo` runs
-//! the main job on embedded defaults. Both talk to nodes through `wasmpay::client`.
+//! Layout: `cli` parses the command line and runs `serve`, `pay`, `account` and `ledger`;
+//! `demo` runs the main job on embedded defaults; `bench` measures a node beside its baselines;
+//! `nats` starts a private NATS server for the last two. They talk to nodes through
+//! `wasmpay::client`.
 
+mod bench;
 mod cli;
 mod demo;
+mod nats;
 
 fn main() -> std::process::ExitCode {
     cli::main()
