@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
@@ -21,31 +20,13 @@ use wasmpay_protocol::routing::AccountId;
 use super::batch;
 use super::record::{Decision, Recorded, Transfer};
 use super::write::WriteTransaction;
-use super::{Ledger, LedgerError, fee_account};
+use super::{Ledger, LedgerError, LedgerSettings, fee_account};
 
 /// Transfers that may wait for the committer before `record` itself waits.
 const QUEUE_DEPTH: usize = 4_096;
 /// The largest batch whatever the settings: its multi-row statements stay well inside
 /// SQLite's 32,766 bound parameters (15 per payment row).
 const BATCH_SIZE_LIMIT: usize = 1_000;
-
-/// How the ledger batches its writes (`[ledger]` in `wasmpay.toml`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BatchSettings {
-    /// Transfers in one transaction at most.
-    pub batch_size_max: usize,
-    /// How long a batch may wait for more transfers once it has one, in microseconds. 0
-    /// takes only what is already waiting: while one batch commits the next one fills up,
-    /// so batches grow with the load and a lone payment waits for nobody.
-    pub batch_delay_us_max: u64,
-}
-
-impl Default for BatchSettings {
-    fn default() -> Self {
-        BatchSettings { batch_size_max: 512, batch_delay_us_max: 0 }
-    }
-}
 
 /// Told of every committed batch, so the node can report batch sizes and commit latency
 /// without this crate knowing how.
@@ -83,7 +64,7 @@ impl Ledger {
 /// Starts the committer task of `pool`; it ends when every sender is gone.
 pub(super) fn start(
     pool: SqlitePool,
-    settings: BatchSettings,
+    settings: LedgerSettings,
     observer: Option<Arc<dyn CommitObserver>>,
 ) -> mpsc::Sender<Job> {
     let (sender, jobs) = mpsc::channel(QUEUE_DEPTH);
@@ -94,7 +75,7 @@ pub(super) fn start(
 async fn commit_batches(
     pool: SqlitePool,
     mut jobs: mpsc::Receiver<Job>,
-    settings: BatchSettings,
+    settings: LedgerSettings,
     observer: Option<Arc<dyn CommitObserver>>,
 ) {
     let size_max = settings.batch_size_max.clamp(1, BATCH_SIZE_LIMIT);

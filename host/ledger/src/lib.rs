@@ -32,10 +32,43 @@ use wasmpay_protocol::money::{Currency, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
 
 pub use accounts::{Account, AccountKind, NewAccount};
-pub use commit::{BatchSettings, CommitObserver, Render};
+pub use commit::{CommitObserver, Render};
 pub use funding::Deposited;
 pub use queries::{Audit, StoredPayment};
 pub use record::{Decision, Recorded, Transfer, TransferKind};
+
+/// How the ledger writes (`[ledger]` in `wasmpay.toml`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSettings {
+    /// Transfers in one batch (one transaction, one fsync) at most.
+    pub batch_size_max: usize,
+    /// How long a batch may wait for more transfers once it has one, in microseconds. 0
+    /// takes only what is already waiting: while one batch commits the next one fills up,
+    /// so batches grow with the load and a lone payment waits for nobody.
+    pub batch_delay_us_max: u64,
+    /// When a commit reaches the disk.
+    pub synchronous: Durability,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        LedgerSettings { batch_size_max: 512, batch_delay_us_max: 0, synchronous: Durability::Full }
+    }
+}
+
+/// When SQLite makes a commit durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Every commit is fsynced before it is answered: an acknowledged payment survives a power
+    /// cut. Group commit is how throughput is bought back, not a weaker sync.
+    #[default]
+    Full,
+    /// WAL commits are fsynced at checkpoints only: faster, but the last commits before a power
+    /// cut (not a process crash) can be lost although they were answered.
+    Normal,
+}
 
 /// When the ledger last probed a write, and what it found.
 type Probe = (Instant, Result<(), String>);
@@ -113,26 +146,27 @@ impl Ledger {
     /// Opens (creating it if needed) the SQLite database at `url`, e.g. `sqlite://wasmpay.db`,
     /// and applies pending migrations, with the default batching and no observer.
     pub async fn open(url: &str) -> Result<Ledger, LedgerError> {
-        Ledger::open_with(url, BatchSettings::default(), None).await
+        Ledger::open_with(url, LedgerSettings::default(), None).await
     }
 
-    /// [`Ledger::open`] with `batching` for group commit, reporting batches to `observer`.
+    /// [`Ledger::open`] with `settings`, reporting committed batches to `observer`.
     pub async fn open_with(
         url: &str,
-        batching: BatchSettings,
+        settings: LedgerSettings,
         observer: Option<Arc<dyn CommitObserver>>,
     ) -> Result<Ledger, LedgerError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a committed payment survives a power cut. Batching (one commit for many
-            // payments) is how throughput is bought back, not a weaker sync.
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(match settings.synchronous {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Normal => SqliteSynchronous::Normal,
+            })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         schema::sqlite().run(&pool).await?;
-        let committer = commit::start(pool.clone(), batching, observer);
+        let committer = commit::start(pool.clone(), settings, observer);
         Ok(Ledger { pool, committer, probe: Arc::default() })
     }
 

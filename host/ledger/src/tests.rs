@@ -238,7 +238,7 @@ async fn concurrent_transfers_share_batches_and_a_failing_one_fails_alone() {
     let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
     let batches = Arc::new(Batches::default());
     let observer: Arc<dyn CommitObserver> = batches.clone();
-    let batching = BatchSettings { batch_size_max: 64, batch_delay_us_max: 5_000 };
+    let batching = LedgerSettings { batch_size_max: 64, batch_delay_us_max: 5_000, ..LedgerSettings::default() };
     let ledger = Ledger::open_with(&url, batching, Some(observer)).await.expect("open ledger");
     open(&ledger, "alice", 0).await;
     open(&ledger, "shop", 0).await;

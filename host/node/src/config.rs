@@ -24,6 +24,7 @@
 //! [ledger]                    # group commit: one transaction and one fsync per batch
 //! batch_size_max = 512        # transfers in one batch at most
 //! batch_delay_us_max = 0      # 0: a batch takes what is waiting; > 0: waits this long for more
+//! synchronous = "full"        # "full": fsync every commit; "normal": a power cut may lose the last
 //!
 //! [http]
 //! max_connections = 256       # connections served at once; more are closed at once
@@ -37,7 +38,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use wasmpay_plugin_host::{FeeLimit, MethodSettings, PluginSettings, SandboxSettings};
 
-use wasmpay_ledger::BatchSettings;
+use wasmpay_ledger::LedgerSettings;
 
 use crate::api::HttpLimits;
 
@@ -60,9 +61,9 @@ pub struct Config {
     /// Bounds of the operators' HTTP server.
     #[serde(default)]
     pub http: HttpLimits,
-    /// How the ledger batches its writes (group commit).
+    /// How the ledger writes: group commit, durability.
     #[serde(default)]
-    pub ledger: BatchSettings,
+    pub ledger: LedgerSettings,
 }
 
 /// A configuration file that cannot be used.
@@ -111,6 +112,8 @@ mod tests {
             [fee_limits.card]
             max_bps = 500
             fixed = { EUR = 30 }
+            [ledger]
+            synchronous = "normal"
         "#;
         let config: Config = toml::from_str(text).expect("valid");
         assert_eq!(config.sandbox.call_timeout_ms, 20);
@@ -118,6 +121,8 @@ mod tests {
         assert_eq!(config.plugins["card"].config["fee.bps"], "250");
         assert_eq!(config.methods["card"].validators, ["card", "limits"]);
         assert_eq!((config.fee_limits["card"].max_bps, config.fee_limits["card"].fixed["EUR"]), (500, 30));
+        assert_eq!(config.ledger.synchronous, wasmpay_ledger::Durability::Normal);
+        assert_eq!(config.ledger.batch_size_max, 512);
         assert!(toml::from_str::<Config>("[sandbox]\ncall_timeout = 1").is_err());
         assert_eq!(toml::from_str::<Config>("").expect("empty"), Config::default());
     }
