@@ -1,8 +1,10 @@
 //! Opening and reading accounts.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
-use super::{Ledger, LedgerError, external_account, fee_account, parse_account_id, parse_currency};
+use super::{Ledger, LedgerError, batch, external_account, fee_account, parse_account_id, parse_currency};
 use wasmpay_protocol::money::{Currency, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
 
@@ -113,8 +115,13 @@ impl Ledger {
 
     /// The account `id`, if it exists.
     pub async fn account(&self, id: &AccountId) -> Result<Option<Account>, LedgerError> {
+        Ok(self.accounts(&[id]).await?.remove(id))
+    }
+
+    /// The accounts among `ids` that exist, by id, in one query.
+    pub async fn accounts(&self, ids: &[&AccountId]) -> Result<HashMap<AccountId, Account>, LedgerError> {
         let mut connection = self.pool.acquire().await?;
-        fetch(&mut connection, id).await
+        batch::accounts(&mut connection, ids).await
     }
 }
 
@@ -122,12 +129,7 @@ pub(super) async fn fetch(
     connection: &mut sqlx::SqliteConnection,
     id: &AccountId,
 ) -> Result<Option<Account>, LedgerError> {
-    let row: Option<AccountRow> =
-        sqlx::query_as("SELECT id, currency, balance, floor, kind FROM accounts WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&mut *connection)
-            .await?;
-    row.map(account_from_row).transpose()
+    Ok(batch::accounts(connection, &[id]).await?.remove(id))
 }
 
 pub(super) fn account_from_row((id, currency, balance, floor, kind): AccountRow) -> Result<Account, LedgerError> {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Ledger, LedgerError};
+use super::{Ledger, LedgerError, batch};
 
 /// A recorded payment or deposit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -89,10 +89,8 @@ impl Ledger {
 
     /// The fingerprint and reply recorded under `id`: the idempotency check before any work.
     pub async fn recorded_reply(&self, id: &str) -> Result<Option<(String, String)>, LedgerError> {
-        Ok(sqlx::query_as("SELECT request_hash, reply FROM payments WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
+        let mut connection = self.pool.acquire().await?;
+        Ok(batch::recorded(&mut connection, &[id]).await?.remove(id))
     }
 
     /// Checks conservation of money, balanced entries and balances against entries.

@@ -116,14 +116,14 @@ impl Processor {
         self.record(request, partition, pipeline, &verdict, &fingerprint, received_at_ms).await
     }
 
-    /// Both accounts exist, are customer accounts and hold the payment's currency.
+    /// Both accounts exist, are customer accounts and hold the payment's currency (one read).
     async fn check_accounts(&self, request: &PaymentRequest) -> Result<(), (Code, String)> {
+        let mut accounts = match self.ledger.accounts(&[&request.payer, &request.payee]).await {
+            Ok(accounts) => accounts,
+            Err(error) => return Err((Code::Unavailable, format!("ledger unavailable: {error}"))),
+        };
         for (role, id) in [("payer", &request.payer), ("payee", &request.payee)] {
-            let account = match self.ledger.account(id).await {
-                Ok(account) => account,
-                Err(error) => return Err((Code::Unavailable, format!("ledger unavailable: {error}"))),
-            };
-            let Some(account) = account.filter(|_| !id.is_system()) else {
+            let Some(account) = accounts.remove(id).filter(|_| !id.is_system()) else {
                 return Err((Code::UnknownAccount, format!("{role} `{id}` does not exist")));
             };
             if account.currency != request.currency {
