@@ -104,6 +104,13 @@ impl Harness {
         assert_eq!(status, 201, "{body}");
     }
 
+    /// Opens `payer` and `payee` (EUR, floor 0) and funds `payer` with `funds` minor units.
+    pub async fn open_pair(&self, payer: &str, payee: &str, funds: u64) {
+        self.open(payer, "EUR", 0).await;
+        self.open(payee, "EUR", 0).await;
+        self.deposit(payer, funds).await;
+    }
+
     /// Funds an account through the HTTP API.
     pub async fn deposit(&self, account: &str, amount: u64) {
         let path = format!("/v1/accounts/{account}/deposits");

@@ -63,9 +63,7 @@ async fn accounts_deposits_and_payments_over_http() {
 #[tokio::test]
 async fn health_readiness_and_metrics_need_no_token() {
     let harness = Harness::start().await;
-    harness.open("alice", "EUR", 0).await;
-    harness.open("shop", "EUR", 0).await;
-    harness.deposit("alice", 1_000).await;
+    harness.open_pair("alice", "shop", 1_000).await;
     harness.pay(&card("m-1", "alice", "shop", 100)).await;
     for (path, needle) in [
         ("/healthz", "ok"),
@@ -93,9 +91,7 @@ async fn shutdown_answers_every_payment_it_took_and_records_nothing_unanswered()
     // client gives up, so only a message dropped on the wire can end in a timeout.
     const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
     let mut harness = Harness::start().await;
-    harness.open("alice", "EUR", 0).await;
-    harness.open("shop", "EUR", 0).await;
-    harness.deposit("alice", 1_000_000).await;
+    harness.open_pair("alice", "shop", 1_000_000).await;
     let subject = "wasmpay.submit.alice";
     let (first_reply, mut first_reply_seen) = tokio::sync::watch::channel(false);
     let mut requests = tokio::task::JoinSet::new();
@@ -155,9 +151,7 @@ async fn raw_status(harness: &Harness, request: String) -> u16 {
 #[tokio::test]
 async fn requests_are_read_exactly() {
     let harness = Harness::start().await;
-    harness.open("alice", "EUR", 0).await;
-    harness.open("shop", "EUR", 0).await;
-    harness.deposit("alice", 10_000).await;
+    harness.open_pair("alice", "shop", 10_000).await;
     assert_eq!(harness.pay(&card("x:card:1", "alice", "shop", 100)).await.status, wasmpay_protocol::Status::Approved);
     // Paths are percent-decoded; the scheme of the token is case-insensitive (RFC 9110).
     for path in ["/v1/payments/x%3Acard%3A1", "/v1/accounts/sh%6Fp"] {

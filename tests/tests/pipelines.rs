@@ -24,9 +24,7 @@ async fn configured_pipelines_and_plugin_config_decide_payments() {
     // A method of our own: card rules, wallet pricing.
     config.methods.insert("card-plus".into(), MethodSettings { validators: vec!["card".into()], fee: "wallet".into() });
     let harness = Harness::start_with(config, None).await;
-    harness.open("alice", "EUR", 0).await;
-    harness.open("shop", "EUR", 0).await;
-    harness.deposit("alice", 100_000).await;
+    harness.open_pair("alice", "shop", 100_000).await;
 
     let over = harness.pay(&card("c-over", "alice", "shop", 5_001)).await;
     assert_eq!((over.code, over.reason.as_deref()), (Code::PluginDeclined, Some("amount_over_limit")), "{over:?}");

@@ -32,9 +32,7 @@ async fn the_server_mapping_computes_the_same_partition_as_the_host() {
 #[tokio::test]
 async fn a_payment_mapped_by_the_server_is_approved() {
     let harness = Harness::start_with(Default::default(), Some(&mapping_config())).await;
-    harness.open("alice", "EUR", 0).await;
-    harness.open("shop", "EUR", 0).await;
-    harness.deposit("alice", 1_000).await;
+    harness.open_pair("alice", "shop", 1_000).await;
     let reply = parse(
         &harness.request("wasmpay.submit.alice", card("m-1", "alice", "shop", 100).to_string().into_bytes()).await,
     );

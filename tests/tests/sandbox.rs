@@ -29,9 +29,7 @@ async fn funded(config: Config) -> Harness {
 
 async fn contained(fault: &str, expected_message: &str) {
     let harness = Harness::start().await;
-    harness.open("alice", "EUR", 0).await;
-    harness.open("shop", "EUR", 0).await;
-    harness.deposit("alice", 1_000).await;
+    harness.open_pair("alice", "shop", 1_000).await;
 
     let reply = harness.pay(&faulty(&format!("bad-{fault}"), fault)).await;
     assert_eq!((reply.status, reply.code), (Status::Error, Code::PluginFailed), "{reply:?}");

@@ -134,7 +134,7 @@ async fn apply(pool: &SqlitePool, batch: Vec<Job>) -> bool {
     // not end the committer and with it every later write.
     let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batch::decide(jobs, existing, accounts)));
     let Ok((outcomes, writes)) = decided else {
-        fail_all(answers, "panicked while deciding", &LedgerError::Corrupt("a reply renderer panicked".into()));
+        fail_all(answers, "could not be decided", &"a reply renderer panicked");
         return false;
     };
     let committed = async {
@@ -156,7 +156,7 @@ async fn apply(pool: &SqlitePool, batch: Vec<Job>) -> bool {
     }
 }
 
-fn fail_all(answers: Vec<oneshot::Sender<Result<Recorded, LedgerError>>>, what: &str, error: &LedgerError) {
+fn fail_all(answers: Vec<oneshot::Sender<Result<Recorded, LedgerError>>>, what: &str, error: &dyn std::fmt::Display) {
     tracing::error!(%error, transfers = answers.len(), "a ledger batch {what}");
     for answer in answers {
         let _ = answer.send(Err(LedgerError::BatchFailed(error.to_string())));
