@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{Ledger, LedgerError, batch, external_account, fee_account, parse_account_id, parse_currency};
+use super::store::on_store;
+use super::{Ledger, LedgerError, external_account, fee_account, parse_account_id, parse_currency};
 use wasmpay_protocol::money::{Currency, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
 
@@ -21,7 +22,7 @@ pub enum AccountKind {
 }
 
 impl AccountKind {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             AccountKind::Customer => "customer",
             AccountKind::Fees => "fees",
@@ -77,36 +78,38 @@ impl Ledger {
     /// the currency's first account. Opening the same account again with the same terms is a
     /// no-op (so a client can retry); with other terms it is [`LedgerError::AccountExists`].
     pub async fn open_account(&self, new: &NewAccount, now_ms: i64) -> Result<Account, LedgerError> {
-        let mut transaction = self.begin_write().await?;
-        for (id, kind) in
-            [(fee_account(new.currency), AccountKind::Fees), (external_account(new.currency), AccountKind::External)]
-        {
-            let floor = (kind == AccountKind::Fees).then_some(0_i64);
+        let system =
+            [(fee_account(new.currency), AccountKind::Fees), (external_account(new.currency), AccountKind::External)];
+        let account = on_store!(&self.store, backend => {
+            let mut transaction = backend.begin_write().await?;
+            for (id, kind) in &system {
+                let floor = (*kind == AccountKind::Fees).then_some(0_i64);
+                sqlx::query(
+                    "INSERT INTO accounts (id, currency, floor, kind, created_at_ms) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(id.as_str())
+                .bind(new.currency.code())
+                .bind(floor)
+                .bind(kind.as_str())
+                .bind(now_ms)
+                .execute(&mut *transaction)
+                .await?;
+            }
             sqlx::query(
-                "INSERT INTO accounts (id, currency, floor, kind, created_at_ms) VALUES (?, ?, ?, ?, ?)
+                "INSERT INTO accounts (id, currency, floor, kind, created_at_ms) VALUES ($1, $2, $3, 'customer', $4)
                  ON CONFLICT (id) DO NOTHING",
             )
-            .bind(id.as_str())
+            .bind(new.id.as_str())
             .bind(new.currency.code())
-            .bind(floor)
-            .bind(kind.as_str())
+            .bind(new.floor.0)
             .bind(now_ms)
             .execute(&mut *transaction)
             .await?;
-        }
-        sqlx::query(
-            "INSERT INTO accounts (id, currency, floor, kind, created_at_ms) VALUES (?, ?, ?, 'customer', ?)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(new.id.as_str())
-        .bind(new.currency.code())
-        .bind(new.floor.0)
-        .bind(now_ms)
-        .execute(&mut *transaction)
-        .await?;
-        let account =
-            fetch(&mut transaction, &new.id).await?.ok_or_else(|| LedgerError::UnknownAccount(new.id.to_string()))?;
-        transaction.commit().await?;
+            let account = backend.accounts_in(&mut transaction, &[&new.id]).await?.remove(&new.id);
+            transaction.commit().await?;
+            account.ok_or_else(|| LedgerError::UnknownAccount(new.id.to_string()))?
+        });
         let same_terms = account.kind == AccountKind::Customer
             && account.currency == new.currency
             && account.floor == Some(new.floor);
@@ -120,16 +123,11 @@ impl Ledger {
 
     /// The accounts among `ids` that exist, by id, in one query.
     pub async fn accounts(&self, ids: &[&AccountId]) -> Result<HashMap<AccountId, Account>, LedgerError> {
-        let mut connection = self.pool.acquire().await?;
-        batch::accounts(&mut connection, ids).await
+        on_store!(&self.store, backend => {
+            let mut connection = backend.pool.acquire().await?;
+            backend.accounts_in(&mut connection, ids).await
+        })
     }
-}
-
-pub(super) async fn fetch(
-    connection: &mut sqlx::SqliteConnection,
-    id: &AccountId,
-) -> Result<Option<Account>, LedgerError> {
-    Ok(batch::accounts(connection, &[id]).await?.remove(id))
 }
 
 pub(super) fn account_from_row((id, currency, balance, floor, kind): AccountRow) -> Result<Account, LedgerError> {

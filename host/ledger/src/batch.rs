@@ -1,7 +1,7 @@
-//! One batch of transfers: read what it needs in two set-based queries, decide every transfer
-//! in arrival order in memory (pure code, no I/O), write the result in three multi-row
-//! statements. The statement count is the same for one transfer or five hundred, which is
-//! what makes a batch cheap: each statement costs a round trip to SQLite's worker thread.
+//! One batch of transfers, decided in memory: pure code, no I/O. The backend reads what the
+//! batch needs in a few set-based queries (the recorded ids, the accounts it touches, with the
+//! payers' rows locked) and writes the [`Writes`] in a few multi-row statements, so the
+//! statement count is the same for one transfer or five hundred.
 //!
 //! Deciding a transfer, in order: an id already recorded (before the batch, or earlier in it)
 //! replays its stored reply; a transfer whose balances would leave the 64-bit range, or whose
@@ -9,35 +9,71 @@
 //! without postings; a debit that would cross the payer's floor declines; anything else is
 //! approved and its postings change the batch's working balances, which the next transfer of
 //! the batch sees.
+//!
+//! Balances change in two ways. An account whose row the batch holds (every account on
+//! SQLite, whose write lock is the whole database; the payers on PostgreSQL) gets its net
+//! change added to its row. Any other account (a payee, the fee account) is only credited,
+//! and gets its credits as sub-balances keyed by the payment's partition: a hot payee
+//! credited by every batch then costs no lock on its account row, and credits never need a
+//! floor check.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use sqlx::{AssertSqlSafe, SqliteConnection};
 use wasmpay_protocol::money::MinorUnits;
 use wasmpay_protocol::routing::AccountId;
 
-use super::accounts::{Account, AccountRow, account_from_row};
+use super::accounts::Account;
 use super::commit::Render;
 use super::record::{Decision, Recorded, Transfer, postings};
 use super::{LedgerError, checked, fee_account};
 
+/// The ids and accounts a batch reads, computed before it is decided.
+#[derive(Debug)]
+pub(super) struct Keys {
+    /// The transfers' ids, for the idempotency lookup.
+    pub(super) ids: Vec<String>,
+    /// Every account a transfer may post to, sorted.
+    pub(super) touched: BTreeSet<AccountId>,
+    /// The accounts the batch may debit, sorted: their rows are locked, in this order.
+    pub(super) payers: BTreeSet<AccountId>,
+}
+
+impl Keys {
+    pub(super) fn of<'a>(transfers: impl Iterator<Item = &'a Transfer>) -> Keys {
+        let mut keys = Keys { ids: Vec::new(), touched: BTreeSet::new(), payers: BTreeSet::new() };
+        for transfer in transfers {
+            keys.ids.push(transfer.id.clone());
+            keys.touched.extend([transfer.payer.clone(), transfer.payee.clone(), fee_account(transfer.currency)]);
+            keys.payers.insert(transfer.payer.clone());
+        }
+        keys
+    }
+}
+
+/// The recorded payments a batch found: id → (request hash, reply).
+pub(super) type Existing = HashMap<String, (String, String)>;
+
 /// What a batch writes once every transfer in it is decided.
 #[derive(Debug, Default)]
 pub(super) struct Writes {
-    /// The final balance of every account a posting touched.
-    balances: BTreeMap<AccountId, MinorUnits>,
+    /// The net change of every held account (a payer of the batch) that a posting touched.
+    pub(super) balances: BTreeMap<AccountId, MinorUnits>,
+    /// Credits to accounts the batch does not hold: (account, shard) → amount, positive.
+    pub(super) credits: BTreeMap<(AccountId, i64), MinorUnits>,
     /// New payment rows: the transfer, its decision and its reply.
-    payments: Vec<(Transfer, Decision, String)>,
+    pub(super) payments: Vec<(Transfer, Decision, String)>,
     /// New entries: (payment id, account, amount).
-    entries: Vec<(String, AccountId, MinorUnits)>,
+    pub(super) entries: Vec<(String, AccountId, MinorUnits)>,
 }
 
-/// Decides `jobs` in order against the recorded payments `existing` (id → request hash,
-/// reply) and the `accounts` they touch. Pure: the same input gives the same output.
+/// Decides `jobs` in order against the recorded payments `existing` and the `accounts` they
+/// touch, of which the batch holds the rows of `held`. Pure: the same input gives the same
+/// output.
 pub(super) fn decide(
     jobs: Vec<(Transfer, Render)>,
-    mut existing: HashMap<String, (String, String)>,
+    mut existing: Existing,
     mut accounts: HashMap<AccountId, Account>,
+    held: &BTreeSet<AccountId>,
 ) -> (Vec<Result<Recorded, LedgerError>>, Writes) {
     let mut writes = Writes::default();
     let mut outcomes = Vec::with_capacity(jobs.len());
@@ -46,7 +82,11 @@ pub(super) fn decide(
             outcomes.push(Ok(Recorded::Existing { request_hash: request_hash.clone(), reply: reply.clone() }));
             continue;
         }
-        let (decision, changes) = match decide_one(&transfer, &accounts) {
+        let decided = decide_one(&transfer, &accounts).and_then(|(decision, changes)| {
+            let totals = writes.totals_after(&transfer, &changes, held)?;
+            Ok((decision, changes, totals))
+        });
+        let (decision, changes, totals) = match decided {
             Ok(decided) => decided,
             Err(error) => {
                 outcomes.push(Err(error));
@@ -58,8 +98,13 @@ pub(super) fn decide(
                 if let Some(state) = accounts.get_mut(&account) {
                     state.balance = balance;
                 }
-                writes.balances.insert(account.clone(), balance);
                 writes.entries.push((transfer.id.clone(), account, amount));
+            }
+            for (key, total) in totals {
+                match key {
+                    Sum::Held(account) => writes.balances.insert(account, total),
+                    Sum::Credit(account, shard) => writes.credits.insert((account, shard), total),
+                };
             }
         }
         let reply = render(decision);
@@ -68,6 +113,36 @@ pub(super) fn decide(
         writes.payments.push((transfer, decision, reply));
     }
     (outcomes, writes)
+}
+
+/// A running sum of [`Writes`]: a held account's net change, or a credit sub-balance.
+enum Sum {
+    Held(AccountId),
+    Credit(AccountId, i64),
+}
+
+impl Writes {
+    /// The sums an approval of `transfer` would leave, each checked: (sum, its new total).
+    fn totals_after(
+        &self,
+        transfer: &Transfer,
+        changes: &[Change],
+        held: &BTreeSet<AccountId>,
+    ) -> Result<Vec<(Sum, MinorUnits)>, LedgerError> {
+        let mut totals = Vec::with_capacity(changes.len());
+        for (account, _, amount) in changes {
+            let (key, before) = if held.contains(account) {
+                (Sum::Held(account.clone()), self.balances.get(account))
+            } else if *amount > MinorUnits::ZERO {
+                let shard = transfer.partition.map_or(0, i64::from);
+                (Sum::Credit(account.clone(), shard), self.credits.get(&(account.clone(), shard)))
+            } else {
+                return Err(LedgerError::Invalid(format!("{}: debits `{account}`, not its payer", transfer.id)));
+            };
+            totals.push((key, checked(account, before.copied().unwrap_or(MinorUnits::ZERO).checked_add(*amount))?));
+        }
+        Ok(totals)
+    }
 }
 
 /// A posting as it would change its account: (account, balance after, amount posted).
@@ -120,99 +195,6 @@ fn decide_one(
         changes.push((posting.account.clone(), balance, posting.amount));
     }
     Ok((Decision::Approved, changes))
-}
-
-/// The recorded payments among `ids`: id → (request hash, reply).
-pub(super) async fn recorded(
-    connection: &mut SqliteConnection,
-    ids: &[&str],
-) -> Result<HashMap<String, (String, String)>, LedgerError> {
-    let sql = format!("SELECT id, request_hash, reply FROM payments WHERE id IN ({})", placeholders(ids.len(), 1));
-    let mut query = sqlx::query_as::<_, (String, String, String)>(AssertSqlSafe(sql));
-    for id in ids {
-        query = query.bind(*id);
-    }
-    let rows = query.fetch_all(&mut *connection).await?;
-    Ok(rows.into_iter().map(|(id, request_hash, reply)| (id, (request_hash, reply))).collect())
-}
-
-/// The accounts among `ids`, by id.
-pub(super) async fn accounts(
-    connection: &mut SqliteConnection,
-    ids: &[&AccountId],
-) -> Result<HashMap<AccountId, Account>, LedgerError> {
-    let sql =
-        format!("SELECT id, currency, balance, floor, kind FROM accounts WHERE id IN ({})", placeholders(ids.len(), 1));
-    let mut query = sqlx::query_as::<_, AccountRow>(AssertSqlSafe(sql));
-    for id in ids {
-        query = query.bind(id.as_str());
-    }
-    let rows = query.fetch_all(&mut *connection).await?;
-    rows.into_iter().map(|row| account_from_row(row).map(|account| (account.id.clone(), account))).collect()
-}
-
-/// Writes a decided batch: balances, payments, entries, one statement each.
-pub(super) async fn write(connection: &mut SqliteConnection, writes: &Writes) -> Result<(), LedgerError> {
-    if !writes.balances.is_empty() {
-        let sql = format!(
-            "UPDATE accounts SET balance = new.column2 FROM (VALUES {}) AS new WHERE accounts.id = new.column1",
-            placeholders(writes.balances.len(), 2)
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (account, balance) in &writes.balances {
-            query = query.bind(account.as_str()).bind(balance.0);
-        }
-        let updated = query.execute(&mut *connection).await?;
-        if usize::try_from(updated.rows_affected()).ok() != Some(writes.balances.len()) {
-            return Err(LedgerError::Corrupt("an account of the batch vanished".into()));
-        }
-    }
-    if !writes.payments.is_empty() {
-        let sql = format!(
-            "INSERT INTO payments (id, kind, request_hash, status, code, payer, payee, currency, amount, fee,
-                                   fee_bearer, plugins, partition, reply, created_at_ms) VALUES {}",
-            placeholders(writes.payments.len(), 15)
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (transfer, decision, reply) in &writes.payments {
-            let (status, code) = decision.status_and_code();
-            query = query
-                .bind(transfer.id.as_str())
-                .bind(transfer.kind.as_str())
-                .bind(transfer.request_hash.as_str())
-                .bind(status)
-                .bind(code)
-                .bind(transfer.payer.as_str())
-                .bind(transfer.payee.as_str())
-                .bind(transfer.currency.code())
-                .bind(transfer.amount.0)
-                .bind(transfer.fee.0)
-                .bind(transfer.fee_bearer.as_str())
-                .bind(transfer.plugins.as_str())
-                .bind(transfer.partition.map(i64::from))
-                .bind(reply.as_str())
-                .bind(transfer.now_ms);
-        }
-        query.execute(&mut *connection).await?;
-    }
-    if !writes.entries.is_empty() {
-        let sql = format!(
-            "INSERT INTO entries (payment_id, account_id, amount) VALUES {}",
-            placeholders(writes.entries.len(), 3)
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (payment, account, amount) in &writes.entries {
-            query = query.bind(payment.as_str()).bind(account.as_str()).bind(amount.0);
-        }
-        query.execute(&mut *connection).await?;
-    }
-    Ok(())
-}
-
-/// `rows` groups of `columns` placeholders: `(?, ?), (?, ?)`, or `?, ?` for one column.
-fn placeholders(rows: usize, columns: usize) -> String {
-    let row = if columns == 1 { "?".to_owned() } else { format!("({})", vec!["?"; columns].join(", ")) };
-    vec![row; rows].join(", ")
 }
 
 #[cfg(test)]
@@ -270,7 +252,7 @@ mod tests {
     fn reference(steps: &[Step], start: &[(i64, i64)]) -> (Vec<&'static str>, Vec<i64>, i64) {
         let mut balances: Vec<i64> = start.iter().map(|(balance, _)| *balance).collect();
         let mut fees = 0_i64;
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = BTreeSet::new();
         let mut decisions = Vec::new();
         for step in steps {
             let transfer = transfer(*step);
@@ -301,6 +283,13 @@ mod tests {
         (decisions, balances, fees)
     }
 
+    /// What `writes` adds to `account`: its net change if held, else the sum of its credits.
+    fn written(writes: &Writes, account: &AccountId) -> i64 {
+        let credits: i64 =
+            writes.credits.iter().filter(|((credited, _), _)| credited == account).map(|(_, amount)| amount.0).sum();
+        writes.balances.get(account).map_or(0, |delta| delta.0) + credits
+    }
+
     proptest! {
         /// Any sequence of transfers, decided as one batch, gives the decisions and balances of
         /// the plain one-at-a-time rules, posts entries that sum to zero, and conserves money.
@@ -322,7 +311,8 @@ mod tests {
                 .iter()
                 .map(|step| (transfer(*step), Box::new(|decision: Decision| format!("{decision:?}")) as Render))
                 .collect();
-            let (outcomes, writes) = decide(jobs, HashMap::new(), accounts.clone());
+            let held = Keys::of(jobs.iter().map(|(transfer, _)| transfer)).payers;
+            let (outcomes, writes) = decide(jobs, HashMap::new(), accounts.clone(), &held);
 
             let (expected, balances, collected) = reference(&steps, &start);
             let decided: Vec<&str> = outcomes
@@ -337,10 +327,11 @@ mod tests {
                 .collect();
             prop_assert_eq!(&decided, &expected);
             for (index, expected_balance) in balances.iter().enumerate() {
-                let written = writes.balances.get(&customer(index)).map_or(start[index].0, |balance| balance.0);
-                prop_assert_eq!(written, *expected_balance);
+                prop_assert_eq!(start[index].0 + written(&writes, &customer(index)), *expected_balance);
             }
-            prop_assert_eq!(writes.balances.get(&fees_id).map_or(0, |balance| balance.0), collected);
+            prop_assert_eq!(written(&writes, &fees_id), collected);
+            prop_assert!(writes.balances.keys().all(|account| held.contains(account)));
+            prop_assert!(writes.credits.iter().all(|((account, _), amount)| !held.contains(account) && amount.0 > 0));
             let mut per_payment: BTreeMap<&str, i64> = BTreeMap::new();
             for (payment, _, amount) in &writes.entries {
                 *per_payment.entry(payment.as_str()).or_default() += amount.0;
@@ -372,11 +363,12 @@ mod tests {
             (transfer((0, 0, 100, 0, false, false, 2)), render()),
             (transfer((0, 0, 20, 0, false, false, 3)), render()),
         ];
-        let (outcomes, writes) = decide(jobs, HashMap::new(), accounts);
+        let held = Keys::of(jobs.iter().map(|(transfer, _)| transfer)).payers;
+        let (outcomes, writes) = decide(jobs, HashMap::new(), accounts, &held);
         assert!(matches!(outcomes[1], Err(LedgerError::Overflow(_))), "{outcomes:?}");
         assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
-        assert_eq!(writes.balances.get(&customer(0)), Some(&MinorUnits(1_000 - 10 - 20)));
-        assert_eq!(writes.balances.get(&customer(1)), Some(&MinorUnits(i64::MAX - 50 + 30)));
+        assert_eq!(writes.balances.get(&customer(0)), Some(&MinorUnits(-10 - 20)));
+        assert_eq!(written(&writes, &customer(1)), 30);
         assert_eq!(writes.payments.len(), 2);
         assert!(writes.entries.iter().all(|(payment, _, _)| payment != "t2"));
     }
@@ -388,7 +380,8 @@ mod tests {
         let mut looping = transfer((0, 0, 10, 0, false, false, 1));
         looping.payee = customer(0);
         let render: Render = Box::new(|_| String::new());
-        let (outcomes, writes) = decide(vec![(looping, render)], HashMap::new(), accounts);
+        let held = [customer(0)].into();
+        let (outcomes, writes) = decide(vec![(looping, render)], HashMap::new(), accounts, &held);
         assert!(matches!(outcomes[0], Err(LedgerError::Invalid(_))), "{outcomes:?}");
         assert!(writes.balances.is_empty() && writes.payments.is_empty());
     }

@@ -12,20 +12,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use wasmpay_protocol::routing::AccountId;
-
-use super::batch;
+use super::batch::{self, Keys};
 use super::record::{Decision, Recorded, Transfer};
-use super::write::WriteTransaction;
-use super::{Ledger, LedgerError, LedgerSettings, fee_account};
+use super::store::{Store, on_store};
+use super::{Ledger, LedgerError, LedgerSettings};
 
 /// Transfers that may wait for the committer before `record` itself waits.
 const QUEUE_DEPTH: usize = 4_096;
-/// The largest batch whatever the settings: its multi-row statements stay well inside
-/// SQLite's 32,766 bound parameters (15 per payment row).
+/// The largest batch whatever the settings: SQLite's multi-row statements stay well inside
+/// its 32,766 bound parameters (15 per payment row).
 const BATCH_SIZE_LIMIT: usize = 1_000;
 
 /// Told of every committed batch, so the node can report batch sizes and commit latency
@@ -61,19 +58,19 @@ impl Ledger {
     }
 }
 
-/// Starts the committer task of `pool`; it ends when every sender is gone.
+/// Starts the committer task of `store`; it ends when every sender is gone.
 pub(super) fn start(
-    pool: SqlitePool,
+    store: Store,
     settings: LedgerSettings,
     observer: Option<Arc<dyn CommitObserver>>,
 ) -> mpsc::Sender<Job> {
     let (sender, jobs) = mpsc::channel(QUEUE_DEPTH);
-    tokio::spawn(commit_batches(pool, jobs, settings, observer));
+    tokio::spawn(commit_batches(store, jobs, settings, observer));
     sender
 }
 
 async fn commit_batches(
-    pool: SqlitePool,
+    store: Store,
     mut jobs: mpsc::Receiver<Job>,
     settings: LedgerSettings,
     observer: Option<Arc<dyn CommitObserver>>,
@@ -99,7 +96,7 @@ async fn commit_batches(
         }
         let started = Instant::now();
         let size = batch.len();
-        let committed = apply(&pool, batch).await;
+        let committed = apply(&store, batch).await;
         if committed && let Some(observer) = &observer {
             observer.batch_committed(size, started.elapsed());
         }
@@ -107,50 +104,35 @@ async fn commit_batches(
 }
 
 /// Decides, writes and commits one batch, then answers each transfer; whether it committed.
-async fn apply(pool: &SqlitePool, batch: Vec<Job>) -> bool {
+async fn apply(store: &Store, batch: Vec<Job>) -> bool {
     let (jobs, answers): (Vec<(Transfer, Render)>, Vec<_>) =
         batch.into_iter().map(|job| ((job.transfer, job.render), job.answer)).unzip();
-    let ids: Vec<&str> = jobs.iter().map(|(transfer, _)| transfer.id.as_str()).collect();
-    let mut touched: Vec<AccountId> = Vec::with_capacity(jobs.len() * 3);
-    for (transfer, _) in &jobs {
-        touched.extend([transfer.payer.clone(), transfer.payee.clone(), fee_account(transfer.currency)]);
-    }
-    touched.sort();
-    touched.dedup();
-    let started = async {
-        let mut transaction = WriteTransaction::begin(pool).await?;
-        let existing = batch::recorded(&mut transaction, &ids).await?;
-        let accounts = batch::accounts(&mut transaction, &touched.iter().collect::<Vec<_>>()).await?;
-        Ok::<_, LedgerError>((transaction, existing, accounts))
-    };
-    let (transaction, existing, accounts) = match started.await {
-        Ok(read) => read,
-        Err(error) => {
-            fail_all(answers, "could not start", &error);
-            return false;
+    let keys = Keys::of(jobs.iter().map(|(transfer, _)| transfer));
+    let applied = on_store!(store, backend => {
+        match backend.begin_batch(&keys).await {
+            Err(error) => Err(("could not start", error.to_string())),
+            // `decide` runs callers' code (the reply renderers): a panic there must fail this
+            // batch, not end the committer and with it every later write.
+            Ok((transaction, existing, accounts, held)) => match std::panic::catch_unwind(
+                std::panic::AssertUnwindSafe(|| batch::decide(jobs, existing, accounts, held)),
+            ) {
+                Err(_) => Err(("could not be decided", "a reply renderer panicked".to_owned())),
+                Ok((outcomes, writes)) => match backend.write_batch(transaction, &writes).await {
+                    Ok(()) => Ok(outcomes),
+                    Err(error) => Err(("did not commit; nothing of it is posted", error.to_string())),
+                },
+            },
         }
-    };
-    // `decide` runs callers' code (the reply renderers): a panic there must fail this batch,
-    // not end the committer and with it every later write.
-    let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batch::decide(jobs, existing, accounts)));
-    let Ok((outcomes, writes)) = decided else {
-        fail_all(answers, "could not be decided", &"a reply renderer panicked");
-        return false;
-    };
-    let committed = async {
-        let mut transaction = transaction;
-        batch::write(&mut transaction, &writes).await?;
-        transaction.commit().await
-    };
-    match committed.await {
-        Ok(()) => {
+    });
+    match applied {
+        Ok(outcomes) => {
             for (answer, outcome) in answers.into_iter().zip(outcomes) {
                 let _ = answer.send(outcome);
             }
             true
         }
-        Err(error) => {
-            fail_all(answers, "did not commit; nothing of it is posted", &error);
+        Err((what, error)) => {
+            fail_all(answers, what, &error);
             false
         }
     }

@@ -1,32 +1,34 @@
 //! # wasmpay-ledger
 //!
-//! The double-entry ledger: accounts, payments (the idempotency record) and entries.
+//! The double-entry ledger: accounts, payments (the idempotency record) and entries, on
+//! SQLite (`sqlite://…`, the embedded default) or PostgreSQL (`postgres://…`).
 //!
-//! Every write runs in one transaction that takes the database's write lock first
-//! (`BEGIN IMMEDIATE` on SQLite), so the check of a balance and the update that depends on it
-//! can never interleave with another writer. The schema backs the code: balances below a
-//! floor, zero entries and unknown accounts are refused by constraints too.
+//! Every transfer goes through group commit (`commit`): batches are decided in memory by pure
+//! code (`batch`) and written in one transaction that holds every row it may debit (SQLite's
+//! write lock, or PostgreSQL row locks taken in a stable order), so the check of a balance and
+//! the update that depends on it never interleave with another writer. The schema backs the
+//! code: balances below a floor, zero entries and unknown accounts are refused by constraints
+//! too.
 //!
-//! Layout: [`accounts`] opens and reads accounts; [`record`] decides and writes one payment or
-//! deposit; [`funding`] posts deposits; [`queries`] reads payments and audits the books;
-//! `schema` holds the migrations; `write` the write transactions that heal after I/O errors. Money and account ids come from `wasmpay-protocol`; nothing
-//! here knows about plugins, NATS or HTTP.
+//! Layout: [`accounts`] opens and reads accounts; [`record`] says what a transfer is and
+//! what the ledger decided; [`funding`] posts deposits; [`queries`] reads payments and audits
+//! the books; `store` is the backend boundary, with `sqlite` and `postgres` below it; `schema`
+//! holds both backends' migrations. Money and account ids come from `wasmpay-protocol`;
+//! nothing here knows about plugins, NATS or HTTP.
 
 pub mod accounts;
 mod batch;
 mod commit;
 pub mod funding;
+mod postgres;
 pub mod queries;
 pub mod record;
 mod schema;
-mod write;
+mod sqlite;
+mod store;
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use wasmpay_protocol::money::{Currency, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
@@ -57,7 +59,7 @@ impl Default for LedgerSettings {
     }
 }
 
-/// When SQLite makes a commit durable.
+/// When a commit is durable: SQLite's `synchronous` (WAL), PostgreSQL's `synchronous_commit`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
@@ -65,8 +67,9 @@ pub enum Durability {
     /// cut. Group commit is how throughput is bought back, not a weaker sync.
     #[default]
     Full,
-    /// WAL commits are fsynced at checkpoints only: faster, but the last commits before a power
-    /// cut (not a process crash) can be lost although they were answered.
+    /// Commits are flushed later: faster, but the last commits before a power cut (SQLite:
+    /// WAL synced at checkpoints only) or a database server crash (PostgreSQL:
+    /// `synchronous_commit = off`) can be lost although they were answered. Never corrupts.
     Normal,
 }
 
@@ -107,6 +110,9 @@ pub enum LedgerError {
     /// The ledger is closing.
     #[error("the ledger is closed")]
     Closed,
+    /// The database URL names no backend this ledger has.
+    #[error("unsupported database `{0}:`: use sqlite://… or postgres://…")]
+    UnsupportedUrl(String),
 }
 
 impl LedgerError {
@@ -121,7 +127,7 @@ impl LedgerError {
 /// The ledger, over a pool of database connections.
 #[derive(Clone, Debug)]
 pub struct Ledger {
-    pool: SqlitePool,
+    store: store::Store,
     committer: tokio::sync::mpsc::Sender<commit::Job>,
     /// The last write probe; held while probing, so concurrent callers share one probe.
     probe: Arc<tokio::sync::Mutex<Option<Probe>>>,
@@ -143,8 +149,10 @@ fn system_account(kind: &str, currency: Currency) -> AccountId {
 }
 
 impl Ledger {
-    /// Opens (creating it if needed) the SQLite database at `url`, e.g. `sqlite://wasmpay.db`,
-    /// and applies pending migrations, with the default batching and no observer.
+    /// Opens the database at `url` and applies pending migrations, with the default batching
+    /// and no observer. `sqlite://wasmpay.db` creates the file if needed;
+    /// `postgres://user@host/db` connects to an existing database, and creates the schema its
+    /// `?options[search_path]=name` names first if there is none.
     pub async fn open(url: &str) -> Result<Ledger, LedgerError> {
         Ledger::open_with(url, LedgerSettings::default(), None).await
     }
@@ -155,24 +163,13 @@ impl Ledger {
         settings: LedgerSettings,
         observer: Option<Arc<dyn CommitObserver>>,
     ) -> Result<Ledger, LedgerError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match settings.synchronous {
-                Durability::Full => SqliteSynchronous::Full,
-                Durability::Normal => SqliteSynchronous::Normal,
-            })
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        schema::sqlite().run(&pool).await?;
-        let committer = commit::start(pool.clone(), settings, observer);
-        Ok(Ledger { pool, committer, probe: Arc::default() })
+        let store = store::Store::connect(url, &settings).await?;
+        let committer = commit::start(store.clone(), settings, observer);
+        Ok(Ledger { store, committer, probe: Arc::default() })
     }
 
     /// Whether the ledger can commit a write now: a full disk or a read-only file shows only
-    /// when something is written, so this commits a write of the database header
-    /// (`user_version`, which nothing else uses). It probes at most once per
+    /// when something is written, so this commits a small write. It probes at most once per
     /// [`PROBE_INTERVAL`]; in between it answers what the last probe found.
     pub async fn writable(&self) -> Result<(), String> {
         if self.committer.is_closed() {
@@ -184,7 +181,8 @@ impl Ledger {
         {
             return found.clone();
         }
-        let found = self.probe_write().await.map_err(|error| error.to_string());
+        let found = store::on_store!(&self.store, backend => backend.probe_write().await);
+        let found = found.map_err(|error| error.to_string());
         *probe = Some((Instant::now(), found.clone()));
         found
     }
@@ -195,15 +193,9 @@ impl Ledger {
         self.committer.closed().await;
     }
 
-    async fn probe_write(&self) -> Result<(), LedgerError> {
-        let mut transaction = self.begin_write().await?;
-        sqlx::query("PRAGMA user_version = 1").execute(&mut *transaction).await?;
-        transaction.commit().await
-    }
-
     /// Waits for running transactions and closes every connection.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.store.close().await;
     }
 }
 

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Ledger, LedgerError, batch};
+use super::store::{balance_with_credits, on_store};
+use super::{Ledger, LedgerError};
 
 /// A recorded payment or deposit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -72,93 +73,85 @@ impl Audit {
 impl Ledger {
     /// The payment or deposit recorded under `id`.
     pub async fn payment(&self, id: &str) -> Result<Option<StoredPayment>, LedgerError> {
-        let row: Option<(String, String, String, String, String, String)> =
-            sqlx::query_as("SELECT id, kind, request_hash, status, code, reply FROM payments WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
+        on_store!(&self.store, backend => {
+            let row: Option<(String, String, String, String, String, String)> =
+                sqlx::query_as("SELECT id, kind, request_hash, status, code, reply FROM payments WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&backend.pool)
+                    .await?;
+            let Some((id, kind, request_hash, status, code, reply)) = row else {
+                return Ok(None);
+            };
+            let entries = sqlx::query_as("SELECT account_id, amount FROM entries WHERE payment_id = $1 ORDER BY id")
+                .bind(&id)
+                .fetch_all(&backend.pool)
                 .await?;
-        let Some((id, kind, request_hash, status, code, reply)) = row else {
-            return Ok(None);
-        };
-        let entries = sqlx::query_as("SELECT account_id, amount FROM entries WHERE payment_id = ? ORDER BY id")
-            .bind(&id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(Some(StoredPayment { id, kind, request_hash, status, code, reply, entries }))
+            Ok(Some(StoredPayment { id, kind, request_hash, status, code, reply, entries }))
+        })
     }
 
     /// The fingerprint and reply recorded under `id`: the idempotency check before any work.
     pub async fn recorded_reply(&self, id: &str) -> Result<Option<(String, String)>, LedgerError> {
-        let mut connection = self.pool.acquire().await?;
-        Ok(batch::recorded(&mut connection, &[id]).await?.remove(id))
+        on_store!(&self.store, backend => {
+            let mut connection = backend.pool.acquire().await?;
+            Ok(backend.recorded_in(&mut connection, &[id.to_owned()]).await?.remove(id))
+        })
     }
 
     /// Checks conservation of money, balanced entries and balances against entries.
     pub async fn audit(&self) -> Result<Audit, LedgerError> {
         // One read transaction: every query sees the same snapshot, so a live ledger being
-        // written to is audited as of one instant (WAL readers do not block the writer).
-        let mut connection = self.pool.acquire().await?;
-        sqlx::query("BEGIN").execute(&mut *connection).await?;
-        let audit = audit_snapshot(&mut connection).await;
-        sqlx::query("ROLLBACK").execute(&mut *connection).await?;
-        audit
+        // written to is audited as of one instant.
+        on_store!(&self.store, backend => {
+            let mut snapshot = backend.begin_snapshot().await?;
+            let connection = &mut *snapshot;
+            let text = |sql| sqlx::query_as::<_, (String,)>(sql);
+            let counted = |sql| sqlx::query_as::<_, (String, i64)>(sql);
+            // Sorted here: the backends' collations order `_` differently.
+            let ids = |rows: Vec<(String,)>| {
+                let mut ids: Vec<String> = rows.into_iter().map(|(id,)| id).collect();
+                ids.sort();
+                ids
+            };
+            Ok(Audit {
+                balance_sum_by_currency: counted(SUMS).fetch_all(&mut *connection).await?.into_iter().collect(),
+                unbalanced_payments: ids(text(UNBALANCED).fetch_all(&mut *connection).await?),
+                drifted_accounts: ids(text(DRIFTED).fetch_all(&mut *connection).await?),
+                accounts_below_floor: ids(text(BELOW_FLOOR).fetch_all(&mut *connection).await?),
+                approved_without_entries: ids(text(APPROVED_WITHOUT_ENTRIES).fetch_all(&mut *connection).await?),
+                declined_with_entries: ids(text(DECLINED_WITH_ENTRIES).fetch_all(&mut *connection).await?),
+                payments_by_outcome: counted(OUTCOMES)
+                    .fetch_all(&mut *connection)
+                    .await?
+                    .into_iter()
+                    .map(|(outcome, count)| (outcome, u64::try_from(count).unwrap_or_default()))
+                    .collect(),
+                fees_by_currency: counted(FEES).fetch_all(&mut *connection).await?.into_iter().collect(),
+            })
+        })
     }
 }
 
-async fn audit_snapshot(connection: &mut sqlx::SqliteConnection) -> Result<Audit, LedgerError> {
-    let sums: Vec<(String, i64)> =
-        sqlx::query_as("SELECT currency, SUM(balance) FROM accounts GROUP BY currency ORDER BY currency")
-            .fetch_all(&mut *connection)
-            .await?;
-    let unbalanced: Vec<(String,)> =
-        sqlx::query_as("SELECT payment_id FROM entries GROUP BY payment_id HAVING SUM(amount) <> 0")
-            .fetch_all(&mut *connection)
-            .await?;
-    let drifted: Vec<(String,)> = sqlx::query_as(
-        "SELECT a.id FROM accounts a LEFT JOIN entries e ON e.account_id = a.id
-             GROUP BY a.id HAVING a.balance <> COALESCE(SUM(e.amount), 0)",
-    )
-    .fetch_all(&mut *connection)
-    .await?;
-    let accounts_below_floor =
-        ids(connection, "SELECT id FROM accounts WHERE floor IS NOT NULL AND balance < floor ORDER BY id").await?;
-    let approved_without_entries = ids(
-        connection,
-        "SELECT p.id FROM payments p WHERE p.status = 'approved'
-             AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.payment_id = p.id) ORDER BY p.id",
-    )
-    .await?;
-    let declined_with_entries = ids(
-        connection,
-        "SELECT p.id FROM payments p WHERE p.status = 'declined'
-             AND EXISTS (SELECT 1 FROM entries e WHERE e.payment_id = p.id) ORDER BY p.id",
-    )
-    .await?;
-    let outcomes: Vec<(String, i64)> =
-        sqlx::query_as("SELECT kind || ' ' || status || ' ' || code, COUNT(*) FROM payments GROUP BY 1 ORDER BY 1")
-            .fetch_all(&mut *connection)
-            .await?;
-    let fees: Vec<(String, i64)> =
-        sqlx::query_as("SELECT currency, balance FROM accounts WHERE kind = 'fees' ORDER BY currency")
-            .fetch_all(&mut *connection)
-            .await?;
-    Ok(Audit {
-        balance_sum_by_currency: sums.into_iter().collect(),
-        unbalanced_payments: unbalanced.into_iter().map(|(id,)| id).collect(),
-        drifted_accounts: drifted.into_iter().map(|(id,)| id).collect(),
-        accounts_below_floor,
-        approved_without_entries,
-        declined_with_entries,
-        payments_by_outcome: outcomes
-            .into_iter()
-            .map(|(outcome, count)| (outcome, u64::try_from(count).unwrap_or_default()))
-            .collect(),
-        fees_by_currency: fees.into_iter().collect(),
-    })
-}
-
-/// The ids a query of one text column returns, in its order.
-async fn ids(connection: &mut sqlx::SqliteConnection, sql: &'static str) -> Result<Vec<String>, LedgerError> {
-    let rows: Vec<(String,)> = sqlx::query_as(sql).fetch_all(connection).await?;
-    Ok(rows.into_iter().map(|(id,)| id).collect())
-}
+// The audit's queries, in SQL both backends run. Balances include credit sub-balances.
+const SUMS: &str = concat!(
+    "SELECT currency, CAST(SUM(balance) AS BIGINT) FROM (SELECT currency, ",
+    balance_with_credits!(),
+    " AS balance FROM accounts) AS a GROUP BY currency ORDER BY currency"
+);
+const UNBALANCED: &str =
+    "SELECT payment_id FROM entries GROUP BY payment_id HAVING SUM(amount) <> 0 ORDER BY payment_id";
+const DRIFTED: &str = concat!(
+    "SELECT id FROM (SELECT id, ",
+    balance_with_credits!(),
+    " AS balance FROM accounts) AS a
+     WHERE balance <> COALESCE((SELECT SUM(e.amount) FROM entries e WHERE e.account_id = a.id), 0) ORDER BY id"
+);
+const BELOW_FLOOR: &str =
+    concat!("SELECT id FROM accounts WHERE floor IS NOT NULL AND ", balance_with_credits!(), " < floor ORDER BY id");
+const APPROVED_WITHOUT_ENTRIES: &str = "SELECT p.id FROM payments p WHERE p.status = 'approved'
+     AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.payment_id = p.id) ORDER BY p.id";
+const DECLINED_WITH_ENTRIES: &str = "SELECT p.id FROM payments p WHERE p.status = 'declined'
+     AND EXISTS (SELECT 1 FROM entries e WHERE e.payment_id = p.id) ORDER BY p.id";
+const OUTCOMES: &str = "SELECT kind || ' ' || status || ' ' || code, COUNT(*) FROM payments GROUP BY 1 ORDER BY 1";
+const FEES: &str =
+    concat!("SELECT currency, ", balance_with_credits!(), " FROM accounts WHERE kind = 'fees' ORDER BY currency");

@@ -9,13 +9,23 @@ use std::borrow::Cow;
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
-/// (version, description, SQL) of every SQLite migration, oldest first. Never edit a shipped
+/// (version, description, SQL) of a backend's migrations, oldest first. Never edit a shipped
 /// one: a changed checksum makes every existing database refuse to open.
-const SQLITE: &[(i64, &str, &str)] = &[(1, "ledger", include_str!("../migrations/sqlite/0001_ledger.sql"))];
+type Migrations = &'static [(i64, &'static str, &'static str)];
 
-/// The migrator of the SQLite schema.
-pub(crate) fn sqlite() -> Migrator {
-    let migrations = SQLITE
+/// The SQLite schema.
+pub(crate) const SQLITE: Migrations = &[
+    (1, "ledger", include_str!("../migrations/sqlite/0001_ledger.sql")),
+    (2, "credits", include_str!("../migrations/sqlite/0002_credits.sql")),
+];
+
+/// The PostgreSQL schema: the same tables and meaning in PostgreSQL's types. Its history
+/// starts later, so its versions need not match SQLite's.
+pub(crate) const POSTGRES: Migrations = &[(1, "ledger", include_str!("../migrations/postgres/0001_ledger.sql"))];
+
+/// The migrator of a backend's schema.
+pub(crate) fn migrator(migrations: Migrations) -> Migrator {
+    let migrations = migrations
         .iter()
         .map(|(version, description, sql)| {
             Migration::new(*version, Cow::Borrowed(*description), MigrationType::Simple, sql.into_sql_str(), false)

@@ -1,9 +1,78 @@
-//! Ledger behaviour against a real SQLite file.
+//! Ledger behaviour against real databases: every test in [`on_both_backends!`] runs once on
+//! a fresh SQLite file and once on a fresh PostgreSQL schema. The PostgreSQL server is
+//! `WASMPAY_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`); a test fails
+//! when it is unreachable, it never skips.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use super::*;
 use wasmpay_protocol::money::FeeBearer;
+
+/// A database a test opens its ledgers on.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database of a backend: its URL, and what keeps it alive.
+struct Fresh {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    fn fresh(self) -> Fresh {
+        match self {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                Fresh { url: format!("sqlite://{}", dir.path().join("ledger.db").display()), _dir: Some(dir) }
+            }
+            Backend::Postgres => {
+                static SCHEMAS: AtomicUsize = AtomicUsize::new(0);
+                let server = std::env::var("WASMPAY_TEST_POSTGRES")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("clock after 1970")
+                    .subsec_nanos();
+                let schema =
+                    format!("ledger_test_{}_{}_{nanos}", std::process::id(), SCHEMAS.fetch_add(1, Ordering::Relaxed));
+                Fresh { url: format!("{server}?options[search_path]={schema}"), _dir: None }
+            }
+        }
+    }
+}
+
+/// Each named `async fn(Backend)` as a test on SQLite (in `sqlite::`) and on PostgreSQL (in
+/// `postgres::`).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Backend::Sqlite).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Backend::Postgres).await
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_payment_posts_balanced_entries_and_fees,
+    a_debit_below_the_floor_declines_only_that_payment,
+    the_same_id_is_recorded_once,
+    a_deposit_is_posted_once_per_id,
+    reopening_an_account_is_idempotent_only_with_the_same_terms,
+    the_audit_sees_each_broken_invariant,
+    concurrent_transfers_share_batches_and_a_failing_one_fails_alone,
+);
 
 fn id(text: &str) -> AccountId {
     AccountId::new(text).expect("valid id")
@@ -13,10 +82,9 @@ fn eur() -> Currency {
     "EUR".parse().expect("EUR")
 }
 
-async fn ledger() -> (Ledger, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
-    (Ledger::open(&url).await.expect("open ledger"), dir)
+async fn ledger(backend: Backend) -> (Ledger, Fresh) {
+    let fresh = backend.fresh();
+    (Ledger::open(&fresh.url).await.expect("open ledger"), fresh)
 }
 
 async fn open(ledger: &Ledger, account: &str, floor: i64) {
@@ -52,9 +120,8 @@ async fn balance(ledger: &Ledger, account: &str) -> i64 {
     ledger.account(&id(account)).await.expect("read").expect("exists").balance.0
 }
 
-#[tokio::test]
-async fn a_payment_posts_balanced_entries_and_fees() {
-    let (ledger, _dir) = ledger().await;
+async fn a_payment_posts_balanced_entries_and_fees(backend: Backend) {
+    let (ledger, _db) = ledger(backend).await;
     open(&ledger, "alice", 0).await;
     open(&ledger, "shop", 0).await;
     deposit(&ledger, "d1", "alice", 10_000).await;
@@ -71,9 +138,8 @@ async fn a_payment_posts_balanced_entries_and_fees() {
     assert!(audit.is_balanced(), "{audit:?}");
 }
 
-#[tokio::test]
-async fn a_debit_below_the_floor_declines_only_that_payment() {
-    let (ledger, _dir) = ledger().await;
+async fn a_debit_below_the_floor_declines_only_that_payment(backend: Backend) {
+    let (ledger, _db) = ledger(backend).await;
     open(&ledger, "alice", -500).await;
     open(&ledger, "shop", 0).await;
     deposit(&ledger, "d1", "alice", 1_000).await;
@@ -86,9 +152,8 @@ async fn a_debit_below_the_floor_declines_only_that_payment() {
     assert!(ledger.payment("p2").await.expect("read").expect("recorded").entries.is_empty());
 }
 
-#[tokio::test]
-async fn the_same_id_is_recorded_once() {
-    let (ledger, _dir) = ledger().await;
+async fn the_same_id_is_recorded_once(backend: Backend) {
+    let (ledger, _db) = ledger(backend).await;
     open(&ledger, "alice", 0).await;
     open(&ledger, "shop", 0).await;
     deposit(&ledger, "d1", "alice", 1_000).await;
@@ -100,9 +165,8 @@ async fn the_same_id_is_recorded_once() {
     assert_eq!(balance(&ledger, "alice").await, 900);
 }
 
-#[tokio::test]
-async fn a_deposit_is_posted_once_per_id() {
-    let (ledger, _dir) = ledger().await;
+async fn a_deposit_is_posted_once_per_id(backend: Backend) {
+    let (ledger, _db) = ledger(backend).await;
     open(&ledger, "alice", 0).await;
     deposit(&ledger, "d1", "alice", 700).await;
     let alice = ledger.account(&id("alice")).await.expect("read").expect("exists");
@@ -113,9 +177,8 @@ async fn a_deposit_is_posted_once_per_id() {
     assert_eq!(balance(&ledger, "_external_EUR").await, -700);
 }
 
-#[tokio::test]
-async fn reopening_an_account_is_idempotent_only_with_the_same_terms() {
-    let (ledger, _dir) = ledger().await;
+async fn reopening_an_account_is_idempotent_only_with_the_same_terms(backend: Backend) {
+    let (ledger, _db) = ledger(backend).await;
     open(&ledger, "alice", 0).await;
     open(&ledger, "alice", 0).await;
     let other = NewAccount { id: id("alice"), currency: eur(), floor: MinorUnits(-1) };
@@ -193,23 +256,28 @@ async fn the_ledger_recovers_by_itself_after_the_disk_was_full() {
 
 /// Each invariant is seen by the audit when the stored data breaks it (the schema's own
 /// checks are bypassed with raw SQL, as a bug or a hand edit would).
-#[tokio::test]
-async fn the_audit_sees_each_broken_invariant() {
-    let (ledger, _dir) = ledger().await;
+async fn the_audit_sees_each_broken_invariant(backend: Backend) {
+    let (ledger, _db) = ledger(backend).await;
     open(&ledger, "alice", 0).await;
     open(&ledger, "shop", 0).await;
     deposit(&ledger, "fund", "alice", 1_000).await;
     assert_eq!(ledger.audit().await.expect("audit").first_violation(), None);
 
     let tamper = |sql: &'static str| {
-        let pool = ledger.pool.clone();
-        async move { sqlx::raw_sql(sql).execute(&pool).await.expect("tamper") }
+        let store = ledger.store.clone();
+        async move {
+            store::on_store!(&store, backend => { sqlx::raw_sql(sql).execute(&backend.pool).await.expect("tamper"); });
+        }
     };
     tamper("UPDATE payments SET status = 'declined' WHERE id = 'fund'").await;
     assert_eq!(ledger.audit().await.expect("audit").declined_with_entries, ["fund"]);
     tamper("UPDATE payments SET status = 'approved' WHERE id = 'fund'").await;
-    // The schema refuses this too (a CHECK constraint); the audit must not rely on it.
-    tamper("PRAGMA ignore_check_constraints = ON; UPDATE accounts SET floor = 2000 WHERE id = 'alice'").await;
+    // SQLite's schema refuses this too (a CHECK constraint); the audit must not rely on it.
+    tamper(match backend {
+        Backend::Sqlite => "PRAGMA ignore_check_constraints = ON; UPDATE accounts SET floor = 2000 WHERE id = 'alice'",
+        Backend::Postgres => "UPDATE accounts SET floor = 2000 WHERE id = 'alice'",
+    })
+    .await;
     let audit = ledger.audit().await.expect("audit");
     assert_eq!(audit.accounts_below_floor, ["alice"]);
     assert!(audit.first_violation().is_some_and(|violation| violation.contains("below its floor")), "{audit:?}");
@@ -232,14 +300,12 @@ impl CommitObserver for Batches {
 
 /// Transfers in flight together share batches (one commit each), in arrival order, and one
 /// that fails (its balance would overflow) is rolled back alone while the rest commit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_transfers_share_batches_and_a_failing_one_fails_alone() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+async fn concurrent_transfers_share_batches_and_a_failing_one_fails_alone(backend: Backend) {
+    let fresh = backend.fresh();
     let batches = Arc::new(Batches::default());
     let observer: Arc<dyn CommitObserver> = batches.clone();
     let batching = LedgerSettings { batch_size_max: 64, batch_delay_us_max: 5_000, ..LedgerSettings::default() };
-    let ledger = Ledger::open_with(&url, batching, Some(observer)).await.expect("open ledger");
+    let ledger = Ledger::open_with(&fresh.url, batching, Some(observer)).await.expect("open ledger");
     open(&ledger, "alice", 0).await;
     open(&ledger, "shop", 0).await;
     deposit(&ledger, "fund", "alice", 1_000).await;
@@ -277,4 +343,59 @@ async fn in_flight<T: Send + 'static>(
         outputs.push(handle.await.expect("task"));
     }
     outputs
+}
+
+/// Several ledgers (committers with pools of their own, as several nodes would be) write one
+/// PostgreSQL database at once, from the same payers to the same hot payee, and cross-pay each
+/// other's payers. Relative updates under row locks lose nothing: every approved payment is
+/// posted exactly once, no payer goes below its floor, and no two batches deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_on_postgres_lose_no_update() {
+    const WRITERS: usize = 3;
+    const PAYMENTS: usize = 300;
+    let fresh = Backend::Postgres.fresh();
+    let batching = LedgerSettings { batch_size_max: 16, ..LedgerSettings::default() };
+    let mut ledgers = Vec::new();
+    for _ in 0..WRITERS {
+        ledgers.push(Ledger::open_with(&fresh.url, batching, None).await.expect("open ledger"));
+    }
+    let payers = ["alice", "bob", "carol"];
+    for payer in payers {
+        open(&ledgers[0], payer, 0).await;
+        deposit(&ledgers[0], &format!("fund-{payer}"), payer, 1_000).await;
+    }
+    open(&ledgers[0], "shop", 0).await;
+    // Each payer can afford 100 payments of 10; 3 writers x 300 attempts ask for more.
+    let attempts = (0..WRITERS).flat_map(|writer| (0..PAYMENTS).map(move |index| (writer, index)));
+    let outcomes = in_flight(attempts.map(|(writer, index)| {
+        let ledger = ledgers[writer].clone();
+        let payer = id(payers[(writer + index) % payers.len()]);
+        // A third of the payments go to another payer, which the other writers debit.
+        let payee = if index % 3 == 0 { id(payers[(writer + index + 1) % payers.len()]) } else { id("shop") };
+        async move {
+            let mut transfer = transfer(&format!("w{writer}-p{index}"), &payer, &payee, 10, 1);
+            transfer.partition = u32::try_from(writer).ok();
+            ledger.record(transfer, |decision| format!("{decision:?}")).await
+        }
+    }))
+    .await;
+    let approved = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, Ok(Recorded::New { decision: Decision::Approved, .. })))
+        .count();
+    let failed: Vec<_> = outcomes.iter().filter(|outcome| outcome.is_err()).collect();
+    assert!(failed.is_empty(), "no batch may fail: {failed:?}");
+    let ledger = &ledgers[0];
+    let audit = ledger.audit().await.expect("audit");
+    assert_eq!(audit.first_violation(), None, "{audit:?}");
+    let shop = balance(ledger, "shop").await;
+    let fees = balance(ledger, "_fees_EUR").await;
+    let customers: i64 = [balance(ledger, "alice").await, balance(ledger, "bob").await, balance(ledger, "carol").await]
+        .into_iter()
+        .sum();
+    assert_eq!(customers + shop + fees, 3_000, "money is conserved");
+    assert_eq!(fees, i64::try_from(approved).expect("count"), "one fee per approved payment");
+    let spent = 3_000 - customers - fees;
+    assert_eq!(shop, spent, "the shop got what the payers paid it, net of fees");
+    assert!(approved >= 300, "the payers' money ran out before {approved} approvals");
 }

@@ -1,0 +1,277 @@
+//! The PostgreSQL backend: the scale and cluster backend, `postgres://…`.
+//!
+//! PostgreSQL runs writers concurrently under READ COMMITTED, so a balance written from an
+//! earlier read would be a lost update. A batch therefore locks the rows of every account it
+//! may debit (its payers) before reading them, in a stable order so that two writers never
+//! wait on each other in a cycle, and changes balances only by relative updates. The lock is
+//! `FOR NO KEY UPDATE`, not `FOR UPDATE`: every insert that references an account (a payment,
+//! an entry, a credit) takes a key-share lock on it, which `FOR UPDATE` would block, so two
+//! batches paying each other's payers would deadlock (`concurrent_writers_on_postgres_lose_no_update`
+//! shows it). Every other account of the batch is only credited, through relative upserts of
+//! its credit sub-balances (`account_credits`), which need no lock on its account row: a
+//! merchant or fee account credited by every batch does not serialise the writers. Credit rows only ever grow, so any
+//! read of them is a lower bound of the balance: the floor check of a locked payer (its row,
+//! exact, plus its credits as last committed) can only be too careful, never too lax.
+//! Credits are never folded back into the account row: a fold would lock the credit rows that
+//! other writers upsert while they hold payer rows of their own, which can deadlock.
+//!
+//! Writes bind one array per column (`unnest`), so every batch size uses the same prepared
+//! statement and no batch comes near PostgreSQL's 65,535 bound parameters.
+
+use std::collections::{BTreeSet, HashMap};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Postgres as Db};
+use wasmpay_protocol::routing::AccountId;
+
+use super::accounts::{Account, AccountRow, account_from_row};
+use super::batch::{Existing, Keys, Writes};
+use super::store::account_columns;
+use super::{Durability, LedgerError, LedgerSettings, schema};
+
+/// A PostgreSQL ledger database.
+#[derive(Clone, Debug)]
+pub(crate) struct Postgres {
+    pub(crate) pool: PgPool,
+}
+
+/// A write transaction: rolled back when dropped uncommitted.
+pub(crate) type WriteTransaction = sqlx::Transaction<'static, Db>;
+
+/// How long opening the ledger waits for the server, and a query for a pooled connection.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Postgres {
+    /// Connects to the database at `url` and migrates it. The schema first on the URL's
+    /// `search_path` (`?options[search_path]=name`) is created if missing, as SQLite creates
+    /// a missing file, so each deployment or test can have its own.
+    pub(crate) async fn connect(url: &str, settings: &LedgerSettings) -> Result<Postgres, LedgerError> {
+        let commit = match settings.synchronous {
+            Durability::Full => "on",
+            Durability::Normal => "off",
+        };
+        let options: PgConnectOptions = url.parse()?;
+        let options = options.options([("synchronous_commit", commit)]);
+        let pool =
+            PgPoolOptions::new().max_connections(8).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?;
+        create_schema(&pool).await?;
+        schema::migrator(schema::POSTGRES).run(&pool).await?;
+        Ok(Postgres { pool })
+    }
+
+    /// Begins a write transaction.
+    pub(crate) async fn begin_write(&self) -> Result<WriteTransaction, LedgerError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Begins a read transaction whose queries all see one snapshot.
+    pub(crate) async fn begin_snapshot(&self) -> Result<WriteTransaction, LedgerError> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *transaction).await?;
+        Ok(transaction)
+    }
+
+    /// Commits a transaction that has a transaction id, so its commit record is written and
+    /// flushed like any payment's: a server that cannot write its WAL fails it.
+    pub(crate) async fn probe_write(&self) -> Result<(), LedgerError> {
+        let mut transaction = self.begin_write().await?;
+        sqlx::query("SELECT pg_current_xact_id()::text").execute(&mut *transaction).await?;
+        Ok(transaction.commit().await?)
+    }
+
+    /// Begins a batch's transaction and reads what it needs: the recorded ids, then the
+    /// payers' rows locked (in id order), then every account. The batch holds its payers.
+    pub(crate) async fn begin_batch<'k>(
+        &self,
+        keys: &'k Keys,
+    ) -> Result<(WriteTransaction, Existing, HashMap<AccountId, Account>, &'k BTreeSet<AccountId>), LedgerError> {
+        let mut transaction = self.begin_write().await?;
+        let existing = self.recorded_in(&mut transaction, &keys.ids).await?;
+        let payers: Vec<&str> = keys.payers.iter().map(AccountId::as_str).collect();
+        sqlx::query("SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+            .bind(&payers)
+            .execute(&mut *transaction)
+            .await?;
+        let accounts = self.accounts_in(&mut transaction, &keys.touched.iter().collect::<Vec<_>>()).await?;
+        Ok((transaction, existing, accounts, &keys.payers))
+    }
+
+    /// The recorded payments among `ids`: id → (request hash, reply).
+    pub(crate) async fn recorded_in(
+        &self,
+        connection: &mut PgConnection,
+        ids: &[String],
+    ) -> Result<Existing, LedgerError> {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT id, request_hash, reply FROM payments WHERE id = ANY($1)")
+                .bind(ids)
+                .fetch_all(connection)
+                .await?;
+        Ok(rows.into_iter().map(|(id, request_hash, reply)| (id, (request_hash, reply))).collect())
+    }
+
+    /// The accounts among `ids`, by id, their credits included.
+    pub(crate) async fn accounts_in(
+        &self,
+        connection: &mut PgConnection,
+        ids: &[&AccountId],
+    ) -> Result<HashMap<AccountId, Account>, LedgerError> {
+        let rows: Vec<AccountRow> =
+            sqlx::query_as(concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = ANY($1)"))
+                .bind(ids.iter().map(|id| id.as_str()).collect::<Vec<_>>())
+                .fetch_all(connection)
+                .await?;
+        rows.into_iter().map(|row| account_from_row(row).map(|account| (account.id.clone(), account))).collect()
+    }
+
+    /// Writes a decided batch (held balances, credits, payments, entries: one statement each)
+    /// and commits it.
+    pub(crate) async fn write_batch(
+        &self,
+        mut transaction: WriteTransaction,
+        writes: &Writes,
+    ) -> Result<(), LedgerError> {
+        if !writes.balances.is_empty() {
+            let (ids, deltas): (Vec<&str>, Vec<i64>) =
+                writes.balances.iter().map(|(account, delta)| (account.as_str(), delta.0)).unzip();
+            let updated = sqlx::query(
+                "UPDATE accounts SET balance = accounts.balance + d.delta
+                 FROM unnest($1::text[], $2::bigint[]) AS d(id, delta) WHERE accounts.id = d.id",
+            )
+            .bind(ids)
+            .bind(deltas)
+            .execute(&mut *transaction)
+            .await?;
+            if usize::try_from(updated.rows_affected()).ok() != Some(writes.balances.len()) {
+                return Err(LedgerError::Corrupt("an account of the batch vanished".into()));
+            }
+        }
+        if !writes.credits.is_empty() {
+            let mut columns = (Vec::new(), Vec::new(), Vec::new());
+            for ((account, shard), amount) in &writes.credits {
+                columns.0.push(account.as_str());
+                columns.1.push(*shard);
+                columns.2.push(amount.0);
+            }
+            // In (account, shard) order, so two writers crediting the same rows lock them in the
+            // same order.
+            sqlx::query(
+                "INSERT INTO account_credits (account_id, shard, amount)
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
+                 ON CONFLICT (account_id, shard) DO UPDATE SET amount = account_credits.amount + excluded.amount",
+            )
+            .bind(columns.0)
+            .bind(columns.1)
+            .bind(columns.2)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        if !writes.payments.is_empty() {
+            insert_payments(&mut transaction, writes).await?;
+        }
+        if !writes.entries.is_empty() {
+            let mut columns = (Vec::new(), Vec::new(), Vec::new());
+            for (payment, account, amount) in &writes.entries {
+                columns.0.push(payment.as_str());
+                columns.1.push(account.as_str());
+                columns.2.push(amount.0);
+            }
+            sqlx::query(
+                "INSERT INTO entries (payment_id, account_id, amount)
+                 SELECT payment_id, account_id, amount
+                 FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS e(payment_id, account_id, amount, n)
+                 ORDER BY n",
+            )
+            .bind(columns.0)
+            .bind(columns.1)
+            .bind(columns.2)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        Ok(transaction.commit().await?)
+    }
+}
+
+async fn insert_payments(connection: &mut PgConnection, writes: &Writes) -> Result<(), LedgerError> {
+    let rows = writes.payments.len();
+    let (mut ids, mut kinds, mut hashes, mut statuses, mut codes) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    let (mut payers, mut payees, mut currencies, mut amounts, mut fees) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    let (mut bearers, mut plugins, mut partitions, mut replies, mut times) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    for (transfer, decision, reply) in &writes.payments {
+        let (status, code) = decision.status_and_code();
+        ids.push(transfer.id.as_str());
+        kinds.push(transfer.kind.as_str());
+        hashes.push(transfer.request_hash.as_str());
+        statuses.push(status);
+        codes.push(code);
+        payers.push(transfer.payer.as_str());
+        payees.push(transfer.payee.as_str());
+        currencies.push(transfer.currency.code());
+        amounts.push(transfer.amount.0);
+        fees.push(transfer.fee.0);
+        bearers.push(transfer.fee_bearer.as_str());
+        plugins.push(transfer.plugins.as_str());
+        partitions.push(transfer.partition.map(i64::from));
+        replies.push(reply.as_str());
+        times.push(transfer.now_ms);
+    }
+    sqlx::query(
+        "INSERT INTO payments (id, kind, request_hash, status, code, payer, payee, currency, amount, fee,
+                               fee_bearer, plugins, partition, reply, created_at_ms)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                              $8::text[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::bigint[],
+                              $14::text[], $15::bigint[])",
+    )
+    .bind(ids)
+    .bind(kinds)
+    .bind(hashes)
+    .bind(statuses)
+    .bind(codes)
+    .bind(payers)
+    .bind(payees)
+    .bind(currencies)
+    .bind(amounts)
+    .bind(fees)
+    .bind(bearers)
+    .bind(plugins)
+    .bind(partitions)
+    .bind(replies)
+    .bind(times)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Creates the schema the connection's `search_path` names first, if there is none.
+async fn create_schema(pool: &PgPool) -> Result<(), LedgerError> {
+    let (current, path): (Option<String>, String) =
+        sqlx::query_as("SELECT current_schema(), current_setting('search_path')").fetch_one(pool).await?;
+    if current.is_some() {
+        return Ok(());
+    }
+    let Some(first) = path.split(',').map(str::trim).find(|name| !name.is_empty() && *name != "\"$user\"") else {
+        return Ok(());
+    };
+    let name = first.trim_matches('"');
+    let (quoted,): (String,) = sqlx::query_as("SELECT quote_ident($1)").bind(name).fetch_one(pool).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))).execute(pool).await?;
+    Ok(())
+}

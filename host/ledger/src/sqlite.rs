@@ -1,0 +1,240 @@
+//! The SQLite backend: the embedded default, one node, one file.
+//!
+//! SQLite has one writer. Every write runs in `BEGIN IMMEDIATE`, which takes the database's
+//! write lock before any balance is read, so a batch holds every row it reads. Writes use
+//! multi-row `VALUES` lists (SQLite has no arrays), bounded by the batch size limit.
+//!
+//! A write transaction cannot poison the pool: if anything fails before `COMMIT` succeeds,
+//! its connection is closed instead of going back to the pool. After an I/O error (a full
+//! disk, a read-only file) SQLite and sqlx can leave a connection inside a transaction that
+//! every later write on it trips over ("non-zero transaction depth"); a closed connection is
+//! replaced by a fresh one, so the ledger heals by itself as soon as the cause is gone.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::{Deref, DerefMut};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Sqlite as Db, SqliteConnection, SqlitePool};
+use wasmpay_protocol::routing::AccountId;
+
+use super::accounts::{Account, AccountRow, account_from_row};
+use super::batch::{Existing, Keys, Writes};
+use super::store::account_columns;
+use super::{Durability, LedgerError, LedgerSettings, schema};
+
+/// A SQLite ledger database.
+#[derive(Clone, Debug)]
+pub(crate) struct Sqlite {
+    pub(crate) pool: SqlitePool,
+}
+
+impl Sqlite {
+    /// Opens (creating it if needed) the database at `url` and migrates it.
+    pub(crate) async fn connect(url: &str, settings: &LedgerSettings) -> Result<Sqlite, LedgerError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match settings.synchronous {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Normal => SqliteSynchronous::Normal,
+            })
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        schema::migrator(schema::SQLITE).run(&pool).await?;
+        Ok(Sqlite { pool })
+    }
+
+    /// Begins a write transaction, holding the database's write lock.
+    pub(crate) async fn begin_write(&self) -> Result<WriteTransaction, LedgerError> {
+        let mut transaction = WriteTransaction { connection: Some(self.pool.acquire().await?) };
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *transaction).await?;
+        Ok(transaction)
+    }
+
+    /// Begins a read transaction: its queries see one snapshot, and WAL readers do not block
+    /// the writer.
+    pub(crate) async fn begin_snapshot(&self) -> Result<sqlx::Transaction<'static, Db>, LedgerError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Commits a write of the database header (`user_version`, which nothing else uses): a
+    /// full disk or a read-only file shows only when something is written.
+    pub(crate) async fn probe_write(&self) -> Result<(), LedgerError> {
+        let mut transaction = self.begin_write().await?;
+        sqlx::query("PRAGMA user_version = 1").execute(&mut *transaction).await?;
+        transaction.commit().await
+    }
+
+    /// Begins a batch's transaction and reads what it needs: the recorded ids and the
+    /// accounts. The write lock holds every account, so the batch writes every change to the
+    /// accounts' rows and never needs credit sub-balances.
+    pub(crate) async fn begin_batch<'k>(
+        &self,
+        keys: &'k Keys,
+    ) -> Result<(WriteTransaction, Existing, HashMap<AccountId, Account>, &'k BTreeSet<AccountId>), LedgerError> {
+        let mut transaction = self.begin_write().await?;
+        let existing = self.recorded_in(&mut transaction, &keys.ids).await?;
+        let accounts = self.accounts_in(&mut transaction, &keys.touched.iter().collect::<Vec<_>>()).await?;
+        Ok((transaction, existing, accounts, &keys.touched))
+    }
+
+    /// The recorded payments among `ids`: id → (request hash, reply).
+    pub(crate) async fn recorded_in(
+        &self,
+        connection: &mut SqliteConnection,
+        ids: &[String],
+    ) -> Result<Existing, LedgerError> {
+        let sql = format!("SELECT id, request_hash, reply FROM payments WHERE id IN ({})", placeholders(ids.len(), 1));
+        let mut query = sqlx::query_as::<_, (String, String, String)>(AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(id.as_str());
+        }
+        let rows = query.fetch_all(&mut *connection).await?;
+        Ok(rows.into_iter().map(|(id, request_hash, reply)| (id, (request_hash, reply))).collect())
+    }
+
+    /// The accounts among `ids`, by id, their credits included.
+    pub(crate) async fn accounts_in(
+        &self,
+        connection: &mut SqliteConnection,
+        ids: &[&AccountId],
+    ) -> Result<HashMap<AccountId, Account>, LedgerError> {
+        let sql = format!(
+            concat!("SELECT ", account_columns!(), " FROM accounts WHERE id IN ({})"),
+            placeholders(ids.len(), 1)
+        );
+        let mut query = sqlx::query_as::<_, AccountRow>(AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(id.as_str());
+        }
+        let rows = query.fetch_all(&mut *connection).await?;
+        rows.into_iter().map(|row| account_from_row(row).map(|account| (account.id.clone(), account))).collect()
+    }
+
+    /// Writes a decided batch (held balances, credits, payments, entries: one statement
+    /// each) and commits it.
+    pub(crate) async fn write_batch(
+        &self,
+        mut transaction: WriteTransaction,
+        writes: &Writes,
+    ) -> Result<(), LedgerError> {
+        if !writes.balances.is_empty() {
+            let sql = format!(
+                "UPDATE accounts SET balance = balance + new.column2 FROM (VALUES {}) AS new
+                 WHERE accounts.id = new.column1",
+                placeholders(writes.balances.len(), 2)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (account, delta) in &writes.balances {
+                query = query.bind(account.as_str()).bind(delta.0);
+            }
+            let updated = query.execute(&mut *transaction).await?;
+            if usize::try_from(updated.rows_affected()).ok() != Some(writes.balances.len()) {
+                return Err(LedgerError::Corrupt("an account of the batch vanished".into()));
+            }
+        }
+        if !writes.credits.is_empty() {
+            let sql = format!(
+                "INSERT INTO account_credits (account_id, shard, amount) VALUES {}
+                 ON CONFLICT (account_id, shard) DO UPDATE SET amount = amount + excluded.amount",
+                placeholders(writes.credits.len(), 3)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for ((account, shard), amount) in &writes.credits {
+                query = query.bind(account.as_str()).bind(shard).bind(amount.0);
+            }
+            query.execute(&mut *transaction).await?;
+        }
+        if !writes.payments.is_empty() {
+            let sql = format!(
+                "INSERT INTO payments (id, kind, request_hash, status, code, payer, payee, currency, amount, fee,
+                                       fee_bearer, plugins, partition, reply, created_at_ms) VALUES {}",
+                placeholders(writes.payments.len(), 15)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (transfer, decision, reply) in &writes.payments {
+                let (status, code) = decision.status_and_code();
+                query = query
+                    .bind(transfer.id.as_str())
+                    .bind(transfer.kind.as_str())
+                    .bind(transfer.request_hash.as_str())
+                    .bind(status)
+                    .bind(code)
+                    .bind(transfer.payer.as_str())
+                    .bind(transfer.payee.as_str())
+                    .bind(transfer.currency.code())
+                    .bind(transfer.amount.0)
+                    .bind(transfer.fee.0)
+                    .bind(transfer.fee_bearer.as_str())
+                    .bind(transfer.plugins.as_str())
+                    .bind(transfer.partition.map(i64::from))
+                    .bind(reply.as_str())
+                    .bind(transfer.now_ms);
+            }
+            query.execute(&mut *transaction).await?;
+        }
+        if !writes.entries.is_empty() {
+            let sql = format!(
+                "INSERT INTO entries (payment_id, account_id, amount) VALUES {}",
+                placeholders(writes.entries.len(), 3)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (payment, account, amount) in &writes.entries {
+                query = query.bind(payment.as_str()).bind(account.as_str()).bind(amount.0);
+            }
+            query.execute(&mut *transaction).await?;
+        }
+        transaction.commit().await
+    }
+}
+
+/// A write transaction. [`WriteTransaction::commit`] returns its connection to the pool;
+/// dropping it any other way (an error, a panic) closes it.
+pub(crate) struct WriteTransaction {
+    connection: Option<PoolConnection<Db>>,
+}
+
+impl WriteTransaction {
+    /// Commits; the connection goes back to the pool only if the commit succeeded.
+    pub(crate) async fn commit(mut self) -> Result<(), LedgerError> {
+        sqlx::query("COMMIT").execute(&mut *self).await?;
+        self.connection.take();
+        Ok(())
+    }
+}
+
+impl Deref for WriteTransaction {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        self.connection.as_deref().unwrap_or_else(|| unreachable!("a transaction keeps its connection until it ends"))
+    }
+}
+
+impl DerefMut for WriteTransaction {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.connection
+            .as_deref_mut()
+            .unwrap_or_else(|| unreachable!("a transaction keeps its connection until it ends"))
+    }
+}
+
+impl Drop for WriteTransaction {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            // Detached, the connection is closed when dropped (SQLite rolls back what was not
+            // committed) and the pool opens a new one when it needs one.
+            drop(connection.detach());
+        }
+    }
+}
+
+/// `rows` groups of `columns` placeholders: `(?, ?), (?, ?)`, or `?, ?` for one column.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let row = if columns == 1 { "?".to_owned() } else { format!("({})", vec!["?"; columns].join(", ")) };
+    vec![row; rows].join(", ")
+}
