@@ -1,8 +1,10 @@
 //! Test harness: a private `nats-server` on a free port ([`NatsServer`]) and a real node on a
-//! fresh SQLite ledger, serving the built-in plugins plus the `faulty` fixture, all built from
-//! source. It is test tooling: the product's crates never depend on it.
+//! fresh ledger (a SQLite file, or a PostgreSQL schema of its own: [`Backend`]), serving the
+//! built-in plugins plus the `faulty` fixture, all built from source. It is test tooling: the
+//! product's crates never depend on it.
 //!
-//! Nothing is skipped: if `nats-server` is missing the harness panics with the reason.
+//! Nothing is skipped: if `nats-server` is missing, or PostgreSQL is unreachable for a test on
+//! it, the test fails and says why.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -28,6 +30,57 @@ pub const TOKEN: &str = "test-admin-token";
 /// How long a test waits for any one reply or event.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The ledger database a test node runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file in the test's directory.
+    Sqlite,
+    /// A fresh schema on the PostgreSQL server `WASMPAY_TEST_POSTGRES` (default
+    /// `postgres://postgres@127.0.0.1:5432/test`); the ledger creates it.
+    Postgres,
+}
+
+impl Backend {
+    /// The URL of a fresh, empty ledger database for a test working in `workdir`.
+    pub fn fresh_database(self, workdir: &Path) -> String {
+        match self {
+            Backend::Sqlite => format!("sqlite://{}", workdir.join("ledger.db").display()),
+            Backend::Postgres => {
+                let server = std::env::var("WASMPAY_TEST_POSTGRES")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+                // The work directory's path is unique on this machine while the test runs.
+                let unique: String =
+                    workdir.to_string_lossy().bytes().map(|byte| format!("{byte:02x}")).collect::<String>();
+                format!(
+                    "{server}?options[search_path]=node_test_{}_{}",
+                    std::process::id(),
+                    &unique[unique.len().saturating_sub(24)..]
+                )
+            }
+        }
+    }
+}
+
+/// Each named `async fn(Backend)` of the calling test file as a test on SQLite (in `sqlite::`)
+/// and on PostgreSQL (in `postgres::`).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                super::$name($crate::Backend::Sqlite).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                super::$name($crate::Backend::Postgres).await
+            })*
+        }
+    };
+}
+
 /// A node, its NATS server and a client.
 #[allow(missing_debug_implementations)]
 pub struct Harness {
@@ -52,9 +105,14 @@ pub fn mapping_config() -> PathBuf {
 }
 
 impl Harness {
-    /// A node with default configuration on a plain nats-server.
+    /// A node with default configuration on a plain nats-server, on SQLite.
     pub async fn start() -> Harness {
-        Harness::start_with(Config::default(), None).await
+        Harness::start_on(Backend::Sqlite).await
+    }
+
+    /// A node with default configuration on a plain nats-server, on `backend`.
+    pub async fn start_on(backend: Backend) -> Harness {
+        Harness::start_full(backend, Config::default(), None, |_| {}).await
     }
 
     /// A node with `config`, on a nats-server started with `nats_config`.
@@ -69,13 +127,22 @@ impl Harness {
         nats_config: Option<&Path>,
         customize: impl FnOnce(&mut NodeSettings),
     ) -> Harness {
+        Harness::start_full(Backend::Sqlite, config, nats_config, customize).await
+    }
+
+    async fn start_full(
+        backend: Backend,
+        config: Config,
+        nats_config: Option<&Path>,
+        customize: impl FnOnce(&mut NodeSettings),
+    ) -> Harness {
         let nats = NatsServer::start(nats_config).expect("a nats-server is needed for the integration tests");
         let workdir = tempfile::tempdir().unwrap();
         let mut sources = builtin_plugins();
         sources.push(PluginSource::Builtin("faulty", wasmpay_plugin_artifacts::FAULTY));
         let mut settings = NodeSettings {
             nats_url: nats.url(),
-            database_url: format!("sqlite://{}", workdir.path().join("ledger.db").display()),
+            database_url: backend.fresh_database(workdir.path()),
             http_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             plugin_sources: sources,
             node_id: "test".into(),

@@ -4,11 +4,15 @@
 
 use futures::future::join_all;
 use wasmpay_protocol::{Code, Status};
-use wasmpay_tests::{Harness, card};
+use wasmpay_tests::{Backend, Harness, card, on_both_backends};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_hundred_concurrent_payments_against_a_balance_for_fifty() {
-    let harness = Harness::start().await;
+on_both_backends!(
+    two_hundred_concurrent_payments_against_a_balance_for_fifty,
+    many_payers_paying_one_merchant_share_batches_and_stay_exact,
+);
+
+async fn two_hundred_concurrent_payments_against_a_balance_for_fifty(backend: Backend) {
+    let harness = Harness::start_on(backend).await;
     harness.open("payer", "EUR", 0).await;
     for shop in ["shop-a", "shop-b"] {
         harness.open(shop, "EUR", 0).await;
@@ -35,9 +39,8 @@ async fn two_hundred_concurrent_payments_against_a_balance_for_fifty() {
 /// Payers on many partitions paying one merchant at once: their payments meet in shared ledger
 /// batches (the hot payee and the fee account credited by every one of them), and every
 /// balance comes out exact, with each payer's own floor holding.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn many_payers_paying_one_merchant_share_batches_and_stay_exact() {
-    let harness = Harness::start().await;
+async fn many_payers_paying_one_merchant_share_batches_and_stay_exact(backend: Backend) {
+    let harness = Harness::start_on(backend).await;
     harness.open("merchant", "EUR", 0).await;
     let payers: Vec<String> = (0..32).map(|index| format!("payer-{index:02}")).collect();
     for payer in &payers {

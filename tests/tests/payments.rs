@@ -4,10 +4,23 @@
 
 use serde_json::json;
 use wasmpay_protocol::{Code, Status};
-use wasmpay_tests::{Harness, card, next_message, parse, wallet};
+use wasmpay_tests::{Backend, Harness, card, next_message, on_both_backends, parse, wallet};
 
-async fn funded() -> Harness {
-    let harness = Harness::start().await;
+on_both_backends!(
+    a_card_payment_is_approved_end_to_end_with_exact_entries_and_an_event,
+    a_wallet_fee_is_borne_by_the_payer,
+    each_plugin_declines_with_its_own_reason_and_the_decline_is_recorded,
+    insufficient_funds_declines_and_changes_nothing,
+    invalid_requests_are_rejected_with_stable_codes_and_not_recorded,
+    malformed_and_oversized_messages_get_a_reply_and_the_subscriber_keeps_serving,
+    a_payment_on_the_wrong_partition_is_refused,
+    clients_that_do_not_hash_pay_on_the_submit_subject,
+    cluster_info_tells_clients_how_to_hash,
+    a_replay_returns_the_identical_reply_and_a_different_body_conflicts,
+);
+
+async fn funded(backend: Backend) -> Harness {
+    let harness = Harness::start_on(backend).await;
     harness.open("alice", "EUR", 0).await;
     harness.open("shop", "EUR", 0).await;
     harness.open("yen", "JPY", 0).await;
@@ -15,9 +28,8 @@ async fn funded() -> Harness {
     harness
 }
 
-#[tokio::test]
-async fn a_card_payment_is_approved_end_to_end_with_exact_entries_and_an_event() {
-    let harness = funded().await;
+async fn a_card_payment_is_approved_end_to_end_with_exact_entries_and_an_event(backend: Backend) {
+    let harness = funded(backend).await;
     let mut events = harness.client.subscribe("wasmpay.events.payment.>").await.unwrap();
     harness.client.flush().await.unwrap();
 
@@ -39,9 +51,8 @@ async fn a_card_payment_is_approved_end_to_end_with_exact_entries_and_an_event()
     assert!(harness.ledger.audit().await.unwrap().is_balanced());
 }
 
-#[tokio::test]
-async fn a_wallet_fee_is_borne_by_the_payer() {
-    let harness = funded().await;
+async fn a_wallet_fee_is_borne_by_the_payer(backend: Backend) {
+    let harness = funded(backend).await;
     let reply = harness.pay(&wallet("w-1", "alice", "shop", 1_050)).await;
     assert_eq!((reply.status, reply.fee), (Status::Approved, Some(11)), "{reply:?}");
     assert_eq!(harness.balance("alice").await, 10_000 - 1_050 - 11);
@@ -49,9 +60,8 @@ async fn a_wallet_fee_is_borne_by_the_payer() {
     assert_eq!(harness.balance("_fees_EUR").await, 11);
 }
 
-#[tokio::test]
-async fn each_plugin_declines_with_its_own_reason_and_the_decline_is_recorded() {
-    let harness = funded().await;
+async fn each_plugin_declines_with_its_own_reason_and_the_decline_is_recorded(backend: Backend) {
+    let harness = funded(backend).await;
     let mut expired = card("c-expired", "alice", "shop", 100);
     expired["details"]["expiry"] = json!("01/24");
     let mut bad_pan = card("c-luhn", "alice", "shop", 100);
@@ -75,9 +85,8 @@ async fn each_plugin_declines_with_its_own_reason_and_the_decline_is_recorded() 
     assert_eq!(harness.balance("alice").await, 10_000);
 }
 
-#[tokio::test]
-async fn insufficient_funds_declines_and_changes_nothing() {
-    let harness = funded().await;
+async fn insufficient_funds_declines_and_changes_nothing(backend: Backend) {
+    let harness = funded(backend).await;
     let reply = harness.pay(&card("big", "alice", "shop", 10_001)).await;
     assert_eq!((reply.status, reply.code), (Status::Declined, Code::InsufficientFunds), "{reply:?}");
     assert_eq!(harness.balance("alice").await, 10_000);
@@ -87,9 +96,8 @@ async fn insufficient_funds_declines_and_changes_nothing() {
     assert_eq!(harness.balance("alice").await, 0);
 }
 
-#[tokio::test]
-async fn invalid_requests_are_rejected_with_stable_codes_and_not_recorded() {
-    let harness = funded().await;
+async fn invalid_requests_are_rejected_with_stable_codes_and_not_recorded(backend: Backend) {
+    let harness = funded(backend).await;
     let mut unknown_method = card("r-1", "alice", "shop", 100);
     unknown_method["method"] = json!("crypto");
     let mut mismatch = card("r-3", "alice", "shop", 100);
@@ -134,9 +142,8 @@ fn alice_partition(harness: &Harness) -> u32 {
     harness.partitioner.partition_of(&wasmpay_protocol::routing::AccountId::new("alice").unwrap())
 }
 
-#[tokio::test]
-async fn malformed_and_oversized_messages_get_a_reply_and_the_subscriber_keeps_serving() {
-    let harness = funded().await;
+async fn malformed_and_oversized_messages_get_a_reply_and_the_subscriber_keeps_serving(backend: Backend) {
+    let harness = funded(backend).await;
     let garbage = parse(&harness.request("wasmpay.pay.0.alice", b"{not json".to_vec()).await);
     assert_eq!((garbage.status, garbage.code, garbage.id), (Status::Rejected, Code::InvalidRequest, None));
     let oversized = vec![b' '; 64 * 1024 + 1];
@@ -152,9 +159,8 @@ async fn malformed_and_oversized_messages_get_a_reply_and_the_subscriber_keeps_s
     assert_eq!(after.status, Status::Approved, "{after:?}");
 }
 
-#[tokio::test]
-async fn a_payment_on_the_wrong_partition_is_refused() {
-    let harness = funded().await;
+async fn a_payment_on_the_wrong_partition_is_refused(backend: Backend) {
+    let harness = funded(backend).await;
     let right = harness.partitioner.partition_of(&wasmpay_protocol::routing::AccountId::new("alice").unwrap());
     let wrong = (right + 1) % harness.partitioner.partitions();
     let body = card("wp-1", "alice", "shop", 100).to_string().into_bytes();
@@ -174,9 +180,8 @@ async fn a_payment_on_the_wrong_partition_is_refused() {
     assert!(harness.ledger.payment("wp-1").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn clients_that_do_not_hash_pay_on_the_submit_subject() {
-    let harness = funded().await;
+async fn clients_that_do_not_hash_pay_on_the_submit_subject(backend: Backend) {
+    let harness = funded(backend).await;
     let body = card("s-1", "alice", "shop", 100).to_string().into_bytes();
     let reply = parse(&harness.request("wasmpay.submit.alice", body).await);
     assert_eq!(reply.status, Status::Approved, "{reply:?}");
@@ -184,9 +189,8 @@ async fn clients_that_do_not_hash_pay_on_the_submit_subject() {
     assert_eq!(reply.partition, Some(expected));
 }
 
-#[tokio::test]
-async fn cluster_info_tells_clients_how_to_hash() {
-    let harness = Harness::start().await;
+async fn cluster_info_tells_clients_how_to_hash(backend: Backend) {
+    let harness = Harness::start_on(backend).await;
     let info: serde_json::Value =
         serde_json::from_str(&harness.request("wasmpay.cluster.info", Vec::new()).await).unwrap();
     assert_eq!(info["version"], 1);
@@ -194,9 +198,8 @@ async fn cluster_info_tells_clients_how_to_hash() {
     assert_eq!(info["hash"], "fnv1a32");
 }
 
-#[tokio::test]
-async fn a_replay_returns_the_identical_reply_and_a_different_body_conflicts() {
-    let harness = funded().await;
+async fn a_replay_returns_the_identical_reply_and_a_different_body_conflicts(backend: Backend) {
+    let harness = funded(backend).await;
     let payment = card("idem-1", "alice", "shop", 1_234);
     let first = harness.pay_raw(&payment).await;
     let second = harness.pay_raw(&payment).await;

@@ -399,3 +399,182 @@ async fn concurrent_writers_on_postgres_lose_no_update() {
     assert_eq!(shop, spent, "the shop got what the payers paid it, net of fees");
     assert!(approved >= 300, "the payers' money ran out before {approved} approvals");
 }
+
+/// Random sequences of account opens, deposits, payments, replays and conflicting replays go
+/// through the real ledger, and after every step each balance equals that of a plain in-memory
+/// model of the ledger's rules; the audit holds at the end.
+mod model {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
+
+    use super::*;
+
+    /// Accounts a sequence may use; ids of transfers, few enough that they repeat often.
+    const ACCOUNTS: usize = 4;
+    const IDS: u8 = 10;
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// Opens customer `account` with `floor` (a reopen with other terms is refused).
+        Open { account: usize, floor: i64 },
+        /// Deposits `amount` to `account` under `id`.
+        Deposit { id: u8, account: usize, amount: i64 },
+        /// Pays `amount` with `fee` from `payer` to `payee` under `id`.
+        Pay { id: u8, payer: usize, payee: usize, amount: i64, fee: i64, payer_bears: bool, declined: bool },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            1 => (0..ACCOUNTS, prop_oneof![Just(0_i64), Just(-50)]).prop_map(|(account, floor)| Step::Open { account, floor }),
+            2 => (0..IDS, 0..ACCOUNTS, 1_i64..200).prop_map(|(id, account, amount)| Step::Deposit { id, account, amount }),
+            5 => (0..IDS, 0..ACCOUNTS, 0..ACCOUNTS, 1_i64..150, 0_i64..20, any::<bool>(), proptest::bool::weighted(0.1))
+                .prop_map(|(id, payer, payee, amount, fee, payer_bears, declined)| Step::Pay {
+                    id, payer, payee, amount, fee: fee.min(amount), payer_bears, declined,
+                }),
+        ]
+    }
+
+    fn name(account: usize) -> String {
+        format!("acct{account}")
+    }
+
+    /// The ledger's rules, as plainly as possible.
+    #[derive(Debug, Default)]
+    struct Model {
+        /// Opened accounts: (balance, floor).
+        accounts: HashMap<String, (i64, i64)>,
+        fees: i64,
+        /// Recorded ids and their request fingerprints.
+        recorded: HashMap<String, String>,
+    }
+
+    async fn check(backend: Backend, steps: Vec<Step>) -> Result<(), TestCaseError> {
+        let (ledger, _db) = ledger(backend).await;
+        let mut model = Model::default();
+        for step in steps {
+            apply(&ledger, &mut model, &step).await?;
+            let names: Vec<String> = model.accounts.keys().cloned().collect();
+            for account in &names {
+                let balance = ledger.account(&id(account)).await.expect("read").map(|account| account.balance.0);
+                prop_assert_eq!(balance, Some(model.accounts[account].0), "{} after {:?}", account, step);
+            }
+            if !model.accounts.is_empty() {
+                prop_assert_eq!(balance(&ledger, "_fees_EUR").await, model.fees, "fees after {:?}", step);
+            }
+        }
+        let audit = ledger.audit().await.expect("audit");
+        prop_assert_eq!(audit.first_violation(), None);
+        Ok(())
+    }
+
+    async fn apply(ledger: &Ledger, model: &mut Model, step: &Step) -> Result<(), TestCaseError> {
+        match *step {
+            Step::Open { account, floor } => {
+                let new = NewAccount { id: id(&name(account)), currency: eur(), floor: MinorUnits(floor) };
+                let opened = ledger.open_account(&new, 0).await;
+                match model.accounts.get(&name(account)) {
+                    Some((_, existing)) if *existing != floor => {
+                        prop_assert!(matches!(opened, Err(LedgerError::AccountExists(_))), "{:?}", opened);
+                    }
+                    Some(_) => prop_assert!(opened.is_ok(), "{:?}", opened),
+                    None => {
+                        prop_assert!(opened.is_ok(), "{:?}", opened);
+                        model.accounts.insert(name(account), (0, floor));
+                    }
+                }
+            }
+            Step::Deposit { id: key, account, amount } => {
+                let Some(stored) = ledger.account(&id(&name(account))).await.expect("read") else {
+                    return Ok(());
+                };
+                let key = format!("t{key}");
+                let hash = format!("deposit:{}:{amount}:EUR", name(account));
+                let deposited = ledger.deposit(&key, &stored, MinorUnits(amount), 0).await.expect("deposit");
+                match model.recorded.get(&key) {
+                    Some(recorded) if *recorded == hash => {
+                        prop_assert!(matches!(deposited, Deposited::Replayed(_)), "{:?}", deposited);
+                    }
+                    Some(_) => prop_assert_eq!(deposited, Deposited::Conflict),
+                    None => {
+                        prop_assert!(matches!(deposited, Deposited::New(_)), "{:?}", deposited);
+                        model.recorded.insert(key, hash);
+                        if let Some(entry) = model.accounts.get_mut(&name(account)) {
+                            entry.0 += amount;
+                        }
+                    }
+                }
+            }
+            Step::Pay { id: key, payer, payee, amount, fee, payer_bears, declined } => {
+                let key = format!("t{key}");
+                let mut transfer = transfer(&key, &id(&name(payer)), &id(&name(payee)), amount, fee);
+                transfer.request_hash = format!("{payer}:{payee}:{amount}:{fee}:{payer_bears}:{declined}");
+                transfer.fee_bearer = if payer_bears { FeeBearer::Payer } else { FeeBearer::Payee };
+                transfer.declined_by_plugin = declined;
+                let hash = transfer.request_hash.clone();
+                let recorded = ledger.record(transfer, |decision| format!("{decision:?}")).await;
+                if let Some(existing) = model.recorded.get(&key) {
+                    // A replay, or a conflicting one: the first request's fingerprint, nothing new.
+                    prop_assert!(
+                        matches!(&recorded, Ok(Recorded::Existing { request_hash, .. }) if request_hash == existing),
+                        "{:?}, recorded as {}",
+                        recorded,
+                        existing
+                    );
+                    return Ok(());
+                }
+                let (payer, payee) = (name(payer), name(payee));
+                if !model.accounts.contains_key(&payer) || !model.accounts.contains_key(&payee) {
+                    prop_assert!(matches!(recorded, Err(LedgerError::UnknownAccount(_))), "{:?}", recorded);
+                    return Ok(());
+                }
+                if payer == payee {
+                    prop_assert!(matches!(recorded, Err(LedgerError::Invalid(_))), "{:?}", recorded);
+                    return Ok(());
+                }
+                model.recorded.insert(key, hash);
+                let decision = match recorded {
+                    Ok(Recorded::New { decision, .. }) => decision,
+                    other => return Err(TestCaseError::fail(format!("expected a new decision, got {other:?}"))),
+                };
+                let (debit, credit) = if payer_bears { (amount + fee, amount) } else { (amount, amount - fee) };
+                let (balance, floor) = model.accounts[&payer];
+                let expected = if declined {
+                    Decision::PluginDeclined
+                } else if balance - debit < floor {
+                    Decision::InsufficientFunds
+                } else {
+                    Decision::Approved
+                };
+                prop_assert_eq!(decision, expected);
+                if decision == Decision::Approved {
+                    model.accounts.get_mut(&payer).expect("opened").0 -= debit;
+                    model.accounts.get_mut(&payee).expect("opened").0 += credit;
+                    model.fees += fee;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run(backend: Backend, steps: Vec<Step>) -> Result<(), TestCaseError> {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        runtime.block_on(check(backend, steps))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        #[test]
+        fn sqlite_matches_the_model(steps in proptest::collection::vec(step(), 1..40)) {
+            run(Backend::Sqlite, steps)?;
+        }
+
+        #[test]
+        fn postgres_matches_the_model(steps in proptest::collection::vec(step(), 1..40)) {
+            run(Backend::Postgres, steps)?;
+        }
+    }
+}
