@@ -160,9 +160,17 @@ fn decide_one(
         let message = format!("{}: the amount must be positive and the fee not negative", transfer.id);
         return Err(LedgerError::Invalid(message));
     }
+    if transfer.payer == transfer.payee {
+        return Err(LedgerError::Invalid(format!("{}: pays its own payer", transfer.id)));
+    }
+    // Both accounts must exist and hold the transfer's currency: checked before a plugin's
+    // decline is recorded, since a payment between these accounts cannot exist at all.
     for account in [&transfer.payer, &transfer.payee] {
-        if !accounts.contains_key(account) {
+        let Some(state) = accounts.get(account) else {
             return Err(LedgerError::UnknownAccount(account.to_string()));
+        };
+        if state.currency != transfer.currency {
+            return Err(LedgerError::CurrencyMismatch { account: account.to_string(), holds: state.currency });
         }
     }
     let fee_account = fee_account(transfer.currency);
@@ -183,6 +191,7 @@ fn decide_one(
         let state =
             accounts.get(posting.account).ok_or_else(|| LedgerError::UnknownAccount(posting.account.to_string()))?;
         if state.currency != transfer.currency {
+            // The fee account is per currency, so this is not a caller's mistake.
             return Err(LedgerError::Corrupt(format!(
                 "{} holds {}, not {}",
                 state.id, state.currency, transfer.currency

@@ -94,6 +94,14 @@ pub enum LedgerError {
     /// No such account.
     #[error("unknown account `{0}`")]
     UnknownAccount(String),
+    /// An account of the transfer holds another currency.
+    #[error("account `{account}` holds {holds}")]
+    CurrencyMismatch {
+        /// The account.
+        account: String,
+        /// The currency it holds.
+        holds: Currency,
+    },
     /// A balance would leave the 64-bit range.
     #[error("balance overflow on account `{0}`")]
     Overflow(String),

@@ -525,12 +525,12 @@ mod model {
                     return Ok(());
                 }
                 let (payer, payee) = (name(payer), name(payee));
-                if !model.accounts.contains_key(&payer) || !model.accounts.contains_key(&payee) {
-                    prop_assert!(matches!(recorded, Err(LedgerError::UnknownAccount(_))), "{:?}", recorded);
-                    return Ok(());
-                }
                 if payer == payee {
                     prop_assert!(matches!(recorded, Err(LedgerError::Invalid(_))), "{:?}", recorded);
+                    return Ok(());
+                }
+                if !model.accounts.contains_key(&payer) || !model.accounts.contains_key(&payee) {
+                    prop_assert!(matches!(recorded, Err(LedgerError::UnknownAccount(_))), "{:?}", recorded);
                     return Ok(());
                 }
                 model.recorded.insert(key, hash);

@@ -1,9 +1,16 @@
 //! Deciding one payment: the path every message on `wasmpay.pay.<partition>.<payer>` takes.
 //!
-//! decode → partition check → idempotency check → accounts → pipeline (plugins) → ledger.
+//! decode → partition check → pipeline (plugins) → ledger.
 //! Every step that refuses returns a reply with a stable code; only plugin or funds declines
-//! and approvals are recorded (and so replayed to a retry). The ledger's own idempotency check
-//! inside its transaction settles races between duplicates that pass the early check together.
+//! and approvals are recorded (and so replayed to a retry).
+//!
+//! A new payment costs no read before the ledger: the ledger's batch looks up its id (a retry
+//! gets the stored reply, byte for byte), checks that both accounts exist and hold its
+//! currency, and decides it, for the whole batch in a few set-based queries. Two early reads
+//! per payment (the stored reply, the accounts) used to cost more than the plugins and the
+//! commit together (docs/performance.md). A refusal before the ledger (an unknown method, a
+//! plugin failure) looks the id up first, so a retry of a recorded payment never gets a
+//! different answer than the first time.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -81,28 +88,33 @@ impl Processor {
             return refuse(Code::WrongPartition, format!("payer `{}` is served on `{subject}`", request.payer));
         }
         let fingerprint = request.fingerprint();
-        match self.ledger.recorded_reply(&request.id).await {
-            Err(error) => return unavailable(request, partition, &error),
-            Ok(Some((recorded_hash, reply))) => {
-                return replay(request, partition, &fingerprint, recorded_hash, reply);
+        // Clients may not pay from or to the ledger's own accounts; that needs no read.
+        for (role, id) in [("payer", &request.payer), ("payee", &request.payee)] {
+            if id.is_system() {
+                return refuse(Code::UnknownAccount, format!("{role} `{id}` does not exist"));
             }
-            Ok(None) => {}
-        }
-        if let Err((code, message)) = self.check_accounts(request).await {
-            return refuse(code, message);
         }
         let pipelines = self.plugins.pipelines();
         let Some(pipeline) = pipelines.get(&request.method) else {
             let served: Vec<&str> = pipelines.methods().collect();
-            return refuse(
-                Code::UnknownMethod,
-                format!("method `{}` is not served; served: {}", request.method, served.join(", ")),
-            );
+            let message = format!("method `{}` is not served; served: {}", request.method, served.join(", "));
+            return self
+                .refuse_unless_recorded(request, partition, &fingerprint, Code::UnknownMethod, message, Vec::new())
+                .await;
         };
         if let Some(plugin) = pipeline.refuses(request.currency) {
             let message =
                 format!("plugin {} of method `{}` does not take {}", plugin.key(), request.method, request.currency);
-            return refuse(Code::UnsupportedCurrency, message);
+            return self
+                .refuse_unless_recorded(
+                    request,
+                    partition,
+                    &fingerprint,
+                    Code::UnsupportedCurrency,
+                    message,
+                    Vec::new(),
+                )
+                .await;
         }
         let received_at_ms = clock::unix_ms();
         let input = PaymentInput::new(request, received_at_ms);
@@ -110,28 +122,30 @@ impl Processor {
             Ok(verdict) => verdict,
             Err(failure) => {
                 tracing::warn!(%failure, "plugin failed; payment refused, nothing recorded");
-                return refused(request, partition, Code::PluginFailed, failure.to_string(), pipeline.keys());
+                let (message, plugins) = (failure.to_string(), pipeline.keys());
+                return self
+                    .refuse_unless_recorded(request, partition, &fingerprint, Code::PluginFailed, message, plugins)
+                    .await;
             }
         };
         self.record(request, partition, pipeline, &verdict, &fingerprint, received_at_ms).await
     }
 
-    /// Both accounts exist, are customer accounts and hold the payment's currency (one read).
-    async fn check_accounts(&self, request: &PaymentRequest) -> Result<(), (Code, String)> {
-        let mut accounts = match self.ledger.accounts(&[&request.payer, &request.payee]).await {
-            Ok(accounts) => accounts,
-            Err(error) => return Err((Code::Unavailable, format!("ledger unavailable: {error}"))),
-        };
-        for (role, id) in [("payer", &request.payer), ("payee", &request.payee)] {
-            let Some(account) = accounts.remove(id).filter(|_| !id.is_system()) else {
-                return Err((Code::UnknownAccount, format!("{role} `{id}` does not exist")));
-            };
-            if account.currency != request.currency {
-                let message = format!("{role} `{id}` holds {}, not {}", account.currency, request.currency);
-                return Err((Code::CurrencyMismatch, message));
-            }
+    /// Refuses `request`, unless its id is recorded: then the stored reply (or a conflict).
+    async fn refuse_unless_recorded(
+        &self,
+        request: &PaymentRequest,
+        partition: u32,
+        fingerprint: &str,
+        code: Code,
+        message: String,
+        plugins: Vec<String>,
+    ) -> Decided {
+        match self.ledger.recorded_reply(&request.id).await {
+            Err(error) => unavailable(request, partition, &error),
+            Ok(Some((recorded_hash, reply))) => replay(request, partition, fingerprint, recorded_hash, reply),
+            Ok(None) => refused(request, partition, code, message, plugins),
         }
-        Ok(())
     }
 
     async fn record(
@@ -184,6 +198,15 @@ impl Processor {
             }
             Ok(Recorded::Existing { request_hash, reply }) => {
                 replay(request, partition, fingerprint, request_hash, reply)
+            }
+            Err(LedgerError::UnknownAccount(id)) => {
+                let role = if id == request.payer.as_str() { "payer" } else { "payee" };
+                refused(request, partition, Code::UnknownAccount, format!("{role} `{id}` does not exist"), Vec::new())
+            }
+            Err(LedgerError::CurrencyMismatch { account, holds }) => {
+                let role = if account == request.payer.as_str() { "payer" } else { "payee" };
+                let message = format!("{role} `{account}` holds {holds}, not {}", request.currency);
+                refused(request, partition, Code::CurrencyMismatch, message, Vec::new())
             }
             Err(error) => unavailable(request, partition, &error),
         }

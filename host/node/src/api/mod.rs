@@ -225,6 +225,9 @@ fn ledger_error(error: &LedgerError) -> Response<Body> {
             problem(StatusCode::UNPROCESSABLE_ENTITY, "amount_out_of_range", &error.to_string())
         }
         LedgerError::UnknownAccount(_) => problem(StatusCode::NOT_FOUND, "unknown_account", &error.to_string()),
+        LedgerError::CurrencyMismatch { .. } => {
+            problem(StatusCode::UNPROCESSABLE_ENTITY, "currency_mismatch", &error.to_string())
+        }
         transient if transient.is_transient() => {
             tracing::error!(%error, "ledger unavailable in the HTTP API");
             problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &error.to_string())
