@@ -165,17 +165,32 @@ fn ledger_verify_finds_a_tampered_balance() {
     assert!(!missing.status.success() && text(&missing).contains("no ledger"), "{}", text(&missing));
 }
 
-/// `wasmpay bench` starts what it needs, measures each scenario beside the bus limit, and
-/// reports every row with no failed request.
+/// `wasmpay bench` starts what it needs (NATS, a node on each backend, a scratch PostgreSQL
+/// schema), measures every scenario beside its baseline, and reports every row with no failed
+/// request.
 #[test]
-fn bench_measures_every_scenario_beside_the_bus_limit() {
-    let output = run(&["bench", "--payments", "300", "--in-flight", "8", "--payers", "20", "--json"], "");
+fn bench_measures_every_scenario_beside_its_baseline() {
+    let args = ["bench", "--payments", "300", "--in-flight", "8", "--payers", "20", "--ledger-transfers", "500"];
+    let output = run(&[&args[..], &["--pgbench-seconds", "0", "--json"]].concat(), "");
     assert!(output.status.success(), "{}", text(&output));
-    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 3, "{rows:?}");
-    for row in rows {
-        assert_eq!((row["requests"].as_u64(), row["failed"].as_u64()), (Some(300), Some(0)), "{row}");
-        assert!(row["per_second"].as_u64().unwrap() > 0, "{row}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let scenarios: Vec<(&str, &str)> =
+        rows.iter().map(|row| (row["backend"].as_str().unwrap_or("-"), row["scenario"].as_str().unwrap())).collect();
+    for backend in ["sqlite", "postgres"] {
+        for scenario in ["bus_limit", "uniform", "hot_payee", "open_loop", "ledger_alone"] {
+            assert!(scenarios.contains(&(backend, scenario)), "{backend} {scenario} missing: {scenarios:?}");
+        }
     }
+    assert!(scenarios.contains(&("-", "plugins_on_path")), "{scenarios:?}");
+    for row in rows {
+        assert_eq!(row["failed"].as_u64(), Some(0), "{row}");
+        assert!(row["requests"].as_u64().unwrap() > 0 && row["per_second"].as_u64().unwrap() > 0, "{row}");
+    }
+    let ratio = |scenario: &str, to: &str| {
+        rows.iter()
+            .filter(|row| row["scenario"] == scenario)
+            .all(|row| row["ratios"].as_array().unwrap().iter().any(|ratio| ratio["to"] == to))
+    };
+    assert!(ratio("uniform", "bus") && ratio("hot_payee", "uniform"), "{rows:?}");
 }

@@ -41,7 +41,8 @@ enum Command {
     /// Check a ledger database directly.
     #[command(subcommand)]
     Ledger(LedgerCommand),
-    /// Measure a node on embedded defaults beside the bus limit (private NATS, SQLite).
+    /// Measure the node, the ledger and the plugins beside their baselines (private NATS,
+    /// SQLite and PostgreSQL, pgbench), in one run.
     Bench(crate::bench::BenchArgs),
 }
 

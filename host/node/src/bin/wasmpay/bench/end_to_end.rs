@@ -1,0 +1,115 @@
+//! A node on one backend, loaded over NATS: at each in-flight level the bus limit, card
+//! payments to ten merchants and to one hot payee, back to back so each ratio compares
+//! neighbours; then open-loop arrivals at half the best end-to-end rate, for the latency a
+//! client sees under load.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use bytes::Bytes;
+use serde_json::json;
+use wasmpay::node::{Node, NodeSettings};
+use wasmpay_protocol::PROTOCOL_VERSION;
+use wasmpay_protocol::routing::Partitioner;
+
+use super::load::{self, Expect, Measured, closed_loop, nats_request, noop_request, open_loop};
+use super::report::{Row, Scenario};
+use super::setup::{self, Payees, Payers};
+use super::{Backend, BenchArgs};
+
+/// Amount of every payment, in minor units.
+const AMOUNT: u64 = 100;
+
+/// Starts a node on the ledger at `url`, opens and funds its accounts, measures, and stops
+/// the node whatever the outcome.
+pub async fn measure(
+    args: &BenchArgs,
+    backend: Backend,
+    url: &str,
+    nats_url: &str,
+    client: &async_nats::Client,
+) -> anyhow::Result<Vec<Row>> {
+    let settings = NodeSettings {
+        nats_url: nats_url.to_owned(),
+        database_url: url.to_owned(),
+        http_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        node_id: format!("bench-{}", backend.name()),
+        ..NodeSettings::new()
+    };
+    let payers = Payers::new(args.payers, Partitioner::new(settings.partitions)?)?;
+    let node = Node::start(settings).await.with_context(|| format!("starting a node on {}", backend.name()))?;
+    let measured = async {
+        setup::open_and_fund(node.ledger(), &payers).await?;
+        let _responder = load::noop_responder(nats_url).await?;
+        let mut rows = closed_loop_rows(args, backend, client, &payers).await;
+        let best = rows.iter().filter(|row| row.scenario == Scenario::Uniform).map(|row| row.per_second).max();
+        rows.push(open_loop_row(args, backend, client, &payers, best.unwrap_or_default() / 2).await);
+        anyhow::Ok(rows)
+    }
+    .await;
+    node.shutdown().await;
+    measured
+}
+
+/// The bus limit, ten merchants and hot payee at each in-flight level.
+async fn closed_loop_rows(
+    args: &BenchArgs,
+    backend: Backend,
+    client: &async_nats::Client,
+    payers: &Payers,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for &level in &args.in_flight {
+        let what = |scenario: Scenario| format!("{} {}, {level} in flight", backend.name(), scenario.label());
+        let bus =
+            closed_loop(&what(Scenario::BusLimit), level, args.limits(), |index| noop_request(client, index)).await;
+        let pay = |payees: Payees| {
+            let tag = format!("{}-{level}", payees.tag());
+            move |index| pay(client, payers, payees, &tag, index)
+        };
+        let uniform = closed_loop(&what(Scenario::Uniform), level, args.limits(), pay(Payees::Uniform)).await;
+        let hot = closed_loop(&what(Scenario::HotPayee), level, args.limits(), pay(Payees::Hot)).await;
+        let row = |scenario: Scenario, measured: &Measured| {
+            Row::measured(scenario, Some(backend), format!("{level} in flight"), measured).in_flight(level)
+        };
+        rows.push(row(Scenario::BusLimit, &bus));
+        rows.push(row(Scenario::Uniform, &uniform).compare("bus", bus.per_second));
+        rows.push(row(Scenario::HotPayee, &hot).compare("uniform", uniform.per_second).compare("bus", bus.per_second));
+    }
+    rows
+}
+
+/// Payments to the ten merchants sent at `rate` per second whatever the answers, for at most
+/// `--payments` payments and `--seconds-max` seconds.
+async fn open_loop_row(
+    args: &BenchArgs,
+    backend: Backend,
+    client: &async_nats::Client,
+    payers: &Payers,
+    rate: u64,
+) -> Row {
+    let rate = rate.max(1);
+    let count = u64::from(args.payments).min(rate.saturating_mul(args.seconds_max)).max(1);
+    let count = u32::try_from(count).unwrap_or(u32::MAX);
+    let what = format!("{} {}, {rate}/s", backend.name(), Scenario::OpenLoop.label());
+    let measured = open_loop(&what, rate, count, |index| pay(client, payers, Payees::Uniform, "open", index)).await;
+    Row::measured(Scenario::OpenLoop, Some(backend), format!("{}/s offered", super::report::thousands(rate)), &measured)
+        .offered(rate)
+        .compare("offered", rate)
+}
+
+/// Payment `index` of the measurement `tag` to `payees`, over NATS; served when approved.
+fn pay(
+    client: &async_nats::Client,
+    payers: &Payers,
+    payees: Payees,
+    tag: &str,
+    index: u32,
+) -> impl Future<Output = bool> + Send + use<> {
+    let (payer, subject) = payers.of(index);
+    let body = json!({"version": PROTOCOL_VERSION, "id": format!("bench-{tag}-{index}"), "payer": payer.as_str(),
+                      "payee": payees.of(index), "amount": AMOUNT, "currency": "EUR", "method": "card",
+                      "details": {"pan": "4242424242424242", "expiry": "12/30"}});
+    nats_request(client, subject.clone(), Bytes::from(body.to_string()), Expect::Approved)
+}
