@@ -41,6 +41,10 @@ pub struct Audit {
     pub approved_without_entries: Vec<String>,
     /// Declined payments with entries. Always empty.
     pub declined_with_entries: Vec<String>,
+    /// Payments with an entry for an account that does not exist, or whose own payer or
+    /// payee does not exist; and ids in entries that name no payment. Always empty (the
+    /// PostgreSQL schema leaves these to the ledger and to this check, not to foreign keys).
+    pub dangling_references: Vec<String>,
     /// Recorded payments by (status, code).
     pub payments_by_outcome: BTreeMap<String, u64>,
     /// Fees collected per currency, in minor units.
@@ -65,6 +69,7 @@ impl Audit {
             ("a balance is below its floor", &self.accounts_below_floor),
             ("an approved payment has no entries", &self.approved_without_entries),
             ("a declined payment has entries", &self.declined_with_entries),
+            ("a payment or entry references nothing", &self.dangling_references),
         ];
         lists.into_iter().find_map(|(what, ids)| ids.first().map(|id| format!("{what}: `{id}` ({} in all)", ids.len())))
     }
@@ -120,6 +125,7 @@ impl Ledger {
                 accounts_below_floor: ids(text(BELOW_FLOOR).fetch_all(&mut *connection).await?),
                 approved_without_entries: ids(text(APPROVED_WITHOUT_ENTRIES).fetch_all(&mut *connection).await?),
                 declined_with_entries: ids(text(DECLINED_WITH_ENTRIES).fetch_all(&mut *connection).await?),
+                dangling_references: ids(text(DANGLING).fetch_all(&mut *connection).await?),
                 payments_by_outcome: counted(OUTCOMES)
                     .fetch_all(&mut *connection)
                     .await?
@@ -152,6 +158,13 @@ const APPROVED_WITHOUT_ENTRIES: &str = "SELECT p.id FROM payments p WHERE p.stat
      AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.payment_id = p.id) ORDER BY p.id";
 const DECLINED_WITH_ENTRIES: &str = "SELECT p.id FROM payments p WHERE p.status = 'declined'
      AND EXISTS (SELECT 1 FROM entries e WHERE e.payment_id = p.id) ORDER BY p.id";
+const DANGLING: &str = "SELECT e.payment_id FROM entries e
+     WHERE NOT EXISTS (SELECT 1 FROM payments p WHERE p.id = e.payment_id)
+        OR NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = e.account_id)
+     UNION
+     SELECT p.id FROM payments p
+     WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = p.payer)
+        OR NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = p.payee)";
 const OUTCOMES: &str = "SELECT kind || ' ' || status || ' ' || code, COUNT(*) FROM payments GROUP BY 1 ORDER BY 1";
 const FEES: &str =
     concat!("SELECT currency, ", balance_with_credits!(), " FROM accounts WHERE kind = 'fees' ORDER BY currency");

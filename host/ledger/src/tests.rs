@@ -286,6 +286,19 @@ async fn the_audit_sees_each_broken_invariant(backend: Backend) {
     let audit = ledger.audit().await.expect("audit");
     assert_eq!(audit.approved_without_entries, ["fund"]);
     assert_eq!(audit.drifted_accounts, ["_external_EUR", "alice"]);
+    assert!(audit.dangling_references.is_empty(), "{audit:?}");
+    // SQLite's foreign keys refuse this too; PostgreSQL's schema leaves it to the audit.
+    tamper(match backend {
+        Backend::Sqlite => {
+            "PRAGMA foreign_keys = OFF; INSERT INTO entries (payment_id, account_id, amount)
+             VALUES ('ghost', 'alice', 5), ('ghost', 'nobody', -5); PRAGMA foreign_keys = ON"
+        }
+        Backend::Postgres => {
+            "INSERT INTO entries (payment_id, account_id, amount) VALUES ('ghost', 'alice', 5), ('ghost', 'nobody', -5)"
+        }
+    })
+    .await;
+    assert_eq!(ledger.audit().await.expect("audit").dangling_references, ["ghost"]);
 }
 
 /// Batch sizes as the committer reports them.

@@ -1,5 +1,5 @@
--- The double-entry ledger on PostgreSQL: the same tables, constraints and meaning as the
--- SQLite schema (migrations/sqlite), in PostgreSQL's types. Amounts are integer minor units;
+-- The double-entry ledger on PostgreSQL: the same tables and meaning as the SQLite schema
+-- (migrations/sqlite), in PostgreSQL's types. Amounts are integer minor units;
 -- every posted transfer's entries sum to zero, so the sum of all balances per currency is
 -- always zero (external funding accounts go negative as money enters).
 
@@ -33,14 +33,19 @@ CREATE TABLE account_credits (
 );
 
 -- One row per decided payment or deposit; the id is the client's idempotency key.
+-- payments and entries carry no foreign keys here, unlike on SQLite: PostgreSQL checks a
+-- foreign key with a query per inserted row, and a batch of 500 payments inserts 500 payments
+-- and 1,500 entries, whose 4,000 checks took 30 of its 45 ms. The batch only writes rows for
+-- accounts it has just read and payments it inserts in the same transaction, and
+-- `wasmpay ledger verify` reports any entry or payment that references nothing.
 CREATE TABLE payments (
     id            TEXT   NOT NULL PRIMARY KEY,
     kind          TEXT   NOT NULL CHECK (kind IN ('payment', 'deposit')),
     request_hash  TEXT   NOT NULL,
     status        TEXT   NOT NULL CHECK (status IN ('approved', 'declined')),
     code          TEXT   NOT NULL,
-    payer         TEXT   NOT NULL REFERENCES accounts (id),
-    payee         TEXT   NOT NULL REFERENCES accounts (id),
+    payer         TEXT   NOT NULL,
+    payee         TEXT   NOT NULL,
     currency      TEXT   NOT NULL,
     amount        BIGINT NOT NULL CHECK (amount > 0),
     fee           BIGINT NOT NULL CHECK (fee >= 0),
@@ -55,8 +60,8 @@ CREATE TABLE payments (
 
 CREATE TABLE entries (
     id         BIGINT NOT NULL GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    payment_id TEXT   NOT NULL REFERENCES payments (id),
-    account_id TEXT   NOT NULL REFERENCES accounts (id),
+    payment_id TEXT   NOT NULL,
+    account_id TEXT   NOT NULL,
     amount     BIGINT NOT NULL CHECK (amount <> 0)
 );
 
