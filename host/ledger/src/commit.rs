@@ -51,10 +51,24 @@ impl Ledger {
         transfer: Transfer,
         render: impl FnOnce(Decision) -> String + Send + 'static,
     ) -> Result<Recorded, LedgerError> {
+        self.submit(transfer, render).await?.await
+    }
+
+    /// [`Ledger::record`] in two steps: this call returns once the transfer is queued for a
+    /// batch (waiting only while the queue is full), and the future it returns resolves when
+    /// that batch committed (or failed). Transfers are decided in the order they were
+    /// submitted, so a caller that submits an account's transfers one after the other keeps
+    /// their order without waiting for each commit: the next one joins the same batch or a
+    /// later one.
+    pub async fn submit(
+        &self,
+        transfer: Transfer,
+        render: impl FnOnce(Decision) -> String + Send + 'static,
+    ) -> Result<impl Future<Output = Result<Recorded, LedgerError>> + Send + 'static, LedgerError> {
         let (answer, answered) = oneshot::channel();
         let job = Job { transfer, render: Box::new(render), answer };
         self.committer.send(job).await.map_err(|_| LedgerError::Closed)?;
-        answered.await.map_err(|_| LedgerError::Closed)?
+        Ok(async move { answered.await.map_err(|_| LedgerError::Closed)? })
     }
 }
 

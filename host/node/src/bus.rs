@@ -1,8 +1,9 @@
 //! The NATS side of a node: one subscription per subject family, one worker per partition.
 //!
 //! Ordering: NATS delivers one subscription's messages in order; the dispatcher hands each to
-//! its partition's worker through a bounded queue, and a worker decides one payment at a time,
-//! so one account's payments are applied in the order they arrived. The dispatcher never
+//! its partition's worker through a bounded queue, and a worker decides one payment at a time
+//! and submits it to the ledger, which decides in submission order, so one account's payments
+//! are applied in the order they arrived. The dispatcher never
 //! waits for a partition: a payment for a full queue is refused at once (`unavailable`,
 //! retry with the same id), so one saturated partition cannot delay the others.
 //!
@@ -17,12 +18,13 @@ use std::time::Duration;
 use async_nats::{Client, Message, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::metrics::Metrics;
-use crate::payments::{Processor, Route};
+use crate::payments::{Decided, Processor, Route};
 use crate::shutdown::{self, Signal};
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
 use wasmpay_protocol::{ClusterInfo, Code, Refusal, Reply};
@@ -264,25 +266,53 @@ fn parse_pay_subject(subject: &str) -> Option<(u32, &str)> {
     (number.to_string() == partition).then_some((number, payer))
 }
 
-/// Decides the payments of one partition, one at a time.
+/// Payments of one partition that may wait for their ledger batches at once while the worker
+/// decides the next ones.
+const LEDGER_PIPELINE_DEPTH: usize = 128;
+
+/// Decides the payments of one partition in order: checks and plugins one at a time, then each
+/// payment is submitted to the ledger, which decides in submission order, and the worker goes
+/// on to the next payment while the batch commits (at most [`LEDGER_PIPELINE_DEPTH`] waiting).
+/// Waiting for each commit before the next payment capped a partition at one payment per two
+/// commits. Replies go out as the commits land, in order; when the queue closes, the worker
+/// answers what it submitted and ends.
 async fn worker(partition: u32, mut queue: mpsc::Receiver<Message>, processor: Arc<Processor>, client: Client) {
     let mut instances = processor.instances();
-    while let Some(message) = queue.recv().await {
-        let payer = parse_pay_subject(&message.subject).map_or("", |(_, payer)| payer);
-        let decided = processor.decide(&mut instances, Route { partition, payer }, &message.payload).await;
-        let body = Bytes::from(decided.reply);
-        // A reply that cannot be sent is not lost: the payment is recorded, and the client's
-        // retry with the same id gets the stored reply.
-        if let Some(reply) = message.reply
-            && let Err(error) = bounded(client.publish(reply, body.clone())).await
-        {
-            tracing::warn!(%error, "could not publish a reply");
-        }
-        if decided.newly_recorded {
-            let subject = format!("{}.{}", subjects::EVENTS_PREFIX, decided.status.as_str());
-            if let Err(error) = bounded(client.publish(subject, body)).await {
-                tracing::warn!(%error, "could not publish an event");
+    let mut committing = FuturesOrdered::new();
+    let mut open = true;
+    while open || !committing.is_empty() {
+        tokio::select! {
+            biased;
+            Some((decided, reply)) = committing.next(), if !committing.is_empty() => {
+                answer(&client, reply, decided).await;
             }
+            message = queue.recv(), if open && committing.len() < LEDGER_PIPELINE_DEPTH => match message {
+                Some(message) => {
+                    let payer = parse_pay_subject(&message.subject).map_or("", |(_, payer)| payer);
+                    let decided = processor.decide(&mut instances, Route { partition, payer }, &message.payload).await;
+                    let reply = message.reply;
+                    committing.push_back(async move { (decided.await, reply) });
+                }
+                None => open = false,
+            },
+        }
+    }
+}
+
+/// Sends a payment's reply and, if this call recorded it, its event.
+async fn answer(client: &Client, reply: Option<async_nats::Subject>, decided: Decided) {
+    let body = Bytes::from(decided.reply);
+    // A reply that cannot be sent is not lost: the payment is recorded, and the client's
+    // retry with the same id gets the stored reply.
+    if let Some(reply) = reply
+        && let Err(error) = bounded(client.publish(reply, body.clone())).await
+    {
+        tracing::warn!(%error, "could not publish a reply");
+    }
+    if decided.newly_recorded {
+        let subject = format!("{}.{}", subjects::EVENTS_PREFIX, decided.status.as_str());
+        if let Err(error) = bounded(client.publish(subject, body)).await {
+            tracing::warn!(%error, "could not publish an event");
         }
     }
 }

@@ -12,6 +12,8 @@
 //! plugin failure) looks the id up first, so a retry of a recorded payment never gets a
 //! different answer than the first time.
 
+use std::future::{Future, ready};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,6 +49,13 @@ pub struct Decided {
     pub newly_recorded: bool,
 }
 
+/// A message's answer, ready or still waiting for its ledger batch to commit.
+pub type Answer = Pin<Box<dyn Future<Output = Decided> + Send>>;
+
+fn now(decided: Decided) -> Answer {
+    Box::pin(ready(decided))
+}
+
 /// Decides payments; shared by every partition worker of a node.
 #[derive(Debug)]
 pub struct Processor {
@@ -67,22 +76,30 @@ impl Processor {
         Instances::new(self.plugins.runtime().clone(), self.metrics.clone())
     }
 
-    /// Decides one message. Never fails: every outcome is a reply.
-    pub async fn decide(&self, instances: &mut Instances, route: Route<'_>, body: &[u8]) -> Decided {
-        let decided = match wasmpay_protocol::decode(body) {
-            Err(refusal) => unreadable(&refusal),
+    /// Decides one message: runs its checks and plugins, and submits it to the ledger. Never
+    /// fails: every outcome is a reply. The returned answer resolves once the payment's batch
+    /// committed, so a worker can decide its partition's next payment meanwhile: the ledger
+    /// decides transfers in the order they were submitted, which keeps an account's payments
+    /// in order.
+    pub async fn decide(&self, instances: &mut Instances, route: Route<'_>, body: &[u8]) -> Answer {
+        let answer = match wasmpay_protocol::decode(body) {
+            Err(refusal) => now(unreadable(&refusal)),
             Ok(request) => {
                 let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, method = %request.method);
-                self.decide_request(instances, route, &request).instrument(span).await
+                self.decide_request(instances, route, request).instrument(span).await
             }
         };
-        self.metrics.count_payment(decided.status, decided.code);
-        decided
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let decided = answer.await;
+            metrics.count_payment(decided.status, decided.code);
+            decided
+        })
     }
 
-    async fn decide_request(&self, instances: &mut Instances, route: Route<'_>, request: &PaymentRequest) -> Decided {
+    async fn decide_request(&self, instances: &mut Instances, route: Route<'_>, request: PaymentRequest) -> Answer {
         let partition = self.partitioner.partition_of(&request.payer);
-        let refuse = |code: Code, message: String| refused(request, partition, code, message, Vec::new());
+        let refuse = |code: Code, message: String| now(refused(&request, partition, code, message, Vec::new()));
         if partition != route.partition || route.payer != request.payer.as_str() {
             let subject = subjects::pay(partition, request.payer.as_str());
             return refuse(Code::WrongPartition, format!("payer `{}` is served on `{subject}`", request.payer));
@@ -98,48 +115,36 @@ impl Processor {
         let Some(pipeline) = pipelines.get(&request.method) else {
             let served: Vec<&str> = pipelines.methods().collect();
             let message = format!("method `{}` is not served; served: {}", request.method, served.join(", "));
-            return self
-                .refuse_unless_recorded(request, partition, &fingerprint, Code::UnknownMethod, message, Vec::new())
-                .await;
+            let refusal = (Code::UnknownMethod, message, Vec::new());
+            return now(self.refuse_unless_recorded(&request, partition, &fingerprint, refusal).await);
         };
         if let Some(plugin) = pipeline.refuses(request.currency) {
             let message =
                 format!("plugin {} of method `{}` does not take {}", plugin.key(), request.method, request.currency);
-            return self
-                .refuse_unless_recorded(
-                    request,
-                    partition,
-                    &fingerprint,
-                    Code::UnsupportedCurrency,
-                    message,
-                    Vec::new(),
-                )
-                .await;
+            let refusal = (Code::UnsupportedCurrency, message, Vec::new());
+            return now(self.refuse_unless_recorded(&request, partition, &fingerprint, refusal).await);
         }
         let received_at_ms = clock::unix_ms();
-        let input = PaymentInput::new(request, received_at_ms);
+        let input = PaymentInput::new(&request, received_at_ms);
         let verdict = match instances.run_blocking(pipeline.clone(), input).await {
             Ok(verdict) => verdict,
             Err(failure) => {
                 tracing::warn!(%failure, "plugin failed; payment refused, nothing recorded");
-                let (message, plugins) = (failure.to_string(), pipeline.keys());
-                return self
-                    .refuse_unless_recorded(request, partition, &fingerprint, Code::PluginFailed, message, plugins)
-                    .await;
+                let refusal = (Code::PluginFailed, failure.to_string(), pipeline.keys());
+                return now(self.refuse_unless_recorded(&request, partition, &fingerprint, refusal).await);
             }
         };
-        self.record(request, partition, pipeline, &verdict, &fingerprint, received_at_ms).await
+        self.record(request, partition, pipeline, &verdict, fingerprint, received_at_ms).await
     }
 
-    /// Refuses `request`, unless its id is recorded: then the stored reply (or a conflict).
+    /// Refuses `request` with `(code, message, plugins)`, unless its id is recorded: then the
+    /// stored reply (or a conflict).
     async fn refuse_unless_recorded(
         &self,
         request: &PaymentRequest,
         partition: u32,
         fingerprint: &str,
-        code: Code,
-        message: String,
-        plugins: Vec<String>,
+        (code, message, plugins): (Code, String, Vec<String>),
     ) -> Decided {
         match self.ledger.recorded_reply(&request.id).await {
             Err(error) => unavailable(request, partition, &error),
@@ -148,15 +153,16 @@ impl Processor {
         }
     }
 
+    /// Submits the decided payment to the ledger; the answer resolves when its batch commits.
     async fn record(
         &self,
-        request: &PaymentRequest,
+        request: PaymentRequest,
         partition: u32,
         pipeline: &Pipeline,
         verdict: &Verdict,
-        fingerprint: &str,
+        fingerprint: String,
         received_at_ms: u64,
-    ) -> Decided {
+    ) -> Answer {
         let plugins = pipeline.keys();
         let plugins_joined = plugins.join(",");
         let (fee, rejection) = match verdict {
@@ -171,7 +177,7 @@ impl Processor {
         let transfer = Transfer {
             id: request.id.clone(),
             kind: TransferKind::Payment,
-            request_hash: fingerprint.to_owned(),
+            request_hash: fingerprint.clone(),
             payer: request.payer.clone(),
             payee: request.payee.clone(),
             currency: request.currency,
@@ -189,27 +195,45 @@ impl Processor {
             recorded_reply(&request_owned, partition, &plugins, decision, fee, rejection_owned.as_ref()).to_json()
         };
         let started = Instant::now();
-        let recorded = self.ledger.record(transfer, render).await;
-        self.metrics.ledger_commit.observe(started.elapsed());
-        match recorded {
-            Ok(Recorded::New { decision, reply }) => {
-                let code = decision_code(decision);
-                Decided { reply, status: code.status(), code, newly_recorded: true }
+        let committed = match self.ledger.submit(transfer, render).await {
+            Ok(committed) => committed,
+            Err(error) => return now(unavailable(&request, partition, &error)),
+        };
+        let metrics = self.metrics.clone();
+        Box::pin(
+            async move {
+                let recorded = committed.await;
+                metrics.ledger_commit.observe(started.elapsed());
+                settled(&request, partition, &fingerprint, recorded)
             }
-            Ok(Recorded::Existing { request_hash, reply }) => {
-                replay(request, partition, fingerprint, request_hash, reply)
-            }
-            Err(LedgerError::UnknownAccount(id)) => {
-                let role = if id == request.payer.as_str() { "payer" } else { "payee" };
-                refused(request, partition, Code::UnknownAccount, format!("{role} `{id}` does not exist"), Vec::new())
-            }
-            Err(LedgerError::CurrencyMismatch { account, holds }) => {
-                let role = if account == request.payer.as_str() { "payer" } else { "payee" };
-                let message = format!("{role} `{account}` holds {holds}, not {}", request.currency);
-                refused(request, partition, Code::CurrencyMismatch, message, Vec::new())
-            }
-            Err(error) => unavailable(request, partition, &error),
+            .in_current_span(),
+        )
+    }
+}
+
+/// The answer to a payment the ledger decided (or failed to).
+fn settled(
+    request: &PaymentRequest,
+    partition: u32,
+    fingerprint: &str,
+    recorded: Result<Recorded, LedgerError>,
+) -> Decided {
+    match recorded {
+        Ok(Recorded::New { decision, reply }) => {
+            let code = decision_code(decision);
+            Decided { reply, status: code.status(), code, newly_recorded: true }
         }
+        Ok(Recorded::Existing { request_hash, reply }) => replay(request, partition, fingerprint, request_hash, reply),
+        Err(LedgerError::UnknownAccount(id)) => {
+            let role = if id == request.payer.as_str() { "payer" } else { "payee" };
+            refused(request, partition, Code::UnknownAccount, format!("{role} `{id}` does not exist"), Vec::new())
+        }
+        Err(LedgerError::CurrencyMismatch { account, holds }) => {
+            let role = if account == request.payer.as_str() { "payer" } else { "payee" };
+            let message = format!("{role} `{account}` holds {holds}, not {}", request.currency);
+            refused(request, partition, Code::CurrencyMismatch, message, Vec::new())
+        }
+        Err(error) => unavailable(request, partition, &error),
     }
 }
 
