@@ -12,11 +12,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::HashSet;
+
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use super::batch::{self, Keys};
 use super::record::{Decision, Recorded, Transfer};
-use super::store::{Store, on_store};
+use super::store::{Store, Transaction};
 use super::{Ledger, LedgerError, LedgerSettings};
 
 /// Transfers that may wait for the committer before `record` itself waits.
@@ -91,64 +94,107 @@ async fn commit_batches(
 ) {
     let size_max = settings.batch_size_max.clamp(1, BATCH_SIZE_LIMIT);
     let delay = Duration::from_micros(settings.batch_delay_us_max);
-    while let Some(first) = jobs.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < size_max {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        if !delay.is_zero() {
-            let deadline = tokio::time::Instant::now() + delay;
-            while batch.len() < size_max {
-                match tokio::time::timeout_at(deadline, jobs.recv()).await {
-                    Ok(Some(job)) => batch.push(job),
-                    _ => break,
-                }
-            }
+    // The batch being written and committed, with its ids. At most one: batches commit in
+    // the order they were decided.
+    let mut committing: Option<(HashSet<String>, JoinHandle<()>)> = None;
+    while let Some(batch) = gather(&mut jobs, size_max, delay).await {
+        // A batch with an id of the one committing must see that payment when it looks its
+        // ids up, or its insert would fail it whole on the duplicate key.
+        let repeats =
+            committing.as_ref().is_some_and(|(ids, _)| batch.iter().any(|job| ids.contains(&job.transfer.id)));
+        if repeats || !store.overlaps_batches() {
+            wait_for(committing.take()).await;
         }
         let started = Instant::now();
-        let size = batch.len();
-        let committed = apply(&store, batch).await;
-        if committed && let Some(observer) = &observer {
-            observer.batch_committed(size, started.elapsed());
+        let prepared = prepare(&store, batch).await;
+        wait_for(committing.take()).await;
+        if let Some(prepared) = prepared {
+            let ids = prepared.ids.clone();
+            committing = Some((ids, tokio::spawn(finish(prepared, started, observer.clone()))));
         }
+    }
+    wait_for(committing).await;
+}
+
+/// Takes the next batch: what is waiting (at least one transfer, waiting for it), up to
+/// `size_max`, and for at most `delay` more if one is set. `None` once every sender is gone.
+async fn gather(jobs: &mut mpsc::Receiver<Job>, size_max: usize, delay: Duration) -> Option<Vec<Job>> {
+    let mut batch = vec![jobs.recv().await?];
+    while batch.len() < size_max {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    if !delay.is_zero() {
+        let deadline = tokio::time::Instant::now() + delay;
+        while batch.len() < size_max {
+            match tokio::time::timeout_at(deadline, jobs.recv()).await {
+                Ok(Some(job)) => batch.push(job),
+                _ => break,
+            }
+        }
+    }
+    Some(batch)
+}
+
+async fn wait_for(committing: Option<(HashSet<String>, JoinHandle<()>)>) {
+    if let Some((_, task)) = committing
+        && let Err(error) = task.await
+    {
+        // Its transfers' answers were dropped with it: their callers get `Closed`.
+        tracing::error!(%error, "a ledger batch's commit task failed");
     }
 }
 
-/// Decides, writes and commits one batch, then answers each transfer; whether it committed.
-async fn apply(store: &Store, batch: Vec<Job>) -> bool {
+/// A batch read, locked and decided: what is left is to write, commit and answer it.
+struct Prepared {
+    ids: HashSet<String>,
+    transaction: Transaction,
+    writes: batch::Writes,
+    outcomes: Vec<Result<Recorded, LedgerError>>,
+    answers: Vec<oneshot::Sender<Result<Recorded, LedgerError>>>,
+}
+
+/// Reads, locks and decides a batch; on failure answers every transfer in it and returns
+/// `None`.
+async fn prepare(store: &Store, batch: Vec<Job>) -> Option<Prepared> {
     let (jobs, answers): (Vec<(Transfer, Render)>, Vec<_>) =
         batch.into_iter().map(|job| ((job.transfer, job.render), job.answer)).unzip();
     let keys = Keys::of(jobs.iter().map(|(transfer, _)| transfer));
-    let applied = on_store!(store, backend => {
-        match backend.begin_batch(&keys).await {
-            Err(error) => Err(("could not start", error.to_string())),
-            // `decide` runs callers' code (the reply renderers): a panic there must fail this
-            // batch, not end the committer and with it every later write.
-            Ok((transaction, existing, accounts, held)) => match std::panic::catch_unwind(
-                std::panic::AssertUnwindSafe(|| batch::decide(jobs, existing, accounts, held)),
-            ) {
-                Err(_) => Err(("could not be decided", "a reply renderer panicked".to_owned())),
-                Ok((outcomes, writes)) => match backend.write_batch(transaction, &writes).await {
-                    Ok(()) => Ok(outcomes),
-                    Err(error) => Err(("did not commit; nothing of it is posted", error.to_string())),
-                },
-            },
+    let (transaction, existing, accounts, held) = match store.begin_batch(&keys).await {
+        Ok(begun) => begun,
+        Err(error) => {
+            fail_all(answers, "could not start", &error);
+            return None;
         }
-    });
-    match applied {
-        Ok(outcomes) => {
+    };
+    // `decide` runs callers' code (the reply renderers): a panic there must fail this batch,
+    // not end the committer and with it every later write.
+    let decided =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batch::decide(jobs, existing, accounts, held)));
+    let Ok((outcomes, writes)) = decided else {
+        fail_all(answers, "could not be decided", &"a reply renderer panicked");
+        return None;
+    };
+    let ids = keys.ids.into_iter().collect();
+    Some(Prepared { ids, transaction, writes, outcomes, answers })
+}
+
+/// Writes and commits a prepared batch, then answers each transfer.
+async fn finish(prepared: Prepared, started: Instant, observer: Option<Arc<dyn CommitObserver>>) {
+    let Prepared { transaction, writes, outcomes, answers, .. } = prepared;
+    match transaction.write_batch(&writes).await {
+        Ok(()) => {
+            let size = answers.len();
             for (answer, outcome) in answers.into_iter().zip(outcomes) {
                 let _ = answer.send(outcome);
             }
-            true
+            if let Some(observer) = &observer {
+                observer.batch_committed(size, started.elapsed());
+            }
         }
-        Err((what, error)) => {
-            fail_all(answers, what, &error);
-            false
-        }
+        Err(error) => fail_all(answers, "did not commit; nothing of it is posted", &error),
     }
 }
 

@@ -126,11 +126,7 @@ impl Postgres {
 
     /// Writes a decided batch (held balances, credits, payments, entries: one statement each)
     /// and commits it.
-    pub(crate) async fn write_batch(
-        &self,
-        mut transaction: WriteTransaction,
-        writes: &Writes,
-    ) -> Result<(), LedgerError> {
+    pub(crate) async fn write_batch(mut transaction: WriteTransaction, writes: &Writes) -> Result<(), LedgerError> {
         if !writes.balances.is_empty() {
             let (ids, deltas): (Vec<&str>, Vec<i64>) =
                 writes.balances.iter().map(|(account, delta)| (account.as_str(), delta.0)).unzip();

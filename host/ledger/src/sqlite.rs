@@ -117,11 +117,7 @@ impl Sqlite {
 
     /// Writes a decided batch (held balances, credits, payments, entries: one statement
     /// each) and commits it.
-    pub(crate) async fn write_batch(
-        &self,
-        mut transaction: WriteTransaction,
-        writes: &Writes,
-    ) -> Result<(), LedgerError> {
+    pub(crate) async fn write_batch(mut transaction: WriteTransaction, writes: &Writes) -> Result<(), LedgerError> {
         if !writes.balances.is_empty() {
             let sql = format!(
                 "UPDATE accounts SET balance = balance + new.column2 FROM (VALUES {}) AS new

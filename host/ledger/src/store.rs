@@ -7,7 +7,13 @@
 //! locks (the whole database, or the payers' rows), how a batch is bound (`VALUES` lists, or one
 //! array per column), and how each is connected and migrated.
 
-use super::{LedgerError, LedgerSettings, postgres::Postgres, sqlite::Sqlite};
+use std::collections::{BTreeSet, HashMap};
+
+use wasmpay_protocol::routing::AccountId;
+
+use super::accounts::Account;
+use super::batch::{Existing, Keys, Writes};
+use super::{LedgerError, LedgerSettings, postgres, postgres::Postgres, sqlite, sqlite::Sqlite};
 
 /// Runs `$body` with `$backend` bound to whichever backend `$store` is. The body is compiled
 /// once per backend, so the same SQL text and bind calls run on either connection type.
@@ -60,5 +66,50 @@ impl Store {
     /// Waits for running queries and closes every connection.
     pub(crate) async fn close(&self) {
         on_store!(self, backend => backend.pool.close().await);
+    }
+}
+
+/// What a batch read: its open transaction, the recorded ids, the accounts, and which of them
+/// the transaction holds.
+pub(crate) type Begun<'k> = (Transaction, Existing, HashMap<AccountId, Account>, &'k BTreeSet<AccountId>);
+
+impl Store {
+    /// Begins a batch's transaction and reads (and locks) what the batch needs.
+    pub(crate) async fn begin_batch<'k>(&self, keys: &'k Keys) -> Result<Begun<'k>, LedgerError> {
+        Ok(match self {
+            Store::Sqlite(backend) => {
+                let (transaction, existing, accounts, held) = backend.begin_batch(keys).await?;
+                (Transaction::Sqlite(transaction), existing, accounts, held)
+            }
+            Store::Postgres(backend) => {
+                let (transaction, existing, accounts, held) = backend.begin_batch(keys).await?;
+                (Transaction::Postgres(transaction), existing, accounts, held)
+            }
+        })
+    }
+
+    /// Whether the next batch may be read, locked and decided while the one before it is
+    /// written and committed. On PostgreSQL the payer row locks order the two: a payer of both
+    /// batches is read by the second only once the first committed, and any other account is
+    /// at worst read without the first batch's credits, which can only make a floor check
+    /// stricter. On SQLite the second batch would wait for the write lock anyway.
+    pub(crate) fn overlaps_batches(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+}
+
+/// A batch's open write transaction, on its backend.
+pub(crate) enum Transaction {
+    Sqlite(sqlite::WriteTransaction),
+    Postgres(postgres::WriteTransaction),
+}
+
+impl Transaction {
+    /// Writes a decided batch and commits it.
+    pub(crate) async fn write_batch(self, writes: &Writes) -> Result<(), LedgerError> {
+        match self {
+            Transaction::Sqlite(transaction) => Sqlite::write_batch(transaction, writes).await,
+            Transaction::Postgres(transaction) => Postgres::write_batch(transaction, writes).await,
+        }
     }
 }

@@ -72,6 +72,7 @@ on_both_backends!(
     reopening_an_account_is_idempotent_only_with_the_same_terms,
     the_audit_sees_each_broken_invariant,
     concurrent_transfers_share_batches_and_a_failing_one_fails_alone,
+    transfers_are_decided_in_the_order_they_were_submitted,
 );
 
 fn id(text: &str) -> AccountId {
@@ -590,4 +591,39 @@ mod model {
             run(Backend::Postgres, steps)?;
         }
     }
+}
+
+/// Transfers submitted one after the other without waiting (as a partition's worker does) are
+/// decided in that order across many small batches, which on PostgreSQL overlap (the next
+/// batch is read and locked while the one before commits): exactly the first ones the payer
+/// can afford are approved, and a repeated id, even of a payment still committing, replays.
+async fn transfers_are_decided_in_the_order_they_were_submitted(backend: Backend) {
+    let fresh = backend.fresh();
+    let small = LedgerSettings { batch_size_max: 4, ..LedgerSettings::default() };
+    let ledger = Ledger::open_with(&fresh.url, small, None).await.expect("open ledger");
+    open(&ledger, "alice", 0).await;
+    open(&ledger, "shop", 0).await;
+    deposit(&ledger, "fund", "alice", 1_000).await;
+    let (alice, shop) = (id("alice"), id("shop"));
+    let mut committed = Vec::new();
+    for index in 0..300 {
+        // Every tenth transfer repeats the id of the one just before it.
+        let key = if index % 10 == 9 { index - 1 } else { index };
+        let transfer = transfer(&format!("p{key}"), &alice, &shop, 10, 0);
+        committed.push(ledger.submit(transfer, |decision| format!("{decision:?}")).await.expect("submit"));
+    }
+    let mut decided = Vec::new();
+    for commit in committed {
+        decided.push(match commit.await.expect("recorded") {
+            Recorded::New { decision, .. } => format!("{decision:?}"),
+            Recorded::Existing { .. } => "replayed".to_owned(),
+        });
+    }
+    let first_decline = decided.iter().position(|decision| decision == "InsufficientFunds").expect("a decline");
+    assert!(decided[..first_decline].iter().all(|decision| decision != "InsufficientFunds"));
+    assert!(decided[first_decline..].iter().all(|decision| decision != "Approved"), "{decided:?}");
+    assert_eq!(decided.iter().filter(|decision| *decision == "Approved").count(), 100);
+    assert!(decided.iter().skip(9).step_by(10).all(|decision| decision == "replayed"), "{decided:?}");
+    assert_eq!(balance(&ledger, "alice").await, 0);
+    assert!(ledger.audit().await.expect("audit").is_balanced());
 }
