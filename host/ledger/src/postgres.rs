@@ -21,7 +21,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres as Db};
+use sqlx::{ConnectOptions as _, Connection as _, PgConnection, PgPool, Postgres as Db};
 use wasmpay_protocol::routing::AccountId;
 
 use super::accounts::{Account, AccountRow, account_from_row};
@@ -52,6 +52,9 @@ impl Postgres {
         };
         let options: PgConnectOptions = url.parse()?;
         let options = options.options([("synchronous_commit", commit)]);
+        // One plain connection first: a pool retries until its timeout and then reports only
+        // that it timed out, while this names the cause (refused, unknown database, auth).
+        options.connect().await?.close().await?;
         let pool =
             PgPoolOptions::new().max_connections(8).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?;
         create_schema(&pool).await?;
