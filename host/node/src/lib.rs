@@ -15,10 +15,12 @@
 //! - [`api`]: the operators' HTTP API (health, metrics, accounts, deposits, payments, plugins).
 //! - [`payments`]: deciding one payment, from message bytes to reply bytes.
 //! - [`client`]: a client of running nodes (NATS request/reply, the HTTP API).
+//! - [`assignment`]: which live node owns which partition (rendezvous hashing).
 //! - [`config`], [`metrics`], [`shutdown`], [`clock`]: the configuration file, Prometheus
 //!   counters, the stop signal, the wall clock.
 
 pub mod api;
+pub mod assignment;
 pub mod bus;
 pub mod client;
 pub mod clock;
