@@ -64,6 +64,9 @@ pub(super) struct Writes {
     pub(super) payments: Vec<(Transfer, Decision, String)>,
     /// New entries: (payment id, account, amount).
     pub(super) entries: Vec<(String, AccountId, MinorUnits)>,
+    /// Per partition, the oldest lease token its transfers carry: the batch is refused if the
+    /// ledger has seen a newer one, and stores it otherwise.
+    pub(super) fences: BTreeMap<u32, u64>,
 }
 
 /// Decides `jobs` in order against the recorded payments `existing` and the `accounts` they
@@ -77,6 +80,12 @@ pub(super) fn decide(
 ) -> (Vec<Result<Recorded, LedgerError>>, Writes) {
     let mut writes = Writes::default();
     let mut outcomes = Vec::with_capacity(jobs.len());
+    for (transfer, _) in &jobs {
+        if let (Some(partition), Some(token)) = (transfer.partition, transfer.lease_token) {
+            let oldest = writes.fences.entry(partition).or_insert(token);
+            *oldest = (*oldest).min(token);
+        }
+    }
     for (transfer, render) in jobs {
         if let Some((request_hash, reply)) = existing.get(&transfer.id) {
             outcomes.push(Ok(Recorded::Existing { request_hash: request_hash.clone(), reply: reply.clone() }));
@@ -113,6 +122,20 @@ pub(super) fn decide(
         writes.payments.push((transfer, decision, reply));
     }
     (outcomes, writes)
+}
+
+/// A lease token as stored: tokens are revisions, far below `i64::MAX`.
+pub(super) fn fence_token(token: u64) -> Result<i64, LedgerError> {
+    i64::try_from(token).map_err(|_| LedgerError::Invalid(format!("lease token {token} is out of range")))
+}
+
+/// The batch's error if a partition of `writes.fences` is missing from `taken` (the partitions
+/// whose fence row the batch could take): a newer lease owner has written there.
+pub(super) fn fenced(writes: &Writes, taken: impl Iterator<Item = i64>) -> Result<(), LedgerError> {
+    let taken: BTreeSet<i64> = taken.collect();
+    let lost: Vec<u32> =
+        writes.fences.keys().copied().filter(|partition| !taken.contains(&i64::from(*partition))).collect();
+    if lost.is_empty() { Ok(()) } else { Err(LedgerError::Fenced(lost)) }
 }
 
 /// A running sum of [`Writes`]: a held account's net change, or a credit sub-balance.
@@ -242,6 +265,7 @@ mod tests {
             plugins: String::new(),
             partition: None,
             now_ms: 0,
+            lease_token: None,
             declined_by_plugin: declined,
         }
     }

@@ -42,6 +42,7 @@ impl Ledger {
             fee_bearer: FeeBearer::Payee,
             plugins: String::new(),
             partition: None,
+            lease_token: None,
             now_ms,
             declined_by_plugin: false,
         };

@@ -118,6 +118,10 @@ pub enum LedgerError {
     /// The ledger is closing.
     #[error("the ledger is closed")]
     Closed,
+    /// A transfer carried a lease token older than the newest the ledger has seen for its
+    /// partition: another node owns the partition now. Nothing of the batch was posted.
+    #[error("fenced: partitions {0:?} have a newer lease owner")]
+    Fenced(Vec<u32>),
     /// The database URL names no backend this ledger has.
     #[error("unsupported database `{0}:`: use sqlite://… or postgres://…")]
     UnsupportedUrl(String),
@@ -125,10 +129,13 @@ pub enum LedgerError {
 
 impl LedgerError {
     /// Whether trying again later can succeed: the database was unreachable, busy or out of
-    /// space. Everything else is permanent for the same request (a balance that would leave
+    /// space, or another node owns the partition now (a retry reaches it). Everything else is permanent for the same request (a balance that would leave
     /// the 64-bit range stays out of range), and a client must not be told to retry it.
     pub fn is_transient(&self) -> bool {
-        matches!(self, LedgerError::Database(_) | LedgerError::BatchFailed(_) | LedgerError::Closed)
+        matches!(
+            self,
+            LedgerError::Database(_) | LedgerError::BatchFailed(_) | LedgerError::Closed | LedgerError::Fenced(_)
+        )
     }
 }
 

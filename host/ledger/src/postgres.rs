@@ -25,7 +25,7 @@ use sqlx::{ConnectOptions as _, Connection as _, PgConnection, PgPool, Postgres 
 use wasmpay_protocol::routing::AccountId;
 
 use super::accounts::{Account, AccountRow, account_from_row};
-use super::batch::{Existing, Keys, Writes};
+use super::batch::{Existing, Keys, Writes, fence_token, fenced};
 use super::store::account_columns;
 use super::{Durability, LedgerError, LedgerSettings, schema};
 
@@ -130,6 +130,23 @@ impl Postgres {
     /// Writes a decided batch (held balances, credits, payments, entries: one statement each)
     /// and commits it.
     pub(crate) async fn write_batch(mut transaction: WriteTransaction, writes: &Writes) -> Result<(), LedgerError> {
+        if !writes.fences.is_empty() {
+            // First, so that a fenced batch stops before writing anything. The upsert holds
+            // each partition's row until commit: an old and a new owner are ordered by it.
+            let partitions: Vec<i64> = writes.fences.keys().map(|partition| i64::from(*partition)).collect();
+            let tokens = writes.fences.values().map(|token| fence_token(*token)).collect::<Result<Vec<_>, _>>()?;
+            let taken: Vec<(i64,)> = sqlx::query_as(
+                "INSERT INTO partition_fences (partition, token) SELECT * FROM unnest($1::bigint[], $2::bigint[])
+                 ON CONFLICT (partition) DO UPDATE SET token = excluded.token
+                 WHERE partition_fences.token <= excluded.token
+                 RETURNING partition",
+            )
+            .bind(partitions)
+            .bind(tokens)
+            .fetch_all(&mut *transaction)
+            .await?;
+            fenced(writes, taken.into_iter().map(|(partition,)| partition))?;
+        }
         if !writes.balances.is_empty() {
             let (ids, deltas): (Vec<&str>, Vec<i64>) =
                 writes.balances.iter().map(|(account, delta)| (account.as_str(), delta.0)).unzip();

@@ -49,6 +49,10 @@ pub struct Transfer {
     pub plugins: String,
     /// Partition of the payer, for payments.
     pub partition: Option<u32>,
+    /// The fencing token of the lease under which `partition`'s owner decided this transfer
+    /// (cluster mode); `None` on a node that holds no leases. The batch is refused whole if
+    /// the ledger has seen a newer token for the partition.
+    pub lease_token: Option<u64>,
     /// Wall-clock time of the decision.
     pub now_ms: i64,
     /// A plugin already declined: record the decline, post nothing.

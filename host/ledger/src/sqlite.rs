@@ -21,7 +21,7 @@ use sqlx::{AssertSqlSafe, Sqlite as Db, SqliteConnection, SqlitePool};
 use wasmpay_protocol::routing::AccountId;
 
 use super::accounts::{Account, AccountRow, account_from_row};
-use super::batch::{Existing, Keys, Writes};
+use super::batch::{Existing, Keys, Writes, fence_token, fenced};
 use super::store::account_columns;
 use super::{Durability, LedgerError, LedgerSettings, schema};
 
@@ -118,6 +118,22 @@ impl Sqlite {
     /// Writes a decided batch (held balances, credits, payments, entries: one statement
     /// each) and commits it.
     pub(crate) async fn write_batch(mut transaction: WriteTransaction, writes: &Writes) -> Result<(), LedgerError> {
+        if !writes.fences.is_empty() {
+            // A partition's row is taken only if its stored token is not newer than ours; a
+            // row not returned is a partition another owner has written under a newer lease.
+            let sql = format!(
+                "INSERT INTO partition_fences (partition, token) VALUES {}
+                 ON CONFLICT (partition) DO UPDATE SET token = excluded.token WHERE token <= excluded.token
+                 RETURNING partition",
+                placeholders(writes.fences.len(), 2)
+            );
+            let mut query = sqlx::query_as::<_, (i64,)>(AssertSqlSafe(sql));
+            for (partition, token) in &writes.fences {
+                query = query.bind(i64::from(*partition)).bind(fence_token(*token)?);
+            }
+            let taken = query.fetch_all(&mut *transaction).await?;
+            fenced(writes, taken.into_iter().map(|(partition,)| partition))?;
+        }
         if !writes.balances.is_empty() {
             let sql = format!(
                 "UPDATE accounts SET balance = balance + new.column2 FROM (VALUES {}) AS new

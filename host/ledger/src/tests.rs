@@ -73,6 +73,7 @@ on_both_backends!(
     the_audit_sees_each_broken_invariant,
     concurrent_transfers_share_batches_and_a_failing_one_fails_alone,
     transfers_are_decided_in_the_order_they_were_submitted,
+    a_batch_with_an_older_lease_token_is_refused,
 );
 
 fn id(text: &str) -> AccountId {
@@ -106,6 +107,7 @@ fn transfer(id: &str, payer: &AccountId, payee: &AccountId, amount: i64, fee: i6
         fee_bearer: FeeBearer::Payee,
         plugins: "card@0.1.0".to_owned(),
         partition: Some(0),
+        lease_token: None,
         now_ms: 0,
         declined_by_plugin: false,
     }
@@ -625,5 +627,37 @@ async fn transfers_are_decided_in_the_order_they_were_submitted(backend: Backend
     assert_eq!(decided.iter().filter(|decision| *decision == "Approved").count(), 100);
     assert!(decided.iter().skip(9).step_by(10).all(|decision| decision == "replayed"), "{decided:?}");
     assert_eq!(balance(&ledger, "alice").await, 0);
+    assert!(ledger.audit().await.expect("audit").is_balanced());
+}
+
+/// A transfer decided under an older lease token than the ledger has seen for its partition
+/// (an owner that was paused while another took the partition over) is refused, in the same
+/// transaction, with a retryable error, and nothing of it is posted; the same or a newer token
+/// passes, and partitions are fenced independently.
+async fn a_batch_with_an_older_lease_token_is_refused(backend: Backend) {
+    let (ledger, _db) = ledger(backend).await;
+    open(&ledger, "alice", 0).await;
+    open(&ledger, "shop", 0).await;
+    deposit(&ledger, "fund", "alice", 1_000).await;
+    let (alice, shop) = (id("alice"), id("shop"));
+    let record = |key: &str, partition: u32, token: u64| {
+        let mut leased = transfer(key, &alice, &shop, 10, 0);
+        (leased.partition, leased.lease_token) = (Some(partition), Some(token));
+        ledger.record(leased, |decision| format!("{decision:?}"))
+    };
+    let approved = |recorded: Result<Recorded, LedgerError>| {
+        matches!(recorded, Ok(Recorded::New { decision: Decision::Approved, .. }))
+    };
+    let fenced = |recorded: Result<Recorded, LedgerError>| matches!(recorded, Err(LedgerError::BatchFailed(ref why)) if why.contains("fenced"));
+    assert!(approved(record("new-owner", 3, 6).await));
+    let stale = record("old-owner", 3, 5).await;
+    assert!(stale.as_ref().is_err_and(LedgerError::is_transient), "{stale:?}");
+    assert!(fenced(stale));
+    assert!(ledger.payment("old-owner").await.expect("read").is_none());
+    assert!(approved(record("same-lease", 3, 6).await));
+    assert!(approved(record("renewed", 3, 7).await));
+    assert!(fenced(record("superseded", 3, 6).await));
+    assert!(approved(record("other-partition", 4, 1).await));
+    assert_eq!(balance(&ledger, "alice").await, 1_000 - 40);
     assert!(ledger.audit().await.expect("audit").is_balanced());
 }

@@ -109,6 +109,7 @@ fn ledger(runtime: &tokio::runtime::Runtime) -> (Duration, Duration, Duration) {
                 fee_bearer: FeeBearer::Payee,
                 plugins: "card@0.1.0".to_owned(),
                 partition: Some(0),
+                lease_token: None,
                 now_ms: 0,
                 declined_by_plugin: false,
             };

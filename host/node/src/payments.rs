@@ -186,6 +186,7 @@ impl Processor {
             fee_bearer: fee.bearer,
             plugins: plugins_joined,
             partition: Some(partition),
+            lease_token: None,
             now_ms: i64::try_from(received_at_ms).unwrap_or(i64::MAX),
             declined_by_plugin: rejection.is_some(),
         };

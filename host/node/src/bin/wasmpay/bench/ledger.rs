@@ -71,6 +71,7 @@ impl Parts {
             fee_bearer: FeeBearer::Payer,
             plugins: "bench".to_owned(),
             partition: Some(self.partitioner.partition_of(payer)),
+            lease_token: None,
             now_ms: clock::ledger_ms(),
             declined_by_plugin: false,
         }
