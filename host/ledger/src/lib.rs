@@ -122,6 +122,9 @@ pub enum LedgerError {
     /// partition: another node owns the partition now. Nothing of the batch was posted.
     #[error("fenced: partitions {0:?} have a newer lease owner")]
     Fenced(Vec<u32>),
+    /// There is no ledger at this URL (and nothing was created).
+    #[error("no ledger at {0}")]
+    NoLedger(String),
     /// The database URL names no backend this ledger has.
     #[error("unsupported database `{0}:`: use sqlite://… or postgres://…")]
     UnsupportedUrl(String),
@@ -178,7 +181,22 @@ impl Ledger {
         settings: LedgerSettings,
         observer: Option<Arc<dyn CommitObserver>>,
     ) -> Result<Ledger, LedgerError> {
-        let store = store::Store::connect(url, &settings).await?;
+        Ledger::start(store::Store::connect(url, &settings, true).await?, settings, observer)
+    }
+
+    /// Opens the ledger at `url` only if one is there, creating nothing: for tools that
+    /// inspect a ledger (`wasmpay ledger verify`), where a mistyped URL must not leave a new,
+    /// empty ledger behind and report it sound.
+    pub async fn open_existing(url: &str) -> Result<Ledger, LedgerError> {
+        let settings = LedgerSettings::default();
+        Ledger::start(store::Store::connect(url, &settings, false).await?, settings, None)
+    }
+
+    fn start(
+        store: store::Store,
+        settings: LedgerSettings,
+        observer: Option<Arc<dyn CommitObserver>>,
+    ) -> Result<Ledger, LedgerError> {
         let committer = commit::start(store.clone(), settings, observer);
         Ok(Ledger { store, committer, probe: Arc::default() })
     }

@@ -45,7 +45,9 @@ impl Postgres {
     /// Connects to the database at `url` and migrates it. The schema first on the URL's
     /// `search_path` (`?options[search_path]=name`) is created if missing, as SQLite creates
     /// a missing file, so each deployment or test can have its own.
-    pub(crate) async fn connect(url: &str, settings: &LedgerSettings) -> Result<Postgres, LedgerError> {
+    /// Without `create`, a database or schema that holds no ledger is
+    /// [`LedgerError::NoLedger`] and nothing is created.
+    pub(crate) async fn connect(url: &str, settings: &LedgerSettings, create: bool) -> Result<Postgres, LedgerError> {
         let commit = match settings.synchronous {
             Durability::Full => "on",
             Durability::Normal => "off",
@@ -57,7 +59,16 @@ impl Postgres {
         options.connect().await?.close().await?;
         let pool =
             PgPoolOptions::new().max_connections(8).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?;
-        create_schema(&pool).await?;
+        if create {
+            create_schema(&pool).await?;
+        } else {
+            let (found,): (bool,) =
+                sqlx::query_as("SELECT to_regclass('accounts') IS NOT NULL").fetch_one(&pool).await?;
+            if !found {
+                pool.close().await;
+                return Err(LedgerError::NoLedger(redacted(url)));
+            }
+        }
         schema::migrator(schema::POSTGRES).run(&pool).await?;
         Ok(Postgres { pool })
     }
@@ -290,4 +301,15 @@ async fn create_schema(pool: &PgPool) -> Result<(), LedgerError> {
     let (quoted,): (String,) = sqlx::query_as("SELECT quote_ident($1)").bind(name).fetch_one(pool).await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))).execute(pool).await?;
     Ok(())
+}
+
+/// `url` without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.find('@')) {
+        (Some((scheme, rest)), Some(_)) => match rest.split_once('@') {
+            Some((user, host)) => format!("{scheme}://{}@{host}", user.split(':').next().unwrap_or_default()),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
 }

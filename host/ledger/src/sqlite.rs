@@ -32,10 +32,14 @@ pub(crate) struct Sqlite {
 }
 
 impl Sqlite {
-    /// Opens (creating it if needed) the database at `url` and migrates it.
-    pub(crate) async fn connect(url: &str, settings: &LedgerSettings) -> Result<Sqlite, LedgerError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
+    /// Opens the database at `url` (creating it if missing and `create`) and migrates it.
+    pub(crate) async fn connect(url: &str, settings: &LedgerSettings, create: bool) -> Result<Sqlite, LedgerError> {
+        let options = SqliteConnectOptions::from_str(url)?;
+        if !create && !options.get_filename().exists() {
+            return Err(LedgerError::NoLedger(options.get_filename().display().to_string()));
+        }
+        let options = options
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(match settings.synchronous {
                 Durability::Full => SqliteSynchronous::Full,

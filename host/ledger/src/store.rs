@@ -52,12 +52,14 @@ pub(crate) enum Store {
 }
 
 impl Store {
-    /// Opens the database at `url`: `sqlite://…` or `postgres://…` (`postgresql://…`).
-    pub(crate) async fn connect(url: &str, settings: &LedgerSettings) -> Result<Store, LedgerError> {
+    /// Opens the database at `url`: `sqlite://…` or `postgres://…` (`postgresql://…`). With
+    /// `create`, a missing SQLite file or PostgreSQL schema is created; without, a URL with no
+    /// ledger is [`LedgerError::NoLedger`].
+    pub(crate) async fn connect(url: &str, settings: &LedgerSettings, create: bool) -> Result<Store, LedgerError> {
         if url.starts_with("sqlite:") {
-            Ok(Store::Sqlite(Sqlite::connect(url, settings).await?))
+            Ok(Store::Sqlite(Sqlite::connect(url, settings, create).await?))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Store::Postgres(Postgres::connect(url, settings).await?))
+            Ok(Store::Postgres(Postgres::connect(url, settings, create).await?))
         } else {
             Err(LedgerError::UnsupportedUrl(url.split(':').next().unwrap_or_default().to_owned()))
         }

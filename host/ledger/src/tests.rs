@@ -74,6 +74,7 @@ on_both_backends!(
     concurrent_transfers_share_batches_and_a_failing_one_fails_alone,
     transfers_are_decided_in_the_order_they_were_submitted,
     a_batch_with_an_older_lease_token_is_refused,
+    opening_an_existing_ledger_creates_nothing,
 );
 
 fn id(text: &str) -> AccountId {
@@ -660,4 +661,19 @@ async fn a_batch_with_an_older_lease_token_is_refused(backend: Backend) {
     assert!(approved(record("other-partition", 4, 1).await));
     assert_eq!(balance(&ledger, "alice").await, 1_000 - 40);
     assert!(ledger.audit().await.expect("audit").is_balanced());
+}
+
+/// `open_existing` (what `wasmpay ledger verify` uses) finds no ledger at a fresh URL and leaves
+/// nothing behind; once a ledger is there, it opens it.
+async fn opening_an_existing_ledger_creates_nothing(backend: Backend) {
+    let fresh = backend.fresh();
+    for _ in 0..2 {
+        let missing = Ledger::open_existing(&fresh.url).await;
+        assert!(matches!(missing, Err(LedgerError::NoLedger(_))), "{missing:?}");
+    }
+    let ledger = Ledger::open(&fresh.url).await.expect("open");
+    open(&ledger, "alice", 0).await;
+    ledger.close().await;
+    let existing = Ledger::open_existing(&fresh.url).await.expect("open existing");
+    assert!(existing.account(&id("alice")).await.expect("read").is_some());
 }

@@ -250,12 +250,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn verify(db: &str) -> anyhow::Result<()> {
-    if let Some(path) = db.strip_prefix("sqlite://").map(|path| path.split('?').next().unwrap_or(path))
-        && !std::path::Path::new(path).exists()
-    {
-        bail!("no ledger at {path}");
-    }
-    let ledger = Ledger::open(db).await.with_context(|| format!("opening {db}"))?;
+    let ledger = Ledger::open_existing(db).await.with_context(|| format!("opening {db}"))?;
     let audit = ledger.audit().await;
     ledger.close().await;
     let audit = audit?;
