@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use wasmpay_protocol::money::MinorUnits;
+use wasmpay_protocol::money::{FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
 
 use super::accounts::Account;
@@ -66,7 +66,7 @@ pub(super) struct Writes {
     pub(super) entries: Vec<(String, AccountId, MinorUnits)>,
     /// Per partition, the oldest lease token its transfers carry: the batch is refused if the
     /// ledger has seen a newer one, and stores it otherwise.
-    pub(super) fences: BTreeMap<u32, u64>,
+    pub(super) fences: BTreeMap<u32, i64>,
 }
 
 /// Decides `jobs` in order against the recorded payments `existing` and the `accounts` they
@@ -81,7 +81,8 @@ pub(super) fn decide(
     let mut writes = Writes::default();
     let mut outcomes = Vec::with_capacity(jobs.len());
     for (transfer, _) in &jobs {
-        if let (Some(partition), Some(token)) = (transfer.partition, transfer.lease_token) {
+        // A token out of range fails its transfer alone (in `decide_one`).
+        if let (Some(partition), Some(Ok(token))) = (transfer.partition, transfer.lease_token.map(i64::try_from)) {
             let oldest = writes.fences.entry(partition).or_insert(token);
             *oldest = (*oldest).min(token);
         }
@@ -122,11 +123,6 @@ pub(super) fn decide(
         writes.payments.push((transfer, decision, reply));
     }
     (outcomes, writes)
-}
-
-/// A lease token as stored: tokens are revisions, far below `i64::MAX`.
-pub(super) fn fence_token(token: u64) -> Result<i64, LedgerError> {
-    i64::try_from(token).map_err(|_| LedgerError::Invalid(format!("lease token {token} is out of range")))
 }
 
 /// The batch's error if a partition of `writes.fences` is missing from `taken` (the partitions
@@ -182,6 +178,12 @@ fn decide_one(
     if transfer.amount <= MinorUnits::ZERO || transfer.fee < MinorUnits::ZERO {
         let message = format!("{}: the amount must be positive and the fee not negative", transfer.id);
         return Err(LedgerError::Invalid(message));
+    }
+    if transfer.fee_bearer == FeeBearer::Payee && transfer.fee > transfer.amount {
+        return Err(LedgerError::Invalid(format!("{}: the payee cannot bear a fee above the amount", transfer.id)));
+    }
+    if transfer.lease_token.is_some_and(|token| i64::try_from(token).is_err()) {
+        return Err(LedgerError::Invalid(format!("{}: the lease token is out of range", transfer.id)));
     }
     if transfer.payer == transfer.payee {
         return Err(LedgerError::Invalid(format!("{}: pays its own payer", transfer.id)));
@@ -404,6 +406,22 @@ mod tests {
         assert_eq!(written(&writes, &customer(1)), 30);
         assert_eq!(writes.payments.len(), 2);
         assert!(writes.entries.iter().all(|(payment, _, _)| payment != "t2"));
+    }
+
+    #[test]
+    fn a_payee_cannot_bear_a_fee_above_the_amount() {
+        let accounts: HashMap<AccountId, Account> = [
+            account(customer(0), 1_000, Some(0), AccountKind::Customer),
+            account(customer(1), 1_000, Some(0), AccountKind::Customer),
+        ]
+        .into_iter()
+        .collect();
+        let mut greedy = transfer((0, 0, 10, 0, false, false, 1));
+        greedy.fee = MinorUnits(11);
+        let render: Render = Box::new(|_| String::new());
+        let (outcomes, writes) = decide(vec![(greedy, render)], HashMap::new(), accounts, &[customer(0)].into());
+        assert!(matches!(outcomes[0], Err(LedgerError::Invalid(_))), "{outcomes:?}");
+        assert!(writes.payments.is_empty() && writes.entries.is_empty());
     }
 
     #[test]

@@ -17,6 +17,8 @@ use std::collections::HashSet;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use wasmpay_protocol::routing::AccountId;
+
 use super::batch::{self, Keys};
 use super::record::{Decision, Recorded, Transfer};
 use super::store::{Store, Transaction};
@@ -94,26 +96,43 @@ async fn commit_batches(
 ) {
     let size_max = settings.batch_size_max.clamp(1, BATCH_SIZE_LIMIT);
     let delay = Duration::from_micros(settings.batch_delay_us_max);
-    // The batch being written and committed, with its ids. At most one: batches commit in
-    // the order they were decided.
-    let mut committing: Option<(HashSet<String>, JoinHandle<()>)> = None;
+    // The batch being written and committed. At most one: batches commit in the order they
+    // were decided.
+    let mut committing: Option<Committing> = None;
     while let Some(batch) = gather(&mut jobs, size_max, delay).await {
-        // A batch with an id of the one committing must see that payment when it looks its
-        // ids up, or its insert would fail it whole on the duplicate key.
-        let repeats =
-            committing.as_ref().is_some_and(|(ids, _)| batch.iter().any(|job| ids.contains(&job.transfer.id)));
-        if repeats || !store.overlaps_batches() {
+        let depends = committing.as_ref().is_some_and(|committing| committing.seen_by(&batch));
+        if depends || !store.overlaps_batches() {
             wait_for(committing.take()).await;
         }
         let started = Instant::now();
         let prepared = prepare(&store, batch).await;
         wait_for(committing.take()).await;
         if let Some(prepared) = prepared {
-            let ids = prepared.ids.clone();
-            committing = Some((ids, tokio::spawn(finish(prepared, started, observer.clone()))));
+            let (ids, credited) =
+                (prepared.ids.clone(), prepared.writes.credits.keys().map(|(id, _)| id.clone()).collect());
+            let task = tokio::spawn(finish(prepared, started, observer.clone()));
+            committing = Some(Committing { ids, credited, task });
         }
     }
     wait_for(committing).await;
+}
+
+/// A batch being written and committed while the next one is prepared.
+struct Committing {
+    ids: HashSet<String>,
+    /// Accounts it credits through sub-balances, which it does not lock.
+    credited: HashSet<AccountId>,
+    task: JoinHandle<()>,
+}
+
+impl Committing {
+    /// Whether `batch` must see this one's effects before it is read: it repeats one of its
+    /// ids (whose lookup must find that payment, or its insert fails on the duplicate key), or
+    /// it debits an account this one credits (a credit takes no lock, so the next batch would
+    /// read the balance without it and could decline a payment submitted after the credit).
+    fn seen_by(&self, batch: &[Job]) -> bool {
+        batch.iter().any(|job| self.ids.contains(&job.transfer.id) || self.credited.contains(&job.transfer.payer))
+    }
 }
 
 /// Takes the next batch: what is waiting (at least one transfer, waiting for it), up to
@@ -138,8 +157,8 @@ async fn gather(jobs: &mut mpsc::Receiver<Job>, size_max: usize, delay: Duration
     Some(batch)
 }
 
-async fn wait_for(committing: Option<(HashSet<String>, JoinHandle<()>)>) {
-    if let Some((_, task)) = committing
+async fn wait_for(committing: Option<Committing>) {
+    if let Some(Committing { task, .. }) = committing
         && let Err(error) = task.await
     {
         // Its transfers' answers were dropped with it: their callers get `Closed`.
@@ -172,7 +191,7 @@ async fn prepare(store: &Store, batch: Vec<Job>) -> Option<Prepared> {
     // `decide` runs callers' code (the reply renderers): a panic there must fail this batch,
     // not end the committer and with it every later write.
     let decided =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batch::decide(jobs, existing, accounts, held)));
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batch::decide(jobs, existing, accounts, &held)));
     let Ok((outcomes, writes)) = decided else {
         fail_all(answers, "could not be decided", &"a reply renderer panicked");
         return None;
@@ -192,6 +211,17 @@ async fn finish(prepared: Prepared, started: Instant, observer: Option<Arc<dyn C
             }
             if let Some(observer) = &observer {
                 observer.batch_committed(size, started.elapsed());
+            }
+        }
+        // A fenced batch tells each caller so: another node owns the partition now.
+        Err(LedgerError::Fenced(partitions)) => {
+            tracing::warn!(
+                ?partitions,
+                transfers = answers.len(),
+                "a ledger batch was fenced; nothing of it is posted"
+            );
+            for answer in answers {
+                let _ = answer.send(Err(LedgerError::Fenced(partitions.clone())));
             }
         }
         Err(error) => fail_all(answers, "did not commit; nothing of it is posted", &error),

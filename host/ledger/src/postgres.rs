@@ -25,9 +25,9 @@ use sqlx::{ConnectOptions as _, Connection as _, PgConnection, PgPool, Postgres 
 use wasmpay_protocol::routing::AccountId;
 
 use super::accounts::{Account, AccountRow, account_from_row};
-use super::batch::{Existing, Keys, Writes, fence_token, fenced};
+use super::batch::{Existing, Keys, Writes, fenced};
 use super::store::account_columns;
-use super::{Durability, LedgerError, LedgerSettings, schema};
+use super::{Durability, LedgerError, LedgerSettings, parse_account_id, schema};
 
 /// A PostgreSQL ledger database.
 #[derive(Clone, Debug)]
@@ -37,6 +37,11 @@ pub(crate) struct Postgres {
 
 /// A write transaction: rolled back when dropped uncommitted.
 pub(crate) type WriteTransaction = sqlx::Transaction<'static, Db>;
+
+/// How long a statement waits for another transaction's row lock before its batch fails.
+const LOCK_TIMEOUT: &str = "2s";
+/// How long the server keeps a transaction that its client left idle.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "10s";
 
 /// How long opening the ledger waits for the server, and a query for a pooled connection.
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -53,7 +58,15 @@ impl Postgres {
             Durability::Normal => "off",
         };
         let options: PgConnectOptions = url.parse()?;
-        let options = options.options([("synchronous_commit", commit)]);
+        // Every wait on another writer is bounded: a row lock held by a stalled peer (a node
+        // paused mid-batch) fails this batch with a retryable error after LOCK_TIMEOUT instead
+        // of stalling every payment behind it, and a transaction left open by a stalled
+        // client is ended by the server.
+        let options = options.options([
+            ("synchronous_commit", commit),
+            ("lock_timeout", LOCK_TIMEOUT),
+            ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT),
+        ]);
         // One plain connection first: a pool retries until its timeout and then reports only
         // that it timed out, while this names the cause (refused, unknown database, auth).
         options.connect().await?.close().await?;
@@ -93,21 +106,29 @@ impl Postgres {
         Ok(transaction.commit().await?)
     }
 
-    /// Begins a batch's transaction and reads what it needs: the recorded ids, then the
-    /// payers' rows locked (in id order), then every account. The batch holds its payers.
-    pub(crate) async fn begin_batch<'k>(
+    /// Begins a batch's transaction and reads what it needs: the payers' rows locked (in id
+    /// order), then the recorded ids and every account. The batch holds the payers it locked.
+    pub(crate) async fn begin_batch(
         &self,
-        keys: &'k Keys,
-    ) -> Result<(WriteTransaction, Existing, HashMap<AccountId, Account>, &'k BTreeSet<AccountId>), LedgerError> {
+        keys: &Keys,
+    ) -> Result<(WriteTransaction, Existing, HashMap<AccountId, Account>, BTreeSet<AccountId>), LedgerError> {
         let mut transaction = self.begin_write().await?;
-        let existing = self.recorded_in(&mut transaction, &keys.ids).await?;
         let payers: Vec<&str> = keys.payers.iter().map(AccountId::as_str).collect();
-        sqlx::query("SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
-            .bind(&payers)
-            .execute(&mut *transaction)
-            .await?;
-        let accounts = self.accounts_in(&mut transaction, &keys.touched.iter().collect::<Vec<_>>()).await?;
-        Ok((transaction, existing, accounts, &keys.payers))
+        let locked: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+                .bind(&payers)
+                .fetch_all(&mut *transaction)
+                .await?;
+        let held: BTreeSet<AccountId> =
+            locked.into_iter().map(|(id,)| parse_account_id(id)).collect::<Result<_, _>>()?;
+        // Looked up under the payers' locks: a writer that recorded one of these ids for the
+        // same payer has committed by now, so its payment is seen, not inserted twice.
+        let existing = self.recorded_in(&mut transaction, &keys.ids).await?;
+        let mut accounts = self.accounts_in(&mut transaction, &keys.touched.iter().collect::<Vec<_>>()).await?;
+        // A payer opened while the lock statement waited is not in its snapshot, so not
+        // locked: it must not be debited. Left out, its transfers fail as unknown (retryable).
+        accounts.retain(|id, _| !keys.payers.contains(id) || held.contains(id));
+        Ok((transaction, existing, accounts, held))
     }
 
     /// The recorded payments among `ids`: id → (request hash, reply).
@@ -145,7 +166,7 @@ impl Postgres {
             // First, so that a fenced batch stops before writing anything. The upsert holds
             // each partition's row until commit: an old and a new owner are ordered by it.
             let partitions: Vec<i64> = writes.fences.keys().map(|partition| i64::from(*partition)).collect();
-            let tokens = writes.fences.values().map(|token| fence_token(*token)).collect::<Result<Vec<_>, _>>()?;
+            let tokens: Vec<i64> = writes.fences.values().copied().collect();
             let taken: Vec<(i64,)> = sqlx::query_as(
                 "INSERT INTO partition_fences (partition, token) SELECT * FROM unnest($1::bigint[], $2::bigint[])
                  ON CONFLICT (partition) DO UPDATE SET token = excluded.token

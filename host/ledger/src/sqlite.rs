@@ -21,7 +21,7 @@ use sqlx::{AssertSqlSafe, Sqlite as Db, SqliteConnection, SqlitePool};
 use wasmpay_protocol::routing::AccountId;
 
 use super::accounts::{Account, AccountRow, account_from_row};
-use super::batch::{Existing, Keys, Writes, fence_token, fenced};
+use super::batch::{Existing, Keys, Writes, fenced};
 use super::store::account_columns;
 use super::{Durability, LedgerError, LedgerSettings, schema};
 
@@ -76,14 +76,14 @@ impl Sqlite {
     /// Begins a batch's transaction and reads what it needs: the recorded ids and the
     /// accounts. The write lock holds every account, so the batch writes every change to the
     /// accounts' rows and never needs credit sub-balances.
-    pub(crate) async fn begin_batch<'k>(
+    pub(crate) async fn begin_batch(
         &self,
-        keys: &'k Keys,
-    ) -> Result<(WriteTransaction, Existing, HashMap<AccountId, Account>, &'k BTreeSet<AccountId>), LedgerError> {
+        keys: &Keys,
+    ) -> Result<(WriteTransaction, Existing, HashMap<AccountId, Account>, BTreeSet<AccountId>), LedgerError> {
         let mut transaction = self.begin_write().await?;
         let existing = self.recorded_in(&mut transaction, &keys.ids).await?;
         let accounts = self.accounts_in(&mut transaction, &keys.touched.iter().collect::<Vec<_>>()).await?;
-        Ok((transaction, existing, accounts, &keys.touched))
+        Ok((transaction, existing, accounts, keys.touched.clone()))
     }
 
     /// The recorded payments among `ids`: id → (request hash, reply).
@@ -133,7 +133,7 @@ impl Sqlite {
             );
             let mut query = sqlx::query_as::<_, (i64,)>(AssertSqlSafe(sql));
             for (partition, token) in &writes.fences {
-                query = query.bind(i64::from(*partition)).bind(fence_token(*token)?);
+                query = query.bind(i64::from(*partition)).bind(*token);
             }
             let taken = query.fetch_all(&mut *transaction).await?;
             fenced(writes, taken.into_iter().map(|(partition,)| partition))?;

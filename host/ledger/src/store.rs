@@ -72,12 +72,12 @@ impl Store {
 }
 
 /// What a batch read: its open transaction, the recorded ids, the accounts, and which of them
-/// the transaction holds.
-pub(crate) type Begun<'k> = (Transaction, Existing, HashMap<AccountId, Account>, &'k BTreeSet<AccountId>);
+/// the transaction holds (may debit).
+pub(crate) type Begun = (Transaction, Existing, HashMap<AccountId, Account>, BTreeSet<AccountId>);
 
 impl Store {
     /// Begins a batch's transaction and reads (and locks) what the batch needs.
-    pub(crate) async fn begin_batch<'k>(&self, keys: &'k Keys) -> Result<Begun<'k>, LedgerError> {
+    pub(crate) async fn begin_batch(&self, keys: &Keys) -> Result<Begun, LedgerError> {
         Ok(match self {
             Store::Sqlite(backend) => {
                 let (transaction, existing, accounts, held) = backend.begin_batch(keys).await?;

@@ -75,6 +75,7 @@ on_both_backends!(
     transfers_are_decided_in_the_order_they_were_submitted,
     a_batch_with_an_older_lease_token_is_refused,
     opening_an_existing_ledger_creates_nothing,
+    a_credit_is_seen_by_a_spend_submitted_after_it,
 );
 
 fn id(text: &str) -> AccountId {
@@ -649,7 +650,8 @@ async fn a_batch_with_an_older_lease_token_is_refused(backend: Backend) {
     let approved = |recorded: Result<Recorded, LedgerError>| {
         matches!(recorded, Ok(Recorded::New { decision: Decision::Approved, .. }))
     };
-    let fenced = |recorded: Result<Recorded, LedgerError>| matches!(recorded, Err(LedgerError::BatchFailed(ref why)) if why.contains("fenced"));
+    let fenced =
+        |recorded: Result<Recorded, LedgerError>| matches!(recorded, Err(LedgerError::Fenced(ref p)) if p == &[3]);
     assert!(approved(record("new-owner", 3, 6).await));
     let stale = record("old-owner", 3, 5).await;
     assert!(stale.as_ref().is_err_and(LedgerError::is_transient), "{stale:?}");
@@ -676,4 +678,91 @@ async fn opening_an_existing_ledger_creates_nothing(backend: Backend) {
     ledger.close().await;
     let existing = Ledger::open_existing(&fresh.url).await.expect("open existing");
     assert!(existing.account(&id("alice")).await.expect("read").is_some());
+}
+
+/// A payment into an account, then one out of it, submitted in that order (different
+/// partitions' workers do this): the second sees the first's credit. On PostgreSQL a credit
+/// takes no lock on the payee's row, so the committer must not read the next batch before the
+/// credit committed.
+async fn a_credit_is_seen_by_a_spend_submitted_after_it(backend: Backend) {
+    let fresh = backend.fresh();
+    let one = LedgerSettings { batch_size_max: 1, ..LedgerSettings::default() };
+    let ledger = Ledger::open_with(&fresh.url, one, None).await.expect("open ledger");
+    open(&ledger, "bob", 0).await;
+    open(&ledger, "shop", 0).await;
+    deposit(&ledger, "fund", "bob", 1_000).await;
+    for round in 0..30 {
+        let middle = format!("m{round}");
+        open(&ledger, &middle, 0).await;
+        let (bob, shop, middle) = (id("bob"), id("shop"), id(&middle));
+        let render = |decision: Decision| format!("{decision:?}");
+        let credit = ledger.submit(transfer(&format!("c{round}"), &bob, &middle, 10, 0), render).await.expect("submit");
+        let spend = ledger.submit(transfer(&format!("s{round}"), &middle, &shop, 10, 0), render).await.expect("submit");
+        assert!(matches!(credit.await, Ok(Recorded::New { decision: Decision::Approved, .. })));
+        let spent = spend.await;
+        assert!(matches!(spent, Ok(Recorded::New { decision: Decision::Approved, .. })), "round {round}: {spent:?}");
+    }
+}
+
+/// A raw PostgreSQL connection of the test's schema, inside a transaction holding `account`'s
+/// row lock, as another node's batch does while it writes (or while that node is paused).
+async fn hold_row(fresh: &Fresh, account: &str) -> sqlx::PgConnection {
+    use sqlx::Connection as _;
+    let mut raw = sqlx::PgConnection::connect(&fresh.url).await.expect("connect");
+    sqlx::raw_sql("BEGIN").execute(&mut raw).await.expect("begin");
+    sqlx::query("SELECT id FROM accounts WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(account)
+        .execute(&mut raw)
+        .await
+        .expect("lock");
+    raw
+}
+
+/// A payer opened while a batch's lock statement waited for another payer's row is not locked
+/// by that batch, so the batch must not debit it (found by review: two writers then both
+/// debited it past its floor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_debits_only_the_payers_it_locked() {
+    let fresh = Backend::Postgres.fresh();
+    let gathering = LedgerSettings { batch_delay_us_max: 200_000, ..LedgerSettings::default() };
+    let ledger = Ledger::open_with(&fresh.url, gathering, None).await.expect("open ledger");
+    open(&ledger, "q", 0).await;
+    open(&ledger, "shop", 0).await;
+    deposit(&ledger, "fund", "q", 1_000).await;
+    let mut peer = hold_row(&fresh, "q").await;
+    let (p, q, shop) = (id("p"), id("q"), id("shop"));
+    let render = |decision: Decision| format!("{decision:?}");
+    let from_p = ledger.submit(transfer("from-p", &p, &shop, 500, 0), render).await.expect("submit");
+    let from_q = ledger.submit(transfer("from-q", &q, &shop, 10, 0), render).await.expect("submit");
+    tokio::time::sleep(Duration::from_millis(600)).await; // the batch's lock statement waits on q
+    let admin = Ledger::open(&fresh.url).await.expect("open ledger");
+    open(&admin, "p", -1_000).await; // a credit line: spendable at once
+    sqlx::raw_sql("COMMIT").execute(&mut peer).await.expect("release q");
+    let (from_p, from_q) = (from_p.await, from_q.await);
+    assert!(matches!(from_p, Err(LedgerError::UnknownAccount(_))), "{from_p:?}");
+    assert!(matches!(from_q, Ok(Recorded::New { decision: Decision::Approved, .. })), "{from_q:?}");
+    assert_eq!(balance(&admin, "p").await, 0);
+}
+
+/// A row lock held by a stalled peer fails the batch that waits for it after the lock timeout,
+/// with a retryable error, instead of stalling every payment behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_gives_up_on_a_stalled_peer_lock() {
+    let fresh = Backend::Postgres.fresh();
+    let ledger = Ledger::open(&fresh.url).await.expect("open ledger");
+    for account in ["alice", "bob", "shop"] {
+        open(&ledger, account, 0).await;
+    }
+    deposit(&ledger, "fund-alice", "alice", 1_000).await;
+    deposit(&ledger, "fund-bob", "bob", 1_000).await;
+    let mut peer = hold_row(&fresh, "alice").await;
+    let (alice, bob, shop) = (id("alice"), id("bob"), id("shop"));
+    let blocked = ledger.record(transfer("from-alice", &alice, &shop, 10, 0), |decision| format!("{decision:?}"));
+    let blocked = tokio::time::timeout(Duration::from_secs(10), blocked).await.expect("a bounded wait");
+    assert!(blocked.as_ref().is_err_and(LedgerError::is_transient), "{blocked:?}");
+    let unrelated = ledger.record(transfer("from-bob", &bob, &shop, 10, 0), |decision| format!("{decision:?}"));
+    let unrelated = tokio::time::timeout(Duration::from_secs(10), unrelated).await.expect("a bounded wait");
+    assert!(matches!(unrelated, Ok(Recorded::New { decision: Decision::Approved, .. })), "{unrelated:?}");
+    sqlx::raw_sql("ROLLBACK").execute(&mut peer).await.expect("release alice");
+    assert!(ledger.payment("from-alice").await.expect("read").is_none());
 }
