@@ -17,6 +17,7 @@ on_both_backends!(
     clients_that_do_not_hash_pay_on_the_submit_subject,
     cluster_info_tells_clients_how_to_hash,
     a_replay_returns_the_identical_reply_and_a_different_body_conflicts,
+    a_reused_id_sent_while_the_first_is_committing_conflicts,
 );
 
 async fn funded(backend: Backend) -> Harness {
@@ -217,4 +218,18 @@ async fn a_replay_returns_the_identical_reply_and_a_different_body_conflicts(bac
     assert_eq!((reply.status, reply.code), (Status::Rejected, Code::Conflict), "{reply:?}");
     assert_eq!(harness.balance("alice").await, 10_000 - 1_234 + 2_000_000);
     assert!(harness.ledger.audit().await.unwrap().is_balanced());
+}
+
+/// A request reusing the id of a payment still on its way to the ledger (sent right behind it,
+/// before its reply) is refused before the ledger (an unknown method), but that refusal looks
+/// the id up only after the first payment was answered: so it gets `conflict`, the answer it
+/// would get a moment later, not a refusal that contradicts the recorded payment.
+async fn a_reused_id_sent_while_the_first_is_committing_conflicts(backend: Backend) {
+    let harness = funded(backend).await;
+    let first = card("reused", "alice", "shop", 100);
+    let mut second = first.clone();
+    second["method"] = serde_json::json!("no_such_method");
+    let (first, second) = tokio::join!(harness.pay(&first), harness.pay(&second));
+    assert_eq!((first.status, first.code), (Status::Approved, Code::Ok), "{first:?}");
+    assert_eq!(second.code, Code::Conflict, "{second:?}");
 }

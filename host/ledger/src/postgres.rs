@@ -114,19 +114,28 @@ impl Postgres {
     ) -> Result<(WriteTransaction, Existing, HashMap<AccountId, Account>, BTreeSet<AccountId>), LedgerError> {
         let mut transaction = self.begin_write().await?;
         let payers: Vec<&str> = keys.payers.iter().map(AccountId::as_str).collect();
-        let locked: Vec<(String,)> =
-            sqlx::query_as("SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
-                .bind(&payers)
-                .fetch_all(&mut *transaction)
-                .await?;
-        let held: BTreeSet<AccountId> =
-            locked.into_iter().map(|(id,)| parse_account_id(id)).collect::<Result<_, _>>()?;
+        let mut held = lock(&mut transaction, &payers).await?;
         // Looked up under the payers' locks: a writer that recorded one of these ids for the
         // same payer has committed by now, so its payment is seen, not inserted twice.
         let existing = self.recorded_in(&mut transaction, &keys.ids).await?;
-        let mut accounts = self.accounts_in(&mut transaction, &keys.touched.iter().collect::<Vec<_>>()).await?;
-        // A payer opened while the lock statement waited is not in its snapshot, so not
-        // locked: it must not be debited. Left out, its transfers fail as unknown (retryable).
+        let touched: Vec<&AccountId> = keys.touched.iter().collect();
+        let mut accounts = self.accounts_in(&mut transaction, &touched).await?;
+        // A payer opened while the lock statement waited was not in its snapshot, so it is not
+        // locked: lock it now and read it again (out of id order, so a rare deadlock is
+        // possible; PostgreSQL detects it and the batch fails, retryably).
+        let late: Vec<&str> = keys
+            .payers
+            .iter()
+            .filter(|payer| accounts.contains_key(*payer) && !held.contains(*payer))
+            .map(AccountId::as_str)
+            .collect();
+        if !late.is_empty() {
+            let locked = lock(&mut transaction, &late).await?;
+            let relocked: Vec<&AccountId> = locked.iter().collect();
+            accounts.extend(self.accounts_in(&mut transaction, &relocked).await?);
+            held.extend(locked);
+        }
+        // Never debit a payer this batch does not hold.
         accounts.retain(|id, _| !keys.payers.contains(id) || held.contains(id));
         Ok((transaction, existing, accounts, held))
     }
@@ -333,4 +342,14 @@ fn redacted(url: &str) -> String {
         },
         _ => url.to_owned(),
     }
+}
+
+/// Locks the rows of `payers` that exist, in id order, and returns them.
+async fn lock(connection: &mut PgConnection, payers: &[&str]) -> Result<BTreeSet<AccountId>, LedgerError> {
+    let locked: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+            .bind(payers)
+            .fetch_all(connection)
+            .await?;
+    locked.into_iter().map(|(id,)| parse_account_id(id)).collect()
 }

@@ -718,11 +718,11 @@ async fn hold_row(fresh: &Fresh, account: &str) -> sqlx::PgConnection {
     raw
 }
 
-/// A payer opened while a batch's lock statement waited for another payer's row is not locked
-/// by that batch, so the batch must not debit it (found by review: two writers then both
-/// debited it past its floor).
+/// A payer opened while a batch's lock statement waited for another payer's row is not in that
+/// statement's snapshot: the batch must lock it before debiting it (found by review: two
+/// writers both debited it past its floor), and not refuse it as unknown, since it exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_debits_only_the_payers_it_locked() {
+async fn postgres_locks_a_payer_opened_while_it_waited() {
     let fresh = Backend::Postgres.fresh();
     let gathering = LedgerSettings { batch_delay_us_max: 200_000, ..LedgerSettings::default() };
     let ledger = Ledger::open_with(&fresh.url, gathering, None).await.expect("open ledger");
@@ -739,9 +739,13 @@ async fn postgres_debits_only_the_payers_it_locked() {
     open(&admin, "p", -1_000).await; // a credit line: spendable at once
     sqlx::raw_sql("COMMIT").execute(&mut peer).await.expect("release q");
     let (from_p, from_q) = (from_p.await, from_q.await);
-    assert!(matches!(from_p, Err(LedgerError::UnknownAccount(_))), "{from_p:?}");
+    assert!(matches!(from_p, Ok(Recorded::New { decision: Decision::Approved, .. })), "{from_p:?}");
     assert!(matches!(from_q, Ok(Recorded::New { decision: Decision::Approved, .. })), "{from_q:?}");
-    assert_eq!(balance(&admin, "p").await, 0);
+    assert_eq!(balance(&admin, "p").await, -500);
+    // Held: a second writer debiting p had to wait, so the floor holds whatever the order.
+    let second = admin.record(transfer("from-p-again", &p, &shop, 600, 0), render).await;
+    assert!(matches!(second, Ok(Recorded::New { decision: Decision::InsufficientFunds, .. })), "{second:?}");
+    assert!(admin.audit().await.expect("audit").accounts_below_floor.is_empty());
 }
 
 /// A row lock held by a stalled peer fails the batch that waits for it after the lock timeout,

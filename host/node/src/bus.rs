@@ -10,7 +10,9 @@
 //! Shutdown: the subscriptions are drained (the server stops sending, buffered messages are
 //! still handed out), submissions before payments so that what they forward still arrives,
 //! the queues close, every worker finishes and replies to what it holds, then the connection
-//! is flushed. Every one of those waits is bounded, so a node stops even with NATS gone.
+//! is flushed. Every one of those waits is bounded, so a node stops even with NATS gone: a
+//! reply or event publish gives up after 1 s, and workers still answering after their 10 s
+//! stop bound are aborted; what they held is recorded or not, and a retry settles it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -284,14 +286,22 @@ async fn worker(partition: u32, mut queue: mpsc::Receiver<Message>, processor: A
         tokio::select! {
             biased;
             Some((decided, reply)) = committing.next(), if !committing.is_empty() => {
-                answer(&client, reply, decided).await;
+                respond(&client, reply, decided).await;
             }
             message = queue.recv(), if open && committing.len() < LEDGER_PIPELINE_DEPTH => match message {
                 Some(message) => {
                     let payer = parse_pay_subject(&message.subject).map_or("", |(_, payer)| payer);
-                    let decided = processor.decide(&mut instances, Route { partition, payer }, &message.payload).await;
+                    let answer = processor.decide(&mut instances, Route { partition, payer }, &message.payload).await;
                     let reply = message.reply;
-                    committing.push_back(async move { (decided.await, reply) });
+                    if answer.after_earlier {
+                        // It looks its id up: a retry of a payment still committing must find it.
+                        while let Some((decided, reply)) = committing.next().await {
+                            respond(&client, reply, decided).await;
+                        }
+                        respond(&client, reply, answer.reply.await).await;
+                    } else {
+                        committing.push_back(async move { (answer.reply.await, reply) });
+                    }
                 }
                 None => open = false,
             },
@@ -300,7 +310,7 @@ async fn worker(partition: u32, mut queue: mpsc::Receiver<Message>, processor: A
 }
 
 /// Sends a payment's reply and, if this call recorded it, its event.
-async fn answer(client: &Client, reply: Option<async_nats::Subject>, decided: Decided) {
+async fn respond(client: &Client, reply: Option<async_nats::Subject>, decided: Decided) {
     let body = Bytes::from(decided.reply);
     // A reply that cannot be sent is not lost: the payment is recorded, and the client's
     // retry with the same id gets the stored reply.

@@ -49,11 +49,24 @@ pub struct Decided {
     pub newly_recorded: bool,
 }
 
-/// A message's answer, ready or still waiting for its ledger batch to commit.
-pub type Answer = Pin<Box<dyn Future<Output = Decided> + Send>>;
+/// A message's answer.
+pub struct Answer {
+    /// The reply: at once, or once the payment's ledger batch committed.
+    pub reply: Pin<Box<dyn Future<Output = Decided> + Send>>,
+    /// Whether the worker must first answer its partition's earlier payments: this reply looks
+    /// its id up (a refusal before the ledger), and a retry of a payment still on its way to
+    /// the ledger must find it there, not refuse it.
+    pub after_earlier: bool,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Answer").field("after_earlier", &self.after_earlier).finish_non_exhaustive()
+    }
+}
 
 fn now(decided: Decided) -> Answer {
-    Box::pin(ready(decided))
+    Answer { reply: Box::pin(ready(decided)), after_earlier: false }
 }
 
 /// Decides payments; shared by every partition worker of a node.
@@ -90,11 +103,13 @@ impl Processor {
             }
         };
         let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let decided = answer.await;
+        let Answer { reply, after_earlier } = answer;
+        let reply = Box::pin(async move {
+            let decided = reply.await;
             metrics.count_payment(decided.status, decided.code);
             decided
-        })
+        });
+        Answer { reply, after_earlier }
     }
 
     async fn decide_request(&self, instances: &mut Instances, route: Route<'_>, request: PaymentRequest) -> Answer {
@@ -116,13 +131,13 @@ impl Processor {
             let served: Vec<&str> = pipelines.methods().collect();
             let message = format!("method `{}` is not served; served: {}", request.method, served.join(", "));
             let refusal = (Code::UnknownMethod, message, Vec::new());
-            return now(self.refuse_unless_recorded(&request, partition, &fingerprint, refusal).await);
+            return self.refuse_unless_recorded(&request, partition, &fingerprint, refusal);
         };
         if let Some(plugin) = pipeline.refuses(request.currency) {
             let message =
                 format!("plugin {} of method `{}` does not take {}", plugin.key(), request.method, request.currency);
             let refusal = (Code::UnsupportedCurrency, message, Vec::new());
-            return now(self.refuse_unless_recorded(&request, partition, &fingerprint, refusal).await);
+            return self.refuse_unless_recorded(&request, partition, &fingerprint, refusal);
         }
         let received_at_ms = clock::unix_ms();
         let input = PaymentInput::new(&request, received_at_ms);
@@ -131,26 +146,31 @@ impl Processor {
             Err(failure) => {
                 tracing::warn!(%failure, "plugin failed; payment refused, nothing recorded");
                 let refusal = (Code::PluginFailed, failure.to_string(), pipeline.keys());
-                return now(self.refuse_unless_recorded(&request, partition, &fingerprint, refusal).await);
+                return self.refuse_unless_recorded(&request, partition, &fingerprint, refusal);
             }
         };
         self.record(request, partition, pipeline, &verdict, fingerprint, received_at_ms).await
     }
 
     /// Refuses `request` with `(code, message, plugins)`, unless its id is recorded: then the
-    /// stored reply (or a conflict).
-    async fn refuse_unless_recorded(
+    /// stored reply (or a conflict). The lookup runs when the worker polls the answer, after
+    /// its partition's earlier payments were answered.
+    fn refuse_unless_recorded(
         &self,
         request: &PaymentRequest,
         partition: u32,
         fingerprint: &str,
         (code, message, plugins): (Code, String, Vec<String>),
-    ) -> Decided {
-        match self.ledger.recorded_reply(&request.id).await {
-            Err(error) => unavailable(request, partition, &error),
-            Ok(Some((recorded_hash, reply))) => replay(request, partition, fingerprint, recorded_hash, reply),
-            Ok(None) => refused(request, partition, code, message, plugins),
-        }
+    ) -> Answer {
+        let (ledger, request, fingerprint) = (self.ledger.clone(), request.clone(), fingerprint.to_owned());
+        let reply = async move {
+            match ledger.recorded_reply(&request.id).await {
+                Err(error) => unavailable(&request, partition, &error),
+                Ok(Some((recorded_hash, reply))) => replay(&request, partition, &fingerprint, recorded_hash, reply),
+                Ok(None) => refused(&request, partition, code, message, plugins),
+            }
+        };
+        Answer { reply: Box::pin(reply.in_current_span()), after_earlier: true }
     }
 
     /// Submits the decided payment to the ledger; the answer resolves when its batch commits.
@@ -201,14 +221,12 @@ impl Processor {
             Err(error) => return now(unavailable(&request, partition, &error)),
         };
         let metrics = self.metrics.clone();
-        Box::pin(
-            async move {
-                let recorded = committed.await;
-                metrics.ledger_commit.observe(started.elapsed());
-                settled(&request, partition, &fingerprint, recorded)
-            }
-            .in_current_span(),
-        )
+        let reply = async move {
+            let recorded = committed.await;
+            metrics.ledger_commit.observe(started.elapsed());
+            settled(&request, partition, &fingerprint, recorded)
+        };
+        Answer { reply: Box::pin(reply.in_current_span()), after_earlier: false }
     }
 }
 
