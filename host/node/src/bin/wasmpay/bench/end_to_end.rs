@@ -42,6 +42,7 @@ pub async fn measure(
     let measured = async {
         setup::open_and_fund(node.ledger(), &payers).await?;
         let _responder = load::noop_responder(nats_url).await?;
+        load::until_answered(client).await?;
         let mut rows = closed_loop_rows(args, backend, client, &payers).await;
         let best = rows.iter().filter(|row| row.scenario == Scenario::Uniform).map(|row| row.per_second).max();
         rows.push(open_loop_row(args, backend, client, &payers, best.unwrap_or_default() / 2).await);

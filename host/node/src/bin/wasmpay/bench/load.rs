@@ -233,6 +233,20 @@ pub async fn noop_responder(nats_url: &str) -> anyhow::Result<AbortOnDrop> {
     })))
 }
 
+/// Waits (at most 5 s) until a no-op request from `client` is answered: the responder's
+/// subscription is then known to the server and the path is warm, so a measurement's first
+/// requests cannot fail for reasons of the start (a CI run once lost one wave of 8 there).
+pub async fn until_answered(client: &async_nats::Client) -> anyhow::Result<()> {
+    let answered = async {
+        while !noop_request(client, 0).await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), answered)
+        .await
+        .map_err(|_| anyhow::anyhow!("the no-op responder did not answer within 5 s"))
+}
+
 /// A task aborted when this is dropped, early returns included.
 #[derive(Debug)]
 pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
