@@ -130,7 +130,12 @@ impl Ledger {
     }
 }
 
-pub(super) fn account_from_row((id, currency, balance, floor, kind): AccountRow) -> Result<Account, LedgerError> {
+/// Rows of [`AccountRow`] as accounts by id: what every backend's account read returns.
+pub(super) fn accounts_by_id(rows: Vec<AccountRow>) -> Result<HashMap<AccountId, Account>, LedgerError> {
+    rows.into_iter().map(|row| account_from_row(row).map(|account| (account.id.clone(), account))).collect()
+}
+
+fn account_from_row((id, currency, balance, floor, kind): AccountRow) -> Result<Account, LedgerError> {
     Ok(Account {
         id: parse_account_id(id)?,
         currency: parse_currency(&currency)?,

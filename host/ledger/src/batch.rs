@@ -53,6 +53,11 @@ impl Keys {
 /// The recorded payments a batch found: id → (request hash, reply).
 pub(super) type Existing = HashMap<String, (String, String)>;
 
+/// Rows of (id, request hash, reply) as [`Existing`]: what every backend's id lookup returns.
+pub(super) fn existing(rows: Vec<(String, String, String)>) -> Existing {
+    rows.into_iter().map(|(id, request_hash, reply)| (id, (request_hash, reply))).collect()
+}
+
 /// What a batch writes once every transfer in it is decided.
 #[derive(Debug, Default)]
 pub(super) struct Writes {

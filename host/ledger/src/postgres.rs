@@ -24,8 +24,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Connection as _, PgConnection, PgPool, Postgres as Db};
 use wasmpay_protocol::routing::AccountId;
 
-use super::accounts::{Account, AccountRow, account_from_row};
-use super::batch::{Existing, Keys, Writes, fenced};
+use super::accounts::{Account, AccountRow, accounts_by_id};
+use super::batch::{self, Existing, Keys, Writes, fenced};
+use super::record::{Decision, Transfer};
 use super::store::account_columns;
 use super::{Durability, LedgerError, LedgerSettings, parse_account_id, schema};
 
@@ -151,7 +152,7 @@ impl Postgres {
                 .bind(ids)
                 .fetch_all(connection)
                 .await?;
-        Ok(rows.into_iter().map(|(id, request_hash, reply)| (id, (request_hash, reply))).collect())
+        Ok(batch::existing(rows))
     }
 
     /// The accounts among `ids`, by id, their credits included.
@@ -165,7 +166,7 @@ impl Postgres {
                 .bind(ids.iter().map(|id| id.as_str()).collect::<Vec<_>>())
                 .fetch_all(connection)
                 .await?;
-        rows.into_iter().map(|row| account_from_row(row).map(|account| (account.id.clone(), account))).collect()
+        accounts_by_id(rows)
     }
 
     /// Writes a decided batch (held balances, credits, payments, entries: one statement each)
@@ -244,62 +245,30 @@ type WriteQuery<'q> = sqlx::query::QueryAs<'q, Db, (i64,), sqlx::postgres::PgArg
 
 /// Binds the payment columns of `writes`, one array each.
 fn bind_payments<'q>(query: WriteQuery<'q>, writes: &'q Writes) -> WriteQuery<'q> {
-    let rows = writes.payments.len();
-    let (mut ids, mut kinds, mut hashes, mut statuses, mut codes) = (
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-    );
-    let (mut payers, mut payees, mut currencies, mut amounts, mut fees) = (
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-    );
-    let (mut bearers, mut plugins, mut partitions, mut replies, mut times) = (
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-    );
-    for (transfer, decision, reply) in &writes.payments {
-        let (status, code) = decision.status_and_code();
-        ids.push(transfer.id.as_str());
-        kinds.push(transfer.kind.as_str());
-        hashes.push(transfer.request_hash.as_str());
-        statuses.push(status);
-        codes.push(code);
-        payers.push(transfer.payer.as_str());
-        payees.push(transfer.payee.as_str());
-        currencies.push(transfer.currency.code());
-        amounts.push(transfer.amount.0);
-        fees.push(transfer.fee.0);
-        bearers.push(transfer.fee_bearer.as_str());
-        plugins.push(transfer.plugins.as_str());
-        partitions.push(transfer.partition.map(i64::from));
-        replies.push(reply.as_str());
-        times.push(transfer.now_ms);
-    }
+    let texts = |column: fn(&'q Transfer, Decision, &'q str) -> &'q str| -> Vec<&'q str> {
+        writes.payments.iter().map(|(transfer, decision, reply)| column(transfer, *decision, reply)).collect()
+    };
+    let numbers = |column: fn(&Transfer) -> i64| -> Vec<i64> {
+        writes.payments.iter().map(|(transfer, _, _)| column(transfer)).collect()
+    };
+    let partitions: Vec<Option<i64>> =
+        writes.payments.iter().map(|(transfer, _, _)| transfer.partition.map(i64::from)).collect();
     query
-        .bind(ids)
-        .bind(kinds)
-        .bind(hashes)
-        .bind(statuses)
-        .bind(codes)
-        .bind(payers)
-        .bind(payees)
-        .bind(currencies)
-        .bind(amounts)
-        .bind(fees)
-        .bind(bearers)
-        .bind(plugins)
+        .bind(texts(|transfer, _, _| &transfer.id))
+        .bind(texts(|transfer, _, _| transfer.kind.as_str()))
+        .bind(texts(|transfer, _, _| &transfer.request_hash))
+        .bind(texts(|_, decision, _| decision.status_and_code().0))
+        .bind(texts(|_, decision, _| decision.status_and_code().1))
+        .bind(texts(|transfer, _, _| transfer.payer.as_str()))
+        .bind(texts(|transfer, _, _| transfer.payee.as_str()))
+        .bind(texts(|transfer, _, _| transfer.currency.code()))
+        .bind(numbers(|transfer| transfer.amount.0))
+        .bind(numbers(|transfer| transfer.fee.0))
+        .bind(texts(|transfer, _, _| transfer.fee_bearer.as_str()))
+        .bind(texts(|transfer, _, _| &transfer.plugins))
         .bind(partitions)
-        .bind(replies)
-        .bind(times)
+        .bind(texts(|_, _, reply| reply))
+        .bind(numbers(|transfer| transfer.now_ms))
 }
 
 /// Creates the schema the connection's `search_path` names first, if there is none.

@@ -20,8 +20,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, Sqlite as Db, SqliteConnection, SqlitePool};
 use wasmpay_protocol::routing::AccountId;
 
-use super::accounts::{Account, AccountRow, account_from_row};
-use super::batch::{Existing, Keys, Writes, fenced};
+use super::accounts::{Account, AccountRow, accounts_by_id};
+use super::batch::{self, Existing, Keys, Writes, fenced};
 use super::store::account_columns;
 use super::{Durability, LedgerError, LedgerSettings, schema};
 
@@ -98,7 +98,7 @@ impl Sqlite {
             query = query.bind(id.as_str());
         }
         let rows = query.fetch_all(&mut *connection).await?;
-        Ok(rows.into_iter().map(|(id, request_hash, reply)| (id, (request_hash, reply))).collect())
+        Ok(batch::existing(rows))
     }
 
     /// The accounts among `ids`, by id, their credits included.
@@ -116,7 +116,7 @@ impl Sqlite {
             query = query.bind(id.as_str());
         }
         let rows = query.fetch_all(&mut *connection).await?;
-        rows.into_iter().map(|row| account_from_row(row).map(|account| (account.id.clone(), account))).collect()
+        accounts_by_id(rows)
     }
 
     /// Writes a decided batch (held balances, credits, payments, entries: one statement
