@@ -29,6 +29,11 @@ const QUEUE_DEPTH: usize = 4_096;
 /// The largest batch whatever the settings: SQLite's multi-row statements stay well inside
 /// its 32,766 bound parameters (15 per payment row).
 const BATCH_SIZE_LIMIT: usize = 1_000;
+/// How long a batch's reads, or its writes and commit, may take before the batch fails with
+/// a retryable error. It bounds what the database's own timeouts do not: a server that stops
+/// answering, a connection that hangs. A commit cut off this way may or may not have landed;
+/// the retry with the same id finds out (it gets the stored reply, or is decided now).
+const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Told of every committed batch, so the node can report batch sizes and commit latency
 /// without this crate knowing how.
@@ -181,10 +186,15 @@ async fn prepare(store: &Store, batch: Vec<Job>) -> Option<Prepared> {
     let (jobs, answers): (Vec<(Transfer, Render)>, Vec<_>) =
         batch.into_iter().map(|job| ((job.transfer, job.render), job.answer)).unzip();
     let keys = Keys::of(jobs.iter().map(|(transfer, _)| transfer));
-    let (transaction, existing, accounts, held) = match store.begin_batch(&keys).await {
-        Ok(begun) => begun,
-        Err(error) => {
+    let begun = tokio::time::timeout(BATCH_TIMEOUT, store.begin_batch(&keys)).await;
+    let (transaction, existing, accounts, held) = match begun {
+        Ok(Ok(begun)) => begun,
+        Ok(Err(error)) => {
             fail_all(answers, "could not start", &error);
+            return None;
+        }
+        Err(_) => {
+            fail_all(answers, "could not start", &format!("not read within {BATCH_TIMEOUT:?}"));
             return None;
         }
     };
@@ -203,7 +213,10 @@ async fn prepare(store: &Store, batch: Vec<Job>) -> Option<Prepared> {
 /// Writes and commits a prepared batch, then answers each transfer.
 async fn finish(prepared: Prepared, started: Instant, observer: Option<Arc<dyn CommitObserver>>) {
     let Prepared { transaction, writes, outcomes, answers, .. } = prepared;
-    match transaction.write_batch(&writes).await {
+    let written = tokio::time::timeout(BATCH_TIMEOUT, transaction.write_batch(&writes)).await;
+    let written =
+        written.unwrap_or_else(|_| Err(LedgerError::BatchFailed(format!("not committed within {BATCH_TIMEOUT:?}"))));
+    match written {
         Ok(()) => {
             let size = answers.len();
             for (answer, outcome) in answers.into_iter().zip(outcomes) {

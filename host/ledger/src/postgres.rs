@@ -70,7 +70,10 @@ impl Postgres {
         ]);
         // One plain connection first: a pool retries until its timeout and then reports only
         // that it timed out, while this names the cause (refused, unknown database, auth).
-        options.connect().await?.close().await?;
+        let reached = tokio::time::timeout(ACQUIRE_TIMEOUT, options.connect()).await;
+        let unanswered =
+            || sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer from the database"));
+        reached.map_err(|_| unanswered())??.close().await?;
         let pool =
             PgPoolOptions::new().max_connections(8).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?;
         if create {

@@ -210,10 +210,12 @@ impl Processor {
             now_ms: i64::try_from(received_at_ms).unwrap_or(i64::MAX),
             declined_by_plugin: rejection.is_some(),
         };
-        // The reply is rendered inside the ledger's transaction, on the committer's task.
-        let (request_owned, rejection_owned) = (request.clone(), rejection.cloned());
+        // The reply is rendered inside the ledger's transaction, on the committer's task; the
+        // request is shared with it, not copied (this is the per-payment path).
+        let request = Arc::new(request);
+        let (for_render, rejection_owned) = (request.clone(), rejection.cloned());
         let render = move |decision: Decision| {
-            recorded_reply(&request_owned, partition, &plugins, decision, fee, rejection_owned.as_ref()).to_json()
+            recorded_reply(&for_render, partition, &plugins, decision, fee, rejection_owned.as_ref()).to_json()
         };
         let started = Instant::now();
         let committed = match self.ledger.submit(transfer, render).await {
