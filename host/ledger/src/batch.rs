@@ -130,12 +130,11 @@ pub(super) fn decide(
     (outcomes, writes)
 }
 
-/// The batch's error if a partition of `writes.fences` is missing from `taken` (the partitions
-/// whose fence row the batch could take): a newer lease owner has written there.
-pub(super) fn fenced(writes: &Writes, taken: impl Iterator<Item = i64>) -> Result<(), LedgerError> {
+/// The error if a partition of `fences` is missing from `taken` (the partitions whose fence row
+/// the transaction could take): a newer lease owner has written there.
+pub(super) fn fenced(fences: &BTreeMap<u32, i64>, taken: impl Iterator<Item = i64>) -> Result<(), LedgerError> {
     let taken: BTreeSet<i64> = taken.collect();
-    let lost: Vec<u32> =
-        writes.fences.keys().copied().filter(|partition| !taken.contains(&i64::from(*partition))).collect();
+    let lost: Vec<u32> = fences.keys().copied().filter(|partition| !taken.contains(&i64::from(*partition))).collect();
     if lost.is_empty() { Ok(()) } else { Err(LedgerError::Fenced(lost)) }
 }
 

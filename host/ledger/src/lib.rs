@@ -10,7 +10,7 @@
 //! code: balances below a floor, zero entries and unknown accounts are refused by constraints
 //! too.
 //!
-//! Layout: [`accounts`] opens and reads accounts; [`record`] says what a transfer is and
+//! Layout: [`accounts`] opens and reads accounts; `fencing` keeps partition owners apart; [`record`] says what a transfer is and
 //! what the ledger decided; [`funding`] posts deposits; [`queries`] reads payments and audits
 //! the books; `store` is the backend boundary, with `sqlite` and `postgres` below it; `schema`
 //! holds both backends' migrations. Money and account ids come from `wasmpay-protocol`;
@@ -19,6 +19,7 @@
 pub mod accounts;
 mod batch;
 mod commit;
+mod fencing;
 pub mod funding;
 mod postgres;
 pub mod queries;

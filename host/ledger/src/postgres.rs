@@ -18,7 +18,7 @@
 //! Writes bind one array per column (`unnest`), so every batch size uses the same prepared
 //! statement and no batch comes near PostgreSQL's 65,535 bound parameters.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Connection as _, PgConnection, PgPool, Postgres as Db};
@@ -110,6 +110,13 @@ impl Postgres {
         Ok(transaction.commit().await?)
     }
 
+    /// Takes `fences` in a transaction of its own (a new lease owner's claim).
+    pub(crate) async fn claim(&self, fences: &BTreeMap<u32, i64>) -> Result<(), LedgerError> {
+        let mut transaction = self.begin_write().await?;
+        take_fences(&mut transaction, fences).await?;
+        Ok(transaction.commit().await?)
+    }
+
     /// Begins a batch's transaction and reads what it needs: the payers' rows locked (in id
     /// order), then the recorded ids and every account. The batch holds the payers it locked.
     pub(crate) async fn begin_batch(
@@ -175,23 +182,9 @@ impl Postgres {
     /// Writes a decided batch (held balances, credits, payments, entries: one statement each)
     /// and commits it.
     pub(crate) async fn write_batch(mut transaction: WriteTransaction, writes: &Writes) -> Result<(), LedgerError> {
-        if !writes.fences.is_empty() {
-            // First, so that a fenced batch stops before writing anything. The upsert holds
-            // each partition's row until commit: an old and a new owner are ordered by it.
-            let partitions: Vec<i64> = writes.fences.keys().map(|partition| i64::from(*partition)).collect();
-            let tokens: Vec<i64> = writes.fences.values().copied().collect();
-            let taken: Vec<(i64,)> = sqlx::query_as(
-                "INSERT INTO partition_fences (partition, token) SELECT * FROM unnest($1::bigint[], $2::bigint[])
-                 ON CONFLICT (partition) DO UPDATE SET token = excluded.token
-                 WHERE partition_fences.token <= excluded.token
-                 RETURNING partition",
-            )
-            .bind(partitions)
-            .bind(tokens)
-            .fetch_all(&mut *transaction)
-            .await?;
-            fenced(writes, taken.into_iter().map(|(partition,)| partition))?;
-        }
+        // First, so that a fenced batch stops before writing anything. The upsert holds each
+        // partition's row until commit: an old and a new owner are ordered by it.
+        take_fences(&mut transaction, &writes.fences).await?;
         // The four writes as one statement (one round trip instead of four): PostgreSQL runs
         // every data-modifying CTE to completion whether or not the query reads it, and an
         // empty array writes nothing.
@@ -309,4 +302,26 @@ async fn lock(connection: &mut PgConnection, payers: &[&str]) -> Result<BTreeSet
             .fetch_all(connection)
             .await?;
     locked.into_iter().map(|(id,)| parse_account_id(id)).collect()
+}
+
+/// Takes each partition's fence row for its token, if the stored token is not newer; a row not
+/// taken is a partition another owner has written under a newer lease, and fails the whole
+/// transaction with [`LedgerError::Fenced`].
+async fn take_fences(connection: &mut PgConnection, fences: &BTreeMap<u32, i64>) -> Result<(), LedgerError> {
+    if fences.is_empty() {
+        return Ok(());
+    }
+    let partitions: Vec<i64> = fences.keys().map(|partition| i64::from(*partition)).collect();
+    let tokens: Vec<i64> = fences.values().copied().collect();
+    let taken: Vec<(i64,)> = sqlx::query_as(
+        "INSERT INTO partition_fences (partition, token) SELECT * FROM unnest($1::bigint[], $2::bigint[])
+         ON CONFLICT (partition) DO UPDATE SET token = excluded.token
+         WHERE partition_fences.token <= excluded.token
+         RETURNING partition",
+    )
+    .bind(partitions)
+    .bind(tokens)
+    .fetch_all(connection)
+    .await?;
+    fenced(fences, taken.into_iter().map(|(partition,)| partition))
 }

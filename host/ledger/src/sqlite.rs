@@ -10,7 +10,7 @@
 //! every later write on it trips over ("non-zero transaction depth"); a closed connection is
 //! replaced by a fresh one, so the ledger heals by itself as soon as the cause is gone.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::time::Duration;
@@ -73,6 +73,13 @@ impl Sqlite {
         transaction.commit().await
     }
 
+    /// Takes `fences` in a transaction of its own (a new lease owner's claim).
+    pub(crate) async fn claim(&self, fences: &BTreeMap<u32, i64>) -> Result<(), LedgerError> {
+        let mut transaction = self.begin_write().await?;
+        take_fences(&mut transaction, fences).await?;
+        transaction.commit().await
+    }
+
     /// Begins a batch's transaction and reads what it needs: the recorded ids and the
     /// accounts. The write lock holds every account, so the batch writes every change to the
     /// accounts' rows and never needs credit sub-balances.
@@ -122,22 +129,7 @@ impl Sqlite {
     /// Writes a decided batch (held balances, credits, payments, entries: one statement
     /// each) and commits it.
     pub(crate) async fn write_batch(mut transaction: WriteTransaction, writes: &Writes) -> Result<(), LedgerError> {
-        if !writes.fences.is_empty() {
-            // A partition's row is taken only if its stored token is not newer than ours; a
-            // row not returned is a partition another owner has written under a newer lease.
-            let sql = format!(
-                "INSERT INTO partition_fences (partition, token) VALUES {}
-                 ON CONFLICT (partition) DO UPDATE SET token = excluded.token WHERE token <= excluded.token
-                 RETURNING partition",
-                placeholders(writes.fences.len(), 2)
-            );
-            let mut query = sqlx::query_as::<_, (i64,)>(AssertSqlSafe(sql));
-            for (partition, token) in &writes.fences {
-                query = query.bind(i64::from(*partition)).bind(*token);
-            }
-            let taken = query.fetch_all(&mut *transaction).await?;
-            fenced(writes, taken.into_iter().map(|(partition,)| partition))?;
-        }
+        take_fences(&mut transaction, &writes.fences).await?;
         if !writes.balances.is_empty() {
             let sql = format!(
                 "UPDATE accounts SET balance = balance + new.column2 FROM (VALUES {}) AS new
@@ -206,6 +198,27 @@ impl Sqlite {
         }
         transaction.commit().await
     }
+}
+
+/// Takes each partition's fence row for its token, if the stored token is not newer; a row not
+/// taken is a partition another owner has written under a newer lease, and fails the whole
+/// transaction with [`LedgerError::Fenced`].
+async fn take_fences(connection: &mut SqliteConnection, fences: &BTreeMap<u32, i64>) -> Result<(), LedgerError> {
+    if fences.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO partition_fences (partition, token) VALUES {}
+         ON CONFLICT (partition) DO UPDATE SET token = excluded.token WHERE token <= excluded.token
+         RETURNING partition",
+        placeholders(fences.len(), 2)
+    );
+    let mut query = sqlx::query_as::<_, (i64,)>(AssertSqlSafe(sql));
+    for (partition, token) in fences {
+        query = query.bind(i64::from(*partition)).bind(*token);
+    }
+    let taken = query.fetch_all(&mut *connection).await?;
+    fenced(fences, taken.into_iter().map(|(partition,)| partition))
 }
 
 /// A write transaction. [`WriteTransaction::commit`] returns its connection to the pool;

@@ -74,6 +74,8 @@ on_both_backends!(
     concurrent_transfers_share_batches_and_a_failing_one_fails_alone,
     transfers_are_decided_in_the_order_they_were_submitted,
     a_batch_with_an_older_lease_token_is_refused,
+    a_new_owners_claim_fences_the_old_owner_at_once,
+    a_ledger_keeps_one_identity,
     opening_an_existing_ledger_creates_nothing,
     a_credit_is_seen_by_a_spend_submitted_after_it,
 );
@@ -663,6 +665,46 @@ async fn a_batch_with_an_older_lease_token_is_refused(backend: Backend) {
     assert!(approved(record("other-partition", 4, 1).await));
     assert_eq!(balance(&ledger, "alice").await, 1_000 - 40);
     assert!(ledger.audit().await.expect("audit").is_balanced());
+}
+
+/// A new lease owner's claim fences the old owner before the new one has written anything,
+/// and a claim under a token older than one the ledger has seen is refused whole (the lease
+/// store was reset), leaving the newer fence in place.
+async fn a_new_owners_claim_fences_the_old_owner_at_once(backend: Backend) {
+    let (ledger, _db) = ledger(backend).await;
+    open(&ledger, "alice", 0).await;
+    open(&ledger, "shop", 0).await;
+    deposit(&ledger, "fund", "alice", 1_000).await;
+    let (alice, shop) = (id("alice"), id("shop"));
+    let record = |key: &str, token: u64| {
+        let mut leased = transfer(key, &alice, &shop, 10, 0);
+        (leased.partition, leased.lease_token) = (Some(3), Some(token));
+        ledger.record(leased, |decision| format!("{decision:?}"))
+    };
+    assert!(record("old-owner", 5).await.is_ok());
+    ledger.claim(&[(3, 9), (4, 2)]).await.expect("claim");
+    let stale = record("old-owner-later", 5).await;
+    assert!(matches!(stale, Err(LedgerError::Fenced(ref lost)) if lost == &[3]), "{stale:?}");
+    let reset = ledger.claim(&[(3, 8), (5, 1)]).await;
+    assert!(matches!(reset, Err(LedgerError::Fenced(ref lost)) if lost == &[3]), "{reset:?}");
+    assert!(record("new-owner", 9).await.is_ok());
+    // The refused claim took nothing, not even its other partition.
+    let mut elsewhere = transfer("partition-5", &alice, &shop, 10, 0);
+    (elsewhere.partition, elsewhere.lease_token) = (Some(5), Some(0));
+    assert!(ledger.record(elsewhere, |decision| format!("{decision:?}")).await.is_ok());
+    assert_eq!(balance(&ledger, "alice").await, 1_000 - 30);
+}
+
+/// A ledger's identity is made once and survives reopening; another ledger has another.
+async fn a_ledger_keeps_one_identity(backend: Backend) {
+    let (first, first_db) = ledger(backend).await;
+    let (second, _second_db) = ledger(backend).await;
+    let identity = first.identity().await.expect("identity");
+    assert_eq!(identity.len(), 32, "{identity}");
+    first.close().await;
+    let reopened = Ledger::open(&first_db.url).await.expect("reopen");
+    assert_eq!(reopened.identity().await.expect("identity"), identity);
+    assert_ne!(second.identity().await.expect("identity"), identity);
 }
 
 /// `open_existing` (what `wasmpay ledger verify` uses) finds no ledger at a fresh URL and leaves
