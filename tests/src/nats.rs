@@ -15,6 +15,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct NatsServer {
     child: Child,
     port: u16,
+    /// JetStream's store (the cluster's buckets), removed with the server.
+    _store: tempfile::TempDir,
 }
 
 /// The server could not be started.
@@ -29,12 +31,17 @@ pub enum NatsServerError {
 }
 
 impl NatsServer {
-    /// Starts `nats-server` on 127.0.0.1 and a free port, optionally with a config file
-    /// (e.g. subject mappings), and waits until it accepts connections.
+    /// Starts `nats-server` with JetStream on 127.0.0.1 and a free port, optionally with a
+    /// config file (e.g. subject mappings), and waits until it accepts connections.
     pub fn start(config: Option<&Path>) -> Result<NatsServer, NatsServerError> {
         let port = free_port().map_err(|error| NatsServerError::Start(error.to_string()))?;
+        let store = tempfile::tempdir().map_err(|error| NatsServerError::Start(error.to_string()))?;
         let mut command = Command::new("nats-server");
-        command.args(["-a", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
+        command
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         if let Some(config) = config {
             command.arg("-c").arg(config);
         }
@@ -42,7 +49,7 @@ impl NatsServer {
             std::io::ErrorKind::NotFound => NatsServerError::NotInstalled(error),
             _ => NatsServerError::Start(error.to_string()),
         })?;
-        let mut server = NatsServer { child, port };
+        let mut server = NatsServer { child, port, _store: store };
         let started = Instant::now();
         while !answers(server.address()) {
             if let Ok(Some(status)) = server.child.try_wait() {

@@ -40,6 +40,8 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 pub trait CommitObserver: Send + Sync + std::fmt::Debug {
     /// A batch of `size` transfers was written and committed in `elapsed`.
     fn batch_committed(&self, size: usize, elapsed: Duration);
+    /// A batch was refused whole because a newer lease owner claimed one of `partitions`.
+    fn batch_fenced(&self, partitions: &[u32]);
 }
 
 /// Renders the reply of a transfer once the ledger has decided it.
@@ -235,6 +237,9 @@ async fn finish(prepared: Prepared, started: Instant, observer: Option<Arc<dyn C
             );
             for answer in answers {
                 let _ = answer.send(Err(LedgerError::Fenced(partitions.clone())));
+            }
+            if let Some(observer) = &observer {
+                observer.batch_fenced(&partitions);
             }
         }
         Err(error) => fail_all(answers, "did not commit; nothing of it is posted", &error),

@@ -316,6 +316,8 @@ impl CommitObserver for Batches {
     fn batch_committed(&self, size: usize, _elapsed: Duration) {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).push(size);
     }
+
+    fn batch_fenced(&self, _partitions: &[u32]) {}
 }
 
 /// Transfers in flight together share batches (one commit each), in arrival order, and one

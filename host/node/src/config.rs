@@ -26,6 +26,11 @@
 //! batch_delay_us_max = 0      # 0: a batch takes what is waiting; > 0: waits this long for more
 //! synchronous = "full"        # "full": fsync every commit; "normal": a power cut may lose the last
 //!
+//! [cluster]                   # nodes on one NATS and one ledger share the partitions
+//! lease_ttl_ms = 3000         # a dead node's partitions move after about this long
+//! heartbeat_ms = 500          # how often a node announces itself and checks the assignment
+//! replicas = 1                # JetStream replicas of the cluster's buckets (3 on a NATS cluster)
+//!
 //! [http]
 //! max_connections = 256       # connections served at once; more are closed at once
 //! header_read_timeout_ms = 10000  # a request's headers must arrive within this (idle included)
@@ -41,6 +46,7 @@ use wasmpay_plugin_host::{FeeLimit, MethodSettings, PluginSettings, SandboxSetti
 use wasmpay_ledger::LedgerSettings;
 
 use crate::api::HttpLimits;
+use crate::cluster::ClusterSettings;
 
 /// The parsed configuration file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -64,6 +70,9 @@ pub struct Config {
     /// How the ledger writes: group commit, durability.
     #[serde(default)]
     pub ledger: LedgerSettings,
+    /// How membership and partition leases are timed.
+    #[serde(default)]
+    pub cluster: ClusterSettings,
 }
 
 /// A configuration file that cannot be used.
@@ -114,6 +123,8 @@ mod tests {
             fixed = { EUR = 30 }
             [ledger]
             synchronous = "normal"
+            [cluster]
+            lease_ttl_ms = 6000
         "#;
         let config: Config = toml::from_str(text).expect("valid");
         assert_eq!(config.sandbox.call_timeout_ms, 20);
@@ -123,6 +134,7 @@ mod tests {
         assert_eq!((config.fee_limits["card"].max_bps, config.fee_limits["card"].fixed["EUR"]), (500, 30));
         assert_eq!(config.ledger.synchronous, wasmpay_ledger::Durability::Normal);
         assert_eq!(config.ledger.batch_size_max, 512);
+        assert_eq!((config.cluster.lease_ttl_ms, config.cluster.heartbeat_ms), (6000, 500));
         assert!(toml::from_str::<Config>("[sandbox]\ncall_timeout = 1").is_err());
         assert_eq!(toml::from_str::<Config>("").expect("empty"), Config::default());
     }

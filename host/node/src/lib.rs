@@ -11,7 +11,9 @@
 //!
 //! Layout of this crate (dependencies point down the list, never up):
 //! - [`node`]: starts and stops a node: plugins, ledger, bus, HTTP API.
-//! - [`bus`]: NATS subscriptions, per-partition workers, forwarding, events.
+//! - [`cluster`]: membership and fenced partition leases (JetStream KV); opens and closes
+//!   the bus's partitions to match the assignment.
+//! - [`bus`]: NATS subscriptions of owned partitions, per-partition workers, forwarding, events.
 //! - [`api`]: the operators' HTTP API (health, metrics, accounts, deposits, payments, plugins).
 //! - [`payments`]: deciding one payment, from message bytes to reply bytes.
 //! - [`client`]: a client of running nodes (NATS request/reply, the HTTP API).
@@ -24,6 +26,7 @@ pub mod assignment;
 pub mod bus;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod node;

@@ -89,6 +89,14 @@ pub struct Metrics {
     ledger_batch_size: Histogram,
     /// One ledger batch, begin to commit.
     ledger_batch: Histogram,
+    /// Partitions this node holds the lease of and serves now.
+    pub partitions_owned: AtomicU64,
+    /// Partitions this node handed over to another (closed, drained, lease released).
+    pub handoffs: AtomicU64,
+    /// Lease renewals that failed: the lease was lost (another owner) or NATS did not answer.
+    pub lease_renewal_failures: AtomicU64,
+    /// Ledger batches refused because a newer owner claimed their partition.
+    fenced_batches: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -99,6 +107,10 @@ impl Default for Metrics {
             ledger_commit: Histogram::new(LATENCY_BOUNDS_US, Unit::Seconds),
             ledger_batch_size: Histogram::new(BATCH_SIZE_BOUNDS, Unit::Count),
             ledger_batch: Histogram::new(LATENCY_BOUNDS_US, Unit::Seconds),
+            partitions_owned: AtomicU64::new(0),
+            handoffs: AtomicU64::new(0),
+            lease_renewal_failures: AtomicU64::new(0),
+            fenced_batches: AtomicU64::new(0),
         }
     }
 }
@@ -124,6 +136,26 @@ impl Metrics {
         self.ledger_commit.render("wasmpay_ledger_commit_seconds", waited, &mut out);
         self.ledger_batch_size.render("wasmpay_ledger_batch_size", "Transfers per committed ledger batch.", &mut out);
         self.ledger_batch.render("wasmpay_ledger_batch_seconds", "Write and commit of one ledger batch.", &mut out);
+        let cluster: [(&str, &str, &str, &AtomicU64); 4] = [
+            ("wasmpay_partitions_owned", "gauge", "Partitions this node holds the lease of.", &self.partitions_owned),
+            ("wasmpay_handoffs_total", "counter", "Partitions handed over to another node.", &self.handoffs),
+            (
+                "wasmpay_lease_renewal_failures_total",
+                "counter",
+                "Lease renewals that failed (lost or unanswered).",
+                &self.lease_renewal_failures,
+            ),
+            (
+                "wasmpay_fenced_batches_total",
+                "counter",
+                "Ledger batches refused because a newer owner claimed their partition.",
+                &self.fenced_batches,
+            ),
+        ];
+        for (name, kind, help, value) in cluster {
+            let _ =
+                writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Ordering::Relaxed));
+        }
         out
     }
 }
@@ -132,6 +164,10 @@ impl CommitObserver for Metrics {
     fn batch_committed(&self, size: usize, elapsed: Duration) {
         self.ledger_batch_size.observe_value(u64::try_from(size).unwrap_or(u64::MAX));
         self.ledger_batch.observe(elapsed);
+    }
+
+    fn batch_fenced(&self, _partitions: &[u32]) {
+        self.fenced_batches.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -160,5 +196,8 @@ mod tests {
         assert!(text.contains("wasmpay_plugin_call_seconds_sum 0.003020"), "{text}");
         assert!(text.contains("wasmpay_ledger_batch_size_bucket{le=\"2\"} 0"), "{text}");
         assert!(text.contains("wasmpay_ledger_batch_size_bucket{le=\"4\"} 1"), "{text}");
+        metrics.batch_fenced(&[3]);
+        assert!(text.contains("wasmpay_fenced_batches_total 0"), "{text}");
+        assert!(metrics.render().contains("wasmpay_fenced_batches_total 1\n"));
     }
 }

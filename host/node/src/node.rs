@@ -8,7 +8,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
-use crate::bus::{Bus, BusError, BusSettings};
+use crate::bus::{Bus, BusError, BusSettings, Intake, Serving};
+use crate::cluster::{Cluster, ClusterError, Identity, Views};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::payments::Processor;
@@ -93,6 +94,9 @@ pub enum NodeError {
     /// Subscribing failed.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The cluster could not be joined.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// The HTTP address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Listen {
@@ -110,7 +114,9 @@ pub struct Node {
     http_address: SocketAddr,
     shutdown: watch::Sender<bool>,
     failure: watch::Receiver<Option<String>>,
-    bus: JoinHandle<()>,
+    bus: Serving,
+    intake: Intake,
+    cluster: Cluster,
     http: JoinHandle<()>,
 }
 
@@ -150,7 +156,7 @@ impl Node {
             node_id: settings.node_id.clone(),
             partition_queue_depth: settings.partition_queue_depth,
         };
-        let bus = Bus::new(client.clone(), processor, metrics.clone(), bus_settings)
+        let (bus, intake) = Bus::new(client.clone(), processor, metrics.clone(), bus_settings)
             .start(shutdown_signal.clone(), failed)
             .await?;
         let listener = TcpListener::bind(settings.http_address)
@@ -158,10 +164,27 @@ impl Node {
             .map_err(|source| NodeError::Listen { address: settings.http_address, source })?;
         let http_address =
             listener.local_addr().map_err(|source| NodeError::Listen { address: settings.http_address, source })?;
-        let state = Arc::new(ApiState::new(client, ledger.clone(), metrics, plugin_host, settings.admin_token.clone()));
+        let views = Views::default();
+        let state = Arc::new(ApiState::new(
+            client.clone(),
+            ledger.clone(),
+            metrics.clone(),
+            plugin_host,
+            views.clone(),
+            settings.admin_token.clone(),
+        ));
         let http = tokio::spawn(api::serve(listener, state, settings.config.http, shutdown_signal));
+        let identity = Identity {
+            node: settings.node_id.clone(),
+            ledger: ledger.identity().await?,
+            http: http_address.to_string(),
+            partitions: settings.partitions,
+        };
+        let cluster_settings = settings.config.cluster;
+        let cluster =
+            Cluster::join(client, identity, cluster_settings, intake.clone(), ledger.clone(), metrics, views).await?;
         tracing::info!(node = %settings.node_id, %http_address, nats = %settings.nats_url, partitions = settings.partitions, "node ready");
-        Ok(Node { ledger, http_address, shutdown, failure, bus, http })
+        Ok(Node { ledger, http_address, shutdown, failure, bus, intake, cluster, http })
     }
 
     /// Where the HTTP API listens.
@@ -189,13 +212,17 @@ impl Node {
         }
     }
 
-    /// Stops taking messages, finishes and answers those in flight, stops the API and closes
-    /// the ledger.
+    /// Stops taking messages, hands its partitions over (answering what they took), stops the
+    /// API and closes the ledger.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        if let Err(error) = self.bus.await {
+        // Submissions first: what they forward still reaches the partitions' owners.
+        let workers = self.bus.await.unwrap_or_else(|error| {
             tracing::error!(%error, "bus task failed");
-        }
+            tokio::task::JoinSet::new()
+        });
+        self.cluster.leave().await;
+        self.intake.finish(workers).await;
         if let Err(error) = self.http.await {
             tracing::error!(%error, "http task failed");
         }

@@ -34,6 +34,9 @@ pub struct Route<'a> {
     pub partition: u32,
     /// The `<payer>` token.
     pub payer: &'a str,
+    /// The fencing token of the lease under which this node serves the partition: the ledger
+    /// refuses the payment if a newer owner has claimed the partition since.
+    pub lease_token: u64,
 }
 
 /// The answer to one message.
@@ -149,7 +152,7 @@ impl Processor {
                 return self.refuse_unless_recorded(&request, partition, &fingerprint, refusal);
             }
         };
-        self.record(request, partition, pipeline, &verdict, fingerprint, received_at_ms).await
+        self.record(request, route, pipeline, &verdict, fingerprint, received_at_ms).await
     }
 
     /// Refuses `request` with `(code, message, plugins)`, unless its id is recorded: then the
@@ -173,16 +176,18 @@ impl Processor {
         Answer { reply: Box::pin(reply.in_current_span()), after_earlier: true }
     }
 
-    /// Submits the decided payment to the ledger; the answer resolves when its batch commits.
+    /// Submits the decided payment to the ledger, under the lease of `route`'s partition (the
+    /// payer's, checked before); the answer resolves when its batch commits.
     async fn record(
         &self,
         request: PaymentRequest,
-        partition: u32,
+        route: Route<'_>,
         pipeline: &Pipeline,
         verdict: &Verdict,
         fingerprint: String,
         received_at_ms: u64,
     ) -> Answer {
+        let partition = route.partition;
         let plugins = pipeline.keys();
         let plugins_joined = plugins.join(",");
         let (fee, rejection) = match verdict {
@@ -206,7 +211,7 @@ impl Processor {
             fee_bearer: fee.bearer,
             plugins: plugins_joined,
             partition: Some(partition),
-            lease_token: None,
+            lease_token: Some(route.lease_token),
             now_ms: i64::try_from(received_at_ms).unwrap_or(i64::MAX),
             declined_by_plugin: rejection.is_some(),
         };

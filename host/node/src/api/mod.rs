@@ -1,5 +1,5 @@
 //! The operators' HTTP API (hyper): health, readiness, Prometheus metrics, and under `/v1`
-//! (bearer token required) accounts, deposits, payments and plugins.
+//! (bearer token required) accounts, deposits, payments, plugins and the cluster.
 //!
 //! Layout: this module routes and answers; [`server`] accepts connections within bounds
 //! (how many, how long); `incoming` reads what a request says (path, token, JSON body).
@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::clock;
+use crate::cluster::Views;
 use crate::metrics::Metrics;
 use wasmpay_ledger::{Deposited, Ledger, LedgerError, NewAccount};
 use wasmpay_plugin_host::PluginHost;
@@ -37,6 +38,7 @@ pub struct ApiState {
     ledger: Ledger,
     metrics: Arc<Metrics>,
     plugins: Arc<PluginHost>,
+    cluster: Views,
     admin_token: Option<String>,
 }
 
@@ -47,9 +49,11 @@ impl ApiState {
         ledger: Ledger,
         metrics: Arc<Metrics>,
         plugins: Arc<PluginHost>,
+        cluster: Views,
         admin_token: Option<String>,
     ) -> ApiState {
-        ApiState { nats, ledger, metrics, plugins, admin_token: admin_token.filter(|token| !token.is_empty()) }
+        let admin_token = admin_token.filter(|token| !token.is_empty());
+        ApiState { nats, ledger, metrics, plugins, cluster, admin_token }
     }
 }
 
@@ -80,6 +84,7 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
         }
         (&Method::GET, ["v1", "payments", id]) => show_payment(&state, id).await,
         (&Method::GET, ["v1", "plugins"]) => list_plugins(&state),
+        (&Method::GET, ["v1", "cluster"]) => json_response(StatusCode::OK, &state.cluster.current()),
         _ => problem(StatusCode::NOT_FOUND, "not_found", "no such route"),
     };
     Ok(response)
@@ -210,6 +215,14 @@ async fn readiness(state: &ApiState) -> Response<Body> {
     }
     if state.plugins.pipelines().methods().next().is_none() {
         problems.push("no payment method is served".to_owned());
+    }
+    let cluster = state.cluster.current();
+    let assigned =
+        cluster.leases.iter().filter(|lease| lease.assigned.as_deref() == Some(cluster.node.as_str())).count();
+    if cluster.owned.is_empty() && assigned > 0 {
+        problems.push(format!(
+            "it holds none of the {assigned} partitions assigned to it (others hold their leases: see /v1/cluster)"
+        ));
     }
     if problems.is_empty() {
         text(StatusCode::OK, "ready\n")

@@ -23,8 +23,11 @@ impl PrivateNats {
     pub fn start(workdir: &Path) -> anyhow::Result<PrivateNats> {
         let ports_dir = workdir.join("nats-ports");
         std::fs::create_dir_all(&ports_dir)?;
+        // JetStream holds the cluster's membership and leases.
         let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
+            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
+            .arg(workdir.join("nats-jetstream"))
+            .arg("--ports_file_dir")
             .arg(&ports_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

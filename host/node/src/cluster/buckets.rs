@@ -1,0 +1,127 @@
+//! The cluster's state in JetStream key-value buckets: who is alive, who holds which lease.
+//!
+//! Both buckets expire what is not renewed (the stream's `max_age`), so a node that dies stops
+//! being a member, and its leases end, without anyone deleting them. Each node also watches both
+//! buckets ([`Table`]), so a join, a leave or a released lease is seen at once instead of at the
+//! next poll.
+//!
+//! nats-server 2.9 and async-nats ≥ 0.41 disagree on the account-info reply that
+//! `create_key_value` reads, so the bucket's stream is created here with the settings a KV
+//! bucket has (one value per key, roll-ups, no message deletes, direct gets) and then opened
+//! with `get_key_value`: that works on 2.9 and on current servers alike.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv::{Operation, Store};
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::Notify;
+
+use super::ClusterError;
+
+/// How long a JetStream request (bucket set-up, a put, a lease update) may take.
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long to wait before watching a bucket again after its watch ended.
+const REWATCH_DELAY: Duration = Duration::from_millis(250);
+
+/// Opens the bucket `name`, creating it if it is missing, whose values live `ttl` unless
+/// renewed; returns it with the TTL it really has (the first node creates it; the bucket's
+/// TTL, not each node's setting, is what every node must use).
+pub(super) async fn open(
+    jetstream: &jetstream::Context,
+    name: &str,
+    ttl: Duration,
+    replicas: usize,
+) -> Result<(Store, Duration), ClusterError> {
+    let config = stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age: ttl,
+        // A key's duplicate window may not outlast its values.
+        duplicate_window: ttl,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        storage: stream::StorageType::File,
+        num_replicas: replicas.max(1),
+        ..stream::Config::default()
+    };
+    let failed =
+        |error: &dyn std::fmt::Display| ClusterError::Bucket { bucket: name.to_owned(), message: error.to_string() };
+    let mut created = tokio::time::timeout(REQUEST_TIMEOUT, jetstream.get_or_create_stream(config))
+        .await
+        .map_err(|_| failed(&format!("no answer within {REQUEST_TIMEOUT:?} (is JetStream enabled? nats-server -js)")))?
+        .map_err(|error| failed(&error))?;
+    let actual = created.info().await.map_err(|error| failed(&error))?.config.max_age;
+    let store = tokio::time::timeout(REQUEST_TIMEOUT, jetstream.get_key_value(name))
+        .await
+        .map_err(|_| failed(&format!("no answer within {REQUEST_TIMEOUT:?}")))?
+        .map_err(|error| failed(&error))?;
+    Ok((store, actual))
+}
+
+/// One key's newest value, and when this node saw it.
+#[derive(Clone, Debug)]
+pub(super) struct Seen {
+    pub value: Bytes,
+    pub revision: u64,
+    pub at: Instant,
+}
+
+/// A bucket's live keys as this node last saw them, kept current by a watch. A key whose value
+/// is older than the bucket's TTL here has expired on the server too (expiry sends no event).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Table {
+    entries: Arc<Mutex<HashMap<String, Seen>>>,
+}
+
+impl Table {
+    /// Watches `store` for as long as the returned task runs, waking `changed` on every event.
+    pub(super) fn watch(store: Store, changed: Arc<Notify>) -> (Table, tokio::task::JoinHandle<()>) {
+        let table = Table::default();
+        let entries = table.entries.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match store.watch_with_history(">").await {
+                    Ok(mut watch) => {
+                        while let Some(entry) = watch.next().await {
+                            let Ok(entry) = entry else { break };
+                            let mut entries = entries.lock().unwrap_or_else(PoisonError::into_inner);
+                            match entry.operation {
+                                Operation::Put => {
+                                    let seen =
+                                        Seen { value: entry.value, revision: entry.revision, at: Instant::now() };
+                                    entries.insert(entry.key, seen);
+                                }
+                                Operation::Delete | Operation::Purge => {
+                                    entries.remove(&entry.key);
+                                }
+                            }
+                            drop(entries);
+                            changed.notify_one();
+                        }
+                        tracing::debug!(bucket = %store.name, "bucket watch ended; watching again");
+                    }
+                    Err(error) => tracing::warn!(%error, bucket = %store.name, "cannot watch the bucket"),
+                }
+                tokio::time::sleep(REWATCH_DELAY).await;
+            }
+        });
+        (table, task)
+    }
+
+    /// The keys seen within `ttl`, with their values.
+    pub(super) fn live(&self, ttl: Duration) -> HashMap<String, Seen> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries
+            .iter()
+            .filter(|(_, seen)| seen.at.elapsed() < ttl)
+            .map(|(key, seen)| (key.clone(), seen.clone()))
+            .collect()
+    }
+}

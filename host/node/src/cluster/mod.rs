@@ -1,0 +1,187 @@
+//! Partition ownership across nodes: membership, fenced leases, handover.
+//!
+//! - Membership: every node puts its record in the `wasmpay_members` bucket every heartbeat;
+//!   the bucket forgets a record one TTL after its last put, so a dead node leaves by itself.
+//! - Assignment: partitions go to the live members that write this node's ledger by
+//!   rendezvous hashing ([`crate::assignment`]), which every node computes alike.
+//! - Ownership: a node serves a partition only while it holds the partition's lease in the
+//!   `wasmpay_leases` bucket: taken by create (compare-and-set on "no value"), renewed by
+//!   update on its last revision well inside the TTL, released by a delete on its revision
+//!   after handing over. The revision at which the lease was taken is its fencing token: the
+//!   new owner claims it in the ledger before serving, and every payment it posts carries it,
+//!   so an owner that was paused or cut off past its lease cannot post after its successor.
+//!
+//! `ownership` runs the rounds that turn the assignment into held leases; `buckets` keeps the
+//! buckets and this node's view of them. docs/cluster.md has the protocol and its numbers.
+
+mod buckets;
+mod ownership;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::bus::Intake;
+use crate::metrics::Metrics;
+use wasmpay_ledger::Ledger;
+
+/// How membership and leases are timed (`[cluster]` in `wasmpay.toml`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// How long a lease, and a member's record, outlive their last renewal. A dead node's
+    /// partitions move after about this long; a pause longer than this costs a node its
+    /// leases. Fixed by the first node that creates the buckets; later nodes use the buckets'.
+    pub lease_ttl_ms: u64,
+    /// How often a node announces itself and looks at the assignment; leases are renewed every
+    /// third of the TTL.
+    pub heartbeat_ms: u64,
+    /// JetStream replicas of the two buckets (1, or 3 on a three-server NATS cluster).
+    pub replicas: usize,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings { lease_ttl_ms: 3_000, heartbeat_ms: 500, replicas: 1 }
+    }
+}
+
+/// Who this node is in the cluster.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The node's name: its member key and the owner named in its leases.
+    pub node: String,
+    /// Its ledger's identity: only nodes on one ledger share partitions.
+    pub ledger: String,
+    /// Where its HTTP API listens (shown to operators).
+    pub http: String,
+    /// The partition count P.
+    pub partitions: u32,
+}
+
+/// The cluster could not be joined.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A node name must be usable as a key: `[A-Za-z0-9_-]`, 1 to 64 characters.
+    #[error("node id `{0}` is not 1-64 characters of A-Z a-z 0-9 _ -")]
+    InvalidNodeId(String),
+    /// A bucket could not be created or opened.
+    #[error("cluster bucket `{bucket}`: {message}")]
+    Bucket {
+        /// The bucket.
+        bucket: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What a node knows of the cluster, for operators (`GET /v1/cluster`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The node answering.
+    pub node: String,
+    /// Its ledger's identity.
+    pub ledger: String,
+    /// The partition count P.
+    pub partitions: u32,
+    /// The lease TTL in effect (the bucket's).
+    pub lease_ttl_ms: u64,
+    /// The live members, this node included.
+    pub members: Vec<MemberView>,
+    /// Every partition: who the assignment gives it to, who holds its lease, and the lease's
+    /// fencing token.
+    pub leases: Vec<LeaseView>,
+    /// The partitions this node serves.
+    pub owned: Vec<u32>,
+}
+
+/// A live member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// Its name.
+    pub node: String,
+    /// Its ledger's identity.
+    pub ledger: String,
+    /// Its HTTP API.
+    pub http: String,
+}
+
+/// One partition's ownership.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseView {
+    /// The partition.
+    pub partition: u32,
+    /// The member the assignment gives it to (among this node's ledger's members).
+    pub assigned: Option<String>,
+    /// The node holding its lease, if any.
+    pub owner: Option<String>,
+    /// The fencing token of the owner's lease.
+    pub token: Option<u64>,
+}
+
+/// This node's latest [`ClusterView`], shared with the HTTP API.
+#[derive(Clone, Debug, Default)]
+pub struct Views(Arc<Mutex<ClusterView>>);
+
+impl Views {
+    /// The latest view.
+    pub fn current(&self) -> ClusterView {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, view: ClusterView) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = view;
+    }
+}
+
+/// This node's part in the cluster: it keeps the node's membership and leases current and
+/// opens and closes the bus's partitions to match, until stopped.
+#[derive(Debug)]
+pub struct Cluster {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+/// How long stopping may take: every partition handed over, every lease released.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Cluster {
+    /// Joins the cluster on `client` and takes the partitions the assignment gives this node
+    /// and nobody holds; returns after that first round, so a lone node serves every
+    /// partition when this returns. Partitions still held by others follow as they hand over
+    /// or their leases expire.
+    pub async fn join(
+        client: async_nats::Client,
+        identity: Identity,
+        settings: ClusterSettings,
+        intake: Intake,
+        ledger: Ledger,
+        metrics: Arc<Metrics>,
+        views: Views,
+    ) -> Result<Cluster, ClusterError> {
+        let valid = (1..=64).contains(&identity.node.len())
+            && identity.node.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+        if !valid {
+            return Err(ClusterError::InvalidNodeId(identity.node));
+        }
+        let mut owner =
+            ownership::Owner::start(client, identity, settings, intake, ledger, metrics, views.clone()).await?;
+        owner.round().await;
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(owner.run(stopped));
+        Ok(Cluster { stop, task })
+    }
+
+    /// Leaves the cluster: hands every partition over (stops taking it, answers what it took,
+    /// releases its lease, so its next owner starts at once) and withdraws the membership.
+    pub async fn leave(mut self) {
+        let _ = self.stop.send(());
+        if tokio::time::timeout(STOP_TIMEOUT, &mut self.task).await.is_err() {
+            tracing::warn!("leaving the cluster took more than {STOP_TIMEOUT:?}; its leases will expire instead");
+            self.task.abort();
+        }
+    }
+}
