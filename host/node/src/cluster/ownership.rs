@@ -212,7 +212,6 @@ impl Owner {
                 Ok(Ok(revision)) => (held.revision, held.renewed) = (revision, sent),
                 Ok(Err(error)) if error.kind() == UpdateErrorKind::WrongLastRevision => {
                     self.metrics.lease_renewal_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(partition, "the partition's lease is gone (expired or taken over); closing it");
                     lost.push(partition);
                 }
                 failed => {
@@ -222,7 +221,7 @@ impl Owner {
                         _ => format!("no answer within {REQUEST_TIMEOUT:?}"),
                     };
                     if held.renewed.elapsed() + self.heartbeat >= self.ttl {
-                        tracing::warn!(partition, %error, "could not renew the lease before it expires; closing it");
+                        tracing::warn!(partition, %error, "could not renew the lease before it expires");
                         lost.push(partition);
                     } else {
                         tracing::warn!(partition, %error, "could not renew the lease; trying again");
@@ -231,6 +230,7 @@ impl Owner {
             }
         }
         if !lost.is_empty() {
+            tracing::warn!(partitions = ?lost, "leases lost (expired or taken over); closing their partitions");
             join_all(lost.iter().map(|partition| self.intake.close(*partition))).await;
             for partition in lost {
                 self.held.remove(&partition);
@@ -288,22 +288,27 @@ impl Owner {
     async fn take(&mut self, partitions: &[u32]) {
         let holders = self.lease_table.live(self.ttl);
         let mut free = Vec::new();
+        let mut foreign: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         for partition in partitions {
             match holders.get(&lease_key(*partition)).and_then(|seen| serde_json::from_slice::<Lease>(&seen.value).ok())
             {
                 Some(lease) if lease.ledger != self.identity.ledger => {
                     if self.foreign.insert(*partition) {
-                        tracing::error!(
-                            partition,
-                            holder = %lease.node,
-                            "the partition is held by a node on another ledger; this node cannot serve it (one ledger per cluster)"
-                        );
+                        foreign.entry(lease.node).or_default().push(*partition);
                     }
                 }
                 // Held (by another member handing it over, or by a dead one until it expires).
                 Some(_) => {}
                 None => free.push(*partition),
             }
+        }
+        for (holder, partitions) in foreign {
+            tracing::error!(
+                %holder,
+                ?partitions,
+                "partitions are held by a node that writes another ledger: this node cannot serve them \
+                 (nodes share partitions only on one ledger; a SQLite node is a cluster of one)"
+            );
         }
         if free.is_empty() {
             return;
@@ -353,6 +358,7 @@ impl Owner {
         let mut failed = Vec::new();
         for ((partition, held), (_, result)) in taken.into_iter().zip(opened) {
             self.held.insert(partition, held);
+            self.foreign.remove(&partition);
             if let Err(error) = result {
                 tracing::warn!(partition, %error, "could not subscribe to the partition; releasing its lease");
                 failed.push(partition);

@@ -76,9 +76,10 @@ struct ServeArgs {
     /// Partition count P (fixed for the life of a cluster).
     #[arg(long, default_value_t = DEFAULT_PARTITIONS)]
     partitions: u32,
-    /// This node's name.
-    #[arg(long, default_value = "node-1")]
-    node_id: String,
+    /// This node's name in the cluster, unique among the nodes on one NATS (A-Z a-z 0-9 _ -);
+    /// by default `<host>-<process id>`, so a second `serve` joins as another member.
+    #[arg(long)]
+    node_id: Option<String>,
     /// Configuration file (wasmpay.toml).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -231,7 +232,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         http_address: args.http,
         plugin_sources,
         partitions: args.partitions,
-        node_id: args.node_id,
+        node_id: args.node_id.unwrap_or_else(default_node_id),
         config,
         admin_token,
         ..NodeSettings::new()
@@ -247,6 +248,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => Ok(()),
         Some(cause) => bail!("the node failed and stopped: {cause}"),
     }
+}
+
+/// `<host>-<process id>`, with anything a cluster key cannot hold left out of the host name.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String =
+        host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(40).collect();
+    let host = if host.is_empty() { "node".to_owned() } else { host };
+    format!("{host}-{}", std::process::id())
 }
 
 async fn verify(db: &str) -> anyhow::Result<()> {

@@ -1,0 +1,357 @@
+//! Several `wasmpay serve` processes on one NATS server and one PostgreSQL ledger, as an
+//! operator runs them: partitions split between the members, move when one joins, leaves or is
+//! killed, and a frozen owner that comes back cannot post after its successor. Clients pay all
+//! along and retry as docs/protocol.md says; every payment ends applied exactly once.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::Method;
+use wasmpay::cluster::ClusterView;
+use wasmpay_ledger::{Ledger, NewAccount};
+use wasmpay_protocol::money::MinorUnits;
+use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
+use wasmpay_protocol::{Reply, Status};
+use wasmpay_tests::{Backend, NatsServer, card};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_wasmpay");
+const TOKEN: &str = "cluster-secret";
+const PARTITIONS: u32 = 64;
+/// The default lease TTL is 3 s and a node looks every 0.5 s: every partition has one owner
+/// again about 3.5 s after its owner died. The bound leaves room for a loaded 2-core machine.
+const REBALANCE_BOUND: Duration = Duration::from_secs(10);
+const PAYERS: usize = 48;
+const FUNDS: u64 = 10_000_000;
+const AMOUNT: u64 = 100;
+
+/// A `wasmpay serve` process; killed when dropped.
+struct Member {
+    name: String,
+    child: Child,
+    http: String,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Member {
+    fn start(nats: &NatsServer, db: &str, name: &str, logs: &Path) -> Member {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let http = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(BINARY)
+            .args(["serve", "--nats", &nats.url(), "--db", db, "--http", &http, "--node-id", name])
+            .env("WASMPAY_ADMIN_TOKEN", TOKEN)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while !wasmpay_tests::answers(http.parse().unwrap()) {
+            assert!(started.elapsed() < Duration::from_secs(60), "{name} did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Member { name: name.to_owned(), child, http }
+    }
+
+    async fn get(&self, path: &str) -> Option<String> {
+        let url = format!("http://{}{path}", self.http);
+        match wasmpay::client::http_call(Method::GET, &url, TOKEN, None).await {
+            Ok((status, body)) if status.is_success() => Some(body),
+            _ => None,
+        }
+    }
+
+    async fn view(&self) -> Option<ClusterView> {
+        serde_json::from_str(&self.get("/v1/cluster").await?).ok()
+    }
+
+    /// A counter from the node's `/metrics`.
+    async fn metric(&self, name: &str) -> u64 {
+        let text = self.get("/metrics").await.unwrap_or_default();
+        let line = text.lines().find(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ')));
+        line.and_then(|line| line.rsplit(' ').next()?.parse().ok()).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+/// Waits until `members` between them serve every partition exactly once (as each node says
+/// in `/v1/cluster`) and each names only `members` as live; how long that took.
+async fn converged(members: &[&Member]) -> Duration {
+    let started = Instant::now();
+    let names: BTreeSet<&str> = members.iter().map(|member| member.name.as_str()).collect();
+    loop {
+        let mut owners: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+        let mut agreed = true;
+        for member in members {
+            let Some(view) = member.view().await else {
+                agreed = false;
+                continue;
+            };
+            let live: BTreeSet<&str> = view.members.iter().map(|live| live.node.as_str()).collect();
+            agreed &= live == names;
+            for partition in view.owned {
+                owners.entry(partition).or_default().push(&member.name);
+            }
+        }
+        if agreed && owners.len() == PARTITIONS as usize && owners.values().all(|owners| owners.len() == 1) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < REBALANCE_BOUND,
+            "no single owner per partition after {REBALANCE_BOUND:?}: {owners:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The ledger with `PAYERS` funded payers and a shop.
+async fn funded_ledger(db: &str) -> Ledger {
+    let ledger = Ledger::open(db).await.unwrap();
+    let eur = "EUR".parse().unwrap();
+    for account in (0..PAYERS).map(payer).chain(["shop".to_owned()]) {
+        let new = NewAccount { id: AccountId::new(account.as_str()).unwrap(), currency: eur, floor: MinorUnits(0) };
+        let opened = ledger.open_account(&new, 0).await.unwrap();
+        if account != "shop" {
+            ledger.deposit(&format!("fund-{account}"), &opened, MinorUnits(FUNDS as i64), 0).await.unwrap();
+        }
+    }
+    ledger
+}
+
+fn payer(index: usize) -> String {
+    format!("payer-{index}")
+}
+
+/// Clients paying all along, each retrying a payment with the same id until it is answered
+/// with a final status, as docs/protocol.md tells them to.
+struct Load {
+    stop: Arc<AtomicBool>,
+    retries: Arc<AtomicU64>,
+    clients: Vec<tokio::task::JoinHandle<Vec<(String, usize, Reply)>>>,
+}
+
+impl Load {
+    async fn start(nats: &NatsServer, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let retries = Arc::new(AtomicU64::new(0));
+        let partitioner = Partitioner::new(PARTITIONS).unwrap();
+        let mut tasks = Vec::new();
+        for client_index in 0..clients {
+            let client = async_nats::connect(nats.url()).await.unwrap();
+            let (stop, retries) = (stop.clone(), retries.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut answered = Vec::new();
+                let mut sequence = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    sequence += 1;
+                    let from = (client_index * 7 + sequence) % PAYERS;
+                    let id = format!("c{client_index}-{sequence}");
+                    let reply = pay_until_answered(&client, &partitioner, &id, from, &retries).await;
+                    answered.push((id, from, reply));
+                }
+                answered
+            }));
+        }
+        Load { stop, retries, clients: tasks }
+    }
+
+    async fn finish(self) -> (Vec<(String, usize, Reply)>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut answered = Vec::new();
+        for client in self.clients {
+            answered.extend(client.await.unwrap());
+        }
+        (answered, self.retries.load(Ordering::Relaxed))
+    }
+}
+
+/// Pays until the answer is final: no responder (a partition between owners), no reply in
+/// time, or a retryable refusal are retried with the same id.
+async fn pay_until_answered(
+    client: &async_nats::Client,
+    partitioner: &Partitioner,
+    id: &str,
+    from: usize,
+    retries: &AtomicU64,
+) -> Reply {
+    let from = payer(from);
+    let subject = subjects::pay(partitioner.partition_of(&AccountId::new(from.as_str()).unwrap()), &from);
+    let body = Bytes::from(card(id, &from, "shop", AMOUNT).to_string());
+    let started = Instant::now();
+    loop {
+        let sent = tokio::time::timeout(Duration::from_secs(2), client.request(subject.clone(), body.clone())).await;
+        if let Ok(Ok(message)) = sent {
+            let reply: Reply = serde_json::from_slice(&message.payload).unwrap();
+            if !reply.retryable {
+                return reply;
+            }
+        }
+        retries.fetch_add(1, Ordering::Relaxed);
+        assert!(started.elapsed() < Duration::from_secs(60), "{id} was never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every answered payment is approved and in the ledger once, nothing else was paid, each
+/// payer's balance is exactly its funds less what it paid, and the books balance.
+async fn assert_paid_exactly_once(ledger: &Ledger, answered: &[(String, usize, Reply)]) {
+    let mut paid = vec![0_u64; PAYERS];
+    for (id, from, reply) in answered {
+        assert_eq!(reply.status, Status::Approved, "{id}: {reply:?}");
+        let stored = ledger.payment(id).await.unwrap().unwrap_or_else(|| panic!("{id} is not in the ledger"));
+        assert_eq!(stored.status, "approved", "{id}");
+        paid[*from] += AMOUNT;
+    }
+    for (index, paid) in paid.iter().enumerate() {
+        let account = ledger.account(&AccountId::new(payer(index)).unwrap()).await.unwrap().unwrap();
+        assert_eq!(account.balance.0, (FUNDS - paid) as i64, "{}", payer(index));
+    }
+    let audit = ledger.audit().await.unwrap();
+    assert!(audit.first_violation().is_none(), "{audit:?}");
+    let approved = audit.payments_by_outcome.iter().filter(|(outcome, _)| outcome.starts_with("payment approved"));
+    let approved = approved.map(|(_, count)| count);
+    assert_eq!(approved.sum::<u64>(), answered.len() as u64, "payments in the ledger that no client was answered for");
+}
+
+fn verify(db: &str) {
+    let output = Command::new(BINARY).args(["ledger", "verify", "--db", db]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Three nodes under a steady load: a fourth joins, one leaves gracefully, one is killed with
+/// SIGKILL. After each, every partition has exactly one owner again within the bound, and in
+/// the end every payment a client was answered for is applied exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_leave_and_die_under_load_and_no_payment_is_lost_or_doubled() {
+    let nats = NatsServer::start(None).expect("nats-server");
+    let workdir = tempfile::tempdir().unwrap();
+    let db = Backend::Postgres.fresh_database(workdir.path());
+    let ledger = funded_ledger(&db).await;
+    let start = |name: &str| Member::start(&nats, &db, name, workdir.path());
+    let (one, two, three) = (start("one"), start("two"), start("three"));
+    let settled = converged(&[&one, &two, &three]).await;
+    eprintln!("three nodes settled in {settled:?}");
+    let load = Load::start(&nats, 8).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let four = start("four");
+    let joined = converged(&[&one, &two, &three, &four]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    three.signal("-TERM");
+    let left = converged(&[&one, &two, &four]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    four.signal("-KILL");
+    let killed_at = Instant::now();
+    converged(&[&one, &two]).await;
+    let failover = killed_at.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (answered, retries) = load.finish().await;
+    eprintln!(
+        "join {joined:?}, graceful leave {left:?}, SIGKILL {failover:?}; {} payments, {retries} retries",
+        answered.len()
+    );
+    assert!(answered.len() > 100, "the load paid too little to show anything: {}", answered.len());
+    let handoffs = one.metric("wasmpay_handoffs_total").await + two.metric("wasmpay_handoffs_total").await;
+    assert!(handoffs > 0, "the join moved no partition away from one or two");
+    assert_paid_exactly_once(&ledger, &answered).await;
+    verify(&db);
+}
+
+/// A frozen owner (SIGSTOP) loses its leases; another node takes its partitions over and
+/// posts; the old owner, resumed, still holds payments it took before it noticed: their batch
+/// is refused by the ledger (fenced), and nothing is applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_owner_that_resumes_cannot_post_after_its_successor() {
+    let nats = NatsServer::start(None).expect("nats-server");
+    let workdir = tempfile::tempdir().unwrap();
+    let db = Backend::Postgres.fresh_database(workdir.path());
+    let ledger = funded_ledger(&db).await;
+    let old = Member::start(&nats, &db, "old", workdir.path());
+    converged(&[&old]).await;
+    old.signal("-STOP");
+    // Its member record and leases expire; the successor finds it gone and takes everything.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let new = Member::start(&nats, &db, "new", workdir.path());
+    converged(&[&new]).await;
+    let tokens_before: Vec<Option<u64>> = new.view().await.unwrap().leases.iter().map(|lease| lease.token).collect();
+    // Payments sent now reach both: the successor answers them; the frozen node's
+    // subscriptions still exist on the server, which queues the same messages for it.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let partitioner = Partitioner::new(PARTITIONS).unwrap();
+    let retries = AtomicU64::new(0);
+    let mut answered = Vec::new();
+    for index in 0..PAYERS {
+        let id = format!("during-freeze-{index}");
+        answered.push((id.clone(), index, pay_until_answered(&client, &partitioner, &id, index, &retries).await));
+    }
+    old.signal("-CONT");
+    let resumed = Instant::now();
+    while old.metric("wasmpay_fenced_batches_total").await == 0 {
+        assert!(resumed.elapsed() < Duration::from_secs(10), "the resumed owner posted no fenced batch");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // It learns it lost its leases and rejoins as a member: the two split the partitions.
+    converged(&[&old, &new]).await;
+    assert!(tokens_before.iter().all(Option::is_some));
+    assert_paid_exactly_once(&ledger, &answered).await;
+    verify(&db);
+}
+
+/// A node on a SQLite ledger is a cluster of one: a second node writing another ledger on the
+/// same NATS takes no partition, says why, and is not ready, while the first keeps serving
+/// every partition alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_different_ledgers_never_share_partitions() {
+    let nats = NatsServer::start(None).expect("nats-server");
+    let workdir = tempfile::tempdir().unwrap();
+    let sqlite = |name: &str| format!("sqlite://{}", workdir.path().join(name).display());
+    let (first_db, second_db) = (sqlite("first.db"), sqlite("second.db"));
+    let ledger = funded_ledger(&first_db).await;
+    let first = Member::start(&nats, &first_db, "first", workdir.path());
+    converged(&[&first]).await;
+    let second = Member::start(&nats, &second_db, "second", workdir.path());
+    let started = Instant::now();
+    let readiness = loop {
+        let url = format!("http://{}/readyz", second.http);
+        let (status, body) = wasmpay::client::http_call(Method::GET, &url, TOKEN, None).await.unwrap();
+        if status.as_u16() == 503 && body.contains("holds none") {
+            break body;
+        }
+        assert!(started.elapsed() < REBALANCE_BOUND, "the second node did not say it serves nothing: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Several rounds later, nothing has moved.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(second.view().await.unwrap().owned.is_empty(), "{readiness}");
+    let view = first.view().await.unwrap();
+    assert_eq!(view.owned.len(), PARTITIONS as usize);
+    assert!(view.members.iter().any(|member| member.node == "second" && member.ledger != view.ledger));
+    let log = std::fs::read_to_string(workdir.path().join("second.log")).unwrap();
+    assert!(log.contains("writes another ledger"), "{log}");
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let partitioner = Partitioner::new(PARTITIONS).unwrap();
+    let retries = AtomicU64::new(0);
+    let mut replies = Vec::new();
+    for from in 0..8 {
+        let id = format!("one-ledger-{from}");
+        replies.push((id.clone(), from, pay_until_answered(&client, &partitioner, &id, from, &retries).await));
+    }
+    assert_eq!(retries.load(Ordering::Relaxed), 0, "a payment was not answered at once");
+    assert_paid_exactly_once(&ledger, &replies).await;
+}
