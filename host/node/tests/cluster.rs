@@ -271,6 +271,19 @@ async fn members_join_leave_and_die_under_load_and_no_payment_is_lost_or_doubled
     assert!(handoffs > 0, "the join moved no partition away from one or two");
     assert_paid_exactly_once(&ledger, &answered).await;
     verify(&db);
+    let status = Command::new(BINARY)
+        .args(["cluster", "status", "--api", &format!("http://{}", one.http), "--token", TOKEN])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{printed}{}", String::from_utf8_lossy(&status.stderr));
+    let owns = |member: &str| -> usize {
+        let row = printed.lines().find(|line| line.starts_with(&format!("{member} "))).unwrap_or_default();
+        row.rsplit(' ').next().and_then(|count| count.parse().ok()).unwrap_or_default()
+    };
+    assert_eq!(owns("one") + owns("two"), PARTITIONS as usize, "{printed}");
+    assert_eq!(owns("(no owner)"), 0, "{printed}");
+    assert_eq!(printed.lines().filter(|line| line.trim_start().starts_with(char::is_numeric)).count(), 64, "{printed}");
 }
 
 /// A frozen owner (SIGSTOP) loses its leases; another node takes its partitions over and

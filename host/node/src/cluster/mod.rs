@@ -98,6 +98,40 @@ pub struct ClusterView {
     pub owned: Vec<u32>,
 }
 
+impl ClusterView {
+    /// The view as the tables `wasmpay cluster status` prints: the members with how many
+    /// partitions each holds, then every partition's owner, lease token and assigned member
+    /// (which differ only while a partition moves).
+    pub fn table(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "as seen by {} (ledger {}), {} partitions, lease TTL {} ms",
+            self.node, self.ledger, self.partitions, self.lease_ttl_ms
+        );
+        let _ = writeln!(out, "\n{:<24} {:<34} {:<22} {:>6}", "member", "ledger", "http", "owns");
+        for member in &self.members {
+            let owns = self.leases.iter().filter(|lease| lease.owner.as_deref() == Some(member.node.as_str())).count();
+            let _ = writeln!(out, "{:<24} {:<34} {:<22} {owns:>6}", member.node, member.ledger, member.http);
+        }
+        let unowned = self.leases.iter().filter(|lease| lease.owner.is_none()).count();
+        let _ = writeln!(out, "{:<24} {:<34} {:<22} {unowned:>6}", "(no owner)", "", "");
+        let _ = writeln!(out, "\n{:>9} {:<24} {:>12} {:<24}", "partition", "owner", "token", "assigned to");
+        for lease in &self.leases {
+            let _ = writeln!(
+                out,
+                "{:>9} {:<24} {:>12} {:<24}",
+                lease.partition,
+                lease.owner.as_deref().unwrap_or("-"),
+                lease.token.map_or_else(|| "-".to_owned(), |token| token.to_string()),
+                lease.assigned.as_deref().unwrap_or("-"),
+            );
+        }
+        out
+    }
+}
+
 /// A live member.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberView {

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use wasmpay::client::{cluster_info, http_call, request};
+use wasmpay::cluster::ClusterView;
 use wasmpay::config::Config;
 use wasmpay::node::{Node, NodeSettings, builtin_plugins};
 use wasmpay_ledger::Ledger;
@@ -41,9 +42,21 @@ enum Command {
     /// Check a ledger database directly.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Show the cluster as a node sees it.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Measure the node, the ledger and the plugins beside their baselines (private NATS,
     /// SQLite and PostgreSQL, pgbench), in one run.
     Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// The live members, and every partition's owner and lease token (`GET /v1/cluster`).
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -209,6 +222,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Pay(args) => pay(args).await,
         Command::Account(command) => account(command).await,
         Command::Ledger(LedgerCommand::Verify { db }) => verify(&db).await,
+        Command::Cluster(ClusterCommand::Status { api }) => cluster_status(&api).await,
         Command::Bench(args) => crate::bench::run(args).await,
     }
 }
@@ -248,6 +262,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => Ok(()),
         Some(cause) => bail!("the node failed and stopped: {cause}"),
     }
+}
+
+async fn cluster_status(api: &ApiArgs) -> anyhow::Result<()> {
+    let url = format!("{}/v1/cluster", api.api.trim_end_matches('/'));
+    let (status, body) = http_call(hyper::Method::GET, &url, &api.token, None).await?;
+    if !status.is_success() {
+        bail!("{url} answered {status}: {body}");
+    }
+    let view: ClusterView = serde_json::from_str(&body).with_context(|| format!("{url} answered {body}"))?;
+    print!("{}", view.table());
+    Ok(())
 }
 
 /// `<host>-<process id>`, with anything a cluster key cannot hold left out of the host name.
