@@ -31,6 +31,12 @@
 //! heartbeat_ms = 500          # how often a node announces itself and checks the assignment
 //! replicas = 1                # JetStream replicas of the cluster's buckets (3 on a NATS cluster)
 //!
+//! [delivery]                  # request-reply on wasmpay.pay.<p>.<payer> is always served
+//! durable = false             # true: also wasmpay.durable.<p>.<payer> through JetStream
+//! ack_wait_ms = 30000         # an unacknowledged durable payment is delivered again after this
+//! results_max_age_s = 604800  # how long wasmpay.results.<payer> keeps replies (the ledger: always)
+//! replicas = 1                # JetStream replicas of the two streams
+//!
 //! [http]
 //! max_connections = 256       # connections served at once; more are closed at once
 //! header_read_timeout_ms = 10000  # a request's headers must arrive within this (idle included)
@@ -47,6 +53,7 @@ use wasmpay_ledger::LedgerSettings;
 
 use crate::api::HttpLimits;
 use crate::cluster::ClusterSettings;
+use crate::durable::DeliverySettings;
 
 /// The parsed configuration file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -73,6 +80,9 @@ pub struct Config {
     /// How membership and partition leases are timed.
     #[serde(default)]
     pub cluster: ClusterSettings,
+    /// How payments may arrive: request-reply always, durable ingestion if enabled.
+    #[serde(default)]
+    pub delivery: DeliverySettings,
 }
 
 /// A configuration file that cannot be used.

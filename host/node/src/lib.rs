@@ -15,6 +15,7 @@
 //!   the bus's partitions to match the assignment.
 //! - [`bus`]: NATS subscriptions of owned partitions, per-partition workers, forwarding, events.
 //! - [`api`]: the operators' HTTP API (health, metrics, accounts, deposits, payments, plugins).
+//! - [`durable`]: durable ingestion (JetStream payments stream, per-partition consumers).
 //! - [`payments`]: deciding one payment, from message bytes to reply bytes.
 //! - [`client`]: a client of running nodes (NATS request/reply, the HTTP API).
 //! - [`assignment`]: which live node owns which partition (rendezvous hashing).
@@ -28,6 +29,7 @@ pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod durable;
 pub mod metrics;
 pub mod node;
 pub mod payments;

@@ -11,6 +11,7 @@ use crate::api::{self, ApiState};
 use crate::bus::{Bus, BusError, BusSettings, Intake, Serving};
 use crate::cluster::{Cluster, ClusterError, Identity, Views};
 use crate::config::Config;
+use crate::durable::{Durable, DurableError};
 use crate::metrics::Metrics;
 use crate::payments::Processor;
 use wasmpay_ledger::{CommitObserver, Ledger, LedgerError};
@@ -94,6 +95,9 @@ pub enum NodeError {
     /// Subscribing failed.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// Durable ingestion could not be set up.
+    #[error(transparent)]
+    Durable(#[from] DurableError),
     /// The cluster could not be joined.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -151,10 +155,15 @@ impl Node {
         let processor = Arc::new(Processor::new(ledger.clone(), plugin_host.clone(), partitioner, metrics.clone()));
         let (shutdown, shutdown_signal) = watch::channel(false);
         let (failed, failure) = watch::channel(None);
+        let durable = match settings.config.delivery.durable {
+            true => Some(Durable::open(client.clone(), settings.config.delivery).await?),
+            false => None,
+        };
         let bus_settings = BusSettings {
             partitioner,
             node_id: settings.node_id.clone(),
             partition_queue_depth: settings.partition_queue_depth,
+            durable,
         };
         let (bus, intake) = Bus::new(client.clone(), processor, metrics.clone(), bus_settings)
             .start(shutdown_signal.clone(), failed)

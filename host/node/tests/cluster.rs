@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use hyper::Method;
 use wasmpay::cluster::ClusterView;
 use wasmpay_ledger::{Ledger, NewAccount};
@@ -46,11 +47,16 @@ impl Drop for Member {
 
 impl Member {
     fn start(nats: &NatsServer, db: &str, name: &str, logs: &Path) -> Member {
+        Member::start_with(nats, db, name, logs, &[])
+    }
+
+    fn start_with(nats: &NatsServer, db: &str, name: &str, logs: &Path, extra: &[&str]) -> Member {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let http = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
         let child = Command::new(BINARY)
             .args(["serve", "--nats", &nats.url(), "--db", db, "--http", &http, "--node-id", name])
+            .args(extra)
             .env("WASMPAY_ADMIN_TOKEN", TOKEN)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -367,4 +373,63 @@ async fn nodes_on_different_ledgers_never_share_partitions() {
     }
     assert_eq!(retries.load(Ordering::Relaxed), 0, "a payment was not answered at once");
     assert_paid_exactly_once(&ledger, &replies).await;
+}
+
+/// Durable mode: a client publishes payments to JetStream and forgets them (some twice, as a
+/// client that is not sure its publish landed would); one of the two nodes is killed midway.
+/// Every payment is posted exactly once, and its result is stored on the payer's results
+/// subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_payments_survive_a_killed_owner_and_are_posted_once() {
+    const PAYMENTS: usize = 240;
+    let nats = NatsServer::start(None).expect("nats-server");
+    let workdir = tempfile::tempdir().unwrap();
+    let db = Backend::Postgres.fresh_database(workdir.path());
+    let ledger = funded_ledger(&db).await;
+    let config = workdir.path().join("wasmpay.toml");
+    std::fs::write(&config, "[delivery]\ndurable = true\n").unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let start = |name: &str| Member::start_with(&nats, &db, name, workdir.path(), &["--config", &config]);
+    let (survivor, victim) = (start("survivor"), start("victim"));
+    converged(&[&survivor, &victim]).await;
+
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let partitioner = Partitioner::new(PARTITIONS).unwrap();
+    for index in 0..PAYMENTS {
+        if index == PAYMENTS / 2 {
+            victim.signal("-KILL");
+        }
+        let (id, from) = (format!("durable-{index}"), payer(index % PAYERS));
+        let subject = subjects::durable(partitioner.partition_of(&AccountId::new(from.as_str()).unwrap()), &from);
+        let body = Bytes::from(card(&id, &from, "shop", AMOUNT).to_string());
+        for _ in 0..if index % 10 == 0 { 2 } else { 1 } {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id.as_str());
+            let ack = jetstream.publish_with_headers(subject.clone(), headers, body.clone()).await.unwrap();
+            ack.await.unwrap();
+        }
+    }
+    // Fire and forget: the results come back on the payers' results subjects, kept in a stream.
+    let results = jetstream.get_stream(subjects::RESULTS_STREAM).await.unwrap();
+    let started = Instant::now();
+    let answered = loop {
+        let consumer =
+            results.create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default()).await.unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let mut seen: BTreeMap<String, (usize, Reply)> = BTreeMap::new();
+        while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
+            let reply: Reply = serde_json::from_slice(&message.payload).unwrap();
+            let id = reply.id.clone().unwrap();
+            let from = id.trim_start_matches("durable-").parse::<usize>().unwrap() % PAYERS;
+            seen.insert(id, (from, reply));
+        }
+        if seen.len() == PAYMENTS {
+            break seen.into_iter().map(|(id, (from, reply))| (id, from, reply)).collect::<Vec<_>>();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{} of {PAYMENTS} results after 30 s", seen.len());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_paid_exactly_once(&ledger, &answered).await;
+    verify(&db);
 }

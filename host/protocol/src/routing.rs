@@ -25,9 +25,30 @@ pub mod subjects {
     /// Queue group in which nodes share `wasmpay.submit.*`.
     pub const SUBMIT_QUEUE_GROUP: &str = "wasmpay-submit";
 
+    /// Durable payments (JetStream, `Nats-Msg-Id` = payment id): `wasmpay.durable.<p>.<a>`.
+    pub const DURABLE_PREFIX: &str = "wasmpay.durable";
+    /// The stream that keeps durable payments until their partition's owner has posted them.
+    pub const PAYMENTS_STREAM: &str = "WASMPAY_PAYMENTS";
+    /// Replies to durable payments, per payer: `wasmpay.results.<payer>`.
+    pub const RESULTS_PREFIX: &str = "wasmpay.results";
+    /// The stream that keeps the replies to durable payments.
+    pub const RESULTS_STREAM: &str = "WASMPAY_RESULTS";
+    /// The header naming the payment a result answers.
+    pub const PAYMENT_ID_HEADER: &str = "Wasmpay-Payment-Id";
+
     /// The subject a payment from `payer` in partition `partition` is requested on.
     pub fn pay(partition: u32, payer: &str) -> String {
         format!("{PAY_PREFIX}.{partition}.{payer}")
+    }
+
+    /// The subject a durable payment from `payer` in partition `partition` is published on.
+    pub fn durable(partition: u32, payer: &str) -> String {
+        format!("{DURABLE_PREFIX}.{partition}.{payer}")
+    }
+
+    /// The subject the replies to `payer`'s durable payments are published on.
+    pub fn results(payer: &str) -> String {
+        format!("{RESULTS_PREFIX}.{payer}")
     }
 }
 

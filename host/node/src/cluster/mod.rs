@@ -91,8 +91,8 @@ pub struct ClusterView {
     pub lease_ttl_ms: u64,
     /// The live members, this node included.
     pub members: Vec<MemberView>,
-    /// Every partition: who the assignment gives it to, who holds its lease, and the lease's
-    /// fencing token.
+    /// Every partition: who the assignment gives it to, who holds its lease, the lease's
+    /// fencing token and (durable mode) the partition's lag.
     pub leases: Vec<LeaseView>,
     /// The partitions this node serves.
     pub owned: Vec<u32>,
@@ -117,15 +117,18 @@ impl ClusterView {
         }
         let unowned = self.leases.iter().filter(|lease| lease.owner.is_none()).count();
         let _ = writeln!(out, "{:<24} {:<34} {:<22} {unowned:>6}", "(no owner)", "", "");
-        let _ = writeln!(out, "\n{:>9} {:<24} {:>12} {:<24}", "partition", "owner", "token", "assigned to");
+        let number = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |value| value.to_string());
+        let _ =
+            writeln!(out, "\n{:>9} {:<24} {:>12} {:<24} {:>8}", "partition", "owner", "token", "assigned to", "lag");
         for lease in &self.leases {
             let _ = writeln!(
                 out,
-                "{:>9} {:<24} {:>12} {:<24}",
+                "{:>9} {:<24} {:>12} {:<24} {:>8}",
                 lease.partition,
                 lease.owner.as_deref().unwrap_or("-"),
-                lease.token.map_or_else(|| "-".to_owned(), |token| token.to_string()),
+                number(lease.token),
                 lease.assigned.as_deref().unwrap_or("-"),
+                number(lease.lag),
             );
         }
         out
@@ -154,6 +157,8 @@ pub struct LeaseView {
     pub owner: Option<String>,
     /// The fencing token of the owner's lease.
     pub token: Option<u64>,
+    /// Durable mode: stored payments not yet delivered to the owner (as of its last renewal).
+    pub lag: Option<u64>,
 }
 
 /// This node's latest [`ClusterView`], shared with the HTTP API.

@@ -44,6 +44,9 @@ struct Lease {
     /// The fencing token, known from the first renewal on (a create cannot know its revision).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token: Option<u64>,
+    /// Durable mode: stored payments not yet delivered to the owner, as of the last renewal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lag: Option<u64>,
 }
 
 /// A lease this node holds.
@@ -195,8 +198,9 @@ impl Owner {
             .filter(|(_, held)| held.renewed.elapsed() >= self.ttl / 3)
             .map(|(partition, held)| (*partition, *held))
             .collect();
+        let lags = self.intake.lags().await;
         let renewals = due.iter().map(|(partition, held)| {
-            let (leases, value) = (&self.leases, self.lease_value(Some(held.token)));
+            let (leases, value) = (&self.leases, self.lease_value(Some(held.token), lags.get(partition).copied()));
             async move {
                 let sent = Instant::now();
                 let renewed =
@@ -313,7 +317,7 @@ impl Owner {
         if free.is_empty() {
             return;
         }
-        let value = self.lease_value(None);
+        let value = self.lease_value(None, None);
         let leases = &self.leases;
         let attempts = join_all(free.iter().map(|partition| {
             let value = value.clone();
@@ -403,8 +407,8 @@ impl Owner {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
-    fn lease_value(&self, token: Option<u64>) -> bytes::Bytes {
-        let lease = Lease { node: self.identity.node.clone(), ledger: self.identity.ledger.clone(), token };
+    fn lease_value(&self, token: Option<u64>, lag: Option<u64>) -> bytes::Bytes {
+        let lease = Lease { node: self.identity.node.clone(), ledger: self.identity.ledger.clone(), token, lag };
         serde_json::to_vec(&lease).unwrap_or_default().into()
     }
 
@@ -432,8 +436,9 @@ impl Owner {
                     Some(held) => Some(held.token),
                     None => lease.as_ref().map(|(lease, revision)| lease.token.unwrap_or(*revision)),
                 };
+                let lag = lease.as_ref().and_then(|(lease, _)| lease.lag);
                 let owner = lease.map(|(lease, _)| lease.node);
-                LeaseView { partition: *partition, assigned: member.clone(), owner, token }
+                LeaseView { partition: *partition, assigned: member.clone(), owner, token, lag }
             })
             .collect();
         let owned: Vec<u32> = self.held.keys().copied().collect();

@@ -1,0 +1,248 @@
+//! Taking an owned partition's payments: the request-reply subscription and, in durable
+//! mode, the partition's JetStream consumer, both feeding the partition's worker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::{Client, Message, Subscriber};
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::worker::{Incoming, Job};
+use super::{BusError, DRAIN_TIMEOUT, FLUSH_TIMEOUT, PUBLISH_TIMEOUT, WORKERS_STOP_TIMEOUT, nats, refuse};
+use crate::durable::Durable;
+use crate::metrics::Metrics;
+use crate::shutdown;
+use wasmpay_protocol::Code;
+use wasmpay_protocol::routing::subjects;
+
+/// How long to wait after a failed pull before the next.
+const PULL_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Opens and closes the partitions this node owns, each under one lease.
+#[derive(Clone, Debug)]
+pub struct Intake {
+    pub(super) client: Client,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) partition_queue_depth: usize,
+    pub(super) durable: Option<Durable>,
+    /// One queue per partition; emptied when the bus finishes, which ends the workers.
+    pub(super) queues: Arc<Mutex<Vec<mpsc::Sender<Job>>>>,
+    pub(super) open: Arc<tokio::sync::Mutex<HashMap<u32, Pump>>>,
+}
+
+/// One open partition: the tasks moving its payments to its worker, how to stop them, and
+/// (durable mode) how many stored payments wait for it.
+#[derive(Debug)]
+pub(super) struct Pump {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    queue: mpsc::Sender<Job>,
+    lag: Arc<AtomicU64>,
+}
+
+impl Intake {
+    /// Starts taking `partition`'s payments under the lease with fencing token `token`;
+    /// returns once the server has registered the subscription (and, in durable mode, the
+    /// partition's consumer is recreated from its acknowledgement floor).
+    pub async fn open(&self, partition: u32, token: u64) -> Result<(), BusError> {
+        let queue = {
+            let queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+            usize::try_from(partition).ok().and_then(|index| queues.get(index).cloned())
+        };
+        let Some(queue) = queue else {
+            return Err(BusError(format!("partition {partition} has no worker (or the bus has finished)")));
+        };
+        let earlier = self.open.lock().await.remove(&partition);
+        if let Some(earlier) = earlier {
+            // Opened twice: the older intake is handed over like any other first.
+            close_pump(partition, earlier).await;
+        }
+        let subscriber =
+            self.client.subscribe(format!("{}.{partition}.*", subjects::PAY_PREFIX)).await.map_err(nats)?;
+        match tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(nats(error)),
+            Err(_) => return Err(BusError(format!("the subscription was not confirmed within {FLUSH_TIMEOUT:?}"))),
+        }
+        let (stop, stopped) = watch::channel(false);
+        let lag = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        if let Some(durable) = &self.durable {
+            let consumer = durable.consumer(partition, self.partition_queue_depth).await.map_err(nats)?;
+            tasks.push(tokio::spawn(consume(token, consumer, queue.clone(), stopped.clone(), lag.clone())));
+        }
+        let taker = Taker { client: self.client.clone(), metrics: self.metrics.clone(), partition, token };
+        let depth = self.partition_queue_depth;
+        tasks.push(tokio::spawn(subscribed(taker, depth, subscriber, queue.clone(), stopped)));
+        self.open.lock().await.insert(partition, Pump { stop, tasks, queue, lag });
+        Ok(())
+    }
+
+    /// Stops taking `partition`'s payments: unsubscribes (what the server had sent is still
+    /// taken) and stops its consumer (what it had not delivered goes to the next owner), and
+    /// returns once the worker has answered every payment the partition took, so the lease may
+    /// go to the next owner. Bounded by the drain and the workers' stop bound.
+    pub async fn close(&self, partition: u32) {
+        let pump = self.open.lock().await.remove(&partition);
+        if let Some(pump) = pump {
+            close_pump(partition, pump).await;
+        }
+    }
+
+    /// In durable mode, the stored payments waiting for each open partition's worker.
+    pub async fn lags(&self) -> BTreeMap<u32, u64> {
+        if self.durable.is_none() {
+            return BTreeMap::new();
+        }
+        let open = self.open.lock().await;
+        open.iter().map(|(partition, pump)| (*partition, pump.lag.load(Ordering::Relaxed))).collect()
+    }
+
+    /// Ends the workers once every partition is closed: closes the queues, waits (bounded) for
+    /// the workers to answer what they hold, and flushes the connection.
+    pub async fn finish(&self, mut workers: JoinSet<()>) {
+        let open: Vec<u32> = self.open.lock().await.keys().copied().collect();
+        for partition in open {
+            self.close(partition).await;
+        }
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        let finished =
+            tokio::time::timeout(WORKERS_STOP_TIMEOUT, async { while workers.join_next().await.is_some() {} }).await;
+        if finished.is_err() {
+            // What a worker still holds is either recorded (a retry gets the stored reply) or
+            // not (a retry records it): stopping it loses no payment.
+            tracing::warn!("partition workers still busy after {WORKERS_STOP_TIMEOUT:?}; stopping them");
+            workers.abort_all();
+        }
+        if tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush()).await.is_err() {
+            tracing::warn!("NATS did not confirm the last replies within {FLUSH_TIMEOUT:?}");
+        }
+        tracing::info!("bus stopped");
+    }
+}
+
+/// Stops a partition's tasks, then waits (bounded) until its worker has answered everything
+/// they handed it.
+async fn close_pump(partition: u32, pump: Pump) {
+    let _ = pump.stop.send(true);
+    let bound = DRAIN_TIMEOUT + PUBLISH_TIMEOUT;
+    for mut task in pump.tasks {
+        if tokio::time::timeout(bound, &mut task).await.is_err() {
+            tracing::warn!(partition, "stopping the partition's intake took more than {bound:?}; aborting it");
+            task.abort();
+        }
+    }
+    let (flushed, answered) = oneshot::channel();
+    let asked = tokio::time::timeout(WORKERS_STOP_TIMEOUT, pump.queue.send(Job::Flush(flushed))).await;
+    if matches!(asked, Ok(Ok(()))) && tokio::time::timeout(WORKERS_STOP_TIMEOUT, answered).await.is_err() {
+        tracing::warn!(partition, "the worker did not answer what it holds within {WORKERS_STOP_TIMEOUT:?}");
+    }
+}
+
+/// What a partition's request-reply intake needs to take or refuse a message.
+struct Taker {
+    client: Client,
+    metrics: Arc<Metrics>,
+    partition: u32,
+    token: u64,
+}
+
+/// Moves an owned partition's request-reply messages to its worker until stopped; then
+/// unsubscribes and moves what the server had already sent.
+async fn subscribed(
+    taker: Taker,
+    depth: usize,
+    mut subscriber: Subscriber,
+    queue: mpsc::Sender<Job>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown::requested(&mut stop) => break,
+            message = subscriber.next() => match message {
+                Some(message) => taker.dispatch(message, depth, &queue).await,
+                None => return,
+            },
+        }
+    }
+    // With the server gone an unsubscribe is never confirmed: what was received is all there is.
+    let connected = taker.client.connection_state() == async_nats::connection::State::Connected;
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        if connected {
+            let _ = subscriber.drain().await;
+        }
+        while let Some(message) = subscriber.next().await {
+            taker.dispatch(message, depth, &queue).await;
+        }
+    })
+    .await;
+    if connected && drained.is_err() {
+        tracing::warn!(partition = taker.partition, "NATS did not confirm the unsubscribe within {DRAIN_TIMEOUT:?}");
+    }
+}
+
+impl Taker {
+    /// Hands a message to the worker, never waiting: a full queue refuses it at once
+    /// (`unavailable`, retry with the same id), so one payer's flood cannot hold up the rest.
+    async fn dispatch(&self, message: Message, depth: usize, queue: &mpsc::Sender<Job>) {
+        let partition = self.partition;
+        let refused = match queue.try_send(Job::Pay(Incoming::Core(message), self.token)) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                (job, format!("partition {partition} is saturated ({depth} payments waiting); retry with the same id"))
+            }
+            Err(mpsc::error::TrySendError::Closed(job)) => (job, "the node is shutting down".to_owned()),
+        };
+        if let (Job::Pay(Incoming::Core(message), _), text) = refused {
+            refuse(&self.client, &self.metrics, &message, Code::Unavailable, text).await;
+        }
+    }
+}
+
+/// Moves an owned partition's durable payments to its worker until stopped, waiting for room
+/// in the queue (the consumer delivers at most the queue's depth unacknowledged). What it has
+/// not handed over when stopped stays unacknowledged and goes to the next owner.
+async fn consume(
+    token: u64,
+    consumer: PullConsumer,
+    queue: mpsc::Sender<Job>,
+    mut stop: watch::Receiver<bool>,
+    lag: Arc<AtomicU64>,
+) {
+    let mut messages = tokio::select! {
+        () = shutdown::requested(&mut stop) => return,
+        messages = consumer.messages() => match messages {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::error!(%error, "cannot consume the partition's durable payments");
+                return;
+            }
+        },
+    };
+    loop {
+        let message = tokio::select! {
+            () = shutdown::requested(&mut stop) => return,
+            message = messages.next() => message,
+        };
+        match message {
+            Some(Ok(message)) => {
+                if let Ok(info) = message.info() {
+                    lag.store(info.pending, Ordering::Relaxed);
+                }
+                tokio::select! {
+                    () = shutdown::requested(&mut stop) => return,
+                    sent = queue.send(Job::Pay(Incoming::Durable(Box::new(message)), token)) => if sent.is_err() { return },
+                }
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%error, "durable payments: a pull failed; pulling again");
+                tokio::time::sleep(PULL_RETRY_DELAY).await;
+            }
+            None => return,
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! A partition's worker: decides its payments in order and answers each once its ledger batch
+//! committed, on the channel it came by.
+
+use std::sync::Arc;
+
+use async_nats::{Client, Message, Subject, jetstream};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use tokio::sync::{mpsc, oneshot};
+
+use super::bounded;
+use crate::durable::Durable;
+use crate::payments::{Decided, Processor, Route};
+use wasmpay_protocol::routing::subjects;
+
+/// Payments of one partition that may wait for their ledger batches at once while the worker
+/// decides the next ones.
+const LEDGER_PIPELINE_DEPTH: usize = 128;
+
+/// What a partition worker is asked to do.
+#[derive(Debug)]
+pub(super) enum Job {
+    /// Decide a payment taken under the lease with this fencing token.
+    Pay(Incoming, u64),
+    /// Answer every payment taken before this, then say so: a handover is complete.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A payment as it arrived.
+#[derive(Debug)]
+pub(super) enum Incoming {
+    /// A request on `wasmpay.pay.<p>.<payer>`: answered on its reply subject.
+    Core(Message),
+    /// A stored message on `wasmpay.durable.<p>.<payer>`: answered on the payer's results
+    /// subject, then acknowledged.
+    Durable(Box<jetstream::Message>),
+}
+
+/// Where a decided payment's reply goes.
+enum Answer {
+    Reply(Option<Subject>),
+    Result(Box<jetstream::Message>),
+}
+
+/// Decides the payments of one partition in order: checks and plugins one at a time, then each
+/// payment is submitted to the ledger, which decides in submission order, and the worker goes
+/// on to the next payment while the batch commits (at most [`LEDGER_PIPELINE_DEPTH`] waiting).
+/// Waiting for each commit before the next payment capped a partition at one payment per two
+/// commits. Replies go out as the commits land, in order; when the queue closes, the worker
+/// answers what it submitted and ends.
+pub(super) async fn worker(
+    partition: u32,
+    mut queue: mpsc::Receiver<Job>,
+    processor: Arc<Processor>,
+    client: Client,
+    durable: Option<Durable>,
+) {
+    let respond = Responder { client, durable };
+    let mut instances = processor.instances();
+    let mut committing = FuturesOrdered::new();
+    let mut open = true;
+    while open || !committing.is_empty() {
+        tokio::select! {
+            biased;
+            Some((decided, answer)) = committing.next(), if !committing.is_empty() => {
+                respond.send(answer, decided).await;
+            }
+            job = queue.recv(), if open && committing.len() < LEDGER_PIPELINE_DEPTH => match job {
+                Some(Job::Pay(incoming, lease_token)) => {
+                    let message = match &incoming {
+                        Incoming::Core(message) => message,
+                        Incoming::Durable(stored) => &stored.message,
+                    };
+                    let payer = parse_partition_subject(&message.subject).map_or("", |(_, payer)| payer);
+                    let route = Route { partition, payer, lease_token };
+                    let decision = processor.decide(&mut instances, route, &message.payload).await;
+                    let answer = match incoming {
+                        Incoming::Core(message) => Answer::Reply(message.reply),
+                        Incoming::Durable(stored) => Answer::Result(stored),
+                    };
+                    if decision.after_earlier {
+                        // It looks its id up: a retry of a payment still committing must find it.
+                        answer_all(&respond, &mut committing).await;
+                        respond.send(answer, decision.reply.await).await;
+                    } else {
+                        committing.push_back(async move { (decision.reply.await, answer) });
+                    }
+                }
+                Some(Job::Flush(flushed)) => {
+                    answer_all(&respond, &mut committing).await;
+                    let _ = flushed.send(());
+                }
+                None => open = false,
+            },
+        }
+    }
+}
+
+/// Answers every payment the worker has submitted, in order.
+async fn answer_all<F: Future<Output = (Decided, Answer)>>(respond: &Responder, committing: &mut FuturesOrdered<F>) {
+    while let Some((decided, answer)) = committing.next().await {
+        respond.send(answer, decided).await;
+    }
+}
+
+/// Sends replies, results and events.
+struct Responder {
+    client: Client,
+    durable: Option<Durable>,
+}
+
+impl Responder {
+    /// Sends a payment's reply (or stores a durable payment's result and acknowledges it) and,
+    /// if this call recorded it, its event.
+    async fn send(&self, answer: Answer, decided: Decided) {
+        let body = Bytes::from(decided.reply);
+        match answer {
+            // A reply that cannot be sent is not lost: the payment is recorded, and the
+            // client's retry with the same id gets the stored reply.
+            Answer::Reply(Some(reply)) => {
+                if let Err(error) = bounded(self.client.publish(reply, body.clone())).await {
+                    tracing::warn!(%error, "could not publish a reply");
+                }
+            }
+            Answer::Reply(None) => {}
+            Answer::Result(stored) => self.store_result(stored, body.clone()).await,
+        }
+        if decided.newly_recorded {
+            let subject = format!("{}.{}", subjects::EVENTS_PREFIX, decided.status.as_str());
+            if let Err(error) = bounded(self.client.publish(subject, body)).await {
+                tracing::warn!(%error, "could not publish an event");
+            }
+        }
+    }
+
+    /// Publishes a durable payment's result and then acknowledges the payment. If either
+    /// fails the payment stays in the stream and comes again; the ledger answers the repeat
+    /// with the stored reply, so nothing is applied twice.
+    async fn store_result(&self, stored: Box<jetstream::Message>, body: Bytes) {
+        let Some(durable) = &self.durable else { return };
+        let payer = parse_partition_subject(&stored.message.subject).map_or("", |(_, payer)| payer);
+        let id = stored.message.headers.as_ref().and_then(|headers| headers.get("Nats-Msg-Id")).map(|id| id.as_str());
+        if let Err(error) = durable.publish_result(payer, id, body).await {
+            tracing::warn!(%error, "could not store a durable payment's result; it will be delivered again");
+            return;
+        }
+        match crate::durable::within(stored.ack()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "could not acknowledge a durable payment; it will come again"),
+            Err(error) => tracing::warn!(%error, "could not acknowledge a durable payment; it will come again"),
+        }
+    }
+}
+
+/// `wasmpay.pay.<partition>.<payer>` or `wasmpay.durable.<partition>.<payer>` → (partition,
+/// payer).
+pub(super) fn parse_partition_subject(subject: &str) -> Option<(u32, &str)> {
+    let rest = [subjects::PAY_PREFIX, subjects::DURABLE_PREFIX]
+        .iter()
+        .find_map(|prefix| subject.strip_prefix(prefix)?.strip_prefix('.'))?;
+    let (partition, payer) = rest.split_once('.')?;
+    if payer.contains('.') {
+        return None;
+    }
+    // Only the canonical decimal form: `039` or `+39` would slip past a NATS permission
+    // written for the exact subject `wasmpay.pay.39.<payer>`.
+    let number: u32 = partition.parse().ok()?;
+    (number.to_string() == partition).then_some((number, payer))
+}

@@ -1,0 +1,140 @@
+//! Durable ingestion (`[delivery] durable = true`): payments a client publishes to JetStream
+//! and forgets, kept until their partition's owner has posted them.
+//!
+//! Clients publish on `wasmpay.durable.<partition>.<payer>` with `Nats-Msg-Id` = payment id
+//! (JetStream drops a repeat within its duplicate window; the ledger's idempotency covers any
+//! later one). The stream keeps each message until the owner of its partition has committed it
+//! to the ledger and published the reply on `wasmpay.results.<payer>` (kept in a stream of its
+//! own, and in the ledger: `GET /v1/payments/{id}`); only then is it acknowledged, so a node
+//! that dies loses nothing: what it had not acknowledged is delivered to the next owner.
+//!
+//! Each partition has one durable pull consumer. A new owner recreates it from the old one's
+//! acknowledgement floor, so what the old owner took but did not acknowledge comes again first,
+//! in stream order, ahead of anything newer: one payer's payments stay in order across a
+//! handover (a repeat of one already posted gets its stored reply).
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use serde::Deserialize;
+use wasmpay_protocol::routing::subjects;
+
+/// How long one JetStream request (stream or consumer set-up, a result publish, an ack) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How payments may arrive (`[delivery]` in `wasmpay.toml`). Request-reply on
+/// `wasmpay.pay.<p>.<payer>` is always served; durable ingestion is added per deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// Serve `wasmpay.durable.<p>.<payer>` from the `WASMPAY_PAYMENTS` stream.
+    pub durable: bool,
+    /// How long a delivered payment may stay unacknowledged before JetStream delivers it
+    /// again (a handover or a crash redelivers at once, by recreating the consumer).
+    pub ack_wait_ms: u64,
+    /// How long results stay in `WASMPAY_RESULTS` (the ledger keeps them for ever).
+    pub results_max_age_s: u64,
+    /// JetStream replicas of the two streams.
+    pub replicas: usize,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings { durable: false, ack_wait_ms: 30_000, results_max_age_s: 7 * 24 * 3600, replicas: 1 }
+    }
+}
+
+/// Durable ingestion could not be set up or served.
+#[derive(Debug, thiserror::Error)]
+#[error("durable ingestion: {0}")]
+pub struct DurableError(String);
+
+fn failed(what: &str, error: impl std::fmt::Display) -> DurableError {
+    DurableError(format!("{what}: {error}"))
+}
+
+/// The payments and results streams of a node in durable mode.
+#[derive(Clone, Debug)]
+pub struct Durable {
+    jetstream: jetstream::Context,
+    payments: stream::Stream,
+    settings: DeliverySettings,
+}
+
+impl Durable {
+    /// Opens (or creates) the two streams.
+    pub async fn open(client: async_nats::Client, settings: DeliverySettings) -> Result<Durable, DurableError> {
+        let jetstream = jetstream::new(client);
+        let payments = stream::Config {
+            name: subjects::PAYMENTS_STREAM.to_owned(),
+            subjects: vec![format!("{}.*.*", subjects::DURABLE_PREFIX)],
+            storage: stream::StorageType::File,
+            num_replicas: settings.replicas.max(1),
+            duplicate_window: Duration::from_secs(120),
+            ..stream::Config::default()
+        };
+        let results = stream::Config {
+            name: subjects::RESULTS_STREAM.to_owned(),
+            subjects: vec![format!("{}.*", subjects::RESULTS_PREFIX)],
+            storage: stream::StorageType::File,
+            num_replicas: settings.replicas.max(1),
+            max_age: Duration::from_secs(settings.results_max_age_s.max(1)),
+            duplicate_window: Duration::from_secs(120),
+            ..stream::Config::default()
+        };
+        let payments =
+            within(jetstream.get_or_create_stream(payments)).await?.map_err(|e| failed("payments stream", e))?;
+        within(jetstream.get_or_create_stream(results)).await?.map_err(|e| failed("results stream", e))?;
+        Ok(Durable { jetstream, payments, settings })
+    }
+
+    /// The consumer of `partition`'s durable payments for a new owner: recreated from the
+    /// previous owner's acknowledgement floor, so nothing it left unacknowledged is skipped
+    /// and nothing comes out of order. At most `in_flight` are delivered unacknowledged.
+    pub async fn consumer(&self, partition: u32, in_flight: usize) -> Result<PullConsumer, DurableError> {
+        let name = format!("partition-{partition}");
+        let start = match within(self.payments.consumer_info(&name)).await? {
+            Ok(info) => Some(info.ack_floor.stream_sequence + 1),
+            Err(_) => None,
+        };
+        if start.is_some() {
+            within(self.payments.delete_consumer(&name)).await?.map_err(|e| failed("deleting the old consumer", e))?;
+        }
+        let config = pull::Config {
+            durable_name: Some(name),
+            filter_subject: format!("{}.{partition}.*", subjects::DURABLE_PREFIX),
+            deliver_policy: start
+                .map_or(DeliverPolicy::All, |start_sequence| DeliverPolicy::ByStartSequence { start_sequence }),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_millis(self.settings.ack_wait_ms.max(1)),
+            max_ack_pending: i64::try_from(in_flight.max(1)).unwrap_or(i64::MAX),
+            ..pull::Config::default()
+        };
+        within(self.payments.create_consumer(config)).await?.map_err(|e| failed("creating the consumer", e))
+    }
+
+    /// Publishes a durable payment's reply on its payer's results subject and waits until
+    /// JetStream has stored it.
+    pub async fn publish_result(&self, payer: &str, id: Option<&str>, body: Bytes) -> Result<(), DurableError> {
+        let mut headers = HeaderMap::new();
+        if let Some(id) = id {
+            headers.insert(subjects::PAYMENT_ID_HEADER, id);
+            headers.insert("Nats-Msg-Id", format!("result:{id}").as_str());
+        }
+        let published = within(self.jetstream.publish_with_headers(subjects::results(payer), headers, body))
+            .await?
+            .map_err(|e| failed("publishing a result", e))?;
+        within(published.into_future()).await?.map_err(|e| failed("storing a result", e))?;
+        Ok(())
+    }
+}
+
+/// `future`, or an error after [`REQUEST_TIMEOUT`].
+pub(crate) async fn within<F: Future>(future: F) -> Result<F::Output, DurableError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, future)
+        .await
+        .map_err(|_| DurableError(format!("JetStream did not answer within {REQUEST_TIMEOUT:?}")))
+}
