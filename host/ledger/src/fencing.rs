@@ -1,8 +1,9 @@
 //! The ledger's side of partition ownership: fencing tokens and the ledger's identity.
 //!
-//! A node owns a partition under a lease whose token grows with every new owner. The ledger
-//! keeps, per partition, the newest token it has been written under and refuses anything older
-//! (`partition_fences`), so a paused or cut-off owner cannot write after its successor did.
+//! A node owns a partition under a lease, and claims it here before serving it: the claim
+//! hands out the partition's next fencing token, and the ledger refuses any batch under an
+//! older one (`partition_fences`), so a paused or cut-off owner cannot write after its
+//! successor claimed the partition.
 //! Nodes may share partitions only if they write one ledger, which the ledger's identity tells.
 
 use std::collections::BTreeMap;
@@ -10,21 +11,32 @@ use std::collections::BTreeMap;
 use super::{Ledger, LedgerError, store};
 
 impl Ledger {
-    /// Claims `partitions` (partition, lease token) for a new lease owner before it serves
-    /// them: from this commit on, a batch under an older token for any of them is refused,
-    /// even one the old owner decided before it was paused. Fails whole with
-    /// [`LedgerError::Fenced`] if the ledger has seen a newer token for any of them (the lease
-    /// store was reset, or this lease is stale): then the caller must not serve them.
-    pub async fn claim(&self, partitions: &[(u32, u64)]) -> Result<(), LedgerError> {
-        let fences = partitions
-            .iter()
-            .map(|(partition, token)| {
-                let token = i64::try_from(*token)
-                    .map_err(|_| LedgerError::Invalid(format!("lease token {token} is out of range")))?;
-                Ok((*partition, token))
-            })
-            .collect::<Result<BTreeMap<u32, i64>, LedgerError>>()?;
-        store::on_store!(&self.store, backend => backend.claim(&fences).await)
+    /// Claims `partitions` for a new owner before it serves them, and returns each one's
+    /// fencing token: one more than any token the ledger has handed out for it. From this
+    /// commit on, a batch under an older token is refused, even one the old owner decided
+    /// before it was paused; so the ledger, not the lease store, orders the owners of a
+    /// partition, and a lease store that was reset (its revisions start again at 1) cannot
+    /// hand two owners tokens that pass. On PostgreSQL a claim waits for an old owner's batch
+    /// that holds the partition's row (bounded by the lock timeout).
+    pub async fn claim(&self, partitions: &[u32]) -> Result<BTreeMap<u32, u64>, LedgerError> {
+        store::on_store!(&self.store, backend => {
+            let mut transaction = backend.begin_write().await?;
+            let mut tokens = BTreeMap::new();
+            for partition in partitions {
+                let (token,): (i64,) = sqlx::query_as(
+                    "INSERT INTO partition_fences (partition, token) VALUES ($1, 1)
+                     ON CONFLICT (partition) DO UPDATE SET token = partition_fences.token + 1
+                     RETURNING token",
+                )
+                .bind(i64::from(*partition))
+                .fetch_one(&mut *transaction)
+                .await?;
+                let token = u64::try_from(token).map_err(|_| LedgerError::Corrupt(format!("fence token {token}")))?;
+                tokens.insert(*partition, token);
+            }
+            transaction.commit().await?;
+            Ok(tokens)
+        })
     }
 
     /// This ledger's identity, made at random when it was created: nodes that report the same

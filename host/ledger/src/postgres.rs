@@ -110,13 +110,6 @@ impl Postgres {
         Ok(transaction.commit().await?)
     }
 
-    /// Takes `fences` in a transaction of its own (a new lease owner's claim).
-    pub(crate) async fn claim(&self, fences: &BTreeMap<u32, i64>) -> Result<(), LedgerError> {
-        let mut transaction = self.begin_write().await?;
-        take_fences(&mut transaction, fences).await?;
-        Ok(transaction.commit().await?)
-    }
-
     /// Begins a batch's transaction and reads what it needs: the payers' rows locked (in id
     /// order), then the recorded ids and every account. The batch holds the payers it locked.
     pub(crate) async fn begin_batch(

@@ -73,13 +73,6 @@ impl Sqlite {
         transaction.commit().await
     }
 
-    /// Takes `fences` in a transaction of its own (a new lease owner's claim).
-    pub(crate) async fn claim(&self, fences: &BTreeMap<u32, i64>) -> Result<(), LedgerError> {
-        let mut transaction = self.begin_write().await?;
-        take_fences(&mut transaction, fences).await?;
-        transaction.commit().await
-    }
-
     /// Begins a batch's transaction and reads what it needs: the recorded ids and the
     /// accounts. The write lock holds every account, so the batch writes every change to the
     /// accounts' rows and never needs credit sub-balances.

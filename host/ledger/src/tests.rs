@@ -669,31 +669,29 @@ async fn a_batch_with_an_older_lease_token_is_refused(backend: Backend) {
     assert!(ledger.audit().await.expect("audit").is_balanced());
 }
 
-/// A new lease owner's claim fences the old owner before the new one has written anything,
-/// and a claim under a token older than one the ledger has seen is refused whole (the lease
-/// store was reset), leaving the newer fence in place.
+/// A new owner's claim hands out the partition's next token and fences the old owner before
+/// the new one has written anything; partitions count their tokens independently.
 async fn a_new_owners_claim_fences_the_old_owner_at_once(backend: Backend) {
     let (ledger, _db) = ledger(backend).await;
     open(&ledger, "alice", 0).await;
     open(&ledger, "shop", 0).await;
     deposit(&ledger, "fund", "alice", 1_000).await;
     let (alice, shop) = (id("alice"), id("shop"));
-    let record = |key: &str, token: u64| {
+    let record = |key: &str, partition: u32, token: u64| {
         let mut leased = transfer(key, &alice, &shop, 10, 0);
-        (leased.partition, leased.lease_token) = (Some(3), Some(token));
+        (leased.partition, leased.lease_token) = (Some(partition), Some(token));
         ledger.record(leased, |decision| format!("{decision:?}"))
     };
-    assert!(record("old-owner", 5).await.is_ok());
-    ledger.claim(&[(3, 9), (4, 2)]).await.expect("claim");
-    let stale = record("old-owner-later", 5).await;
+    let first = ledger.claim(&[3, 4]).await.expect("claim");
+    assert_eq!(first.into_iter().collect::<Vec<_>>(), [(3, 1), (4, 1)]);
+    assert!(record("old-owner", 3, 1).await.is_ok());
+    let second = ledger.claim(&[3]).await.expect("claim");
+    assert_eq!(second[&3], 2);
+    let stale = record("old-owner-later", 3, 1).await;
     assert!(matches!(stale, Err(LedgerError::Fenced(ref lost)) if lost == &[3]), "{stale:?}");
-    let reset = ledger.claim(&[(3, 8), (5, 1)]).await;
-    assert!(matches!(reset, Err(LedgerError::Fenced(ref lost)) if lost == &[3]), "{reset:?}");
-    assert!(record("new-owner", 9).await.is_ok());
-    // The refused claim took nothing, not even its other partition.
-    let mut elsewhere = transfer("partition-5", &alice, &shop, 10, 0);
-    (elsewhere.partition, elsewhere.lease_token) = (Some(5), Some(0));
-    assert!(ledger.record(elsewhere, |decision| format!("{decision:?}")).await.is_ok());
+    assert!(record("new-owner", 3, 2).await.is_ok());
+    // Partition 4 was not claimed again: its first owner still writes.
+    assert!(record("partition-4", 4, 1).await.is_ok());
     assert_eq!(balance(&ledger, "alice").await, 1_000 - 30);
 }
 

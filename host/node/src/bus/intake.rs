@@ -32,12 +32,15 @@ pub struct Intake {
     /// One queue per partition; emptied when the bus finishes, which ends the workers.
     pub(super) queues: Arc<Mutex<Vec<mpsc::Sender<Job>>>>,
     pub(super) open: Arc<tokio::sync::Mutex<HashMap<u32, Pump>>>,
+    /// Numbers each opening, so a late close of an earlier opening cannot close a later one.
+    pub(super) openings: Arc<AtomicU64>,
 }
 
 /// One open partition: the tasks moving its payments to its worker, how to stop them, and
 /// (durable mode) how many stored payments wait for it.
 #[derive(Debug)]
 pub(super) struct Pump {
+    opening: u64,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     queue: mpsc::Sender<Job>,
@@ -47,8 +50,9 @@ pub(super) struct Pump {
 impl Intake {
     /// Starts taking `partition`'s payments under the lease with fencing token `token`;
     /// returns once the server has registered the subscription (and, in durable mode, the
-    /// partition's consumer is recreated from its acknowledgement floor).
-    pub async fn open(&self, partition: u32, token: u64) -> Result<(), BusError> {
+    /// partition's consumer is recreated from its acknowledgement floor), with the number of
+    /// this opening for [`Intake::close_opening`].
+    pub async fn open(&self, partition: u32, token: u64) -> Result<u64, BusError> {
         let queue = {
             let queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
             usize::try_from(partition).ok().and_then(|index| queues.get(index).cloned())
@@ -59,7 +63,7 @@ impl Intake {
         let earlier = self.open.lock().await.remove(&partition);
         if let Some(earlier) = earlier {
             // Opened twice: the older intake is handed over like any other first.
-            close_pump(partition, earlier).await;
+            let _ = close_pump(partition, earlier).await;
         }
         let subscriber =
             self.client.subscribe(format!("{}.{partition}.*", subjects::PAY_PREFIX)).await.map_err(nats)?;
@@ -78,16 +82,33 @@ impl Intake {
         let taker = Taker { client: self.client.clone(), metrics: self.metrics.clone(), partition, token };
         let depth = self.partition_queue_depth;
         tasks.push(tokio::spawn(subscribed(taker, depth, subscriber, queue.clone(), stopped)));
-        self.open.lock().await.insert(partition, Pump { stop, tasks, queue, lag });
-        Ok(())
+        let opening = self.openings.fetch_add(1, Ordering::Relaxed);
+        self.open.lock().await.insert(partition, Pump { opening, stop, tasks, queue, lag });
+        Ok(opening)
     }
 
     /// Stops taking `partition`'s payments: unsubscribes (what the server had sent is still
     /// taken) and stops its consumer (what it had not delivered goes to the next owner), and
     /// returns once the worker has answered every payment the partition took, so the lease may
-    /// go to the next owner. Bounded by the drain and the workers' stop bound.
-    pub async fn close(&self, partition: u32) {
+    /// go to the next owner. Bounded by the drain and the workers' stop bound; says whether the
+    /// worker answered everything within it (a partition that was not open has nothing to answer).
+    pub async fn close(&self, partition: u32) -> bool {
         let pump = self.open.lock().await.remove(&partition);
+        match pump {
+            Some(pump) => close_pump(partition, pump).await,
+            None => true,
+        }
+    }
+
+    /// [`Intake::close`], only if `partition` is still open from `opening`.
+    pub async fn close_opening(&self, partition: u32, opening: u64) {
+        let pump = {
+            let mut open = self.open.lock().await;
+            match open.get(&partition) {
+                Some(pump) if pump.opening == opening => open.remove(&partition),
+                _ => None,
+            }
+        };
         if let Some(pump) = pump {
             close_pump(partition, pump).await;
         }
@@ -126,8 +147,8 @@ impl Intake {
 }
 
 /// Stops a partition's tasks, then waits (bounded) until its worker has answered everything
-/// they handed it.
-async fn close_pump(partition: u32, pump: Pump) {
+/// they handed it; whether it did.
+async fn close_pump(partition: u32, pump: Pump) -> bool {
     let _ = pump.stop.send(true);
     let bound = DRAIN_TIMEOUT + PUBLISH_TIMEOUT;
     for mut task in pump.tasks {
@@ -138,9 +159,12 @@ async fn close_pump(partition: u32, pump: Pump) {
     }
     let (flushed, answered) = oneshot::channel();
     let asked = tokio::time::timeout(WORKERS_STOP_TIMEOUT, pump.queue.send(Job::Flush(flushed))).await;
-    if matches!(asked, Ok(Ok(()))) && tokio::time::timeout(WORKERS_STOP_TIMEOUT, answered).await.is_err() {
+    let done =
+        matches!(asked, Ok(Ok(()))) && matches!(tokio::time::timeout(WORKERS_STOP_TIMEOUT, answered).await, Ok(Ok(())));
+    if !done {
         tracing::warn!(partition, "the worker did not answer what it holds within {WORKERS_STOP_TIMEOUT:?}");
     }
+    done
 }
 
 /// What a partition's request-reply intake needs to take or refuse a message.

@@ -125,6 +125,7 @@ impl Bus {
             durable: self.settings.durable.clone(),
             queues: Arc::new(Mutex::new(queues)),
             open: Arc::default(),
+            openings: Arc::default(),
         };
         Ok((tokio::spawn(self.serve(submit, info, workers, shutdown, failure)), intake))
     }

@@ -69,8 +69,8 @@ pub(super) async fn open(
 #[derive(Clone, Debug)]
 pub(super) struct Seen {
     pub value: Bytes,
-    pub revision: u64,
-    pub at: Instant,
+    revision: u64,
+    at: Instant,
 }
 
 /// A bucket's live keys as this node last saw them, kept current by a watch. A key whose value
@@ -93,11 +93,16 @@ impl Table {
                             let Ok(entry) = entry else { break };
                             let mut entries = entries.lock().unwrap_or_else(PoisonError::into_inner);
                             match entry.operation {
-                                Operation::Put => {
-                                    let seen =
-                                        Seen { value: entry.value, revision: entry.revision, at: Instant::now() };
-                                    entries.insert(entry.key, seen);
-                                }
+                                // A watch started again replays the values it has seen: they
+                                // are no fresher for it, so they keep when they were first seen.
+                                Operation::Put => match entries.get(&entry.key) {
+                                    Some(seen) if seen.revision == entry.revision => {}
+                                    _ => {
+                                        let seen =
+                                            Seen { value: entry.value, revision: entry.revision, at: Instant::now() };
+                                        entries.insert(entry.key, seen);
+                                    }
+                                },
                                 Operation::Delete | Operation::Purge => {
                                     entries.remove(&entry.key);
                                 }

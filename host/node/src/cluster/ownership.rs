@@ -1,15 +1,21 @@
-//! The rounds that keep a node's leases matching the assignment.
+//! The rounds that keep a node's leases matching the assignment, and the renewals that keep
+//! them alive.
 //!
-//! Each round (every heartbeat, and whenever a bucket changes): announce this node, renew the
-//! leases that are due, drop those that are lost, hand over those the assignment now gives to
-//! another member, and take those it gives to this node that nobody holds. Taking a lease is a
-//! create on its key; the revision it returns is the fencing token, claimed in the ledger before
-//! the partition is opened. Handing over is close (stop taking, answer what was taken), then a
-//! delete on the lease's revision, which wakes the next owner through its watch.
+//! Each round (every heartbeat, and whenever a bucket changes): announce this node, hand over
+//! the partitions the assignment now gives to another member, and take those it gives to this
+//! node that nobody holds. Taking a lease is a create on its key; the partition is then claimed
+//! in the ledger, which hands out its fencing token, and only then opened. Handing over is
+//! close (stop taking, answer what was taken), then a delete on the lease's revision, which
+//! wakes the next owner through its watch.
+//!
+//! Renewals run on a task of their own ([`renew`]), so a slow handover or claim in a round
+//! never lets this node's other leases lapse; a lease that could not be renewed in time, or
+//! that another node has taken, is closed at once without handing over (the ledger fences
+//! whatever this node still posts under it).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv::{CreateErrorKind, Store, UpdateErrorKind};
@@ -23,10 +29,13 @@ use super::{ClusterError, ClusterSettings, ClusterView, Identity, LeaseView, Mem
 use crate::assignment;
 use crate::bus::Intake;
 use crate::metrics::Metrics;
-use wasmpay_ledger::{Ledger, LedgerError};
+use wasmpay_ledger::Ledger;
 
 const MEMBERS: &str = "wasmpay_members";
 const LEASES: &str = "wasmpay_leases";
+/// How long claiming partitions in the ledger may take (PostgreSQL waits for an old owner's
+/// batch holding a partition's fence row, up to its 2 s lock timeout).
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A member's record in `wasmpay_members`, under its node name.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -41,7 +50,10 @@ struct Member {
 struct Lease {
     node: String,
     ledger: String,
-    /// The fencing token, known from the first renewal on (a create cannot know its revision).
+    /// The holder's partition count: a lease key means one partition only among nodes that
+    /// partition alike.
+    partitions: u32,
+    /// The fencing token the ledger handed out, known from the first renewal on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token: Option<u64>,
     /// Durable mode: stored payments not yet delivered to the owner, as of the last renewal.
@@ -52,16 +64,57 @@ struct Lease {
 /// A lease this node holds.
 #[derive(Clone, Copy, Debug)]
 struct Held {
-    /// The revision it was taken at: its fencing token.
+    /// The partition's fencing token, from the ledger's claim.
     token: u64,
-    /// Its latest revision, which the next renewal must match.
+    /// The bus's number for this opening of the partition.
+    opening: u64,
+    /// The lease's latest revision, which the next renewal must match.
     revision: u64,
-    /// When it was last renewed (or taken).
+    /// When the request that last renewed (or took) it was sent: the lease ends a TTL later
+    /// at the latest.
     renewed: Instant,
+}
+
+/// The leases this node holds, shared by the rounds and the renewals. Its lock is never held
+/// across an await; `renewing` is held while a renewal is in flight, so a release never races
+/// a renewal for the lease's revision.
+#[derive(Clone, Debug, Default)]
+struct Holdings {
+    held: Arc<Mutex<BTreeMap<u32, Held>>>,
+    renewing: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Holdings {
+    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<u32, Held>) -> T) -> T {
+        f(&mut self.held.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn partitions(&self) -> BTreeSet<u32> {
+        self.with(|held| held.keys().copied().collect())
+    }
 }
 
 fn lease_key(partition: u32) -> String {
     format!("partition.{partition}")
+}
+
+/// What a lease's value says about its holder.
+#[derive(Clone, Debug)]
+struct LeaseValue {
+    identity: Identity,
+}
+
+impl LeaseValue {
+    fn of(&self, token: Option<u64>, lag: Option<u64>) -> bytes::Bytes {
+        let lease = Lease {
+            node: self.identity.node.clone(),
+            ledger: self.identity.ledger.clone(),
+            partitions: self.identity.partitions,
+            token,
+            lag,
+        };
+        serde_json::to_vec(&lease).unwrap_or_default().into()
+    }
 }
 
 /// The state of the rounds.
@@ -75,26 +128,27 @@ pub(super) struct Owner {
     leases: Store,
     member_table: Table,
     lease_table: Table,
-    watches: Vec<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
     changed: Arc<Notify>,
     intake: Intake,
     ledger: Ledger,
     metrics: Arc<Metrics>,
     views: Views,
-    held: BTreeMap<u32, Held>,
+    holdings: Holdings,
     heartbeat_at: Option<Instant>,
-    /// Partitions reported as held by a node on another ledger, so each is said once.
+    /// Partitions reported as held by a node on another ledger (or partitioning), so each is
+    /// said once.
     foreign: BTreeSet<u32>,
 }
 
 impl std::fmt::Debug for Owner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Owner").field("node", &self.identity.node).field("held", &self.held).finish_non_exhaustive()
+        f.debug_struct("Owner").field("node", &self.identity.node).finish_non_exhaustive()
     }
 }
 
 impl Owner {
-    /// Opens (or creates) the buckets and starts watching them.
+    /// Opens (or creates) the buckets, starts watching them and renewing what this node holds.
     pub(super) async fn start(
         client: async_nats::Client,
         identity: Identity,
@@ -114,6 +168,15 @@ impl Owner {
         let changed = Arc::new(Notify::new());
         let (member_table, member_watch) = Table::watch(members.clone(), changed.clone());
         let (lease_table, lease_watch) = Table::watch(leases.clone(), changed.clone());
+        let holdings = Holdings::default();
+        let renewals = tokio::spawn(renew(
+            leases.clone(),
+            holdings.clone(),
+            LeaseValue { identity: identity.clone() },
+            intake.clone(),
+            metrics.clone(),
+            ttl,
+        ));
         Ok(Owner {
             client,
             identity,
@@ -123,13 +186,13 @@ impl Owner {
             leases,
             member_table,
             lease_table,
-            watches: vec![member_watch, lease_watch],
+            tasks: vec![member_watch, lease_watch, renewals],
             changed,
             intake,
             ledger,
             metrics,
             views,
-            held: BTreeMap::new(),
+            holdings,
             heartbeat_at: None,
             foreign: BTreeSet::new(),
         })
@@ -148,21 +211,21 @@ impl Owner {
         self.leave().await;
     }
 
-    /// One round: announce, renew, drop the lost, hand over, take.
+    /// One round: announce, hand over, take.
     pub(super) async fn round(&mut self) {
         self.announce().await;
-        self.renew().await;
         let assigned = self.assignment();
         let mine: BTreeSet<u32> = assigned
             .iter()
             .filter(|(_, member)| member.as_deref() == Some(self.identity.node.as_str()))
             .map(|(partition, _)| *partition)
             .collect();
-        let leaving: Vec<u32> = self.held.keys().copied().filter(|partition| !mine.contains(partition)).collect();
+        let held = self.holdings.partitions();
+        let leaving: Vec<u32> = held.iter().copied().filter(|partition| !mine.contains(partition)).collect();
         if !leaving.is_empty() {
             self.hand_over(&leaving).await;
         }
-        let wanted: Vec<u32> = mine.iter().copied().filter(|partition| !self.held.contains_key(partition)).collect();
+        let wanted: Vec<u32> = mine.iter().copied().filter(|partition| !held.contains(partition)).collect();
         if !wanted.is_empty() {
             self.take(&wanted).await;
         }
@@ -187,63 +250,8 @@ impl Owner {
         }
     }
 
-    /// Renews every lease last renewed a third of the TTL ago. A lease whose revision moved
-    /// belongs to another node now; one not renewed for nearly a TTL (NATS unreachable) may have
-    /// expired on the server: both are closed at once, without handing over (the ledger fences
-    /// whatever this node still posts under them).
-    async fn renew(&mut self) {
-        let due: Vec<(u32, Held)> = self
-            .held
-            .iter()
-            .filter(|(_, held)| held.renewed.elapsed() >= self.ttl / 3)
-            .map(|(partition, held)| (*partition, *held))
-            .collect();
-        let lags = self.intake.lags().await;
-        let renewals = due.iter().map(|(partition, held)| {
-            let (leases, value) = (&self.leases, self.lease_value(Some(held.token), lags.get(partition).copied()));
-            async move {
-                let sent = Instant::now();
-                let renewed =
-                    tokio::time::timeout(REQUEST_TIMEOUT, leases.update(lease_key(*partition), value, held.revision))
-                        .await;
-                (*partition, sent, renewed)
-            }
-        });
-        let mut lost = Vec::new();
-        for (partition, sent, renewed) in join_all(renewals).await {
-            let Some(held) = self.held.get_mut(&partition) else { continue };
-            match renewed {
-                Ok(Ok(revision)) => (held.revision, held.renewed) = (revision, sent),
-                Ok(Err(error)) if error.kind() == UpdateErrorKind::WrongLastRevision => {
-                    self.metrics.lease_renewal_failures.fetch_add(1, Ordering::Relaxed);
-                    lost.push(partition);
-                }
-                failed => {
-                    self.metrics.lease_renewal_failures.fetch_add(1, Ordering::Relaxed);
-                    let error = match failed {
-                        Ok(Err(error)) => error.to_string(),
-                        _ => format!("no answer within {REQUEST_TIMEOUT:?}"),
-                    };
-                    if held.renewed.elapsed() + self.heartbeat >= self.ttl {
-                        tracing::warn!(partition, %error, "could not renew the lease before it expires");
-                        lost.push(partition);
-                    } else {
-                        tracing::warn!(partition, %error, "could not renew the lease; trying again");
-                    }
-                }
-            }
-        }
-        if !lost.is_empty() {
-            tracing::warn!(partitions = ?lost, "leases lost (expired or taken over); closing their partitions");
-            join_all(lost.iter().map(|partition| self.intake.close(*partition))).await;
-            for partition in lost {
-                self.held.remove(&partition);
-            }
-        }
-    }
-
     /// Every partition's member by rendezvous hashing over the live members on this node's
-    /// ledger, this node included.
+    /// ledger and partitioning, this node included.
     fn assignment(&self) -> BTreeMap<u32, Option<String>> {
         let live = self.member_table.live(self.ttl);
         let mut names: Vec<String> = live
@@ -264,73 +272,58 @@ impl Owner {
             .collect()
     }
 
-    /// Hands `partitions` over: stops taking them and answers what they took, then releases
-    /// their leases so the next owner starts at once.
+    /// Hands `partitions` over: stops taking them and answers what they took (renewing their
+    /// leases meanwhile), then releases the leases so the next owner starts at once. A
+    /// partition whose worker did not answer everything in time is not released: its lease
+    /// expires instead, and the ledger fences what this node still posts.
     async fn hand_over(&mut self, partitions: &[u32]) {
-        join_all(partitions.iter().map(|partition| self.intake.close(*partition))).await;
-        let releases =
-            partitions.iter().filter_map(|partition| self.held.remove(partition).map(|held| (*partition, held)));
-        let releases: Vec<(u32, Held)> = releases.collect();
+        let closed = join_all(partitions.iter().map(|partition| self.intake.close(*partition))).await;
+        let releases: Vec<(u32, Held, bool)> = {
+            let _no_renewal_in_flight = self.holdings.renewing.lock().await;
+            self.holdings.with(|held| {
+                partitions
+                    .iter()
+                    .zip(closed)
+                    .filter_map(|(partition, answered)| Some((*partition, held.remove(partition)?, answered)))
+                    .collect()
+            })
+        };
         let leases = &self.leases;
-        join_all(releases.iter().map(|(partition, held)| async move {
-            let released = tokio::time::timeout(
-                REQUEST_TIMEOUT,
-                leases.delete_expect_revision(lease_key(*partition), Some(held.revision)),
-            )
-            .await;
-            if !matches!(released, Ok(Ok(()))) {
+        join_all(releases.iter().filter(|(_, _, answered)| *answered).map(|(partition, held, _)| async move {
+            let release = leases.delete_expect_revision(lease_key(*partition), Some(held.revision));
+            if !matches!(tokio::time::timeout(REQUEST_TIMEOUT, release).await, Ok(Ok(()))) {
                 tracing::warn!(partition, "could not release the lease; it will expire instead");
             }
         }))
         .await;
-        self.metrics.handoffs.fetch_add(u64::try_from(partitions.len()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.metrics.handoffs.fetch_add(u64::try_from(releases.len()).unwrap_or(u64::MAX), Ordering::Relaxed);
         tracing::info!(?partitions, "handed partitions over");
     }
 
-    /// Takes the leases of `partitions` that nobody holds, claims them in the ledger, and
-    /// opens them.
+    /// Takes the leases of `partitions` that nobody holds, claims them in the ledger (which
+    /// hands out their fencing tokens), and opens them.
     async fn take(&mut self, partitions: &[u32]) {
-        let holders = self.lease_table.live(self.ttl);
-        let mut free = Vec::new();
-        let mut foreign: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        for partition in partitions {
-            match holders.get(&lease_key(*partition)).and_then(|seen| serde_json::from_slice::<Lease>(&seen.value).ok())
-            {
-                Some(lease) if lease.ledger != self.identity.ledger => {
-                    if self.foreign.insert(*partition) {
-                        foreign.entry(lease.node).or_default().push(*partition);
-                    }
-                }
-                // Held (by another member handing it over, or by a dead one until it expires).
-                Some(_) => {}
-                None => free.push(*partition),
-            }
-        }
-        for (holder, partitions) in foreign {
-            tracing::error!(
-                %holder,
-                ?partitions,
-                "partitions are held by a node that writes another ledger: this node cannot serve them \
-                 (nodes share partitions only on one ledger; a SQLite node is a cluster of one)"
-            );
-        }
+        let free = self.free(partitions);
         if free.is_empty() {
             return;
         }
-        let value = self.lease_value(None, None);
+        let value = LeaseValue { identity: self.identity.clone() }.of(None, None);
         let leases = &self.leases;
         let attempts = join_all(free.iter().map(|partition| {
             let value = value.clone();
             async move {
+                let sent = Instant::now();
                 let created = tokio::time::timeout(REQUEST_TIMEOUT, leases.create(lease_key(*partition), value)).await;
-                (*partition, Instant::now(), created)
+                (*partition, sent, created)
             }
         }))
         .await;
-        let mut taken = Vec::new();
-        for (partition, at, created) in attempts {
+        let mut taken: BTreeMap<u32, (u64, Instant)> = BTreeMap::new();
+        for (partition, sent, created) in attempts {
             match created {
-                Ok(Ok(revision)) => taken.push((partition, Held { token: revision, revision, renewed: at })),
+                Ok(Ok(revision)) => {
+                    taken.insert(partition, (revision, sent));
+                }
                 Ok(Err(error)) if error.kind() == CreateErrorKind::AlreadyExists => {}
                 Ok(Err(error)) => tracing::warn!(partition, %error, "could not take the lease"),
                 Err(_) => tracing::warn!(partition, "could not take the lease within {REQUEST_TIMEOUT:?}"),
@@ -339,65 +332,103 @@ impl Owner {
         if taken.is_empty() {
             return;
         }
-        let claims: Vec<(u32, u64)> = taken.iter().map(|(partition, held)| (*partition, held.token)).collect();
-        if let Err(error) = self.ledger.claim(&claims).await {
-            match &error {
-                LedgerError::Fenced(newer) => tracing::error!(
-                    partitions = ?newer,
-                    "the ledger has seen newer lease tokens than the lease bucket hands out: was the bucket deleted? \
-                     These partitions cannot be served until it is mended (docs/cluster.md)"
-                ),
-                _ => tracing::warn!(%error, "could not claim the partitions in the ledger; releasing their leases"),
+        let partitions: Vec<u32> = taken.keys().copied().collect();
+        let tokens = match tokio::time::timeout(CLAIM_TIMEOUT, self.ledger.claim(&partitions)).await {
+            Ok(Ok(tokens)) => tokens,
+            failed => {
+                let error = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => format!("no answer within {CLAIM_TIMEOUT:?}"),
+                };
+                tracing::warn!(%error, "could not claim the partitions in the ledger; releasing their leases");
+                self.release(&taken).await;
+                return;
             }
-            self.held.extend(taken.iter().copied());
-            let partitions: Vec<u32> = taken.iter().map(|(partition, _)| *partition).collect();
-            self.release(&partitions).await;
-            return;
-        }
-        let opened = join_all(taken.iter().map(|(partition, held)| {
+        };
+        let opened = join_all(tokens.iter().map(|(partition, token)| {
             let intake = &self.intake;
-            async move { (*partition, intake.open(*partition, held.token).await) }
+            async move { (*partition, intake.open(*partition, *token).await) }
         }))
         .await;
-        let mut failed = Vec::new();
-        for ((partition, held), (_, result)) in taken.into_iter().zip(opened) {
-            self.held.insert(partition, held);
-            self.foreign.remove(&partition);
-            if let Err(error) = result {
-                tracing::warn!(partition, %error, "could not subscribe to the partition; releasing its lease");
-                failed.push(partition);
+        let mut failed = BTreeMap::new();
+        for (partition, result) in opened {
+            let (Some(token), Some((revision, renewed))) = (tokens.get(&partition), taken.get(&partition)) else {
+                continue;
+            };
+            match result {
+                Ok(opening) => {
+                    // Due for renewal at once, so the lease's value shows the token soon.
+                    let renewed = renewed.checked_sub(self.ttl / 3).unwrap_or(*renewed);
+                    let held = Held { token: *token, opening, revision: *revision, renewed };
+                    self.holdings.with(|holdings| holdings.insert(partition, held));
+                    self.foreign.remove(&partition);
+                }
+                Err(error) => {
+                    tracing::warn!(partition, %error, "could not open the partition; releasing its lease");
+                    failed.insert(partition, (*revision, *renewed));
+                }
             }
         }
         if !failed.is_empty() {
             self.release(&failed).await;
         }
-        tracing::info!(partitions = ?claims.iter().map(|(partition, _)| *partition).collect::<Vec<_>>(), "took partitions");
+        tracing::info!(partitions = ?tokens.keys().collect::<Vec<_>>(), "took partitions");
     }
 
-    /// Releases leases without handing over (nothing was taken under them).
-    async fn release(&mut self, partitions: &[u32]) {
+    /// Those of `partitions` whose lease nobody holds, as far as this node has seen; says once
+    /// which are held by a node that writes another ledger or partitions differently.
+    fn free(&mut self, partitions: &[u32]) -> Vec<u32> {
+        let holders = self.lease_table.live(self.ttl);
+        let mut free = Vec::new();
+        let mut foreign: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         for partition in partitions {
-            if let Some(held) = self.held.remove(partition) {
-                let release = self.leases.delete_expect_revision(lease_key(*partition), Some(held.revision));
-                let _ = tokio::time::timeout(REQUEST_TIMEOUT, release).await;
+            let lease = holders.get(&lease_key(*partition));
+            match lease.map(|seen| serde_json::from_slice::<Lease>(&seen.value)) {
+                None => free.push(*partition),
+                Some(Ok(lease))
+                    if lease.ledger == self.identity.ledger && lease.partitions == self.identity.partitions => {}
+                Some(lease) => {
+                    if self.foreign.insert(*partition) {
+                        let holder = lease.map_or_else(|_| "(unreadable lease)".to_owned(), |lease| lease.node);
+                        foreign.entry(holder).or_default().push(*partition);
+                    }
+                }
             }
+        }
+        for (holder, partitions) in foreign {
+            tracing::error!(
+                %holder,
+                ?partitions,
+                "partitions are held by a node that writes another ledger or partitions differently: this node \
+                 cannot serve them (nodes share partitions only on one ledger; a SQLite node is a cluster of one)"
+            );
+        }
+        free
+    }
+
+    /// Releases leases that were taken but never served.
+    async fn release(&self, taken: &BTreeMap<u32, (u64, Instant)>) {
+        for (partition, (revision, _)) in taken {
+            let release = self.leases.delete_expect_revision(lease_key(*partition), Some(*revision));
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, release).await;
         }
     }
 
-    /// Hands every partition over and withdraws the membership.
+    /// Withdraws the membership (so the others stop assigning partitions to this node), then
+    /// hands every partition over.
     async fn leave(mut self) {
-        let partitions: Vec<u32> = self.held.keys().copied().collect();
+        let partitions: Vec<u32> = self.holdings.partitions().into_iter().collect();
         if self.connected() {
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, self.members.delete(&self.identity.node)).await;
             if !partitions.is_empty() {
                 self.hand_over(&partitions).await;
             }
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, self.members.delete(&self.identity.node)).await;
         } else {
             // Nothing can be released without the server: the leases and the membership expire.
             join_all(partitions.iter().map(|partition| self.intake.close(*partition))).await;
         }
-        for watch in &self.watches {
-            watch.abort();
+        for task in &self.tasks {
+            task.abort();
         }
         self.metrics.partitions_owned.store(0, Ordering::Relaxed);
         tracing::info!("left the cluster");
@@ -405,11 +436,6 @@ impl Owner {
 
     fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
-    }
-
-    fn lease_value(&self, token: Option<u64>, lag: Option<u64>) -> bytes::Bytes {
-        let lease = Lease { node: self.identity.node.clone(), ledger: self.identity.ledger.clone(), token, lag };
-        serde_json::to_vec(&lease).unwrap_or_default().into()
     }
 
     fn publish_view(&self, assigned: &BTreeMap<u32, Option<String>>) {
@@ -425,23 +451,20 @@ impl Owner {
             .into_values()
             .collect();
         let holders: HashMap<String, buckets::Seen> = self.lease_table.live(self.ttl);
+        let held = self.holdings.with(|held| held.clone());
         let leases = assigned
             .iter()
             .map(|(partition, member)| {
-                let seen = holders.get(&lease_key(*partition));
-                let lease =
-                    seen.and_then(|seen| Some((serde_json::from_slice::<Lease>(&seen.value).ok()?, seen.revision)));
-                // A lease not renewed yet has no token in its value: its revision is its token.
-                let token = match self.held.get(partition) {
-                    Some(held) => Some(held.token),
-                    None => lease.as_ref().map(|(lease, revision)| lease.token.unwrap_or(*revision)),
-                };
-                let lag = lease.as_ref().and_then(|(lease, _)| lease.lag);
-                let owner = lease.map(|(lease, _)| lease.node);
+                let lease = holders
+                    .get(&lease_key(*partition))
+                    .and_then(|seen| serde_json::from_slice::<Lease>(&seen.value).ok());
+                let token = held.get(partition).map(|held| held.token).or(lease.as_ref().and_then(|lease| lease.token));
+                let lag = lease.as_ref().and_then(|lease| lease.lag);
+                let owner = lease.map(|lease| lease.node);
                 LeaseView { partition: *partition, assigned: member.clone(), owner, token, lag }
             })
             .collect();
-        let owned: Vec<u32> = self.held.keys().copied().collect();
+        let owned: Vec<u32> = held.keys().copied().collect();
         self.metrics.partitions_owned.store(u64::try_from(owned.len()).unwrap_or(u64::MAX), Ordering::Relaxed);
         self.views.set(ClusterView {
             node: self.identity.node.clone(),
@@ -452,5 +475,80 @@ impl Owner {
             leases,
             owned,
         });
+    }
+}
+
+/// Renews, every sixth of the TTL, each lease last renewed a third of the TTL ago. A lease
+/// whose revision moved belongs to another node now; one that could not be renewed for nearly
+/// a TTL (NATS unreachable) may have expired on the server: both are dropped and their
+/// partitions closed at once.
+async fn renew(
+    leases: Store,
+    holdings: Holdings,
+    value: LeaseValue,
+    intake: Intake,
+    metrics: Arc<Metrics>,
+    ttl: Duration,
+) {
+    loop {
+        tokio::time::sleep(ttl / 6).await;
+        let renewing = holdings.renewing.lock().await;
+        let due: Vec<(u32, Held)> = holdings.with(|held| {
+            held.iter().filter(|(_, held)| held.renewed.elapsed() >= ttl / 3).map(|(p, held)| (*p, *held)).collect()
+        });
+        if due.is_empty() {
+            continue;
+        }
+        let lags = intake.lags().await;
+        let renewals = due.iter().map(|(partition, held)| {
+            let (leases, value) = (&leases, value.of(Some(held.token), lags.get(partition).copied()));
+            async move {
+                let sent = Instant::now();
+                let renewed =
+                    tokio::time::timeout(REQUEST_TIMEOUT, leases.update(lease_key(*partition), value, held.revision))
+                        .await;
+                (*partition, sent, renewed)
+            }
+        });
+        let results = join_all(renewals).await;
+        let lost: Vec<(u32, u64)> = holdings.with(|held| {
+            let mut lost = Vec::new();
+            for (partition, sent, renewed) in results {
+                let Some(lease) = held.get_mut(&partition) else { continue };
+                match renewed {
+                    Ok(Ok(revision)) => (lease.revision, lease.renewed) = (revision, sent),
+                    Ok(Err(error)) if error.kind() == UpdateErrorKind::WrongLastRevision => {
+                        metrics.lease_renewal_failures.fetch_add(1, Ordering::Relaxed);
+                        lost.push((partition, lease.opening));
+                    }
+                    failed => {
+                        metrics.lease_renewal_failures.fetch_add(1, Ordering::Relaxed);
+                        let error = match failed {
+                            Ok(Err(error)) => error.to_string(),
+                            _ => format!("no answer within {REQUEST_TIMEOUT:?}"),
+                        };
+                        tracing::warn!(partition, %error, "could not renew the lease");
+                        if lease.renewed.elapsed() + ttl / 6 >= ttl {
+                            lost.push((partition, lease.opening));
+                        }
+                    }
+                }
+            }
+            for (partition, _) in &lost {
+                held.remove(partition);
+            }
+            lost
+        });
+        drop(renewing);
+        if !lost.is_empty() {
+            let partitions: Vec<u32> = lost.iter().map(|(partition, _)| *partition).collect();
+            tracing::warn!(?partitions, "leases lost (expired, or taken over); closing their partitions");
+            // Closed on tasks of their own, so the next renewals are not held up; by opening,
+            // so a partition this node has taken again meanwhile stays open.
+            for (partition, opening) in lost {
+                let intake = intake.clone();
+                tokio::spawn(async move { intake.close_opening(partition, opening).await });
+            }
+        }
     }
 }
