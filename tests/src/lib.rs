@@ -23,7 +23,7 @@ use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
 
 mod nats;
 
-pub use nats::{NatsServer, NatsServerError, answers};
+pub use nats::{NatsCluster, NatsServer, NatsServerError, answers};
 
 /// The admin token of every test node.
 pub const TOKEN: &str = "test-admin-token";

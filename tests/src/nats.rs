@@ -15,8 +15,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct NatsServer {
     child: Child,
     port: u16,
-    /// JetStream's store (the cluster's buckets), removed with the server.
-    _store: tempfile::TempDir,
+    /// JetStream's store (the cluster's buckets), removed with the server unless a
+    /// [`NatsCluster`] keeps it for a restart.
+    _store: Option<tempfile::TempDir>,
 }
 
 /// The server could not be started.
@@ -36,20 +37,34 @@ impl NatsServer {
     pub fn start(config: Option<&Path>) -> Result<NatsServer, NatsServerError> {
         let port = free_port().map_err(|error| NatsServerError::Start(error.to_string()))?;
         let store = tempfile::tempdir().map_err(|error| NatsServerError::Start(error.to_string()))?;
+        let mut extra = Vec::new();
+        if let Some(config) = config {
+            extra.extend(["-c".to_owned(), config.display().to_string()]);
+        }
+        let directory = store.path().to_owned();
+        NatsServer::launch(port, &directory, Some(store), &extra)
+    }
+
+    /// Starts a server on `port` with JetStream stored in `directory` (removed with the server
+    /// if `owned`) and `extra` arguments.
+    fn launch(
+        port: u16,
+        directory: &Path,
+        owned: Option<tempfile::TempDir>,
+        extra: &[String],
+    ) -> Result<NatsServer, NatsServerError> {
         let mut command = Command::new("nats-server");
         command
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store.path())
+            .arg(directory)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if let Some(config) = config {
-            command.arg("-c").arg(config);
-        }
         let child = command.spawn().map_err(|error| match error.kind() {
             std::io::ErrorKind::NotFound => NatsServerError::NotInstalled(error),
             _ => NatsServerError::Start(error.to_string()),
         })?;
-        let mut server = NatsServer { child, port, _store: store };
+        let mut server = NatsServer { child, port, _store: owned };
         let started = Instant::now();
         while !answers(server.address()) {
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -87,4 +102,70 @@ pub fn answers(address: SocketAddr) -> bool {
 
 fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+}
+
+/// Three `nats-server` processes routed into one JetStream cluster, each with its own store;
+/// a server can be stopped and started again on the same port and store, as an operator
+/// restarts one.
+#[derive(Debug)]
+pub struct NatsCluster {
+    servers: Vec<Option<NatsServer>>,
+    ports: Vec<u16>,
+    /// Each server's arguments beyond port and store.
+    arguments: Vec<Vec<String>>,
+    stores: Vec<std::path::PathBuf>,
+    _stores: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Starts three routed servers.
+    pub fn start() -> Result<NatsCluster, NatsServerError> {
+        let failed = |error: std::io::Error| NatsServerError::Start(error.to_string());
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_, _>>().map_err(failed)?;
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_, _>>().map_err(failed)?;
+        let all_routes = routes.iter().map(|port| format!("nats://127.0.0.1:{port}")).collect::<Vec<_>>().join(",");
+        let stores = tempfile::tempdir().map_err(failed)?;
+        let mut cluster =
+            NatsCluster { servers: Vec::new(), ports, arguments: Vec::new(), stores: Vec::new(), _stores: stores };
+        for (index, route) in routes.iter().enumerate() {
+            cluster.arguments.push(vec![
+                "-n".to_owned(),
+                format!("s{index}"),
+                "--cluster_name".to_owned(),
+                "wasmpay-test".to_owned(),
+                "--cluster".to_owned(),
+                format!("nats://127.0.0.1:{route}"),
+                "--routes".to_owned(),
+                all_routes.clone(),
+            ]);
+            let store = cluster._stores.path().join(format!("s{index}"));
+            std::fs::create_dir_all(&store).map_err(failed)?;
+            cluster.stores.push(store);
+            cluster.servers.push(None);
+            cluster.start_server(index)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Every server's URL, comma-separated (a client tries them in turn).
+    pub fn urls(&self) -> String {
+        self.ports.iter().map(|port| format!("nats://127.0.0.1:{port}")).collect::<Vec<_>>().join(",")
+    }
+
+    /// Server `index`'s URL.
+    pub fn url(&self, index: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.ports[index])
+    }
+
+    /// Kills server `index` (its store stays).
+    pub fn stop_server(&mut self, index: usize) {
+        self.servers[index] = None;
+    }
+
+    /// Starts server `index` again on its port and store.
+    pub fn start_server(&mut self, index: usize) -> Result<(), NatsServerError> {
+        let server = NatsServer::launch(self.ports[index], &self.stores[index], None, &self.arguments[index])?;
+        self.servers[index] = Some(server);
+        Ok(())
+    }
 }

@@ -21,7 +21,7 @@ use wasmpay_protocol::routing::{DEFAULT_PARTITIONS, Partitioner};
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
 pub struct NodeSettings {
-    /// NATS server URL.
+    /// NATS server URL, or several (a cluster's servers) separated by commas.
     pub nats_url: String,
     /// Ledger database URL.
     pub database_url: String,
@@ -147,11 +147,20 @@ impl Node {
         let plugin_host = Arc::new(PluginHost::new(runtime, pipelines));
         let observer: Arc<dyn CommitObserver> = metrics.clone();
         let ledger = Ledger::open_with(&settings.database_url, settings.config.ledger, Some(observer)).await?;
+        let connect_failed = |message: String| NodeError::Connect { url: settings.nats_url.clone(), message };
+        // A NATS cluster is given as its servers' URLs, comma-separated: the client fails over
+        // between them.
+        let servers = settings
+            .nats_url
+            .split(',')
+            .map(|url| url.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| connect_failed(error.to_string()))?;
         let client = async_nats::ConnectOptions::new()
             .name(format!("wasmpay {}", settings.node_id))
-            .connect(&settings.nats_url)
+            .connect(servers)
             .await
-            .map_err(|error| NodeError::Connect { url: settings.nats_url.clone(), message: error.to_string() })?;
+            .map_err(|error| connect_failed(error.to_string()))?;
         let processor = Arc::new(Processor::new(ledger.clone(), plugin_host.clone(), partitioner, metrics.clone()));
         let (shutdown, shutdown_signal) = watch::channel(false);
         let (failed, failure) = watch::channel(None);

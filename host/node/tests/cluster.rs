@@ -19,7 +19,7 @@ use wasmpay_ledger::{Ledger, NewAccount};
 use wasmpay_protocol::money::MinorUnits;
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
 use wasmpay_protocol::{Reply, Status};
-use wasmpay_tests::{Backend, NatsServer, card};
+use wasmpay_tests::{Backend, NatsCluster, NatsServer, card};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_wasmpay");
 const TOKEN: &str = "cluster-secret";
@@ -47,15 +47,15 @@ impl Drop for Member {
 
 impl Member {
     fn start(nats: &NatsServer, db: &str, name: &str, logs: &Path) -> Member {
-        Member::start_with(nats, db, name, logs, &[])
+        Member::start_with(&nats.url(), db, name, logs, &[])
     }
 
-    fn start_with(nats: &NatsServer, db: &str, name: &str, logs: &Path, extra: &[&str]) -> Member {
+    fn start_with(nats: &str, db: &str, name: &str, logs: &Path, extra: &[&str]) -> Member {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let http = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
         let child = Command::new(BINARY)
-            .args(["serve", "--nats", &nats.url(), "--db", db, "--http", &http, "--node-id", name])
+            .args(["serve", "--nats", nats, "--db", db, "--http", &http, "--node-id", name])
             .args(extra)
             .env("WASMPAY_ADMIN_TOKEN", TOKEN)
             .env("RUST_LOG", "info")
@@ -153,13 +153,13 @@ struct Load {
 }
 
 impl Load {
-    async fn start(nats: &NatsServer, clients: usize) -> Load {
+    async fn start(nats: &str, clients: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let retries = Arc::new(AtomicU64::new(0));
         let partitioner = Partitioner::new(PARTITIONS).unwrap();
         let mut tasks = Vec::new();
         for client_index in 0..clients {
-            let client = async_nats::connect(nats.url()).await.unwrap();
+            let client = connect(nats).await;
             let (stop, retries) = (stop.clone(), retries.clone());
             tasks.push(tokio::spawn(async move {
                 let mut answered = Vec::new();
@@ -253,7 +253,7 @@ async fn members_join_leave_and_die_under_load_and_no_payment_is_lost_or_doubled
     let (one, two, three) = (start("one"), start("two"), start("three"));
     let settled = converged(&[&one, &two, &three]).await;
     eprintln!("three nodes settled in {settled:?}");
-    let load = Load::start(&nats, 8).await;
+    let load = Load::start(&nats.url(), 8).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let four = start("four");
@@ -389,7 +389,7 @@ async fn durable_payments_survive_a_killed_owner_and_are_posted_once() {
     let config = workdir.path().join("wasmpay.toml");
     std::fs::write(&config, "[delivery]\ndurable = true\n").unwrap();
     let config = config.to_string_lossy().into_owned();
-    let start = |name: &str| Member::start_with(&nats, &db, name, workdir.path(), &["--config", &config]);
+    let start = |name: &str| Member::start_with(&nats.url(), &db, name, workdir.path(), &["--config", &config]);
     let (survivor, victim) = (start("survivor"), start("victim"));
     converged(&[&survivor, &victim]).await;
 
@@ -432,4 +432,70 @@ async fn durable_payments_survive_a_killed_owner_and_are_posted_once() {
     };
     assert_paid_exactly_once(&ledger, &answered).await;
     verify(&db);
+}
+
+/// Three nodes on a three-server NATS cluster (buckets replicated three times) under a steady
+/// load: one NATS server is stopped and started again. The nodes on it reconnect to the others,
+/// every partition has one owner again within the bound, and every payment a client was
+/// answered for is applied exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_restart_loses_no_payment() {
+    let mut nats = NatsCluster::start().expect("a three-server nats cluster");
+    let urls = nats.urls();
+    let client = connect(&urls).await;
+    jetstream_ready(&client).await;
+    let workdir = tempfile::tempdir().unwrap();
+    let db = Backend::Postgres.fresh_database(workdir.path());
+    let ledger = funded_ledger(&db).await;
+    let config = workdir.path().join("wasmpay.toml");
+    std::fs::write(&config, "[cluster]\nreplicas = 3\n").unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let start = |index: usize| {
+        // Each node starts on its own server and knows the others to fail over to.
+        let urls = format!("{},{urls}", nats.url(index));
+        Member::start_with(&urls, &db, &format!("n{index}"), workdir.path(), &["--config", &config])
+    };
+    let members = [start(0), start(1), start(2)];
+    let everyone: Vec<&Member> = members.iter().collect();
+    converged(&everyone).await;
+    let load = Load::start(&urls, 6).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nats.stop_server(1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nats.start_server(1).unwrap();
+    let settled = converged(&everyone).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (answered, retries) = load.finish().await;
+    eprintln!(
+        "NATS server restarted; one owner each {settled:?} after it was back; {} payments, {retries} retries",
+        answered.len()
+    );
+    assert!(answered.len() > 100, "the load paid too little to show anything: {}", answered.len());
+    assert_paid_exactly_once(&ledger, &answered).await;
+    verify(&db);
+}
+
+/// A client of one server, or of a cluster given as comma-separated URLs.
+async fn connect(urls: &str) -> async_nats::Client {
+    let servers: Vec<async_nats::ServerAddr> = urls.split(',').map(|url| url.parse().unwrap()).collect();
+    async_nats::connect(servers).await.unwrap()
+}
+
+/// Waits until the cluster's JetStream can place a stream on all three servers.
+async fn jetstream_ready(client: &async_nats::Client) {
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let started = Instant::now();
+    loop {
+        let probe = async_nats::jetstream::stream::Config {
+            name: "PROBE".to_owned(),
+            subjects: vec!["probe".to_owned()],
+            num_replicas: 3,
+            ..Default::default()
+        };
+        if jetstream.get_or_create_stream(probe).await.is_ok() {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "JetStream did not form a cluster in 30 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

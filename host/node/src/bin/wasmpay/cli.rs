@@ -74,7 +74,7 @@ enum LedgerCommand {
 
 #[derive(Args, Debug)]
 struct ServeArgs {
-    /// NATS server URL.
+    /// NATS server URL, or a cluster's servers separated by commas.
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     nats: String,
     /// Ledger database URL.
