@@ -67,6 +67,40 @@ pub async fn cluster_info(client: &async_nats::Client) -> Result<ClusterInfo, Cl
     })
 }
 
+/// How long [`pay`] keeps retrying one payment: longer than a partition takes to move after
+/// its owner died (a lease TTL, 3 s by default, and a round).
+pub const PAY_RETRY_BOUND: Duration = Duration::from_secs(30);
+/// The pause between two attempts of [`pay`].
+const PAY_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Pays as docs/protocol.md tells a client to: sends `body` on `subject` and, while the answer
+/// is not final, sends the same bytes (the same id) again: no responder (the partition is
+/// between owners), no reply in time, or a reply with status `error` (nothing recorded, e.g.
+/// `unavailable`). The ledger makes the effect exactly-once, so a retry of a payment that was
+/// posted gets its stored reply.
+/// Returns the final reply and how many attempts were retried; gives up after
+/// [`PAY_RETRY_BOUND`] with the last error.
+pub async fn pay(client: &async_nats::Client, subject: &str, body: Bytes) -> Result<(String, u32), ClientError> {
+    let started = std::time::Instant::now();
+    let mut retries = 0;
+    loop {
+        let failure = match request(client, subject, body.clone()).await {
+            Ok(reply) => match serde_json::from_str::<wasmpay_protocol::Reply>(&reply) {
+                Ok(parsed) if parsed.status == wasmpay_protocol::Status::Error => {
+                    ClientError::Failed { target: subject.to_owned(), message: parsed.message }
+                }
+                _ => return Ok((reply, retries)),
+            },
+            Err(error) => error,
+        };
+        if started.elapsed() + PAY_RETRY_PAUSE >= PAY_RETRY_BOUND {
+            return Err(failure);
+        }
+        retries += 1;
+        tokio::time::sleep(PAY_RETRY_PAUSE).await;
+    }
+}
+
 /// One HTTP/1 call with a bearer token and an optional JSON body; the status and body text.
 /// `url` is `http://host:port/path`: the operators' API speaks plain HTTP/1 on a private
 /// address, so one connection per call is all a command line needs.

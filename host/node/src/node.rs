@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
 use crate::bus::{Bus, BusError, BusSettings, Intake, Serving};
-use crate::cluster::{Cluster, ClusterError, Identity, Views};
+use crate::cluster::{Cluster, ClusterError, ClusterView, Identity, Views};
 use crate::config::Config;
 use crate::durable::{Durable, DurableError};
 use crate::metrics::Metrics;
@@ -121,6 +121,7 @@ pub struct Node {
     bus: Serving,
     intake: Intake,
     cluster: Cluster,
+    views: Views,
     http: JoinHandle<()>,
 }
 
@@ -200,9 +201,10 @@ impl Node {
         };
         let cluster_settings = settings.config.cluster;
         let cluster =
-            Cluster::join(client, identity, cluster_settings, intake.clone(), ledger.clone(), metrics, views).await?;
+            Cluster::join(client, identity, cluster_settings, intake.clone(), ledger.clone(), metrics, views.clone())
+                .await?;
         tracing::info!(node = %settings.node_id, %http_address, nats = %settings.nats_url, partitions = settings.partitions, "node ready");
-        Ok(Node { ledger, http_address, shutdown, failure, bus, intake, cluster, http })
+        Ok(Node { ledger, http_address, shutdown, failure, bus, intake, cluster, views, http })
     }
 
     /// Where the HTTP API listens.
@@ -213,6 +215,11 @@ impl Node {
     /// The ledger.
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// The cluster as this node sees it now (`GET /v1/cluster`).
+    pub fn cluster(&self) -> ClusterView {
+        self.views.current()
     }
 
     /// Resolves if the node can no longer serve every partition (a worker died, or the

@@ -53,6 +53,18 @@ fn demo_pays_through_nats_and_the_books_balance() {
     assert!(printed.contains("-> OK"), "{printed}");
 }
 
+/// The cluster demo: three `serve` processes on PostgreSQL, one killed mid-run, and the
+/// clients' view matches the ledger.
+#[test]
+fn the_cluster_demo_kills_a_node_and_loses_and_doubles_nothing() {
+    let output = run(&["demo", "--nodes", "3", "--payments", "150"], "");
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains("killed demo-n3 with SIGKILL"), "{printed}");
+    assert!(printed.contains("lost 0, doubled 0"), "{printed}");
+    assert!(printed.contains("-> OK"), "{printed}");
+}
+
 #[test]
 fn serve_takes_commands_and_stops_cleanly_on_sigterm() {
     let nats = NatsServer::start(None).expect("nats-server");

@@ -188,7 +188,7 @@ impl Load {
 }
 
 /// Pays until the answer is final: no responder (a partition between owners), no reply in
-/// time, or a retryable refusal are retried with the same id.
+/// time, or a reply with status `error` are retried with the same id.
 async fn pay_until_answered(
     client: &async_nats::Client,
     partitioner: &Partitioner,
@@ -204,7 +204,7 @@ async fn pay_until_answered(
         let sent = tokio::time::timeout(Duration::from_secs(2), client.request(subject.clone(), body.clone())).await;
         if let Ok(Ok(message)) = sent {
             let reply: Reply = serde_json::from_slice(&message.payload).unwrap();
-            if !reply.retryable {
+            if reply.status != Status::Error {
                 return reply;
             }
         }

@@ -10,6 +10,7 @@ mod bench;
 mod cli;
 mod demo;
 mod nats;
+mod postgres;
 
 fn main() -> std::process::ExitCode {
     cli::main()

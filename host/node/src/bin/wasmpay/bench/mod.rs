@@ -27,7 +27,6 @@ mod ledger;
 mod load;
 mod pgbench;
 mod plugins;
-mod postgres;
 mod report;
 mod setup;
 
@@ -37,8 +36,8 @@ use anyhow::{Context, anyhow};
 use serde::Serialize;
 
 use crate::nats::PrivateNats;
+use crate::postgres::PgServer;
 use load::Limits;
-use postgres::PgServer;
 use report::{Report, Row, Scenario};
 
 /// Options of `wasmpay bench`.
@@ -103,8 +102,11 @@ impl Backend {
 /// Runs the bench. The PostgreSQL schema is dropped whatever happens to the measurements,
 /// ctrl-c included.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let server =
-        if args.backends.contains(&Backend::Postgres) { Some(PgServer::connect(&args.postgres).await?) } else { None };
+    let server = if args.backends.contains(&Backend::Postgres) {
+        Some(PgServer::connect(&args.postgres, "wasmpay_bench").await?)
+    } else {
+        None
+    };
     let measured = tokio::select! {
         measured = measure_all(&args, server.as_ref()) => measured,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),

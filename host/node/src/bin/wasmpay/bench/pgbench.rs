@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::load::Measured;
-use super::postgres::PgServer;
 use super::report::{Row, Scenario};
 use crate::bench::Backend;
+use crate::postgres::PgServer;
 
 /// The database pgbench owns; created if missing, its tables rebuilt on every run.
 const DATABASE: &str = "wasmpay_pgbench";

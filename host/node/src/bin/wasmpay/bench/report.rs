@@ -6,8 +6,8 @@ use wasmpay::config::Config;
 use wasmpay_ledger::Durability;
 
 use super::load::{Latency, Measured};
-use super::postgres::PgServer;
 use super::{Backend, BenchArgs};
+use crate::postgres::PgServer;
 
 /// What a row measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

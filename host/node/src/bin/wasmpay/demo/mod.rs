@@ -2,6 +2,10 @@
 //! directory; the NATS server on 127.0.0.1:4222 if one answers, else a private one), opens and
 //! funds accounts, pays a few hundred payments over NATS across both built-in methods (some
 //! declined on purpose), replays some, and prints what happened and whether the books balance.
+//! `--nodes N` does the same on a cluster (`cluster`): N `serve` processes on PostgreSQL, one
+//! of which is killed mid-run.
+
+mod cluster;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
@@ -15,7 +19,7 @@ use serde_json::json;
 use wasmpay::client::{ClientError, cluster_info, request};
 use wasmpay::clock;
 use wasmpay::node::{Node, NodeSettings};
-use wasmpay_ledger::{Audit, NewAccount, external_account, fee_account};
+use wasmpay_ledger::{Audit, Ledger, NewAccount, external_account, fee_account};
 use wasmpay_protocol::money::{Currency, MinorUnits};
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
 use wasmpay_protocol::{PROTOCOL_VERSION, Reply};
@@ -34,6 +38,14 @@ pub struct DemoArgs {
     /// Use this NATS server instead of probing 127.0.0.1:4222 (and starting a private one).
     #[arg(long)]
     nats: Option<String>,
+    /// Run a cluster of this many `serve` processes on PostgreSQL (and a private NATS server),
+    /// and kill one of them with SIGKILL a third of the way through.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    nodes: u32,
+    /// The PostgreSQL server of `--nodes` (on this machine): the demo works in a fresh schema
+    /// there and drops it at the end.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres: String,
 }
 
 const CUSTOMERS: u32 = 24;
@@ -45,6 +57,9 @@ const REPLAY_EVERY: u32 = 25;
 
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if args.nodes > 1 {
+        return cluster::run(args).await;
+    }
     let workdir = tempfile::tempdir().context("creating a temporary directory")?;
     let (nats_url, _private_server) = match args.nats {
         Some(url) => (url, None),
@@ -56,14 +71,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         nats_url: nats_url.clone(),
         database_url,
         http_address: SocketAddr::from(([127, 0, 0, 1], 0)),
-        node_id: "demo".into(),
+        node_id: format!("demo-{}", std::process::id()),
         admin_token: Some(format!("demo-{}", std::process::id())),
         ..NodeSettings::new()
     };
     let node = Node::start(settings).await.context("starting the node")?;
     println!("node:    http://{} (metrics at /metrics)", node.http_address());
+    let cluster = node.cluster();
+    if cluster.owned.len() < cluster.partitions as usize {
+        let holders: std::collections::BTreeSet<&str> =
+            cluster.leases.iter().filter_map(|lease| lease.owner.as_deref()).collect();
+        node.shutdown().await;
+        bail!(
+            "another node on {nats_url} holds {} of the {} partitions ({holders:?}): stop it, or run the demo on \
+             a NATS server of its own (--nats)",
+            cluster.partitions as usize - cluster.owned.len(),
+            cluster.partitions
+        );
+    }
     let euro: Currency = "EUR".parse()?;
-    fund_accounts(&node, euro).await?;
+    fund_accounts(node.ledger(), euro).await?;
 
     let client = async_nats::connect(&nats_url).await?;
     let info = cluster_info(&client).await?;
@@ -85,7 +112,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await;
     let (tally, replays) = summarize(&client, partitioner, replies).await?;
     let audit = node.ledger().audit().await?;
-    print_summary(&tally, replays, &audit, &node, euro).await?;
+    print_summary(&tally, replays, &audit, node.ledger(), euro).await?;
     node.shutdown().await;
     if !audit.is_balanced() {
         bail!("the books do not balance: {audit:?}");
@@ -112,12 +139,17 @@ fn customer(index: u32) -> String {
     format!("cust-{index:02}")
 }
 
-async fn fund_accounts(node: &Node, euro: Currency) -> anyhow::Result<()> {
-    let ledger = node.ledger();
+/// What a customer is funded with, in cents: the poor ones get only a little.
+fn funds(customer: &str) -> i64 {
+    let index: u32 = customer.trim_start_matches("cust-").parse().unwrap_or_default();
+    if index < FIRST_POOR_CUSTOMER { 20_000 } else { 1_500 }
+}
+
+async fn fund_accounts(ledger: &Ledger, euro: Currency) -> anyhow::Result<()> {
     let now = clock::ledger_ms();
     for index in 0..CUSTOMERS {
         let id = AccountId::new(customer(index))?;
-        let amount = if index < FIRST_POOR_CUSTOMER { 20_000 } else { 1_500 };
+        let amount = funds(id.as_str());
         let account = ledger.open_account(&NewAccount { id, currency: euro, floor: MinorUnits::ZERO }, now).await?;
         ledger.deposit(&format!("fund-{}", account.id), &account, MinorUnits(amount), now).await?;
     }
@@ -142,6 +174,13 @@ struct Plan {
     body: String,
 }
 
+impl Plan {
+    /// The payment's id.
+    fn id(&self) -> String {
+        format!("demo-{:05}", self.index)
+    }
+}
+
 /// A deterministic mix: mostly good card and wallet payments, and a known share of bad ones.
 fn plan(index: u32) -> Plan {
     let payer = customer(index % CUSTOMERS);
@@ -154,7 +193,8 @@ fn plan(index: u32) -> Plan {
         8 => ("card", 1_000 + spread, json!({"pan": "4242424242424241", "expiry": "12/30"})),
         _ => ("wallet", 60_000, json!({"wallet_id": format!("wal_{:08}", index)})),
     };
-    let body = json!({"version": PROTOCOL_VERSION, "id": format!("demo-{index:05}"), "payer": payer, "payee": payee,
+    let id = format!("demo-{index:05}");
+    let body = json!({"version": PROTOCOL_VERSION, "id": id, "payer": payer, "payee": payee,
                       "amount": amount, "currency": "EUR", "method": method, "details": details});
     Plan {
         index,
@@ -190,7 +230,7 @@ async fn print_summary(
     tally: &BTreeMap<String, u32>,
     (replays, identical): (u32, u32),
     audit: &Audit,
-    node: &Node,
+    ledger: &Ledger,
     euro: Currency,
 ) -> anyhow::Result<()> {
     println!("{:<58} {:>6}", "outcome (status code (plugin reason))", "count");
@@ -201,7 +241,6 @@ async fn print_summary(
     println!("{}", "-".repeat(65));
     println!("{:<58} {:>6}", "total", tally.values().sum::<u32>());
     println!("idempotent replays: {identical}/{replays} returned the identical reply\n");
-    let ledger = node.ledger();
     let balance = |id: AccountId| async move { ledger.account(&id).await.map(|a| a.map_or(0, |a| a.balance.0)) };
     let mut customers = 0_i64;
     for index in 0..CUSTOMERS {

@@ -1,6 +1,6 @@
-//! The PostgreSQL server the bench uses: a fresh schema per run (so the ledger starts empty
-//! and nothing of an earlier run is measured), dropped at the end; the facts the table
-//! states about the server; and the database pgbench initialises.
+//! A PostgreSQL server on this machine for `bench` and `demo --nodes`: a fresh schema per run
+//! (so the ledger starts empty and nothing of an earlier run is counted), dropped at the end;
+//! the facts the bench's table states about the server; and the database pgbench initialises.
 
 use std::time::Duration;
 
@@ -25,12 +25,12 @@ pub struct PgServer {
 }
 
 impl PgServer {
-    /// Connects to the server at `url`, which must be on this machine: the bench loads
-    /// 127.0.0.1 only.
-    pub async fn connect(url: &str) -> anyhow::Result<PgServer> {
+    /// Connects to the server at `url`, which must be on this machine (the bench and the demo
+    /// load 127.0.0.1 only), with a scratch schema named `<prefix>_<pid>_<seconds>`.
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<PgServer> {
         let options: PgConnectOptions = url.parse().with_context(|| format!("reading the PostgreSQL URL {url}"))?;
         if !matches!(options.get_host(), "127.0.0.1" | "localhost" | "::1") && options.get_socket().is_none() {
-            bail!("--postgres must name a server on 127.0.0.1, not {}", options.get_host());
+            bail!("the PostgreSQL server must be on 127.0.0.1, not {}", options.get_host());
         }
         let admin = PgPoolOptions::new()
             .max_connections(1)
@@ -43,7 +43,7 @@ impl PgServer {
                 .fetch_one(&admin)
                 .await?;
         let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let schema = format!("wasmpay_bench_{}_{}", std::process::id(), since_epoch.as_secs());
+        let schema = format!("{prefix}_{}_{}", std::process::id(), since_epoch.as_secs());
         Ok(PgServer { admin, options, url: url.to_owned(), schema, version, synchronous_commit })
     }
 
@@ -64,7 +64,7 @@ impl PgServer {
     /// it tries again while they drain.
     pub async fn drop_scratch(&self) -> anyhow::Result<()> {
         const ATTEMPTS: u32 = 5;
-        // The name is ours: `wasmpay_bench_`, digits and underscores.
+        // The name is ours: a constant prefix, digits and underscores.
         let statement = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
         let mut attempt = 1;
         loop {
