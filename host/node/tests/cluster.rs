@@ -27,6 +27,8 @@ const PARTITIONS: u32 = 64;
 /// The default lease TTL is 3 s and a node looks every 0.5 s: every partition has one owner
 /// again about 3.5 s after its owner died. The bound leaves room for a loaded 2-core machine.
 const REBALANCE_BOUND: Duration = Duration::from_secs(10);
+/// After a NATS server of three restarts: JetStream's leader elections, then a lease TTL.
+const NATS_RESTART_BOUND: Duration = Duration::from_secs(20);
 const PAYERS: usize = 48;
 const FUNDS: u64 = 10_000_000;
 const AMOUNT: u64 = 100;
@@ -36,12 +38,22 @@ struct Member {
     name: String,
     child: Child,
     http: String,
+    log: std::path::PathBuf,
 }
 
 impl Drop for Member {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what each node said last.
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- last lines of {}:", self.name);
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
@@ -53,7 +65,8 @@ impl Member {
     fn start_with(nats: &str, db: &str, name: &str, logs: &Path, extra: &[&str]) -> Member {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let http = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
+        let log_path = logs.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(BINARY)
             .args(["serve", "--nats", nats, "--db", db, "--http", &http, "--node-id", name])
             .args(extra)
@@ -68,7 +81,7 @@ impl Member {
             assert!(started.elapsed() < Duration::from_secs(60), "{name} did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Member { name: name.to_owned(), child, http }
+        Member { name: name.to_owned(), child, http, log: log_path }
     }
 
     async fn get(&self, path: &str) -> Option<String> {
@@ -99,6 +112,11 @@ impl Member {
 /// Waits until `members` between them serve every partition exactly once (as each node says
 /// in `/v1/cluster`) and each names only `members` as live; how long that took.
 async fn converged(members: &[&Member]) -> Duration {
+    converged_within(members, REBALANCE_BOUND).await
+}
+
+/// [`converged`] with another bound.
+async fn converged_within(members: &[&Member], bound: Duration) -> Duration {
     let started = Instant::now();
     let names: BTreeSet<&str> = members.iter().map(|member| member.name.as_str()).collect();
     loop {
@@ -118,10 +136,7 @@ async fn converged(members: &[&Member]) -> Duration {
         if agreed && owners.len() == PARTITIONS as usize && owners.values().all(|owners| owners.len() == 1) {
             return started.elapsed();
         }
-        assert!(
-            started.elapsed() < REBALANCE_BOUND,
-            "no single owner per partition after {REBALANCE_BOUND:?}: {owners:?}"
-        );
+        assert!(started.elapsed() < bound, "no single owner per partition after {bound:?}: {owners:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -463,7 +478,9 @@ async fn a_nats_server_restart_loses_no_payment() {
     nats.stop_server(1);
     tokio::time::sleep(Duration::from_secs(2)).await;
     nats.start_server(1).unwrap();
-    let settled = converged(&everyone).await;
+    // While JetStream elects new leaders for the buckets, renewals fail; leases that lapse then
+    // are taken again a TTL after JetStream answers: measured 0.02-5 s after the server is back.
+    let settled = converged_within(&everyone, NATS_RESTART_BOUND).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (answered, retries) = load.finish().await;
     eprintln!(

@@ -78,55 +78,72 @@ pub(super) struct Seen {
 #[derive(Clone, Debug, Default)]
 pub(super) struct Table {
     entries: Arc<Mutex<HashMap<String, Seen>>>,
+    /// Asks the watch to start again (it went quiet: its consumer was lost with a server).
+    rewatch: Arc<Notify>,
 }
 
 impl Table {
     /// Watches `store` for as long as the returned task runs, waking `changed` on every event.
     pub(super) fn watch(store: Store, changed: Arc<Notify>) -> (Table, tokio::task::JoinHandle<()>) {
         let table = Table::default();
-        let entries = table.entries.clone();
+        let (entries, rewatch) = (table.entries.clone(), table.rewatch.clone());
         let task = tokio::spawn(async move {
             loop {
                 match store.watch_with_history(">").await {
-                    Ok(mut watch) => {
-                        while let Some(entry) = watch.next().await {
-                            let Ok(entry) = entry else { break };
-                            let mut entries = entries.lock().unwrap_or_else(PoisonError::into_inner);
-                            match entry.operation {
-                                // A watch started again replays the values it has seen: they
-                                // are no fresher for it, so they keep when they were first seen.
-                                Operation::Put => match entries.get(&entry.key) {
-                                    Some(seen) if seen.revision == entry.revision => {}
-                                    _ => {
-                                        let seen =
-                                            Seen { value: entry.value, revision: entry.revision, at: Instant::now() };
-                                        entries.insert(entry.key, seen);
-                                    }
-                                },
-                                Operation::Delete | Operation::Purge => {
-                                    entries.remove(&entry.key);
-                                }
-                            }
-                            drop(entries);
-                            changed.notify_one();
-                        }
-                        tracing::debug!(bucket = %store.name, "bucket watch ended; watching again");
-                    }
+                    Ok(mut watch) => loop {
+                        let entry = tokio::select! {
+                            () = rewatch.notified() => break,
+                            entry = watch.next() => entry,
+                        };
+                        let Some(Ok(entry)) = entry else { break };
+                        record(&entries, entry);
+                        changed.notify_one();
+                    },
                     Err(error) => tracing::warn!(%error, bucket = %store.name, "cannot watch the bucket"),
                 }
+                tracing::debug!(bucket = %store.name, "watching the bucket again");
                 tokio::time::sleep(REWATCH_DELAY).await;
             }
         });
         (table, task)
     }
 
-    /// The keys seen within `ttl`, with their values.
-    pub(super) fn live(&self, ttl: Duration) -> HashMap<String, Seen> {
+    /// Starts the watch again: an ordered consumer lost with its server can stay silent for
+    /// seconds before the client notices, and meanwhile every member looks dead.
+    pub(super) fn rewatch(&self) {
+        self.rewatch.notify_one();
+    }
+
+    /// When `key`'s current value was first seen.
+    pub(super) fn seen_at(&self, key: &str) -> Option<Instant> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.get(key).map(|seen| seen.at)
+    }
+
+    /// The keys seen within `ttl` before `now`, with their values.
+    pub(super) fn live(&self, ttl: Duration, now: Instant) -> HashMap<String, Seen> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries
             .iter()
-            .filter(|(_, seen)| seen.at.elapsed() < ttl)
+            .filter(|(_, seen)| now.saturating_duration_since(seen.at) < ttl)
             .map(|(key, seen)| (key.clone(), seen.clone()))
             .collect()
+    }
+}
+
+fn record(entries: &Mutex<HashMap<String, Seen>>, entry: jetstream::kv::Entry) {
+    let mut entries = entries.lock().unwrap_or_else(PoisonError::into_inner);
+    match entry.operation {
+        // A watch started again replays the values it has seen: they are no fresher for it, so
+        // they keep when they were first seen.
+        Operation::Put => match entries.get(&entry.key) {
+            Some(seen) if seen.revision == entry.revision => {}
+            _ => {
+                entries.insert(entry.key, Seen { value: entry.value, revision: entry.revision, at: Instant::now() });
+            }
+        },
+        Operation::Delete | Operation::Purge => {
+            entries.remove(&entry.key);
+        }
     }
 }

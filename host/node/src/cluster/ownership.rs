@@ -136,6 +136,8 @@ pub(super) struct Owner {
     views: Views,
     holdings: Holdings,
     heartbeat_at: Option<Instant>,
+    /// When the watches were last started again.
+    rewatched: Option<Instant>,
     /// Partitions reported as held by a node on another ledger (or partitioning), so each is
     /// said once.
     foreign: BTreeSet<u32>,
@@ -194,6 +196,7 @@ impl Owner {
             views,
             holdings,
             heartbeat_at: None,
+            rewatched: None,
             foreign: BTreeSet::new(),
         })
     }
@@ -244,16 +247,42 @@ impl Owner {
         };
         let body = serde_json::to_vec(&record).unwrap_or_default();
         match tokio::time::timeout(REQUEST_TIMEOUT, self.members.put(&self.identity.node, body.into())).await {
-            Ok(Ok(_)) => self.heartbeat_at = Some(Instant::now()),
+            Ok(Ok(_)) => {
+                // This node's own announcements must come back through the watch; if the last
+                // ones did not, the watches went quiet and the tables are stale.
+                let now = Instant::now();
+                let seen = self.member_table.seen_at(&self.identity.node);
+                let quiet = self.heartbeat_at.is_some_and(|at| now.duration_since(at) < self.heartbeat * 2)
+                    && seen.is_none_or(|seen| now.duration_since(seen) > self.heartbeat * 4);
+                if quiet && self.rewatched.is_none_or(|at| at.elapsed() > self.ttl) {
+                    tracing::warn!("the bucket watches went quiet; watching again");
+                    self.member_table.rewatch();
+                    self.lease_table.rewatch();
+                    self.rewatched = Some(now);
+                }
+                self.heartbeat_at = Some(now);
+            }
             Ok(Err(error)) => tracing::warn!(%error, "could not announce this node"),
             Err(_) => tracing::warn!("could not announce this node within {REQUEST_TIMEOUT:?}"),
+        }
+    }
+
+    /// The instant the tables' ages are measured at: now, unless this node's own announcements
+    /// have stopped coming back (JetStream unreachable, or electing a leader); then the last
+    /// time they did. Without a way to hear the others, a node must not conclude they died
+    /// and take everything, so their records age only while its own keep arriving.
+    fn tables_now(&self) -> Instant {
+        let now = Instant::now();
+        match self.member_table.seen_at(&self.identity.node) {
+            Some(seen) => (seen + self.heartbeat * 2).min(now),
+            None => now,
         }
     }
 
     /// Every partition's member by rendezvous hashing over the live members on this node's
     /// ledger and partitioning, this node included.
     fn assignment(&self) -> BTreeMap<u32, Option<String>> {
-        let live = self.member_table.live(self.ttl);
+        let live = self.member_table.live(self.ttl, self.tables_now());
         let mut names: Vec<String> = live
             .into_iter()
             .filter(|(_, seen)| {
@@ -319,15 +348,19 @@ impl Owner {
         }))
         .await;
         let mut taken: BTreeMap<u32, (u64, Instant)> = BTreeMap::new();
+        let mut failed: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         for (partition, sent, created) in attempts {
             match created {
                 Ok(Ok(revision)) => {
                     taken.insert(partition, (revision, sent));
                 }
                 Ok(Err(error)) if error.kind() == CreateErrorKind::AlreadyExists => {}
-                Ok(Err(error)) => tracing::warn!(partition, %error, "could not take the lease"),
-                Err(_) => tracing::warn!(partition, "could not take the lease within {REQUEST_TIMEOUT:?}"),
+                Ok(Err(error)) => failed.entry(error.to_string()).or_default().push(partition),
+                Err(_) => failed.entry(format!("no answer within {REQUEST_TIMEOUT:?}")).or_default().push(partition),
             }
+        }
+        for (error, partitions) in failed {
+            tracing::warn!(%error, ?partitions, "could not take leases");
         }
         if taken.is_empty() {
             return;
@@ -378,7 +411,7 @@ impl Owner {
     /// Those of `partitions` whose lease nobody holds, as far as this node has seen; says once
     /// which are held by a node that writes another ledger or partitions differently.
     fn free(&mut self, partitions: &[u32]) -> Vec<u32> {
-        let holders = self.lease_table.live(self.ttl);
+        let holders = self.lease_table.live(self.ttl, self.tables_now());
         let mut free = Vec::new();
         let mut foreign: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         for partition in partitions {
@@ -441,7 +474,7 @@ impl Owner {
     fn publish_view(&self, assigned: &BTreeMap<u32, Option<String>>) {
         let members: Vec<MemberView> = self
             .member_table
-            .live(self.ttl)
+            .live(self.ttl, self.tables_now())
             .into_iter()
             .filter_map(|(node, seen)| {
                 let member: Member = serde_json::from_slice(&seen.value).ok()?;
@@ -450,7 +483,7 @@ impl Owner {
             .collect::<BTreeMap<String, MemberView>>()
             .into_values()
             .collect();
-        let holders: HashMap<String, buckets::Seen> = self.lease_table.live(self.ttl);
+        let holders: HashMap<String, buckets::Seen> = self.lease_table.live(self.ttl, self.tables_now());
         let held = self.holdings.with(|held| held.clone());
         let leases = assigned
             .iter()
