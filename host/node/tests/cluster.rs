@@ -349,7 +349,9 @@ async fn a_frozen_owner_that_resumes_cannot_post_after_its_successor() {
 
 /// A node on a SQLite ledger is a cluster of one: a second node writing another ledger on the
 /// same NATS takes no partition, says why, and is not ready, while the first keeps serving
-/// every partition alone.
+/// every partition alone. When the first stops, the second still serves nothing (the
+/// deployment is bound to the first ledger), until an operator unbinds it: refused while the
+/// first ledger has a live node, then the second takes every partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_on_different_ledgers_never_share_partitions() {
     let nats = NatsServer::start(None).expect("nats-server");
@@ -360,24 +362,21 @@ async fn nodes_on_different_ledgers_never_share_partitions() {
     let first = Member::start(&nats, &first_db, "first", workdir.path());
     converged(&[&first]).await;
     let second = Member::start(&nats, &second_db, "second", workdir.path());
-    let started = Instant::now();
-    let readiness = loop {
-        let url = format!("http://{}/readyz", second.http);
-        let (status, body) = wasmpay::client::http_call(Method::GET, &url, TOKEN, None).await.unwrap();
-        if status.as_u16() == 503 && body.contains("holds none") {
-            break body;
+    let refused = |member: &Member| {
+        let url = format!("http://{}/readyz", member.http);
+        async move {
+            let (status, body) = wasmpay::client::http_call(Method::GET, &url, TOKEN, None).await.unwrap();
+            (status.as_u16() == 503 && body.contains("bound to ledger")).then_some(body)
         }
-        assert!(started.elapsed() < REBALANCE_BOUND, "the second node did not say it serves nothing: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    // Several rounds later, nothing has moved.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(second.view().await.unwrap().owned.is_empty(), "{readiness}");
+    let started = Instant::now();
+    while refused(&second).await.is_none() {
+        assert!(started.elapsed() < REBALANCE_BOUND, "the second node did not say why it serves nothing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let view = first.view().await.unwrap();
     assert_eq!(view.owned.len(), PARTITIONS as usize);
-    assert!(view.members.iter().any(|member| member.node == "second" && member.ledger != view.ledger));
-    let log = std::fs::read_to_string(workdir.path().join("second.log")).unwrap();
-    assert!(log.contains("writes another ledger"), "{log}");
+    assert!(second.view().await.unwrap().owned.is_empty());
     let client = async_nats::connect(nats.url()).await.unwrap();
     let partitioner = Partitioner::new(PARTITIONS).unwrap();
     let retries = AtomicU64::new(0);
@@ -388,6 +387,22 @@ async fn nodes_on_different_ledgers_never_share_partitions() {
     }
     assert_eq!(retries.load(Ordering::Relaxed), 0, "a payment was not answered at once");
     assert_paid_exactly_once(&ledger, &replies).await;
+
+    let unbind = || Command::new(BINARY).args(["cluster", "unbind", "--nats", &nats.url()]).output().unwrap();
+    let early = unbind();
+    assert!(!early.status.success() && String::from_utf8_lossy(&early.stderr).contains("still has live members"));
+    first.signal("-TERM");
+    // Its leases are released and its membership withdrawn; the deployment stays bound.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(refused(&second).await.is_some(), "a node of another ledger took over without an operator");
+    assert!(second.view().await.unwrap().owned.is_empty());
+    let unbound = unbind();
+    assert!(unbound.status.success(), "{}", String::from_utf8_lossy(&unbound.stderr));
+    let started = Instant::now();
+    while second.view().await.is_none_or(|view| view.owned.len() < PARTITIONS as usize) {
+        assert!(started.elapsed() < REBALANCE_BOUND, "the second node did not take over after the unbind");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Durable mode: a client publishes payments to JetStream and forgets them (some twice, as a

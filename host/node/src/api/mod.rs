@@ -217,6 +217,9 @@ async fn readiness(state: &ApiState) -> Response<Body> {
         problems.push("no payment method is served".to_owned());
     }
     let cluster = state.cluster.current();
+    if let Some(refused) = &cluster.refused {
+        problems.push(format!("it may serve nothing: {refused}"));
+    }
     let assigned =
         cluster.leases.iter().filter(|lease| lease.assigned.as_deref() == Some(cluster.node.as_str())).count();
     if cluster.owned.is_empty() && assigned > 0 {

@@ -28,21 +28,21 @@ pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const REWATCH_DELAY: Duration = Duration::from_millis(250);
 
 /// Opens the bucket `name`, creating it if it is missing, whose values live `ttl` unless
-/// renewed; returns it with the TTL it really has (the first node creates it; the bucket's
-/// TTL, not each node's setting, is what every node must use).
+/// renewed (`None`: for ever); returns it with the TTL it really has (the first node creates
+/// it; the bucket's TTL, not each node's setting, is what every node must use).
 pub(super) async fn open(
     jetstream: &jetstream::Context,
     name: &str,
-    ttl: Duration,
+    ttl: Option<Duration>,
     replicas: usize,
 ) -> Result<(Store, Duration), ClusterError> {
     let config = stream::Config {
         name: format!("KV_{name}"),
         subjects: vec![format!("$KV.{name}.>")],
         max_messages_per_subject: 1,
-        max_age: ttl,
+        max_age: ttl.unwrap_or_default(),
         // A key's duplicate window may not outlast its values.
-        duplicate_window: ttl,
+        duplicate_window: ttl.unwrap_or(Duration::from_secs(120)),
         allow_rollup: true,
         deny_delete: true,
         allow_direct: true,

@@ -1,5 +1,8 @@
 //! Partition ownership across nodes: membership, fenced leases, handover.
 //!
+//! - Binding: the first node binds the NATS deployment's payment subjects to its ledger (a key
+//!   without TTL in `wasmpay_cluster`); a node on another ledger serves nothing until an
+//!   operator unbinds it (`wasmpay cluster unbind`), so payments never move between ledgers.
 //! - Membership: every node puts its record in the `wasmpay_members` bucket every heartbeat;
 //!   the bucket forgets a record one TTL after its last put, so a dead node leaves by itself.
 //! - Assignment: partitions go to the live members that write this node's ledger by
@@ -14,8 +17,11 @@
 //! `ownership` runs the rounds that turn the assignment into held leases; `buckets` keeps the
 //! buckets and this node's view of them. docs/cluster.md has the protocol and its numbers.
 
+mod binding;
 mod buckets;
 mod ownership;
+
+pub use binding::unbind;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -68,6 +74,14 @@ pub enum ClusterError {
     /// A node name must be usable as a key: `[A-Za-z0-9_-]`, 1 to 64 characters.
     #[error("node id `{0}` is not 1-64 characters of A-Z a-z 0-9 _ -")]
     InvalidNodeId(String),
+    /// The binding cannot be removed while the bound ledger has live members.
+    #[error("ledger {ledger} still has live members ({members}): stop them before unbinding")]
+    StillBound {
+        /// The bound ledger.
+        ledger: String,
+        /// Its live members.
+        members: String,
+    },
     /// A bucket could not be created or opened.
     #[error("cluster bucket `{bucket}`: {message}")]
     Bucket {
@@ -96,6 +110,10 @@ pub struct ClusterView {
     pub leases: Vec<LeaseView>,
     /// The partitions this node serves.
     pub owned: Vec<u32>,
+    /// Why this node serves nothing, if it may not: the NATS deployment is bound to another
+    /// ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 impl ClusterView {
@@ -110,6 +128,9 @@ impl ClusterView {
             "as seen by {} (ledger {}), {} partitions, lease TTL {} ms",
             self.node, self.ledger, self.partitions, self.lease_ttl_ms
         );
+        if let Some(refused) = &self.refused {
+            let _ = writeln!(out, "this node serves nothing: {refused}");
+        }
         let _ = writeln!(out, "\n{:<24} {:<34} {:<22} {:>6}", "member", "ledger", "http", "owns");
         for member in &self.members {
             let owns = self.leases.iter().filter(|lease| lease.owner.as_deref() == Some(member.node.as_str())).count();

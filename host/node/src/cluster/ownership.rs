@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
+use super::binding;
 use super::buckets::{self, REQUEST_TIMEOUT, Table};
 use super::{ClusterError, ClusterSettings, ClusterView, Identity, LeaseView, MemberView, Views};
 use crate::assignment;
@@ -31,7 +32,7 @@ use crate::bus::Intake;
 use crate::metrics::Metrics;
 use wasmpay_ledger::Ledger;
 
-const MEMBERS: &str = "wasmpay_members";
+pub(super) const MEMBERS: &str = "wasmpay_members";
 const LEASES: &str = "wasmpay_leases";
 /// How long claiming partitions in the ledger may take (PostgreSQL waits for an old owner's
 /// batch holding a partition's fence row, up to its 2 s lock timeout).
@@ -39,8 +40,8 @@ const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A member's record in `wasmpay_members`, under its node name.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct Member {
-    ledger: String,
+pub(super) struct Member {
+    pub(super) ledger: String,
     http: String,
     partitions: u32,
 }
@@ -138,6 +139,12 @@ pub(super) struct Owner {
     heartbeat_at: Option<Instant>,
     /// When the watches were last started again.
     rewatched: Option<Instant>,
+    /// Why this node may serve nothing: the NATS deployment is bound to another ledger.
+    refused: Option<String>,
+    /// When the binding was last read again while refused.
+    rebound_at: Option<Instant>,
+    jetstream: async_nats::jetstream::Context,
+    replicas: usize,
     /// Partitions reported as held by a node on another ledger (or partitioning), so each is
     /// said once.
     foreign: BTreeSet<u32>,
@@ -162,8 +169,9 @@ impl Owner {
     ) -> Result<Owner, ClusterError> {
         let jetstream = async_nats::jetstream::new(client.clone());
         let wanted = Duration::from_millis(settings.lease_ttl_ms.max(1));
-        let (members, _) = buckets::open(&jetstream, MEMBERS, wanted, settings.replicas).await?;
-        let (leases, ttl) = buckets::open(&jetstream, LEASES, wanted, settings.replicas).await?;
+        let refused = binding::bind(&jetstream, &identity, settings.replicas).await?;
+        let (members, _) = buckets::open(&jetstream, MEMBERS, Some(wanted), settings.replicas).await?;
+        let (leases, ttl) = buckets::open(&jetstream, LEASES, Some(wanted), settings.replicas).await?;
         if ttl != wanted {
             tracing::warn!(configured = ?wanted, in_effect = ?ttl, "the lease bucket exists with another TTL; using the bucket's");
         }
@@ -197,6 +205,10 @@ impl Owner {
             holdings,
             heartbeat_at: None,
             rewatched: None,
+            refused,
+            rebound_at: None,
+            jetstream,
+            replicas: settings.replicas,
             foreign: BTreeSet::new(),
         })
     }
@@ -218,6 +230,20 @@ impl Owner {
     pub(super) async fn round(&mut self) {
         self.announce().await;
         let assigned = self.assignment();
+        if self.refused.is_some() {
+            // Until an operator unbinds the deployment; then this node binds it to its ledger.
+            if self.rebound_at.is_none_or(|at| at.elapsed() >= self.ttl) {
+                self.rebound_at = Some(Instant::now());
+                match binding::bind(&self.jetstream, &self.identity, self.replicas).await {
+                    Ok(refused) => self.refused = refused,
+                    Err(error) => tracing::warn!(%error, "could not read the deployment's binding"),
+                }
+            }
+            if self.refused.is_some() {
+                self.publish_view(&assigned);
+                return;
+            }
+        }
         let mine: BTreeSet<u32> = assigned
             .iter()
             .filter(|(_, member)| member.as_deref() == Some(self.identity.node.as_str()))
@@ -507,6 +533,7 @@ impl Owner {
             members,
             leases,
             owned,
+            refused: self.refused.clone(),
         });
     }
 }

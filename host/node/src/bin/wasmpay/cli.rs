@@ -57,6 +57,13 @@ enum ClusterCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Remove the binding of the NATS deployment's payment subjects to a ledger, so the next
+    /// node to start binds them to its own. Refused while the bound ledger has live nodes.
+    Unbind {
+        /// NATS server URL.
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -223,6 +230,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Account(command) => account(command).await,
         Command::Ledger(LedgerCommand::Verify { db }) => verify(&db).await,
         Command::Cluster(ClusterCommand::Status { api }) => cluster_status(&api).await,
+        Command::Cluster(ClusterCommand::Unbind { nats }) => cluster_unbind(&nats).await,
         Command::Bench(args) => crate::bench::run(args).await,
     }
 }
@@ -272,6 +280,15 @@ async fn cluster_status(api: &ApiArgs) -> anyhow::Result<()> {
     }
     let view: ClusterView = serde_json::from_str(&body).with_context(|| format!("{url} answered {body}"))?;
     print!("{}", view.table());
+    Ok(())
+}
+
+async fn cluster_unbind(nats: &str) -> anyhow::Result<()> {
+    let client = async_nats::connect(nats).await.with_context(|| format!("connecting to {nats}"))?;
+    match wasmpay::cluster::unbind(client).await? {
+        Some(ledger) => println!("unbound ledger {ledger}: the next node to start binds {nats} to its ledger"),
+        None => println!("{nats} is not bound to a ledger"),
+    }
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! `wasmpay demo`: the main job on embedded defaults. Starts a node (SQLite in a temporary
-//! directory; the NATS server on 127.0.0.1:4222 if one answers, else a private one), opens and
+//! directory, a private NATS server), opens and
 //! funds accounts, pays a few hundred payments over NATS across both built-in methods (some
 //! declined on purpose), replays some, and prints what happened and whether the books balance.
 //! `--nodes N` does the same on a cluster (`cluster`): N `serve` processes on PostgreSQL, one
@@ -8,9 +8,8 @@
 mod cluster;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
@@ -35,7 +34,7 @@ pub struct DemoArgs {
     /// Payments in flight at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Use this NATS server instead of probing 127.0.0.1:4222 (and starting a private one).
+    /// Use this NATS server (with JetStream) instead of starting a private one.
     #[arg(long)]
     nats: Option<String>,
     /// Run a cluster of this many `serve` processes on PostgreSQL (and a private NATS server),
@@ -120,18 +119,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The NATS server on 127.0.0.1:4222 if one answers, else a private one in `workdir`.
+/// A private NATS server in `workdir`: a deployment on 127.0.0.1:4222 is bound to its own
+/// ledger (docs/cluster.md), and the demo's payments do not belong there anyway.
 fn nats(workdir: &Path) -> anyhow::Result<(String, Option<PrivateNats>)> {
-    let default = SocketAddr::from(([127, 0, 0, 1], 4222));
-    if TcpStream::connect_timeout(&default, Duration::from_millis(200)).is_ok() {
-        println!("nats:    using the server at nats://{default}");
-        return Ok((format!("nats://{default}"), None));
-    }
-    let server = PrivateNats::start(workdir).with_context(|| {
-        "no NATS server answers on 127.0.0.1:4222 and none could be started; install one \
-         (Debian: `apt-get install nats-server`) or start it: `nats-server -a 127.0.0.1 -p 4222`"
-    })?;
-    println!("nats:    nothing answers on {default}, started a private nats-server at {}", server.url);
+    let server = PrivateNats::start(workdir).context(
+        "no nats-server could be started; install one (Debian: `apt-get install nats-server`) or point the \
+         demo at a server with JetStream: --nats <url>",
+    )?;
+    println!("nats:    a private nats-server at {}", server.url);
     Ok((server.url.clone(), Some(server)))
 }
 

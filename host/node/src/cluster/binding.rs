@@ -1,0 +1,117 @@
+//! The binding of a NATS deployment's payment subjects to one ledger.
+//!
+//! Leases keep two ledgers from serving a partition at the same time, but not one after the
+//! other: when the last node of ledger A dies, its leases expire, and a node of ledger B could
+//! take the partitions, so a payer's next payment would be posted in a ledger that has never
+//! seen its account or its earlier payments. So the first node binds the subjects to its
+//! ledger with a key that never expires (`ledger` in `wasmpay_cluster`), and a node of any
+//! other ledger (or partition count) serves nothing while it is there. Moving a deployment to
+//! another ledger is an operator's decision: `wasmpay cluster unbind`, once the bound ledger's
+//! nodes are stopped.
+
+use async_nats::jetstream::{self, kv::CreateErrorKind};
+use serde::{Deserialize, Serialize};
+
+use super::buckets::{self, REQUEST_TIMEOUT};
+use super::ownership::{MEMBERS, Member};
+use super::{ClusterError, Identity};
+
+const BINDING: &str = "wasmpay_cluster";
+const KEY: &str = "ledger";
+
+/// The value of the binding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Binding {
+    ledger: String,
+    partitions: u32,
+}
+
+fn failed(error: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Bucket { bucket: BINDING.to_owned(), message: error.to_string() }
+}
+
+/// Binds the deployment to `identity`'s ledger if nothing is bound yet. `None` if this node may
+/// serve; otherwise why not.
+pub(super) async fn bind(
+    jetstream: &jetstream::Context,
+    identity: &Identity,
+    replicas: usize,
+) -> Result<Option<String>, ClusterError> {
+    let (store, _) = buckets::open(jetstream, BINDING, None, replicas).await?;
+    let ours = Binding { ledger: identity.ledger.clone(), partitions: identity.partitions };
+    let value = serde_json::to_vec(&ours).unwrap_or_default();
+    match tokio::time::timeout(REQUEST_TIMEOUT, store.create(KEY, value.into())).await {
+        Ok(Ok(_)) => {
+            tracing::info!(ledger = %ours.ledger, partitions = ours.partitions, "bound this NATS deployment's payment subjects to this node's ledger");
+            return Ok(None);
+        }
+        Ok(Err(error)) if error.kind() == CreateErrorKind::AlreadyExists => {}
+        Ok(Err(error)) => return Err(failed(error)),
+        Err(_) => return Err(failed(format!("no answer within {REQUEST_TIMEOUT:?}"))),
+    }
+    let bound = tokio::time::timeout(REQUEST_TIMEOUT, store.get(KEY))
+        .await
+        .map_err(|_| failed(format!("no answer within {REQUEST_TIMEOUT:?}")))?
+        .map_err(failed)?
+        .and_then(|value| serde_json::from_slice::<Binding>(&value).ok());
+    Ok(match bound {
+        Some(bound) if bound == ours => None,
+        Some(bound) => {
+            let reason = format!(
+                "this NATS deployment is bound to ledger {} with {} partitions, and this node writes ledger {} with {}; \
+                 stop that ledger's nodes and run `wasmpay cluster unbind` to move the deployment",
+                bound.ledger, bound.partitions, ours.ledger, ours.partitions
+            );
+            tracing::error!("{reason}");
+            Some(reason)
+        }
+        // Unbound between the create and the read: the next start binds it.
+        None => Some("the binding changed while this node started; start it again".to_owned()),
+    })
+}
+
+/// Removes the binding, so the next node to start binds the deployment to its ledger. Refused
+/// while the bound ledger has live members. Returns the ledger that was bound, if any.
+pub async fn unbind(client: async_nats::Client) -> Result<Option<String>, ClusterError> {
+    let jetstream = jetstream::new(client);
+    let within = |what: &'static str| move |_| failed(format!("{what}: no answer within {REQUEST_TIMEOUT:?}"));
+    let store = tokio::time::timeout(REQUEST_TIMEOUT, jetstream.get_key_value(BINDING))
+        .await
+        .map_err(within("opening the binding"))?;
+    let Ok(store) = store else { return Ok(None) };
+    let bound = tokio::time::timeout(REQUEST_TIMEOUT, store.get(KEY))
+        .await
+        .map_err(within("reading the binding"))?
+        .map_err(failed)?
+        .and_then(|value| serde_json::from_slice::<Binding>(&value).ok());
+    let Some(bound) = bound else { return Ok(None) };
+    if let Ok(members) = jetstream.get_key_value(MEMBERS).await {
+        let live = live_members(&members, &bound.ledger).await?;
+        if !live.is_empty() {
+            return Err(ClusterError::StillBound { ledger: bound.ledger, members: live.join(", ") });
+        }
+    }
+    tokio::time::timeout(REQUEST_TIMEOUT, store.purge(KEY))
+        .await
+        .map_err(within("removing the binding"))?
+        .map_err(failed)?;
+    Ok(Some(bound.ledger))
+}
+
+/// The members of `ledger` whose records have not expired.
+async fn live_members(members: &jetstream::kv::Store, ledger: &str) -> Result<Vec<String>, ClusterError> {
+    use futures::TryStreamExt;
+    let listed = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        let keys = members.keys().await.map_err(failed)?;
+        keys.try_collect::<Vec<String>>().await.map_err(failed)
+    });
+    let keys = listed.await.map_err(|_| failed(format!("listing members: no answer within {REQUEST_TIMEOUT:?}")))??;
+    let mut live = Vec::new();
+    for key in keys {
+        let record = members.get(&key).await.map_err(failed)?;
+        if record.and_then(|value| serde_json::from_slice::<Member>(&value).ok()).is_some_and(|m| m.ledger == ledger) {
+            live.push(key);
+        }
+    }
+    Ok(live)
+}
