@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::{Client, Message, Subscriber};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -193,18 +193,22 @@ async fn subscribed(
             },
         }
     }
-    // With the server gone an unsubscribe is never confirmed: what was received is all there is.
-    let connected = taker.client.connection_state() == async_nats::connection::State::Connected;
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        if connected {
-            let _ = subscriber.drain().await;
+    // With the server gone an unsubscribe is never confirmed (nor does the subscription end):
+    // what was received is all there is.
+    if taker.client.connection_state() != async_nats::connection::State::Connected {
+        while let Some(Some(message)) = subscriber.next().now_or_never() {
+            taker.dispatch(message, depth, &queue).await;
         }
+        return;
+    }
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let _ = subscriber.drain().await;
         while let Some(message) = subscriber.next().await {
             taker.dispatch(message, depth, &queue).await;
         }
     })
     .await;
-    if connected && drained.is_err() {
+    if drained.is_err() {
         tracing::warn!(partition = taker.partition, "NATS did not confirm the unsubscribe within {DRAIN_TIMEOUT:?}");
     }
 }

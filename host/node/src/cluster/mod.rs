@@ -205,8 +205,9 @@ pub struct Cluster {
     task: JoinHandle<()>,
 }
 
-/// How long stopping may take: every partition handed over, every lease released.
-const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long stopping may take: the membership withdrawn (2 s), every partition handed over at
+/// once (a drain, 5 s, and the worker's answers, 10 s, at most), every lease released (2 s).
+const STOP_TIMEOUT: Duration = Duration::from_secs(25);
 
 impl Cluster {
     /// Joins the cluster on `client` and takes the partitions the assignment gives this node
