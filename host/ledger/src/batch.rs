@@ -25,6 +25,7 @@ use wasmpay_protocol::routing::AccountId;
 use super::accounts::Account;
 use super::commit::Render;
 use super::record::{Decision, Recorded, Transfer, postings};
+use super::store::Fences;
 use super::{LedgerError, checked, fee_account};
 
 /// The ids and accounts a batch reads, computed before it is decided.
@@ -82,17 +83,30 @@ pub(super) fn decide(
     mut existing: Existing,
     mut accounts: HashMap<AccountId, Account>,
     held: &BTreeSet<AccountId>,
+    fences: &Fences,
 ) -> (Vec<Result<Recorded, LedgerError>>, Writes) {
     let mut writes = Writes::default();
     let mut outcomes = Vec::with_capacity(jobs.len());
+    // A transfer under a token older than its partition's newest is refused alone: an old
+    // owner's stale payment must not fail the other partitions' payments batched with it.
+    let stale = |transfer: &Transfer| match (transfer.partition, transfer.lease_token.map(i64::try_from)) {
+        (Some(partition), Some(Ok(token))) => fences.get(&partition).is_some_and(|newest| token < *newest),
+        _ => false,
+    };
     for (transfer, _) in &jobs {
         // A token out of range fails its transfer alone (in `decide_one`).
-        if let (Some(partition), Some(Ok(token))) = (transfer.partition, transfer.lease_token.map(i64::try_from)) {
+        if let (Some(partition), Some(Ok(token))) = (transfer.partition, transfer.lease_token.map(i64::try_from))
+            && !stale(transfer)
+        {
             let oldest = writes.fences.entry(partition).or_insert(token);
             *oldest = (*oldest).min(token);
         }
     }
     for (transfer, render) in jobs {
+        if stale(&transfer) {
+            outcomes.push(Err(LedgerError::Fenced(transfer.partition.into_iter().collect())));
+            continue;
+        }
         if let Some((request_hash, reply)) = existing.get(&transfer.id) {
             outcomes.push(Ok(Recorded::Existing { request_hash: request_hash.clone(), reply: reply.clone() }));
             continue;
@@ -351,7 +365,7 @@ mod tests {
                 .map(|step| (transfer(*step), Box::new(|decision: Decision| format!("{decision:?}")) as Render))
                 .collect();
             let held = Keys::of(jobs.iter().map(|(transfer, _)| transfer)).payers;
-            let (outcomes, writes) = decide(jobs, HashMap::new(), accounts.clone(), &held);
+            let (outcomes, writes) = decide(jobs, HashMap::new(), accounts.clone(), &held, &Fences::new());
 
             let (expected, balances, collected) = reference(&steps, &start);
             let decided: Vec<&str> = outcomes
@@ -403,7 +417,7 @@ mod tests {
             (transfer((0, 0, 20, 0, false, false, 3)), render()),
         ];
         let held = Keys::of(jobs.iter().map(|(transfer, _)| transfer)).payers;
-        let (outcomes, writes) = decide(jobs, HashMap::new(), accounts, &held);
+        let (outcomes, writes) = decide(jobs, HashMap::new(), accounts, &held, &Fences::new());
         assert!(matches!(outcomes[1], Err(LedgerError::Overflow(_))), "{outcomes:?}");
         assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
         assert_eq!(writes.balances.get(&customer(0)), Some(&MinorUnits(-10 - 20)));
@@ -423,7 +437,8 @@ mod tests {
         let mut greedy = transfer((0, 0, 10, 0, false, false, 1));
         greedy.fee = MinorUnits(11);
         let render: Render = Box::new(|_| String::new());
-        let (outcomes, writes) = decide(vec![(greedy, render)], HashMap::new(), accounts, &[customer(0)].into());
+        let (outcomes, writes) =
+            decide(vec![(greedy, render)], HashMap::new(), accounts, &[customer(0)].into(), &Fences::new());
         assert!(matches!(outcomes[0], Err(LedgerError::Invalid(_))), "{outcomes:?}");
         assert!(writes.payments.is_empty() && writes.entries.is_empty());
     }
@@ -436,8 +451,34 @@ mod tests {
         looping.payee = customer(0);
         let render: Render = Box::new(|_| String::new());
         let held = [customer(0)].into();
-        let (outcomes, writes) = decide(vec![(looping, render)], HashMap::new(), accounts, &held);
+        let (outcomes, writes) = decide(vec![(looping, render)], HashMap::new(), accounts, &held, &Fences::new());
         assert!(matches!(outcomes[0], Err(LedgerError::Invalid(_))), "{outcomes:?}");
         assert!(writes.balances.is_empty() && writes.payments.is_empty());
+    }
+
+    /// An old owner's stale payment fails alone: the payments of other partitions batched with
+    /// it are decided as usual, and only their partitions' fences are written.
+    #[test]
+    fn a_transfer_under_an_older_token_is_refused_alone() {
+        let accounts: HashMap<AccountId, Account> = [
+            account(customer(0), 1_000, Some(0), AccountKind::Customer),
+            account(customer(1), 1_000, Some(0), AccountKind::Customer),
+            account(fee_account(eur()), 0, Some(0), AccountKind::Fees),
+        ]
+        .into_iter()
+        .collect();
+        let leased = |key: u8, partition: u32, token: u64| {
+            let mut leased = transfer((0, 0, 10, 0, false, false, key));
+            (leased.partition, leased.lease_token) = (Some(partition), Some(token));
+            (leased, Box::new(|decision: Decision| format!("{decision:?}")) as Render)
+        };
+        let fences: Fences = [(3, 7), (4, 2)].into();
+        let jobs = vec![leased(1, 3, 6), leased(2, 4, 2), leased(3, 3, 7)];
+        let held = Keys::of(jobs.iter().map(|(transfer, _)| transfer)).payers;
+        let (outcomes, writes) = decide(jobs, HashMap::new(), accounts, &held, &fences);
+        assert!(matches!(outcomes[0], Err(LedgerError::Fenced(ref lost)) if lost == &[3]), "{outcomes:?}");
+        assert!(outcomes[1].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+        assert_eq!(writes.fences, [(3, 7), (4, 2)].into());
+        assert_eq!(writes.payments.len(), 2);
     }
 }

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -40,7 +40,8 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 pub trait CommitObserver: Send + Sync + std::fmt::Debug {
     /// A batch of `size` transfers was written and committed in `elapsed`.
     fn batch_committed(&self, size: usize, elapsed: Duration);
-    /// A batch was refused whole because a newer lease owner claimed one of `partitions`.
+    /// A batch refused transfers (or, if a claim committed while it was written, all of them)
+    /// because a newer lease owner claimed `partitions`.
     fn batch_fenced(&self, partitions: &[u32]);
 }
 
@@ -189,7 +190,7 @@ async fn prepare(store: &Store, batch: Vec<Job>) -> Option<Prepared> {
         batch.into_iter().map(|job| ((job.transfer, job.render), job.answer)).unzip();
     let keys = Keys::of(jobs.iter().map(|(transfer, _)| transfer));
     let begun = tokio::time::timeout(BATCH_TIMEOUT, store.begin_batch(&keys)).await;
-    let (transaction, existing, accounts, held) = match begun {
+    let (transaction, existing, accounts, held, fences) = match begun {
         Ok(Ok(begun)) => begun,
         Ok(Err(error)) => {
             fail_all(answers, "could not start", &error);
@@ -202,8 +203,9 @@ async fn prepare(store: &Store, batch: Vec<Job>) -> Option<Prepared> {
     };
     // `decide` runs callers' code (the reply renderers): a panic there must fail this batch,
     // not end the committer and with it every later write.
-    let decided =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batch::decide(jobs, existing, accounts, &held)));
+    let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        batch::decide(jobs, existing, accounts, &held, &fences)
+    }));
     let Ok((outcomes, writes)) = decided else {
         fail_all(answers, "could not be decided", &"a reply renderer panicked");
         return None;
@@ -221,11 +223,18 @@ async fn finish(prepared: Prepared, started: Instant, observer: Option<Arc<dyn C
     match written {
         Ok(()) => {
             let size = answers.len();
+            let mut fenced = BTreeSet::new();
             for (answer, outcome) in answers.into_iter().zip(outcomes) {
+                if let Err(LedgerError::Fenced(partitions)) = &outcome {
+                    fenced.extend(partitions.iter().copied());
+                }
                 let _ = answer.send(outcome);
             }
             if let Some(observer) = &observer {
                 observer.batch_committed(size, started.elapsed());
+                if !fenced.is_empty() {
+                    observer.batch_fenced(&fenced.into_iter().collect::<Vec<_>>());
+                }
             }
         }
         // A fenced batch tells each caller so: another node owns the partition now.

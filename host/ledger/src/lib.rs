@@ -120,7 +120,8 @@ pub enum LedgerError {
     #[error("the ledger is closed")]
     Closed,
     /// A transfer carried a lease token older than the newest the ledger has seen for its
-    /// partition: another node owns the partition now. Nothing of the batch was posted.
+    /// partition: another node owns the partition now. Nothing of it was posted (nor of its
+    /// batch, if a claim committed while the batch was being written).
     #[error("fenced: partitions {0:?} have a newer lease owner")]
     Fenced(Vec<u32>),
     /// There is no ledger at this URL (and nothing was created).

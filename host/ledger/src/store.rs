@@ -71,14 +71,17 @@ impl Store {
     }
 }
 
-/// What a batch read: its open transaction, the recorded ids, the accounts, and which of them
-/// the transaction holds (may debit).
-pub(crate) type Begun = (Transaction, Existing, HashMap<AccountId, Account>, BTreeSet<AccountId>);
+/// What a batch read: its open transaction, the recorded ids, the accounts, which of them the
+/// transaction holds (may debit), and every partition's newest fencing token.
+pub(crate) type Begun = (Transaction, Existing, HashMap<AccountId, Account>, BTreeSet<AccountId>, Fences);
+
+/// Partition → the newest fencing token the ledger has seen for it.
+pub(crate) type Fences = HashMap<u32, i64>;
 
 impl Store {
     /// Begins a batch's transaction and reads (and locks) what the batch needs.
     pub(crate) async fn begin_batch(&self, keys: &Keys) -> Result<Begun, LedgerError> {
-        Ok(match self {
+        let (mut transaction, existing, accounts, held) = match self {
             Store::Sqlite(backend) => {
                 let (transaction, existing, accounts, held) = backend.begin_batch(keys).await?;
                 (Transaction::Sqlite(transaction), existing, accounts, held)
@@ -87,7 +90,9 @@ impl Store {
                 let (transaction, existing, accounts, held) = backend.begin_batch(keys).await?;
                 (Transaction::Postgres(transaction), existing, accounts, held)
             }
-        })
+        };
+        let fences = transaction.fences().await?;
+        Ok((transaction, existing, accounts, held, fences))
     }
 
     /// Whether the next batch may be read, locked and decided while the one before it is
@@ -107,6 +112,18 @@ pub(crate) enum Transaction {
 }
 
 impl Transaction {
+    /// Every partition's newest token, read without a lock (at most one row per partition): it
+    /// lets a batch refuse only its transfers under an older token. The write phase's upsert
+    /// stays the guard against a claim that commits after this read.
+    async fn fences(&mut self) -> Result<Fences, LedgerError> {
+        const SQL: &str = "SELECT partition, token FROM partition_fences";
+        let rows: Vec<(i64, i64)> = match self {
+            Transaction::Sqlite(transaction) => sqlx::query_as(SQL).fetch_all(&mut **transaction).await?,
+            Transaction::Postgres(transaction) => sqlx::query_as(SQL).fetch_all(&mut **transaction).await?,
+        };
+        Ok(rows.into_iter().filter_map(|(partition, token)| Some((u32::try_from(partition).ok()?, token))).collect())
+    }
+
     /// Writes a decided batch and commits it.
     pub(crate) async fn write_batch(self, writes: &Writes) -> Result<(), LedgerError> {
         match self {

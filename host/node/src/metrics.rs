@@ -95,7 +95,8 @@ pub struct Metrics {
     pub handoffs: AtomicU64,
     /// Lease renewals that failed: the lease was lost (another owner) or NATS did not answer.
     pub lease_renewal_failures: AtomicU64,
-    /// Ledger batches refused because a newer owner claimed their partition.
+    /// Ledger batches that refused payments under an older lease token (a newer owner claimed
+    /// their partition).
     fenced_batches: AtomicU64,
 }
 
@@ -148,7 +149,7 @@ impl Metrics {
             (
                 "wasmpay_fenced_batches_total",
                 "counter",
-                "Ledger batches refused because a newer owner claimed their partition.",
+                "Ledger batches that refused payments under an older lease token.",
                 &self.fenced_batches,
             ),
         ];
