@@ -22,8 +22,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 use wasmpay_protocol::routing::subjects;
 
-/// How long one JetStream request (stream or consumer set-up, a result publish, an ack) may take.
+/// How long one JetStream request (consumer set-up, a result publish, an ack) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long creating one stream may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How payments may arrive (`[delivery]` in `wasmpay.toml`). Request-reply on
 /// `wasmpay.pay.<p>.<payer>` is always served; durable ingestion is added per deployment.
@@ -85,9 +87,15 @@ impl Durable {
             duplicate_window: Duration::from_secs(120),
             ..stream::Config::default()
         };
-        let payments =
-            within(jetstream.get_or_create_stream(payments)).await?.map_err(|e| failed("payments stream", e))?;
-        within(jetstream.get_or_create_stream(results)).await?.map_err(|e| failed("results stream", e))?;
+        // Creating a replicated stream waits for the JetStream cluster to place it.
+        let context = &jetstream;
+        let create = |config| async move {
+            tokio::time::timeout(SETUP_TIMEOUT, context.get_or_create_stream(config))
+                .await
+                .map_err(|_| DurableError(format!("JetStream did not create a stream within {SETUP_TIMEOUT:?}")))
+        };
+        let payments = create(payments).await?.map_err(|e| failed("payments stream", e))?;
+        create(results).await?.map_err(|e| failed("results stream", e))?;
         Ok(Durable { jetstream, payments, settings })
     }
 

@@ -200,9 +200,21 @@ impl Node {
             partitions: settings.partitions,
         };
         let cluster_settings = settings.config.cluster;
-        let cluster =
+        let joined =
             Cluster::join(client, identity, cluster_settings, intake.clone(), ledger.clone(), metrics, views.clone())
-                .await?;
+                .await;
+        let cluster = match joined {
+            Ok(cluster) => cluster,
+            Err(error) => {
+                // Stop what was started, so nothing reads the closed queues as dead workers.
+                let _ = shutdown.send(true);
+                if let Ok(workers) = bus.await {
+                    intake.finish(workers).await;
+                }
+                let _ = http.await;
+                return Err(error.into());
+            }
+        };
         tracing::info!(node = %settings.node_id, %http_address, nats = %settings.nats_url, partitions = settings.partitions, "node ready");
         Ok(Node { ledger, http_address, shutdown, failure, bus, intake, cluster, views, http })
     }

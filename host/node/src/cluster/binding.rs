@@ -39,19 +39,22 @@ pub(super) async fn bind(
 ) -> Result<Option<String>, ClusterError> {
     let (store, _) = buckets::open(jetstream, BINDING, None, replicas).await?;
     let ours = Binding { ledger: identity.ledger.clone(), partitions: identity.partitions };
-    let value = serde_json::to_vec(&ours).unwrap_or_default();
-    match tokio::time::timeout(REQUEST_TIMEOUT, store.create(KEY, value.into())).await {
-        Ok(Ok(_)) => {
-            tracing::info!(ledger = %ours.ledger, partitions = ours.partitions, "bound this NATS deployment's payment subjects to this node's ledger");
-            return Ok(None);
+    let value = bytes::Bytes::from(serde_json::to_vec(&ours).unwrap_or_default());
+    let created = buckets::patiently(BINDING, || async {
+        match store.create(KEY, value.clone()).await {
+            Ok(_) => Ok(true),
+            Err(error) if error.kind() == CreateErrorKind::AlreadyExists => Ok(false),
+            Err(error) => Err(error),
         }
-        Ok(Err(error)) if error.kind() == CreateErrorKind::AlreadyExists => {}
-        Ok(Err(error)) => return Err(failed(error)),
-        Err(_) => return Err(failed(format!("no answer within {REQUEST_TIMEOUT:?}"))),
+    })
+    .await
+    .map_err(failed)?;
+    if created {
+        tracing::info!(ledger = %ours.ledger, partitions = ours.partitions, "bound this NATS deployment's payment subjects to this node's ledger");
+        return Ok(None);
     }
-    let bound = tokio::time::timeout(REQUEST_TIMEOUT, store.get(KEY))
+    let bound = buckets::patiently(BINDING, || store.get(KEY))
         .await
-        .map_err(|_| failed(format!("no answer within {REQUEST_TIMEOUT:?}")))?
         .map_err(failed)?
         .and_then(|value| serde_json::from_slice::<Binding>(&value).ok());
     Ok(match bound {

@@ -22,8 +22,12 @@ use tokio::sync::Notify;
 
 use super::ClusterError;
 
-/// How long a JetStream request (bucket set-up, a put, a lease update) may take.
+/// How long a JetStream request (a put, a lease update) may take.
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one request setting a bucket up may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a starting node keeps trying to set a bucket up.
+const SETUP_DEADLINE: Duration = Duration::from_secs(30);
 /// How long to wait before watching a bucket again after its watch ended.
 const REWATCH_DELAY: Duration = Duration::from_millis(250);
 
@@ -53,16 +57,44 @@ pub(super) async fn open(
     };
     let failed =
         |error: &dyn std::fmt::Display| ClusterError::Bucket { bucket: name.to_owned(), message: error.to_string() };
-    let mut created = tokio::time::timeout(REQUEST_TIMEOUT, jetstream.get_or_create_stream(config))
+    let mut created =
+        patiently(name, || jetstream.get_or_create_stream(config.clone())).await.map_err(|e| failed(&e))?;
+    let actual = tokio::time::timeout(SETUP_TIMEOUT, created.info())
         .await
-        .map_err(|_| failed(&format!("no answer within {REQUEST_TIMEOUT:?} (is JetStream enabled? nats-server -js)")))?
-        .map_err(|error| failed(&error))?;
-    let actual = created.info().await.map_err(|error| failed(&error))?.config.max_age;
-    let store = tokio::time::timeout(REQUEST_TIMEOUT, jetstream.get_key_value(name))
+        .map_err(|_| failed(&format!("no answer within {SETUP_TIMEOUT:?}")))?
+        .map_err(|error| failed(&error))?
+        .config
+        .max_age;
+    let store = tokio::time::timeout(SETUP_TIMEOUT, jetstream.get_key_value(name))
         .await
-        .map_err(|_| failed(&format!("no answer within {REQUEST_TIMEOUT:?}")))?
+        .map_err(|_| failed(&format!("no answer within {SETUP_TIMEOUT:?}")))?
         .map_err(|error| failed(&error))?;
     Ok((store, actual))
+}
+
+/// Runs a set-up request until it succeeds, each attempt bounded by [`SETUP_TIMEOUT`], for at
+/// most [`SETUP_DEADLINE`]: creating a replicated stream waits for the JetStream cluster to
+/// place it, the first writes wait for its replicas, and a cluster electing a leader answers
+/// nothing for a few seconds. A starting node waits that out instead of failing.
+pub(super) async fn patiently<T, E, F, Fut>(what: &str, mut request: F) -> Result<T, String>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + SETUP_DEADLINE;
+    loop {
+        let error = match tokio::time::timeout(SETUP_TIMEOUT, request()).await {
+            Ok(Ok(done)) => return Ok(done),
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {SETUP_TIMEOUT:?} (is JetStream enabled? nats-server -js)"),
+        };
+        if tokio::time::Instant::now() + REWATCH_DELAY >= deadline {
+            return Err(error);
+        }
+        tracing::warn!(what, %error, "JetStream is not ready; trying again");
+        tokio::time::sleep(REWATCH_DELAY).await;
+    }
 }
 
 /// One key's newest value, and when this node saw it.
