@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::{Client, Message, Subscriber};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -21,6 +20,8 @@ use wasmpay_protocol::routing::subjects;
 
 /// How long to wait after a failed pull before the next.
 const PULL_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long to wait before recreating a partition's durable consumer.
+const CONSUMER_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Opens and closes the partitions this node owns, each under one lease.
 #[derive(Clone, Debug)]
@@ -76,8 +77,9 @@ impl Intake {
         let lag = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         if let Some(durable) = &self.durable {
-            let consumer = durable.consumer(partition, self.partition_queue_depth).await.map_err(nats)?;
-            tasks.push(tokio::spawn(consume(token, consumer, queue.clone(), stopped.clone(), lag.clone())));
+            let depth = self.partition_queue_depth;
+            let (durable, queue, stopped, lag) = (durable.clone(), queue.clone(), stopped.clone(), lag.clone());
+            tasks.push(tokio::spawn(consume(partition, token, durable, depth, queue, stopped, lag)));
         }
         let taker = Taker { client: self.client.clone(), metrics: self.metrics.clone(), partition, token };
         let depth = self.partition_queue_depth;
@@ -233,44 +235,72 @@ impl Taker {
 
 /// Moves an owned partition's durable payments to its worker until stopped, waiting for room
 /// in the queue (the consumer delivers at most the queue's depth unacknowledged). What it has
-/// not handed over when stopped stays unacknowledged and goes to the next owner.
+/// not handed over when stopped stays unacknowledged and goes to the next owner. If the pull
+/// stream ends or fails (a lost consumer, a server restart), the consumer is recreated from its
+/// acknowledgement floor after a pause, so a partition never stalls while its lease lives.
 async fn consume(
+    partition: u32,
     token: u64,
-    consumer: PullConsumer,
+    durable: Durable,
+    depth: usize,
     queue: mpsc::Sender<Job>,
     mut stop: watch::Receiver<bool>,
     lag: Arc<AtomicU64>,
 ) {
-    let mut messages = tokio::select! {
-        () = shutdown::requested(&mut stop) => return,
-        messages = consumer.messages() => match messages {
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::select! {
+                () = shutdown::requested(&mut stop) => return,
+                () = tokio::time::sleep(CONSUMER_RETRY_DELAY) => {}
+            }
+        }
+        first = false;
+        let consumer = tokio::select! {
+            () = shutdown::requested(&mut stop) => return,
+            consumer = durable.consumer(partition, depth) => consumer,
+        };
+        let messages = match consumer {
+            Ok(consumer) => tokio::select! {
+                () = shutdown::requested(&mut stop) => return,
+                messages = consumer.messages() => messages,
+            },
+            Err(error) => {
+                tracing::warn!(partition, %error, "durable payments: cannot recreate the consumer; trying again");
+                continue;
+            }
+        };
+        let mut messages = match messages {
             Ok(messages) => messages,
             Err(error) => {
-                tracing::error!(%error, "cannot consume the partition's durable payments");
-                return;
+                tracing::warn!(partition, %error, "durable payments: cannot pull; trying again");
+                continue;
             }
-        },
-    };
-    loop {
-        let message = tokio::select! {
-            () = shutdown::requested(&mut stop) => return,
-            message = messages.next() => message,
         };
-        match message {
-            Some(Ok(message)) => {
-                if let Ok(info) = message.info() {
-                    lag.store(info.pending, Ordering::Relaxed);
+        loop {
+            let message = tokio::select! {
+                () = shutdown::requested(&mut stop) => return,
+                message = messages.next() => message,
+            };
+            match message {
+                Some(Ok(message)) => {
+                    if let Ok(info) = message.info() {
+                        lag.store(info.pending, Ordering::Relaxed);
+                    }
+                    tokio::select! {
+                        () = shutdown::requested(&mut stop) => return,
+                        sent = queue.send(Job::Pay(Incoming::Durable(Box::new(message)), token)) => if sent.is_err() { return },
+                    }
                 }
-                tokio::select! {
-                    () = shutdown::requested(&mut stop) => return,
-                    sent = queue.send(Job::Pay(Incoming::Durable(Box::new(message)), token)) => if sent.is_err() { return },
+                Some(Err(error)) => {
+                    tracing::warn!(partition, %error, "durable payments: a pull failed; pulling again");
+                    tokio::time::sleep(PULL_RETRY_DELAY).await;
+                }
+                None => {
+                    tracing::warn!(partition, "durable payments: the pull stream ended; recreating the consumer");
+                    break;
                 }
             }
-            Some(Err(error)) => {
-                tracing::warn!(%error, "durable payments: a pull failed; pulling again");
-                tokio::time::sleep(PULL_RETRY_DELAY).await;
-            }
-            None => return,
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::bounded;
 use crate::durable::Durable;
 use crate::payments::{Decided, Processor, Route};
+use wasmpay_protocol::Status;
 use wasmpay_protocol::routing::subjects;
 
 /// Payments of one partition that may wait for their ledger batches at once while the worker
@@ -124,7 +125,7 @@ impl Responder {
                 }
             }
             Answer::Reply(None) => {}
-            Answer::Result(stored) => self.store_result(stored, body.clone()).await,
+            Answer::Result(stored) => self.store_result(stored, decided.status, body.clone()).await,
         }
         if decided.newly_recorded {
             let subject = format!("{}.{}", subjects::EVENTS_PREFIX, decided.status.as_str());
@@ -134,11 +135,19 @@ impl Responder {
         }
     }
 
-    /// Publishes a durable payment's result and then acknowledges the payment. If either
-    /// fails the payment stays in the stream and comes again; the ledger answers the repeat
-    /// with the stored reply, so nothing is applied twice.
-    async fn store_result(&self, stored: Box<jetstream::Message>, body: Bytes) {
+    /// Publishes a durable payment's result and then acknowledges the payment, once its
+    /// outcome is final. An `error` outcome (the ledger was unavailable, or this node's lease
+    /// is stale) is neither published nor acknowledged: the payment stays in the stream and is
+    /// delivered again (after the ack wait, or first to the partition's next owner), since a
+    /// client that fired and forgot cannot retry it (a repeat publish within the duplicate
+    /// window is dropped). If publishing or acknowledging fails the same happens; the ledger
+    /// answers a repeat of a posted payment with its stored reply, so nothing is applied twice.
+    async fn store_result(&self, stored: Box<jetstream::Message>, status: Status, body: Bytes) {
         let Some(durable) = &self.durable else { return };
+        if status == Status::Error {
+            tracing::warn!(subject = %stored.message.subject, "a durable payment was not posted; it will be delivered again");
+            return;
+        }
         let payer = parse_partition_subject(&stored.message.subject).map_or("", |(_, payer)| payer);
         let id = stored.message.headers.as_ref().and_then(|headers| headers.get("Nats-Msg-Id")).map(|id| id.as_str());
         if let Err(error) = durable.publish_result(payer, id, body).await {

@@ -9,7 +9,8 @@
 //! another ledger is an operator's decision: `wasmpay cluster unbind`, once the bound ledger's
 //! nodes are stopped.
 
-use async_nats::jetstream::{self, kv::CreateErrorKind};
+use async_nats::jetstream;
+use async_nats::jetstream::kv::{CreateErrorKind, Store};
 use serde::{Deserialize, Serialize};
 
 use super::buckets::{self, REQUEST_TIMEOUT};
@@ -30,33 +31,32 @@ fn failed(error: impl std::fmt::Display) -> ClusterError {
     ClusterError::Bucket { bucket: BINDING.to_owned(), message: error.to_string() }
 }
 
+/// Opens the binding's bucket (waiting out a JetStream cluster that is placing it).
+pub(super) async fn open(jetstream: &jetstream::Context, replicas: usize) -> Result<Store, ClusterError> {
+    Ok(buckets::open(jetstream, BINDING, None, replicas).await?.0)
+}
+
 /// Binds the deployment to `identity`'s ledger if nothing is bound yet. `None` if this node may
-/// serve; otherwise why not.
-pub(super) async fn bind(
-    jetstream: &jetstream::Context,
-    identity: &Identity,
-    replicas: usize,
-) -> Result<Option<String>, ClusterError> {
-    let (store, _) = buckets::open(jetstream, BINDING, None, replicas).await?;
+/// serve; otherwise why not. A `starting` node waits out a JetStream that is not ready; a
+/// running one asks once, within [`REQUEST_TIMEOUT`] per request, so a round (and stopping)
+/// is never held up by it.
+pub(super) async fn bind(store: &Store, identity: &Identity, starting: bool) -> Result<Option<String>, ClusterError> {
     let ours = Binding { ledger: identity.ledger.clone(), partitions: identity.partitions };
     let value = bytes::Bytes::from(serde_json::to_vec(&ours).unwrap_or_default());
-    let created = buckets::patiently(BINDING, || async {
+    let create = || async {
         match store.create(KEY, value.clone()).await {
             Ok(_) => Ok(true),
             Err(error) if error.kind() == CreateErrorKind::AlreadyExists => Ok(false),
             Err(error) => Err(error),
         }
-    })
-    .await
-    .map_err(failed)?;
+    };
+    let created = ask(starting, create).await?;
     if created {
         tracing::info!(ledger = %ours.ledger, partitions = ours.partitions, "bound this NATS deployment's payment subjects to this node's ledger");
         return Ok(None);
     }
-    let bound = buckets::patiently(BINDING, || store.get(KEY))
-        .await
-        .map_err(failed)?
-        .and_then(|value| serde_json::from_slice::<Binding>(&value).ok());
+    let bound =
+        ask(starting, || store.get(KEY)).await?.and_then(|value| serde_json::from_slice::<Binding>(&value).ok());
     Ok(match bound {
         Some(bound) if bound == ours => None,
         Some(bound) => {
@@ -68,9 +68,26 @@ pub(super) async fn bind(
             tracing::error!("{reason}");
             Some(reason)
         }
-        // Unbound between the create and the read: the next start binds it.
-        None => Some("the binding changed while this node started; start it again".to_owned()),
+        // Unbound between the create and the read: the next reading binds it.
+        None => Some("the binding changed while this node read it".to_owned()),
     })
+}
+
+/// One request: patiently while starting, else once within [`REQUEST_TIMEOUT`].
+async fn ask<T, E, F, Fut>(starting: bool, request: F) -> Result<T, ClusterError>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    if starting {
+        return buckets::patiently(BINDING, request).await.map_err(failed);
+    }
+    let mut request = request;
+    tokio::time::timeout(REQUEST_TIMEOUT, request())
+        .await
+        .map_err(|_| failed(format!("no answer within {REQUEST_TIMEOUT:?}")))?
+        .map_err(failed)
 }
 
 /// Removes the binding, so the next node to start binds the deployment to its ledger. Refused
@@ -88,11 +105,13 @@ pub async fn unbind(client: async_nats::Client) -> Result<Option<String>, Cluste
         .map_err(failed)?
         .and_then(|value| serde_json::from_slice::<Binding>(&value).ok());
     let Some(bound) = bound else { return Ok(None) };
-    if let Ok(members) = jetstream.get_key_value(MEMBERS).await {
-        let live = live_members(&members, &bound.ledger).await?;
-        if !live.is_empty() {
-            return Err(ClusterError::StillBound { ledger: bound.ledger, members: live.join(", ") });
-        }
+    let members = tokio::time::timeout(REQUEST_TIMEOUT, jetstream.get_key_value(MEMBERS))
+        .await
+        .map_err(within("opening the members"))?
+        .map_err(failed)?;
+    let live = live_members(&members, &bound.ledger).await?;
+    if !live.is_empty() {
+        return Err(ClusterError::StillBound { ledger: bound.ledger, members: live.join(", ") });
     }
     tokio::time::timeout(REQUEST_TIMEOUT, store.purge(KEY))
         .await
@@ -102,7 +121,7 @@ pub async fn unbind(client: async_nats::Client) -> Result<Option<String>, Cluste
 }
 
 /// The members of `ledger` whose records have not expired.
-async fn live_members(members: &jetstream::kv::Store, ledger: &str) -> Result<Vec<String>, ClusterError> {
+async fn live_members(members: &Store, ledger: &str) -> Result<Vec<String>, ClusterError> {
     use futures::TryStreamExt;
     let listed = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let keys = members.keys().await.map_err(failed)?;
@@ -111,7 +130,10 @@ async fn live_members(members: &jetstream::kv::Store, ledger: &str) -> Result<Ve
     let keys = listed.await.map_err(|_| failed(format!("listing members: no answer within {REQUEST_TIMEOUT:?}")))??;
     let mut live = Vec::new();
     for key in keys {
-        let record = members.get(&key).await.map_err(failed)?;
+        let record = tokio::time::timeout(REQUEST_TIMEOUT, members.get(&key))
+            .await
+            .map_err(|_| failed(format!("reading a member: no answer within {REQUEST_TIMEOUT:?}")))?
+            .map_err(failed)?;
         if record.and_then(|value| serde_json::from_slice::<Member>(&value).ok()).is_some_and(|m| m.ledger == ledger) {
             live.push(key);
         }

@@ -143,8 +143,8 @@ pub(super) struct Owner {
     refused: Option<String>,
     /// When the binding was last read again while refused.
     rebound_at: Option<Instant>,
-    jetstream: async_nats::jetstream::Context,
-    replicas: usize,
+    /// The binding's bucket.
+    binding: Store,
     /// Partitions reported as held by a node on another ledger (or partitioning), so each is
     /// said once.
     foreign: BTreeSet<u32>,
@@ -169,7 +169,8 @@ impl Owner {
     ) -> Result<Owner, ClusterError> {
         let jetstream = async_nats::jetstream::new(client.clone());
         let wanted = Duration::from_millis(settings.lease_ttl_ms.max(1));
-        let refused = binding::bind(&jetstream, &identity, settings.replicas).await?;
+        let binding = binding::open(&jetstream, settings.replicas).await?;
+        let refused = binding::bind(&binding, &identity, true).await?;
         let (members, _) = buckets::open(&jetstream, MEMBERS, Some(wanted), settings.replicas).await?;
         let (leases, ttl) = buckets::open(&jetstream, LEASES, Some(wanted), settings.replicas).await?;
         if ttl != wanted {
@@ -206,9 +207,8 @@ impl Owner {
             heartbeat_at: None,
             rewatched: None,
             refused,
-            rebound_at: None,
-            jetstream,
-            replicas: settings.replicas,
+            rebound_at: Some(Instant::now()),
+            binding,
             foreign: BTreeSet::new(),
         })
     }
@@ -230,19 +230,24 @@ impl Owner {
     pub(super) async fn round(&mut self) {
         self.announce().await;
         let assigned = self.assignment();
-        if self.refused.is_some() {
-            // Until an operator unbinds the deployment; then this node binds it to its ledger.
-            if self.rebound_at.is_none_or(|at| at.elapsed() >= self.ttl) {
-                self.rebound_at = Some(Instant::now());
-                match binding::bind(&self.jetstream, &self.identity, self.replicas).await {
-                    Ok(refused) => self.refused = refused,
-                    Err(error) => tracing::warn!(%error, "could not read the deployment's binding"),
+        // Read again once a TTL: a refused node binds the deployment once an operator unbound
+        // it; a serving node stops at once if the deployment was bound to another ledger.
+        if self.rebound_at.is_none_or(|at| at.elapsed() >= self.ttl) && self.connected() {
+            self.rebound_at = Some(Instant::now());
+            match binding::bind(&self.binding, &self.identity, false).await {
+                Ok(refused) => {
+                    if refused.is_some() && self.refused.is_none() {
+                        let held: Vec<u32> = self.holdings.partitions().into_iter().collect();
+                        self.hand_over(&held).await;
+                    }
+                    self.refused = refused;
                 }
+                Err(error) => tracing::warn!(%error, "could not read the deployment's binding"),
             }
-            if self.refused.is_some() {
-                self.publish_view(&assigned);
-                return;
-            }
+        }
+        if self.refused.is_some() {
+            self.publish_view(&assigned);
+            return;
         }
         let mine: BTreeSet<u32> = assigned
             .iter()
