@@ -8,10 +8,11 @@
 //! own, and in the ledger: `GET /v1/payments/{id}`); only then is it acknowledged, so a node
 //! that dies loses nothing: what it had not acknowledged is delivered to the next owner.
 //!
-//! Each partition has one durable pull consumer. A new owner recreates it from the old one's
-//! acknowledgement floor, so what the old owner took but did not acknowledge comes again first,
-//! in stream order, ahead of anything newer: one payer's payments stay in order across a
-//! handover (a repeat of one already posted gets its stored reply).
+//! Each owner of a partition has its own durable pull consumer (one per lease), created from
+//! the earlier owners' acknowledgement floor, so what an old owner took but did not
+//! acknowledge comes again first, in stream order, ahead of anything newer: one payer's
+//! payments stay in order across a handover (a repeat of one already posted gets its stored
+//! reply), and a resumed old owner's pulls and acknowledgements reach only its own consumer.
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
+use futures::TryStreamExt;
 use serde::Deserialize;
 use wasmpay_protocol::routing::subjects;
 
@@ -99,17 +101,35 @@ impl Durable {
         Ok(Durable { jetstream, payments, settings })
     }
 
-    /// The consumer of `partition`'s durable payments for a new owner: recreated from the
-    /// previous owner's acknowledgement floor, so nothing it left unacknowledged is skipped
-    /// and nothing comes out of order. At most `in_flight` are delivered unacknowledged.
-    pub async fn consumer(&self, partition: u32, in_flight: usize) -> Result<PullConsumer, DurableError> {
-        let name = format!("partition-{partition}");
-        let start = match within(self.payments.consumer_info(&name)).await? {
-            Ok(info) => Some(info.ack_floor.stream_sequence + 1),
-            Err(_) => None,
-        };
-        if start.is_some() {
-            within(self.payments.delete_consumer(&name)).await?.map_err(|e| failed("deleting the old consumer", e))?;
+    /// The consumer of `partition`'s durable payments for its owner under lease `token`:
+    /// `partition-<p>-t<token>`, one per lease, so an old owner's pulls and acknowledgements
+    /// never reach its successor's consumer. It starts after the furthest acknowledgement floor
+    /// of the partition's earlier consumers, so nothing an earlier owner left unacknowledged
+    /// is skipped and nothing comes out of order; the earlier consumers are deleted once it
+    /// exists. Refused if a newer owner's consumer exists (this lease is stale). At most
+    /// `in_flight` are delivered unacknowledged.
+    pub async fn consumer(&self, partition: u32, token: u64, in_flight: usize) -> Result<PullConsumer, DurableError> {
+        let prefix = format!("partition-{partition}-t");
+        let name = format!("{prefix}{token}");
+        let names: Vec<String> = within(self.payments.consumer_names().try_collect())
+            .await?
+            .map_err(|e| failed("listing the consumers", e))?;
+        let earlier: Vec<(u64, String)> = names
+            .into_iter()
+            .filter_map(|name| Some((name.strip_prefix(&prefix)?.parse::<u64>().ok()?, name)))
+            .collect();
+        if earlier.iter().any(|(theirs, _)| *theirs > token) {
+            return Err(DurableError(format!("a newer owner consumes partition {partition}: this lease is stale")));
+        }
+        let mut start = None;
+        for (_, consumer) in &earlier {
+            let info =
+                within(self.payments.consumer_info(consumer)).await?.map_err(|e| failed("reading a consumer", e))?;
+            start = start.max(Some(info.ack_floor.stream_sequence + 1));
+        }
+        if earlier.iter().any(|(theirs, _)| *theirs == token) {
+            // This owner's own consumer, whose pull stream ended: made again from its floor.
+            within(self.payments.delete_consumer(&name)).await?.map_err(|e| failed("deleting the consumer", e))?;
         }
         let config = pull::Config {
             durable_name: Some(name),
@@ -121,7 +141,18 @@ impl Durable {
             max_ack_pending: i64::try_from(in_flight.max(1)).unwrap_or(i64::MAX),
             ..pull::Config::default()
         };
-        within(self.payments.create_consumer(config)).await?.map_err(|e| failed("creating the consumer", e))
+        let consumer =
+            within(self.payments.create_consumer(config)).await?.map_err(|e| failed("creating the consumer", e))?;
+        for (_, older) in earlier.iter().filter(|(theirs, _)| *theirs < token) {
+            if let Err(error) = within(self.payments.delete_consumer(older))
+                .await
+                .and_then(|deleted| deleted.map_err(|e| failed("deleting an earlier consumer", e)))
+            {
+                // It stays behind, unused: the next owner's floor covers it.
+                tracing::warn!(%error, consumer = older, "could not delete an earlier owner's consumer");
+            }
+        }
+        Ok(consumer)
     }
 
     /// Publishes a durable payment's reply on its payer's results subject and waits until

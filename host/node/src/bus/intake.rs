@@ -258,7 +258,7 @@ async fn consume(
         first = false;
         let consumer = tokio::select! {
             () = shutdown::requested(&mut stop) => return,
-            consumer = durable.consumer(partition, depth) => consumer,
+            consumer = durable.consumer(partition, token, depth) => consumer,
         };
         let messages = match consumer {
             Ok(consumer) => tokio::select! {
