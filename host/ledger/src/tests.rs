@@ -88,6 +88,12 @@ fn eur() -> Currency {
     "EUR".parse().expect("EUR")
 }
 
+/// `transfer`, decided by `partition`'s owner under the lease with `token`.
+fn leased(mut transfer: Transfer, partition: u32, token: u64) -> Transfer {
+    (transfer.partition, transfer.lease_token) = (Some(partition), Some(token));
+    transfer
+}
+
 async fn ledger(backend: Backend) -> (Ledger, Fresh) {
     let fresh = backend.fresh();
     (Ledger::open(&fresh.url).await.expect("open ledger"), fresh)
@@ -647,9 +653,7 @@ async fn a_batch_with_an_older_lease_token_is_refused(backend: Backend) {
     deposit(&ledger, "fund", "alice", 1_000).await;
     let (alice, shop) = (id("alice"), id("shop"));
     let record = |key: &str, partition: u32, token: u64| {
-        let mut leased = transfer(key, &alice, &shop, 10, 0);
-        (leased.partition, leased.lease_token) = (Some(partition), Some(token));
-        ledger.record(leased, |decision| format!("{decision:?}"))
+        ledger.record(leased(transfer(key, &alice, &shop, 10, 0), partition, token), |decision| format!("{decision:?}"))
     };
     let approved = |recorded: Result<Recorded, LedgerError>| {
         matches!(recorded, Ok(Recorded::New { decision: Decision::Approved, .. }))
@@ -678,9 +682,7 @@ async fn a_new_owners_claim_fences_the_old_owner_at_once(backend: Backend) {
     deposit(&ledger, "fund", "alice", 1_000).await;
     let (alice, shop) = (id("alice"), id("shop"));
     let record = |key: &str, partition: u32, token: u64| {
-        let mut leased = transfer(key, &alice, &shop, 10, 0);
-        (leased.partition, leased.lease_token) = (Some(partition), Some(token));
-        ledger.record(leased, |decision| format!("{decision:?}"))
+        ledger.record(leased(transfer(key, &alice, &shop, 10, 0), partition, token), |decision| format!("{decision:?}"))
     };
     let first = ledger.claim(&[3, 4]).await.expect("claim");
     assert_eq!(first.into_iter().collect::<Vec<_>>(), [(3, 1), (4, 1)]);

@@ -66,13 +66,15 @@ impl Intake {
             // Opened twice: the older intake is handed over like any other first.
             let _ = close_pump(partition, earlier).await;
         }
-        let subscriber =
-            self.client.subscribe(format!("{}.{partition}.*", subjects::PAY_PREFIX)).await.map_err(nats)?;
-        match tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(nats(error)),
+        let subscribing = tokio::time::timeout(FLUSH_TIMEOUT, async {
+            let subscriber = self.client.subscribe(format!("{}.{partition}.*", subjects::PAY_PREFIX)).await?;
+            self.client.flush().await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(subscriber)
+        });
+        let subscriber = match subscribing.await {
+            Ok(subscribed) => subscribed.map_err(nats)?,
             Err(_) => return Err(BusError(format!("the subscription was not confirmed within {FLUSH_TIMEOUT:?}"))),
-        }
+        };
         let (stop, stopped) = watch::channel(false);
         let lag = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();

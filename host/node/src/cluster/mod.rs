@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use crate::bus::Intake;
 use crate::metrics::Metrics;
 use wasmpay_ledger::Ledger;
+use wasmpay_protocol::routing::AccountId;
 
 /// How membership and leases are timed (`[cluster]` in `wasmpay.toml`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -223,9 +224,8 @@ impl Cluster {
         metrics: Arc<Metrics>,
         views: Views,
     ) -> Result<Cluster, ClusterError> {
-        let valid = (1..=64).contains(&identity.node.len())
-            && identity.node.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
-        if !valid {
+        // A node name is a KV key and a subject token, the same rule as an account id.
+        if AccountId::new(identity.node.as_str()).is_err() {
             return Err(ClusterError::InvalidNodeId(identity.node));
         }
         let mut owner =
