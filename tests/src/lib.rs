@@ -139,7 +139,7 @@ impl Harness {
         let nats = NatsServer::start(nats_config).expect("a nats-server is needed for the integration tests");
         let workdir = tempfile::tempdir().unwrap();
         let mut sources = builtin_plugins();
-        sources.push(PluginSource::Builtin("faulty", wasmpay_plugin_artifacts::FAULTY));
+        sources.push(PluginSource::Builtin("faulty", wasmpay_plugin_artifacts::FAULTY, None));
         let mut settings = NodeSettings {
             nats_url: nats.url(),
             database_url: backend.fresh_database(workdir.path()),

@@ -49,7 +49,7 @@ fn median_per_run(per_sample: u32, mut step: impl FnMut()) -> Duration {
 fn plugin_pipeline(method: &str, details: &str) -> (Duration, Duration) {
     let runtime = PluginRuntime::new(&SandboxSettings::default()).unwrap();
     let mut sources = builtin_plugins();
-    sources.push(PluginSource::Builtin("faulty", wasmpay_plugin_artifacts::FAULTY));
+    sources.push(PluginSource::Builtin("faulty", wasmpay_plugin_artifacts::FAULTY, None));
     let pipelines = load_pipelines(&runtime, &sources, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new()).unwrap();
     let pipeline = pipelines.get(method).unwrap();
     let body = format!(

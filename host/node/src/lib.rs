@@ -15,6 +15,8 @@
 //!   the bus's partitions to match the assignment.
 //! - [`bus`]: NATS subscriptions of owned partitions, per-partition workers, forwarding, events.
 //! - [`api`]: the operators' HTTP API (health, metrics, accounts, deposits, payments, plugins).
+//! - [`plugins`]: plugin versions arriving while the node runs: the cluster's plugin store
+//!   (JetStream object store and KV), and the watched plugin directory.
 //! - [`durable`]: durable ingestion (JetStream payments stream, per-partition consumers).
 //! - [`payments`]: deciding one payment, from message bytes to reply bytes.
 //! - [`client`]: a client of running nodes (NATS request/reply, the HTTP API).
@@ -33,4 +35,5 @@ pub mod durable;
 pub mod metrics;
 pub mod node;
 pub mod payments;
+pub mod plugins;
 pub mod shutdown;

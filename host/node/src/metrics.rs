@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use wasmpay_ledger::CommitObserver;
-use wasmpay_plugin_host::CallObserver;
+use wasmpay_plugin_host::{CallObserver, Census};
 use wasmpay_protocol::{Code, Status};
 
 /// Bucket upper bounds of latencies, in microseconds.
@@ -98,6 +98,14 @@ pub struct Metrics {
     /// Ledger batches that refused payments under an older lease token (a newer owner claimed
     /// their partition).
     fenced_batches: AtomicU64,
+    /// Plugin versions switched to (activations, rollbacks, removals) on this node.
+    pub plugin_switches: AtomicU64,
+    /// Plugin versions refused by their checks on this node.
+    pub plugin_refusals: AtomicU64,
+    /// Plugin versions quarantined on this node.
+    plugin_quarantines: AtomicU64,
+    /// Live plugin versions and instances, once the plugins are loaded.
+    pub plugin_census: std::sync::OnceLock<Census>,
 }
 
 impl Default for Metrics {
@@ -112,6 +120,10 @@ impl Default for Metrics {
             handoffs: AtomicU64::new(0),
             lease_renewal_failures: AtomicU64::new(0),
             fenced_batches: AtomicU64::new(0),
+            plugin_switches: AtomicU64::new(0),
+            plugin_refusals: AtomicU64::new(0),
+            plugin_quarantines: AtomicU64::new(0),
+            plugin_census: std::sync::OnceLock::new(),
         }
     }
 }
@@ -137,6 +149,43 @@ impl Metrics {
         self.ledger_commit.render("wasmpay_ledger_commit_seconds", waited, &mut out);
         self.ledger_batch_size.render("wasmpay_ledger_batch_size", "Transfers per committed ledger batch.", &mut out);
         self.ledger_batch.render("wasmpay_ledger_batch_seconds", "Write and commit of one ledger batch.", &mut out);
+        let (versions, instances) =
+            self.plugin_census.get().map_or((0, 0), |census| (census.versions(), census.instances()));
+        let plugins: [(&str, &str, &str, u64); 5] = [
+            (
+                "wasmpay_plugin_switches_total",
+                "counter",
+                "Plugin version switches (activate, rollback, remove).",
+                self.plugin_switches.load(Ordering::Relaxed),
+            ),
+            (
+                "wasmpay_plugin_refusals_total",
+                "counter",
+                "Plugin versions refused by their checks.",
+                self.plugin_refusals.load(Ordering::Relaxed),
+            ),
+            (
+                "wasmpay_plugin_quarantines_total",
+                "counter",
+                "Plugin versions quarantined for failing.",
+                self.plugin_quarantines.load(Ordering::Relaxed),
+            ),
+            (
+                "wasmpay_plugin_versions_loaded",
+                "gauge",
+                "Plugin versions loaded (serving, retained, or held by a payment).",
+                u64::try_from(versions).unwrap_or(u64::MAX),
+            ),
+            (
+                "wasmpay_plugin_instances",
+                "gauge",
+                "Plugin instances alive.",
+                u64::try_from(instances).unwrap_or(u64::MAX),
+            ),
+        ];
+        for (name, kind, help, value) in plugins {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
         let cluster: [(&str, &str, &str, &AtomicU64); 4] = [
             ("wasmpay_partitions_owned", "gauge", "Partitions this node holds the lease of.", &self.partitions_owned),
             ("wasmpay_handoffs_total", "counter", "Partitions handed over to another node.", &self.handoffs),
@@ -175,6 +224,10 @@ impl CommitObserver for Metrics {
 impl CallObserver for Metrics {
     fn plugin_called(&self, _plugin: &str, elapsed: Duration) {
         self.plugin_call.observe(elapsed);
+    }
+
+    fn plugin_quarantined(&self, _plugin: &str) {
+        self.plugin_quarantines.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -14,8 +14,9 @@ use crate::config::Config;
 use crate::durable::{Durable, DurableError};
 use crate::metrics::Metrics;
 use crate::payments::Processor;
+use crate::plugins::{self, store::PluginStore, store::StoreError};
 use wasmpay_ledger::{CommitObserver, Ledger, LedgerError};
-use wasmpay_plugin_host::{self as plugins, PluginError, PluginHost, PluginRuntime, PluginSource};
+use wasmpay_plugin_host::{PluginError, PluginHost, PluginRuntime, PluginSource};
 use wasmpay_protocol::routing::{DEFAULT_PARTITIONS, Partitioner};
 
 /// Everything a node needs to start.
@@ -29,6 +30,9 @@ pub struct NodeSettings {
     pub http_address: SocketAddr,
     /// Plugin components to load (besides those with a `path` in `config`).
     pub plugin_sources: Vec<PluginSource>,
+    /// A directory to watch for plugin versions (`<name>.wasm` with `<name>.toml`) while the
+    /// node runs; its contents at start belong in `plugin_sources`.
+    pub plugin_directory: Option<std::path::PathBuf>,
     /// Partition count P.
     pub partitions: u32,
     /// Payments one partition may hold waiting; more are refused at once (`unavailable`).
@@ -49,6 +53,7 @@ impl NodeSettings {
             database_url: "sqlite://wasmpay.db".into(),
             http_address: SocketAddr::from(([127, 0, 0, 1], 8080)),
             plugin_sources: builtin_plugins(),
+            plugin_directory: None,
             partitions: DEFAULT_PARTITIONS,
             partition_queue_depth: 256,
             node_id: "node-1".into(),
@@ -67,8 +72,12 @@ impl Default for NodeSettings {
 /// The repository's own plugins (`plugins/`), compiled into this binary at build time.
 pub fn builtin_plugins() -> Vec<PluginSource> {
     vec![
-        PluginSource::Builtin("card", wasmpay_plugin_artifacts::CARD),
-        PluginSource::Builtin("wallet", wasmpay_plugin_artifacts::WALLET),
+        PluginSource::Builtin("card", wasmpay_plugin_artifacts::CARD, Some(wasmpay_plugin_artifacts::CARD_MANIFEST)),
+        PluginSource::Builtin(
+            "wallet",
+            wasmpay_plugin_artifacts::WALLET,
+            Some(wasmpay_plugin_artifacts::WALLET_MANIFEST),
+        ),
     ]
 }
 
@@ -101,6 +110,9 @@ pub enum NodeError {
     /// The cluster could not be joined.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The cluster's plugin store could not be read.
+    #[error(transparent)]
+    PluginStore(#[from] StoreError),
     /// The HTTP address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Listen {
@@ -123,6 +135,7 @@ pub struct Node {
     cluster: Cluster,
     views: Views,
     http: JoinHandle<()>,
+    plugin_tasks: Vec<JoinHandle<()>>,
 }
 
 impl Node {
@@ -133,19 +146,19 @@ impl Node {
         let metrics = Arc::new(Metrics::default());
         let runtime = PluginRuntime::new(&settings.config.sandbox)?;
         // Compiling is CPU work and `describe` runs guest code: both stay off the async threads.
-        let pipelines = {
-            let (runtime, sources, config) =
-                (runtime.clone(), settings.plugin_sources.clone(), settings.config.clone());
+        let plugin_host = {
+            let (runtime, sources, config) = (runtime, settings.plugin_sources.clone(), settings.config.clone());
             tokio::task::spawn_blocking(move || {
-                plugins::load_pipelines(&runtime, &sources, &config.plugins, &config.methods, &config.fee_limits)
+                PluginHost::start(runtime, &sources, &config.plugins, &config.methods, &config.fee_limits)
             })
             .await
             .map_err(|error| PluginError::Runtime(error.to_string()))??
         };
-        for plugin in pipelines.plugins() {
-            tracing::info!(plugin = plugin.key(), methods = ?plugin.info().methods, "plugin loaded");
+        for plugin in plugin_host.pipelines().plugins() {
+            tracing::info!(plugin = plugin.key(), methods = ?plugin.info().methods, checked = plugin.manifest().is_some(), "plugin loaded");
         }
-        let plugin_host = Arc::new(PluginHost::new(runtime, pipelines));
+        let _ = metrics.plugin_census.set(plugin_host.runtime().census().clone());
+        let plugin_host = Arc::new(plugin_host);
         let observer: Arc<dyn CommitObserver> = metrics.clone();
         let ledger = Ledger::open_with(&settings.database_url, settings.config.ledger, Some(observer)).await?;
         let connect_failed = |message: String| NodeError::Connect { url: settings.nats_url.clone(), message };
@@ -162,6 +175,9 @@ impl Node {
             .connect(servers)
             .await
             .map_err(|error| connect_failed(error.to_string()))?;
+        // Serve what the cluster serves before taking a payment, then follow its changes.
+        let plugin_store = PluginStore::open(client.clone(), settings.config.cluster.replicas).await?;
+        plugins::catch_up(&plugin_host, &plugin_store, &metrics).await?;
         let processor = Arc::new(Processor::new(ledger.clone(), plugin_host.clone(), partitioner, metrics.clone()));
         let (shutdown, shutdown_signal) = watch::channel(false);
         let (failed, failure) = watch::channel(None);
@@ -175,6 +191,16 @@ impl Node {
             partition_queue_depth: settings.partition_queue_depth,
             durable,
         };
+        let mut plugin_tasks =
+            vec![plugins::follow(plugin_host.clone(), plugin_store.clone(), metrics.clone(), shutdown_signal.clone())];
+        if let Some(directory) = &settings.plugin_directory {
+            plugin_tasks.push(plugins::directory::watch(
+                directory.clone(),
+                plugin_host.clone(),
+                metrics.clone(),
+                shutdown_signal.clone(),
+            ));
+        }
         let (bus, intake) = Bus::new(client.clone(), processor, metrics.clone(), bus_settings)
             .start(shutdown_signal.clone(), failed)
             .await?;
@@ -189,6 +215,7 @@ impl Node {
             ledger.clone(),
             metrics.clone(),
             plugin_host,
+            plugin_store,
             views.clone(),
             settings.admin_token.clone(),
         ));
@@ -212,11 +239,14 @@ impl Node {
                     intake.finish(workers).await;
                 }
                 let _ = http.await;
+                for task in plugin_tasks {
+                    let _ = task.await;
+                }
                 return Err(error.into());
             }
         };
         tracing::info!(node = %settings.node_id, %http_address, nats = %settings.nats_url, partitions = settings.partitions, "node ready");
-        Ok(Node { ledger, http_address, shutdown, failure, bus, intake, cluster, views, http })
+        Ok(Node { ledger, http_address, shutdown, failure, bus, intake, cluster, views, http, plugin_tasks })
     }
 
     /// Where the HTTP API listens.
@@ -262,6 +292,11 @@ impl Node {
         self.intake.finish(workers).await;
         if let Err(error) = self.http.await {
             tracing::error!(%error, "http task failed");
+        }
+        // They end at the shutdown signal; a load in progress finishes first (bounded by the
+        // sandbox's limits and the store's transfer timeout).
+        for task in self.plugin_tasks {
+            let _ = task.await;
         }
         self.ledger.close().await;
         tracing::info!("node stopped");

@@ -194,7 +194,9 @@ fn bench_measures_every_scenario_beside_its_baseline() {
             assert!(scenarios.contains(&(backend, scenario)), "{backend} {scenario} missing: {scenarios:?}");
         }
     }
-    assert!(scenarios.contains(&("-", "plugins_on_path")), "{scenarios:?}");
+    for scenario in ["plugins_on_path", "plugin_load_compiled", "plugin_load_cached"] {
+        assert!(scenarios.contains(&("-", scenario)), "{scenario} missing: {scenarios:?}");
+    }
     for row in rows {
         assert_eq!(row["failed"].as_u64(), Some(0), "{row}");
         assert!(row["requests"].as_u64().unwrap() > 0 && row["per_second"].as_u64().unwrap() > 0, "{row}");

@@ -27,6 +27,9 @@ use crate::contract::{CheckedFee, check_quote, check_rejection};
 pub trait CallObserver: Send + Sync + std::fmt::Debug {
     /// One export call of `plugin` (`name@version`) finished after `elapsed`.
     fn plugin_called(&self, plugin: &str, elapsed: Duration);
+
+    /// `plugin` (`name@version`) failed too often and is quarantined on this node.
+    fn plugin_quarantined(&self, plugin: &str);
 }
 
 /// A payment as the plugins see it.
@@ -57,6 +60,11 @@ impl PaymentInput {
             id: Arc::from(request.id.as_str()),
             currency: request.currency,
         }
+    }
+
+    /// A payment made up by the host (a self-test fixture), not one a client sent.
+    pub(crate) fn made_up(payment: types::Payment, currency: Currency) -> PaymentInput {
+        PaymentInput { id: Arc::from(payment.id.as_str()), payment, currency }
     }
 }
 
@@ -106,6 +114,9 @@ pub enum FailureKind {
     /// No instance could be created (the pool is exhausted, or instantiation trapped).
     #[error("could not be instantiated: {0}")]
     Instantiation(String),
+    /// The version is quarantined on this node: it was not called.
+    #[error("is quarantined on this node: {0}")]
+    Quarantined(String),
 }
 
 /// A failed plugin call.
@@ -190,23 +201,22 @@ impl Instances {
         // Whatever the last payment used is gone before this one starts, replenished or not.
         self.used.clear();
         for plugin in &pipeline.validators {
-            let result = self.call(plugin, input, |instance| {
-                instance.validator.as_ref().map(|guest| guest.call_validate(&mut instance.store, &input.payment))
-            })?;
-            if let Err(rejection) = result {
+            if let Err(rejection) = self.validate(plugin, input)? {
                 return declined(plugin, rejection);
             }
         }
         let plugin = &pipeline.fee_policy;
-        let quote = self.call(plugin, input, |instance| {
-            instance.fee_policy.as_ref().map(|guest| guest.call_quote_fee(&mut instance.store, &input.payment))
-        })?;
-        match quote {
+        match self.quote_fee(plugin, input)? {
             Err(rejection) => declined(plugin, rejection),
             Ok(quote) => check_quote(&quote, input.payment.amount.minor_units, input.currency, &pipeline.fee_limit)
                 .map(Verdict::Priced)
                 .map_err(|message| PluginFailure { plugin: plugin.key.clone(), kind: FailureKind::Contract(message) }),
         }
+    }
+
+    /// Drops the instances the last payment used, so the next call makes new ones.
+    pub(crate) fn end_payment(&mut self) {
+        self.used.clear();
     }
 
     /// Drops the instances the last payment used, and the spares of plugins `pipeline` does
@@ -225,6 +235,28 @@ impl Instances {
         }
     }
 
+    /// `validate` of `plugin` on this payment's instance of it.
+    pub(crate) fn validate(
+        &mut self,
+        plugin: &Arc<LoadedPlugin>,
+        input: &PaymentInput,
+    ) -> Result<Result<(), types::Rejection>, PluginFailure> {
+        self.call(plugin, input, |instance| {
+            instance.validator.as_ref().map(|guest| guest.call_validate(&mut instance.store, &input.payment))
+        })
+    }
+
+    /// `quote-fee` of `plugin` on this payment's instance of it.
+    pub(crate) fn quote_fee(
+        &mut self,
+        plugin: &Arc<LoadedPlugin>,
+        input: &PaymentInput,
+    ) -> Result<Result<types::FeeQuote, types::Rejection>, PluginFailure> {
+        self.call(plugin, input, |instance| {
+            instance.fee_policy.as_ref().map(|guest| guest.call_quote_fee(&mut instance.store, &input.payment))
+        })
+    }
+
     /// One call on this payment's instance of `plugin`: the one it already used, a spare, or
     /// a new one.
     fn call<R>(
@@ -234,42 +266,65 @@ impl Instances {
         invoke: impl FnOnce(&mut Fresh) -> Option<wasmtime::Result<R>>,
     ) -> Result<R, PluginFailure> {
         let failure = |kind| PluginFailure { plugin: plugin.key.clone(), kind };
+        if let Some(reason) = plugin.health.quarantined() {
+            return Err(failure(FailureKind::Quarantined(reason)));
+        }
         let index = match self.used.iter().position(|instance| Arc::ptr_eq(&instance.plugin, plugin)) {
             Some(index) => index,
             None => {
                 let spare = self.spares.iter().position(|spare| Arc::ptr_eq(&spare.plugin, plugin));
                 let instance = match spare {
                     Some(index) => self.spares.swap_remove(index),
-                    None => instantiate(&self.runtime, plugin).map_err(failure)?,
+                    None => match instantiate(&self.runtime, plugin) {
+                        Ok(instance) => instance,
+                        Err(kind) => {
+                            self.judge(plugin, Duration::ZERO, true);
+                            return Err(failure(kind));
+                        }
+                    },
                 };
                 self.used.push(instance);
                 self.used.len() - 1
             }
         };
         let instance = &mut self.used[index];
-        sandbox::arm(&mut instance.store, &self.runtime.limits)
+        sandbox::arm(&mut instance.store, &plugin.limits)
             .map_err(|error| failure(FailureKind::Trap(describe_error(&error))))?;
         instance.store.data_mut().begin_call(Some(input.id.clone()));
         let started = Instant::now();
         let result = invoke(instance);
-        self.observer.plugin_called(&plugin.key, started.elapsed());
-        match result {
-            None => Err(failure(FailureKind::Contract("does not export the interface its pipeline role needs".into()))),
+        let elapsed = started.elapsed();
+        self.observer.plugin_called(&plugin.key, elapsed);
+        let outcome = match result {
+            None => Err(FailureKind::Contract("does not export the interface its pipeline role needs".into())),
             Some(Ok(value)) => Ok(value),
-            Some(Err(error)) => {
-                Err(failure(classify(&error, instance.store.data(), self.runtime.limits.fuel_per_call)))
-            }
+            Some(Err(error)) => Err(classify(&error, instance.store.data(), plugin.limits.fuel_per_call)),
+        };
+        self.judge(plugin, elapsed, outcome.is_err());
+        outcome.map_err(failure)
+    }
+
+    /// Counts a call against its version's health, and reports the quarantine it may cause.
+    fn judge(&self, plugin: &LoadedPlugin, elapsed: Duration, failed: bool) {
+        if let Some(reason) = plugin.health.record(elapsed, failed, &self.runtime.quarantine) {
+            tracing::error!(plugin = %plugin.key, %reason, "plugin quarantined on this node: its method is refused at once until an operator rolls back or re-activates it");
+            self.observer.plugin_quarantined(&plugin.key);
         }
     }
 }
 
 fn instantiate(runtime: &PluginRuntime, plugin: &Arc<LoadedPlugin>) -> Result<Fresh, FailureKind> {
-    let state =
-        PluginState::new(plugin.name.clone(), plugin.config.clone(), plugin.log_budget.clone(), &runtime.limits);
-    let mut store = sandbox::store(&runtime.engine, state, &runtime.limits)
+    let state = PluginState::new(
+        plugin.name.clone(),
+        plugin.config.clone(),
+        plugin.log_budget.clone(),
+        &plugin.limits,
+        &runtime.census,
+    );
+    let mut store = sandbox::store(&runtime.engine, state, &plugin.limits)
         .map_err(|error| FailureKind::Instantiation(describe_error(&error)))?;
     let instance = plugin.pre.instantiate(&mut store).map_err(|error| {
-        match classify(&error, store.data(), runtime.limits.fuel_per_call) {
+        match classify(&error, store.data(), plugin.limits.fuel_per_call) {
             FailureKind::Trap(message) => FailureKind::Instantiation(message),
             other => other,
         }

@@ -22,7 +22,9 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceType};
 use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store};
 
 use super::bindings::{self, PaymentMethod};
+use crate::census::{Alive, Census};
 use crate::logs::{self, LogBudget};
+use crate::manifest::ManifestLimits;
 use crate::settings::SandboxSettings;
 
 /// How often the epoch advances. The backstop deadline is whole ticks, so a call may overrun
@@ -58,6 +60,23 @@ impl Limits {
             max_instances: settings.max_instances.max(1),
         }
     }
+
+    /// These limits, tightened where a plugin's manifest asks for less (never loosened: the
+    /// node's limits are the most any plugin gets).
+    pub fn tightened(self, manifest: &ManifestLimits) -> Limits {
+        let tighter = Limits::from_settings(&SandboxSettings {
+            fuel_per_call: manifest.fuel_per_call.unwrap_or(u64::MAX),
+            call_timeout_ms: manifest.call_timeout_ms.unwrap_or(u64::MAX / 2),
+            memory_limit_mib: manifest.memory_limit_mib.unwrap_or(u64::MAX >> 21),
+            ..SandboxSettings::default()
+        });
+        Limits {
+            fuel_per_call: self.fuel_per_call.min(tighter.fuel_per_call),
+            deadline_ticks: self.deadline_ticks.min(tighter.deadline_ticks),
+            memory_bytes: self.memory_bytes.min(tighter.memory_bytes),
+            max_instances: self.max_instances,
+        }
+    }
 }
 
 /// The data of one plugin instance's store: everything the host functions may touch.
@@ -73,6 +92,7 @@ pub struct PluginState {
     /// Set when the guest called an import the sandbox denies: which one.
     pub denied_import: Option<String>,
     log_lines: u32,
+    _alive: Alive,
 }
 
 impl PluginState {
@@ -82,6 +102,7 @@ impl PluginState {
         config: Arc<Vec<(String, String)>>,
         log_budget: Arc<LogBudget>,
         limits: &Limits,
+        census: &Census,
     ) -> PluginState {
         PluginState {
             plugin,
@@ -92,6 +113,7 @@ impl PluginState {
             memory_exceeded: false,
             denied_import: None,
             log_lines: 0,
+            _alive: census.instance(),
         }
     }
 

@@ -25,6 +25,11 @@ pub struct SandboxSettings {
     /// per partition at a time, so `partitions x plugins per pipeline` (64 x 4 by default)
     /// is the most it needs; the rest is headroom for loading plugins.
     pub max_instances: u32,
+    /// When a version that keeps failing is taken out of the payment path.
+    pub quarantine: QuarantineSettings,
+    /// Where compiled plugins are kept between runs, keyed by the component's hash and the
+    /// engine's settings; `None` compiles every plugin at every start.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for SandboxSettings {
@@ -34,7 +39,31 @@ impl Default for SandboxSettings {
             call_timeout_ms: 1_000,
             memory_limit_mib: 16,
             max_instances: 1_000,
+            quarantine: QuarantineSettings::default(),
+            cache_dir: None,
         }
+    }
+}
+
+/// Quarantine (`[sandbox.quarantine]`): a plugin version whose calls fail (trap, fuel,
+/// timeout, memory, contract breach) more than `failure_percent` of the time within a window
+/// of `window_ms`, once it made at least `min_calls` calls in it, is refused at once on this
+/// node until an operator rolls back or re-activates it.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuarantineSettings {
+    /// Share of failed calls, in percent, above which the version is quarantined; 100 turns
+    /// quarantine off.
+    pub failure_percent: u32,
+    /// Length of the window, in milliseconds.
+    pub window_ms: u64,
+    /// Calls a window must hold before it can quarantine.
+    pub min_calls: u64,
+}
+
+impl Default for QuarantineSettings {
+    fn default() -> Self {
+        QuarantineSettings { failure_percent: 50, window_ms: 60_000, min_calls: 20 }
     }
 }
 

@@ -11,8 +11,12 @@ fn runtime() -> Arc<PluginRuntime> {
 
 fn builtins() -> Vec<PluginSource> {
     vec![
-        PluginSource::Builtin("card", wasmpay_plugin_artifacts::CARD),
-        PluginSource::Builtin("wallet", wasmpay_plugin_artifacts::WALLET),
+        PluginSource::Builtin("card", wasmpay_plugin_artifacts::CARD, Some(wasmpay_plugin_artifacts::CARD_MANIFEST)),
+        PluginSource::Builtin(
+            "wallet",
+            wasmpay_plugin_artifacts::WALLET,
+            Some(wasmpay_plugin_artifacts::WALLET_MANIFEST),
+        ),
     ]
 }
 
@@ -50,7 +54,7 @@ fn bytes_that_are_not_a_component_are_refused_at_load() {
 
 #[test]
 fn two_plugins_claiming_one_method_need_a_configured_pipeline() {
-    let card = PluginSource::Builtin("card", wasmpay_plugin_artifacts::CARD);
+    let card = PluginSource::Builtin("card", wasmpay_plugin_artifacts::CARD, None);
     let sources = [card.clone(), card];
     let error = load(&sources, &BTreeMap::new()).expect_err("duplicate");
     assert!(matches!(error, PluginError::Pipeline(PipelineError::DuplicatePlugin(_))), "{error}");
@@ -64,6 +68,8 @@ impl CallObserver for Calls {
     fn plugin_called(&self, _plugin: &str, _elapsed: std::time::Duration) {
         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
+
+    fn plugin_quarantined(&self, _plugin: &str) {}
 }
 
 fn faulty_payment(id: &str, fault: &str) -> PaymentInput {
@@ -155,4 +161,158 @@ fn plugin_log_lines_are_bounded_single_lines_that_name_the_payment() {
             "{line}"
         );
     }
+}
+
+fn manifest_of(text: &str, bytes: &[u8]) -> Manifest {
+    Manifest { sha256: Some(manifest::sha256_hex(bytes)), ..Manifest::parse(text).expect("manifest") }
+}
+
+fn host(settings: &SandboxSettings) -> PluginHost {
+    let runtime = PluginRuntime::new(settings).expect("runtime");
+    PluginHost::start(runtime, &builtins(), &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new()).expect("start")
+}
+
+fn card_key(host: &PluginHost) -> Vec<String> {
+    host.pipelines().get("card").expect("card is served").keys()
+}
+
+#[test]
+fn a_new_version_switches_in_and_rolls_back_without_loading_again() {
+    let host = host(&SandboxSettings::default());
+    let before = host.pipelines();
+    let v2 = manifest_of(wasmpay_plugin_artifacts::CARD_V2_MANIFEST, wasmpay_plugin_artifacts::CARD_V2);
+    let switched = host.install(&v2, wasmpay_plugin_artifacts::CARD_V2, Origin::Cluster).expect("v2 passes");
+    assert_eq!(switched.active.as_deref(), Some("card@2.0.0"));
+    assert_eq!(switched.previous.as_deref(), Some("card@0.1.0"));
+    assert_eq!(card_key(&host), ["card@2.0.0"]);
+    // A payment that took its snapshot before the switch finishes on the version it started with.
+    assert_eq!(before.get("card").expect("card").keys(), ["card@0.1.0"]);
+    let versions = host.runtime().census().versions();
+    assert_eq!(host.rollback("card").expect("rollback").active.as_deref(), Some("card@0.1.0"));
+    assert_eq!(card_key(&host), ["card@0.1.0"]);
+    // Installing v2 again reuses the loaded version.
+    host.install(&v2, wasmpay_plugin_artifacts::CARD_V2, Origin::Cluster).expect("v2 again");
+    assert_eq!(host.runtime().census().versions(), versions, "nothing was loaded again");
+    let card = host.status().into_iter().find(|status| status.name == "card").expect("card status");
+    let states: Vec<(String, VersionState)> =
+        card.versions.iter().map(|version| (version.version.clone(), version.state)).collect();
+    assert_eq!(states, [("2.0.0".into(), VersionState::Active), ("0.1.0".into(), VersionState::Retained)]);
+    assert!(card.versions.iter().all(|version| version.checked));
+}
+
+#[test]
+fn a_bad_version_is_refused_and_the_serving_one_stays() {
+    let host = host(&SandboxSettings::default());
+    let v2 = manifest_of(wasmpay_plugin_artifacts::CARD_V2_MANIFEST, wasmpay_plugin_artifacts::CARD_V2);
+    let refused = |manifest: &Manifest, bytes: &[u8]| {
+        let error = host.install(manifest, bytes, Origin::Cluster).expect_err("refused");
+        assert_eq!(card_key(&host), ["card@0.1.0"], "{error}");
+        error
+    };
+    // Bytes that are not the ones the manifest names.
+    let wrong_hash = Manifest { sha256: Some(manifest::sha256_hex(b"other")), ..v2.clone() };
+    assert_eq!(refused(&wrong_hash, wasmpay_plugin_artifacts::CARD_V2).code(), "hash_mismatch");
+    // A manifest promising another version than the component says it is.
+    let other_version = Manifest { version: "2.0.1".into(), ..v2.clone() };
+    assert_eq!(refused(&other_version, wasmpay_plugin_artifacts::CARD_V2).code(), "manifest_mismatch");
+    // v2's component with v1's fixtures (2.9 % + 0.25 where v2 charges 1 % + 0.10).
+    let v1 = Manifest::parse(wasmpay_plugin_artifacts::CARD_MANIFEST).expect("v1 manifest");
+    let failing = Manifest { fixtures: v1.fixtures[..1].to_vec(), ..v2.clone() };
+    let error = refused(&failing, wasmpay_plugin_artifacts::CARD_V2);
+    assert_eq!(error.code(), "self_test_failed", "{error}");
+    assert!(error.to_string().contains("2.9 %"), "{error}");
+    // A component that traps in `describe`.
+    let trapping = Manifest {
+        name: "bad".into(),
+        ..manifest_of(wasmpay_plugin_artifacts::CARD_V2_MANIFEST, wasmpay_plugin_artifacts::BAD_DESCRIBE)
+    };
+    assert_eq!(refused(&trapping, wasmpay_plugin_artifacts::BAD_DESCRIBE).code(), "describe_failed");
+    let card = host.status().into_iter().find(|status| status.name == "card").expect("card status");
+    assert_eq!(card.refused.map(|refusal| refusal.code), Some("self_test_failed".to_owned()));
+    assert_eq!(card.versions.len(), 1);
+}
+
+/// Twenty switches between two versions, with payments on each: the versions and instances
+/// alive afterwards are what one version needs, not what twenty did.
+#[test]
+fn switching_versions_many_times_holds_no_more_than_one_switch_did() {
+    let host = host(&SandboxSettings { max_instances: 16, ..SandboxSettings::default() });
+    let v2 = manifest_of(wasmpay_plugin_artifacts::CARD_V2_MANIFEST, wasmpay_plugin_artifacts::CARD_V2);
+    let mut instances = Instances::new(host.runtime().clone(), Arc::new(Calls::default()));
+    let pay = |instances: &mut Instances, round: usize| {
+        let body = format!(
+            r#"{{"version":1,"id":"p-{round}","payer":"alice","payee":"shop","amount":10000,"currency":"EUR","method":"card","details":{{"pan":"4242 4242 4242 4242","expiry":"12/30"}}}}"#
+        );
+        let input = PaymentInput::new(&wasmpay_protocol::decode(body.as_bytes()).expect("valid"), 0);
+        let pipeline = host.pipelines().get("card").expect("card").clone();
+        let verdict = instances.run(&pipeline, &input).expect("decided");
+        instances.replenish(&pipeline);
+        verdict
+    };
+    let mut after_first = None;
+    for round in 0..20 {
+        host.install(&v2, wasmpay_plugin_artifacts::CARD_V2, Origin::Cluster).expect("v2");
+        assert!(matches!(pay(&mut instances, round), Verdict::Priced(CheckedFee { total: 110, .. })));
+        host.rollback("card").expect("rollback");
+        assert!(matches!(pay(&mut instances, round), Verdict::Priced(CheckedFee { total: 315, .. })));
+        let census = host.runtime().census();
+        let now = (census.versions(), census.instances());
+        assert!(
+            now <= *after_first.get_or_insert(now),
+            "round {round}: {now:?} alive, {after_first:?} after the first"
+        );
+    }
+}
+
+/// A version that fails most of its calls is quarantined: its method is refused at once,
+/// without calling it, until it is activated again.
+#[test]
+fn a_failing_version_is_quarantined_until_reactivated() {
+    let settings = SandboxSettings {
+        quarantine: QuarantineSettings { failure_percent: 50, window_ms: 60_000, min_calls: 4 },
+        ..SandboxSettings::default()
+    };
+    let runtime = PluginRuntime::new(&settings).expect("runtime");
+    let sources = [PluginSource::Builtin("faulty", wasmpay_plugin_artifacts::FAULTY, None)];
+    let host =
+        PluginHost::start(runtime, &sources, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new()).expect("start");
+    let calls = Arc::new(Calls::default());
+    let mut instances = Instances::new(host.runtime().clone(), calls.clone());
+    let pipeline = host.pipelines().get("faulty").expect("faulty").clone();
+    for round in 0..4 {
+        let failure = instances.run(&pipeline, &faulty_payment(&format!("t-{round}"), "trap")).expect_err("traps");
+        assert!(matches!(failure.kind, FailureKind::Trap(_)), "{failure}");
+    }
+    let called = calls.0.load(std::sync::atomic::Ordering::Relaxed);
+    let failure = instances.run(&pipeline, &faulty_payment("t-4", "none")).expect_err("quarantined");
+    assert!(matches!(failure.kind, FailureKind::Quarantined(_)), "{failure}");
+    assert_eq!(calls.0.load(std::sync::atomic::Ordering::Relaxed), called, "a quarantined version is not called");
+    let status = host.status();
+    assert_eq!(status[0].versions[0].state, VersionState::Quarantined);
+    host.activate("faulty", "0.1.0").expect("re-enabled");
+    assert!(matches!(instances.run(&pipeline, &faulty_payment("t-5", "none")), Ok(Verdict::Priced(_))));
+}
+
+/// A restart loads compiled plugins from the cache instead of compiling them again.
+#[test]
+fn compiled_plugins_are_cached_on_disk() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = SandboxSettings { cache_dir: Some(dir.path().to_owned()), ..SandboxSettings::default() };
+    let load = || {
+        let runtime = PluginRuntime::new(&settings).expect("runtime");
+        let plugin = runtime.load("card", wasmpay_plugin_artifacts::CARD, &|_| BTreeMap::new()).expect("load");
+        plugin.key().to_owned()
+    };
+    assert_eq!(load(), "card@0.1.0");
+    let entries: Vec<_> = std::fs::read_dir(dir.path()).expect("list").filter_map(Result::ok).collect();
+    assert_eq!(entries.len(), 1);
+    // A corrupt entry is compiled again, not run.
+    let entry = entries[0].path();
+    let mut bytes = std::fs::read(&entry).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&entry, &bytes).expect("write");
+    assert_eq!(load(), "card@0.1.0");
+    assert_ne!(std::fs::read(&entry).expect("read"), bytes, "the corrupt entry was replaced");
+    assert_eq!(load(), "card@0.1.0");
 }

@@ -1,6 +1,16 @@
-//! The repository's guest crates compiled to WebAssembly components by `build.rs`.
+//! The repository's guest crates compiled to WebAssembly components by `build.rs`, and the
+//! manifests beside them.
 //!
-//! `CARD` and `WALLET` are the built-in payment methods the host serves by default;
-//! `FAULTY` is a test fixture that loops, grows memory or traps on demand.
+//! `CARD` and `WALLET` are the built-in payment methods the host serves by default. The rest
+//! are test fixtures: `FAULTY` loops, grows memory or traps on demand, `STALLING` waits on
+//! host calls, `CARD_V2` is another version of `card` with another fee rule, and
+//! `BAD_DESCRIBE` traps in `describe`.
 
 include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
+
+/// The manifest of [`CARD`] (without its `sha256`: the build makes the component).
+pub const CARD_MANIFEST: &str = include_str!("../../card/wasmpay-plugin.toml");
+/// The manifest of [`WALLET`].
+pub const WALLET_MANIFEST: &str = include_str!("../../wallet/wasmpay-plugin.toml");
+/// The manifest of [`CARD_V2`].
+pub const CARD_V2_MANIFEST: &str = include_str!("../../../tests/fixtures/card_v2/wasmpay-plugin.toml");

@@ -52,11 +52,17 @@ pub fn authorized(expected: Option<&str>, request: &Request<Incoming>) -> bool {
 
 /// The body as strict JSON: at most 64 KiB, within [`BODY_READ_TIMEOUT`], no repeated keys.
 pub async fn read_json(request: Request<Incoming>) -> Result<serde_json::Value, Response<Body>> {
-    let collected =
-        tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(request.into_body(), MAX_MESSAGE_BYTES).collect())
-            .await
-            .map_err(|_| problem(StatusCode::REQUEST_TIMEOUT, "invalid_request", "the body did not arrive in time"))?
-            .map_err(|_| problem(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "body over 64 KiB or unreadable"))?;
+    read_json_up_to(request, MAX_MESSAGE_BYTES).await
+}
+
+/// The body as strict JSON of at most `limit` bytes (a plugin upload), within
+/// [`BODY_READ_TIMEOUT`].
+pub async fn read_json_up_to(request: Request<Incoming>, limit: usize) -> Result<serde_json::Value, Response<Body>> {
+    let too_large = format!("body over {limit} bytes or unreadable");
+    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(request.into_body(), limit).collect())
+        .await
+        .map_err(|_| problem(StatusCode::REQUEST_TIMEOUT, "invalid_request", "the body did not arrive in time"))?
+        .map_err(|_| problem(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", &too_large))?;
     wasmpay_protocol::json::parse(&collected.to_bytes())
         .map_err(|error| problem(StatusCode::BAD_REQUEST, "invalid_request", &format!("not valid JSON: {error}")))
 }

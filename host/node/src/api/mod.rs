@@ -5,6 +5,7 @@
 //! (how many, how long); `incoming` reads what a request says (path, token, JSON body).
 
 mod incoming;
+mod plugins;
 pub mod server;
 
 pub use server::{HttpLimits, serve};
@@ -23,6 +24,7 @@ use serde_json::json;
 use crate::clock;
 use crate::cluster::Views;
 use crate::metrics::Metrics;
+use crate::plugins::store::PluginStore;
 use wasmpay_ledger::{Deposited, Ledger, LedgerError, NewAccount};
 use wasmpay_plugin_host::PluginHost;
 use wasmpay_protocol::money::{Currency, MAX_PAYMENT_MINOR_UNITS, MinorUnits};
@@ -38,6 +40,11 @@ pub struct ApiState {
     ledger: Ledger,
     metrics: Arc<Metrics>,
     plugins: Arc<PluginHost>,
+    plugin_store: PluginStore,
+    /// One plugin upload at a time: an upload is held in memory (up to 43 MiB of base64) and
+    /// checked (compiled, fixtures run), so concurrent ones would only compete for memory and
+    /// both cores.
+    uploads: tokio::sync::Semaphore,
     cluster: Views,
     admin_token: Option<String>,
 }
@@ -49,11 +56,13 @@ impl ApiState {
         ledger: Ledger,
         metrics: Arc<Metrics>,
         plugins: Arc<PluginHost>,
+        plugin_store: PluginStore,
         cluster: Views,
         admin_token: Option<String>,
     ) -> ApiState {
         let admin_token = admin_token.filter(|token| !token.is_empty());
-        ApiState { nats, ledger, metrics, plugins, cluster, admin_token }
+        let uploads = tokio::sync::Semaphore::new(1);
+        ApiState { nats, ledger, metrics, plugins, plugin_store, uploads, cluster, admin_token }
     }
 }
 
@@ -83,7 +92,26 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
             }
         }
         (&Method::GET, ["v1", "payments", id]) => show_payment(&state, id).await,
-        (&Method::GET, ["v1", "plugins"]) => list_plugins(&state),
+        (&Method::GET, ["v1", "plugins"]) => plugins::list(&state),
+        (&Method::PUT, ["v1", "plugins", name]) => match state.uploads.try_acquire() {
+            Err(_) => problem(StatusCode::TOO_MANY_REQUESTS, "busy", "another plugin upload is in progress; retry"),
+            Ok(_permit) => {
+                let name = (*name).to_owned();
+                match incoming::read_json_up_to(request, plugins::MAX_UPLOAD_BYTES).await {
+                    Ok(body) => plugins::upload(&state, &name, body).await,
+                    Err(response) => response,
+                }
+            }
+        },
+        (&Method::POST, ["v1", "plugins", name, "activate"]) => {
+            let name = (*name).to_owned();
+            match incoming::read_json(request).await {
+                Ok(body) => plugins::activate(&state, &name, body).await,
+                Err(response) => response,
+            }
+        }
+        (&Method::POST, ["v1", "plugins", name, "rollback"]) => plugins::rollback(&state, name).await,
+        (&Method::DELETE, ["v1", "plugins", name]) => plugins::remove(&state, name).await,
         (&Method::GET, ["v1", "cluster"]) => json_response(StatusCode::OK, &state.cluster.current()),
         _ => problem(StatusCode::NOT_FOUND, "not_found", "no such route"),
     };
@@ -189,18 +217,6 @@ async fn show_payment(state: &ApiState, id: &str) -> Response<Body> {
         Ok(None) => problem(StatusCode::NOT_FOUND, "not_found", "no payment with this id"),
         Err(other) => ledger_error(&other),
     }
-}
-
-fn list_plugins(state: &ApiState) -> Response<Body> {
-    let pipelines = state.plugins.pipelines();
-    let plugins: Vec<_> = pipelines.plugins().iter().map(|plugin| plugin.info().clone()).collect();
-    let methods: Vec<_> = pipelines
-        .methods()
-        .filter_map(|method| {
-            pipelines.get(method).map(|pipeline| json!({"method": method, "plugins": pipeline.keys()}))
-        })
-        .collect();
-    json_response(StatusCode::OK, &json!({"plugins": plugins, "methods": methods}))
 }
 
 /// Whether the node can take payments now: NATS connected, the ledger able to commit, and at

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use super::ClusterError;
 
 /// How long a JetStream request (a put, a lease update) may take.
-pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one request setting a bucket up may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a starting node keeps trying to set a bucket up.
@@ -34,7 +34,7 @@ const REWATCH_DELAY: Duration = Duration::from_millis(250);
 /// Opens the bucket `name`, creating it if it is missing, whose values live `ttl` unless
 /// renewed (`None`: for ever); returns it with the TTL it really has (the first node creates
 /// it; the bucket's TTL, not each node's setting, is what every node must use).
-pub(super) async fn open(
+pub(crate) async fn open(
     jetstream: &jetstream::Context,
     name: &str,
     ttl: Option<Duration>,
@@ -76,7 +76,7 @@ pub(super) async fn open(
 /// most [`SETUP_DEADLINE`]: creating a replicated stream waits for the JetStream cluster to
 /// place it, the first writes wait for its replicas, and a cluster electing a leader answers
 /// nothing for a few seconds. A starting node waits that out instead of failing.
-pub(super) async fn patiently<T, E, F, Fut>(what: &str, mut request: F) -> Result<T, String>
+pub(crate) async fn patiently<T, E, F, Fut>(what: &str, mut request: F) -> Result<T, String>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,

@@ -18,7 +18,7 @@
 //! buckets and this node's view of them. docs/cluster.md has the protocol and its numbers.
 
 mod binding;
-mod buckets;
+pub(crate) mod buckets;
 mod ownership;
 
 pub use binding::unbind;

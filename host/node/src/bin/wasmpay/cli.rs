@@ -45,9 +45,60 @@ enum Command {
     /// Show the cluster as a node sees it.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// List, push, activate, roll back or remove plugin versions, cluster-wide, through a
+    /// node's HTTP API.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Measure the node, the ledger and the plugins beside their baselines (private NATS,
     /// SQLite and PostgreSQL, pgbench), in one run.
     Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Every plugin on the node: serving version, state, calls, failures, latency.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Upload a component with its manifest (checked on the node, then stored for the whole
+    /// cluster) and activate it everywhere.
+    Push {
+        /// The component (`.wasm`).
+        component: PathBuf,
+        /// Its manifest; by default the `.toml` beside the component. A manifest without
+        /// `sha256` gets the component's.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Only upload; activate later with `wasmpay plugin activate`.
+        #[arg(long)]
+        no_activate: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Make an uploaded version serve everywhere (the serving one again lifts a quarantine).
+    Activate {
+        /// The plugin.
+        name: String,
+        /// Its version.
+        version: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Make the version before the current one serve again, everywhere.
+    Rollback {
+        /// The plugin.
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Stop serving a plugin everywhere (a rollback brings it back).
+    Remove {
+        /// The plugin.
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,7 +141,9 @@ struct ServeArgs {
     /// HTTP listen address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
-    /// Load every `*.wasm` in this directory instead of the built-in plugins.
+    /// Load every `*.wasm` in this directory (with its manifest `<name>.toml`, if any)
+    /// instead of the built-in plugins, and watch it: adding, replacing or removing a
+    /// component with its manifest loads, swaps or retires that plugin.
     #[arg(long)]
     plugins: Option<PathBuf>,
     /// Partition count P (fixed for the life of a cluster).
@@ -103,6 +156,10 @@ struct ServeArgs {
     /// Configuration file (wasmpay.toml).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Compile every plugin at every start instead of keeping compiled plugins in the cache
+    /// (`[sandbox] cache_dir`, by default `$XDG_CACHE_HOME/wasmpay` or `~/.cache/wasmpay`).
+    #[arg(long)]
+    no_plugin_cache: bool,
 }
 
 #[derive(Args, Debug)]
@@ -174,13 +231,13 @@ enum AccountCommand {
 }
 
 #[derive(Args, Debug)]
-struct ApiArgs {
+pub struct ApiArgs {
     /// Base URL of a node's HTTP API.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
-    api: String,
+    pub api: String,
     /// Admin bearer token.
     #[arg(long, env = "WASMPAY_ADMIN_TOKEN", hide_env_values = true)]
-    token: String,
+    pub token: String,
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {
@@ -231,15 +288,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Ledger(LedgerCommand::Verify { db }) => verify(&db).await,
         Command::Cluster(ClusterCommand::Status { api }) => cluster_status(&api).await,
         Command::Cluster(ClusterCommand::Unbind { nats }) => cluster_unbind(&nats).await,
+        Command::Plugin(command) => crate::plugins::run(command).await,
         Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    if args.no_plugin_cache {
+        config.sandbox.cache_dir = None;
+    } else if config.sandbox.cache_dir.is_none() {
+        config.sandbox.cache_dir = default_cache_dir();
+    }
     let plugin_sources = match &args.plugins {
         Some(directory) => directory_sources(directory)?,
         None => builtin_plugins(),
@@ -253,6 +316,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         database_url: args.db,
         http_address: args.http,
         plugin_sources,
+        plugin_directory: args.plugins.clone(),
         partitions: args.partitions,
         node_id: args.node_id.unwrap_or_else(default_node_id),
         config,
@@ -290,6 +354,16 @@ async fn cluster_unbind(nats: &str) -> anyhow::Result<()> {
         None => println!("{nats} is not bound to a ledger"),
     }
     Ok(())
+}
+
+/// Where compiled plugins are kept unless the configuration says otherwise: the user's cache
+/// directory, as wasmtime's own CLI does.
+fn default_cache_dir() -> Option<PathBuf> {
+    let base =
+        std::env::var_os("XDG_CACHE_HOME").filter(|value| !value.is_empty()).map(PathBuf::from).or_else(|| {
+            std::env::var_os("HOME").filter(|value| !value.is_empty()).map(|home| PathBuf::from(home).join(".cache"))
+        })?;
+    Some(base.join("wasmpay"))
 }
 
 /// `<host>-<process id>`, with anything a cluster key cannot hold left out of the host name.

@@ -2,6 +2,7 @@
 //! the program, the one place errors become `anyhow` reports.
 //!
 //! Layout: `cli` parses the command line and runs `serve`, `pay`, `account` and `ledger`;
+//! `plugins` runs `plugin list|push|activate|rollback|remove`;
 //! `demo` runs the main job on embedded defaults; `bench` measures a node beside its baselines;
 //! `nats` starts a private NATS server for the last two. They talk to nodes through
 //! `wasmpay::client`.
@@ -10,6 +11,7 @@ mod bench;
 mod cli;
 mod demo;
 mod nats;
+mod plugins;
 mod postgres;
 
 fn main() -> std::process::ExitCode {

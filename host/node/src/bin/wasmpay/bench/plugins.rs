@@ -3,6 +3,10 @@
 //! (`Instances`: the spares are made after the previous payment, the used ones dropped after
 //! this one). Measured in process on one thread, like `benches/payment_path.rs`, because the
 //! node only exposes call timings as coarse histogram buckets.
+//!
+//! Also the time to load the card plugin (compile, link, `describe`, self-test): compiled from
+//! the component, as every start did before the disk cache, and from the cache, as a restart
+//! does now.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,13 +16,15 @@ use wasmpay::clock;
 use wasmpay::config::Config;
 use wasmpay::metrics::Metrics;
 use wasmpay::node::builtin_plugins;
-use wasmpay_plugin_host::{Instances, PaymentInput, PluginRuntime, Verdict, load_pipelines};
+use wasmpay_plugin_host::{Instances, PaymentInput, PluginRuntime, SandboxSettings, Verdict, load_pipelines};
 
 use super::load::{Latency, Measured};
 use super::report::{Row, Scenario};
 
 /// Payments measured, after as many to warm up.
 const PAYMENTS: u32 = 2_000;
+/// Loads measured each way.
+const LOADS: u32 = 10;
 
 /// Two rows: on the payment's path (the calls), and in all (plus dropping the used instances
 /// and making the next spares, which a worker does while the ledger commits).
@@ -36,7 +42,47 @@ pub async fn measure() -> anyhow::Result<Vec<Row>> {
         Row::measured(scenario, None, "1 thread".to_owned(), &measured)
     };
     eprintln!("{:<58} done", Scenario::PluginsOnPath.label());
-    Ok(vec![row(Scenario::PluginsOnPath, &mut on_path), row(Scenario::PluginsInAll, &mut in_all)])
+    let (mut compiled, mut cached) = tokio::task::spawn_blocking(time_loads).await??;
+    let loads = |scenario, latencies: &mut Vec<Duration>| {
+        let busy: Duration = latencies.iter().sum();
+        let measured = Measured {
+            requests: u64::from(LOADS),
+            failed: 0,
+            per_second: super::load::per_second(u64::from(LOADS), busy),
+            latency: Some(Latency::of(latencies)),
+        };
+        Row::measured(scenario, None, "1 thread".to_owned(), &measured)
+    };
+    eprintln!("{:<58} done", Scenario::PluginLoadCached.label());
+    Ok(vec![
+        row(Scenario::PluginsOnPath, &mut on_path),
+        row(Scenario::PluginsInAll, &mut in_all),
+        loads(Scenario::PluginLoadCompiled, &mut compiled),
+        loads(Scenario::PluginLoadCached, &mut cached),
+    ])
+}
+
+/// How long loading the built-in card plugin takes: compiled each time, and from a warm
+/// disk cache, each on a new runtime as a starting node has.
+fn time_loads() -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let cache = tempfile::tempdir()?;
+    let card = builtin_plugins().into_iter().take(1).collect::<Vec<_>>();
+    let load = |cache_dir: Option<std::path::PathBuf>| -> anyhow::Result<Duration> {
+        let sandbox = SandboxSettings { cache_dir, ..SandboxSettings::default() };
+        let runtime = PluginRuntime::new(&sandbox)?;
+        let started = Instant::now();
+        load_pipelines(&runtime, &card, &Default::default(), &Default::default(), &Default::default())?;
+        Ok(started.elapsed())
+    };
+    // Fills the cache.
+    load(Some(cache.path().to_owned()))?;
+    let mut compiled = Vec::new();
+    let mut cached = Vec::new();
+    for _ in 0..LOADS {
+        compiled.push(load(None)?);
+        cached.push(load(Some(cache.path().to_owned()))?);
+    }
+    Ok((compiled, cached))
 }
 
 /// The time of each payment's calls, and of the calls plus the replenishing after them.

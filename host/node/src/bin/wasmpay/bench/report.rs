@@ -21,6 +21,8 @@ pub enum Scenario {
     Pgbench,
     PluginsOnPath,
     PluginsInAll,
+    PluginLoadCompiled,
+    PluginLoadCached,
 }
 
 impl Scenario {
@@ -35,6 +37,8 @@ impl Scenario {
             Scenario::Pgbench => "pgbench TPC-B-like",
             Scenario::PluginsOnPath => "plugins: card, on the payment's path",
             Scenario::PluginsInAll => "plugins: card, + drop and next spares",
+            Scenario::PluginLoadCompiled => "plugin load: card, compiled (cold)",
+            Scenario::PluginLoadCached => "plugin load: card, from the disk cache",
         }
     }
 }

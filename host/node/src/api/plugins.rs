@@ -1,0 +1,210 @@
+//! `/v1/plugins`: the operators' view of the plugins and the commands that roll versions out
+//! through the cluster's plugin store (docs/operators.md).
+//!
+//! A command changes the store, not this node: every node, this one included, follows the
+//! store and switches. The answer waits (at most [`CONVERGE_TIMEOUT`]) until this node serves
+//! what the store now says, or refused it, and tells which.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use hyper::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+use wasmpay_plugin_host::{Manifest, PluginStatus, VersionState};
+
+use super::{ApiState, Body, json_response, problem};
+use crate::plugins::store::{MAX_COMPONENT_BYTES, Pointer, StoreError};
+
+/// How long a command waits for this node to serve what it asked for.
+pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest upload body: the component in base64 and its manifest.
+pub const MAX_UPLOAD_BYTES: usize = MAX_COMPONENT_BYTES / 3 * 4 + 128 * 1024;
+
+type Response = hyper::Response<Body>;
+
+/// `GET /v1/plugins`.
+pub fn list(state: &ApiState) -> Response {
+    let pipelines = state.plugins.pipelines();
+    let methods: Vec<_> = pipelines
+        .methods()
+        .filter_map(|method| {
+            pipelines.get(method).map(|pipeline| json!({"method": method, "plugins": pipeline.keys()}))
+        })
+        .collect();
+    let census = state.plugins.runtime().census();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "plugins": state.plugins.status(),
+            "methods": methods,
+            "versions_loaded": census.versions(),
+            "instances": census.instances(),
+        }),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Upload {
+    /// The manifest, TOML.
+    manifest: String,
+    /// The component, base64.
+    component: String,
+    /// Activate it once stored.
+    #[serde(default)]
+    activate: bool,
+}
+
+/// `PUT /v1/plugins/{name}`: checks a version on this node (hash, compile, contract,
+/// `describe`, fixtures) and stores it; with `"activate": true` also makes it serve.
+pub async fn upload(state: &ApiState, name: &str, body: serde_json::Value) -> Response {
+    let upload: Upload = match serde_json::from_value(body) {
+        Ok(upload) => upload,
+        Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &error.to_string()),
+    };
+    let manifest = match Manifest::parse(&upload.manifest) {
+        Ok(manifest) => manifest,
+        Err(error) => return problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_manifest", &error.to_string()),
+    };
+    if manifest.name != name {
+        let message = format!("the manifest is for `{}`, the path names `{name}`", manifest.name);
+        return problem(StatusCode::BAD_REQUEST, "invalid_request", &message);
+    }
+    if manifest.sha256.is_none() {
+        let message = "the manifest has no `sha256` (wasmpay plugin push fills it in)";
+        return problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_manifest", message);
+    }
+    let bytes = match base64::engine::general_purpose::STANDARD.decode(upload.component.as_bytes()) {
+        Ok(bytes) if bytes.len() <= MAX_COMPONENT_BYTES => bytes,
+        Ok(_) => return problem(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "component over 32 MiB"),
+        Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &format!("component: {error}")),
+    };
+    // The whole check, on this node, before anything is stored: a version the store holds
+    // passed it once.
+    let (runtime, checked_manifest, checked_bytes) = (state.plugins.runtime().clone(), manifest.clone(), bytes.clone());
+    let source = format!("upload of {}", manifest.key());
+    let checked = tokio::task::spawn_blocking(move || {
+        runtime.prepare(&source, &checked_manifest, &checked_bytes, &Default::default()).map(drop)
+    })
+    .await;
+    match checked {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            state.metrics.plugin_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(plugin = %manifest.key(), code = error.code(), %error, "uploaded plugin version refused");
+            return problem(StatusCode::UNPROCESSABLE_ENTITY, error.code(), &error.to_string());
+        }
+        Err(error) => return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", &error.to_string()),
+    }
+    if let Err(error) = state.plugin_store.upload(&manifest, &bytes).await {
+        return store_problem(&error);
+    }
+    tracing::info!(plugin = %manifest.key(), sha256 = manifest.sha256.as_deref().unwrap_or_default(), "plugin version uploaded");
+    if upload.activate {
+        return settle(state, name, state.plugin_store.activate(manifest.clone(), serving(state, name)).await).await;
+    }
+    json_response(
+        StatusCode::CREATED,
+        &json!({"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256, "activated": false}),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Activate {
+    version: String,
+}
+
+/// `POST /v1/plugins/{name}/activate`: makes an uploaded version serve everywhere; the
+/// serving one again lifts its quarantine everywhere.
+pub async fn activate(state: &ApiState, name: &str, body: serde_json::Value) -> Response {
+    let request: Activate = match serde_json::from_value(body) {
+        Ok(request) => request,
+        Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &error.to_string()),
+    };
+    // An uploaded version, or one every node has loaded (a built-in one).
+    let manifest = match state.plugin_store.version(name, &request.version).await {
+        Ok(manifest) => manifest,
+        Err(StoreError::NotFound(message)) => match loaded_manifest(state, name, &request.version) {
+            Some(manifest) => manifest,
+            None => return problem(StatusCode::NOT_FOUND, "unknown_version", &message),
+        },
+        Err(error) => return store_problem(&error),
+    };
+    settle(state, name, state.plugin_store.activate(manifest, serving(state, name)).await).await
+}
+
+/// `POST /v1/plugins/{name}/rollback`: makes the version before the current one serve again.
+pub async fn rollback(state: &ApiState, name: &str) -> Response {
+    settle(state, name, state.plugin_store.rollback(name).await).await
+}
+
+/// `DELETE /v1/plugins/{name}`: stops serving the plugin everywhere.
+pub async fn remove(state: &ApiState, name: &str) -> Response {
+    if state.plugins.status().iter().all(|status| status.name != name) {
+        return problem(StatusCode::NOT_FOUND, "unknown_plugin", &format!("no plugin `{name}`"));
+    }
+    settle(state, name, state.plugin_store.remove(name, serving(state, name)).await).await
+}
+
+/// The manifest of the version of `name` this node serves, for a pointer's history: a
+/// rollback must be able to return to a version that never went through the store.
+fn serving(state: &ApiState, name: &str) -> Option<Manifest> {
+    let status = state.plugins.status().into_iter().find(|status| status.name == name)?;
+    loaded_manifest(state, name, status.active.as_deref()?)
+}
+
+fn loaded_manifest(state: &ApiState, name: &str, version: &str) -> Option<Manifest> {
+    state.plugins.manifest(name, version)
+}
+
+/// Waits until this node serves what `pointer` says, or refused it.
+async fn settle(state: &ApiState, name: &str, pointer: Result<Pointer, StoreError>) -> Response {
+    let pointer = match pointer {
+        Ok(pointer) => pointer,
+        Err(error) => return store_problem(&error),
+    };
+    let wanted = pointer.active.as_ref().map(|manifest| manifest.version.clone());
+    let deadline = tokio::time::Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let status = state.plugins.status().into_iter().find(|status| status.name == name);
+        let serving = status.as_ref().and_then(|status| status.active.clone());
+        let quarantined = status
+            .as_ref()
+            .and_then(|status| status.versions.first())
+            .is_some_and(|version| version.state == VersionState::Quarantined);
+        if serving == wanted && !quarantined {
+            return json_response(StatusCode::OK, &json!({"plugin": status, "pointer": pointer}));
+        }
+        if let Some(refusal) = refused(status.as_ref(), &pointer) {
+            return problem(StatusCode::UNPROCESSABLE_ENTITY, &refusal.0, &refusal.1);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let message = format!(
+                "the cluster store now says {name} {}, but this node still serves {} after {CONVERGE_TIMEOUT:?}",
+                wanted.as_deref().unwrap_or("(removed)"),
+                serving.as_deref().unwrap_or("nothing")
+            );
+            return problem(StatusCode::ACCEPTED, "pending", &message);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// This node's refusal of the version `pointer` makes active, if it refused it.
+fn refused(status: Option<&PluginStatus>, pointer: &Pointer) -> Option<(String, String)> {
+    let manifest = pointer.active.as_ref()?;
+    let refusal = status?.refused.as_ref()?;
+    (refusal.version == manifest.key()).then(|| (refusal.code.clone(), refusal.message.clone()))
+}
+
+fn store_problem(error: &StoreError) -> Response {
+    match error {
+        StoreError::NotFound(message) => problem(StatusCode::NOT_FOUND, "unknown_version", message),
+        StoreError::Conflict(message) => problem(StatusCode::CONFLICT, "conflict", message),
+        StoreError::Unavailable(_) | StoreError::Corrupt(_) => {
+            problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &error.to_string())
+        }
+    }
+}

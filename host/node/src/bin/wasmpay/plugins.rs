@@ -1,0 +1,143 @@
+//! `wasmpay plugin …`: the operators' plugin commands, over a node's `/v1/plugins` API. The
+//! node checks and stores; every node of the cluster follows the store (docs/operators.md).
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use wasmpay::client::http_call;
+use wasmpay_plugin_host::Manifest;
+use wasmpay_plugin_host::manifest::sha256_hex;
+
+use crate::cli::{ApiArgs, PluginCommand};
+
+/// Runs one plugin command.
+pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::List { api } => {
+            let body = call(&api, hyper::Method::GET, "/v1/plugins", None).await?;
+            print!("{}", table(&body));
+            Ok(())
+        }
+        PluginCommand::Push { component, manifest, no_activate, api } => {
+            let bytes = std::fs::read(&component).with_context(|| format!("reading {}", component.display()))?;
+            let manifest_path = manifest.unwrap_or_else(|| component.with_extension("toml"));
+            let mut text = std::fs::read_to_string(&manifest_path)
+                .with_context(|| format!("reading the manifest {}", manifest_path.display()))?;
+            let parsed = Manifest::parse(&text).with_context(|| format!("{}", manifest_path.display()))?;
+            let sha256 = sha256_hex(&bytes);
+            if parsed.sha256.is_none() {
+                // A top-level key must come before any table: first is always right.
+                text = format!("sha256 = \"{sha256}\"\n{text}");
+            }
+            let body = json!({
+                "manifest": text,
+                "component": base64::engine::general_purpose::STANDARD.encode(&bytes),
+                "activate": !no_activate,
+            });
+            let path = format!("/v1/plugins/{}", parsed.name);
+            let answer = call(&api, hyper::Method::PUT, &path, Some(body)).await?;
+            let state = if no_activate { "uploaded; activate it with `wasmpay plugin activate`" } else { "active" };
+            println!("{} {} (sha256 {sha256}) {state}", parsed.name, parsed.version);
+            print_pointer(&answer);
+            Ok(())
+        }
+        PluginCommand::Activate { name, version, api } => {
+            let path = format!("/v1/plugins/{name}/activate");
+            let answer = call(&api, hyper::Method::POST, &path, Some(json!({"version": version}))).await?;
+            println!("{name} {version} active");
+            print_pointer(&answer);
+            Ok(())
+        }
+        PluginCommand::Rollback { name, api } => {
+            let answer = call(&api, hyper::Method::POST, &format!("/v1/plugins/{name}/rollback"), None).await?;
+            let active = answer["pointer"]["active"]["version"].as_str().unwrap_or("?").to_owned();
+            println!("{name} rolled back to {active}");
+            print_pointer(&answer);
+            Ok(())
+        }
+        PluginCommand::Remove { name, api } => {
+            call(&api, hyper::Method::DELETE, &format!("/v1/plugins/{name}"), None).await?;
+            println!("{name} removed: its methods are no longer served (`wasmpay plugin rollback {name}` restores it)");
+            Ok(())
+        }
+    }
+}
+
+async fn call(api: &ApiArgs, method: hyper::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let url = format!("{}{path}", api.api.trim_end_matches('/'));
+    let (status, text) = http_call(method, &url, &api.token, body).await?;
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+    if status == hyper::StatusCode::ACCEPTED {
+        bail!("{}", value["message"].as_str().unwrap_or(&text));
+    }
+    if !status.is_success() {
+        let code = value["code"].as_str().unwrap_or("error");
+        bail!("{url} answered {status}: {code}: {}", value["message"].as_str().unwrap_or(&text));
+    }
+    Ok(value)
+}
+
+/// The versions a rollback would go back through.
+fn print_pointer(answer: &Value) {
+    let history: Vec<&str> = answer["pointer"]["history"]
+        .as_array()
+        .map(|history| history.iter().rev().filter_map(|manifest| manifest["version"].as_str()).collect())
+        .unwrap_or_default();
+    if !history.is_empty() {
+        println!("earlier versions, most recent first: {}", history.join(", "));
+    }
+}
+
+/// `GET /v1/plugins` as a table.
+fn table(body: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<10} {:<10} {:<12} {:<10} {:>8} {:>8} {:>9} {:>9}  {:<12} origin",
+        "plugin", "version", "state", "sha256", "calls", "failures", "p50 µs", "p99 µs", "methods"
+    );
+    for plugin in body["plugins"].as_array().into_iter().flatten() {
+        let methods: Vec<&str> = plugin["methods"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let origin = match (plugin["origin"]["kind"].as_str(), plugin["origin"]["from"].as_str()) {
+            (Some(kind), Some(from)) => format!("{kind} {from}"),
+            (Some(kind), None) => kind.to_owned(),
+            _ => "-".to_owned(),
+        };
+        let name = plugin["name"].as_str().unwrap_or("?");
+        if plugin["active"].is_null() {
+            let _ = writeln!(out, "{name:<10} {:<10} {:<12}", "-", "removed");
+        }
+        for version in plugin["versions"].as_array().into_iter().flatten() {
+            let text = |key: &str| version[key].as_str().unwrap_or("-").to_owned();
+            let number = |key: &str| version[key].as_u64().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "{name:<10} {:<10} {:<12} {:<10} {:>8} {:>8} {:>9} {:>9}  {:<12} {origin}",
+                text("version"),
+                text("state"),
+                text("sha256").get(..8).unwrap_or("-"),
+                number("calls"),
+                number("failures"),
+                number("p50_us"),
+                number("p99_us"),
+                methods.join(","),
+            );
+            if let Some(reason) = version["quarantined"].as_str() {
+                let _ = writeln!(out, "  quarantined: {reason}");
+            }
+        }
+        if let Some(refused) = plugin["refused"].as_object() {
+            let field = |key: &str| refused.get(key).and_then(Value::as_str).unwrap_or("?");
+            let _ = writeln!(out, "  refused {}: {}: {}", field("version"), field("code"), field("message"));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "versions loaded: {}, instances alive: {}",
+        body["versions_loaded"].as_u64().unwrap_or(0),
+        body["instances"].as_u64().unwrap_or(0)
+    );
+    out
+}

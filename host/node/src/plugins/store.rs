@@ -1,0 +1,296 @@
+//! The cluster's plugin store, in JetStream: every node serves what it says.
+//!
+//! - Components live in the object store `wasmpay_plugins`, named by their SHA-256: a name is
+//!   its content, so an upload can never change what another version runs, and the same bytes
+//!   are stored once.
+//! - The KV bucket `wasmpay_plugin_pointers` holds, per plugin, `version.<name>.<sha256>` (the
+//!   manifest of each uploaded version, checked on the uploading node) and `active.<name>`
+//!   (the [`Pointer`]: the version that serves, and the ones before it, for a rollback).
+//!
+//! Every node watches `active.*` and switches when a pointer changes; a node that starts
+//! later reads the pointers before it takes payments. A pointer is changed by
+//! compare-and-set on its revision, so two operators' commands cannot lose one another's
+//! change: one of them is retried on the other's result.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, object_store};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+use wasmpay_plugin_host::Manifest;
+use wasmpay_plugin_host::manifest::sha256_hex;
+
+use crate::cluster::buckets::{self, REQUEST_TIMEOUT};
+
+/// The object store of components.
+pub const OBJECTS: &str = "wasmpay_plugins";
+/// The KV bucket of manifests and pointers.
+pub const POINTERS: &str = "wasmpay_plugin_pointers";
+/// How many earlier versions a pointer remembers for rollbacks.
+pub const HISTORY: usize = 8;
+/// How long moving a component in or out of the store may take.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many times a pointer change is tried again after another change won the race.
+const CAS_ATTEMPTS: usize = 8;
+/// Largest component the store takes: the pooling allocator and compile time, not the store,
+/// are the limit, and an upload is held in memory.
+pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
+
+/// What serves for one plugin name, cluster-wide.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pointer {
+    /// The serving version; `None` once the plugin was removed.
+    pub active: Option<Manifest>,
+    /// Versions that served before, most recent last, at most [`HISTORY`].
+    pub history: Vec<Manifest>,
+}
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// JetStream refused or did not answer.
+    #[error("plugin store: {0}")]
+    Unavailable(String),
+    /// No such version or plugin.
+    #[error("{0}")]
+    NotFound(String),
+    /// A stored component is not what its name says.
+    #[error("plugin store: component {0} is corrupt")]
+    Corrupt(String),
+    /// The change cannot be made (nothing to roll back to, a conflicting race).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// The cluster's plugin store.
+#[derive(Clone)]
+pub struct PluginStore {
+    pointers: kv::Store,
+    objects: object_store::ObjectStore,
+}
+
+impl std::fmt::Debug for PluginStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginStore").field("objects", &OBJECTS).field("pointers", &POINTERS).finish()
+    }
+}
+
+fn unavailable(error: &dyn std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+async fn bounded<T, E: std::fmt::Display>(
+    limit: Duration,
+    request: impl Future<Output = Result<T, E>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, request)
+        .await
+        .map_err(|_| StoreError::Unavailable(format!("no answer within {limit:?}")))?
+        .map_err(|error| unavailable(&error))
+}
+
+impl PluginStore {
+    /// Opens the store, creating its bucket and object store if missing.
+    pub async fn open(client: async_nats::Client, replicas: usize) -> Result<PluginStore, StoreError> {
+        let jetstream = jetstream::new(client);
+        let (pointers, _) =
+            buckets::open(&jetstream, POINTERS, None, replicas).await.map_err(|error| unavailable(&error))?;
+        let config = object_store::Config {
+            bucket: OBJECTS.to_owned(),
+            description: Some("wasmpay plugin components, by SHA-256".to_owned()),
+            num_replicas: replicas.max(1),
+            ..object_store::Config::default()
+        };
+        let objects = buckets::patiently(OBJECTS, || async {
+            match jetstream.get_object_store(OBJECTS).await {
+                Ok(store) => Ok(store),
+                Err(_) => jetstream.create_object_store(config.clone()).await.map_err(|error| error.to_string()),
+            }
+        })
+        .await
+        .map_err(|error| unavailable(&error))?;
+        Ok(PluginStore { pointers, objects })
+    }
+
+    /// Stores a version that passed its checks on the uploading node: the component (unless
+    /// the store has it) and the manifest.
+    pub async fn upload(&self, manifest: &Manifest, bytes: &[u8]) -> Result<(), StoreError> {
+        let sha256 = sha256_hex(bytes);
+        if self.component(&sha256).await.is_err() {
+            let mut reader = bytes;
+            bounded(TRANSFER_TIMEOUT, self.objects.put(sha256.as_str(), &mut reader)).await?;
+        }
+        let value = serde_json::to_vec(manifest).map_err(|error| unavailable(&error))?;
+        bounded(REQUEST_TIMEOUT, self.pointers.put(version_key(&manifest.name, &sha256), value.into())).await?;
+        Ok(())
+    }
+
+    /// The component named `sha256`, checked against its name.
+    pub async fn component(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
+        let read = async {
+            let mut object = self.objects.get(sha256).await.map_err(|error| match error.kind() {
+                object_store::GetErrorKind::NotFound => StoreError::NotFound(format!("no component {sha256}")),
+                _ => unavailable(&error),
+            })?;
+            let mut bytes = Vec::new();
+            object.read_to_end(&mut bytes).await.map_err(|error| unavailable(&error))?;
+            Ok::<_, StoreError>(bytes)
+        };
+        let bytes = tokio::time::timeout(TRANSFER_TIMEOUT, read)
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("no answer within {TRANSFER_TIMEOUT:?}")))??;
+        if sha256_hex(&bytes) != sha256 {
+            return Err(StoreError::Corrupt(sha256.to_owned()));
+        }
+        Ok(bytes)
+    }
+
+    /// The uploaded version `version` of `name`.
+    pub async fn version(&self, name: &str, version: &str) -> Result<Manifest, StoreError> {
+        let prefix = format!("version.{name}.");
+        let keys = bounded(REQUEST_TIMEOUT, self.pointers.keys()).await?;
+        let keys: Vec<String> = keys.filter_map(|key| async { key.ok() }).collect().await;
+        for key in keys.iter().filter(|key| key.starts_with(&prefix)) {
+            let Some(value) = bounded(REQUEST_TIMEOUT, self.pointers.get(key.as_str())).await? else { continue };
+            if let Ok(manifest) = serde_json::from_slice::<Manifest>(&value)
+                && manifest.version == version
+            {
+                return Ok(manifest);
+            }
+        }
+        Err(StoreError::NotFound(format!("no version {version} of plugin `{name}` was uploaded")))
+    }
+
+    /// The pointer of `name`, if it has one.
+    pub async fn pointer(&self, name: &str) -> Result<Option<Pointer>, StoreError> {
+        Ok(self.pointer_entry(name).await?.map(|(pointer, _)| pointer))
+    }
+
+    /// Every pointer, by name: what a starting node serves.
+    pub async fn pointers(&self) -> Result<Vec<(String, Pointer)>, StoreError> {
+        let keys = bounded(REQUEST_TIMEOUT, self.pointers.keys()).await?;
+        let keys: Vec<String> = keys.filter_map(|key| async { key.ok() }).collect().await;
+        let mut pointers = Vec::new();
+        for name in keys.iter().filter_map(|key| key.strip_prefix("active.")) {
+            if let Some(pointer) = self.pointer(name).await? {
+                pointers.push((name.to_owned(), pointer));
+            }
+        }
+        Ok(pointers)
+    }
+
+    /// Makes `manifest` the serving version of its plugin (the one serving before goes to the
+    /// history). Putting the serving version again makes every node re-enable it (a
+    /// quarantine is lifted).
+    /// `serving` is the version the asking node serves, remembered for a rollback when the
+    /// store has no pointer yet (a built-in version).
+    pub async fn activate(&self, manifest: Manifest, serving: Option<Manifest>) -> Result<Pointer, StoreError> {
+        let name = manifest.name.clone();
+        self.change(&name, |pointer| {
+            let mut history = pointer.map(|pointer| pointer.history.clone()).unwrap_or_default();
+            let before = match pointer {
+                Some(pointer) => pointer.active.clone(),
+                None => serving.clone(),
+            };
+            if let Some(before) = before
+                && before != manifest
+            {
+                history.push(before);
+            }
+            history.retain(|earlier| *earlier != manifest);
+            let excess = history.len().saturating_sub(HISTORY);
+            history.drain(..excess);
+            Ok(Pointer { active: Some(manifest.clone()), history })
+        })
+        .await
+    }
+
+    /// Makes the version that served before the current one serve again.
+    pub async fn rollback(&self, name: &str) -> Result<Pointer, StoreError> {
+        self.change(name, |pointer| {
+            let mut history = pointer.map(|pointer| pointer.history.clone()).unwrap_or_default();
+            let previous = history.pop().ok_or_else(|| {
+                StoreError::Conflict(format!("plugin `{name}` has no earlier version in the cluster store"))
+            })?;
+            Ok(Pointer { active: Some(previous), history })
+        })
+        .await
+    }
+
+    /// Stops every node serving `name`; a rollback brings the removed version back.
+    pub async fn remove(&self, name: &str, serving: Option<Manifest>) -> Result<Pointer, StoreError> {
+        self.change(name, |pointer| {
+            let mut history = pointer.map(|pointer| pointer.history.clone()).unwrap_or_default();
+            // A plugin the store never held (a built-in one) is recorded as the node serves
+            // it, so that a rollback can bring it back.
+            match pointer.and_then(|pointer| pointer.active.clone()).or_else(|| serving.clone()) {
+                Some(active) => history.push(active),
+                None if pointer.is_some() => {
+                    return Err(StoreError::Conflict(format!("plugin `{name}` is removed already")));
+                }
+                None => {}
+            }
+            let excess = history.len().saturating_sub(HISTORY);
+            history.drain(..excess);
+            Ok(Pointer { active: None, history })
+        })
+        .await
+    }
+
+    /// Watches every pointer: each change, and first every pointer as it is now.
+    pub async fn watch(&self) -> Result<kv::Watch, StoreError> {
+        bounded(REQUEST_TIMEOUT, self.pointers.watch("active.>")).await
+    }
+
+    async fn pointer_entry(&self, name: &str) -> Result<Option<(Pointer, u64)>, StoreError> {
+        let entry = bounded(REQUEST_TIMEOUT, self.pointers.entry(active_key(name))).await?;
+        match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                let pointer = serde_json::from_slice(&entry.value)
+                    .map_err(|error| StoreError::Corrupt(format!("pointer of `{name}`: {error}")))?;
+                Ok(Some((pointer, entry.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Compare-and-set of `name`'s pointer through `next`, tried again when another change
+    /// came first.
+    async fn change(
+        &self,
+        name: &str,
+        next: impl Fn(Option<&Pointer>) -> Result<Pointer, StoreError>,
+    ) -> Result<Pointer, StoreError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let current = self.pointer_entry(name).await?;
+            let pointer = next(current.as_ref().map(|(pointer, _)| pointer))?;
+            let value: bytes::Bytes = serde_json::to_vec(&pointer).map_err(|error| unavailable(&error))?.into();
+            let written = match current {
+                Some((_, revision)) => {
+                    tokio::time::timeout(REQUEST_TIMEOUT, self.pointers.update(active_key(name), value, revision))
+                        .await
+                        .map(|result| result.map_err(|error| error.to_string()))
+                }
+                None => tokio::time::timeout(REQUEST_TIMEOUT, self.pointers.create(active_key(name), value))
+                    .await
+                    .map(|result| result.map_err(|error| error.to_string())),
+            };
+            match written {
+                Ok(Ok(_)) => return Ok(pointer),
+                // Another change came first (wrong last sequence, or the key exists): again.
+                Ok(Err(error)) => tracing::debug!(plugin = name, %error, "pointer changed meanwhile; trying again"),
+                Err(_) => return Err(StoreError::Unavailable(format!("no answer within {REQUEST_TIMEOUT:?}"))),
+            }
+        }
+        Err(StoreError::Conflict(format!("the pointer of `{name}` kept changing; try again")))
+    }
+}
+
+fn active_key(name: &str) -> String {
+    format!("active.{name}")
+}
+
+fn version_key(name: &str, sha256: &str) -> String {
+    format!("version.{name}.{sha256}")
+}

@@ -1,0 +1,291 @@
+//! Plugin versions rolled into running `wasmpay serve` processes, as an operator does it:
+//! `wasmpay plugin push`, `activate` and `rollback` through one node change what every node
+//! serves, under load, without a payment failing; bad versions are refused while the serving
+//! one stays; a watched directory swaps a plugin replaced in place.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wasmpay_plugin_host::manifest::sha256_hex;
+use wasmpay_protocol::Status;
+use wasmpay_tests::{Backend, NatsServer};
+
+mod support;
+
+use support::*;
+
+/// Every node serves a pushed version within this (the watch delivers a pointer change in
+/// milliseconds; loading a new version compiles it once, some 100 ms here).
+const CONVERGE_BOUND: Duration = Duration::from_secs(5);
+/// Swaps to v2 and back under load.
+const ROUNDS: usize = 20;
+
+/// The fee each version charges on [`AMOUNT`] (1.00 EUR): 0.1.0 takes 2.9 % (rounded) +
+/// 0.25, 2.0.0 takes 1 % + 0.10.
+fn fee_of(plugins: &[String]) -> u64 {
+    match plugins {
+        [version] if version == "card@0.1.0" => 28,
+        [version] if version == "card@2.0.0" => 11,
+        other => panic!("unexpected pipeline {other:?}"),
+    }
+}
+
+/// Runs `wasmpay plugin …` against `member`; its stdout, or its stderr as the error.
+fn plugin_command(member: &Member, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(BINARY)
+        .arg("plugin")
+        .args(args)
+        .args(["--api", &format!("http://{}", member.http), "--token", TOKEN])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.success() { Ok(stdout) } else { Err(String::from_utf8_lossy(&output.stderr).into_owned()) }
+}
+
+/// `GET /v1/plugins` of `member`.
+async fn plugins_of(member: &Member) -> Value {
+    serde_json::from_str(&member.get("/v1/plugins").await.unwrap_or_default()).unwrap_or(Value::Null)
+}
+
+/// The serving version of `name` on `member`, and its state.
+async fn serving(member: &Member, name: &str) -> (Option<String>, Option<String>) {
+    let plugins = plugins_of(member).await;
+    let plugin = plugins["plugins"].as_array().into_iter().flatten().find(|plugin| plugin["name"] == name);
+    let active = plugin.and_then(|plugin| plugin["active"].as_str()).map(str::to_owned);
+    let state = plugin.and_then(|plugin| plugin["versions"][0]["state"].as_str()).map(str::to_owned);
+    (active, state)
+}
+
+/// Waits until every member serves `version` of `card` (`None`: none); how long it took.
+async fn all_serve(members: &[&Member], version: Option<&str>) -> Duration {
+    let started = Instant::now();
+    loop {
+        let mut all = true;
+        for member in members {
+            let (active, state) = serving(member, "card").await;
+            all &= active.as_deref() == version && (version.is_none() || state.as_deref() == Some("active"));
+        }
+        if all {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < CONVERGE_BOUND, "not every node serves card {version:?} after {CONVERGE_BOUND:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// v2 of `card` and its manifest (without `sha256`: `wasmpay plugin push` fills it in).
+fn write_v2(directory: &Path) -> std::path::PathBuf {
+    let component = directory.join("card_v2.wasm");
+    std::fs::write(&component, wasmpay_plugin_artifacts::CARD_V2).unwrap();
+    std::fs::write(directory.join("card_v2.toml"), wasmpay_plugin_artifacts::CARD_V2_MANIFEST).unwrap();
+    component
+}
+
+/// The 99th percentile of `took` over the payments sent while `inside` says so, and how many.
+fn p99(paid: &[Paid], inside: impl Fn(Instant) -> bool) -> (Duration, usize) {
+    let mut took: Vec<Duration> = paid.iter().filter(|paid| inside(paid.sent)).map(|paid| paid.took).collect();
+    took.sort();
+    let index = (took.len() * 99).div_ceil(100).saturating_sub(1);
+    (took.get(index).copied().unwrap_or_default(), took.len())
+}
+
+/// The live versions and instances a node reports.
+async fn census(member: &Member) -> (u64, u64) {
+    let plugins = plugins_of(member).await;
+    (plugins["versions_loaded"].as_u64().unwrap(), plugins["instances"].as_u64().unwrap())
+}
+
+/// Two nodes on one PostgreSQL ledger, clients paying by card all along. `card` 2.0.0 is
+/// pushed through one node, then rolled back, twenty times, through either node. Every
+/// payment is answered at once (no retry: nothing failed), approved, applied once, and
+/// charged the fee of the version its reply and record name; both nodes serve each version
+/// within the bound; and the versions and instances alive do not grow with the swaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_roll_out_and_back_under_load_without_failing_a_payment() {
+    let nats = NatsServer::start(None).expect("nats-server");
+    let workdir = tempfile::tempdir().unwrap();
+    let db = Backend::Postgres.fresh_database(workdir.path());
+    let ledger = funded_ledger(&db).await;
+    let one = Member::start(&nats, &db, "one", workdir.path());
+    let two = Member::start(&nats, &db, "two", workdir.path());
+    converged(&[&one, &two]).await;
+    let v2 = write_v2(workdir.path());
+    let v2 = v2.to_str().unwrap();
+
+    let load = Load::start(&nats.url(), 6).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let swaps_began = Instant::now();
+    let mut windows: Vec<(Instant, Instant)> = Vec::new();
+    let mut convergence: Vec<Duration> = Vec::new();
+    let mut after_first = None;
+    for round in 0..ROUNDS {
+        let (here, there) = if round % 2 == 0 { (&one, &two) } else { (&two, &one) };
+        let began = Instant::now();
+        let pushed = match round {
+            0 => plugin_command(here, &["push", v2]),
+            _ => plugin_command(here, &["activate", "card", "2.0.0"]),
+        };
+        assert!(pushed.is_ok(), "round {round}: {pushed:?}");
+        all_serve(&[&one, &two], Some("2.0.0")).await;
+        convergence.push(began.elapsed());
+        windows.push((began, Instant::now()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let began = Instant::now();
+        let rolled = plugin_command(there, &["rollback", "card"]);
+        assert!(rolled.as_deref().is_ok_and(|out| out.contains("rolled back to 0.1.0")), "round {round}: {rolled:?}");
+        all_serve(&[&one, &two], Some("0.1.0")).await;
+        convergence.push(began.elapsed());
+        windows.push((began, Instant::now()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = (census(&one).await, census(&two).await);
+        let first = *after_first.get_or_insert(now);
+        eprintln!("round {round}: (versions, instances) one {:?} two {:?}", now.0, now.1);
+        for ((versions, instances), (first_versions, _)) in [(now.0, first.0), (now.1, first.1)] {
+            assert!(
+                versions <= first_versions,
+                "round {round}: {versions} versions loaded, {first_versions} after the first"
+            );
+            assert!(instances <= u64::from(PARTITIONS), "round {round}: {instances} instances alive");
+        }
+    }
+    let swaps_ended = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (paid, retries) = load.finish_timed().await;
+
+    assert_eq!(retries, 0, "a payment was not answered at once, or was answered `error`");
+    let mut by_version: BTreeMap<String, usize> = BTreeMap::new();
+    for payment in &paid {
+        assert_eq!(payment.reply.status, Status::Approved, "{}: {:?}", payment.id, payment.reply);
+        assert_eq!(payment.reply.fee, Some(fee_of(&payment.reply.plugins)), "{}: {:?}", payment.id, payment.reply);
+        // The record names the same version, and the fee account got that version's fee.
+        let stored = ledger.payment(&payment.id).await.unwrap().unwrap();
+        let recorded: wasmpay_protocol::Reply = serde_json::from_str(&stored.reply).unwrap();
+        assert_eq!(recorded.plugins, payment.reply.plugins, "{}", payment.id);
+        let fee_entry = stored.entries.iter().find(|(account, _)| account.starts_with("_fee"));
+        assert_eq!(fee_entry.map(|(_, amount)| *amount), Some(fee_of(&payment.reply.plugins) as i64), "{}", payment.id);
+        *by_version.entry(payment.reply.plugins.join(",")).or_default() += 1;
+    }
+    assert!(by_version.len() == 2, "both versions decided payments: {by_version:?}");
+    let answered: Vec<_> = paid.iter().map(|paid| (paid.id.clone(), paid.from, paid.reply.clone())).collect();
+    assert_paid_exactly_once(&ledger, &answered).await;
+    verify(&db);
+
+    let during = |sent: Instant| windows.iter().any(|(began, ended)| (*began..=*ended).contains(&sent));
+    let (before, before_count) = p99(&paid, |sent| sent < swaps_began);
+    let (in_swaps, in_count) = p99(&paid, during);
+    let (after, after_count) = p99(&paid, |sent| sent > swaps_ended);
+    convergence.sort();
+    eprintln!(
+        "{} payments ({by_version:?}), {retries} retries; p99 before {before:?} ({before_count}), during switches \
+         {in_swaps:?} ({in_count}), after {after:?} ({after_count}); from the command to both nodes serving the \
+         new version: median {:?}, max {:?} over {} switches",
+        paid.len(),
+        convergence[convergence.len() / 2],
+        convergence[convergence.len() - 1],
+        convergence.len()
+    );
+}
+
+/// Bad versions pushed to a serving node are refused with their reason, and the version
+/// serving before keeps deciding payments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_versions_are_refused_and_the_serving_one_stays() {
+    let nats = NatsServer::start(None).expect("nats-server");
+    let workdir = tempfile::tempdir().unwrap();
+    let db = Backend::Sqlite.fresh_database(workdir.path());
+    let ledger = funded_ledger(&db).await;
+    let node = Member::start(&nats, &db, "node", workdir.path());
+    converged(&[&node]).await;
+    let directory = workdir.path();
+    let v2 = write_v2(directory);
+    let v2_manifest = wasmpay_plugin_artifacts::CARD_V2_MANIFEST;
+    let bad = |file: &str, manifest: String| {
+        std::fs::write(directory.join(format!("{file}.toml")), manifest).unwrap();
+        directory.join(format!("{file}.wasm"))
+    };
+    // The manifest pins another component's hash.
+    std::fs::write(directory.join("pinned.wasm"), wasmpay_plugin_artifacts::CARD_V2).unwrap();
+    let pinned = bad("pinned", format!("sha256 = \"{}\"\n{v2_manifest}", sha256_hex(b"another build")));
+    // v2 with a fixture that expects v1's fee.
+    std::fs::write(directory.join("wrong-fee.wasm"), wasmpay_plugin_artifacts::CARD_V2).unwrap();
+    let wrong_fee = bad(
+        "wrong-fee",
+        v2_manifest.replace(
+            "expect = { verdict = \"approved\", fee = 110, bearer = \"payee\" }",
+            "expect = { verdict = \"approved\", fee = 315 }",
+        ),
+    );
+    // A component that traps in `describe`.
+    std::fs::write(directory.join("bad-describe.wasm"), wasmpay_plugin_artifacts::BAD_DESCRIBE).unwrap();
+    let trapping = bad("bad-describe", v2_manifest.to_owned());
+    for (component, code) in
+        [(&pinned, "hash_mismatch"), (&wrong_fee, "self_test_failed"), (&trapping, "describe_failed")]
+    {
+        let refused = plugin_command(&node, &["push", component.to_str().unwrap()]);
+        assert!(refused.as_ref().is_err_and(|error| error.contains(code)), "{}: {refused:?}", component.display());
+        assert_eq!(serving(&node, "card").await, (Some("0.1.0".to_owned()), Some("active".to_owned())));
+    }
+    assert_eq!(node.metric("wasmpay_plugin_refusals_total").await, 3);
+    // Still v1: a payment is approved with v1's fee.
+    let client = connect(&nats.url()).await;
+    let partitioner = wasmpay_protocol::routing::Partitioner::new(PARTITIONS).unwrap();
+    let retries = std::sync::atomic::AtomicU64::new(0);
+    let reply = pay_until_answered(&client, &partitioner, "after-bad-pushes", 0, &retries).await;
+    assert_eq!(
+        (reply.status, reply.fee, reply.plugins.clone()),
+        (Status::Approved, Some(28), vec!["card@0.1.0".to_owned()])
+    );
+    // A good push still works after the bad ones, and the listing shows both versions.
+    assert!(plugin_command(&node, &["push", v2.to_str().unwrap()]).is_ok());
+    let listed = plugin_command(&node, &["list"]).unwrap();
+    assert!(listed.contains("2.0.0") && listed.contains("retained"), "{listed}");
+    drop(ledger);
+}
+
+/// A node watching a plugin directory swaps `card` when its component and manifest are
+/// overwritten in place, under load, and retires it when they are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_directory_swaps_a_plugin_replaced_in_place() {
+    let nats = NatsServer::start(None).expect("nats-server");
+    let workdir = tempfile::tempdir().unwrap();
+    let db = Backend::Sqlite.fresh_database(workdir.path());
+    let ledger = funded_ledger(&db).await;
+    let directory = workdir.path().join("plugins");
+    std::fs::create_dir(&directory).unwrap();
+    let write = |component: &[u8], manifest: &str| {
+        let manifest = format!("sha256 = \"{}\"\n{manifest}", sha256_hex(component));
+        std::fs::write(directory.join("card.toml"), manifest).unwrap();
+        std::fs::write(directory.join("card.wasm"), component).unwrap();
+    };
+    write(wasmpay_plugin_artifacts::CARD, wasmpay_plugin_artifacts::CARD_MANIFEST);
+    let plugins = directory.to_str().unwrap();
+    let node = Member::start_with(&nats.url(), &db, "node", workdir.path(), &["--plugins", plugins]);
+    converged(&[&node]).await;
+    assert_eq!(serving(&node, "card").await.0.as_deref(), Some("0.1.0"));
+
+    let load = Load::start(&nats.url(), 4).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    write(wasmpay_plugin_artifacts::CARD_V2, wasmpay_plugin_artifacts::CARD_V2_MANIFEST);
+    let swapped = all_serve(&[&node], Some("2.0.0")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (paid, retries) = load.finish_timed().await;
+    eprintln!("the directory's new version served {swapped:?} after the files were written");
+    assert_eq!(retries, 0);
+    let mut versions = std::collections::BTreeSet::new();
+    for payment in &paid {
+        assert_eq!(payment.reply.status, Status::Approved, "{}: {:?}", payment.id, payment.reply);
+        assert_eq!(payment.reply.fee, Some(fee_of(&payment.reply.plugins)), "{}", payment.id);
+        versions.insert(payment.reply.plugins.join(","));
+    }
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    let answered: Vec<_> = paid.iter().map(|paid| (paid.id.clone(), paid.from, paid.reply.clone())).collect();
+    assert_paid_exactly_once(&ledger, &answered).await;
+
+    std::fs::remove_file(directory.join("card.wasm")).unwrap();
+    std::fs::remove_file(directory.join("card.toml")).unwrap();
+    all_serve(&[&node], None).await;
+}

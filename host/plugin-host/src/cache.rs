@@ -1,0 +1,97 @@
+//! Compiled plugins kept on disk (`[sandbox] cache_dir`), so a node that restarts with many
+//! plugins loads them in milliseconds instead of compiling each again (docs/operators.md has
+//! the numbers).
+//!
+//! An entry is named by the component's SHA-256 and a hash of the engine's settings
+//! (`Engine::precompile_compatibility_hash`: wasmtime's version, target and every codegen
+//! setting), so a changed component, an upgrade or a changed sandbox setting misses the cache
+//! instead of loading code made for another engine. Entries are written to a temporary file
+//! and renamed into place, and carry the SHA-256 of their own bytes, checked before use: a
+//! torn or corrupt file is compiled again, never run.
+//!
+//! Compiled code is native code: the cache directory must be as trusted as the binary (the
+//! node's own, not writable by plugin authors). That is why loading from it is the one
+//! `unsafe` call of the workspace, and why the checksum guards against accidents only.
+
+use std::hash::Hasher;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::manifest::sha256_hex;
+
+/// Length of the checksum header of an entry.
+const CHECKSUM_BYTES: usize = 32;
+
+/// A directory of compiled components for one engine.
+#[derive(Debug)]
+pub struct CompiledCache {
+    directory: PathBuf,
+    engine_hash: String,
+}
+
+/// Feeds what an engine hashes into SHA-256, so the name of an entry is the same in every
+/// process (std's hashers are not).
+struct EngineHasher(Sha256);
+
+impl Hasher for EngineHasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+impl CompiledCache {
+    /// The cache in `directory` (created if missing) for `engine`.
+    pub fn open(directory: &Path, engine: &Engine) -> std::io::Result<CompiledCache> {
+        std::fs::create_dir_all(directory)?;
+        let mut hasher = EngineHasher(Sha256::new());
+        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
+        let engine_hash = hasher.0.finalize().iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+        Ok(CompiledCache { directory: directory.to_owned(), engine_hash })
+    }
+
+    /// The compiled component of `bytes` (whose hash is `sha256`): from the cache, or compiled
+    /// and then stored. A cache that cannot be read or written only costs a compile.
+    pub fn component(&self, engine: &Engine, sha256: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
+        let path = self.directory.join(format!("{sha256}-{}.cwasm", self.engine_hash));
+        if let Some(component) = std::fs::read(&path).ok().and_then(|entry| self.load(engine, &entry)) {
+            return Ok(component);
+        }
+        let component = Component::new(engine, bytes)?;
+        if let Err(error) = self.store(&path, &component) {
+            tracing::warn!(path = %path.display(), %error, "cannot write the compiled plugin to the cache");
+        }
+        Ok(component)
+    }
+
+    fn load(&self, engine: &Engine, entry: &[u8]) -> Option<Component> {
+        let (checksum, code) = entry.split_at_checked(CHECKSUM_BYTES)?;
+        if Sha256::digest(code)[..] != *checksum {
+            tracing::warn!(directory = %self.directory.display(), "a compiled plugin in the cache is corrupt; compiling again");
+            return None;
+        }
+        // SAFETY: `code` is what `Component::serialize` wrote for an engine with these exact
+        // settings (the file name carries their hash, and wasmtime checks its own header
+        // again), intact (its checksum matched), in a directory only the node writes (see the
+        // module documentation).
+        #[expect(unsafe_code, reason = "loading compiled code is unsafe by nature; see the module documentation")]
+        let component = unsafe { Component::deserialize(engine, code) };
+        component.ok()
+    }
+
+    fn store(&self, path: &Path, component: &Component) -> wasmtime::Result<()> {
+        let code = component.serialize()?;
+        let mut entry = Sha256::digest(&code).to_vec();
+        entry.extend_from_slice(&code);
+        let temporary = self.directory.join(format!(".{}.tmp", sha256_hex(&entry)));
+        std::fs::write(&temporary, &entry)?;
+        std::fs::rename(&temporary, path)?;
+        Ok(())
+    }
+}

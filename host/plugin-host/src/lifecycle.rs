@@ -1,0 +1,330 @@
+//! The node's plugin set over time: which version of each plugin serves, which earlier ones
+//! are kept for a rollback, and the switch between them.
+//!
+//! A switch builds the complete new method table first and then replaces the current one in
+//! a single pointer swap. A payment takes a snapshot of the table when it starts and finishes
+//! on it, so it is decided by one version from start to end and records that version; nothing
+//! waits for payments in flight, and a check that fails changes nothing.
+//!
+//! What a retired version holds goes with its last reference: the method table a payment in
+//! flight still uses, and the spare instances of the workers, each of which keeps spares for
+//! the pipeline it ran last only. Only the last [`RETAINED`] earlier versions of a plugin stay
+//! loaded for a rollback; older ones are dropped.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Serialize;
+
+use super::catalog::{ActivationError, LoadedPlugin};
+use super::pipeline::Pipelines;
+use super::{PluginError, PluginRuntime, PluginSettings, PluginSource};
+use crate::health::HealthView;
+use crate::manifest::Manifest;
+use crate::settings::{FeeLimit, MethodSettings};
+
+/// Earlier versions of a plugin kept loaded for a rollback.
+pub const RETAINED: usize = 3;
+
+/// Where the serving version of a plugin came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "from")]
+pub enum Origin {
+    /// Compiled into the binary.
+    Builtin,
+    /// A file: in the plugin directory (`--plugins`), or a `[plugins.<name>] path`.
+    File(String),
+    /// The cluster's plugin store (`wasmpay plugin push`, or the API).
+    Cluster,
+}
+
+/// The last version of a plugin that was refused, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    /// `name@version` as the manifest gave it.
+    pub version: String,
+    /// Stable code ([`ActivationError::code`]).
+    pub code: String,
+    /// Why.
+    pub message: String,
+}
+
+/// A plugin version's place on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionState {
+    /// It decides its methods' payments.
+    Active,
+    /// It would, but fails too often: its methods are refused at once.
+    Quarantined,
+    /// Kept loaded for a rollback.
+    Retained,
+}
+
+/// One loaded version of a plugin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VersionStatus {
+    /// Semantic version.
+    pub version: String,
+    /// SHA-256 of the component.
+    pub sha256: String,
+    /// Its place.
+    pub state: VersionState,
+    /// Whether it was checked against a manifest (with its fixtures) when it was loaded.
+    pub checked: bool,
+    /// Calls, failures, latency.
+    #[serde(flatten)]
+    pub health: HealthView,
+}
+
+/// A plugin as the operators' API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PluginStatus {
+    /// Its name.
+    pub name: String,
+    /// The serving version; `None` once removed.
+    pub active: Option<String>,
+    /// The methods it serves by default.
+    pub methods: Vec<String>,
+    /// Where the serving version came from.
+    pub origin: Option<Origin>,
+    /// The serving version first, then those retained, most recent first.
+    pub versions: Vec<VersionStatus>,
+    /// The last version that failed its checks, if the last attempt failed.
+    pub refused: Option<Refusal>,
+}
+
+/// What a switch did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Switched {
+    /// `name@version` now serving (`None`: the plugin was removed).
+    pub active: Option<String>,
+    /// `name@version` that served before.
+    pub previous: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    active: Option<(Arc<LoadedPlugin>, Origin)>,
+    /// Earlier versions, most recent last.
+    retained: Vec<Arc<LoadedPlugin>>,
+    refused: Option<Refusal>,
+}
+
+#[derive(Debug)]
+struct Registry {
+    methods: BTreeMap<String, MethodSettings>,
+    fee_limits: BTreeMap<String, FeeLimit>,
+    overlays: BTreeMap<String, BTreeMap<String, String>>,
+    slots: BTreeMap<String, Slot>,
+}
+
+/// The node's plugins: a snapshot for each payment, and the operations that change them.
+#[derive(Debug)]
+pub struct PluginHost {
+    runtime: Arc<PluginRuntime>,
+    current: RwLock<Arc<Pipelines>>,
+    registry: Mutex<Registry>,
+}
+
+impl PluginHost {
+    /// Loads `sources` and the configured plugins (CPU work and guest code: call it off the
+    /// async threads) and serves them with `methods` and `fee_limits`.
+    pub fn start(
+        runtime: Arc<PluginRuntime>,
+        sources: &[PluginSource],
+        plugins: &BTreeMap<String, PluginSettings>,
+        methods: &BTreeMap<String, MethodSettings>,
+        fee_limits: &BTreeMap<String, FeeLimit>,
+    ) -> Result<PluginHost, PluginError> {
+        let loaded = super::load_plugins(&runtime, sources, plugins)?;
+        let pipelines =
+            Pipelines::build(loaded.iter().map(|(plugin, _)| plugin.clone()).collect(), methods, fee_limits)?;
+        let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
+        for (plugin, origin) in loaded {
+            let name = plugin.info().name.clone();
+            slots.entry(name).or_default().active = Some((plugin, origin));
+        }
+        let overlays = plugins.iter().map(|(name, settings)| (name.clone(), settings.config.clone())).collect();
+        let registry = Registry { methods: methods.clone(), fee_limits: fee_limits.clone(), overlays, slots };
+        Ok(PluginHost { runtime, current: RwLock::new(Arc::new(pipelines)), registry: Mutex::new(registry) })
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Arc<PluginRuntime> {
+        &self.runtime
+    }
+
+    /// A snapshot of the current pipelines: a payment decides on one snapshot.
+    pub fn pipelines(&self) -> Arc<Pipelines> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Checked activation of the version `manifest` describes, from `bytes`: it must pass
+    /// every check ([`PluginRuntime::prepare`]) before it replaces the serving version of its
+    /// name. A version already loaded here (the same name, version and hash) is switched to
+    /// without loading it again, and its quarantine, if any, is lifted. Compiles and runs
+    /// guest code: call it off the async threads.
+    pub fn install(&self, manifest: &Manifest, bytes: &[u8], origin: Origin) -> Result<Switched, ActivationError> {
+        let expected = manifest.expected_hash()?.to_owned();
+        if let Some(loaded) = self
+            .loaded(&manifest.name, |plugin| plugin.info().version == manifest.version && plugin.sha256() == expected)
+        {
+            return self.switch(&manifest.name, Some((loaded, origin)));
+        }
+        let overlay = self.lock().overlays.get(&manifest.name).cloned().unwrap_or_default();
+        let source_name = format!("{} ({})", manifest.key(), origin_label(&origin));
+        match self.runtime.prepare(&source_name, manifest, bytes, &overlay) {
+            Ok(plugin) => self.switch(&manifest.name, Some((Arc::new(plugin), origin))),
+            Err(error) => {
+                tracing::error!(plugin = %manifest.key(), code = error.code(), %error, "plugin version refused; the serving version stays");
+                self.lock().slots.entry(manifest.name.clone()).or_default().refused = Some(Refusal {
+                    version: manifest.key(),
+                    code: error.code().to_owned(),
+                    message: error.to_string(),
+                });
+                Err(error)
+            }
+        }
+    }
+
+    /// Switches `name` to its loaded `version` (serving or retained), lifting its quarantine:
+    /// this is how an operator re-enables a quarantined version.
+    pub fn activate(&self, name: &str, version: &str) -> Result<Switched, ActivationError> {
+        let loaded = self
+            .loaded(name, |plugin| plugin.info().version == version)
+            .ok_or_else(|| ActivationError::Unknown(format!("no version {version} of plugin `{name}` is loaded")))?;
+        let origin =
+            self.lock().slots.get(name).and_then(|slot| slot.active.as_ref().map(|(_, origin)| origin.clone()));
+        self.switch(name, Some((loaded, origin.unwrap_or(Origin::Cluster))))
+    }
+
+    /// Switches `name` back to the version that served before the current one.
+    pub fn rollback(&self, name: &str) -> Result<Switched, ActivationError> {
+        let (previous, origin) = {
+            let registry = self.lock();
+            let slot = registry.slots.get(name);
+            let previous = slot.and_then(|slot| slot.retained.last().cloned());
+            let origin = slot.and_then(|slot| slot.active.as_ref().map(|(_, origin)| origin.clone()));
+            (previous, origin)
+        };
+        let previous = previous
+            .ok_or_else(|| ActivationError::Unknown(format!("plugin `{name}` has no earlier version loaded")))?;
+        self.switch(name, Some((previous, origin.unwrap_or(Origin::Cluster))))
+    }
+
+    /// Stops serving `name`: its methods are refused as unknown (unless a configured pipeline
+    /// needs it, which refuses the removal).
+    pub fn remove(&self, name: &str) -> Result<Switched, ActivationError> {
+        if self.lock().slots.get(name).is_none_or(|slot| slot.active.is_none()) {
+            return Err(ActivationError::Unknown(format!("plugin `{name}` is not serving")));
+        }
+        self.switch(name, None)
+    }
+
+    /// The manifest (with its hash) of the loaded `version` of `name`, if it was loaded with
+    /// one.
+    pub fn manifest(&self, name: &str, version: &str) -> Option<Manifest> {
+        self.loaded(name, |plugin| plugin.info().version == version)?.manifest().cloned()
+    }
+
+    /// Every plugin, by name.
+    pub fn status(&self) -> Vec<PluginStatus> {
+        let registry = self.lock();
+        registry
+            .slots
+            .iter()
+            .map(|(name, slot)| {
+                let active = slot.active.as_ref().map(|(plugin, _)| plugin);
+                let version = |plugin: &Arc<LoadedPlugin>, serving: bool| {
+                    let health = plugin.health().view();
+                    let state = match (serving, health.quarantined.is_some()) {
+                        (true, true) => VersionState::Quarantined,
+                        (true, false) => VersionState::Active,
+                        (false, _) => VersionState::Retained,
+                    };
+                    VersionStatus {
+                        version: plugin.info().version.clone(),
+                        sha256: plugin.sha256().to_owned(),
+                        state,
+                        checked: plugin.manifest().is_some(),
+                        health,
+                    }
+                };
+                let mut versions: Vec<VersionStatus> = active.map(|plugin| version(plugin, true)).into_iter().collect();
+                versions.extend(slot.retained.iter().rev().map(|plugin| version(plugin, false)));
+                PluginStatus {
+                    name: name.clone(),
+                    active: active.map(|plugin| plugin.info().version.clone()),
+                    methods: active.map(|plugin| plugin.info().methods.clone()).unwrap_or_default(),
+                    origin: slot.active.as_ref().map(|(_, origin)| origin.clone()),
+                    versions,
+                    refused: slot.refused.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// The serving or retained version of `name` that `wanted` picks.
+    fn loaded(&self, name: &str, wanted: impl Fn(&LoadedPlugin) -> bool) -> Option<Arc<LoadedPlugin>> {
+        let registry = self.lock();
+        let slot = registry.slots.get(name)?;
+        slot.active
+            .iter()
+            .map(|(plugin, _)| plugin)
+            .chain(slot.retained.iter().rev())
+            .find(|plugin| wanted(plugin))
+            .cloned()
+    }
+
+    /// Makes `next` the serving version of `name` (`None` removes it): builds the whole new
+    /// method table, and only if it fits, swaps it in and moves the serving version to the
+    /// retained ones.
+    fn switch(&self, name: &str, next: Option<(Arc<LoadedPlugin>, Origin)>) -> Result<Switched, ActivationError> {
+        let mut registry = self.lock();
+        let mut plugins: Vec<Arc<LoadedPlugin>> = registry
+            .slots
+            .iter()
+            .filter(|(other, _)| other.as_str() != name)
+            .filter_map(|(_, slot)| slot.active.as_ref().map(|(plugin, _)| plugin.clone()))
+            .collect();
+        plugins.extend(next.iter().map(|(plugin, _)| plugin.clone()));
+        let pipelines = Pipelines::build(plugins, &registry.methods, &registry.fee_limits)?;
+        let slot = registry.slots.entry(name.to_owned()).or_default();
+        let previous = match next {
+            Some((plugin, origin)) => {
+                plugin.health().release();
+                slot.retained.retain(|kept| !Arc::ptr_eq(kept, &plugin));
+                slot.active.replace((plugin, origin))
+            }
+            None => slot.active.take(),
+        };
+        let switched = Switched {
+            active: slot.active.as_ref().map(|(plugin, _)| plugin.key().to_owned()),
+            previous: previous.as_ref().map(|(plugin, _)| plugin.key().to_owned()),
+        };
+        if let Some((previous, _)) = previous
+            && !slot.active.as_ref().is_some_and(|(plugin, _)| Arc::ptr_eq(plugin, &previous))
+        {
+            slot.retained.push(previous);
+            let excess = slot.retained.len().saturating_sub(RETAINED);
+            slot.retained.drain(..excess);
+        }
+        slot.refused = None;
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(pipelines);
+        tracing::info!(plugin = name, active = ?switched.active, previous = ?switched.previous, "plugin switched");
+        Ok(switched)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn origin_label(origin: &Origin) -> String {
+    match origin {
+        Origin::Builtin => "built in".into(),
+        Origin::File(path) => path.clone(),
+        Origin::Cluster => "cluster store".into(),
+    }
+}

@@ -1,0 +1,207 @@
+//! The manifest beside every plugin component (`wasmpay-plugin.toml`): what the component must
+//! say it is, its configuration, limits tighter than the node's, and the self-test fixtures a
+//! node runs before the version may decide a payment (docs/operators.md).
+//!
+//! The manifest is the operator's statement of intent and the component is checked against
+//! it: a hash that differs means the bytes are not the ones that were reviewed, a `describe`
+//! that disagrees means the build is not the version it claims, a fixture that fails means
+//! the version does not do what its author promised. Any of these keeps the version out.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wasmpay_protocol::money::FeeBearer;
+
+/// Largest manifest accepted: fixtures are examples, not a test suite.
+pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
+/// Most fixtures a manifest may bundle: each runs in the sandbox at every activation.
+pub const MAX_FIXTURES: usize = 32;
+/// When a fixture payment is received unless it says otherwise: 2026-01-01T00:00:00Z, so a
+/// fixture's verdict does not change with the day it runs.
+pub const FIXTURE_RECEIVED_AT_MS: u64 = 1_767_225_600_000;
+
+/// A plugin version's manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The name `describe` must give.
+    pub name: String,
+    /// The version `describe` must give.
+    pub version: String,
+    /// Lowercase hex SHA-256 of the component. Required to install; `wasmpay plugin push`
+    /// fills it in from the file when a manifest in the source tree has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The methods `describe` must list (in any order).
+    pub methods: Vec<String>,
+    /// The plugin's configuration (its `config` import); the node's `[plugins.<name>] config`
+    /// is laid over it when serving, but the fixtures run on this one.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Limits tighter than the node's `[sandbox]` (a looser one is ignored).
+    #[serde(default)]
+    pub limits: ManifestLimits,
+    /// Payments with expected verdicts, run at every activation.
+    #[serde(default, rename = "fixture", skip_serializing_if = "Vec::is_empty")]
+    pub fixtures: Vec<Fixture>,
+}
+
+/// Per-plugin limits; unset ones are the node's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestLimits {
+    /// Fuel one call may burn.
+    pub fuel_per_call: Option<u64>,
+    /// Wall-clock backstop of one call.
+    pub call_timeout_ms: Option<u64>,
+    /// Linear memory of one instance.
+    pub memory_limit_mib: Option<u64>,
+}
+
+/// One self-test payment and what the plugin must answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fixture {
+    /// What it shows, named in a failure.
+    pub name: String,
+    /// The payment.
+    pub payment: FixturePayment,
+    /// The verdict.
+    pub expect: Expected,
+}
+
+/// A fixture's payment; what is left out gets a neutral value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixturePayment {
+    /// Minor units.
+    pub amount: u64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// The method; by default the manifest's first.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Method-specific details.
+    #[serde(default)]
+    pub details: BTreeMap<String, String>,
+    /// Client metadata.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// When the host received it; by default [`FIXTURE_RECEIVED_AT_MS`].
+    #[serde(default = "fixture_received_at")]
+    pub received_at_ms: u64,
+}
+
+fn fixture_received_at() -> u64 {
+    FIXTURE_RECEIVED_AT_MS
+}
+
+/// What a fixture expects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Expected {
+    /// Every validator passed and the fee policy quoted; `fee` and `bearer` are checked when
+    /// given.
+    Approved {
+        /// Fee in minor units.
+        #[serde(default)]
+        fee: Option<u64>,
+        /// Who bears it.
+        #[serde(default)]
+        bearer: Option<FeeBearer>,
+    },
+    /// The plugin declined with this code.
+    Declined {
+        /// The plugin's code.
+        code: String,
+    },
+}
+
+/// A manifest that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// Not TOML of the manifest's shape.
+    #[error("the manifest does not parse: {0}")]
+    Parse(String),
+    /// Too large, or too many fixtures.
+    #[error("the manifest is too large: {0}")]
+    TooLarge(String),
+    /// No `sha256`.
+    #[error("the manifest of {0} has no `sha256`")]
+    MissingHash(String),
+    /// A `sha256` that is not 64 lowercase hex digits.
+    #[error("`sha256` must be 64 lowercase hex digits")]
+    MalformedHash,
+}
+
+impl Manifest {
+    /// Parses a manifest's TOML text.
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        if text.len() > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::TooLarge(format!("{} bytes, at most {MAX_MANIFEST_BYTES}", text.len())));
+        }
+        let manifest: Manifest = toml::from_str(text).map_err(|error| ManifestError::Parse(error.message().into()))?;
+        if manifest.fixtures.len() > MAX_FIXTURES {
+            let count = manifest.fixtures.len();
+            return Err(ManifestError::TooLarge(format!("{count} fixtures, at most {MAX_FIXTURES}")));
+        }
+        if let Some(hash) = &manifest.sha256
+            && !is_sha256(hash)
+        {
+            return Err(ManifestError::MalformedHash);
+        }
+        Ok(manifest)
+    }
+
+    /// `name@version`.
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    /// The expected hash, which an installed version must have.
+    pub fn expected_hash(&self) -> Result<&str, ManifestError> {
+        self.sha256.as_deref().ok_or_else(|| ManifestError::MissingHash(self.key()))
+    }
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn is_sha256(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_repositorys_manifests_parse() {
+        for text in [
+            wasmpay_plugin_artifacts::CARD_MANIFEST,
+            wasmpay_plugin_artifacts::WALLET_MANIFEST,
+            wasmpay_plugin_artifacts::CARD_V2_MANIFEST,
+        ] {
+            let manifest = Manifest::parse(text).expect("parses");
+            assert!(!manifest.fixtures.is_empty(), "{}", manifest.key());
+            let json = serde_json::to_string(&manifest).expect("serialises");
+            assert_eq!(serde_json::from_str::<Manifest>(&json).ok(), Some(manifest));
+        }
+    }
+
+    #[test]
+    fn malformed_manifests_are_refused() {
+        let base = "name = \"card\"\nversion = \"1.0.0\"\nmethods = [\"card\"]\n";
+        assert!(matches!(Manifest::parse(&format!("{base}colour = \"red\"\n")), Err(ManifestError::Parse(_))));
+        assert_eq!(Manifest::parse(&format!("{base}sha256 = \"ABC\"\n")), Err(ManifestError::MalformedHash));
+        let many = "[[fixture]]\nname = \"x\"\npayment = { amount = 1, currency = \"EUR\" }\nexpect = { verdict = \"approved\" }\n";
+        assert!(matches!(Manifest::parse(&format!("{base}{}", many.repeat(33))), Err(ManifestError::TooLarge(_))));
+        assert!(matches!(Manifest::parse(&"#".repeat(MAX_MANIFEST_BYTES + 1)), Err(ManifestError::TooLarge(_))));
+        let manifest = Manifest::parse(base).expect("parses");
+        assert_eq!(manifest.expected_hash(), Err(ManifestError::MissingHash("card@1.0.0".into())));
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}
