@@ -8,6 +8,12 @@
 //! call_timeout_ms = 1000      # wall-clock backstop of one call
 //! memory_limit_mib = 16       # linear memory cap of one instance
 //! max_instances = 1000        # instances alive at once, all plugins together
+//! cache_dir = "/var/cache/wasmpay"  # compiled plugins (serve's default: ~/.cache/wasmpay)
+//!
+//! [sandbox.quarantine]        # a version failing more than this share of its calls
+//! failure_percent = 50        # is refused at once on this node (100: never)
+//! window_ms = 60000
+//! min_calls = 20
 //!
 //! [plugins.card]
 //! path = "plugins/card.wasm"  # optional: a built-in plugin needs no path

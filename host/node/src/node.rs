@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiState, PluginParts};
 use crate::bus::{Bus, BusError, BusSettings, Intake, Serving};
 use crate::cluster::{Cluster, ClusterError, ClusterView, Identity, Views};
 use crate::config::Config;
@@ -214,8 +214,7 @@ impl Node {
             client.clone(),
             ledger.clone(),
             metrics.clone(),
-            plugin_host,
-            plugin_store,
+            PluginParts { host: plugin_host, store: plugin_store, sources: &settings.plugin_sources },
             views.clone(),
             settings.admin_token.clone(),
         ));

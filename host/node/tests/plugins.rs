@@ -155,6 +155,10 @@ async fn versions_roll_out_and_back_under_load_without_failing_a_payment() {
     let swaps_ended = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (paid, retries) = load.finish_timed().await;
+    // A node that starts now serves what the cluster serves before it takes a payment.
+    assert!(plugin_command(&one, &["activate", "card", "2.0.0"]).is_ok());
+    let three = Member::start(&nats, &db, "three", workdir.path());
+    assert_eq!(serving(&three, "card").await, (Some("2.0.0".to_owned()), Some("active".to_owned())));
 
     assert_eq!(retries, 0, "a payment was not answered at once, or was answered `error`");
     let mut by_version: BTreeMap<String, usize> = BTreeMap::new();
@@ -230,6 +234,9 @@ async fn bad_versions_are_refused_and_the_serving_one_stays() {
         assert_eq!(serving(&node, "card").await, (Some("0.1.0".to_owned()), Some("active".to_owned())));
     }
     assert_eq!(node.metric("wasmpay_plugin_refusals_total").await, 3);
+    let listed = plugins_of(&node).await;
+    let card = listed["plugins"].as_array().into_iter().flatten().find(|plugin| plugin["name"] == "card").unwrap();
+    assert_eq!(card["refused"]["code"], "describe_failed", "{card}");
     // Still v1: a payment is approved with v1's fee.
     let client = connect(&nats.url()).await;
     let partitioner = wasmpay_protocol::routing::Partitioner::new(PARTITIONS).unwrap();
@@ -242,7 +249,12 @@ async fn bad_versions_are_refused_and_the_serving_one_stays() {
     // A good push still works after the bad ones, and the listing shows both versions.
     assert!(plugin_command(&node, &["push", v2.to_str().unwrap()]).is_ok());
     let listed = plugin_command(&node, &["list"]).unwrap();
-    assert!(listed.contains("2.0.0") && listed.contains("retained"), "{listed}");
+    assert!(listed.contains("2.0.0") && listed.contains("retained") && !listed.contains("refused"), "{listed}");
+    // A version never changes: other terms under 2.0.0 are refused.
+    std::fs::write(directory.join("retermed.wasm"), wasmpay_plugin_artifacts::CARD_V2).unwrap();
+    let retermed = bad("retermed", format!("{v2_manifest}\n[config]\n\"fee.bps\" = \"50\"\n"));
+    let refused = plugin_command(&node, &["push", retermed.to_str().unwrap()]);
+    assert!(refused.as_ref().is_err_and(|error| error.contains("conflict")), "{refused:?}");
     drop(ledger);
 }
 

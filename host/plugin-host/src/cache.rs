@@ -6,8 +6,9 @@
 //! (`Engine::precompile_compatibility_hash`: wasmtime's version, target and every codegen
 //! setting), so a changed component, an upgrade or a changed sandbox setting misses the cache
 //! instead of loading code made for another engine. Entries are written to a temporary file
-//! and renamed into place, and carry the SHA-256 of their own bytes, checked before use: a
-//! torn or corrupt file is compiled again, never run.
+//! and renamed into place, and carry the SHA-256 of their name and bytes, checked before use:
+//! a torn or corrupt file, or one copied under another entry's name, is compiled again, never
+//! run. The directory is created readable by the node's user only.
 //!
 //! Compiled code is native code: the cache directory must be as trusted as the binary (the
 //! node's own, not writable by plugin authors). That is why loading from it is the one
@@ -19,8 +20,6 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
-
-use crate::manifest::sha256_hex;
 
 /// Length of the checksum header of an entry.
 const CHECKSUM_BYTES: usize = 32;
@@ -49,7 +48,8 @@ impl Hasher for EngineHasher {
 impl CompiledCache {
     /// The cache in `directory` (created if missing) for `engine`.
     pub fn open(directory: &Path, engine: &Engine) -> std::io::Result<CompiledCache> {
-        std::fs::create_dir_all(directory)?;
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(directory)?;
         let mut hasher = EngineHasher(Sha256::new());
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
         let engine_hash = hasher.0.finalize().iter().take(8).map(|byte| format!("{byte:02x}")).collect();
@@ -59,20 +59,21 @@ impl CompiledCache {
     /// The compiled component of `bytes` (whose hash is `sha256`): from the cache, or compiled
     /// and then stored. A cache that cannot be read or written only costs a compile.
     pub fn component(&self, engine: &Engine, sha256: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
-        let path = self.directory.join(format!("{sha256}-{}.cwasm", self.engine_hash));
-        if let Some(component) = std::fs::read(&path).ok().and_then(|entry| self.load(engine, &entry)) {
+        let name = format!("{sha256}-{}.cwasm", self.engine_hash);
+        let path = self.directory.join(&name);
+        if let Some(component) = std::fs::read(&path).ok().and_then(|entry| self.load(engine, &name, &entry)) {
             return Ok(component);
         }
         let component = Component::new(engine, bytes)?;
-        if let Err(error) = self.store(&path, &component) {
+        if let Err(error) = self.store(&name, &component) {
             tracing::warn!(path = %path.display(), %error, "cannot write the compiled plugin to the cache");
         }
         Ok(component)
     }
 
-    fn load(&self, engine: &Engine, entry: &[u8]) -> Option<Component> {
+    fn load(&self, engine: &Engine, name: &str, entry: &[u8]) -> Option<Component> {
         let (checksum, code) = entry.split_at_checked(CHECKSUM_BYTES)?;
-        if Sha256::digest(code)[..] != *checksum {
+        if checksum_of(name, code)[..] != *checksum {
             tracing::warn!(directory = %self.directory.display(), "a compiled plugin in the cache is corrupt; compiling again");
             return None;
         }
@@ -85,13 +86,27 @@ impl CompiledCache {
         component.ok()
     }
 
-    fn store(&self, path: &Path, component: &Component) -> wasmtime::Result<()> {
+    fn store(&self, name: &str, component: &Component) -> wasmtime::Result<()> {
         let code = component.serialize()?;
-        let mut entry = Sha256::digest(&code).to_vec();
+        let mut entry = checksum_of(name, &code);
         entry.extend_from_slice(&code);
-        let temporary = self.directory.join(format!(".{}.tmp", sha256_hex(&entry)));
+        // Unique per writer: two nodes sharing the directory never write one temporary file.
+        let unique = TEMPORARIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temporary = self.directory.join(format!(".{name}.{}.{unique}.tmp", std::process::id()));
         std::fs::write(&temporary, &entry)?;
-        std::fs::rename(&temporary, path)?;
+        std::fs::rename(&temporary, self.directory.join(name))?;
         Ok(())
     }
+}
+
+/// Temporary files written by this process.
+static TEMPORARIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// SHA-256 of an entry's name and code: an entry is valid under its own name only.
+fn checksum_of(name: &str, code: &[u8]) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    hasher.update(name.as_bytes());
+    hasher.update([0]);
+    hasher.update(code);
+    hasher.finalize().to_vec()
 }

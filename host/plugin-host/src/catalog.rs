@@ -16,6 +16,7 @@ use crate::health::Health;
 use crate::logs::LogBudget;
 use crate::manifest::{Manifest, ManifestError, sha256_hex};
 use crate::pipeline::PipelineError;
+use crate::settings::FeeLimit;
 
 /// A plugin version ready to instantiate.
 pub struct LoadedPlugin {
@@ -173,14 +174,16 @@ impl PluginRuntime {
 
     /// Checked activation, all but the switch: the bytes must have the manifest's hash,
     /// compile, keep the contract, describe themselves as the manifest says, and pass every
-    /// bundled fixture in the sandbox (with the manifest's own configuration). The version
-    /// then serves with `overlay` (the node's `[plugins.<name>] config`) laid over that.
+    /// bundled fixture in the sandbox (with the manifest's own configuration, and the node's
+    /// `fee_limits`). The version then serves with `overlay` (the node's
+    /// `[plugins.<name>] config`) laid over that.
     pub fn prepare(
         self: &Arc<Self>,
         source_name: &str,
         manifest: &Manifest,
         bytes: &[u8],
         overlay: &BTreeMap<String, String>,
+        fee_limits: &BTreeMap<String, FeeLimit>,
     ) -> Result<LoadedPlugin, ActivationError> {
         let expected = manifest.expected_hash()?;
         let actual = sha256_hex(bytes);
@@ -208,7 +211,7 @@ impl PluginRuntime {
         plugin.config = Arc::new(manifest.config.clone().into_iter().collect());
         plugin.manifest = Some(manifest.clone());
         let plugin = Arc::new(plugin);
-        crate::selftest::run(self, &plugin, manifest)?;
+        crate::selftest::run(self, &plugin, manifest, fee_limits)?;
         let mut plugin = Arc::into_inner(plugin).ok_or_else(|| ActivationError::SelfTest {
             fixture: "-".into(),
             message: "the self-test kept an instance of the plugin".into(),

@@ -126,17 +126,31 @@ impl PluginInfo {
     }
 }
 
+/// 1-32 characters of `a-z 0-9` and `extra`.
+fn token(text: &str, extra: &[u8]) -> bool {
+    (1..=32).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b))
+}
+
+/// Whether `name` is a valid plugin name: 1-32 characters of `a-z 0-9 -` (it is used in
+/// store keys and URLs as it is).
+pub fn valid_plugin_name(name: &str) -> bool {
+    token(name, b"-")
+}
+
+/// Whether `version` is a valid plugin version (`MAJOR.MINOR.PATCH`, an optional `-pre` or
+/// `+build`, at most 64 bytes).
+pub fn valid_plugin_version(version: &str) -> bool {
+    version.len() <= MAX_VERSION_BYTES && is_semver(version)
+}
+
 /// Checks what `describe` returned.
 pub fn check_info(raw: types::PluginInfo, validates: bool, quotes_fees: bool) -> Result<PluginInfo, String> {
-    let token = |text: &str, extra: &[u8]| {
-        (1..=32).contains(&text.len())
-            && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b))
-    };
     let shown = |text: &str| truncate(text, 64).escape_debug().to_string();
-    if !token(&raw.name, b"-") {
+    if !valid_plugin_name(&raw.name) {
         return Err(format!("name `{}` must be 1-32 characters of a-z 0-9 -", shown(&raw.name)));
     }
-    if raw.version.len() > MAX_VERSION_BYTES || !is_semver(&raw.version) {
+    if !valid_plugin_version(&raw.version) {
         return Err(format!("version `{}` is not MAJOR.MINOR.PATCH", shown(&raw.version)));
     }
     if raw.methods.len() > MAX_DESCRIBED_ITEMS || raw.currencies.len() > MAX_DESCRIBED_ITEMS {

@@ -63,12 +63,23 @@ impl Default for Health {
 }
 
 impl Health {
-    /// Records one call. Returns why, if this call tipped the version into quarantine.
+    /// Records one call; `failed` when it failed by the plugin's own doing. Returns why, if
+    /// this call tipped the version into quarantine.
     pub fn record(&self, elapsed: Duration, failed: bool, policy: &QuarantineSettings) -> Option<String> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let bucket = usize::try_from(u64::BITS - micros.leading_zeros()).unwrap_or(BUCKETS).min(BUCKETS - 1);
         self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        self.tally(1, failed, policy)
+    }
+
+    /// Records that the answer of the call recorded last broke the contract (found by the
+    /// host's checks after the call returned): that call failed after all.
+    pub fn record_breach(&self, policy: &QuarantineSettings) -> Option<String> {
+        self.tally(0, true, policy)
+    }
+
+    fn tally(&self, calls: u64, failed: bool, policy: &QuarantineSettings) -> Option<String> {
         if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -79,7 +90,7 @@ impl Health {
         if window.started.elapsed() > Duration::from_millis(policy.window_ms) {
             *window = Window { started: Instant::now(), calls: 0, failures: 0 };
         }
-        window.calls += 1;
+        window.calls += calls;
         window.failures += u64::from(failed);
         let tipped = failed
             && window.calls >= policy.min_calls.max(1)

@@ -119,6 +119,23 @@ pub enum FailureKind {
     Quarantined(String),
 }
 
+impl FailureKind {
+    /// Whether the plugin caused it whatever the machine was doing, so that it counts toward
+    /// quarantine. A time-out is not: fuel, not the clock, bounds a plugin's work, and the
+    /// wall-clock backstop fires only when the machine is starved. Nor is an instance that
+    /// could not be made (the pool is the node's).
+    pub fn is_the_plugins(&self) -> bool {
+        matches!(
+            self,
+            FailureKind::OutOfFuel(_)
+                | FailureKind::Denied(_)
+                | FailureKind::MemoryLimit
+                | FailureKind::Trap(_)
+                | FailureKind::Contract(_)
+        )
+    }
+}
+
 /// A failed plugin call.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("plugin {plugin} {kind}")]
@@ -202,16 +219,35 @@ impl Instances {
         self.used.clear();
         for plugin in &pipeline.validators {
             if let Err(rejection) = self.validate(plugin, input)? {
-                return declined(plugin, rejection);
+                return self.declined(plugin, rejection);
             }
         }
         let plugin = &pipeline.fee_policy;
         match self.quote_fee(plugin, input)? {
-            Err(rejection) => declined(plugin, rejection),
+            Err(rejection) => self.declined(plugin, rejection),
             Ok(quote) => check_quote(&quote, input.payment.amount.minor_units, input.currency, &pipeline.fee_limit)
                 .map(Verdict::Priced)
-                .map_err(|message| PluginFailure { plugin: plugin.key.clone(), kind: FailureKind::Contract(message) }),
+                .map_err(|message| self.breach(plugin, message)),
         }
+    }
+
+    /// A plugin's refusal as a verdict, or a breach if the refusal itself breaks the contract.
+    fn declined(&self, plugin: &LoadedPlugin, rejection: types::Rejection) -> Result<Verdict, PluginFailure> {
+        let checked = check_rejection(rejection).map_err(|message| self.breach(plugin, message))?;
+        Ok(Verdict::Declined(PluginRejection {
+            plugin: plugin.key.clone(),
+            code: checked.code,
+            message: checked.message,
+            retryable: checked.retryable,
+        }))
+    }
+
+    /// The failure of a call whose answer broke the contract, counted against the version.
+    fn breach(&self, plugin: &LoadedPlugin, message: String) -> PluginFailure {
+        if let Some(reason) = plugin.health.record_breach(&self.runtime.quarantine) {
+            self.quarantined(plugin, &reason);
+        }
+        PluginFailure { plugin: plugin.key.clone(), kind: FailureKind::Contract(message) }
     }
 
     /// Drops the instances the last payment used, so the next call makes new ones.
@@ -275,13 +311,7 @@ impl Instances {
                 let spare = self.spares.iter().position(|spare| Arc::ptr_eq(&spare.plugin, plugin));
                 let instance = match spare {
                     Some(index) => self.spares.swap_remove(index),
-                    None => match instantiate(&self.runtime, plugin) {
-                        Ok(instance) => instance,
-                        Err(kind) => {
-                            self.judge(plugin, Duration::ZERO, true);
-                            return Err(failure(kind));
-                        }
-                    },
+                    None => instantiate(&self.runtime, plugin).map_err(failure)?,
                 };
                 self.used.push(instance);
                 self.used.len() - 1
@@ -300,16 +330,16 @@ impl Instances {
             Some(Ok(value)) => Ok(value),
             Some(Err(error)) => Err(classify(&error, instance.store.data(), plugin.limits.fuel_per_call)),
         };
-        self.judge(plugin, elapsed, outcome.is_err());
+        let its_fault = outcome.as_ref().err().is_some_and(FailureKind::is_the_plugins);
+        if let Some(reason) = plugin.health.record(elapsed, its_fault, &self.runtime.quarantine) {
+            self.quarantined(plugin, &reason);
+        }
         outcome.map_err(failure)
     }
 
-    /// Counts a call against its version's health, and reports the quarantine it may cause.
-    fn judge(&self, plugin: &LoadedPlugin, elapsed: Duration, failed: bool) {
-        if let Some(reason) = plugin.health.record(elapsed, failed, &self.runtime.quarantine) {
-            tracing::error!(plugin = %plugin.key, %reason, "plugin quarantined on this node: its method is refused at once until an operator rolls back or re-activates it");
-            self.observer.plugin_quarantined(&plugin.key);
-        }
+    fn quarantined(&self, plugin: &LoadedPlugin, reason: &str) {
+        tracing::error!(plugin = %plugin.key, %reason, "plugin quarantined on this node: its method is refused at once until an operator rolls back or re-activates it");
+        self.observer.plugin_quarantined(&plugin.key);
     }
 }
 
@@ -350,16 +380,4 @@ fn classify(error: &wasmtime::Error, state: &PluginState, fuel_per_call: u64) ->
         Some(trap) => FailureKind::Trap(trap.to_string()),
         None => FailureKind::Trap(describe_error(error)),
     }
-}
-
-/// A plugin's refusal as a verdict, or a breach if the refusal itself breaks the contract.
-fn declined(plugin: &LoadedPlugin, rejection: types::Rejection) -> Result<Verdict, PluginFailure> {
-    let checked = check_rejection(rejection)
-        .map_err(|message| PluginFailure { plugin: plugin.key.clone(), kind: FailureKind::Contract(message) })?;
-    Ok(Verdict::Declined(PluginRejection {
-        plugin: plugin.key.clone(),
-        code: checked.code,
-        message: checked.message,
-        retryable: checked.retryable,
-    }))
 }

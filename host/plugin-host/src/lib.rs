@@ -43,7 +43,7 @@ use wasmtime::component::Linker;
 
 pub use catalog::{ActivationError, LoadError, LoadedPlugin};
 pub use census::Census;
-pub use contract::{CheckedFee, PluginInfo};
+pub use contract::{CheckedFee, PluginInfo, valid_plugin_name};
 pub use health::HealthView;
 pub use instances::{CallObserver, FailureKind, Instances, PaymentInput, PluginFailure, PluginRejection, Verdict};
 pub use lifecycle::{Origin, PluginHost, PluginStatus, Refusal, Switched, VersionState, VersionStatus};
@@ -192,12 +192,13 @@ impl PluginSource {
         &self,
         runtime: &Arc<PluginRuntime>,
         plugins: &BTreeMap<String, PluginSettings>,
+        fee_limits: &BTreeMap<String, FeeLimit>,
     ) -> Result<LoadedPlugin, PluginError> {
         let config_of = |name: &str| plugins.get(name).map(|settings| settings.config.clone()).unwrap_or_default();
         let (source_name, bytes, manifest) = self.read()?;
         match manifest {
             Some(manifest) => runtime
-                .prepare(&source_name, &manifest, &bytes, &config_of(&manifest.name))
+                .prepare(&source_name, &manifest, &bytes, &config_of(&manifest.name), fee_limits)
                 .map_err(|error| error.at(&source_name)),
             None => Ok(runtime.load(&source_name, &bytes, &config_of)?),
         }
@@ -226,7 +227,7 @@ pub fn load_pipelines(
     methods: &BTreeMap<String, MethodSettings>,
     fee_limits: &BTreeMap<String, FeeLimit>,
 ) -> Result<Pipelines, PluginError> {
-    let loaded = load_plugins(runtime, sources, plugins)?;
+    let loaded = load_plugins(runtime, sources, plugins, fee_limits)?;
     Ok(Pipelines::build(loaded.into_iter().map(|(plugin, _)| plugin).collect(), methods, fee_limits)?)
 }
 
@@ -235,6 +236,7 @@ fn load_plugins(
     runtime: &Arc<PluginRuntime>,
     sources: &[PluginSource],
     plugins: &BTreeMap<String, PluginSettings>,
+    fee_limits: &BTreeMap<String, FeeLimit>,
 ) -> Result<Vec<(Arc<LoadedPlugin>, Origin)>, PluginError> {
     let mut loaded: Vec<(Arc<LoadedPlugin>, Origin)> = Vec::new();
     for source in sources {
@@ -242,11 +244,11 @@ fn load_plugins(
             PluginSource::Builtin(..) => Origin::Builtin,
             PluginSource::File(path) => Origin::File(path.display().to_string()),
         };
-        loaded.push((Arc::new(source.load(runtime, plugins)?), origin));
+        loaded.push((Arc::new(source.load(runtime, plugins, fee_limits)?), origin));
     }
     for (name, settings) in plugins {
         if let Some(path) = &settings.path {
-            let plugin = PluginSource::File(path.clone()).load(runtime, plugins)?;
+            let plugin = PluginSource::File(path.clone()).load(runtime, plugins, fee_limits)?;
             if plugin.info().name != *name {
                 return Err(PluginError::NameMismatch {
                     path: path.clone(),

@@ -125,6 +125,9 @@ pub struct PluginHost {
     runtime: Arc<PluginRuntime>,
     current: RwLock<Arc<Pipelines>>,
     registry: Mutex<Registry>,
+    /// Held by an install from its check to its switch: versions arriving from the store and
+    /// the watched directory at once are installed one after the other, in arrival order.
+    installing: Mutex<()>,
 }
 
 impl PluginHost {
@@ -137,7 +140,7 @@ impl PluginHost {
         methods: &BTreeMap<String, MethodSettings>,
         fee_limits: &BTreeMap<String, FeeLimit>,
     ) -> Result<PluginHost, PluginError> {
-        let loaded = super::load_plugins(&runtime, sources, plugins)?;
+        let loaded = super::load_plugins(&runtime, sources, plugins, fee_limits)?;
         let pipelines =
             Pipelines::build(loaded.iter().map(|(plugin, _)| plugin.clone()).collect(), methods, fee_limits)?;
         let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
@@ -147,7 +150,12 @@ impl PluginHost {
         }
         let overlays = plugins.iter().map(|(name, settings)| (name.clone(), settings.config.clone())).collect();
         let registry = Registry { methods: methods.clone(), fee_limits: fee_limits.clone(), overlays, slots };
-        Ok(PluginHost { runtime, current: RwLock::new(Arc::new(pipelines)), registry: Mutex::new(registry) })
+        Ok(PluginHost {
+            runtime,
+            current: RwLock::new(Arc::new(pipelines)),
+            registry: Mutex::new(registry),
+            installing: Mutex::new(()),
+        })
     }
 
     /// The runtime.
@@ -162,55 +170,66 @@ impl PluginHost {
 
     /// Checked activation of the version `manifest` describes, from `bytes`: it must pass
     /// every check ([`PluginRuntime::prepare`]) before it replaces the serving version of its
-    /// name. A version already loaded here (the same name, version and hash) is switched to
-    /// without loading it again, and its quarantine, if any, is lifted. Compiles and runs
+    /// name. A version loaded here with this very manifest (hash, config, limits, fixtures)
+    /// is switched to without loading it again ([`PluginHost::reuse`]). Compiles and runs
     /// guest code: call it off the async threads.
     pub fn install(&self, manifest: &Manifest, bytes: &[u8], origin: Origin) -> Result<Switched, ActivationError> {
-        let expected = manifest.expected_hash()?.to_owned();
-        if let Some(loaded) = self
-            .loaded(&manifest.name, |plugin| plugin.info().version == manifest.version && plugin.sha256() == expected)
-        {
-            return self.switch(&manifest.name, Some((loaded, origin)));
+        let _installing = self.installing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(switched) = self.reuse(manifest, origin.clone()) {
+            return switched;
         }
-        let overlay = self.lock().overlays.get(&manifest.name).cloned().unwrap_or_default();
-        let source_name = format!("{} ({})", manifest.key(), origin_label(&origin));
-        match self.runtime.prepare(&source_name, manifest, bytes, &overlay) {
-            Ok(plugin) => self.switch(&manifest.name, Some((Arc::new(plugin), origin))),
-            Err(error) => {
-                tracing::error!(plugin = %manifest.key(), code = error.code(), %error, "plugin version refused; the serving version stays");
-                self.lock().slots.entry(manifest.name.clone()).or_default().refused = Some(Refusal {
-                    version: manifest.key(),
-                    code: error.code().to_owned(),
-                    message: error.to_string(),
-                });
-                Err(error)
-            }
-        }
+        let plugin = self.prepare(manifest, bytes, &origin)?;
+        let switched = self.switch(&manifest.name, Some((Arc::new(plugin), origin)));
+        self.note(manifest, switched.as_ref().err());
+        switched
     }
 
-    /// Switches `name` to its loaded `version` (serving or retained), lifting its quarantine:
-    /// this is how an operator re-enables a quarantined version.
-    pub fn activate(&self, name: &str, version: &str) -> Result<Switched, ActivationError> {
-        let loaded = self
-            .loaded(name, |plugin| plugin.info().version == version)
-            .ok_or_else(|| ActivationError::Unknown(format!("no version {version} of plugin `{name}` is loaded")))?;
-        let origin =
-            self.lock().slots.get(name).and_then(|slot| slot.active.as_ref().map(|(_, origin)| origin.clone()));
-        self.switch(name, Some((loaded, origin.unwrap_or(Origin::Cluster))))
+    /// Switches to the version `manifest` describes if it is loaded here with this very
+    /// manifest, lifting its quarantine if any; `None` if it is not loaded (then
+    /// [`PluginHost::install`] it with its bytes).
+    pub fn reuse(&self, manifest: &Manifest, origin: Origin) -> Option<Result<Switched, ActivationError>> {
+        let loaded = self.loaded(&manifest.name, |plugin| plugin.manifest() == Some(manifest))?;
+        let switched = self.switch(&manifest.name, Some((loaded, origin)));
+        self.note(manifest, switched.as_ref().err());
+        Some(switched)
     }
 
-    /// Switches `name` back to the version that served before the current one.
-    pub fn rollback(&self, name: &str) -> Result<Switched, ActivationError> {
-        let (previous, origin) = {
+    /// Checked activation without the switch: whether the version described by `manifest`
+    /// would go live here, its place in the method table included. The outcome is shown as
+    /// an install's would be (the API checks an upload this way before it stores it for the
+    /// cluster).
+    pub fn check(&self, manifest: &Manifest, bytes: &[u8], origin: &Origin) -> Result<(), ActivationError> {
+        let plugin = self.prepare(manifest, bytes, origin)?;
+        let fits = self.table_with(&manifest.name, Some(&Arc::new(plugin))).map(drop);
+        self.note(manifest, fits.as_ref().err());
+        fits
+    }
+
+    fn prepare(&self, manifest: &Manifest, bytes: &[u8], origin: &Origin) -> Result<LoadedPlugin, ActivationError> {
+        let (overlay, fee_limits) = {
             let registry = self.lock();
-            let slot = registry.slots.get(name);
-            let previous = slot.and_then(|slot| slot.retained.last().cloned());
-            let origin = slot.and_then(|slot| slot.active.as_ref().map(|(_, origin)| origin.clone()));
-            (previous, origin)
+            (registry.overlays.get(&manifest.name).cloned().unwrap_or_default(), registry.fee_limits.clone())
         };
-        let previous = previous
-            .ok_or_else(|| ActivationError::Unknown(format!("plugin `{name}` has no earlier version loaded")))?;
-        self.switch(name, Some((previous, origin.unwrap_or(Origin::Cluster))))
+        let source_name = format!("{} ({})", manifest.key(), origin_label(origin));
+        let prepared = self.runtime.prepare(&source_name, manifest, bytes, &overlay, &fee_limits);
+        self.note(manifest, prepared.as_ref().err());
+        prepared
+    }
+
+    /// Records the outcome of the last attempt at `manifest`'s plugin: a refusal is shown
+    /// (and logged) until an attempt passes.
+    fn note(&self, manifest: &Manifest, error: Option<&ActivationError>) {
+        let refusal = error.map(|error| {
+            tracing::error!(plugin = %manifest.key(), code = error.code(), %error, "plugin version refused; the serving version stays");
+            Refusal { version: manifest.key(), code: error.code().to_owned(), message: error.to_string() }
+        });
+        let mut registry = self.lock();
+        match registry.slots.get_mut(&manifest.name) {
+            Some(slot) => slot.refused = refusal,
+            // A plugin never loaded here is shown by name, for its refusal only.
+            None if refusal.is_some() => registry.slots.entry(manifest.name.clone()).or_default().refused = refusal,
+            None => {}
+        }
     }
 
     /// Stops serving `name`: its methods are refused as unknown (unless a configured pipeline
@@ -282,14 +301,7 @@ impl PluginHost {
     /// retained ones.
     fn switch(&self, name: &str, next: Option<(Arc<LoadedPlugin>, Origin)>) -> Result<Switched, ActivationError> {
         let mut registry = self.lock();
-        let mut plugins: Vec<Arc<LoadedPlugin>> = registry
-            .slots
-            .iter()
-            .filter(|(other, _)| other.as_str() != name)
-            .filter_map(|(_, slot)| slot.active.as_ref().map(|(plugin, _)| plugin.clone()))
-            .collect();
-        plugins.extend(next.iter().map(|(plugin, _)| plugin.clone()));
-        let pipelines = Pipelines::build(plugins, &registry.methods, &registry.fee_limits)?;
+        let pipelines = table(&registry, name, next.as_ref().map(|(plugin, _)| plugin))?;
         let slot = registry.slots.entry(name.to_owned()).or_default();
         let previous = match next {
             Some((plugin, origin)) => {
@@ -310,15 +322,32 @@ impl PluginHost {
             let excess = slot.retained.len().saturating_sub(RETAINED);
             slot.retained.drain(..excess);
         }
-        slot.refused = None;
         *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(pipelines);
         tracing::info!(plugin = name, active = ?switched.active, previous = ?switched.previous, "plugin switched");
         Ok(switched)
     }
 
+    /// The method table with `plugin` serving `name` (`None`: without `name`), or why it
+    /// cannot be built.
+    fn table_with(&self, name: &str, plugin: Option<&Arc<LoadedPlugin>>) -> Result<Pipelines, ActivationError> {
+        table(&self.lock(), name, plugin)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// The method table of `registry` with `plugin` serving `name` (`None`: without `name`).
+fn table(registry: &Registry, name: &str, plugin: Option<&Arc<LoadedPlugin>>) -> Result<Pipelines, ActivationError> {
+    let mut plugins: Vec<Arc<LoadedPlugin>> = registry
+        .slots
+        .iter()
+        .filter(|(other, _)| other.as_str() != name)
+        .filter_map(|(_, slot)| slot.active.as_ref().map(|(plugin, _)| plugin.clone()))
+        .collect();
+    plugins.extend(plugin.cloned());
+    Ok(Pipelines::build(plugins, &registry.methods, &registry.fee_limits)?)
 }
 
 fn origin_label(origin: &Origin) -> String {

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmpay_protocol::money::FeeBearer;
 
+use crate::contract::{valid_plugin_name, valid_plugin_version};
+
 /// Largest manifest accepted: fixtures are examples, not a test suite.
 pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
 /// Most fixtures a manifest may bundle: each runs in the sandbox at every activation.
@@ -133,6 +135,9 @@ pub enum ManifestError {
     /// A `sha256` that is not 64 lowercase hex digits.
     #[error("`sha256` must be 64 lowercase hex digits")]
     MalformedHash,
+    /// A name or version a plugin could not have.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Manifest {
@@ -150,6 +155,12 @@ impl Manifest {
             && !is_sha256(hash)
         {
             return Err(ManifestError::MalformedHash);
+        }
+        if !valid_plugin_name(&manifest.name) {
+            return Err(ManifestError::Invalid("`name` must be 1-32 characters of a-z 0-9 -".into()));
+        }
+        if !valid_plugin_version(&manifest.version) {
+            return Err(ManifestError::Invalid("`version` must be MAJOR.MINOR.PATCH (64 bytes at most)".into()));
         }
         Ok(manifest)
     }
@@ -197,6 +208,9 @@ mod tests {
         let base = "name = \"card\"\nversion = \"1.0.0\"\nmethods = [\"card\"]\n";
         assert!(matches!(Manifest::parse(&format!("{base}colour = \"red\"\n")), Err(ManifestError::Parse(_))));
         assert_eq!(Manifest::parse(&format!("{base}sha256 = \"ABC\"\n")), Err(ManifestError::MalformedHash));
+        for bad in [base.replace("\"card\"\nversion", "\"a*b\"\nversion"), base.replace("1.0.0", "1.0")] {
+            assert!(matches!(Manifest::parse(&bad), Err(ManifestError::Invalid(_))), "{bad}");
+        }
         let many = "[[fixture]]\nname = \"x\"\npayment = { amount = 1, currency = \"EUR\" }\nexpect = { verdict = \"approved\" }\n";
         assert!(matches!(Manifest::parse(&format!("{base}{}", many.repeat(33))), Err(ManifestError::TooLarge(_))));
         assert!(matches!(Manifest::parse(&"#".repeat(MAX_MANIFEST_BYTES + 1)), Err(ManifestError::TooLarge(_))));

@@ -2,10 +2,11 @@
 //! calls, limits and output checks a real payment gets, on instances made for the test and
 //! dropped after it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmpay_protocol::money::Currency;
+use wasmpay_protocol::money::{Currency, FeeBearer};
 
 use super::PluginRuntime;
 use super::bindings::types;
@@ -27,21 +28,48 @@ impl CallObserver for Unobserved {
 /// What a fixture got.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
-    Approved { fee: Option<u64>, bearer: Option<wasmpay_protocol::money::FeeBearer> },
+    Approved { fee: Option<u64>, bearer: Option<FeeBearer> },
     Declined { code: String },
 }
 
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Approved { fee, bearer } => write!(f, "approved{}", priced(*fee, *bearer)),
+            Outcome::Declined { code } => write!(f, "declined with `{code}`"),
+        }
+    }
+}
+
+impl std::fmt::Display for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expected::Approved { fee, bearer } => write!(f, "approved{}", priced(*fee, *bearer)),
+            Expected::Declined { code } => write!(f, "declined with `{code}`"),
+        }
+    }
+}
+
+/// ", fee 110 borne by the payee", as far as it is known.
+fn priced(fee: Option<u64>, bearer: Option<FeeBearer>) -> String {
+    let fee = fee.map(|fee| format!(", fee {fee}")).unwrap_or_default();
+    let bearer = bearer.map(|bearer| format!(" borne by the {}", bearer.as_str())).unwrap_or_default();
+    format!("{fee}{bearer}")
+}
+
 /// Runs every fixture of `manifest` on `plugin`; the first that does not get its expected
-/// verdict refuses the version.
+/// verdict refuses the version. Fees are held to the node's bound of the fixture's method
+/// (`fee_limits`), as they will be in service.
 pub fn run(
     runtime: &Arc<PluginRuntime>,
     plugin: &Arc<LoadedPlugin>,
     manifest: &Manifest,
+    fee_limits: &BTreeMap<String, FeeLimit>,
 ) -> Result<(), ActivationError> {
     let mut instances = Instances::new(runtime.clone(), Arc::new(Unobserved));
     for (index, fixture) in manifest.fixtures.iter().enumerate() {
         let failed = |message: String| ActivationError::SelfTest { fixture: fixture.name.clone(), message };
-        let outcome = decide(&mut instances, plugin, manifest, fixture, index).map_err(failed)?;
+        let outcome = decide(&mut instances, plugin, manifest, fixture, index, fee_limits).map_err(failed)?;
         let matches = match (&fixture.expect, &outcome) {
             (Expected::Approved { fee, bearer }, Outcome::Approved { fee: got_fee, bearer: got_bearer }) => {
                 fee.is_none_or(|fee| Some(fee) == *got_fee) && bearer.is_none_or(|bearer| Some(bearer) == *got_bearer)
@@ -50,7 +78,7 @@ pub fn run(
             _ => false,
         };
         if !matches {
-            return Err(failed(format!("expected {:?}, got {outcome:?}", fixture.expect)));
+            return Err(failed(format!("expected {}, got {outcome}", fixture.expect)));
         }
         // Every fixture gets instances of its own, as every payment does.
         instances.end_payment();
@@ -64,12 +92,14 @@ fn decide(
     manifest: &Manifest,
     fixture: &Fixture,
     index: usize,
+    fee_limits: &BTreeMap<String, FeeLimit>,
 ) -> Result<Outcome, String> {
     let payment = &fixture.payment;
     let currency: Currency =
         payment.currency.parse().map_err(|_| format!("currency `{}` is not supported", payment.currency))?;
     let method = payment.method.clone().or_else(|| manifest.methods.first().cloned()).unwrap_or_default();
-    let pairs = |map: &std::collections::BTreeMap<String, String>| map.clone().into_iter().collect();
+    let fee_limit = fee_limits.get(&method).cloned().unwrap_or_default();
+    let pairs = |map: &BTreeMap<String, String>| map.clone().into_iter().collect();
     let input = PaymentInput::made_up(
         types::Payment {
             id: format!("selftest-{index}"),
@@ -95,7 +125,7 @@ fn decide(
     }
     match instances.quote_fee(plugin, &input).map_err(|failure| failure.to_string())? {
         Err(rejection) => check_rejection(rejection).map(|checked| Outcome::Declined { code: checked.code }),
-        Ok(quote) => check_quote(&quote, payment.amount, currency, &FeeLimit::default())
+        Ok(quote) => check_quote(&quote, payment.amount, currency, &fee_limit)
             .map(|fee| Outcome::Approved { fee: Some(fee.total), bearer: Some(fee.bearer) }),
     }
 }

@@ -188,7 +188,9 @@ fn a_new_version_switches_in_and_rolls_back_without_loading_again() {
     // A payment that took its snapshot before the switch finishes on the version it started with.
     assert_eq!(before.get("card").expect("card").keys(), ["card@0.1.0"]);
     let versions = host.runtime().census().versions();
-    assert_eq!(host.rollback("card").expect("rollback").active.as_deref(), Some("card@0.1.0"));
+    let v1 = host.manifest("card", "0.1.0").expect("v1 is retained with its manifest");
+    let rolled_back = host.reuse(&v1, Origin::Builtin).expect("v1 is loaded").expect("switched");
+    assert_eq!(rolled_back.active.as_deref(), Some("card@0.1.0"));
     assert_eq!(card_key(&host), ["card@0.1.0"]);
     // Installing v2 again reuses the loaded version.
     host.install(&v2, wasmpay_plugin_artifacts::CARD_V2, Origin::Cluster).expect("v2 again");
@@ -249,11 +251,12 @@ fn switching_versions_many_times_holds_no_more_than_one_switch_did() {
         instances.replenish(&pipeline);
         verdict
     };
+    let v1 = host.manifest("card", "0.1.0").expect("v1 manifest");
     let mut after_first = None;
     for round in 0..20 {
         host.install(&v2, wasmpay_plugin_artifacts::CARD_V2, Origin::Cluster).expect("v2");
         assert!(matches!(pay(&mut instances, round), Verdict::Priced(CheckedFee { total: 110, .. })));
-        host.rollback("card").expect("rollback");
+        host.reuse(&v1, Origin::Builtin).expect("v1 is loaded").expect("rollback");
         assert!(matches!(pay(&mut instances, round), Verdict::Priced(CheckedFee { total: 315, .. })));
         let census = host.runtime().census();
         let now = (census.versions(), census.instances());
@@ -273,7 +276,8 @@ fn a_failing_version_is_quarantined_until_reactivated() {
         ..SandboxSettings::default()
     };
     let runtime = PluginRuntime::new(&settings).expect("runtime");
-    let sources = [PluginSource::Builtin("faulty", wasmpay_plugin_artifacts::FAULTY, None)];
+    const FAULTY_MANIFEST: &str = "name = \"faulty\"\nversion = \"0.1.0\"\nmethods = [\"faulty\"]\n";
+    let sources = [PluginSource::Builtin("faulty", wasmpay_plugin_artifacts::FAULTY, Some(FAULTY_MANIFEST))];
     let host =
         PluginHost::start(runtime, &sources, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new()).expect("start");
     let calls = Arc::new(Calls::default());
@@ -289,7 +293,9 @@ fn a_failing_version_is_quarantined_until_reactivated() {
     assert_eq!(calls.0.load(std::sync::atomic::Ordering::Relaxed), called, "a quarantined version is not called");
     let status = host.status();
     assert_eq!(status[0].versions[0].state, VersionState::Quarantined);
-    host.activate("faulty", "0.1.0").expect("re-enabled");
+    // Re-enabled as the cluster does it: the serving manifest again.
+    let manifest = host.manifest("faulty", "0.1.0").expect("manifest");
+    host.reuse(&manifest, Origin::Builtin).expect("loaded").expect("re-enabled");
     assert!(matches!(instances.run(&pipeline, &faulty_payment("t-5", "none")), Ok(Verdict::Priced(_))));
 }
 
@@ -306,8 +312,20 @@ fn compiled_plugins_are_cached_on_disk() {
     assert_eq!(load(), "card@0.1.0");
     let entries: Vec<_> = std::fs::read_dir(dir.path()).expect("list").filter_map(Result::ok).collect();
     assert_eq!(entries.len(), 1);
-    // A corrupt entry is compiled again, not run.
     let entry = entries[0].path();
+    let written = std::fs::metadata(&entry).and_then(|metadata| metadata.modified()).expect("mtime");
+    // The second load reads the entry: it does not compile and write it again.
+    assert_eq!(load(), "card@0.1.0");
+    assert_eq!(std::fs::metadata(&entry).and_then(|metadata| metadata.modified()).expect("mtime"), written);
+    // The card's entry copied under the wallet's name is not run as the wallet.
+    let file_name = entry.file_name().and_then(|name| name.to_str()).expect("name").to_owned();
+    let engine_hash = file_name.rsplit('-').next().expect("engine hash");
+    let wallet_name = format!("{}-{engine_hash}", manifest::sha256_hex(wasmpay_plugin_artifacts::WALLET));
+    std::fs::copy(&entry, dir.path().join(wallet_name)).expect("copy");
+    let runtime = PluginRuntime::new(&settings).expect("runtime");
+    let wallet = runtime.load("wallet", wasmpay_plugin_artifacts::WALLET, &|_| BTreeMap::new()).expect("load");
+    assert_eq!(wallet.key(), "wallet@0.1.0");
+    // A corrupt entry is compiled again, not run.
     let mut bytes = std::fs::read(&entry).expect("read");
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;

@@ -26,12 +26,24 @@ use crate::cluster::Views;
 use crate::metrics::Metrics;
 use crate::plugins::store::PluginStore;
 use wasmpay_ledger::{Deposited, Ledger, LedgerError, NewAccount};
-use wasmpay_plugin_host::PluginHost;
+use wasmpay_plugin_host::manifest::sha256_hex;
+use wasmpay_plugin_host::{PluginHost, PluginSource};
 use wasmpay_protocol::money::{Currency, MAX_PAYMENT_MINOR_UNITS, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
 use wasmpay_protocol::{ID_RULE, is_valid_id};
 
 type Body = Full<Bytes>;
+
+/// The plugin side of a node, as the API needs it.
+#[derive(Debug)]
+pub struct PluginParts<'a> {
+    /// The node's plugins.
+    pub host: Arc<PluginHost>,
+    /// The cluster's plugin store.
+    pub store: PluginStore,
+    /// Where the node's plugins came from at start (the built-in components among them).
+    pub sources: &'a [PluginSource],
+}
 
 /// What the handlers share.
 #[derive(Debug)]
@@ -45,6 +57,8 @@ pub struct ApiState {
     /// checked (compiled, fixtures run), so concurrent ones would only compete for memory and
     /// both cores.
     uploads: tokio::sync::Semaphore,
+    /// The built-in components by SHA-256, so that a built-in version can enter the store.
+    builtins: std::collections::BTreeMap<String, &'static [u8]>,
     cluster: Views,
     admin_token: Option<String>,
 }
@@ -55,14 +69,21 @@ impl ApiState {
         nats: async_nats::Client,
         ledger: Ledger,
         metrics: Arc<Metrics>,
-        plugins: Arc<PluginHost>,
-        plugin_store: PluginStore,
+        plugins: PluginParts<'_>,
         cluster: Views,
         admin_token: Option<String>,
     ) -> ApiState {
         let admin_token = admin_token.filter(|token| !token.is_empty());
         let uploads = tokio::sync::Semaphore::new(1);
-        ApiState { nats, ledger, metrics, plugins, plugin_store, uploads, cluster, admin_token }
+        let PluginParts { host: plugins, store: plugin_store, sources } = plugins;
+        let builtins = sources
+            .iter()
+            .filter_map(|source| match source {
+                PluginSource::Builtin(_, bytes, _) => Some((sha256_hex(bytes), *bytes)),
+                PluginSource::File(_) => None,
+            })
+            .collect();
+        ApiState { nats, ledger, metrics, plugins, plugin_store, uploads, builtins, cluster, admin_token }
     }
 }
 
@@ -93,6 +114,9 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
         }
         (&Method::GET, ["v1", "payments", id]) => show_payment(&state, id).await,
         (&Method::GET, ["v1", "plugins"]) => plugins::list(&state),
+        (_, ["v1", "plugins", name, ..]) if !wasmpay_plugin_host::valid_plugin_name(name) => {
+            problem(StatusCode::NOT_FOUND, "unknown_plugin", "a plugin name is 1-32 characters of a-z 0-9 -")
+        }
         (&Method::PUT, ["v1", "plugins", name]) => match state.uploads.try_acquire() {
             Err(_) => problem(StatusCode::TOO_MANY_REQUESTS, "busy", "another plugin upload is in progress; retry"),
             Ok(_permit) => {

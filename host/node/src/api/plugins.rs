@@ -11,7 +11,7 @@ use base64::Engine as _;
 use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
-use wasmpay_plugin_host::{Manifest, PluginStatus, VersionState};
+use wasmpay_plugin_host::{Manifest, Origin, PluginStatus, VersionState};
 
 use super::{ApiState, Body, json_response, problem};
 use crate::plugins::store::{MAX_COMPONENT_BYTES, Pointer, StoreError};
@@ -82,17 +82,13 @@ pub async fn upload(state: &ApiState, name: &str, body: serde_json::Value) -> Re
     };
     // The whole check, on this node, before anything is stored: a version the store holds
     // passed it once.
-    let (runtime, checked_manifest, checked_bytes) = (state.plugins.runtime().clone(), manifest.clone(), bytes.clone());
-    let source = format!("upload of {}", manifest.key());
-    let checked = tokio::task::spawn_blocking(move || {
-        runtime.prepare(&source, &checked_manifest, &checked_bytes, &Default::default()).map(drop)
-    })
-    .await;
+    let (host, checked_manifest, checked_bytes) = (state.plugins.clone(), manifest.clone(), bytes.clone());
+    let checked =
+        tokio::task::spawn_blocking(move || host.check(&checked_manifest, &checked_bytes, &Origin::Cluster)).await;
     match checked {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
             state.metrics.plugin_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::error!(plugin = %manifest.key(), code = error.code(), %error, "uploaded plugin version refused");
             return problem(StatusCode::UNPROCESSABLE_ENTITY, error.code(), &error.to_string());
         }
         Err(error) => return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", &error.to_string()),
@@ -102,7 +98,8 @@ pub async fn upload(state: &ApiState, name: &str, body: serde_json::Value) -> Re
     }
     tracing::info!(plugin = %manifest.key(), sha256 = manifest.sha256.as_deref().unwrap_or_default(), "plugin version uploaded");
     if upload.activate {
-        return settle(state, name, state.plugin_store.activate(manifest.clone(), serving(state, name)).await).await;
+        let serving = serving(state, name).await;
+        return settle(state, name, state.plugin_store.activate(manifest.clone(), serving).await).await;
     }
     json_response(
         StatusCode::CREATED,
@@ -123,16 +120,17 @@ pub async fn activate(state: &ApiState, name: &str, body: serde_json::Value) -> 
         Ok(request) => request,
         Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &error.to_string()),
     };
-    // An uploaded version, or one every node has loaded (a built-in one).
+    // An uploaded version, or a built-in one (then uploaded, so every node can fetch it).
     let manifest = match state.plugin_store.version(name, &request.version).await {
         Ok(manifest) => manifest,
-        Err(StoreError::NotFound(message)) => match loaded_manifest(state, name, &request.version) {
+        Err(StoreError::NotFound(message)) => match loaded_manifest(state, name, &request.version).await {
             Some(manifest) => manifest,
             None => return problem(StatusCode::NOT_FOUND, "unknown_version", &message),
         },
         Err(error) => return store_problem(&error),
     };
-    settle(state, name, state.plugin_store.activate(manifest, serving(state, name)).await).await
+    let serving = serving(state, name).await;
+    settle(state, name, state.plugin_store.activate(manifest, serving).await).await
 }
 
 /// `POST /v1/plugins/{name}/rollback`: makes the version before the current one serve again.
@@ -145,18 +143,33 @@ pub async fn remove(state: &ApiState, name: &str) -> Response {
     if state.plugins.status().iter().all(|status| status.name != name) {
         return problem(StatusCode::NOT_FOUND, "unknown_plugin", &format!("no plugin `{name}`"));
     }
-    settle(state, name, state.plugin_store.remove(name, serving(state, name)).await).await
+    let serving = serving(state, name).await;
+    settle(state, name, state.plugin_store.remove(name, serving).await).await
 }
 
-/// The manifest of the version of `name` this node serves, for a pointer's history: a
-/// rollback must be able to return to a version that never went through the store.
-fn serving(state: &ApiState, name: &str) -> Option<Manifest> {
+/// The manifest of the version of `name` this node serves, for a pointer's history when the
+/// store has no pointer yet: a rollback must be able to return to the built-in version.
+async fn serving(state: &ApiState, name: &str) -> Option<Manifest> {
     let status = state.plugins.status().into_iter().find(|status| status.name == name)?;
-    loaded_manifest(state, name, status.active.as_deref()?)
+    loaded_manifest(state, name, status.active.as_deref()?).await
 }
 
-fn loaded_manifest(state: &ApiState, name: &str, version: &str) -> Option<Manifest> {
-    state.plugins.manifest(name, version)
+/// The manifest of a version loaded here that can enter a pointer: one the store holds, or a
+/// built-in one, which is uploaded first (a node running another build must be able to fetch
+/// it). A version loaded from a file here is this node's only, and cannot.
+async fn loaded_manifest(state: &ApiState, name: &str, version: &str) -> Option<Manifest> {
+    let manifest = state.plugins.manifest(name, version)?;
+    if state.plugin_store.version(name, version).await.ok().as_ref() == Some(&manifest) {
+        return Some(manifest);
+    }
+    let bytes = state.builtins.get(manifest.sha256.as_deref()?)?;
+    match state.plugin_store.upload(&manifest, bytes).await {
+        Ok(()) => Some(manifest),
+        Err(error) => {
+            tracing::warn!(plugin = %manifest.key(), %error, "cannot store the built-in version");
+            None
+        }
+    }
 }
 
 /// Waits until this node serves what `pointer` says, or refused it.

@@ -24,8 +24,10 @@ use super::ClusterError;
 
 /// How long a JetStream request (a put, a lease update) may take.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long one request setting a bucket up may take.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one attempt at setting a bucket up may take. Short, because a request to a
+/// stream without a leader (a replicated stream just created, or re-electing) gets no answer
+/// at all: it is the next attempt that finds the new leader.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a starting node keeps trying to set a bucket up.
 const SETUP_DEADLINE: Duration = Duration::from_secs(30);
 /// How long to wait before watching a bucket again after its watch ended.
@@ -57,19 +59,16 @@ pub(crate) async fn open(
     };
     let failed =
         |error: &dyn std::fmt::Display| ClusterError::Bucket { bucket: name.to_owned(), message: error.to_string() };
-    let mut created =
-        patiently(name, || jetstream.get_or_create_stream(config.clone())).await.map_err(|e| failed(&e))?;
-    let actual = tokio::time::timeout(SETUP_TIMEOUT, created.info())
-        .await
-        .map_err(|_| failed(&format!("no answer within {SETUP_TIMEOUT:?}")))?
-        .map_err(|error| failed(&error))?
-        .config
-        .max_age;
-    let store = tokio::time::timeout(SETUP_TIMEOUT, jetstream.get_key_value(name))
-        .await
-        .map_err(|_| failed(&format!("no answer within {SETUP_TIMEOUT:?}")))?
-        .map_err(|error| failed(&error))?;
-    Ok((store, actual))
+    // The whole set-up is one attempt: a stream whose leader is still being elected answers
+    // nothing, and asking again soon finds the leader sooner than waiting out one long request.
+    let opened = patiently(name, || async {
+        let mut created = jetstream.get_or_create_stream(config.clone()).await.map_err(|error| error.to_string())?;
+        let actual = created.info().await.map_err(|error| error.to_string())?.config.max_age;
+        let store = jetstream.get_key_value(name).await.map_err(|error| error.to_string())?;
+        Ok::<_, String>((store, actual))
+    })
+    .await;
+    opened.map_err(|error| failed(&error))
 }
 
 /// Runs a set-up request until it succeeds, each attempt bounded by [`SETUP_TIMEOUT`], for at

@@ -16,7 +16,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinHandle;
-use wasmpay_plugin_host::manifest::sha256_hex;
 use wasmpay_plugin_host::{Manifest, Origin, PluginHost};
 
 use crate::metrics::Metrics;
@@ -32,8 +31,8 @@ type Stamp = Option<(u64, SystemTime)>;
 struct Seen {
     /// The component's and the manifest's stamps at the last poll.
     stamps: (Stamp, Stamp),
-    /// The hashes of the component and manifest last acted on.
-    acted_on: Option<(String, String)>,
+    /// Their stamps when last acted on: a settled file is read again only once they differ.
+    acted_on: Option<(Stamp, Stamp)>,
     /// The plugin name this file serves, once loaded.
     name: Option<String>,
 }
@@ -49,10 +48,9 @@ pub fn watch(
     tokio::spawn(async move {
         let mut seen: BTreeMap<PathBuf, Seen> = BTreeMap::new();
         for path in components(&directory) {
-            let stamps = (stamp(&path), stamp(&path.with_extension("toml")));
-            let acted_on = contents(&path).map(|(component, manifest)| (sha256_hex(&component), sha256_hex(&manifest)));
+            let stamps = stamps(&path);
             let name = serving_name(&host, &path);
-            seen.insert(path, Seen { stamps, acted_on, name });
+            seen.insert(path, Seen { stamps, acted_on: Some(stamps), name });
         }
         loop {
             tokio::select! {
@@ -67,41 +65,27 @@ pub fn watch(
 async fn poll(directory: &Path, seen: &mut BTreeMap<PathBuf, Seen>, host: &Arc<PluginHost>, metrics: &Metrics) {
     let present = components(directory);
     for path in &present {
-        let stamps = (stamp(path), stamp(&path.with_extension("toml")));
+        let stamps = stamps(path);
         let entry = seen.entry(path.clone()).or_default();
         let settled = entry.stamps == stamps;
         entry.stamps = stamps;
-        if !settled {
+        if !settled || entry.acted_on == Some(stamps) || stamps.1.is_none() {
             continue;
         }
-        let Some((component, manifest_text)) = contents(path) else { continue };
-        let hashes = (sha256_hex(&component), sha256_hex(&manifest_text));
-        if entry.acted_on.as_ref() == Some(&hashes) {
-            continue;
-        }
-        entry.acted_on = Some(hashes);
-        let manifest = match Manifest::parse(&String::from_utf8_lossy(&manifest_text)) {
-            Ok(manifest) => manifest,
-            Err(error) => {
-                metrics.plugin_refusals.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(file = %path.display(), %error, "plugin manifest refused; the serving version stays");
-                continue;
-            }
-        };
-        let (host, origin) = (host.clone(), Origin::File(path.display().to_string()));
-        let name = manifest.name.clone();
-        let installed = tokio::task::spawn_blocking(move || host.install(&manifest, &component, origin)).await;
-        match installed {
-            Ok(Ok(switched)) => {
+        entry.acted_on = Some(stamps);
+        // Reading, hashing and checking a component is blocking work.
+        let (host, file) = (host.clone(), path.clone());
+        let loaded = tokio::task::spawn_blocking(move || load(&host, &file)).await;
+        match loaded {
+            Ok(Ok(name)) => {
                 metrics.plugin_switches.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(file = %path.display(), active = ?switched.active, "plugin loaded from the directory");
                 entry.name = Some(name);
             }
-            // Logged and recorded by `install`.
-            Ok(Err(_)) => {
+            Ok(Err(error)) => {
                 metrics.plugin_refusals.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(file = %path.display(), %error, "plugin file refused; the serving version stays");
             }
-            Err(error) => tracing::error!(%error, "loading a plugin panicked"),
+            Err(error) => tracing::error!(%error, "loading a plugin file panicked"),
         }
     }
     // A component gone for a whole poll retires its plugin, if this file still serves it.
@@ -122,6 +106,18 @@ async fn poll(directory: &Path, seen: &mut BTreeMap<PathBuf, Seen>, host: &Arc<P
     }
 }
 
+/// Loads the component at `path` with its manifest beside it; the plugin's name.
+fn load(host: &PluginHost, path: &Path) -> Result<String, String> {
+    let component = std::fs::read(path).map_err(|error| error.to_string())?;
+    let text = std::fs::read_to_string(path.with_extension("toml")).map_err(|error| error.to_string())?;
+    let manifest = Manifest::parse(&text).map_err(|error| error.to_string())?;
+    let switched = host
+        .install(&manifest, &component, Origin::File(path.display().to_string()))
+        .map_err(|error| format!("{}: {error}", error.code()))?;
+    tracing::info!(file = %path.display(), active = ?switched.active, "plugin loaded from the directory");
+    Ok(manifest.name)
+}
+
 /// The `*.wasm` files of `directory`, sorted.
 fn components(directory: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(directory)
@@ -132,14 +128,13 @@ fn components(directory: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn stamp(path: &Path) -> Stamp {
-    let metadata = std::fs::metadata(path).ok()?;
-    Some((metadata.len(), metadata.modified().ok()?))
-}
-
-/// The component and its manifest, if both can be read.
-fn contents(path: &Path) -> Option<(Vec<u8>, Vec<u8>)> {
-    Some((std::fs::read(path).ok()?, std::fs::read(path.with_extension("toml")).ok()?))
+/// The stamps of a component and of its manifest.
+fn stamps(path: &Path) -> (Stamp, Stamp) {
+    let stamp = |path: &Path| {
+        let metadata = std::fs::metadata(path).ok()?;
+        Some((metadata.len(), metadata.modified().ok()?))
+    };
+    (stamp(path), stamp(&path.with_extension("toml")))
 }
 
 /// The plugin whose serving version came from `path`.

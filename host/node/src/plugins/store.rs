@@ -3,9 +3,13 @@
 //! - Components live in the object store `wasmpay_plugins`, named by their SHA-256: a name is
 //!   its content, so an upload can never change what another version runs, and the same bytes
 //!   are stored once.
-//! - The KV bucket `wasmpay_plugin_pointers` holds, per plugin, `version.<name>.<sha256>` (the
+//! - The KV bucket `wasmpay_plugin_pointers` holds, per plugin, `version.<name>.<version>` (the
 //!   manifest of each uploaded version, checked on the uploading node) and `active.<name>`
 //!   (the [`Pointer`]: the version that serves, and the ones before it, for a rollback).
+//!
+//! A version is immutable: `name@version` names one manifest (and so one component) for the
+//! life of the store, so that the version a payment records says exactly what decided it on
+//! every node. Uploading other terms under a stored version is refused: they are a new version.
 //!
 //! Every node watches `active.*` and switches when a pointer changes; a node that starts
 //! later reads the pointers before it takes payments. A pointer is changed by
@@ -114,16 +118,49 @@ impl PluginStore {
     }
 
     /// Stores a version that passed its checks on the uploading node: the component (unless
-    /// the store has it) and the manifest.
+    /// the store has it) and the manifest. The same version again is a no-op; other terms
+    /// under a stored version are refused.
     pub async fn upload(&self, manifest: &Manifest, bytes: &[u8]) -> Result<(), StoreError> {
+        match self.stored_version(&manifest.name, &manifest.version).await? {
+            // The component went in before its manifest: both are there.
+            Some(stored) if stored == *manifest => return Ok(()),
+            Some(_) => {
+                return Err(StoreError::Conflict(format!(
+                    "{} is stored with another component or other terms: a version never changes, publish a new one",
+                    manifest.key()
+                )));
+            }
+            None => {}
+        }
         let sha256 = sha256_hex(bytes);
         if self.component(&sha256).await.is_err() {
             let mut reader = bytes;
             bounded(TRANSFER_TIMEOUT, self.objects.put(sha256.as_str(), &mut reader)).await?;
         }
         let value = serde_json::to_vec(manifest).map_err(|error| unavailable(&error))?;
-        bounded(REQUEST_TIMEOUT, self.pointers.put(version_key(&manifest.name, &sha256), value.into())).await?;
+        let key = version_key(&manifest.name, &manifest.version);
+        let created = bounded(REQUEST_TIMEOUT, async {
+            match self.pointers.create(key, value.into()).await {
+                Ok(_) => Ok(true),
+                Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+                Err(error) => Err(error),
+            }
+        })
+        .await?;
+        if !created {
+            return Err(StoreError::Conflict(format!("{} was uploaded meanwhile; try again", manifest.key())));
+        }
         Ok(())
+    }
+
+    async fn stored_version(&self, name: &str, version: &str) -> Result<Option<Manifest>, StoreError> {
+        let value = bounded(REQUEST_TIMEOUT, self.pointers.get(version_key(name, version))).await?;
+        value
+            .map(|value| {
+                serde_json::from_slice(&value)
+                    .map_err(|error| StoreError::Corrupt(format!("manifest of {name}@{version}: {error}")))
+            })
+            .transpose()
     }
 
     /// The component named `sha256`, checked against its name.
@@ -148,18 +185,9 @@ impl PluginStore {
 
     /// The uploaded version `version` of `name`.
     pub async fn version(&self, name: &str, version: &str) -> Result<Manifest, StoreError> {
-        let prefix = format!("version.{name}.");
-        let keys = bounded(REQUEST_TIMEOUT, self.pointers.keys()).await?;
-        let keys: Vec<String> = keys.filter_map(|key| async { key.ok() }).collect().await;
-        for key in keys.iter().filter(|key| key.starts_with(&prefix)) {
-            let Some(value) = bounded(REQUEST_TIMEOUT, self.pointers.get(key.as_str())).await? else { continue };
-            if let Ok(manifest) = serde_json::from_slice::<Manifest>(&value)
-                && manifest.version == version
-            {
-                return Ok(manifest);
-            }
-        }
-        Err(StoreError::NotFound(format!("no version {version} of plugin `{name}` was uploaded")))
+        self.stored_version(name, version)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no version {version} of plugin `{name}` was uploaded")))
     }
 
     /// The pointer of `name`, if it has one.
@@ -167,14 +195,23 @@ impl PluginStore {
         Ok(self.pointer_entry(name).await?.map(|(pointer, _)| pointer))
     }
 
-    /// Every pointer, by name: what a starting node serves.
+    /// Every pointer, by name: what a starting node serves. A pointer that does not parse is
+    /// skipped (and logged): it must not keep a node from starting.
     pub async fn pointers(&self) -> Result<Vec<(String, Pointer)>, StoreError> {
-        let keys = bounded(REQUEST_TIMEOUT, self.pointers.keys()).await?;
-        let keys: Vec<String> = keys.filter_map(|key| async { key.ok() }).collect().await;
+        let listing = async {
+            let keys = self.pointers.keys().await.map_err(|error| unavailable(&error))?;
+            Ok::<Vec<String>, StoreError>(keys.filter_map(|key| async { key.ok() }).collect().await)
+        };
+        let keys = tokio::time::timeout(TRANSFER_TIMEOUT, listing)
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("no listing within {TRANSFER_TIMEOUT:?}")))??;
         let mut pointers = Vec::new();
         for name in keys.iter().filter_map(|key| key.strip_prefix("active.")) {
-            if let Some(pointer) = self.pointer(name).await? {
-                pointers.push((name.to_owned(), pointer));
+            match self.pointer(name).await {
+                Ok(Some(pointer)) => pointers.push((name.to_owned(), pointer)),
+                Ok(None) => {}
+                Err(StoreError::Corrupt(message)) => tracing::error!(plugin = name, %message, "plugin pointer skipped"),
+                Err(error) => return Err(error),
             }
         }
         Ok(pointers)
@@ -238,9 +275,9 @@ impl PluginStore {
         .await
     }
 
-    /// Watches every pointer: each change, and first every pointer as it is now.
+    /// Watches every pointer: first every pointer as it is now, then each change.
     pub async fn watch(&self) -> Result<kv::Watch, StoreError> {
-        bounded(REQUEST_TIMEOUT, self.pointers.watch("active.>")).await
+        bounded(REQUEST_TIMEOUT, self.pointers.watch_with_history("active.>")).await
     }
 
     async fn pointer_entry(&self, name: &str) -> Result<Option<(Pointer, u64)>, StoreError> {
@@ -266,22 +303,33 @@ impl PluginStore {
             let current = self.pointer_entry(name).await?;
             let pointer = next(current.as_ref().map(|(pointer, _)| pointer))?;
             let value: bytes::Bytes = serde_json::to_vec(&pointer).map_err(|error| unavailable(&error))?.into();
+            // Ok(true): written; Ok(false): another change came first, so again on its result.
             let written = match current {
                 Some((_, revision)) => {
-                    tokio::time::timeout(REQUEST_TIMEOUT, self.pointers.update(active_key(name), value, revision))
-                        .await
-                        .map(|result| result.map_err(|error| error.to_string()))
+                    bounded(REQUEST_TIMEOUT, async {
+                        match self.pointers.update(active_key(name), value, revision).await {
+                            Ok(_) => Ok(true),
+                            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+                            Err(error) => Err(error),
+                        }
+                    })
+                    .await?
                 }
-                None => tokio::time::timeout(REQUEST_TIMEOUT, self.pointers.create(active_key(name), value))
-                    .await
-                    .map(|result| result.map_err(|error| error.to_string())),
+                None => {
+                    bounded(REQUEST_TIMEOUT, async {
+                        match self.pointers.create(active_key(name), value).await {
+                            Ok(_) => Ok(true),
+                            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+                            Err(error) => Err(error),
+                        }
+                    })
+                    .await?
+                }
             };
-            match written {
-                Ok(Ok(_)) => return Ok(pointer),
-                // Another change came first (wrong last sequence, or the key exists): again.
-                Ok(Err(error)) => tracing::debug!(plugin = name, %error, "pointer changed meanwhile; trying again"),
-                Err(_) => return Err(StoreError::Unavailable(format!("no answer within {REQUEST_TIMEOUT:?}"))),
+            if written {
+                return Ok(pointer);
             }
+            tracing::debug!(plugin = name, "pointer changed meanwhile; trying again");
         }
         Err(StoreError::Conflict(format!("the pointer of `{name}` kept changing; try again")))
     }
@@ -291,6 +339,8 @@ fn active_key(name: &str) -> String {
     format!("active.{name}")
 }
 
-fn version_key(name: &str, sha256: &str) -> String {
-    format!("version.{name}.{sha256}")
+/// `version.<name>.<version>`; a version's `+build` becomes `_build` (a key cannot hold `+`,
+/// and a version cannot hold `_`, so no two versions share a key).
+fn version_key(name: &str, version: &str) -> String {
+    format!("version.{name}.{}", version.replace('+', "_"))
 }

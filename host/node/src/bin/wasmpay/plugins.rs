@@ -107,13 +107,15 @@ fn table(body: &Value) -> String {
         };
         let name = plugin["name"].as_str().unwrap_or("?");
         if plugin["active"].is_null() {
-            let _ = writeln!(out, "{name:<10} {:<10} {:<12}", "-", "removed");
+            let loaded = plugin["versions"].as_array().is_some_and(|versions| !versions.is_empty());
+            let _ = writeln!(out, "{name:<10} {:<10} {:<12}", "-", if loaded { "removed" } else { "not loaded" });
         }
-        for version in plugin["versions"].as_array().into_iter().flatten() {
+        for (index, version) in plugin["versions"].as_array().into_iter().flatten().enumerate() {
+            // Where a version came from is known for the serving one.
+            let origin = if index == 0 && !plugin["active"].is_null() { origin.as_str() } else { "" };
             let text = |key: &str| version[key].as_str().unwrap_or("-").to_owned();
             let number = |key: &str| version[key].as_u64().unwrap_or(0);
-            let _ = writeln!(
-                out,
+            let line = format!(
                 "{name:<10} {:<10} {:<12} {:<10} {:>8} {:>8} {:>9} {:>9}  {:<12} {origin}",
                 text("version"),
                 text("state"),
@@ -124,6 +126,7 @@ fn table(body: &Value) -> String {
                 number("p99_us"),
                 methods.join(","),
             );
+            let _ = writeln!(out, "{}", line.trim_end());
             if let Some(reason) = version["quarantined"].as_str() {
                 let _ = writeln!(out, "  quarantined: {reason}");
             }
