@@ -177,7 +177,7 @@ impl Node {
             .map_err(|error| connect_failed(error.to_string()))?;
         // Serve what the cluster serves before taking a payment, then follow its changes.
         let plugin_store = PluginStore::open(client.clone(), settings.config.cluster.replicas).await?;
-        plugins::catch_up(&plugin_host, &plugin_store, &metrics).await?;
+        let applied = plugins::catch_up(&plugin_host, &plugin_store, &metrics).await?;
         let processor = Arc::new(Processor::new(ledger.clone(), plugin_host.clone(), partitioner, metrics.clone()));
         let (shutdown, shutdown_signal) = watch::channel(false);
         let (failed, failure) = watch::channel(None);
@@ -191,8 +191,13 @@ impl Node {
             partition_queue_depth: settings.partition_queue_depth,
             durable,
         };
-        let mut plugin_tasks =
-            vec![plugins::follow(plugin_host.clone(), plugin_store.clone(), metrics.clone(), shutdown_signal.clone())];
+        let mut plugin_tasks = vec![plugins::follow(
+            plugin_host.clone(),
+            plugin_store.clone(),
+            metrics.clone(),
+            applied,
+            shutdown_signal.clone(),
+        )];
         if let Some(directory) = &settings.plugin_directory {
             plugin_tasks.push(plugins::directory::watch(
                 directory.clone(),

@@ -202,8 +202,13 @@ async fn bad_versions_are_refused_and_the_serving_one_stays() {
     let workdir = tempfile::tempdir().unwrap();
     let db = Backend::Sqlite.fresh_database(workdir.path());
     let ledger = funded_ledger(&db).await;
-    let node = Member::start(&nats, &db, "node", workdir.path());
+    // A configured pipeline needs `card`: the node cannot stop serving it.
+    let config = workdir.path().join("wasmpay.toml");
+    std::fs::write(&config, "[methods.card]\nvalidators = [\"card\"]\nfee = \"card\"\n").unwrap();
+    let node = Member::start_with(&nats.url(), &db, "node", workdir.path(), &["--config", config.to_str().unwrap()]);
     converged(&[&node]).await;
+    let refused = plugin_command(&node, &["remove", "card"]);
+    assert!(refused.as_ref().is_err_and(|error| error.contains("pipeline_invalid")), "{refused:?}");
     let directory = workdir.path();
     let v2 = write_v2(directory);
     let v2_manifest = wasmpay_plugin_artifacts::CARD_V2_MANIFEST;

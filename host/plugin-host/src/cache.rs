@@ -48,8 +48,10 @@ impl Hasher for EngineHasher {
 impl CompiledCache {
     /// The cache in `directory` (created if missing) for `engine`.
     pub fn open(directory: &Path, engine: &Engine) -> std::io::Result<CompiledCache> {
-        use std::os::unix::fs::DirBuilderExt as _;
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(directory)?;
+        // An existing directory too: only the node's user may put code there.
+        std::fs::set_permissions(directory, std::fs::Permissions::from_mode(0o700))?;
         let mut hasher = EngineHasher(Sha256::new());
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
         let engine_hash = hasher.0.finalize().iter().take(8).map(|byte| format!("{byte:02x}")).collect();
@@ -93,9 +95,13 @@ impl CompiledCache {
         // Unique per writer: two nodes sharing the directory never write one temporary file.
         let unique = TEMPORARIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let temporary = self.directory.join(format!(".{name}.{}.{unique}.tmp", std::process::id()));
-        std::fs::write(&temporary, &entry)?;
-        std::fs::rename(&temporary, self.directory.join(name))?;
-        Ok(())
+        let written =
+            std::fs::write(&temporary, &entry).and_then(|()| std::fs::rename(&temporary, self.directory.join(name)));
+        if written.is_err() {
+            // A full disk must not fill up with partial entries.
+            let _ = std::fs::remove_file(&temporary);
+        }
+        Ok(written?)
     }
 }
 

@@ -136,6 +136,13 @@ pub enum ActivationError {
     /// No such plugin, or no such retained version of it.
     #[error("{0}")]
     Unknown(String),
+    /// The component cannot be had (missing from the cluster's store, or corrupt there).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The node could not run the checks (its instance pool full, its CPU starved): no
+    /// verdict on the version; it is tried again.
+    #[error("the node could not run the self-test: {0}")]
+    NodeBusy(String),
 }
 
 impl ActivationError {
@@ -151,7 +158,14 @@ impl ActivationError {
             ActivationError::SelfTest { .. } => "self_test_failed",
             ActivationError::Pipeline(_) => "pipeline_invalid",
             ActivationError::Unknown(_) => "unknown_version",
+            ActivationError::Unavailable(_) => "component_unavailable",
+            ActivationError::NodeBusy(_) => "node_busy",
         }
+    }
+
+    /// Whether trying the same version again later may pass.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ActivationError::NodeBusy(_))
     }
 }
 

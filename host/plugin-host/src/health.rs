@@ -172,8 +172,11 @@ mod tests {
         assert!(health.quarantined().is_some());
         health.release();
         assert_eq!(health.quarantined(), None);
+        // A call that returned but broke the contract counts as failed too.
+        assert_eq!(call(false), None);
+        assert_eq!(health.record_breach(&policy()), None, "1 failure of 1 call: too few calls");
         let view = health.view();
-        assert_eq!((view.calls, view.failures, view.p50_us, view.p99_us), (22, 12, 512, 512));
+        assert_eq!((view.calls, view.failures, view.p50_us, view.p99_us), (23, 13, 512, 512));
     }
 
     #[test]

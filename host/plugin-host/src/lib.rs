@@ -43,7 +43,7 @@ use wasmtime::component::Linker;
 
 pub use catalog::{ActivationError, LoadError, LoadedPlugin};
 pub use census::Census;
-pub use contract::{CheckedFee, PluginInfo, valid_plugin_name};
+pub use contract::{CheckedFee, PluginInfo};
 pub use health::HealthView;
 pub use instances::{CallObserver, FailureKind, Instances, PaymentInput, PluginFailure, PluginRejection, Verdict};
 pub use lifecycle::{Origin, PluginHost, PluginStatus, Refusal, Switched, VersionState, VersionStatus};

@@ -41,12 +41,17 @@ pub enum Origin {
 /// The last version of a plugin that was refused, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Refusal {
-    /// `name@version` as the manifest gave it.
+    /// `name@version` as the manifest gave it, or `name (removal)`.
     pub version: String,
+    /// The refused component's SHA-256 (empty for a removal).
+    pub sha256: String,
     /// Stable code ([`ActivationError::code`]).
     pub code: String,
     /// Why.
     pub message: String,
+    /// Which attempt it was ([`PluginHost::attempts`]): a refusal is news to a caller only
+    /// if it came after the caller asked.
+    pub attempt: u64,
 }
 
 /// A plugin version's place on this node.
@@ -125,9 +130,12 @@ pub struct PluginHost {
     runtime: Arc<PluginRuntime>,
     current: RwLock<Arc<Pipelines>>,
     registry: Mutex<Registry>,
-    /// Held by an install from its check to its switch: versions arriving from the store and
-    /// the watched directory at once are installed one after the other, in arrival order.
+    /// Held by every change, from its check to its switch: versions arriving from the store
+    /// and the watched directory at once are installed one after the other, in arrival order.
+    /// (So a change can wait for another's compile: call them off the async threads.)
     installing: Mutex<()>,
+    /// Attempts at changing a plugin so far.
+    attempts: std::sync::atomic::AtomicU64,
 }
 
 impl PluginHost {
@@ -155,6 +163,7 @@ impl PluginHost {
             current: RwLock::new(Arc::new(pipelines)),
             registry: Mutex::new(registry),
             installing: Mutex::new(()),
+            attempts: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -175,12 +184,13 @@ impl PluginHost {
     /// guest code: call it off the async threads.
     pub fn install(&self, manifest: &Manifest, bytes: &[u8], origin: Origin) -> Result<Switched, ActivationError> {
         let _installing = self.installing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(switched) = self.reuse(manifest, origin.clone()) {
+        if let Some(switched) = self.reuse_locked(manifest, origin.clone()) {
             return switched;
         }
-        let plugin = self.prepare(manifest, bytes, &origin)?;
+        let attempt = self.attempt();
+        let plugin = self.prepare(manifest, bytes, &origin, attempt)?;
         let switched = self.switch(&manifest.name, Some((Arc::new(plugin), origin)));
-        self.note(manifest, switched.as_ref().err());
+        self.note(manifest, attempt, switched.as_ref().err(), true);
         switched
     }
 
@@ -188,10 +198,33 @@ impl PluginHost {
     /// manifest, lifting its quarantine if any; `None` if it is not loaded (then
     /// [`PluginHost::install`] it with its bytes).
     pub fn reuse(&self, manifest: &Manifest, origin: Origin) -> Option<Result<Switched, ActivationError>> {
+        let _installing = self.installing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.reuse_locked(manifest, origin)
+    }
+
+    fn reuse_locked(&self, manifest: &Manifest, origin: Origin) -> Option<Result<Switched, ActivationError>> {
         let loaded = self.loaded(&manifest.name, |plugin| plugin.manifest() == Some(manifest))?;
+        let attempt = self.attempt();
         let switched = self.switch(&manifest.name, Some((loaded, origin)));
-        self.note(manifest, switched.as_ref().err());
+        self.note(manifest, attempt, switched.as_ref().err(), true);
         Some(switched)
+    }
+
+    /// Records that `manifest`'s version cannot be installed here for a reason found outside
+    /// this host (its component is missing from the store), as an install's refusal would be.
+    pub fn refuse(&self, manifest: &Manifest, error: &ActivationError) {
+        let attempt = self.attempt();
+        self.note(manifest, attempt, Some(error), false);
+    }
+
+    /// Attempts at changing a plugin so far: a caller that reads it before asking for a change
+    /// knows a refusal with a larger `attempt` answers its request.
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn attempt(&self) -> u64 {
+        self.attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
     }
 
     /// Checked activation without the switch: whether the version described by `manifest`
@@ -199,46 +232,88 @@ impl PluginHost {
     /// an install's would be (the API checks an upload this way before it stores it for the
     /// cluster).
     pub fn check(&self, manifest: &Manifest, bytes: &[u8], origin: &Origin) -> Result<(), ActivationError> {
-        let plugin = self.prepare(manifest, bytes, origin)?;
+        let attempt = self.attempt();
+        let plugin = self.prepare(manifest, bytes, origin, attempt)?;
         let fits = self.table_with(&manifest.name, Some(&Arc::new(plugin))).map(drop);
-        self.note(manifest, fits.as_ref().err());
+        // A passing check changes nothing here: it must not hide a refusal of what serves.
+        if let Err(error) = &fits {
+            self.note(manifest, attempt, Some(error), false);
+        }
         fits
     }
 
-    fn prepare(&self, manifest: &Manifest, bytes: &[u8], origin: &Origin) -> Result<LoadedPlugin, ActivationError> {
+    /// Whether `name` could stop serving here (no configured pipeline needs it).
+    pub fn check_removal(&self, name: &str) -> Result<(), ActivationError> {
+        self.table_with(name, None).map(drop)
+    }
+
+    fn prepare(
+        &self,
+        manifest: &Manifest,
+        bytes: &[u8],
+        origin: &Origin,
+        attempt: u64,
+    ) -> Result<LoadedPlugin, ActivationError> {
         let (overlay, fee_limits) = {
             let registry = self.lock();
             (registry.overlays.get(&manifest.name).cloned().unwrap_or_default(), registry.fee_limits.clone())
         };
         let source_name = format!("{} ({})", manifest.key(), origin_label(origin));
         let prepared = self.runtime.prepare(&source_name, manifest, bytes, &overlay, &fee_limits);
-        self.note(manifest, prepared.as_ref().err());
+        if let Err(error) = &prepared {
+            self.note(manifest, attempt, Some(error), false);
+        }
         prepared
     }
 
-    /// Records the outcome of the last attempt at `manifest`'s plugin: a refusal is shown
-    /// (and logged) until an attempt passes.
-    fn note(&self, manifest: &Manifest, error: Option<&ActivationError>) {
+    /// Records the outcome of an attempt at `manifest`'s plugin: a refusal is shown (and
+    /// logged) until a later change passes (`passed`: an install or switch that went through).
+    fn note(&self, manifest: &Manifest, attempt: u64, error: Option<&ActivationError>, passed: bool) {
         let refusal = error.map(|error| {
             tracing::error!(plugin = %manifest.key(), code = error.code(), %error, "plugin version refused; the serving version stays");
-            Refusal { version: manifest.key(), code: error.code().to_owned(), message: error.to_string() }
+            Refusal {
+                version: manifest.key(),
+                sha256: manifest.sha256.clone().unwrap_or_default(),
+                code: error.code().to_owned(),
+                message: error.to_string(),
+                attempt,
+            }
         });
+        self.record(&manifest.name, refusal, passed);
+    }
+
+    fn record(&self, name: &str, refusal: Option<Refusal>, passed: bool) {
         let mut registry = self.lock();
-        match registry.slots.get_mut(&manifest.name) {
-            Some(slot) => slot.refused = refusal,
+        match (registry.slots.get_mut(name), refusal) {
+            (Some(slot), Some(refusal)) => slot.refused = Some(refusal),
+            (Some(slot), None) if passed => slot.refused = None,
             // A plugin never loaded here is shown by name, for its refusal only.
-            None if refusal.is_some() => registry.slots.entry(manifest.name.clone()).or_default().refused = refusal,
-            None => {}
+            (None, Some(refusal)) => registry.slots.entry(name.to_owned()).or_default().refused = Some(refusal),
+            _ => {}
         }
     }
 
     /// Stops serving `name`: its methods are refused as unknown (unless a configured pipeline
-    /// needs it, which refuses the removal).
+    /// needs it, which refuses the removal, and shows it as `<name> (removal)`).
     pub fn remove(&self, name: &str) -> Result<Switched, ActivationError> {
+        let _installing = self.installing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.lock().slots.get(name).is_none_or(|slot| slot.active.is_none()) {
             return Err(ActivationError::Unknown(format!("plugin `{name}` is not serving")));
         }
-        self.switch(name, None)
+        let attempt = self.attempt();
+        let removed = self.switch(name, None);
+        let refusal = removed.as_ref().err().map(|error| {
+            tracing::error!(plugin = name, code = error.code(), %error, "plugin removal refused; the plugin keeps serving");
+            Refusal {
+                version: format!("{name} (removal)"),
+                sha256: String::new(),
+                code: error.code().to_owned(),
+                message: error.to_string(),
+                attempt,
+            }
+        });
+        self.record(name, refusal, removed.is_ok());
+        removed
     }
 
     /// The manifest (with its hash) of the loaded `version` of `name`, if it was loaded with

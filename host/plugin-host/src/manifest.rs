@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmpay_protocol::money::FeeBearer;
 
-use crate::contract::{valid_plugin_name, valid_plugin_version};
+pub use crate::contract::{valid_plugin_name, valid_plugin_version};
 
 /// Largest manifest accepted: fixtures are examples, not a test suite.
 pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;

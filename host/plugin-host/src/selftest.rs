@@ -11,7 +11,7 @@ use wasmpay_protocol::money::{Currency, FeeBearer};
 use super::PluginRuntime;
 use super::bindings::types;
 use super::catalog::{ActivationError, LoadedPlugin};
-use super::instances::{CallObserver, Instances, PaymentInput};
+use super::instances::{CallObserver, Instances, PaymentInput, PluginFailure};
 use crate::contract::{check_quote, check_rejection};
 use crate::manifest::{Expected, Fixture, Manifest};
 use crate::settings::FeeLimit;
@@ -69,7 +69,13 @@ pub fn run(
     let mut instances = Instances::new(runtime.clone(), Arc::new(Unobserved));
     for (index, fixture) in manifest.fixtures.iter().enumerate() {
         let failed = |message: String| ActivationError::SelfTest { fixture: fixture.name.clone(), message };
-        let outcome = decide(&mut instances, plugin, manifest, fixture, index, fee_limits).map_err(failed)?;
+        let outcome =
+            decide(&mut instances, plugin, manifest, fixture, index, fee_limits).map_err(|error| match error {
+                // The node could not run the fixture (its pool full, its CPU starved): no verdict
+                // on the version, try again later.
+                Undecided::Node(message) => ActivationError::NodeBusy(message),
+                Undecided::Plugin(message) => failed(message),
+            })?;
         let matches = match (&fixture.expect, &outcome) {
             (Expected::Approved { fee, bearer }, Outcome::Approved { fee: got_fee, bearer: got_bearer }) => {
                 fee.is_none_or(|fee| Some(fee) == *got_fee) && bearer.is_none_or(|bearer| Some(bearer) == *got_bearer)
@@ -86,6 +92,23 @@ pub fn run(
     Ok(())
 }
 
+/// Why a fixture got no outcome.
+enum Undecided {
+    /// The plugin failed, or the fixture is wrong.
+    Plugin(String),
+    /// The node failed to run it.
+    Node(String),
+}
+
+impl From<PluginFailure> for Undecided {
+    fn from(failure: PluginFailure) -> Undecided {
+        match failure.kind.is_the_plugins() {
+            true => Undecided::Plugin(failure.to_string()),
+            false => Undecided::Node(failure.to_string()),
+        }
+    }
+}
+
 fn decide(
     instances: &mut Instances,
     plugin: &Arc<LoadedPlugin>,
@@ -93,10 +116,12 @@ fn decide(
     fixture: &Fixture,
     index: usize,
     fee_limits: &BTreeMap<String, FeeLimit>,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, Undecided> {
     let payment = &fixture.payment;
-    let currency: Currency =
-        payment.currency.parse().map_err(|_| format!("currency `{}` is not supported", payment.currency))?;
+    let currency: Currency = payment
+        .currency
+        .parse()
+        .map_err(|_| Undecided::Plugin(format!("currency `{}` is not supported", payment.currency)))?;
     let method = payment.method.clone().or_else(|| manifest.methods.first().cloned()).unwrap_or_default();
     let fee_limit = fee_limits.get(&method).cloned().unwrap_or_default();
     let pairs = |map: &BTreeMap<String, String>| map.clone().into_iter().collect();
@@ -114,18 +139,20 @@ fn decide(
         currency,
     );
     let info = &plugin.info;
-    if info.validates {
-        let result = instances.validate(plugin, &input).map_err(|failure| failure.to_string())?;
-        if let Err(rejection) = result {
-            return check_rejection(rejection).map(|checked| Outcome::Declined { code: checked.code });
-        }
+    if info.validates
+        && let Err(rejection) = instances.validate(plugin, &input)?
+    {
+        return check_rejection(rejection)
+            .map(|checked| Outcome::Declined { code: checked.code })
+            .map_err(Undecided::Plugin);
     }
     if !info.quotes_fees {
         return Ok(Outcome::Approved { fee: None, bearer: None });
     }
-    match instances.quote_fee(plugin, &input).map_err(|failure| failure.to_string())? {
+    match instances.quote_fee(plugin, &input)? {
         Err(rejection) => check_rejection(rejection).map(|checked| Outcome::Declined { code: checked.code }),
         Ok(quote) => check_quote(&quote, payment.amount, currency, &fee_limit)
             .map(|fee| Outcome::Approved { fee: Some(fee.total), bearer: Some(fee.bearer) }),
     }
+    .map_err(Undecided::Plugin)
 }

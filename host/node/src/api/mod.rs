@@ -114,7 +114,7 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
         }
         (&Method::GET, ["v1", "payments", id]) => show_payment(&state, id).await,
         (&Method::GET, ["v1", "plugins"]) => plugins::list(&state),
-        (_, ["v1", "plugins", name, ..]) if !wasmpay_plugin_host::valid_plugin_name(name) => {
+        (_, ["v1", "plugins", name, ..]) if !wasmpay_plugin_host::manifest::valid_plugin_name(name) => {
             problem(StatusCode::NOT_FOUND, "unknown_plugin", "a plugin name is 1-32 characters of a-z 0-9 -")
         }
         (&Method::PUT, ["v1", "plugins", name]) => match state.uploads.try_acquire() {

@@ -11,7 +11,8 @@ use base64::Engine as _;
 use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
-use wasmpay_plugin_host::{Manifest, Origin, PluginStatus, VersionState};
+use wasmpay_plugin_host::manifest::valid_plugin_version;
+use wasmpay_plugin_host::{Manifest, Origin, PluginStatus, Refusal, VersionState};
 
 use super::{ApiState, Body, json_response, problem};
 use crate::plugins::store::{MAX_COMPONENT_BYTES, Pointer, StoreError};
@@ -80,6 +81,17 @@ pub async fn upload(state: &ApiState, name: &str, body: serde_json::Value) -> Re
         Ok(_) => return problem(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "component over 32 MiB"),
         Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &format!("component: {error}")),
     };
+    // A version never changes: other terms under a stored version are refused before any
+    // work is spent on them.
+    match state.plugin_store.stored_version(name, &manifest.version).await {
+        Ok(Some(stored)) if stored != manifest => {
+            let message =
+                format!("{} is stored with other terms: a version never changes, publish a new one", manifest.key());
+            return problem(StatusCode::CONFLICT, "conflict", &message);
+        }
+        Ok(_) => {}
+        Err(error) => return store_problem(&error),
+    }
     // The whole check, on this node, before anything is stored: a version the store holds
     // passed it once.
     let (host, checked_manifest, checked_bytes) = (state.plugins.clone(), manifest.clone(), bytes.clone());
@@ -99,7 +111,8 @@ pub async fn upload(state: &ApiState, name: &str, body: serde_json::Value) -> Re
     tracing::info!(plugin = %manifest.key(), sha256 = manifest.sha256.as_deref().unwrap_or_default(), "plugin version uploaded");
     if upload.activate {
         let serving = serving(state, name).await;
-        return settle(state, name, state.plugin_store.activate(manifest.clone(), serving).await).await;
+        let since = state.plugins.attempts();
+        return settle(state, name, since, state.plugin_store.activate(manifest.clone(), serving).await).await;
     }
     json_response(
         StatusCode::CREATED,
@@ -116,8 +129,9 @@ struct Activate {
 /// `POST /v1/plugins/{name}/activate`: makes an uploaded version serve everywhere; the
 /// serving one again lifts its quarantine everywhere.
 pub async fn activate(state: &ApiState, name: &str, body: serde_json::Value) -> Response {
-    let request: Activate = match serde_json::from_value(body) {
-        Ok(request) => request,
+    let request = match serde_json::from_value::<Activate>(body) {
+        Ok(request) if valid_plugin_version(&request.version) => request,
+        Ok(_) => return problem(StatusCode::BAD_REQUEST, "invalid_request", "`version` is not MAJOR.MINOR.PATCH"),
         Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &error.to_string()),
     };
     // An uploaded version, or a built-in one (then uploaded, so every node can fetch it).
@@ -130,12 +144,14 @@ pub async fn activate(state: &ApiState, name: &str, body: serde_json::Value) -> 
         Err(error) => return store_problem(&error),
     };
     let serving = serving(state, name).await;
-    settle(state, name, state.plugin_store.activate(manifest, serving).await).await
+    let since = state.plugins.attempts();
+    settle(state, name, since, state.plugin_store.activate(manifest, serving).await).await
 }
 
 /// `POST /v1/plugins/{name}/rollback`: makes the version before the current one serve again.
 pub async fn rollback(state: &ApiState, name: &str) -> Response {
-    settle(state, name, state.plugin_store.rollback(name).await).await
+    let since = state.plugins.attempts();
+    settle(state, name, since, state.plugin_store.rollback(name).await).await
 }
 
 /// `DELETE /v1/plugins/{name}`: stops serving the plugin everywhere.
@@ -143,8 +159,14 @@ pub async fn remove(state: &ApiState, name: &str) -> Response {
     if state.plugins.status().iter().all(|status| status.name != name) {
         return problem(StatusCode::NOT_FOUND, "unknown_plugin", &format!("no plugin `{name}`"));
     }
+    // Refused here already (a configured pipeline needs it): say so before every node
+    // refuses it.
+    if let Err(error) = state.plugins.check_removal(name) {
+        return problem(StatusCode::UNPROCESSABLE_ENTITY, error.code(), &error.to_string());
+    }
     let serving = serving(state, name).await;
-    settle(state, name, state.plugin_store.remove(name, serving).await).await
+    let since = state.plugins.attempts();
+    settle(state, name, since, state.plugin_store.remove(name, serving).await).await
 }
 
 /// The manifest of the version of `name` this node serves, for a pointer's history when the
@@ -172,32 +194,32 @@ async fn loaded_manifest(state: &ApiState, name: &str, version: &str) -> Option<
     }
 }
 
-/// Waits until this node serves what `pointer` says, or refused it.
-async fn settle(state: &ApiState, name: &str, pointer: Result<Pointer, StoreError>) -> Response {
+/// Waits until this node serves what `pointer` says (that very component), or refused it
+/// after `since` ([`wasmpay_plugin_host::PluginHost::attempts`] before the change).
+async fn settle(state: &ApiState, name: &str, since: u64, pointer: Result<Pointer, StoreError>) -> Response {
     let pointer = match pointer {
         Ok(pointer) => pointer,
         Err(error) => return store_problem(&error),
     };
-    let wanted = pointer.active.as_ref().map(|manifest| manifest.version.clone());
+    let wanted = pointer.active.as_ref().map(|manifest| (manifest.version.clone(), manifest.sha256.clone()));
     let deadline = tokio::time::Instant::now() + CONVERGE_TIMEOUT;
     loop {
         let status = state.plugins.status().into_iter().find(|status| status.name == name);
-        let serving = status.as_ref().and_then(|status| status.active.clone());
-        let quarantined = status
-            .as_ref()
-            .and_then(|status| status.versions.first())
-            .is_some_and(|version| version.state == VersionState::Quarantined);
+        let active =
+            status.as_ref().filter(|status| status.active.is_some()).and_then(|status| status.versions.first());
+        let serving = active.map(|version| (version.version.clone(), Some(version.sha256.clone())));
+        let quarantined = active.is_some_and(|version| version.state == VersionState::Quarantined);
         if serving == wanted && !quarantined {
             return json_response(StatusCode::OK, &json!({"plugin": status, "pointer": pointer}));
         }
-        if let Some(refusal) = refused(status.as_ref(), &pointer) {
-            return problem(StatusCode::UNPROCESSABLE_ENTITY, &refusal.0, &refusal.1);
+        if let Some(refusal) = status.as_ref().and_then(|status| refused(status, &pointer, since)) {
+            return problem(StatusCode::UNPROCESSABLE_ENTITY, &refusal.code, &refusal.message);
         }
         if tokio::time::Instant::now() >= deadline {
             let message = format!(
                 "the cluster store now says {name} {}, but this node still serves {} after {CONVERGE_TIMEOUT:?}",
-                wanted.as_deref().unwrap_or("(removed)"),
-                serving.as_deref().unwrap_or("nothing")
+                wanted.map_or("(removed)".to_owned(), |(version, _)| version),
+                serving.map_or("nothing".to_owned(), |(version, _)| version)
             );
             return problem(StatusCode::ACCEPTED, "pending", &message);
         }
@@ -205,11 +227,17 @@ async fn settle(state: &ApiState, name: &str, pointer: Result<Pointer, StoreErro
     }
 }
 
-/// This node's refusal of the version `pointer` makes active, if it refused it.
-fn refused(status: Option<&PluginStatus>, pointer: &Pointer) -> Option<(String, String)> {
-    let manifest = pointer.active.as_ref()?;
-    let refusal = status?.refused.as_ref()?;
-    (refusal.version == manifest.key()).then(|| (refusal.code.clone(), refusal.message.clone()))
+/// This node's refusal of what `pointer` asks for (that component, or the removal), if it
+/// refused it after `since`.
+fn refused<'a>(status: &'a PluginStatus, pointer: &Pointer, since: u64) -> Option<&'a Refusal> {
+    let refusal = status.refused.as_ref().filter(|refusal| refusal.attempt > since)?;
+    let answers = match &pointer.active {
+        Some(manifest) => {
+            refusal.version == manifest.key() && manifest.sha256.as_deref() == Some(refusal.sha256.as_str())
+        }
+        None => refusal.version == format!("{} (removal)", status.name),
+    };
+    answers.then_some(refusal)
 }
 
 fn store_problem(error: &StoreError) -> Response {

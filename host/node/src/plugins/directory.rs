@@ -10,6 +10,7 @@
 //! and then loaded once complete. Replacing files by rename is still the way to do it.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,8 +25,10 @@ use crate::shutdown;
 /// How often the directory is read.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-/// What a file looked like at one poll: if it is the same at the next, it is settled.
-type Stamp = Option<(u64, SystemTime)>;
+/// What a file looked like at one poll (inode, size, modification and change times): if it
+/// is the same at the next, it is settled. The change time moves with any write or rename,
+/// even one that keeps the size and sets the modification time back (`cp -p`, `rsync -t`).
+type Stamp = Option<(u64, u64, SystemTime, (i64, i64))>;
 
 #[derive(Debug, Default)]
 struct Seen {
@@ -96,7 +99,11 @@ async fn poll(directory: &Path, seen: &mut BTreeMap<PathBuf, Seen>, host: &Arc<P
         if serving_name(host, &path).as_deref() != Some(name.as_str()) {
             continue;
         }
-        match host.remove(&name) {
+        let (removing, plugin) = (host.clone(), name.clone());
+        // Waits for an install in progress (a compile): off the async threads.
+        let removed = tokio::task::spawn_blocking(move || removing.remove(&plugin)).await;
+        match removed.map_err(|error| error.to_string()).and_then(|removed| removed.map_err(|error| error.to_string()))
+        {
             Ok(_) => {
                 metrics.plugin_switches.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(file = %path.display(), plugin = %name, "plugin file removed: plugin retired");
@@ -132,7 +139,7 @@ fn components(directory: &Path) -> Vec<PathBuf> {
 fn stamps(path: &Path) -> (Stamp, Stamp) {
     let stamp = |path: &Path| {
         let metadata = std::fs::metadata(path).ok()?;
-        Some((metadata.len(), metadata.modified().ok()?))
+        Some((metadata.ino(), metadata.len(), metadata.modified().ok()?, (metadata.ctime(), metadata.ctime_nsec())))
     };
     (stamp(path), stamp(&path.with_extension("toml")))
 }

@@ -7,7 +7,7 @@
 pub mod directory;
 pub mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -51,28 +51,48 @@ pub async fn apply(
         if host.status().iter().all(|status| status.name != name || status.active.is_none()) {
             return Ok(());
         }
-        return count(metrics, host.remove(name).map(drop));
+        let (host, name) = (host.clone(), name.to_owned());
+        // Waits for an install in progress (a compile): off the async threads.
+        let removed = tokio::task::spawn_blocking(move || host.remove(&name).map(drop)).await;
+        return count(metrics, removed.map_err(|error| NotApplied::Refused(error.to_string()))?);
     };
     let status = host.status().into_iter().find(|status| status.name == *name);
-    let serving = status
-        .as_ref()
-        .and_then(|status| status.versions.first())
-        .filter(|version| version.state == VersionState::Active && version.version == manifest.version);
-    // Serving this very manifest, and not quarantined (a pointer put again re-enables a
-    // quarantined version): nothing to do.
+    let serving = status.as_ref().and_then(|status| status.versions.first()).filter(|version| {
+        version.state == VersionState::Active
+            && version.version == manifest.version
+            && manifest.sha256.as_deref() == Some(version.sha256.as_str())
+    });
+    // Serving this very manifest, and not quarantined: nothing to do. (A pointer put again
+    // is a new revision, applied here; a quarantined version is then re-enabled.)
     if serving.is_some() && host.manifest(name, &manifest.version).as_ref() == Some(manifest) {
         return Ok(());
     }
-    if let Some(switched) = host.reuse(manifest, Origin::Cluster) {
+    let (reusing, wanted) = (host.clone(), manifest.clone());
+    let reused = tokio::task::spawn_blocking(move || reusing.reuse(&wanted, Origin::Cluster))
+        .await
+        .map_err(|error| NotApplied::Refused(error.to_string()))?;
+    if let Some(switched) = reused {
         return count(metrics, switched.map(drop));
     }
     let sha256 = manifest.sha256.clone().unwrap_or_default();
-    let bytes = store.component(&sha256).await.map_err(|error| NotApplied::Transient(error.to_string()))?;
+    let bytes = match store.component(&sha256).await {
+        Ok(bytes) => bytes,
+        Err(StoreError::Unavailable(message)) => return Err(NotApplied::Transient(message)),
+        Err(missing) => {
+            // Not in the store (or corrupt there): no later fetch will do better.
+            let error = ActivationError::Unavailable(missing.to_string());
+            host.refuse(manifest, &error);
+            return count(metrics, Err(error));
+        }
+    };
     let (host, manifest) = (host.clone(), manifest.clone());
     let installed = tokio::task::spawn_blocking(move || host.install(&manifest, &bytes, Origin::Cluster))
         .await
         .map_err(|error| NotApplied::Refused(error.to_string()))?;
-    count(metrics, installed.map(drop))
+    match installed {
+        Err(error) if error.is_transient() => Err(NotApplied::Transient(error.to_string())),
+        installed => count(metrics, installed.map(drop)),
+    }
 }
 
 /// Counts a switch or a refusal.
@@ -89,32 +109,49 @@ fn count(metrics: &Metrics, outcome: Result<(), ActivationError>) -> Result<(), 
     }
 }
 
+/// The pointer revision each plugin was last brought to: a watch that starts again replays
+/// every pointer, and only a newer revision is a change (re-applying an old one would lift a
+/// quarantine nobody lifted, and check again a version already refused).
+pub type Applied = BTreeMap<String, u64>;
+
 /// Applies every pointer of the store: a starting node serves what the cluster serves before
 /// it takes a payment. A version this node refuses is logged and left; one it could not fetch
-/// is applied by [`follow`], which starts with every pointer as it is.
-pub async fn catch_up(host: &Arc<PluginHost>, store: &PluginStore, metrics: &Metrics) -> Result<(), StoreError> {
-    for (name, pointer) in store.pointers().await? {
-        if let Err(error) = apply(host, store, metrics, &name, &pointer).await {
-            tracing::error!(plugin = %name, %error, "the cluster's version of this plugin is not served here (yet)");
+/// is left to [`follow`], which starts with every pointer as it is.
+pub async fn catch_up(host: &Arc<PluginHost>, store: &PluginStore, metrics: &Metrics) -> Result<Applied, StoreError> {
+    let mut applied = Applied::new();
+    for (name, pointer, revision) in store.pointers().await? {
+        match apply(host, store, metrics, &name, &pointer).await {
+            Ok(()) => {
+                applied.insert(name, revision);
+            }
+            Err(error @ NotApplied::Refused(_)) => {
+                tracing::error!(plugin = %name, %error, "the cluster's version of this plugin is refused here");
+                applied.insert(name, revision);
+            }
+            Err(error) => {
+                tracing::warn!(plugin = %name, %error, "the cluster's version of this plugin cannot be fetched yet")
+            }
         }
     }
-    Ok(())
+    Ok(applied)
 }
 
-/// Follows the store's pointers until shutdown: every pointer as it is when the watch starts
-/// (so nothing changed before, or while the watch was re-established, is missed), then every
-/// change as it comes. A pointer that failed for a passing reason is tried again every
-/// [`RETRY_DELAY`] until it applies or changes.
+/// Follows the store's pointers until shutdown, from what [`catch_up`] applied: every
+/// pointer as it is when the watch starts (so nothing changed before, or while the watch was
+/// re-established, is missed), then every change as it comes. A pointer that failed for a
+/// passing reason is read again and applied every [`RETRY_DELAY`] until it applies or
+/// changes.
 pub fn follow(
     host: Arc<PluginHost>,
     store: PluginStore,
     metrics: Arc<Metrics>,
+    mut applied: Applied,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut pending: BTreeMap<String, Pointer> = BTreeMap::new();
         let mut retry = tokio::time::interval(RETRY_DELAY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending: BTreeSet<String> = BTreeSet::new();
         let mut watch = None;
         loop {
             if watch.is_none() {
@@ -123,44 +160,48 @@ pub fn follow(
                     Err(error) => tracing::warn!(%error, "cannot watch the plugin store; trying again"),
                 }
             }
-            let entry = tokio::select! {
-                entry = next_entry(&mut watch) => entry,
-                _ = retry.tick() => None,
-                () = shutdown::requested(&mut shutdown) => return,
-            };
-            let mut due: Vec<(String, Pointer)> = Vec::new();
-            match entry {
-                Some(Some(entry)) => match entry.key.strip_prefix("active.") {
-                    // Pointers are only ever put (a removal is a pointer too).
-                    Some(_) if entry.operation != kv::Operation::Put => {}
-                    Some(name) => match serde_json::from_slice::<Pointer>(&entry.value) {
-                        Ok(pointer) => due.push((name.to_owned(), pointer)),
-                        Err(error) => {
-                            tracing::error!(plugin = name, %error, "a plugin pointer does not parse; ignored")
-                        }
-                    },
-                    None => {}
+            let mut due: Vec<(String, Pointer, u64)> = Vec::new();
+            tokio::select! {
+                entry = next_entry(&mut watch) => match entry {
+                    Some(entry) => due.extend(change(&entry)),
+                    // The watch ended (NATS reconnecting, the stream moving): watch again; it
+                    // starts with every pointer as it is now.
+                    None => watch = None,
                 },
-                // The watch ended (NATS reconnecting, the stream moving): watch again; it
-                // starts with every pointer as it is now.
-                Some(None) => {
-                    watch = None;
-                    tokio::time::sleep(REWATCH_DELAY).await;
+                _ = retry.tick() => {
+                    for name in std::mem::take(&mut pending) {
+                        match store.pointer_entry(&name).await {
+                            Ok(Some((pointer, revision))) => due.push((name, pointer, revision)),
+                            Ok(None) => {}
+                            Err(_) => {
+                                pending.insert(name);
+                            }
+                        }
+                    }
                 }
-                None => due.extend(std::mem::take(&mut pending)),
+                () = shutdown::requested(&mut shutdown) => return,
             }
-            for (name, pointer) in due {
-                match apply(&host, &store, &metrics, &name, &pointer).await {
+            for (name, pointer, revision) in due {
+                if applied.get(&name).is_some_and(|done| *done >= revision) {
+                    continue;
+                }
+                let outcome = tokio::select! {
+                    outcome = apply(&host, &store, &metrics, &name, &pointer) => outcome,
+                    () = shutdown::requested(&mut shutdown) => return,
+                };
+                match outcome {
                     Ok(()) => {
                         pending.remove(&name);
+                        applied.insert(name, revision);
                     }
                     Err(NotApplied::Transient(error)) => {
-                        tracing::warn!(plugin = %name, %error, "the cluster's new version cannot be fetched yet; trying again");
-                        pending.insert(name, pointer);
+                        tracing::warn!(plugin = %name, %error, "the cluster's new version cannot be had yet; trying again");
+                        pending.insert(name);
                     }
                     Err(NotApplied::Refused(error)) => {
-                        pending.remove(&name);
                         tracing::error!(plugin = %name, %error, "the cluster's new version is refused here; the serving version stays");
+                        pending.remove(&name);
+                        applied.insert(name, revision);
                     }
                 }
             }
@@ -168,10 +209,33 @@ pub fn follow(
     })
 }
 
-/// The next entry of the watch: `Some(None)` once it ended; pending for ever without one.
-async fn next_entry(watch: &mut Option<Watch>) -> Option<Option<kv::Entry>> {
+/// The pointer an entry of the watch carries, with its revision.
+fn change(entry: &kv::Entry) -> Option<(String, Pointer, u64)> {
+    let name = entry.key.strip_prefix("active.")?;
+    // Pointers are only ever put (a removal is a pointer too).
+    if entry.operation != kv::Operation::Put {
+        return None;
+    }
+    match serde_json::from_slice::<Pointer>(&entry.value) {
+        Ok(pointer) => Some((name.to_owned(), pointer, entry.revision)),
+        Err(error) => {
+            tracing::error!(plugin = name, %error, "a plugin pointer does not parse; ignored");
+            None
+        }
+    }
+}
+
+/// The next entry of the watch: `None` once it ended (after a pause, so that a watch that
+/// keeps ending does not spin); pending for ever without a watch.
+async fn next_entry(watch: &mut Option<Watch>) -> Option<kv::Entry> {
     match watch {
-        Some(watch) => Some(watch.next().await.and_then(Result::ok)),
+        Some(watch) => match watch.next().await {
+            Some(Ok(entry)) => Some(entry),
+            _ => {
+                tokio::time::sleep(REWATCH_DELAY).await;
+                None
+            }
+        },
         None => std::future::pending().await,
     }
 }

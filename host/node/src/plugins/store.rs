@@ -147,13 +147,18 @@ impl PluginStore {
             }
         })
         .await?;
-        if !created {
-            return Err(StoreError::Conflict(format!("{} was uploaded meanwhile; try again", manifest.key())));
+        // Uploaded meanwhile by another: fine if it is the same version.
+        if !created && self.stored_version(&manifest.name, &manifest.version).await?.as_ref() != Some(manifest) {
+            return Err(StoreError::Conflict(format!(
+                "{} was uploaded meanwhile with other terms: a version never changes, publish a new one",
+                manifest.key()
+            )));
         }
         Ok(())
     }
 
-    async fn stored_version(&self, name: &str, version: &str) -> Result<Option<Manifest>, StoreError> {
+    /// The manifest stored as `name@version`, if any.
+    pub async fn stored_version(&self, name: &str, version: &str) -> Result<Option<Manifest>, StoreError> {
         let value = bounded(REQUEST_TIMEOUT, self.pointers.get(version_key(name, version))).await?;
         value
             .map(|value| {
@@ -195,9 +200,9 @@ impl PluginStore {
         Ok(self.pointer_entry(name).await?.map(|(pointer, _)| pointer))
     }
 
-    /// Every pointer, by name: what a starting node serves. A pointer that does not parse is
-    /// skipped (and logged): it must not keep a node from starting.
-    pub async fn pointers(&self) -> Result<Vec<(String, Pointer)>, StoreError> {
+    /// Every pointer, by name, with its revision: what a starting node serves. A pointer that
+    /// does not parse is skipped (and logged): it must not keep a node from starting.
+    pub async fn pointers(&self) -> Result<Vec<(String, Pointer, u64)>, StoreError> {
         let listing = async {
             let keys = self.pointers.keys().await.map_err(|error| unavailable(&error))?;
             Ok::<Vec<String>, StoreError>(keys.filter_map(|key| async { key.ok() }).collect().await)
@@ -207,8 +212,8 @@ impl PluginStore {
             .map_err(|_| StoreError::Unavailable(format!("no listing within {TRANSFER_TIMEOUT:?}")))??;
         let mut pointers = Vec::new();
         for name in keys.iter().filter_map(|key| key.strip_prefix("active.")) {
-            match self.pointer(name).await {
-                Ok(Some(pointer)) => pointers.push((name.to_owned(), pointer)),
+            match self.pointer_entry(name).await {
+                Ok(Some((pointer, revision))) => pointers.push((name.to_owned(), pointer, revision)),
                 Ok(None) => {}
                 Err(StoreError::Corrupt(message)) => tracing::error!(plugin = name, %message, "plugin pointer skipped"),
                 Err(error) => return Err(error),
@@ -280,7 +285,8 @@ impl PluginStore {
         bounded(REQUEST_TIMEOUT, self.pointers.watch_with_history("active.>")).await
     }
 
-    async fn pointer_entry(&self, name: &str) -> Result<Option<(Pointer, u64)>, StoreError> {
+    /// The pointer of `name` and its revision, if it has one.
+    pub async fn pointer_entry(&self, name: &str) -> Result<Option<(Pointer, u64)>, StoreError> {
         let entry = bounded(REQUEST_TIMEOUT, self.pointers.entry(active_key(name))).await?;
         match entry {
             Some(entry) if entry.operation == kv::Operation::Put => {
