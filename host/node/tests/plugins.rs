@@ -306,3 +306,57 @@ async fn a_watched_directory_swaps_a_plugin_replaced_in_place() {
     std::fs::remove_file(directory.join("card.toml")).unwrap();
     all_serve(&[&node], None).await;
 }
+
+/// A version pushed to the cluster that traps on most calls is quarantined on the node: its
+/// method is refused at once, without calling it, the listing and the metric say so; the
+/// operator re-enables it with `wasmpay plugin activate`, and it decides payments again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_version_is_quarantined_until_the_operator_reenables_it() {
+    let nats = NatsServer::start(None).expect("nats-server");
+    let workdir = tempfile::tempdir().unwrap();
+    let db = Backend::Sqlite.fresh_database(workdir.path());
+    let ledger = funded_ledger(&db).await;
+    let config = workdir.path().join("wasmpay.toml");
+    std::fs::write(&config, "[sandbox.quarantine]\nfailure_percent = 50\nmin_calls = 4\n").unwrap();
+    let node = Member::start_with(&nats.url(), &db, "node", workdir.path(), &["--config", config.to_str().unwrap()]);
+    converged(&[&node]).await;
+    let component = workdir.path().join("faulty.wasm");
+    std::fs::write(&component, wasmpay_plugin_artifacts::FAULTY).unwrap();
+    std::fs::write(
+        workdir.path().join("faulty.toml"),
+        "name = \"faulty\"\nversion = \"0.1.0\"\nmethods = [\"faulty\"]\n",
+    )
+    .unwrap();
+    assert!(plugin_command(&node, &["push", component.to_str().unwrap()]).is_ok());
+
+    let client = connect(&nats.url()).await;
+    let partitioner = wasmpay_protocol::routing::Partitioner::new(PARTITIONS).unwrap();
+    let pay = |id: String, fault: &'static str| {
+        let (client, payer) = (client.clone(), payer(0));
+        let partition = partitioner.partition_of(&wasmpay_protocol::routing::AccountId::new(payer.as_str()).unwrap());
+        async move {
+            let body = serde_json::json!({"version": 1, "id": id, "payer": payer, "payee": "shop", "amount": 100,
+                "currency": "EUR", "method": "faulty", "details": {"fault": fault}});
+            let subject = wasmpay_protocol::routing::subjects::pay(partition, &payer);
+            let reply = client.request(subject, body.to_string().into()).await.unwrap();
+            serde_json::from_slice::<wasmpay_protocol::Reply>(&reply.payload).unwrap()
+        }
+    };
+    for index in 0..4 {
+        let reply = pay(format!("trap-{index}"), "trap").await;
+        assert_eq!(reply.code.as_str(), "plugin_failed", "{reply:?}");
+        assert!(reply.message.contains("trapped"), "{reply:?}");
+    }
+    // Now refused at once, whatever the payment: the version is not called.
+    let reply = pay("after-quarantine".into(), "none").await;
+    assert!(reply.code.as_str() == "plugin_failed" && reply.message.contains("quarantined"), "{reply:?}");
+    assert_eq!(node.metric("wasmpay_plugin_quarantines_total").await, 1);
+    let listed = plugin_command(&node, &["list"]).unwrap();
+    assert!(listed.contains("quarantined: 4 of its last 4 calls failed"), "{listed}");
+
+    assert!(plugin_command(&node, &["activate", "faulty", "0.1.0"]).is_ok());
+    assert_eq!(serving(&node, "faulty").await, (Some("0.1.0".to_owned()), Some("active".to_owned())));
+    let reply = pay("re-enabled".into(), "none").await;
+    assert_eq!(reply.status, Status::Approved, "{reply:?}");
+    drop(ledger);
+}
