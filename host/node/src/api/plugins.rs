@@ -76,10 +76,16 @@ pub async fn upload(state: &ApiState, name: &str, body: serde_json::Value) -> Re
         let message = "the manifest has no `sha256` (wasmpay plugin push fills it in)";
         return problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_manifest", message);
     }
-    let bytes = match base64::engine::general_purpose::STANDARD.decode(upload.component.as_bytes()) {
-        Ok(bytes) if bytes.len() <= MAX_COMPONENT_BYTES => bytes,
-        Ok(_) => return problem(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "component over 32 MiB"),
-        Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &format!("component: {error}")),
+    // Decoding up to 43 MiB of base64 is blocking work.
+    let component = upload.component;
+    let decoded =
+        tokio::task::spawn_blocking(move || base64::engine::general_purpose::STANDARD.decode(component.as_bytes()))
+            .await;
+    let bytes = match decoded {
+        Ok(Ok(bytes)) if bytes.len() <= MAX_COMPONENT_BYTES => bytes,
+        Ok(Ok(_)) => return problem(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "component over 32 MiB"),
+        Ok(Err(error)) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &format!("component: {error}")),
+        Err(error) => return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", &error.to_string()),
     };
     // A version never changes: other terms under a stored version are refused before any
     // work is spent on them.

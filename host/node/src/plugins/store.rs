@@ -132,10 +132,11 @@ impl PluginStore {
             }
             None => {}
         }
-        let sha256 = sha256_hex(bytes);
-        if self.component(&sha256).await.is_err() {
+        // Checked against the bytes by the uploading node's checks.
+        let sha256 = manifest.expected_hash().map_err(|error| StoreError::Conflict(error.to_string()))?;
+        if self.component(sha256).await.is_err() {
             let mut reader = bytes;
-            bounded(TRANSFER_TIMEOUT, self.objects.put(sha256.as_str(), &mut reader)).await?;
+            bounded(TRANSFER_TIMEOUT, self.objects.put(sha256, &mut reader)).await?;
         }
         let value = serde_json::to_vec(manifest).map_err(|error| unavailable(&error))?;
         let key = version_key(&manifest.name, &manifest.version);
@@ -182,10 +183,10 @@ impl PluginStore {
         let bytes = tokio::time::timeout(TRANSFER_TIMEOUT, read)
             .await
             .map_err(|_| StoreError::Unavailable(format!("no answer within {TRANSFER_TIMEOUT:?}")))??;
-        if sha256_hex(&bytes) != sha256 {
-            return Err(StoreError::Corrupt(sha256.to_owned()));
-        }
-        Ok(bytes)
+        // Hashing up to 32 MiB is blocking work.
+        let expected = sha256.to_owned();
+        let checked = tokio::task::spawn_blocking(move || (sha256_hex(&bytes) == expected).then_some(bytes)).await;
+        checked.ok().flatten().ok_or_else(|| StoreError::Corrupt(sha256.to_owned()))
     }
 
     /// The uploaded version `version` of `name`.
