@@ -294,22 +294,3 @@ async fn a_nats_server_restart_loses_no_payment() {
     assert_paid_exactly_once(&ledger, &answered).await;
     verify(&db);
 }
-
-/// Waits until the cluster's JetStream can place a stream on all three servers.
-async fn jetstream_ready(client: &async_nats::Client) {
-    let jetstream = async_nats::jetstream::new(client.clone());
-    let started = Instant::now();
-    loop {
-        let probe = async_nats::jetstream::stream::Config {
-            name: "PROBE".to_owned(),
-            subjects: vec!["probe".to_owned()],
-            num_replicas: 3,
-            ..Default::default()
-        };
-        if jetstream.get_or_create_stream(probe).await.is_ok() {
-            return;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "JetStream did not form a cluster in 30 s");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use wasmpay_plugin_host::manifest::sha256_hex;
 use wasmpay_protocol::Status;
-use wasmpay_tests::{Backend, NatsServer};
+use wasmpay_tests::{Backend, NatsCluster, NatsServer};
 
 mod support;
 
@@ -307,6 +307,45 @@ async fn a_watched_directory_swaps_a_plugin_replaced_in_place() {
     all_serve(&[&node], None).await;
 }
 
+/// Pays `payer-0` → `shop` with the `faulty` method and `fault`, and waits for the reply.
+async fn pay_faulty(client: &async_nats::Client, id: &str, fault: &str) -> wasmpay_protocol::Reply {
+    let payer = payer(0);
+    let partitioner = wasmpay_protocol::routing::Partitioner::new(PARTITIONS).unwrap();
+    let partition = partitioner.partition_of(&wasmpay_protocol::routing::AccountId::new(payer.as_str()).unwrap());
+    let body = serde_json::json!({"version": 1, "id": id, "payer": payer, "payee": "shop", "amount": 100,
+        "currency": "EUR", "method": "faulty", "details": {"fault": fault}});
+    let subject = wasmpay_protocol::routing::subjects::pay(partition, &payer);
+    let reply = client.request(subject, body.to_string().into()).await.unwrap();
+    serde_json::from_slice(&reply.payload).unwrap()
+}
+
+/// Pushes the `faulty` fixture to `node` and makes it trap until it is quarantined there
+/// (the node's quarantine needs 4 calls): the fifth payment is refused without a call.
+async fn push_and_quarantine_faulty(node: &Member, client: &async_nats::Client, workdir: &Path) {
+    let component = workdir.join("faulty.wasm");
+    std::fs::write(&component, wasmpay_plugin_artifacts::FAULTY).unwrap();
+    std::fs::write(workdir.join("faulty.toml"), "name = \"faulty\"\nversion = \"0.1.0\"\nmethods = [\"faulty\"]\n")
+        .unwrap();
+    let pushed = plugin_command(node, &["push", component.to_str().unwrap()]);
+    assert!(pushed.is_ok(), "{pushed:?}");
+    for index in 0..4 {
+        let reply = pay_faulty(client, &format!("trap-{index}"), "trap").await;
+        assert_eq!(reply.code.as_str(), "plugin_failed", "{reply:?}");
+        assert!(reply.message.contains("trapped"), "{reply:?}");
+    }
+    assert_quarantined(node, client, "after-quarantine").await;
+}
+
+/// `faulty` is quarantined on `node`: refused at once, whatever the payment, and listed so.
+async fn assert_quarantined(node: &Member, client: &async_nats::Client, id: &str) {
+    let reply = pay_faulty(client, id, "none").await;
+    assert!(reply.code.as_str() == "plugin_failed" && reply.message.contains("quarantined"), "{reply:?}");
+    let listed = plugin_command(node, &["list"]).unwrap();
+    assert!(listed.contains("quarantined: 4 of its last 4 calls failed"), "{listed}");
+}
+
+const QUARANTINE_AFTER_FOUR: &str = "[sandbox.quarantine]\nfailure_percent = 50\nmin_calls = 4\n";
+
 /// A version pushed to the cluster that traps on most calls is quarantined on the node: its
 /// method is refused at once, without calling it, the listing and the metric say so; the
 /// operator re-enables it with `wasmpay plugin activate`, and it decides payments again.
@@ -317,46 +356,56 @@ async fn a_failing_version_is_quarantined_until_the_operator_reenables_it() {
     let db = Backend::Sqlite.fresh_database(workdir.path());
     let ledger = funded_ledger(&db).await;
     let config = workdir.path().join("wasmpay.toml");
-    std::fs::write(&config, "[sandbox.quarantine]\nfailure_percent = 50\nmin_calls = 4\n").unwrap();
+    std::fs::write(&config, QUARANTINE_AFTER_FOUR).unwrap();
     let node = Member::start_with(&nats.url(), &db, "node", workdir.path(), &["--config", config.to_str().unwrap()]);
     converged(&[&node]).await;
-    let component = workdir.path().join("faulty.wasm");
-    std::fs::write(&component, wasmpay_plugin_artifacts::FAULTY).unwrap();
-    std::fs::write(
-        workdir.path().join("faulty.toml"),
-        "name = \"faulty\"\nversion = \"0.1.0\"\nmethods = [\"faulty\"]\n",
-    )
-    .unwrap();
-    assert!(plugin_command(&node, &["push", component.to_str().unwrap()]).is_ok());
-
     let client = connect(&nats.url()).await;
-    let partitioner = wasmpay_protocol::routing::Partitioner::new(PARTITIONS).unwrap();
-    let pay = |id: String, fault: &'static str| {
-        let (client, payer) = (client.clone(), payer(0));
-        let partition = partitioner.partition_of(&wasmpay_protocol::routing::AccountId::new(payer.as_str()).unwrap());
-        async move {
-            let body = serde_json::json!({"version": 1, "id": id, "payer": payer, "payee": "shop", "amount": 100,
-                "currency": "EUR", "method": "faulty", "details": {"fault": fault}});
-            let subject = wasmpay_protocol::routing::subjects::pay(partition, &payer);
-            let reply = client.request(subject, body.to_string().into()).await.unwrap();
-            serde_json::from_slice::<wasmpay_protocol::Reply>(&reply.payload).unwrap()
-        }
-    };
-    for index in 0..4 {
-        let reply = pay(format!("trap-{index}"), "trap").await;
-        assert_eq!(reply.code.as_str(), "plugin_failed", "{reply:?}");
-        assert!(reply.message.contains("trapped"), "{reply:?}");
-    }
-    // Now refused at once, whatever the payment: the version is not called.
-    let reply = pay("after-quarantine".into(), "none").await;
-    assert!(reply.code.as_str() == "plugin_failed" && reply.message.contains("quarantined"), "{reply:?}");
+    push_and_quarantine_faulty(&node, &client, workdir.path()).await;
     assert_eq!(node.metric("wasmpay_plugin_quarantines_total").await, 1);
-    let listed = plugin_command(&node, &["list"]).unwrap();
-    assert!(listed.contains("quarantined: 4 of its last 4 calls failed"), "{listed}");
 
     assert!(plugin_command(&node, &["activate", "faulty", "0.1.0"]).is_ok());
     assert_eq!(serving(&node, "faulty").await, (Some("0.1.0".to_owned()), Some("active".to_owned())));
-    let reply = pay("re-enabled".into(), "none").await;
+    let reply = pay_faulty(&client, "re-enabled", "none").await;
     assert_eq!(reply.status, Status::Approved, "{reply:?}");
+    drop(ledger);
+}
+
+/// The NATS server a node is connected to restarts while a version is pushed: the node gets
+/// the version once it is back, and its watch of the store starting again (which replays
+/// every pointer) does not lift the quarantine of another plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_during_a_nats_restart_arrives_and_a_quarantine_stays() {
+    let mut nats = NatsCluster::start().expect("a three-server nats cluster");
+    let urls = nats.urls();
+    let client = connect(&urls).await;
+    jetstream_ready(&client).await;
+    let workdir = tempfile::tempdir().unwrap();
+    let db = Backend::Sqlite.fresh_database(workdir.path());
+    let ledger = funded_ledger(&db).await;
+    let config = workdir.path().join("wasmpay.toml");
+    std::fs::write(&config, format!("[cluster]\nreplicas = 3\n\n{QUARANTINE_AFTER_FOUR}")).unwrap();
+    // The node's own server first; the others to fail over to.
+    let node_urls = format!("{},{urls}", nats.url(0));
+    let node = Member::start_with(&node_urls, &db, "node", workdir.path(), &["--config", config.to_str().unwrap()]);
+    converged_within(&[&node], NATS_RESTART_BOUND).await;
+    push_and_quarantine_faulty(&node, &client, workdir.path()).await;
+
+    nats.stop_server(0);
+    let v2 = write_v2(workdir.path());
+    // Through the API of a node that is itself failing over: retried until the store answers.
+    let started = Instant::now();
+    while plugin_command(&node, &["push", v2.to_str().unwrap()]).is_err() {
+        assert!(started.elapsed() < NATS_RESTART_BOUND, "the push never went through");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    nats.start_server(0).unwrap();
+    let restarted = Instant::now();
+    while serving(&node, "card").await.0.as_deref() != Some("2.0.0") {
+        assert!(restarted.elapsed() < NATS_RESTART_BOUND, "the node never served the pushed version");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Long enough for the node to have watched the store again from its own server.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_quarantined(&node, &client, "after-restart").await;
     drop(ledger);
 }
