@@ -20,10 +20,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing answered in time.
-    #[error("no reply from {target} within {REQUEST_TIMEOUT:?}")]
+    #[error("no reply from {target} within {after:?}")]
     Timeout {
         /// The subject or URL.
         target: String,
+        /// How long it waited.
+        after: Duration,
     },
     /// The request could not be sent or its reply not read (no node serving it, connection lost).
     #[error("request to {target} failed: {message}")]
@@ -52,7 +54,7 @@ pub async fn request(
     let target = || subject.to_owned();
     let message = tokio::time::timeout(REQUEST_TIMEOUT, client.request(subject.to_owned(), body.into()))
         .await
-        .map_err(|_| ClientError::Timeout { target: target() })?
+        .map_err(|_| ClientError::Timeout { target: target(), after: REQUEST_TIMEOUT })?
         .map_err(|error| ClientError::Failed { target: target(), message: error.to_string() })?;
     Ok(String::from_utf8_lossy(&message.payload).into_owned())
 }
@@ -110,6 +112,18 @@ pub async fn http_call(
     token: &str,
     body: Option<serde_json::Value>,
 ) -> Result<(StatusCode, String), ClientError> {
+    http_call_within(method, url, token, body, REQUEST_TIMEOUT).await
+}
+
+/// [`http_call`] bounded by `limit` instead of [`REQUEST_TIMEOUT`]: for a call the node itself
+/// bounds by more (a plugin push compiles, checks, stores and waits for the switch).
+pub async fn http_call_within(
+    method: Method,
+    url: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+    limit: Duration,
+) -> Result<(StatusCode, String), ClientError> {
     let failed =
         |error: &dyn std::fmt::Display| ClientError::Failed { target: url.to_owned(), message: error.to_string() };
     let uri: Uri = url.parse().map_err(|error| failed(&error))?;
@@ -139,7 +153,7 @@ pub async fn http_call(
         let (status, bytes) = response.map_err(|error| failed(&error))?;
         Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+    tokio::time::timeout(limit, exchange)
         .await
-        .map_err(|_| ClientError::Timeout { target: url.to_owned() })?
+        .map_err(|_| ClientError::Timeout { target: url.to_owned(), after: limit })?
 }

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use hyper::Method;
 use wasmpay_protocol::Reply;
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
-use wasmpay_tests::{Backend, NatsCluster, NatsServer, card};
+use wasmpay_tests::{Backend, NatsServer, card};
 
 mod support;
 
@@ -197,9 +197,7 @@ async fn durable_payments_survive(disrupt: impl Fn(&Member), resume_after: Optio
     let workdir = tempfile::tempdir().unwrap();
     let db = Backend::Postgres.fresh_database(workdir.path());
     let ledger = funded_ledger(&db).await;
-    let config = workdir.path().join("wasmpay.toml");
-    std::fs::write(&config, "[delivery]\ndurable = true\n").unwrap();
-    let config = config.to_string_lossy().into_owned();
+    let config = write_config(workdir.path(), "[delivery]\ndurable = true\n");
     let start = |name: &str| Member::start_with(&nats.url(), &db, name, workdir.path(), &["--config", &config]);
     let (survivor, victim) = (start("survivor"), start("victim"));
     converged(&[&survivor, &victim]).await;
@@ -258,16 +256,12 @@ async fn durable_payments_survive(disrupt: impl Fn(&Member), resume_after: Optio
 /// answered for is applied exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_server_restart_loses_no_payment() {
-    let mut nats = NatsCluster::start().expect("a three-server nats cluster");
+    let (mut nats, _) = nats_cluster().await;
     let urls = nats.urls();
-    let client = connect(&urls).await;
-    jetstream_ready(&client).await;
     let workdir = tempfile::tempdir().unwrap();
     let db = Backend::Postgres.fresh_database(workdir.path());
     let ledger = funded_ledger(&db).await;
-    let config = workdir.path().join("wasmpay.toml");
-    std::fs::write(&config, "[cluster]\nreplicas = 3\n").unwrap();
-    let config = config.to_string_lossy().into_owned();
+    let config = write_config(workdir.path(), "[cluster]\nreplicas = 3\n");
     let start = |index: usize| {
         // Each node starts on its own server and knows the others to fail over to.
         let urls = format!("{},{urls}", nats.url(index));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use wasmpay_plugin_host::manifest::sha256_hex;
 use wasmpay_protocol::Status;
-use wasmpay_tests::{Backend, NatsCluster, NatsServer};
+use wasmpay_tests::{Backend, NatsServer};
 
 mod support;
 
@@ -203,9 +203,8 @@ async fn bad_versions_are_refused_and_the_serving_one_stays() {
     let db = Backend::Sqlite.fresh_database(workdir.path());
     let ledger = funded_ledger(&db).await;
     // A configured pipeline needs `card`: the node cannot stop serving it.
-    let config = workdir.path().join("wasmpay.toml");
-    std::fs::write(&config, "[methods.card]\nvalidators = [\"card\"]\nfee = \"card\"\n").unwrap();
-    let node = Member::start_with(&nats.url(), &db, "node", workdir.path(), &["--config", config.to_str().unwrap()]);
+    let config = write_config(workdir.path(), "[methods.card]\nvalidators = [\"card\"]\nfee = \"card\"\n");
+    let node = Member::start_with(&nats.url(), &db, "node", workdir.path(), &["--config", &config]);
     converged(&[&node]).await;
     let refused = plugin_command(&node, &["remove", "card"]);
     assert!(refused.as_ref().is_err_and(|error| error.contains("pipeline_invalid")), "{refused:?}");
@@ -355,9 +354,8 @@ async fn a_failing_version_is_quarantined_until_the_operator_reenables_it() {
     let workdir = tempfile::tempdir().unwrap();
     let db = Backend::Sqlite.fresh_database(workdir.path());
     let ledger = funded_ledger(&db).await;
-    let config = workdir.path().join("wasmpay.toml");
-    std::fs::write(&config, QUARANTINE_AFTER_FOUR).unwrap();
-    let node = Member::start_with(&nats.url(), &db, "node", workdir.path(), &["--config", config.to_str().unwrap()]);
+    let config = write_config(workdir.path(), QUARANTINE_AFTER_FOUR);
+    let node = Member::start_with(&nats.url(), &db, "node", workdir.path(), &["--config", &config]);
     converged(&[&node]).await;
     let client = connect(&nats.url()).await;
     push_and_quarantine_faulty(&node, &client, workdir.path()).await;
@@ -375,29 +373,27 @@ async fn a_failing_version_is_quarantined_until_the_operator_reenables_it() {
 /// every pointer) does not lift the quarantine of another plugin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_during_a_nats_restart_arrives_and_a_quarantine_stays() {
-    let mut nats = NatsCluster::start().expect("a three-server nats cluster");
-    let urls = nats.urls();
-    let client = connect(&urls).await;
-    jetstream_ready(&client).await;
+    let (mut nats, client) = nats_cluster().await;
     let workdir = tempfile::tempdir().unwrap();
     let db = Backend::Sqlite.fresh_database(workdir.path());
     let ledger = funded_ledger(&db).await;
-    let config = workdir.path().join("wasmpay.toml");
-    std::fs::write(&config, format!("[cluster]\nreplicas = 3\n\n{QUARANTINE_AFTER_FOUR}")).unwrap();
+    let config = write_config(workdir.path(), &format!("[cluster]\nreplicas = 3\n\n{QUARANTINE_AFTER_FOUR}"));
     // The node's own server first; the others to fail over to.
-    let node_urls = format!("{},{urls}", nats.url(0));
-    let node = Member::start_with(&node_urls, &db, "node", workdir.path(), &["--config", config.to_str().unwrap()]);
+    let node_urls = format!("{},{}", nats.url(0), nats.urls());
+    let node = Member::start_with(&node_urls, &db, "node", workdir.path(), &["--config", &config]);
     converged_within(&[&node], NATS_RESTART_BOUND).await;
     push_and_quarantine_faulty(&node, &client, workdir.path()).await;
 
     nats.stop_server(0);
     let v2 = write_v2(workdir.path());
-    // Through the API of a node that is itself failing over: retried until the store answers.
+    // Through the API of a node that is itself failing over, while JetStream elects new
+    // leaders: the command waits for the store, and is run again if it still failed.
     let started = Instant::now();
-    while plugin_command(&node, &["push", v2.to_str().unwrap()]).is_err() {
-        assert!(started.elapsed() < NATS_RESTART_BOUND, "the push never went through");
+    while let Err(error) = plugin_command(&node, &["push", v2.to_str().unwrap()]) {
+        assert!(started.elapsed() < Duration::from_secs(90), "the push never went through: {error}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    eprintln!("pushed {:?} after the node's NATS server stopped", started.elapsed());
     nats.start_server(0).unwrap();
     let restarted = Instant::now();
     while serving(&node, "card").await.0.as_deref() != Some("2.0.0") {

@@ -120,14 +120,19 @@ pub async fn unbind(client: async_nats::Client) -> Result<Option<String>, Cluste
     Ok(Some(bound.ledger))
 }
 
+/// How long listing the members may take.
+const LISTING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The members of `ledger` whose records have not expired.
 async fn live_members(members: &Store, ledger: &str) -> Result<Vec<String>, ClusterError> {
     use futures::TryStreamExt;
-    let listed = tokio::time::timeout(REQUEST_TIMEOUT, async {
+    // A listing is a consumer created and read to its end, several round trips: bounded
+    // more loosely than one request (this runs for an operator's command only).
+    let listed = tokio::time::timeout(LISTING_TIMEOUT, async {
         let keys = members.keys().await.map_err(failed)?;
         keys.try_collect::<Vec<String>>().await.map_err(failed)
     });
-    let keys = listed.await.map_err(|_| failed(format!("listing members: no answer within {REQUEST_TIMEOUT:?}")))??;
+    let keys = listed.await.map_err(|_| failed(format!("listing members: no answer within {LISTING_TIMEOUT:?}")))??;
     let mut live = Vec::new();
     for key in keys {
         let record = tokio::time::timeout(REQUEST_TIMEOUT, members.get(&key))

@@ -17,7 +17,7 @@ use wasmpay_ledger::{Ledger, NewAccount};
 use wasmpay_protocol::money::MinorUnits;
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
 use wasmpay_protocol::{Reply, Status};
-use wasmpay_tests::{NatsServer, card};
+use wasmpay_tests::{NatsCluster, NatsServer, card};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_wasmpay");
 pub const TOKEN: &str = "cluster-secret";
@@ -294,4 +294,19 @@ pub async fn jetstream_ready(client: &async_nats::Client) {
         assert!(started.elapsed() < Duration::from_secs(30), "JetStream did not form a cluster in 30 s");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// A three-server NATS cluster whose JetStream can place replicated streams, and a client.
+pub async fn nats_cluster() -> (NatsCluster, async_nats::Client) {
+    let nats = NatsCluster::start().expect("a three-server nats cluster");
+    let client = connect(&nats.urls()).await;
+    jetstream_ready(&client).await;
+    (nats, client)
+}
+
+/// `text` as `wasmpay.toml` in `workdir`; its path, for `--config`.
+pub fn write_config(workdir: &Path, text: &str) -> String {
+    let path = workdir.join("wasmpay.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
 }

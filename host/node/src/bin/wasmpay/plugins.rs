@@ -6,11 +6,16 @@ use std::fmt::Write as _;
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use serde_json::{Value, json};
-use wasmpay::client::http_call;
+use wasmpay::client::http_call_within;
 use wasmpay_plugin_host::Manifest;
 use wasmpay_plugin_host::manifest::sha256_hex;
 
 use crate::cli::{ApiArgs, PluginCommand};
+
+/// How long a command waits for the node: a push is checked there (compiled, fixtures run),
+/// stored in JetStream (each request bounded, retried through a failover), and answered once
+/// the node serves it (at most 10 s).
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs one plugin command.
 pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
@@ -67,7 +72,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
 
 async fn call(api: &ApiArgs, method: hyper::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
     let url = format!("{}{path}", api.api.trim_end_matches('/'));
-    let (status, text) = http_call(method, &url, &api.token, body).await?;
+    let (status, text) = http_call_within(method, &url, &api.token, body, COMMAND_TIMEOUT).await?;
     let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
     if status == hyper::StatusCode::ACCEPTED {
         bail!("{}", value["message"].as_str().unwrap_or(&text));
