@@ -112,24 +112,30 @@ pub async fn http_call(
     token: &str,
     body: Option<serde_json::Value>,
 ) -> Result<(StatusCode, String), ClientError> {
-    http_call_within(method, url, token, body, REQUEST_TIMEOUT).await
+    http_call_within(method, url, token, body, REQUEST_TIMEOUT, None).await
 }
 
-/// [`http_call`] bounded by `limit` instead of [`REQUEST_TIMEOUT`]: for a call the node itself
-/// bounds by more (a plugin push compiles, checks, stores and waits for the switch).
+/// [`http_call`] bounded by `limit` instead of [`REQUEST_TIMEOUT`], for a call the node itself
+/// bounds by more (a plugin push compiles, checks, stores and waits for the switch), sent
+/// with an `Idempotency-Key` if given (so that sending it again changes nothing more).
 pub async fn http_call_within(
     method: Method,
     url: &str,
     token: &str,
     body: Option<serde_json::Value>,
     limit: Duration,
+    idempotency_key: Option<&str>,
 ) -> Result<(StatusCode, String), ClientError> {
     let failed =
         |error: &dyn std::fmt::Display| ClientError::Failed { target: url.to_owned(), message: error.to_string() };
     let uri: Uri = url.parse().map_err(|error| failed(&error))?;
     let authority =
         uri.authority().filter(|_| uri.scheme_str() == Some("http")).ok_or_else(|| failed(&"not an http:// URL"))?;
-    let request = hyper::Request::builder()
+    let mut request = hyper::Request::builder();
+    if let Some(key) = idempotency_key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let request = request
         .method(method)
         .uri(uri.path_and_query().map_or("/", |path| path.as_str()))
         .header(HOST, authority.as_str())

@@ -259,6 +259,22 @@ async fn bad_versions_are_refused_and_the_serving_one_stays() {
     let retermed = bad("retermed", format!("{v2_manifest}\n[config]\n\"fee.bps\" = \"50\"\n"));
     let refused = plugin_command(&node, &["push", retermed.to_str().unwrap()]);
     assert!(refused.as_ref().is_err_and(|error| error.contains("conflict")), "{refused:?}");
+
+    // A rollback sent twice with one idempotency key (a client retrying after a time-out) goes
+    // back once: the second answers with the first's change. Sent again without the key, it
+    // is a new rollback, and there is nothing left to roll back to.
+    let rollback = |key: Option<&'static str>| {
+        let url = format!("http://{}/v1/plugins/card/rollback", node.http);
+        async move {
+            let timeout = Duration::from_secs(30);
+            let sent = wasmpay::client::http_call_within(hyper::Method::POST, &url, TOKEN, None, timeout, key).await;
+            sent.unwrap().0
+        }
+    };
+    assert_eq!(rollback(Some("rollback-1")).await, 200);
+    assert_eq!(rollback(Some("rollback-1")).await, 200);
+    assert_eq!(serving(&node, "card").await.0.as_deref(), Some("0.1.0"));
+    assert_eq!(rollback(None).await, 409);
     drop(ledger);
 }
 

@@ -50,6 +50,16 @@ pub fn authorized(expected: Option<&str>, request: &Request<Incoming>) -> bool {
         && presented.bytes().zip(expected.bytes()).fold(0_u8, |difference, (a, b)| difference | (a ^ b)) == 0
 }
 
+/// The `Idempotency-Key` header, if sent: a command sent again with the same key is made
+/// once. It follows the rule of payment ids (1-64 characters of `[A-Za-z0-9_.:-]`).
+pub fn idempotency_key(request: &Request<Incoming>) -> Result<Option<String>, &'static str> {
+    let Some(value) = request.headers().get("idempotency-key") else { return Ok(None) };
+    match value.to_str() {
+        Ok(key) if wasmpay_protocol::is_valid_id(key) => Ok(Some(key.to_owned())),
+        _ => Err("`Idempotency-Key` must be 1-64 characters of A-Z a-z 0-9 _ - . :"),
+    }
+}
+
 /// The body as strict JSON: at most 64 KiB, within [`BODY_READ_TIMEOUT`], no repeated keys.
 pub async fn read_json(request: Request<Incoming>) -> Result<serde_json::Value, Response<Body>> {
     read_json_up_to(request, MAX_MESSAGE_BYTES).await

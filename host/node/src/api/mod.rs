@@ -93,6 +93,11 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
         return Ok(problem(StatusCode::BAD_REQUEST, "invalid_request", "the path is not valid percent-encoded UTF-8"));
     };
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let key = match incoming::idempotency_key(&request) {
+        Ok(key) => key,
+        Err(message) => return Ok(problem(StatusCode::BAD_REQUEST, "invalid_request", message)),
+    };
+    let key = key.as_deref();
     let response = match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["readyz"]) => readiness(&state).await,
@@ -122,7 +127,7 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
             Ok(_permit) => {
                 let name = (*name).to_owned();
                 match incoming::read_json_up_to(request, plugins::MAX_UPLOAD_BYTES).await {
-                    Ok(body) => plugins::upload(&state, &name, body).await,
+                    Ok(body) => plugins::upload(&state, &name, key, body).await,
                     Err(response) => response,
                 }
             }
@@ -130,12 +135,12 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
         (&Method::POST, ["v1", "plugins", name, "activate"]) => {
             let name = (*name).to_owned();
             match incoming::read_json(request).await {
-                Ok(body) => plugins::activate(&state, &name, body).await,
+                Ok(body) => plugins::activate(&state, &name, key, body).await,
                 Err(response) => response,
             }
         }
-        (&Method::POST, ["v1", "plugins", name, "rollback"]) => plugins::rollback(&state, name).await,
-        (&Method::DELETE, ["v1", "plugins", name]) => plugins::remove(&state, name).await,
+        (&Method::POST, ["v1", "plugins", name, "rollback"]) => plugins::rollback(&state, name, key).await,
+        (&Method::DELETE, ["v1", "plugins", name]) => plugins::remove(&state, name, key).await,
         (&Method::GET, ["v1", "cluster"]) => json_response(StatusCode::OK, &state.cluster.current()),
         _ => problem(StatusCode::NOT_FOUND, "not_found", "no such route"),
     };

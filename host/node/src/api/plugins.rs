@@ -2,7 +2,9 @@
 //! through the cluster's plugin store (docs/operators.md).
 //!
 //! A command changes the store, not this node: every node, this one included, follows the
-//! store and switches. The answer waits (at most [`CONVERGE_TIMEOUT`]) until this node serves
+//! store and switches. A command sent with an `Idempotency-Key` header is made once: sent
+//! again with the same key (a client retrying after a time-out), it answers with the change
+//! already made instead of making another (a second rollback would go back one more version). The answer waits (at most [`CONVERGE_TIMEOUT`]) until this node serves
 //! what the store now says, or refused it, and tells which.
 
 use std::time::Duration;
@@ -59,7 +61,7 @@ struct Upload {
 
 /// `PUT /v1/plugins/{name}`: checks a version on this node (hash, compile, contract,
 /// `describe`, fixtures) and stores it; with `"activate": true` also makes it serve.
-pub async fn upload(state: &ApiState, name: &str, body: serde_json::Value) -> Response {
+pub async fn upload(state: &ApiState, name: &str, key: Option<&str>, body: serde_json::Value) -> Response {
     let upload: Upload = match serde_json::from_value(body) {
         Ok(upload) => upload,
         Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &error.to_string()),
@@ -118,7 +120,7 @@ pub async fn upload(state: &ApiState, name: &str, body: serde_json::Value) -> Re
     if upload.activate {
         let serving = serving(state, name).await;
         let since = state.plugins.attempts();
-        return settle(state, name, since, state.plugin_store.activate(manifest.clone(), serving).await).await;
+        return settle(state, name, since, state.plugin_store.activate(manifest.clone(), serving, key).await).await;
     }
     json_response(
         StatusCode::CREATED,
@@ -134,7 +136,7 @@ struct Activate {
 
 /// `POST /v1/plugins/{name}/activate`: makes an uploaded version serve everywhere; the
 /// serving one again lifts its quarantine everywhere.
-pub async fn activate(state: &ApiState, name: &str, body: serde_json::Value) -> Response {
+pub async fn activate(state: &ApiState, name: &str, key: Option<&str>, body: serde_json::Value) -> Response {
     let request = match serde_json::from_value::<Activate>(body) {
         Ok(request) if valid_plugin_version(&request.version) => request,
         Ok(_) => return problem(StatusCode::BAD_REQUEST, "invalid_request", "`version` is not MAJOR.MINOR.PATCH"),
@@ -151,17 +153,17 @@ pub async fn activate(state: &ApiState, name: &str, body: serde_json::Value) -> 
     };
     let serving = serving(state, name).await;
     let since = state.plugins.attempts();
-    settle(state, name, since, state.plugin_store.activate(manifest, serving).await).await
+    settle(state, name, since, state.plugin_store.activate(manifest, serving, key).await).await
 }
 
 /// `POST /v1/plugins/{name}/rollback`: makes the version before the current one serve again.
-pub async fn rollback(state: &ApiState, name: &str) -> Response {
+pub async fn rollback(state: &ApiState, name: &str, key: Option<&str>) -> Response {
     let since = state.plugins.attempts();
-    settle(state, name, since, state.plugin_store.rollback(name).await).await
+    settle(state, name, since, state.plugin_store.rollback(name, key).await).await
 }
 
 /// `DELETE /v1/plugins/{name}`: stops serving the plugin everywhere.
-pub async fn remove(state: &ApiState, name: &str) -> Response {
+pub async fn remove(state: &ApiState, name: &str, key: Option<&str>) -> Response {
     if state.plugins.status().iter().all(|status| status.name != name) {
         return problem(StatusCode::NOT_FOUND, "unknown_plugin", &format!("no plugin `{name}`"));
     }
@@ -172,7 +174,7 @@ pub async fn remove(state: &ApiState, name: &str) -> Response {
     }
     let serving = serving(state, name).await;
     let since = state.plugins.attempts();
-    settle(state, name, since, state.plugin_store.remove(name, serving).await).await
+    settle(state, name, since, state.plugin_store.remove(name, serving, key).await).await
 }
 
 /// The manifest of the version of `name` this node serves, for a pointer's history when the

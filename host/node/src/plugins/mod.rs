@@ -25,6 +25,10 @@ use store::{PluginStore, Pointer, StoreError};
 const REWATCH_DELAY: Duration = Duration::from_millis(500);
 /// How often a pointer that could not be applied for a passing reason is tried again.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
+/// How often every pointer is read and compared with what was applied, whatever the watch
+/// says: a watch whose consumer died with a NATS server can stay silent for a long time
+/// before it ends, and a change must not wait for that.
+const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 
 /// Why a pointer was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +144,7 @@ pub async fn catch_up(host: &Arc<PluginHost>, store: &PluginStore, metrics: &Met
 /// pointer as it is when the watch starts (so nothing changed before, or while the watch was
 /// re-established, is missed), then every change as it comes. A pointer that failed for a
 /// passing reason is read again and applied every [`RETRY_DELAY`] until it applies or
-/// changes.
+/// changes, and every pointer is compared with what was applied every [`RECONCILE_EVERY`].
 pub fn follow(
     host: Arc<PluginHost>,
     store: PluginStore,
@@ -151,6 +155,8 @@ pub fn follow(
     tokio::spawn(async move {
         let mut retry = tokio::time::interval(RETRY_DELAY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reconcile = tokio::time::interval_at(tokio::time::Instant::now() + RECONCILE_EVERY, RECONCILE_EVERY);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pending: BTreeSet<String> = BTreeSet::new();
         let mut watch = None;
         loop {
@@ -179,6 +185,10 @@ pub fn follow(
                         }
                     }
                 }
+                _ = reconcile.tick() => match store.pointers().await {
+                    Ok(pointers) => due.extend(pointers),
+                    Err(error) => tracing::debug!(%error, "cannot read the plugin pointers; next time"),
+                },
                 () = shutdown::requested(&mut shutdown) => return,
             }
             for (name, pointer, revision) in due {

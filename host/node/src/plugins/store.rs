@@ -48,6 +48,10 @@ pub struct Pointer {
     pub active: Option<Manifest>,
     /// Versions that served before, most recent last, at most [`HISTORY`].
     pub history: Vec<Manifest>,
+    /// The idempotency key of the command that wrote it: the same command again (a client
+    /// retrying after a time-out) finds its change made and changes nothing more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
 }
 
 /// A store operation that failed.
@@ -228,9 +232,14 @@ impl PluginStore {
     /// quarantine is lifted).
     /// `serving` is the version the asking node serves, remembered for a rollback when the
     /// store has no pointer yet (a built-in version).
-    pub async fn activate(&self, manifest: Manifest, serving: Option<Manifest>) -> Result<Pointer, StoreError> {
+    pub async fn activate(
+        &self,
+        manifest: Manifest,
+        serving: Option<Manifest>,
+        key: Option<&str>,
+    ) -> Result<Pointer, StoreError> {
         let name = manifest.name.clone();
-        self.change(&name, |pointer| {
+        self.change(&name, key, |pointer| {
             let mut history = pointer.map(|pointer| pointer.history.clone()).unwrap_or_default();
             let before = match pointer {
                 Some(pointer) => pointer.active.clone(),
@@ -244,26 +253,31 @@ impl PluginStore {
             history.retain(|earlier| *earlier != manifest);
             let excess = history.len().saturating_sub(HISTORY);
             history.drain(..excess);
-            Ok(Pointer { active: Some(manifest.clone()), history })
+            Ok(Pointer { active: Some(manifest.clone()), history, change: None })
         })
         .await
     }
 
     /// Makes the version that served before the current one serve again.
-    pub async fn rollback(&self, name: &str) -> Result<Pointer, StoreError> {
-        self.change(name, |pointer| {
+    pub async fn rollback(&self, name: &str, key: Option<&str>) -> Result<Pointer, StoreError> {
+        self.change(name, key, |pointer| {
             let mut history = pointer.map(|pointer| pointer.history.clone()).unwrap_or_default();
             let previous = history.pop().ok_or_else(|| {
                 StoreError::Conflict(format!("plugin `{name}` has no earlier version in the cluster store"))
             })?;
-            Ok(Pointer { active: Some(previous), history })
+            Ok(Pointer { active: Some(previous), history, change: None })
         })
         .await
     }
 
     /// Stops every node serving `name`; a rollback brings the removed version back.
-    pub async fn remove(&self, name: &str, serving: Option<Manifest>) -> Result<Pointer, StoreError> {
-        self.change(name, |pointer| {
+    pub async fn remove(
+        &self,
+        name: &str,
+        serving: Option<Manifest>,
+        key: Option<&str>,
+    ) -> Result<Pointer, StoreError> {
+        self.change(name, key, |pointer| {
             let mut history = pointer.map(|pointer| pointer.history.clone()).unwrap_or_default();
             // A plugin the store never held (a built-in one) is recorded as the node serves
             // it, so that a rollback can bring it back.
@@ -276,7 +290,7 @@ impl PluginStore {
             }
             let excess = history.len().saturating_sub(HISTORY);
             history.drain(..excess);
-            Ok(Pointer { active: None, history })
+            Ok(Pointer { active: None, history, change: None })
         })
         .await
     }
@@ -300,15 +314,24 @@ impl PluginStore {
     }
 
     /// Compare-and-set of `name`'s pointer through `next`, tried again when another change
-    /// came first.
+    /// came first. A change under idempotency `key` that the pointer already shows is not
+    /// made again: its pointer is the answer.
     async fn change(
         &self,
         name: &str,
+        key: Option<&str>,
         next: impl Fn(Option<&Pointer>) -> Result<Pointer, StoreError>,
     ) -> Result<Pointer, StoreError> {
         for _ in 0..CAS_ATTEMPTS {
             let current = self.pointer_entry(name).await?;
-            let pointer = next(current.as_ref().map(|(pointer, _)| pointer))?;
+            if let Some((pointer, _)) = &current
+                && key.is_some()
+                && pointer.change.as_deref() == key
+            {
+                return Ok(pointer.clone());
+            }
+            let mut pointer = next(current.as_ref().map(|(pointer, _)| pointer))?;
+            pointer.change = key.map(str::to_owned);
             let value: bytes::Bytes = serde_json::to_vec(&pointer).map_err(|error| unavailable(&error))?.into();
             // Ok(true): written; Ok(false): another change came first, so again on its result.
             let written = match current {

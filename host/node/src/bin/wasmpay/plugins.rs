@@ -17,6 +17,15 @@ use crate::cli::{ApiArgs, PluginCommand};
 /// the node serves it (at most 10 s).
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How long to wait before sending a command again.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A key for one command: the time and the process, unique enough for one operator's commands.
+fn command_key() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("cli-{nanos:x}-{}", std::process::id())
+}
+
 /// Runs one plugin command.
 pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
     match command {
@@ -70,9 +79,25 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
     }
 }
 
+/// One command to the node. A command that changes something carries an idempotency key and
+/// is sent again, with the same key, when the node could not be reached or answered
+/// `unavailable` (its NATS failing over): the node makes it once, however often it arrives.
 async fn call(api: &ApiArgs, method: hyper::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
     let url = format!("{}{path}", api.api.trim_end_matches('/'));
-    let (status, text) = http_call_within(method, &url, &api.token, body, COMMAND_TIMEOUT).await?;
+    let key = (method != hyper::Method::GET).then(command_key);
+    let started = std::time::Instant::now();
+    let (status, text) = loop {
+        let sent =
+            http_call_within(method.clone(), &url, &api.token, body.clone(), COMMAND_TIMEOUT, key.as_deref()).await;
+        let again = match &sent {
+            Err(_) => true,
+            Ok((status, _)) => *status == hyper::StatusCode::SERVICE_UNAVAILABLE,
+        };
+        if !again || key.is_none() || started.elapsed() + RETRY_PAUSE >= COMMAND_TIMEOUT {
+            break sent?;
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    };
     let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
     if status == hyper::StatusCode::ACCEPTED {
         bail!("{}", value["message"].as_str().unwrap_or(&text));
