@@ -8,7 +8,7 @@
 //! the slow way too.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -18,21 +18,23 @@ use crate::settings::QuarantineSettings;
 /// Latency buckets: bucket `i` counts calls shorter than 2^i µs (the last one, the rest).
 const BUCKETS: usize = 24;
 
-/// Counters of one plugin version, shared by every worker that calls it.
+/// Counters of one plugin version, shared by every worker that calls it. Every call of the
+/// version updates them, on the payment's path: atomics only, and a lock only when the
+/// version tips into quarantine or is released.
 #[derive(Debug)]
 pub struct Health {
     calls: AtomicU64,
     failures: AtomicU64,
     latency: [AtomicU64; BUCKETS],
-    window: Mutex<Window>,
-    quarantined: Mutex<Option<String>>,
-}
-
-#[derive(Debug)]
-struct Window {
-    started: Instant,
-    calls: u64,
-    failures: u64,
+    /// Windows are `window_ms` long, counted from when the version was loaded.
+    born: Instant,
+    /// The index of the window `window_calls` and `window_failures` count.
+    window: AtomicU64,
+    window_calls: AtomicU64,
+    window_failures: AtomicU64,
+    /// Whether `reason` holds a quarantine: read by every call without the lock.
+    quarantined: AtomicBool,
+    reason: Mutex<Option<String>>,
 }
 
 /// What [`Health`] shows an operator.
@@ -56,8 +58,12 @@ impl Default for Health {
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
-            window: Mutex::new(Window { started: Instant::now(), calls: 0, failures: 0 }),
-            quarantined: Mutex::new(None),
+            born: Instant::now(),
+            window: AtomicU64::new(0),
+            window_calls: AtomicU64::new(0),
+            window_failures: AtomicU64::new(0),
+            quarantined: AtomicBool::new(false),
+            reason: Mutex::new(None),
         }
     }
 }
@@ -86,39 +92,53 @@ impl Health {
         if policy.failure_percent >= 100 {
             return None;
         }
-        let mut window = lock(&self.window);
-        if window.started.elapsed() > Duration::from_millis(policy.window_ms) {
-            *window = Window { started: Instant::now(), calls: 0, failures: 0 };
+        // The first call of a new window starts its counts from zero. Calls racing with that
+        // may land in either window: the share is a threshold, not a ledger.
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX) / policy.window_ms.max(1);
+        let seen = self.window.load(Ordering::Relaxed);
+        if now != seen && self.window.compare_exchange(seen, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.window_calls.store(0, Ordering::Relaxed);
+            self.window_failures.store(0, Ordering::Relaxed);
         }
-        window.calls += calls;
-        window.failures += u64::from(failed);
-        let tipped = failed
-            && window.calls >= policy.min_calls.max(1)
-            && window.failures * 100 > u64::from(policy.failure_percent) * window.calls;
+        let window_calls = self.window_calls.fetch_add(calls, Ordering::Relaxed) + calls;
+        if !failed {
+            return None;
+        }
+        let window_failures = self.window_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let tipped = window_calls >= policy.min_calls.max(1)
+            && window_failures * 100 > u64::from(policy.failure_percent) * window_calls;
         if !tipped {
             return None;
         }
-        let reason = format!(
-            "{} of its last {} calls failed (more than {} % within {} ms)",
-            window.failures, window.calls, policy.failure_percent, policy.window_ms
-        );
-        let mut quarantined = lock(&self.quarantined);
-        if quarantined.is_some() {
+        let mut reason = lock(&self.reason);
+        if reason.is_some() {
             return None;
         }
-        *quarantined = Some(reason.clone());
-        Some(reason)
+        let why = format!(
+            "{window_failures} of its last {window_calls} calls failed (more than {} % within {} ms)",
+            policy.failure_percent, policy.window_ms
+        );
+        *reason = Some(why.clone());
+        self.quarantined.store(true, Ordering::Release);
+        Some(why)
     }
 
     /// Why the version is quarantined, if it is.
     pub fn quarantined(&self) -> Option<String> {
-        lock(&self.quarantined).clone()
+        if !self.quarantined.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.reason).clone()
     }
 
-    /// Lifts the quarantine and starts a new window: the operator re-enabled the version.
+    /// Lifts the quarantine and starts the window's counts afresh: the operator re-enabled
+    /// the version.
     pub fn release(&self) {
-        *lock(&self.quarantined) = None;
-        *lock(&self.window) = Window { started: Instant::now(), calls: 0, failures: 0 };
+        let mut reason = lock(&self.reason);
+        *reason = None;
+        self.quarantined.store(false, Ordering::Release);
+        self.window_calls.store(0, Ordering::Relaxed);
+        self.window_failures.store(0, Ordering::Relaxed);
     }
 
     /// The counters now.
