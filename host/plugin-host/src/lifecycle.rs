@@ -297,7 +297,7 @@ impl PluginHost {
     /// needs it, which refuses the removal, and shows it as `<name> (removal)`).
     pub fn remove(&self, name: &str) -> Result<Switched, ActivationError> {
         let _installing = self.installing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.lock().slots.get(name).is_none_or(|slot| slot.active.is_none()) {
+        if !self.is_serving(name) {
             return Err(ActivationError::Unknown(format!("plugin `{name}` is not serving")));
         }
         let attempt = self.attempt();
@@ -314,6 +314,25 @@ impl PluginHost {
         });
         self.record(name, refusal, removed.is_ok());
         removed
+    }
+
+    /// Whether `manifest`'s version serves here, with this very manifest, and is not
+    /// quarantined: then there is nothing to switch.
+    pub fn serves(&self, manifest: &Manifest) -> bool {
+        let registry = self.lock();
+        let active = registry.slots.get(&manifest.name).and_then(|slot| slot.active.as_ref());
+        active.is_some_and(|(plugin, _)| plugin.manifest() == Some(manifest) && plugin.health().quarantined().is_none())
+    }
+
+    /// The manifest of the version of `name` serving here, if it was loaded with one.
+    pub fn active_manifest(&self, name: &str) -> Option<Manifest> {
+        let registry = self.lock();
+        registry.slots.get(name)?.active.as_ref()?.0.manifest().cloned()
+    }
+
+    /// Whether some version of `name` serves here.
+    pub fn is_serving(&self, name: &str) -> bool {
+        self.lock().slots.get(name).is_some_and(|slot| slot.active.is_some())
     }
 
     /// The manifest (with its hash) of the loaded `version` of `name`, if it was loaded with

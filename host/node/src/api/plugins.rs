@@ -178,18 +178,27 @@ pub async fn remove(state: &ApiState, name: &str, key: Option<&str>) -> Response
 }
 
 /// The manifest of the version of `name` this node serves, for a pointer's history when the
-/// store has no pointer yet: a rollback must be able to return to the built-in version.
+/// store has no pointer yet: a rollback must be able to return to the built-in version. Once
+/// the store has a pointer, its history is the one that counts, and this is `None`.
 async fn serving(state: &ApiState, name: &str) -> Option<Manifest> {
-    let status = state.plugins.status().into_iter().find(|status| status.name == name)?;
-    loaded_manifest(state, name, status.active.as_deref()?).await
+    if !matches!(state.plugin_store.pointer(name).await, Ok(None)) {
+        return None;
+    }
+    storable(state, state.plugins.active_manifest(name)?).await
 }
 
-/// The manifest of a version loaded here that can enter a pointer: one the store holds, or a
-/// built-in one, which is uploaded first (a node running another build must be able to fetch
-/// it). A version loaded from a file here is this node's only, and cannot.
+/// The manifest of the loaded `version` of `name`, if it can enter a pointer.
 async fn loaded_manifest(state: &ApiState, name: &str, version: &str) -> Option<Manifest> {
-    let manifest = state.plugins.manifest(name, version)?;
-    if state.plugin_store.version(name, version).await.ok().as_ref() == Some(&manifest) {
+    storable(state, state.plugins.manifest(name, version)?).await
+}
+
+/// `manifest`, if its version can enter a pointer: the store holds it, or it is a built-in
+/// one, which is uploaded first (a node running another build must be able to fetch it). A
+/// version loaded from a file here is this node's only, and cannot.
+async fn storable(state: &ApiState, manifest: Manifest) -> Option<Manifest> {
+    if state.plugin_store.stored_version(&manifest.name, &manifest.version).await.ok().flatten().as_ref()
+        == Some(&manifest)
+    {
         return Some(manifest);
     }
     let bytes = state.builtins.get(manifest.sha256.as_deref()?)?;

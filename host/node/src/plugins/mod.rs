@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv::{self, Watch};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
-use wasmpay_plugin_host::{ActivationError, Origin, PluginHost, VersionState};
+use wasmpay_plugin_host::{ActivationError, Origin, PluginHost};
 
 use crate::metrics::Metrics;
 use crate::shutdown;
@@ -52,7 +52,7 @@ pub async fn apply(
     pointer: &Pointer,
 ) -> Result<(), NotApplied> {
     let Some(manifest) = &pointer.active else {
-        if host.status().iter().all(|status| status.name != name || status.active.is_none()) {
+        if !host.is_serving(name) {
             return Ok(());
         }
         let (host, name) = (host.clone(), name.to_owned());
@@ -60,15 +60,9 @@ pub async fn apply(
         let removed = tokio::task::spawn_blocking(move || host.remove(&name).map(drop)).await;
         return count(metrics, removed.map_err(|error| NotApplied::Refused(error.to_string()))?);
     };
-    let status = host.status().into_iter().find(|status| status.name == *name);
-    let serving = status.as_ref().and_then(|status| status.versions.first()).filter(|version| {
-        version.state == VersionState::Active
-            && version.version == manifest.version
-            && manifest.sha256.as_deref() == Some(version.sha256.as_str())
-    });
     // Serving this very manifest, and not quarantined: nothing to do. (A pointer put again
     // is a new revision, applied here; a quarantined version is then re-enabled.)
-    if serving.is_some() && host.manifest(name, &manifest.version).as_ref() == Some(manifest) {
+    if host.serves(manifest) {
         return Ok(());
     }
     let (reusing, wanted) = (host.clone(), manifest.clone());

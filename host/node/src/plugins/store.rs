@@ -138,7 +138,9 @@ impl PluginStore {
         }
         // Checked against the bytes by the uploading node's checks.
         let sha256 = manifest.expected_hash().map_err(|error| StoreError::Conflict(error.to_string()))?;
-        if self.component(sha256).await.is_err() {
+        // Its metadata says whether the store has it (no need to read the component); the
+        // same bytes stored again would only cost the transfer.
+        if bounded(REQUEST_TIMEOUT, self.objects.info(sha256)).await.is_err() {
             let mut reader = bytes;
             bounded(TRANSFER_TIMEOUT, self.objects.put(sha256, &mut reader)).await?;
         }
