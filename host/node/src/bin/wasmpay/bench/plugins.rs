@@ -26,40 +26,34 @@ const PAYMENTS: u32 = 2_000;
 /// Loads measured each way.
 const LOADS: u32 = 10;
 
-/// Two rows: on the payment's path (the calls), and in all (plus dropping the used instances
-/// and making the next spares, which a worker does while the ledger commits).
+/// Four rows: on the payment's path (the calls), in all (plus dropping the used instances
+/// and making the next spares, which a worker does while the ledger commits), and loading the
+/// plugin compiled and from the disk cache.
 pub async fn measure() -> anyhow::Result<Vec<Row>> {
     // Guest code is synchronous: off the async threads, as the node runs it.
     let (mut on_path, mut in_all) = tokio::task::spawn_blocking(time_payments).await??;
-    let row = |scenario, latencies: &mut Vec<Duration>| {
-        let busy: Duration = latencies.iter().sum();
-        let measured = Measured {
-            requests: u64::from(PAYMENTS),
-            failed: 0,
-            per_second: super::load::per_second(u64::from(PAYMENTS), busy),
-            latency: Some(Latency::of(latencies)),
-        };
-        Row::measured(scenario, None, "1 thread".to_owned(), &measured)
-    };
     eprintln!("{:<58} done", Scenario::PluginsOnPath.label());
     let (mut compiled, mut cached) = tokio::task::spawn_blocking(time_loads).await??;
-    let loads = |scenario, latencies: &mut Vec<Duration>| {
-        let busy: Duration = latencies.iter().sum();
-        let measured = Measured {
-            requests: u64::from(LOADS),
-            failed: 0,
-            per_second: super::load::per_second(u64::from(LOADS), busy),
-            latency: Some(Latency::of(latencies)),
-        };
-        Row::measured(scenario, None, "1 thread".to_owned(), &measured)
-    };
     eprintln!("{:<58} done", Scenario::PluginLoadCached.label());
     Ok(vec![
         row(Scenario::PluginsOnPath, &mut on_path),
         row(Scenario::PluginsInAll, &mut in_all),
-        loads(Scenario::PluginLoadCompiled, &mut compiled),
-        loads(Scenario::PluginLoadCached, &mut cached),
+        row(Scenario::PluginLoadCompiled, &mut compiled),
+        row(Scenario::PluginLoadCached, &mut cached),
     ])
+}
+
+/// A row of operations timed one after another on one thread.
+fn row(scenario: Scenario, latencies: &mut [Duration]) -> Row {
+    let count = u64::try_from(latencies.len()).unwrap_or(u64::MAX);
+    let busy: Duration = latencies.iter().sum();
+    let measured = Measured {
+        requests: count,
+        failed: 0,
+        per_second: super::load::per_second(count, busy),
+        latency: Some(Latency::of(latencies)),
+    };
+    Row::measured(scenario, None, "1 thread".to_owned(), &measured)
 }
 
 /// How long loading the built-in card plugin takes: compiled each time, and from a warm
