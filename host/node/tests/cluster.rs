@@ -25,10 +25,7 @@ use support::*;
 /// the end every payment a client was answered for is applied exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_join_leave_and_die_under_load_and_no_payment_is_lost_or_doubled() {
-    let nats = NatsServer::start(None).expect("nats-server");
-    let workdir = tempfile::tempdir().unwrap();
-    let db = Backend::Postgres.fresh_database(workdir.path());
-    let ledger = funded_ledger(&db).await;
+    let Stage { nats, workdir, db, ledger } = Stage::new(Backend::Postgres).await;
     let start = |name: &str| Member::start(&nats, &db, name, workdir.path());
     let (one, two, three) = (start("one"), start("two"), start("three"));
     let settled = converged(&[&one, &two, &three]).await;
@@ -77,10 +74,7 @@ async fn members_join_leave_and_die_under_load_and_no_payment_is_lost_or_doubled
 /// is refused by the ledger (fenced), and nothing is applied twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_owner_that_resumes_cannot_post_after_its_successor() {
-    let nats = NatsServer::start(None).expect("nats-server");
-    let workdir = tempfile::tempdir().unwrap();
-    let db = Backend::Postgres.fresh_database(workdir.path());
-    let ledger = funded_ledger(&db).await;
+    let Stage { nats, workdir, db, ledger } = Stage::new(Backend::Postgres).await;
     let old = Member::start(&nats, &db, "old", workdir.path());
     converged(&[&old]).await;
     old.signal("-STOP");
@@ -193,10 +187,7 @@ async fn a_frozen_durable_owner_acknowledges_nothing_it_did_not_post() {
 /// result and the ledger.
 async fn durable_payments_survive(disrupt: impl Fn(&Member), resume_after: Option<Duration>) {
     const PAYMENTS: usize = 240;
-    let nats = NatsServer::start(None).expect("nats-server");
-    let workdir = tempfile::tempdir().unwrap();
-    let db = Backend::Postgres.fresh_database(workdir.path());
-    let ledger = funded_ledger(&db).await;
+    let Stage { nats, workdir, db, ledger } = Stage::new(Backend::Postgres).await;
     let config = write_config(workdir.path(), "[delivery]\ndurable = true\n");
     let start = |name: &str| Member::start_with(&nats.url(), &db, name, workdir.path(), &["--config", &config]);
     let (survivor, victim) = (start("survivor"), start("victim"));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use wasmpay_plugin_host::manifest::sha256_hex;
 use wasmpay_protocol::Status;
-use wasmpay_tests::{Backend, NatsServer};
+use wasmpay_tests::Backend;
 
 mod support;
 
@@ -106,10 +106,7 @@ async fn census(member: &Member) -> (u64, u64) {
 /// within the bound; and the versions and instances alive do not grow with the swaps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_roll_out_and_back_under_load_without_failing_a_payment() {
-    let nats = NatsServer::start(None).expect("nats-server");
-    let workdir = tempfile::tempdir().unwrap();
-    let db = Backend::Postgres.fresh_database(workdir.path());
-    let ledger = funded_ledger(&db).await;
+    let Stage { nats, workdir, db, ledger } = Stage::new(Backend::Postgres).await;
     let one = Member::start(&nats, &db, "one", workdir.path());
     let two = Member::start(&nats, &db, "two", workdir.path());
     converged(&[&one, &two]).await;
@@ -198,10 +195,7 @@ async fn versions_roll_out_and_back_under_load_without_failing_a_payment() {
 /// serving before keeps deciding payments.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_versions_are_refused_and_the_serving_one_stays() {
-    let nats = NatsServer::start(None).expect("nats-server");
-    let workdir = tempfile::tempdir().unwrap();
-    let db = Backend::Sqlite.fresh_database(workdir.path());
-    let ledger = funded_ledger(&db).await;
+    let Stage { nats, workdir, db, ledger } = Stage::new(Backend::Sqlite).await;
     // A configured pipeline needs `card`: the node cannot stop serving it.
     let config = write_config(workdir.path(), "[methods.card]\nvalidators = [\"card\"]\nfee = \"card\"\n");
     let node = Member::start_with(&nats.url(), &db, "node", workdir.path(), &["--config", &config]);
@@ -282,10 +276,7 @@ async fn bad_versions_are_refused_and_the_serving_one_stays() {
 /// overwritten in place, under load, and retires it when they are removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watched_directory_swaps_a_plugin_replaced_in_place() {
-    let nats = NatsServer::start(None).expect("nats-server");
-    let workdir = tempfile::tempdir().unwrap();
-    let db = Backend::Sqlite.fresh_database(workdir.path());
-    let ledger = funded_ledger(&db).await;
+    let Stage { nats, workdir, db, ledger } = Stage::new(Backend::Sqlite).await;
     let directory = workdir.path().join("plugins");
     std::fs::create_dir(&directory).unwrap();
     let write = |component: &[u8], manifest: &str| {
@@ -366,10 +357,7 @@ const QUARANTINE_AFTER_FOUR: &str = "[sandbox.quarantine]\nfailure_percent = 50\
 /// operator re-enables it with `wasmpay plugin activate`, and it decides payments again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_version_is_quarantined_until_the_operator_reenables_it() {
-    let nats = NatsServer::start(None).expect("nats-server");
-    let workdir = tempfile::tempdir().unwrap();
-    let db = Backend::Sqlite.fresh_database(workdir.path());
-    let ledger = funded_ledger(&db).await;
+    let Stage { nats, workdir, db, ledger } = Stage::new(Backend::Sqlite).await;
     let config = write_config(workdir.path(), QUARANTINE_AFTER_FOUR);
     let node = Member::start_with(&nats.url(), &db, "node", workdir.path(), &["--config", &config]);
     converged(&[&node]).await;

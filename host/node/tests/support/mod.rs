@@ -17,7 +17,7 @@ use wasmpay_ledger::{Ledger, NewAccount};
 use wasmpay_protocol::money::MinorUnits;
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
 use wasmpay_protocol::{Reply, Status};
-use wasmpay_tests::{NatsCluster, NatsServer, card};
+use wasmpay_tests::{Backend, NatsCluster, NatsServer, card};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_wasmpay");
 pub const TOKEN: &str = "cluster-secret";
@@ -309,4 +309,23 @@ pub fn write_config(workdir: &Path, text: &str) -> String {
     let path = workdir.join("wasmpay.toml");
     std::fs::write(&path, text).unwrap();
     path.to_string_lossy().into_owned()
+}
+
+/// What most tests start from: a private NATS server, a work directory, and a fresh ledger on
+/// a backend with [`PAYERS`] funded payers and a shop.
+pub struct Stage {
+    pub nats: NatsServer,
+    pub workdir: tempfile::TempDir,
+    pub db: String,
+    pub ledger: Ledger,
+}
+
+impl Stage {
+    pub async fn new(backend: Backend) -> Stage {
+        let nats = NatsServer::start(None).expect("nats-server");
+        let workdir = tempfile::tempdir().unwrap();
+        let db = backend.fresh_database(workdir.path());
+        let ledger = funded_ledger(&db).await;
+        Stage { nats, workdir, db, ledger }
+    }
 }
