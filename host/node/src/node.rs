@@ -297,8 +297,8 @@ impl Node {
         if let Err(error) = self.http.await {
             tracing::error!(%error, "http task failed");
         }
-        // They end at the shutdown signal; a load in progress finishes first (bounded by the
-        // sandbox's limits and the store's transfer timeout).
+        // They end at the shutdown signal, without waiting for a load in progress (it finishes
+        // on its blocking thread).
         for task in self.plugin_tasks {
             let _ = task.await;
         }

@@ -60,7 +60,12 @@ pub fn watch(
                 () = tokio::time::sleep(POLL_INTERVAL) => {}
                 () = shutdown::requested(&mut shutdown) => return,
             }
-            poll(&directory, &mut seen, &host, &metrics).await;
+            // A poll may wait for a compile and self-test; shutdown does not wait for it (the
+            // load finishes on its blocking thread, into a node that is stopping).
+            tokio::select! {
+                () = poll(&directory, &mut seen, &host, &metrics) => {}
+                () = shutdown::requested(&mut shutdown) => return,
+            }
         }
     })
 }
