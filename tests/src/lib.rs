@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use wasmpay::config::Config;
-use wasmpay::node::{Node, NodeSettings, builtin_plugins};
+use wasmpay_node::config::Config;
+use wasmpay_node::node::{Node, NodeSettings, builtin_plugins};
 use wasmpay_ledger::Ledger;
 use wasmpay_plugin_host::PluginSource;
 use wasmpay_protocol::Reply;
@@ -196,7 +196,7 @@ impl Harness {
     pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
         let url = format!("{}{path}", self.http());
         let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
-        let (status, text) = wasmpay::client::http_call(method, &url, TOKEN, body).await.unwrap();
+        let (status, text) = wasmpay_node::client::http_call(method, &url, TOKEN, body).await.unwrap();
         (status.as_u16(), text)
     }
 

@@ -11,7 +11,7 @@ async fn v1_refuses_calls_without_the_right_token_and_changes_nothing() {
     let url = format!("{}/v1/accounts", harness.http());
     let body = Some(json!({"id": "mallory", "currency": "EUR"}));
     for token in ["", "wrong", "test-admin-tokeN"] {
-        let (status, _) = wasmpay::client::http_call(hyper::Method::POST, &url, token, body.clone()).await.unwrap();
+        let (status, _) = wasmpay_node::client::http_call(hyper::Method::POST, &url, token, body.clone()).await.unwrap();
         assert_eq!(status.as_u16(), 401, "token {token:?}");
     }
     let (status, _) = harness.api("GET", "/v1/accounts/mallory", None).await;
@@ -73,7 +73,7 @@ async fn health_readiness_and_metrics_need_no_token() {
         ("/metrics", "wasmpay_ledger_commit_seconds_count 1"),
     ] {
         let url = format!("{}{path}", harness.http());
-        let (status, body) = wasmpay::client::http_call(hyper::Method::GET, &url, "", None).await.unwrap();
+        let (status, body) = wasmpay_node::client::http_call(hyper::Method::GET, &url, "", None).await.unwrap();
         assert_eq!(status.as_u16(), 200, "{path}");
         assert!(body.contains(needle), "{path}: {body}");
     }

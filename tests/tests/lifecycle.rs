@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use wasmpay::api::HttpLimits;
-use wasmpay::config::Config;
+use wasmpay_node::api::HttpLimits;
+use wasmpay_node::config::Config;
 use wasmpay_protocol::{Code, Status};
 use wasmpay_tests::{Harness, card};
 
@@ -70,7 +70,7 @@ async fn idle_connections_cannot_lock_out_the_health_check() {
     let started = Instant::now();
     loop {
         let url = format!("{}/healthz", harness.http());
-        if let Ok((status, _)) = wasmpay::client::http_call(hyper::Method::GET, &url, "", None).await
+        if let Ok((status, _)) = wasmpay_node::client::http_call(hyper::Method::GET, &url, "", None).await
             && status == 200
         {
             break;

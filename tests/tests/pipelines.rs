@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::json;
-use wasmpay::config::Config;
+use wasmpay_node::config::Config;
 use wasmpay_plugin_host::{MethodSettings, PluginSettings};
 use wasmpay_protocol::money::FeeBearer;
 use wasmpay_protocol::{Code, Status};

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use wasmpay::config::Config;
+use wasmpay_node::config::Config;
 use wasmpay_plugin_host::SandboxSettings;
 use wasmpay_protocol::{Code, Status};
 use wasmpay_tests::{Harness, card};

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
 
-use wasmpay::metrics::Metrics;
-use wasmpay::node::builtin_plugins;
+use wasmpay_node::metrics::Metrics;
+use wasmpay_node::node::builtin_plugins;
 use wasmpay_ledger::{Ledger, NewAccount, Transfer, TransferKind, external_account};
 use wasmpay_plugin_host::{Instances, PaymentInput, PluginRuntime, PluginSource, SandboxSettings, load_pipelines};
 use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
@@ -57,7 +57,7 @@ fn plugin_pipeline(method: &str, details: &str) -> (Duration, Duration) {
              "method":"{method}","details":{details}}}"#
     );
     let request = wasmpay_protocol::decode(body.as_bytes()).unwrap();
-    let input = PaymentInput::new(&request, wasmpay::clock::unix_ms());
+    let input = PaymentInput::new(&request, wasmpay_node::clock::unix_ms());
     let mut instances = Instances::new(Arc::clone(&runtime), Arc::new(Metrics::default()));
     instances.run(pipeline, &input).unwrap();
     instances.replenish(pipeline);

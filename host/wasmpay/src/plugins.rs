@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use serde_json::{Value, json};
-use wasmpay::client::http_call_within;
+use wasmpay_node::client::http_call_within;
 use wasmpay_plugin_host::Manifest;
 use wasmpay_plugin_host::manifest::sha256_hex;
 

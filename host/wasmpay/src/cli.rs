@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use wasmpay::client::{cluster_info, http_call, request};
-use wasmpay::cluster::ClusterView;
-use wasmpay::config::Config;
-use wasmpay::node::{Node, NodeSettings, builtin_plugins};
+use wasmpay_node::client::{cluster_info, http_call, request};
+use wasmpay_node::cluster::ClusterView;
+use wasmpay_node::config::Config;
+use wasmpay_node::node::{Node, NodeSettings, builtin_plugins};
 use wasmpay_ledger::Ledger;
 use wasmpay_plugin_host::directory_sources;
 use wasmpay_protocol::routing::{AccountId, DEFAULT_PARTITIONS, Partitioner, subjects};
@@ -33,7 +33,7 @@ enum Command {
     /// Run a node.
     Serve(ServeArgs),
     /// Run a node on embedded defaults, pay a few hundred payments through it, print a summary.
-    Demo(crate::demo::DemoArgs),
+    Demo(wasmpay_tools::demo::DemoArgs),
     /// Send one payment over NATS and print the reply.
     Pay(PayArgs),
     /// Open, show or fund accounts through a node's HTTP API.
@@ -51,7 +51,7 @@ enum Command {
     Plugin(PluginCommand),
     /// Measure the node, the ledger and the plugins beside their baselines (private NATS,
     /// SQLite and PostgreSQL, pgbench), in one run.
-    Bench(crate::bench::BenchArgs),
+    Bench(wasmpay_tools::bench::BenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -282,14 +282,14 @@ fn init_tracing(verbose: bool) {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(args).await,
-        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Demo(args) => wasmpay_tools::demo::run(args).await,
         Command::Pay(args) => pay(args).await,
         Command::Account(command) => account(command).await,
         Command::Ledger(LedgerCommand::Verify { db }) => verify(&db).await,
         Command::Cluster(ClusterCommand::Status { api }) => cluster_status(&api).await,
         Command::Cluster(ClusterCommand::Unbind { nats }) => cluster_unbind(&nats).await,
         Command::Plugin(command) => crate::plugins::run(command).await,
-        Command::Bench(args) => crate::bench::run(args).await,
+        Command::Bench(args) => wasmpay_tools::bench::run(args).await,
     }
 }
 
@@ -349,7 +349,7 @@ async fn cluster_status(api: &ApiArgs) -> anyhow::Result<()> {
 
 async fn cluster_unbind(nats: &str) -> anyhow::Result<()> {
     let client = async_nats::connect(nats).await.with_context(|| format!("connecting to {nats}"))?;
-    match wasmpay::cluster::unbind(client).await? {
+    match wasmpay_node::cluster::unbind(client).await? {
         Some(ledger) => println!("unbound ledger {ledger}: the next node to start binds {nats} to its ledger"),
         None => println!("{nats} is not bound to a ledger"),
     }

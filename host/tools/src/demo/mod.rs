@@ -15,9 +15,9 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde_json::json;
 
-use wasmpay::client::{ClientError, cluster_info, request};
-use wasmpay::clock;
-use wasmpay::node::{Node, NodeSettings};
+use wasmpay_node::client::{ClientError, cluster_info, request};
+use wasmpay_node::clock;
+use wasmpay_node::node::{Node, NodeSettings};
 use wasmpay_ledger::{Audit, Ledger, NewAccount, external_account, fee_account};
 use wasmpay_protocol::money::{Currency, MinorUnits};
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use futures::StreamExt;
-use wasmpay::clock;
+use wasmpay_node::clock;
 use wasmpay_ledger::{Deposited, Ledger, NewAccount};
 use wasmpay_protocol::money::{Currency, MinorUnits};
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};

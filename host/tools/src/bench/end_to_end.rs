@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use bytes::Bytes;
 use serde_json::json;
-use wasmpay::node::{Node, NodeSettings};
+use wasmpay_node::node::{Node, NodeSettings};
 use wasmpay_protocol::PROTOCOL_VERSION;
 use wasmpay_protocol::routing::Partitioner;
 

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use wasmpay::clock;
-use wasmpay::config::Config;
-use wasmpay::metrics::Metrics;
-use wasmpay::node::builtin_plugins;
+use wasmpay_node::clock;
+use wasmpay_node::config::Config;
+use wasmpay_node::metrics::Metrics;
+use wasmpay_node::node::builtin_plugins;
 use wasmpay_plugin_host::{Instances, PaymentInput, PluginRuntime, SandboxSettings, Verdict, load_pipelines};
 
 use super::load::{Latency, Measured};

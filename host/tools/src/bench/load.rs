@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
 use tokio::time::Instant;
-use wasmpay::client::request;
+use wasmpay_node::client::request;
 use wasmpay_protocol::{Reply, Status};
 
 /// Subject prefix of the no-op responder.

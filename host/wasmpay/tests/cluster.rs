@@ -124,7 +124,7 @@ async fn nodes_on_different_ledgers_never_share_partitions() {
     let refused = |member: &Member| {
         let url = format!("http://{}/readyz", member.http);
         async move {
-            let (status, body) = wasmpay::client::http_call(Method::GET, &url, TOKEN, None).await.unwrap();
+            let (status, body) = wasmpay_node::client::http_call(Method::GET, &url, TOKEN, None).await.unwrap();
             (status.as_u16() == 503 && body.contains("bound to ledger")).then_some(body)
         }
     };

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::Method;
-use wasmpay::cluster::ClusterView;
+use wasmpay_node::cluster::ClusterView;
 use wasmpay_ledger::{Ledger, NewAccount};
 use wasmpay_protocol::money::MinorUnits;
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
@@ -84,7 +84,7 @@ impl Member {
 
     pub async fn get(&self, path: &str) -> Option<String> {
         let url = format!("http://{}{path}", self.http);
-        match wasmpay::client::http_call(Method::GET, &url, TOKEN, None).await {
+        match wasmpay_node::client::http_call(Method::GET, &url, TOKEN, None).await {
             Ok((status, body)) if status.is_success() => Some(body),
             _ => None,
         }

@@ -2,7 +2,7 @@
 //! (the command, the version, the cores, the durability of each backend), as a table or JSON.
 
 use serde::Serialize;
-use wasmpay::config::Config;
+use wasmpay_node::config::Config;
 use wasmpay_ledger::Durability;
 
 use super::load::{Latency, Measured};

@@ -4,8 +4,8 @@
 //! PostgreSQL does with a textbook small write transaction.
 
 use anyhow::Context;
-use wasmpay::clock;
-use wasmpay::config::Config;
+use wasmpay_node::clock;
+use wasmpay_node::config::Config;
 use wasmpay_ledger::{Decision, Ledger, Recorded, Transfer, TransferKind};
 use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::{AccountId, DEFAULT_PARTITIONS, Partitioner};
