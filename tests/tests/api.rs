@@ -11,7 +11,8 @@ async fn v1_refuses_calls_without_the_right_token_and_changes_nothing() {
     let url = format!("{}/v1/accounts", harness.http());
     let body = Some(json!({"id": "mallory", "currency": "EUR"}));
     for token in ["", "wrong", "test-admin-tokeN"] {
-        let (status, _) = wasmpay_node::client::http_call(hyper::Method::POST, &url, token, body.clone()).await.unwrap();
+        let (status, _) =
+            wasmpay_node::client::http_call(hyper::Method::POST, &url, token, body.clone()).await.unwrap();
         assert_eq!(status.as_u16(), 401, "token {token:?}");
     }
     let (status, _) = harness.api("GET", "/v1/accounts/mallory", None).await;
@@ -187,7 +188,16 @@ async fn a_permanent_ledger_condition_is_not_answered_as_retryable() {
         let account = harness.ledger.account(&id).await.unwrap().unwrap();
         for deposit in 0..512 {
             let amount = wasmpay_protocol::money::MinorUnits::payment_amount(largest).unwrap();
-            harness.ledger.deposit(&format!("fill-{index}-{deposit}"), &account, amount, 0).await.unwrap();
+            harness
+                .ledger
+                .deposit(
+                    &wasmpay_protocol::PaymentId::new(format!("fill-{index}-{deposit}")).unwrap(),
+                    &account,
+                    amount,
+                    0,
+                )
+                .await
+                .unwrap();
         }
     }
     let (status, body) = harness

@@ -2,76 +2,12 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
-
-use super::store::on_store;
-use super::{Ledger, LedgerError, external_account, fee_account, parse_account_id, parse_currency};
-use wasmpay_protocol::money::{Currency, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
 
-/// What an account is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AccountKind {
-    /// A client's account: pays and is paid.
-    Customer,
-    /// Collects the fees of one currency.
-    Fees,
-    /// Where deposits come from; no floor.
-    External,
-}
-
-impl AccountKind {
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            AccountKind::Customer => "customer",
-            AccountKind::Fees => "fees",
-            AccountKind::External => "external",
-        }
-    }
-
-    fn parse(kind: &str) -> Result<AccountKind, LedgerError> {
-        match kind {
-            "customer" => Ok(AccountKind::Customer),
-            "fees" => Ok(AccountKind::Fees),
-            "external" => Ok(AccountKind::External),
-            other => Err(LedgerError::Corrupt(format!("account kind `{other}`"))),
-        }
-    }
-}
-
-/// An account and its balance.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Account {
-    /// Account id.
-    #[serde(serialize_with = "serialize_id")]
-    pub id: AccountId,
-    /// The only currency it holds.
-    pub currency: Currency,
-    /// Minor units.
-    pub balance: MinorUnits,
-    /// The lowest the balance may go; `None` for no floor.
-    pub floor: Option<MinorUnits>,
-    /// What it is for.
-    pub kind: AccountKind,
-}
-
-fn serialize_id<S: serde::Serializer>(id: &AccountId, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(id.as_str())
-}
-
-/// A customer account to open.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewAccount {
-    /// Account id (not starting with `_`, which is reserved for the ledger's own accounts).
-    pub id: AccountId,
-    /// Its currency.
-    pub currency: Currency,
-    /// Its floor: 0 for a plain account, negative for a credit line.
-    pub floor: MinorUnits,
-}
-
-pub(super) type AccountRow = (String, String, i64, Option<i64>, String);
+use crate::Ledger;
+use crate::account::{Account, AccountKind, NewAccount, external_account, fee_account};
+use crate::error::LedgerError;
+use crate::store::on_store;
 
 impl Ledger {
     /// Opens a customer account, and the fee and external accounts of its currency if this is
@@ -128,19 +64,4 @@ impl Ledger {
             backend.accounts_in(&mut connection, ids).await
         })
     }
-}
-
-/// Rows of [`AccountRow`] as accounts by id: what every backend's account read returns.
-pub(super) fn accounts_by_id(rows: Vec<AccountRow>) -> Result<HashMap<AccountId, Account>, LedgerError> {
-    rows.into_iter().map(|row| account_from_row(row).map(|account| (account.id.clone(), account))).collect()
-}
-
-fn account_from_row((id, currency, balance, floor, kind): AccountRow) -> Result<Account, LedgerError> {
-    Ok(Account {
-        id: parse_account_id(id)?,
-        currency: parse_currency(&currency)?,
-        balance: MinorUnits(balance),
-        floor: floor.map(MinorUnits),
-        kind: AccountKind::parse(&kind)?,
-    })
 }

@@ -3,7 +3,9 @@
 //! in arrival order inside one write transaction, commits once, and only then answers every
 //! transfer of the batch. One fsync serves the whole batch.
 //!
-//! The batch is read and written with a handful of set-based statements (`batch`). A transfer
+//! The batch is read and written with a handful of set-based statements (`store`) and decided
+//! in between by pure code (`decision`); the replies were rendered by the callers before they
+//! submitted, so nothing but the ledger's own code runs while the transaction is open. A transfer
 //! that cannot be recorded (a balance that would overflow) fails alone and writes nothing; a
 //! payment that would cross a floor is a decision, not a failure, and declines alone. If the
 //! commit itself fails, nothing of the batch is posted and every transfer in it is answered
@@ -17,12 +19,15 @@ use std::collections::{BTreeSet, HashSet};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::routing::AccountId;
 
-use super::batch::{self, Keys};
-use super::record::{Decision, Recorded, Transfer};
-use super::store::{Store, Transaction};
-use super::{Ledger, LedgerError, LedgerSettings};
+use crate::Ledger;
+use crate::decision::{self, Keys, Writes};
+use crate::error::LedgerError;
+use crate::settings::LedgerSettings;
+use crate::store::{Store, Transaction};
+use crate::transfer::{Recorded, Replies, Transfer};
 
 /// Transfers that may wait for the committer before `record` itself waits.
 const QUEUE_DEPTH: usize = 4_096;
@@ -45,26 +50,19 @@ pub trait CommitObserver: Send + Sync + std::fmt::Debug {
     fn batch_fenced(&self, partitions: &[u32]);
 }
 
-/// Renders the reply of a transfer once the ledger has decided it.
-pub type Render = Box<dyn FnOnce(Decision) -> String + Send>;
-
 /// One transfer waiting for its batch.
-pub(super) struct Job {
+pub(crate) struct Job {
     transfer: Transfer,
-    render: Render,
+    replies: Replies,
     answer: oneshot::Sender<Result<Recorded, LedgerError>>,
 }
 
 impl Ledger {
-    /// Records `transfer` once, in the next batch. `render` turns the decision into the reply
-    /// to store and send: it runs inside the transaction, so the stored reply is exactly the
-    /// one the client gets. Returns after the batch committed (or failed).
-    pub async fn record(
-        &self,
-        transfer: Transfer,
-        render: impl FnOnce(Decision) -> String + Send + 'static,
-    ) -> Result<Recorded, LedgerError> {
-        self.submit(transfer, render).await?.await
+    /// Records `transfer` once, in the next batch, storing the one of `replies` that its
+    /// decision picks: the stored reply is exactly the one the caller gets back, and a retry
+    /// with the same id gets it too. Returns after the batch committed (or failed).
+    pub async fn record(&self, transfer: Transfer, replies: Replies) -> Result<Recorded, LedgerError> {
+        self.submit(transfer, replies).await?.await
     }
 
     /// [`Ledger::record`] in two steps: this call returns once the transfer is queued for a
@@ -76,17 +74,17 @@ impl Ledger {
     pub async fn submit(
         &self,
         transfer: Transfer,
-        render: impl FnOnce(Decision) -> String + Send + 'static,
+        replies: Replies,
     ) -> Result<impl Future<Output = Result<Recorded, LedgerError>> + Send + 'static, LedgerError> {
         let (answer, answered) = oneshot::channel();
-        let job = Job { transfer, render: Box::new(render), answer };
+        let job = Job { transfer, replies, answer };
         self.committer.send(job).await.map_err(|_| LedgerError::Closed)?;
         Ok(async move { answered.await.map_err(|_| LedgerError::Closed)? })
     }
 }
 
 /// Starts the committer task of `store`; it ends when every sender is gone.
-pub(super) fn start(
+pub(crate) fn start(
     store: Store,
     settings: LedgerSettings,
     observer: Option<Arc<dyn CommitObserver>>,
@@ -127,7 +125,7 @@ async fn commit_batches(
 
 /// A batch being written and committed while the next one is prepared.
 struct Committing {
-    ids: HashSet<String>,
+    ids: HashSet<PaymentId>,
     /// Accounts it credits through sub-balances, which it does not lock.
     credited: HashSet<AccountId>,
     task: JoinHandle<()>,
@@ -176,9 +174,9 @@ async fn wait_for(committing: Option<Committing>) {
 
 /// A batch read, locked and decided: what is left is to write, commit and answer it.
 struct Prepared {
-    ids: HashSet<String>,
+    ids: HashSet<PaymentId>,
     transaction: Transaction,
-    writes: batch::Writes,
+    writes: Writes,
     outcomes: Vec<Result<Recorded, LedgerError>>,
     answers: Vec<oneshot::Sender<Result<Recorded, LedgerError>>>,
 }
@@ -186,8 +184,8 @@ struct Prepared {
 /// Reads, locks and decides a batch; on failure answers every transfer in it and returns
 /// `None`.
 async fn prepare(store: &Store, batch: Vec<Job>) -> Option<Prepared> {
-    let (jobs, answers): (Vec<(Transfer, Render)>, Vec<_>) =
-        batch.into_iter().map(|job| ((job.transfer, job.render), job.answer)).unzip();
+    let (jobs, answers): (Vec<(Transfer, Replies)>, Vec<_>) =
+        batch.into_iter().map(|job| ((job.transfer, job.replies), job.answer)).unzip();
     let keys = Keys::of(jobs.iter().map(|(transfer, _)| transfer));
     let begun = tokio::time::timeout(BATCH_TIMEOUT, store.begin_batch(&keys)).await;
     let (transaction, existing, accounts, held, fences) = match begun {
@@ -201,15 +199,7 @@ async fn prepare(store: &Store, batch: Vec<Job>) -> Option<Prepared> {
             return None;
         }
     };
-    // `decide` runs callers' code (the reply renderers): a panic there must fail this batch,
-    // not end the committer and with it every later write.
-    let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        batch::decide(jobs, existing, accounts, &held, &fences)
-    }));
-    let Ok((outcomes, writes)) = decided else {
-        fail_all(answers, "could not be decided", &"a reply renderer panicked");
-        return None;
-    };
+    let (outcomes, writes) = decision::decide(jobs, existing, accounts, &held, &fences);
     let ids = keys.ids.into_iter().collect();
     Some(Prepared { ids, transaction, writes, outcomes, answers })
 }

@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{Ledger, LedgerError, store};
+use crate::Ledger;
+use crate::error::LedgerError;
+use crate::store;
 
 impl Ledger {
     /// Claims `partitions` for a new owner before it serves them, and returns each one's

@@ -2,7 +2,11 @@
 
 use serde_json::json;
 
-use super::{Account, Ledger, LedgerError, Recorded, Transfer, TransferKind, external_account};
+use crate::Ledger;
+use crate::account::{Account, external_account};
+use crate::error::LedgerError;
+use crate::transfer::{Recorded, Replies, Transfer, TransferKind};
+use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::money::{FeeBearer, MinorUnits};
 
 /// What [`Ledger::deposit`] did.
@@ -21,7 +25,7 @@ impl Ledger {
     /// a retry with the same id, account and amount returns the stored receipt.
     pub async fn deposit(
         &self,
-        id: &str,
+        id: &PaymentId,
         account: &Account,
         amount: MinorUnits,
         now_ms: i64,
@@ -31,7 +35,7 @@ impl Ledger {
                              "currency": account.currency.code()})
         .to_string();
         let transfer = Transfer {
-            id: id.to_owned(),
+            id: id.clone(),
             kind: TransferKind::Deposit,
             request_hash: request_hash.clone(),
             payer: external_account(account.currency),
@@ -44,9 +48,11 @@ impl Ledger {
             partition: None,
             lease_token: None,
             now_ms,
-            declined_by_plugin: false,
         };
-        Ok(match self.record(transfer, move |_| receipt).await? {
+        // The external account has no floor, so a deposit is always approved; the receipt
+        // stands for both replies all the same.
+        let replies = Replies::Posting { approved: receipt.clone(), insufficient_funds: receipt };
+        Ok(match self.record(transfer, replies).await? {
             Recorded::New { reply, .. } => Deposited::New(reply),
             Recorded::Existing { request_hash: recorded, reply } if recorded == request_hash => {
                 Deposited::Replayed(reply)

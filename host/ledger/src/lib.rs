@@ -10,139 +10,50 @@
 //! code: balances below a floor, zero entries and unknown accounts are refused by constraints
 //! too.
 //!
-//! Layout: [`accounts`] opens and reads accounts; `fencing` keeps partition owners apart; [`record`] says what a transfer is and
-//! what the ledger decided; [`funding`] posts deposits; [`queries`] reads payments and audits
-//! the books; `store` is the backend boundary, with `sqlite` and `postgres` below it; `schema`
-//! holds both backends' migrations. Money and account ids come from `wasmpay-protocol`;
-//! nothing here knows about plugins, NATS or HTTP.
+//! Layout, from the top down (a module imports only modules below it):
+//! - this file: the [`Ledger`] handle (open, probe, close);
+//! - operations on it: `commit` (group commit: [`Ledger::record`] and [`Ledger::submit`]),
+//!   `accounts` (open and read accounts), `funding` (deposits), `fencing` (partition claims,
+//!   the ledger's identity), `queries` (a recorded payment, the audit of the books);
+//! - `store`: the backend boundary, one `Store` over `store::sqlite` or
+//!   `store::postgres`, which share row shapes and SQL fragments (`store::sql`) and their
+//!   migrations (`store::schema`);
+//! - `decision`: one batch decided in memory, pure code with no I/O;
+//! - the types everything above decides on and stores: `transfer` (a transfer, the replies its
+//!   caller stores with it, the decision, the entries' rule), `account`, `settings`, `error`.
+//!
+//! Money and account ids come from `wasmpay-protocol`; nothing here knows about plugins, NATS
+//! or HTTP. The ledger runs no caller code: a caller renders a transfer's replies before
+//! submitting it ([`Replies`]), and the ledger stores the one its decision picks.
 
-pub mod accounts;
-mod batch;
+mod account;
+mod accounts;
 mod commit;
+mod decision;
+mod error;
 mod fencing;
-pub mod funding;
-mod postgres;
-pub mod queries;
-pub mod record;
-mod schema;
-mod sqlite;
+mod funding;
+mod queries;
+mod settings;
 mod store;
+mod transfer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmpay_protocol::money::{Currency, MinorUnits};
-use wasmpay_protocol::routing::AccountId;
-
-pub use accounts::{Account, AccountKind, NewAccount};
-pub use commit::{CommitObserver, Render};
+pub use account::{Account, AccountKind, NewAccount, external_account, fee_account};
+pub use commit::CommitObserver;
+pub use error::LedgerError;
 pub use funding::Deposited;
 pub use queries::{Audit, StoredPayment};
-pub use record::{Decision, Recorded, Transfer, TransferKind};
-
-/// How the ledger writes (`[ledger]` in `wasmpay.toml`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LedgerSettings {
-    /// Transfers in one batch (one transaction, one fsync) at most.
-    pub batch_size_max: usize,
-    /// How long a batch may wait for more transfers once it has one, in microseconds. 0
-    /// takes only what is already waiting: while one batch commits the next one fills up,
-    /// so batches grow with the load and a lone payment waits for nobody.
-    pub batch_delay_us_max: u64,
-    /// When a commit reaches the disk.
-    pub synchronous: Durability,
-}
-
-impl Default for LedgerSettings {
-    fn default() -> Self {
-        LedgerSettings { batch_size_max: 512, batch_delay_us_max: 0, synchronous: Durability::Full }
-    }
-}
-
-/// When a commit is durable: SQLite's `synchronous` (WAL), PostgreSQL's `synchronous_commit`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Durability {
-    /// Every commit is fsynced before it is answered: an acknowledged payment survives a power
-    /// cut. Group commit is how throughput is bought back, not a weaker sync.
-    #[default]
-    Full,
-    /// Commits are flushed later: faster, but the last commits before a power cut (SQLite:
-    /// WAL synced at checkpoints only) or a database server crash (PostgreSQL:
-    /// `synchronous_commit = off`) can be lost although they were answered. Never corrupts.
-    Normal,
-}
+pub use settings::{Durability, LedgerSettings};
+pub use transfer::{Decision, Recorded, Replies, StoredReply, Transfer, TransferKind};
 
 /// When the ledger last probed a write, and what it found.
 type Probe = (Instant, Result<(), String>);
 
 /// How often [`Ledger::writable`] may really write.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A failure of the ledger itself, as opposed to a payment it declined.
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
-    /// The database failed or is unreachable. Nothing was committed.
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The schema could not be brought up to date.
-    #[error("migration failed: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
-    /// An account with this id already exists with a different currency or floor.
-    #[error("account `{0}` already exists with different terms")]
-    AccountExists(String),
-    /// No such account.
-    #[error("unknown account `{0}`")]
-    UnknownAccount(String),
-    /// An account of the transfer holds another currency.
-    #[error("account `{account}` holds {holds}")]
-    CurrencyMismatch {
-        /// The account.
-        account: String,
-        /// The currency it holds.
-        holds: Currency,
-    },
-    /// A balance would leave the 64-bit range.
-    #[error("balance overflow on account `{0}`")]
-    Overflow(String),
-    /// Stored data that this code cannot have written.
-    #[error("corrupt ledger data: {0}")]
-    Corrupt(String),
-    /// The transfer itself breaks the ledger's rules (a caller's bug): a non-positive amount,
-    /// a negative fee, or two postings to one account.
-    #[error("invalid transfer: {0}")]
-    Invalid(String),
-    /// The batch this transfer was in did not commit; nothing of it was posted.
-    #[error("the ledger batch did not commit: {0}")]
-    BatchFailed(String),
-    /// The ledger is closing.
-    #[error("the ledger is closed")]
-    Closed,
-    /// A transfer carried a lease token older than the newest the ledger has seen for its
-    /// partition: another node owns the partition now. Nothing of it was posted (nor of its
-    /// batch, if a claim committed while the batch was being written).
-    #[error("fenced: partitions {0:?} have a newer lease owner")]
-    Fenced(Vec<u32>),
-    /// There is no ledger at this URL (and nothing was created).
-    #[error("no ledger at {0}")]
-    NoLedger(String),
-    /// The database URL names no backend this ledger has.
-    #[error("unsupported database `{0}:`: use sqlite://… or postgres://…")]
-    UnsupportedUrl(String),
-}
-
-impl LedgerError {
-    /// Whether trying again later can succeed: the database was unreachable, busy or out of
-    /// space, or another node owns the partition now (a retry reaches it). Everything else is permanent for the same request (a balance that would leave
-    /// the 64-bit range stays out of range), and a client must not be told to retry it.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            LedgerError::Database(_) | LedgerError::BatchFailed(_) | LedgerError::Closed | LedgerError::Fenced(_)
-        )
-    }
-}
 
 /// The ledger, over a pool of database connections.
 #[derive(Clone, Debug)]
@@ -151,21 +62,6 @@ pub struct Ledger {
     committer: tokio::sync::mpsc::Sender<commit::Job>,
     /// The last write probe; held while probing, so concurrent callers share one probe.
     probe: Arc<tokio::sync::Mutex<Option<Probe>>>,
-}
-
-/// The fee account of a currency, credited with every fee.
-pub fn fee_account(currency: Currency) -> AccountId {
-    system_account("fees", currency)
-}
-
-/// The external funding account of a currency, debited by deposits. It has no floor, so its
-/// negative balance is the money that entered the ledger.
-pub fn external_account(currency: Currency) -> AccountId {
-    system_account("external", currency)
-}
-
-fn system_account(kind: &str, currency: Currency) -> AccountId {
-    AccountId::new(format!("_{kind}_{currency}")).unwrap_or_else(|_| unreachable!("system ids are valid"))
 }
 
 impl Ledger {
@@ -232,21 +128,6 @@ impl Ledger {
     pub async fn close(&self) {
         self.store.close().await;
     }
-}
-
-fn parse_currency(code: &str) -> Result<Currency, LedgerError> {
-    code.parse().map_err(|_| LedgerError::Corrupt(format!("currency `{code}`")))
-}
-
-fn parse_account_id(id: String) -> Result<AccountId, LedgerError> {
-    AccountId::new(id).map_err(|error| LedgerError::Corrupt(error.to_string()))
-}
-
-fn checked(
-    account: &AccountId,
-    result: Result<MinorUnits, wasmpay_protocol::money::Overflow>,
-) -> Result<MinorUnits, LedgerError> {
-    result.map_err(|_| LedgerError::Overflow(account.to_string()))
 }
 
 #[cfg(test)]

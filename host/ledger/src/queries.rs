@@ -4,8 +4,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::store::{balance_with_credits, on_store};
-use super::{Ledger, LedgerError};
+use crate::Ledger;
+use crate::error::LedgerError;
+use crate::store::on_store;
+use crate::store::sql::balance_with_credits;
+use crate::transfer::StoredReply;
 
 /// A recorded payment or deposit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -96,10 +99,10 @@ impl Ledger {
     }
 
     /// The fingerprint and reply recorded under `id`: the idempotency check before any work.
-    pub async fn recorded_reply(&self, id: &str) -> Result<Option<(String, String)>, LedgerError> {
+    pub async fn recorded_reply(&self, id: &str) -> Result<Option<StoredReply>, LedgerError> {
         on_store!(&self.store, backend => {
             let mut connection = backend.pool.acquire().await?;
-            Ok(backend.recorded_in(&mut connection, &[id.to_owned()]).await?.remove(id))
+            Ok(backend.recorded_in(&mut connection, &[id]).await?.remove(id))
         })
     }
 

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use super::*;
-use wasmpay_protocol::money::FeeBearer;
+use wasmpay_protocol::PaymentId;
+use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
+use wasmpay_protocol::routing::AccountId;
 
 /// A database a test opens its ledgers on.
 #[derive(Clone, Copy, Debug)]
@@ -106,7 +108,7 @@ async fn open(ledger: &Ledger, account: &str, floor: i64) {
 
 fn transfer(id: &str, payer: &AccountId, payee: &AccountId, amount: i64, fee: i64) -> Transfer {
     Transfer {
-        id: id.to_owned(),
+        id: PaymentId::new(id).expect("a valid id"),
         kind: TransferKind::Payment,
         request_hash: "hash".to_owned(),
         payer: payer.clone(),
@@ -119,13 +121,25 @@ fn transfer(id: &str, payer: &AccountId, payee: &AccountId, amount: i64, fee: i6
         partition: Some(0),
         lease_token: None,
         now_ms: 0,
-        declined_by_plugin: false,
     }
+}
+
+/// Replies that name their decision, so a test can tell which one the ledger stored.
+fn named() -> Replies {
+    Replies::Posting { approved: "Approved".to_owned(), insufficient_funds: "InsufficientFunds".to_owned() }
+}
+
+/// The same reply whatever the decision.
+fn fixed(reply: &str) -> Replies {
+    Replies::Posting { approved: reply.to_owned(), insufficient_funds: reply.to_owned() }
 }
 
 async fn deposit(ledger: &Ledger, deposit_id: &str, account: &str, amount: i64) {
     let account = ledger.account(&id(account)).await.expect("read").expect("exists");
-    let deposited = ledger.deposit(deposit_id, &account, MinorUnits(amount), 0).await.expect("deposit");
+    let deposited = ledger
+        .deposit(&PaymentId::new(deposit_id).expect("a valid id"), &account, MinorUnits(amount), 0)
+        .await
+        .expect("deposit");
     assert!(matches!(deposited, Deposited::New(_)), "{deposited:?}");
 }
 
@@ -139,7 +153,7 @@ async fn a_payment_posts_balanced_entries_and_fees(backend: Backend) {
     open(&ledger, "shop", 0).await;
     deposit(&ledger, "d1", "alice", 10_000).await;
     let (alice, shop) = (id("alice"), id("shop"));
-    let recorded = ledger.record(transfer("p1", &alice, &shop, 1_000, 55), |d| format!("{d:?}")).await;
+    let recorded = ledger.record(transfer("p1", &alice, &shop, 1_000, 55), named()).await;
     assert_eq!(recorded.expect("record"), Recorded::New { decision: Decision::Approved, reply: "Approved".into() });
     assert_eq!(balance(&ledger, "alice").await, 9_000);
     assert_eq!(balance(&ledger, "shop").await, 945);
@@ -157,9 +171,9 @@ async fn a_debit_below_the_floor_declines_only_that_payment(backend: Backend) {
     open(&ledger, "shop", 0).await;
     deposit(&ledger, "d1", "alice", 1_000).await;
     let (alice, shop) = (id("alice"), id("shop"));
-    let first = ledger.record(transfer("p1", &alice, &shop, 1_500, 0), |d| format!("{d:?}")).await.expect("p1");
+    let first = ledger.record(transfer("p1", &alice, &shop, 1_500, 0), named()).await.expect("p1");
     assert!(matches!(first, Recorded::New { decision: Decision::Approved, .. }));
-    let second = ledger.record(transfer("p2", &alice, &shop, 1, 0), |d| format!("{d:?}")).await.expect("p2");
+    let second = ledger.record(transfer("p2", &alice, &shop, 1, 0), named()).await.expect("p2");
     assert!(matches!(second, Recorded::New { decision: Decision::InsufficientFunds, .. }));
     assert_eq!(balance(&ledger, "alice").await, -500);
     assert!(ledger.payment("p2").await.expect("read").expect("recorded").entries.is_empty());
@@ -172,8 +186,8 @@ async fn the_same_id_is_recorded_once(backend: Backend) {
     deposit(&ledger, "d1", "alice", 1_000).await;
     let (alice, shop) = (id("alice"), id("shop"));
     let transfer = transfer("p1", &alice, &shop, 100, 0);
-    ledger.record(transfer.clone(), |_| "first".into()).await.expect("first");
-    let again = ledger.record(transfer, |_| "second".into()).await.expect("again");
+    ledger.record(transfer.clone(), fixed("first")).await.expect("first");
+    let again = ledger.record(transfer, fixed("second")).await.expect("again");
     assert_eq!(again, Recorded::Existing { request_hash: "hash".into(), reply: "first".into() });
     assert_eq!(balance(&ledger, "alice").await, 900);
 }
@@ -183,9 +197,13 @@ async fn a_deposit_is_posted_once_per_id(backend: Backend) {
     open(&ledger, "alice", 0).await;
     deposit(&ledger, "d1", "alice", 700).await;
     let alice = ledger.account(&id("alice")).await.expect("read").expect("exists");
-    let replay = ledger.deposit("d1", &alice, MinorUnits(700), 0).await.expect("replay");
+    let replay =
+        ledger.deposit(&PaymentId::new("d1").expect("a valid id"), &alice, MinorUnits(700), 0).await.expect("replay");
     assert!(matches!(replay, Deposited::Replayed(ref receipt) if receipt.contains("\"amount\":700")), "{replay:?}");
-    assert_eq!(ledger.deposit("d1", &alice, MinorUnits(701), 0).await.expect("conflict"), Deposited::Conflict);
+    assert_eq!(
+        ledger.deposit(&PaymentId::new("d1").expect("a valid id"), &alice, MinorUnits(701), 0).await.expect("conflict"),
+        Deposited::Conflict
+    );
     assert_eq!(balance(&ledger, "alice").await, 700);
     assert_eq!(balance(&ledger, "_external_EUR").await, -700);
 }
@@ -250,7 +268,11 @@ async fn the_ledger_recovers_by_itself_after_the_disk_was_full() {
     let account = ledger.account(&id("alice")).await.expect("read").expect("exists");
     let mut failures = 0;
     for attempt in 0..8 {
-        if ledger.deposit(&format!("while-full-{attempt}"), &account, MinorUnits(1), 0).await.is_err() {
+        if ledger
+            .deposit(&PaymentId::new(format!("while-full-{attempt}")).expect("a valid id"), &account, MinorUnits(1), 0)
+            .await
+            .is_err()
+        {
             failures += 1;
         }
     }
@@ -345,7 +367,7 @@ async fn concurrent_transfers_share_batches_and_a_failing_one_fails_alone(backen
     transfers.insert(20, overflowing);
     let outcomes = in_flight(transfers.into_iter().map(|transfer| {
         let ledger = ledger.clone();
-        async move { ledger.record(transfer, |decision| format!("{decision:?}")).await }
+        async move { ledger.record(transfer, named()).await }
     }))
     .await;
     let approved = outcomes
@@ -403,7 +425,7 @@ async fn concurrent_writers_on_postgres_lose_no_update() {
         async move {
             let mut transfer = transfer(&format!("w{writer}-p{index}"), &payer, &payee, 10, 1);
             transfer.partition = u32::try_from(writer).ok();
-            ledger.record(transfer, |decision| format!("{decision:?}")).await
+            ledger.record(transfer, named()).await
         }
     }))
     .await;
@@ -519,7 +541,10 @@ mod model {
                 };
                 let key = format!("t{key}");
                 let hash = format!("deposit:{}:{amount}:EUR", name(account));
-                let deposited = ledger.deposit(&key, &stored, MinorUnits(amount), 0).await.expect("deposit");
+                let deposited = ledger
+                    .deposit(&PaymentId::new(key.as_str()).expect("a valid id"), &stored, MinorUnits(amount), 0)
+                    .await
+                    .expect("deposit");
                 match model.recorded.get(&key) {
                     Some(recorded) if *recorded == hash => {
                         prop_assert!(matches!(deposited, Deposited::Replayed(_)), "{:?}", deposited);
@@ -539,9 +564,9 @@ mod model {
                 let mut transfer = transfer(&key, &id(&name(payer)), &id(&name(payee)), amount, fee);
                 transfer.request_hash = format!("{payer}:{payee}:{amount}:{fee}:{payer_bears}:{declined}");
                 transfer.fee_bearer = if payer_bears { FeeBearer::Payer } else { FeeBearer::Payee };
-                transfer.declined_by_plugin = declined;
+                let replies = if declined { Replies::DeclinedByPlugin("PluginDeclined".to_owned()) } else { named() };
                 let hash = transfer.request_hash.clone();
-                let recorded = ledger.record(transfer, |decision| format!("{decision:?}")).await;
+                let recorded = ledger.record(transfer, replies).await;
                 if let Some(existing) = model.recorded.get(&key) {
                     // A replay, or a conflicting one: the first request's fingerprint, nothing new.
                     prop_assert!(
@@ -624,7 +649,7 @@ async fn transfers_are_decided_in_the_order_they_were_submitted(backend: Backend
         // Every tenth transfer repeats the id of the one just before it.
         let key = if index % 10 == 9 { index - 1 } else { index };
         let transfer = transfer(&format!("p{key}"), &alice, &shop, 10, 0);
-        committed.push(ledger.submit(transfer, |decision| format!("{decision:?}")).await.expect("submit"));
+        committed.push(ledger.submit(transfer, named()).await.expect("submit"));
     }
     let mut decided = Vec::new();
     for commit in committed {
@@ -653,7 +678,7 @@ async fn a_batch_with_an_older_lease_token_is_refused(backend: Backend) {
     deposit(&ledger, "fund", "alice", 1_000).await;
     let (alice, shop) = (id("alice"), id("shop"));
     let record = |key: &str, partition: u32, token: u64| {
-        ledger.record(leased(transfer(key, &alice, &shop, 10, 0), partition, token), |decision| format!("{decision:?}"))
+        ledger.record(leased(transfer(key, &alice, &shop, 10, 0), partition, token), named())
     };
     let approved = |recorded: Result<Recorded, LedgerError>| {
         matches!(recorded, Ok(Recorded::New { decision: Decision::Approved, .. }))
@@ -682,7 +707,7 @@ async fn a_new_owners_claim_fences_the_old_owner_at_once(backend: Backend) {
     deposit(&ledger, "fund", "alice", 1_000).await;
     let (alice, shop) = (id("alice"), id("shop"));
     let record = |key: &str, partition: u32, token: u64| {
-        ledger.record(leased(transfer(key, &alice, &shop, 10, 0), partition, token), |decision| format!("{decision:?}"))
+        ledger.record(leased(transfer(key, &alice, &shop, 10, 0), partition, token), named())
     };
     let first = ledger.claim(&[3, 4]).await.expect("claim");
     assert_eq!(first.into_iter().collect::<Vec<_>>(), [(3, 1), (4, 1)]);
@@ -739,9 +764,10 @@ async fn a_credit_is_seen_by_a_spend_submitted_after_it(backend: Backend) {
         let middle = format!("m{round}");
         open(&ledger, &middle, 0).await;
         let (bob, shop, middle) = (id("bob"), id("shop"), id(&middle));
-        let render = |decision: Decision| format!("{decision:?}");
-        let credit = ledger.submit(transfer(&format!("c{round}"), &bob, &middle, 10, 0), render).await.expect("submit");
-        let spend = ledger.submit(transfer(&format!("s{round}"), &middle, &shop, 10, 0), render).await.expect("submit");
+        let credit =
+            ledger.submit(transfer(&format!("c{round}"), &bob, &middle, 10, 0), named()).await.expect("submit");
+        let spend =
+            ledger.submit(transfer(&format!("s{round}"), &middle, &shop, 10, 0), named()).await.expect("submit");
         assert!(matches!(credit.await, Ok(Recorded::New { decision: Decision::Approved, .. })));
         let spent = spend.await;
         assert!(matches!(spent, Ok(Recorded::New { decision: Decision::Approved, .. })), "round {round}: {spent:?}");
@@ -775,9 +801,8 @@ async fn postgres_locks_a_payer_opened_while_it_waited() {
     deposit(&ledger, "fund", "q", 1_000).await;
     let mut peer = hold_row(&fresh, "q").await;
     let (p, q, shop) = (id("p"), id("q"), id("shop"));
-    let render = |decision: Decision| format!("{decision:?}");
-    let from_p = ledger.submit(transfer("from-p", &p, &shop, 500, 0), render).await.expect("submit");
-    let from_q = ledger.submit(transfer("from-q", &q, &shop, 10, 0), render).await.expect("submit");
+    let from_p = ledger.submit(transfer("from-p", &p, &shop, 500, 0), named()).await.expect("submit");
+    let from_q = ledger.submit(transfer("from-q", &q, &shop, 10, 0), named()).await.expect("submit");
     tokio::time::sleep(Duration::from_millis(600)).await; // the batch's lock statement waits on q
     let admin = Ledger::open(&fresh.url).await.expect("open ledger");
     open(&admin, "p", -1_000).await; // a credit line: spendable at once
@@ -787,7 +812,7 @@ async fn postgres_locks_a_payer_opened_while_it_waited() {
     assert!(matches!(from_q, Ok(Recorded::New { decision: Decision::Approved, .. })), "{from_q:?}");
     assert_eq!(balance(&admin, "p").await, -500);
     // Held: a second writer debiting p had to wait, so the floor holds whatever the order.
-    let second = admin.record(transfer("from-p-again", &p, &shop, 600, 0), render).await;
+    let second = admin.record(transfer("from-p-again", &p, &shop, 600, 0), named()).await;
     assert!(matches!(second, Ok(Recorded::New { decision: Decision::InsufficientFunds, .. })), "{second:?}");
     assert!(admin.audit().await.expect("audit").accounts_below_floor.is_empty());
 }
@@ -805,10 +830,10 @@ async fn postgres_gives_up_on_a_stalled_peer_lock() {
     deposit(&ledger, "fund-bob", "bob", 1_000).await;
     let mut peer = hold_row(&fresh, "alice").await;
     let (alice, bob, shop) = (id("alice"), id("bob"), id("shop"));
-    let blocked = ledger.record(transfer("from-alice", &alice, &shop, 10, 0), |decision| format!("{decision:?}"));
+    let blocked = ledger.record(transfer("from-alice", &alice, &shop, 10, 0), named());
     let blocked = tokio::time::timeout(Duration::from_secs(10), blocked).await.expect("a bounded wait");
     assert!(blocked.as_ref().is_err_and(LedgerError::is_transient), "{blocked:?}");
-    let unrelated = ledger.record(transfer("from-bob", &bob, &shop, 10, 0), |decision| format!("{decision:?}"));
+    let unrelated = ledger.record(transfer("from-bob", &bob, &shop, 10, 0), named());
     let unrelated = tokio::time::timeout(Duration::from_secs(10), unrelated).await.expect("a bounded wait");
     assert!(matches!(unrelated, Ok(Recorded::New { decision: Decision::Approved, .. })), "{unrelated:?}");
     sqlx::raw_sql("ROLLBACK").execute(&mut peer).await.expect("release alice");

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
 
+use wasmpay_ledger::{Ledger, NewAccount, Replies, Transfer, TransferKind, external_account};
 use wasmpay_node::metrics::Metrics;
 use wasmpay_node::node::builtin_plugins;
-use wasmpay_ledger::{Ledger, NewAccount, Transfer, TransferKind, external_account};
 use wasmpay_plugin_host::{Instances, PaymentInput, PluginRuntime, PluginSource, SandboxSettings, load_pipelines};
+use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
 
@@ -98,7 +99,7 @@ fn ledger(runtime: &tokio::runtime::Runtime) -> (Duration, Duration, Duration) {
         let transfer = |payer: &AccountId, payee: &AccountId, amount: i64| {
             next.set(next.get() + 1);
             let transfer = Transfer {
-                id: format!("t-{}", next.get()),
+                id: PaymentId::new(format!("t-{}", next.get())).unwrap(),
                 kind: TransferKind::Payment,
                 request_hash: "bench".to_owned(),
                 payer: payer.clone(),
@@ -111,11 +112,11 @@ fn ledger(runtime: &tokio::runtime::Runtime) -> (Duration, Duration, Duration) {
                 partition: Some(0),
                 lease_token: None,
                 now_ms: 0,
-                declined_by_plugin: false,
             };
             let ledger = ledger.clone();
             async move {
-                ledger.record(transfer, |_| String::from("{}")).await.unwrap();
+                let replies = Replies::Posting { approved: "{}".to_owned(), insufficient_funds: "{}".to_owned() };
+                ledger.record(transfer, replies).await.unwrap();
             }
         };
         transfer(&external_account(euro), &alice, 1_000_000_000).await;

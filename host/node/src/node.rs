@@ -94,12 +94,13 @@ pub enum NodeError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     /// NATS could not be reached.
-    #[error("cannot connect to NATS at {url}: {message}")]
+    #[error("cannot connect to NATS at {url}")]
     Connect {
         /// The URL tried.
         url: String,
         /// Why.
-        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Subscribing failed.
     #[error(transparent)]
@@ -161,7 +162,10 @@ impl Node {
         let plugin_host = Arc::new(plugin_host);
         let observer: Arc<dyn CommitObserver> = metrics.clone();
         let ledger = Ledger::open_with(&settings.database_url, settings.config.ledger, Some(observer)).await?;
-        let connect_failed = |message: String| NodeError::Connect { url: settings.nats_url.clone(), message };
+        let connect_failed = |source: Box<dyn std::error::Error + Send + Sync>| NodeError::Connect {
+            url: settings.nats_url.clone(),
+            source,
+        };
         // A NATS cluster is given as its servers' URLs, comma-separated: the client fails over
         // between them.
         let servers = settings
@@ -169,12 +173,12 @@ impl Node {
             .split(',')
             .map(|url| url.trim().parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| connect_failed(error.to_string()))?;
+            .map_err(|error| connect_failed(error.into()))?;
         let client = async_nats::ConnectOptions::new()
             .name(format!("wasmpay {}", settings.node_id))
             .connect(servers)
             .await
-            .map_err(|error| connect_failed(error.to_string()))?;
+            .map_err(|error| connect_failed(error.into()))?;
         // Serve what the cluster serves before taking a payment, then follow its changes.
         let plugin_store = PluginStore::open(client.clone(), settings.config.cluster.replicas).await?;
         let applied = plugins::catch_up(&plugin_host, &plugin_store, &metrics).await?;

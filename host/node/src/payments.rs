@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::clock;
 use crate::metrics::Metrics;
-use wasmpay_ledger::{Decision, Ledger, LedgerError, Recorded, Transfer, TransferKind};
+use wasmpay_ledger::{Decision, Ledger, LedgerError, Recorded, Replies, StoredReply, Transfer, TransferKind};
 use wasmpay_plugin_host::{CheckedFee, Instances, PaymentInput, Pipeline, PluginHost, PluginRejection, Verdict};
 use wasmpay_protocol::money::{FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::{Partitioner, subjects};
@@ -167,9 +167,9 @@ impl Processor {
     ) -> Answer {
         let (ledger, request, fingerprint) = (self.ledger.clone(), request.clone(), fingerprint.to_owned());
         let reply = async move {
-            match ledger.recorded_reply(&request.id).await {
+            match ledger.recorded_reply(request.id.as_str()).await {
                 Err(error) => unavailable(&request, partition, &error),
-                Ok(Some((recorded_hash, reply))) => replay(&request, partition, &fingerprint, recorded_hash, reply),
+                Ok(Some(stored)) => replay(&request, partition, &fingerprint, stored),
                 Ok(None) => refused(&request, partition, code, message, plugins),
             }
         };
@@ -213,17 +213,20 @@ impl Processor {
             partition: Some(partition),
             lease_token: Some(route.lease_token),
             now_ms: i64::try_from(received_at_ms).unwrap_or(i64::MAX),
-            declined_by_plugin: rejection.is_some(),
         };
-        // The reply is rendered inside the ledger's transaction, on the committer's task; the
-        // request is shared with it, not copied (this is the per-payment path).
-        let request = Arc::new(request);
-        let (for_render, rejection_owned) = (request.clone(), rejection.cloned());
-        let render = move |decision: Decision| {
-            recorded_reply(&for_render, partition, &plugins, decision, fee, rejection_owned.as_ref()).to_json()
+        // Rendered here, before the ledger decides: the ledger stores the reply its decision
+        // picks and runs none of this node's code inside its transaction.
+        let render =
+            |decision: Decision| recorded_reply(&request, partition, &plugins, decision, fee, rejection).to_json();
+        let replies = match rejection {
+            Some(_) => Replies::DeclinedByPlugin(render(Decision::PluginDeclined)),
+            None => Replies::Posting {
+                approved: render(Decision::Approved),
+                insufficient_funds: render(Decision::InsufficientFunds),
+            },
         };
         let started = Instant::now();
-        let committed = match self.ledger.submit(transfer, render).await {
+        let committed = match self.ledger.submit(transfer, replies).await {
             Ok(committed) => committed,
             Err(error) => return now(unavailable(&request, partition, &error)),
         };
@@ -246,10 +249,12 @@ fn settled(
 ) -> Decided {
     match recorded {
         Ok(Recorded::New { decision, reply }) => {
-            let code = decision_code(decision);
+            let code = decision.code();
             Decided { reply, status: code.status(), code, newly_recorded: true }
         }
-        Ok(Recorded::Existing { request_hash, reply }) => replay(request, partition, fingerprint, request_hash, reply),
+        Ok(Recorded::Existing { request_hash, reply }) => {
+            replay(request, partition, fingerprint, StoredReply { request_hash, reply })
+        }
         Err(LedgerError::UnknownAccount(id)) => {
             let role = if id == request.payer.as_str() { "payer" } else { "payee" };
             refused(request, partition, Code::UnknownAccount, format!("{role} `{id}` does not exist"), Vec::new())
@@ -263,14 +268,6 @@ fn settled(
     }
 }
 
-fn decision_code(decision: Decision) -> Code {
-    match decision {
-        Decision::Approved => Code::Ok,
-        Decision::InsufficientFunds => Code::InsufficientFunds,
-        Decision::PluginDeclined => Code::PluginDeclined,
-    }
-}
-
 fn recorded_reply(
     request: &PaymentRequest,
     partition: u32,
@@ -279,7 +276,7 @@ fn recorded_reply(
     fee: CheckedFee,
     rejection: Option<&PluginRejection>,
 ) -> Reply {
-    let code = decision_code(decision);
+    let code = decision.code();
     let (message, reason, retryable) = match (decision, rejection) {
         (Decision::PluginDeclined, Some(rejection)) => (
             format!("{} declined: {}", rejection.plugin, rejection.message),
@@ -292,7 +289,7 @@ fn recorded_reply(
     let priced = rejection.is_none();
     Reply {
         version: PROTOCOL_VERSION,
-        id: Some(request.id.clone()),
+        id: Some(request.id.to_string()),
         status: code.status(),
         code,
         message,
@@ -315,7 +312,7 @@ fn unreadable(refusal: &Refusal) -> Decided {
 /// The refusal of a readable request: it echoes the amount and currency, names the payer's
 /// partition, and the plugins that took part (a plugin failure names the pipeline).
 fn refused(request: &PaymentRequest, partition: u32, code: Code, message: String, plugins: Vec<String>) -> Decided {
-    let refusal = Refusal { id: Some(request.id.clone()), code, message };
+    let refusal = Refusal { id: Some(request.id.to_string()), code, message };
     answer(&Reply {
         plugins,
         amount: Some(request.amount),
@@ -329,14 +326,9 @@ fn answer(reply: &Reply) -> Decided {
 }
 
 /// A recorded id: the same request gets the stored bytes, another request a conflict.
-fn replay(
-    request: &PaymentRequest,
-    partition: u32,
-    fingerprint: &str,
-    recorded_hash: String,
-    reply: String,
-) -> Decided {
-    if recorded_hash != fingerprint {
+fn replay(request: &PaymentRequest, partition: u32, fingerprint: &str, stored: StoredReply) -> Decided {
+    let StoredReply { request_hash, reply } = stored;
+    if request_hash != fingerprint {
         let message = format!("id `{}` was already used for a different payment", request.id);
         return refused(request, partition, Code::Conflict, message, Vec::new());
     }

@@ -48,7 +48,7 @@ impl PaymentInput {
         };
         PaymentInput {
             payment: types::Payment {
-                id: request.id.clone(),
+                id: request.id.to_string(),
                 payer: request.payer.to_string(),
                 payee: request.payee.to_string(),
                 amount: types::Money { minor_units: request.amount, currency: request.currency.code().to_owned() },

@@ -25,7 +25,7 @@ pub mod routing;
 pub use cluster::ClusterInfo;
 pub use codes::{Code, Status};
 pub use reply::Reply;
-pub use request::{ID_RULE, PaymentRequest, Refusal, decode, is_valid_id};
+pub use request::{ID_RULE, InvalidPaymentId, PaymentId, PaymentRequest, Refusal, decode};
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;

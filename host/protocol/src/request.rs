@@ -31,8 +31,8 @@ struct WireRequest {
 /// A request that passed every stateless check.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PaymentRequest {
-    /// Idempotency key: 1-64 characters of `[A-Za-z0-9_.:-]`.
-    pub id: String,
+    /// Idempotency key.
+    pub id: PaymentId,
     /// Debited account.
     #[serde(serialize_with = "serialize_account")]
     pub payer: AccountId,
@@ -110,16 +110,48 @@ pub fn decode(body: &[u8]) -> Result<PaymentRequest, Refusal> {
 /// The rule for ids, as refusals state it.
 pub const ID_RULE: &str = "`id` must be 1-64 characters of A-Z a-z 0-9 _ - . :";
 
-/// Whether `id` is a valid idempotency key: 1-64 characters of `[A-Za-z0-9_.:-]`.
-pub fn is_valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+/// The id of a payment or a deposit: its idempotency key, 1-64 characters of
+/// `[A-Za-z0-9_.:-]`, checked once where it enters and carried as this type from then on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct PaymentId(String);
+
+/// An id that breaks the rule of [`PaymentId`] ([`ID_RULE`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{ID_RULE}, not `{0}`")]
+pub struct InvalidPaymentId(pub String);
+
+impl PaymentId {
+    /// Checks and wraps `id`.
+    pub fn new(id: impl Into<String>) -> Result<PaymentId, InvalidPaymentId> {
+        let id = id.into();
+        let valid = (1..=64).contains(&id.len())
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        if valid { Ok(PaymentId(id)) } else { Err(InvalidPaymentId(id)) }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PaymentId {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for PaymentId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
 }
 
 fn check(wire: WireRequest) -> Result<PaymentRequest, Refusal> {
-    if !is_valid_id(&wire.id) {
+    let Ok(checked_id) = PaymentId::new(wire.id.as_str()) else {
         return Err(Refusal::new(None, Code::InvalidRequest, ID_RULE));
-    }
+    };
     let id = Some(wire.id.as_str());
     let invalid = |message: String| Refusal::new(id, Code::InvalidRequest, message);
     let payer = AccountId::new(wire.payer).map_err(|error| invalid(format!("payer: {error}")))?;
@@ -135,7 +167,7 @@ fn check(wire: WireRequest) -> Result<PaymentRequest, Refusal> {
         return Err(invalid("`method` must be 1-32 characters of a-z 0-9 _ -".into()));
     }
     Ok(PaymentRequest {
-        id: wire.id.clone(),
+        id: checked_id,
         payer,
         payee,
         amount,

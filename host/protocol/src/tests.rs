@@ -128,7 +128,7 @@ fn decoding_mutated_requests_never_panics_and_accepts_only_valid_requests() {
         if let Ok(decoded) = decode(&body) {
             assert!((1..=MAX_PAYMENT_MINOR_UNITS).contains(&decoded.amount));
             assert!(AccountId::new(decoded.payer.as_str()).is_ok() && decoded.payer != decoded.payee);
-            assert!((1..=64).contains(&decoded.id.len()));
+            assert!((1..=64).contains(&decoded.id.as_str().len()));
         }
     }
 }

@@ -8,14 +8,17 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+use wasmpay_ledger::Ledger;
 use wasmpay_node::client::{cluster_info, http_call, request};
 use wasmpay_node::cluster::ClusterView;
 use wasmpay_node::config::Config;
 use wasmpay_node::node::{Node, NodeSettings, builtin_plugins};
-use wasmpay_ledger::Ledger;
 use wasmpay_plugin_host::directory_sources;
 use wasmpay_protocol::routing::{AccountId, DEFAULT_PARTITIONS, Partitioner, subjects};
 use wasmpay_protocol::{PROTOCOL_VERSION, Reply, Status};
+
+use crate::api::ApiArgs;
+use crate::plugins::{self, PluginCommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,53 +55,6 @@ enum Command {
     /// Measure the node, the ledger and the plugins beside their baselines (private NATS,
     /// SQLite and PostgreSQL, pgbench), in one run.
     Bench(wasmpay_tools::bench::BenchArgs),
-}
-
-#[derive(Subcommand, Debug)]
-pub enum PluginCommand {
-    /// Every plugin on the node: serving version, state, calls, failures, latency.
-    List {
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// Upload a component with its manifest (checked on the node, then stored for the whole
-    /// cluster) and activate it everywhere.
-    Push {
-        /// The component (`.wasm`).
-        component: PathBuf,
-        /// Its manifest; by default the `.toml` beside the component. A manifest without
-        /// `sha256` gets the component's.
-        #[arg(long)]
-        manifest: Option<PathBuf>,
-        /// Only upload; activate later with `wasmpay plugin activate`.
-        #[arg(long)]
-        no_activate: bool,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// Make an uploaded version serve everywhere (the serving one again lifts a quarantine).
-    Activate {
-        /// The plugin.
-        name: String,
-        /// Its version.
-        version: String,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// Make the version before the current one serve again, everywhere.
-    Rollback {
-        /// The plugin.
-        name: String,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// Stop serving a plugin everywhere (a rollback brings it back).
-    Remove {
-        /// The plugin.
-        name: String,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -230,16 +186,6 @@ enum AccountCommand {
     },
 }
 
-#[derive(Args, Debug)]
-pub struct ApiArgs {
-    /// Base URL of a node's HTTP API.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub api: String,
-    /// Admin bearer token.
-    #[arg(long, env = "WASMPAY_ADMIN_TOKEN", hide_env_values = true)]
-    pub token: String,
-}
-
 fn parse_pair(text: &str) -> Result<(String, String), String> {
     text.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("`{text}` is not key=value"))
 }
@@ -288,7 +234,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Ledger(LedgerCommand::Verify { db }) => verify(&db).await,
         Command::Cluster(ClusterCommand::Status { api }) => cluster_status(&api).await,
         Command::Cluster(ClusterCommand::Unbind { nats }) => cluster_unbind(&nats).await,
-        Command::Plugin(command) => crate::plugins::run(command).await,
+        Command::Plugin(command) => plugins::run(command).await,
         Command::Bench(args) => wasmpay_tools::bench::run(args).await,
     }
 }

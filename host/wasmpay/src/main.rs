@@ -2,9 +2,11 @@
 //! the program, the one place errors become `anyhow` reports.
 //!
 //! Layout: `cli` parses the command line and runs `serve`, `pay`, `account`, `ledger` and
-//! `cluster`; `plugins` runs `plugin list|push|activate|rollback|remove`. `demo` and `bench`
+//! `cluster`; `plugins` defines and runs `plugin list|push|activate|rollback|remove`; `api`
+//! holds the arguments every command that calls a node's HTTP API takes. `demo` and `bench`
 //! live in `wasmpay-tools`. Every command talks to nodes through `wasmpay_node::client`.
 
+mod api;
 mod cli;
 mod plugins;
 

@@ -2,15 +2,65 @@
 //! node checks and stores; every node of the cluster follows the store (docs/operators.md).
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
+use clap::Subcommand;
 use serde_json::{Value, json};
 use wasmpay_node::client::http_call_within;
 use wasmpay_plugin_host::Manifest;
 use wasmpay_plugin_host::manifest::sha256_hex;
 
-use crate::cli::{ApiArgs, PluginCommand};
+use crate::api::ApiArgs;
+
+/// `wasmpay plugin …`: a plugin's versions across the cluster.
+#[derive(Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Every plugin on the node: serving version, state, calls, failures, latency.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Upload a component with its manifest (checked on the node, then stored for the whole
+    /// cluster) and activate it everywhere.
+    Push {
+        /// The component (`.wasm`).
+        component: PathBuf,
+        /// Its manifest; by default the `.toml` beside the component. A manifest without
+        /// `sha256` gets the component's.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Only upload; activate later with `wasmpay plugin activate`.
+        #[arg(long)]
+        no_activate: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Make an uploaded version serve everywhere (the serving one again lifts a quarantine).
+    Activate {
+        /// The plugin.
+        name: String,
+        /// Its version.
+        version: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Make the version before the current one serve again, everywhere.
+    Rollback {
+        /// The plugin.
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Stop serving a plugin everywhere (a rollback brings it back).
+    Remove {
+        /// The plugin.
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
 
 /// How long a command waits for the node: a push is checked there (compiled, fixtures run),
 /// stored in JetStream (each request bounded, retried through a failover), and answered once

@@ -158,7 +158,7 @@ fn ledger_verify_finds_a_tampered_balance() {
         let floor = wasmpay_protocol::money::MinorUnits::ZERO;
         let account = ledger.open_account(&wasmpay_ledger::NewAccount { id, currency, floor }, 0).await.unwrap();
         let amount = wasmpay_protocol::money::MinorUnits(5_000);
-        ledger.deposit("fund", &account, amount, 0).await.unwrap();
+        ledger.deposit(&wasmpay_protocol::PaymentId::new("fund").unwrap(), &account, amount, 0).await.unwrap();
         ledger.close().await;
     });
     let verified = run(&["ledger", "verify", "--db", &db], "");

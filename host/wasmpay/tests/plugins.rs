@@ -261,7 +261,8 @@ async fn bad_versions_are_refused_and_the_serving_one_stays() {
         let url = format!("http://{}/v1/plugins/card/rollback", node.http);
         async move {
             let timeout = Duration::from_secs(30);
-            let sent = wasmpay_node::client::http_call_within(hyper::Method::POST, &url, TOKEN, None, timeout, key).await;
+            let sent =
+                wasmpay_node::client::http_call_within(hyper::Method::POST, &url, TOKEN, None, timeout, key).await;
             sent.unwrap().0
         }
     };

@@ -55,7 +55,7 @@ pub fn authorized(expected: Option<&str>, request: &Request<Incoming>) -> bool {
 pub fn idempotency_key(request: &Request<Incoming>) -> Result<Option<String>, &'static str> {
     let Some(value) = request.headers().get("idempotency-key") else { return Ok(None) };
     match value.to_str() {
-        Ok(key) if wasmpay_protocol::is_valid_id(key) => Ok(Some(key.to_owned())),
+        Ok(key) if wasmpay_protocol::PaymentId::new(key).is_ok() => Ok(Some(key.to_owned())),
         _ => Err("`Idempotency-Key` must be 1-64 characters of A-Z a-z 0-9 _ - . :"),
     }
 }

@@ -30,7 +30,7 @@ use wasmpay_plugin_host::manifest::sha256_hex;
 use wasmpay_plugin_host::{PluginHost, PluginSource};
 use wasmpay_protocol::money::{Currency, MAX_PAYMENT_MINOR_UNITS, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
-use wasmpay_protocol::{ID_RULE, is_valid_id};
+use wasmpay_protocol::{ID_RULE, PaymentId};
 
 type Body = Full<Bytes>;
 
@@ -214,9 +214,9 @@ async fn deposit(state: &ApiState, account: &str, body: serde_json::Value) -> Re
     let Some(amount) = MinorUnits::payment_amount(request.amount) else {
         return problem(StatusCode::BAD_REQUEST, "amount_out_of_range", "amount must be within 1 ..= 2^53 - 1");
     };
-    if !is_valid_id(&request.id) {
+    let Ok(id) = PaymentId::new(request.id) else {
         return problem(StatusCode::BAD_REQUEST, "invalid_request", ID_RULE);
-    }
+    };
     let account = match AccountId::new(account).ok().filter(|id| !id.is_system()) {
         Some(id) => match state.ledger.account(&id).await {
             Ok(Some(account)) => account,
@@ -225,7 +225,7 @@ async fn deposit(state: &ApiState, account: &str, body: serde_json::Value) -> Re
         },
         None => return problem(StatusCode::NOT_FOUND, "unknown_account", "no such account"),
     };
-    match state.ledger.deposit(&request.id, &account, amount, clock::ledger_ms()).await {
+    match state.ledger.deposit(&id, &account, amount, clock::ledger_ms()).await {
         Ok(Deposited::New(receipt)) => raw_json(StatusCode::CREATED, receipt),
         Ok(Deposited::Replayed(receipt)) => raw_json(StatusCode::OK, receipt),
         Ok(Deposited::Conflict) => problem(StatusCode::CONFLICT, "conflict", "this id was used for another transfer"),

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::worker::{Incoming, Job};
-use super::{BusError, DRAIN_TIMEOUT, FLUSH_TIMEOUT, PUBLISH_TIMEOUT, WORKERS_STOP_TIMEOUT, nats, refuse};
+use super::{BusError, DRAIN_TIMEOUT, FLUSH_TIMEOUT, PUBLISH_TIMEOUT, WORKERS_STOP_TIMEOUT, refuse};
 use crate::durable::Durable;
 use crate::metrics::Metrics;
 use crate::shutdown;
@@ -59,21 +59,26 @@ impl Intake {
             usize::try_from(partition).ok().and_then(|index| queues.get(index).cloned())
         };
         let Some(queue) = queue else {
-            return Err(BusError(format!("partition {partition} has no worker (or the bus has finished)")));
+            return Err(BusError::NoWorker(partition));
         };
         let earlier = self.open.lock().await.remove(&partition);
         if let Some(earlier) = earlier {
             // Opened twice: the older intake is handed over like any other first.
             let _ = close_pump(partition, earlier).await;
         }
+        let subject = format!("{}.{partition}.*", subjects::PAY_PREFIX);
         let subscribing = tokio::time::timeout(FLUSH_TIMEOUT, async {
-            let subscriber = self.client.subscribe(format!("{}.{partition}.*", subjects::PAY_PREFIX)).await?;
-            self.client.flush().await?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(subscriber)
+            let subscriber = self
+                .client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|source| BusError::Subscribe { subject: subject.clone(), source })?;
+            self.client.flush().await.map_err(BusError::Flush)?;
+            Ok::<_, BusError>(subscriber)
         });
         let subscriber = match subscribing.await {
-            Ok(subscribed) => subscribed.map_err(nats)?,
-            Err(_) => return Err(BusError(format!("the subscription was not confirmed within {FLUSH_TIMEOUT:?}"))),
+            Ok(subscribed) => subscribed?,
+            Err(_) => return Err(BusError::Unconfirmed { subject, within: FLUSH_TIMEOUT }),
         };
         let (stop, stopped) = watch::channel(false);
         let lag = Arc::new(AtomicU64::new(0));

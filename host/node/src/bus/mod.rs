@@ -68,10 +68,33 @@ pub struct BusSettings {
     pub durable: Option<Durable>,
 }
 
-/// A NATS failure while setting up a subscription.
+/// The bus could not subscribe, or open a partition.
 #[derive(Debug, thiserror::Error)]
-#[error("nats: {0}")]
-pub struct BusError(String);
+pub enum BusError {
+    /// The NATS server refused or lost a subscription.
+    #[error("cannot subscribe to `{subject}`")]
+    Subscribe {
+        /// The subject.
+        subject: String,
+        /// Why.
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+    /// The NATS server did not confirm the subscriptions.
+    #[error("the NATS server did not confirm the subscriptions")]
+    Flush(#[source] async_nats::client::FlushError),
+    /// The NATS server did not confirm a partition's subscription in time.
+    #[error("the subscription to `{subject}` was not confirmed within {within:?}")]
+    Unconfirmed {
+        /// The subject.
+        subject: String,
+        /// How long the bus waited.
+        within: Duration,
+    },
+    /// The partition is out of range, or the bus has finished.
+    #[error("partition {0} has no worker (or the bus has finished)")]
+    NoWorker(u32),
+}
 
 /// The bus of one node.
 #[derive(Debug)]
@@ -102,13 +125,18 @@ impl Bus {
         shutdown: Signal,
         failure: watch::Sender<Option<String>>,
     ) -> Result<(Serving, Intake), BusError> {
+        let submit_subject = format!("{}.*", subjects::SUBMIT_PREFIX);
         let submit = self
             .client
-            .queue_subscribe(format!("{}.*", subjects::SUBMIT_PREFIX), subjects::SUBMIT_QUEUE_GROUP.to_owned())
+            .queue_subscribe(submit_subject.clone(), subjects::SUBMIT_QUEUE_GROUP.to_owned())
             .await
-            .map_err(nats)?;
-        let info = self.client.subscribe(subjects::CLUSTER_INFO).await.map_err(nats)?;
-        self.client.flush().await.map_err(nats)?;
+            .map_err(|source| BusError::Subscribe { subject: submit_subject, source })?;
+        let info = self
+            .client
+            .subscribe(subjects::CLUSTER_INFO)
+            .await
+            .map_err(|source| BusError::Subscribe { subject: subjects::CLUSTER_INFO.to_owned(), source })?;
+        self.client.flush().await.map_err(BusError::Flush)?;
         let mut workers = JoinSet::new();
         let queues: Vec<mpsc::Sender<Job>> = (0..self.settings.partitioner.partitions())
             .map(|partition| {
@@ -204,10 +232,6 @@ async fn publish(client: &Client, subject: String, body: Bytes) {
     if let Err(error) = bounded(client.publish(subject, body)).await {
         tracing::warn!(%error, "could not publish a reply");
     }
-}
-
-fn nats(error: impl std::fmt::Display) -> BusError {
-    BusError(error.to_string())
 }
 
 /// Why a partition worker ended. Workers end only when their queue closes at shutdown, so

@@ -4,9 +4,10 @@
 //! PostgreSQL does with a textbook small write transaction.
 
 use anyhow::Context;
+use wasmpay_ledger::{Decision, Ledger, Recorded, Replies, Transfer, TransferKind};
 use wasmpay_node::clock;
 use wasmpay_node::config::Config;
-use wasmpay_ledger::{Decision, Ledger, Recorded, Transfer, TransferKind};
+use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::{AccountId, DEFAULT_PARTITIONS, Partitioner};
 
@@ -34,7 +35,11 @@ pub async fn measure(args: &BenchArgs, backend: Backend, url: &str) -> anyhow::R
     let measured = closed_loop(&what, IN_FLIGHT, limits, |index| {
         let (ledger, transfer) = (ledger.clone(), parts.transfer(index));
         async move {
-            let recorded = ledger.record(transfer, |decision| format!(r#"{{"decision":"{decision:?}"}}"#)).await;
+            let replies = Replies::Posting {
+                approved: r#"{"decision":"Approved"}"#.to_owned(),
+                insufficient_funds: r#"{"decision":"InsufficientFunds"}"#.to_owned(),
+            };
+            let recorded = ledger.record(transfer, replies).await;
             matches!(recorded, Ok(Recorded::New { decision: Decision::Approved, .. }))
         }
     })
@@ -60,7 +65,7 @@ impl Parts {
         let (payer, _) = self.payers.of(index);
         let merchant = usize::try_from(index).unwrap_or_default() % self.merchants.len().max(1);
         Transfer {
-            id: format!("ledger-{index}"),
+            id: PaymentId::new(format!("ledger-{index}")).unwrap_or_else(|_| unreachable!("a valid id")),
             kind: TransferKind::Payment,
             request_hash: format!("ledger-{index}"),
             payer: payer.clone(),
@@ -73,7 +78,6 @@ impl Parts {
             partition: Some(self.partitioner.partition_of(payer)),
             lease_token: None,
             now_ms: clock::ledger_ms(),
-            declined_by_plugin: false,
         }
     }
 }

@@ -2,8 +2,8 @@
 //! (the command, the version, the cores, the durability of each backend), as a table or JSON.
 
 use serde::Serialize;
-use wasmpay_node::config::Config;
 use wasmpay_ledger::Durability;
+use wasmpay_node::config::Config;
 
 use super::load::{Latency, Measured};
 use super::{Backend, BenchArgs};

@@ -4,8 +4,9 @@
 
 use anyhow::Context;
 use futures::StreamExt;
-use wasmpay_node::clock;
 use wasmpay_ledger::{Deposited, Ledger, NewAccount};
+use wasmpay_node::clock;
+use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::money::{Currency, MinorUnits};
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
 
@@ -115,7 +116,10 @@ pub async fn open_and_fund(ledger: &Ledger, payers: &Payers) -> anyhow::Result<(
     eprintln!();
     let mut deposits = futures::stream::iter(opened.iter().map(|account| {
         let ledger = ledger.clone();
-        async move { ledger.deposit(&format!("fund-{}", account.id), account, FUNDS, now).await }
+        async move {
+            let id = PaymentId::new(format!("fund-{}", account.id))?;
+            anyhow::Ok(ledger.deposit(&id, account, FUNDS, now).await?)
+        }
     }))
     .buffer_unordered(DEPOSITS_IN_FLIGHT);
     let mut funded = 0_u32;

@@ -15,13 +15,13 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde_json::json;
 
+use wasmpay_ledger::{Audit, Ledger, NewAccount, external_account, fee_account};
 use wasmpay_node::client::{ClientError, cluster_info, request};
 use wasmpay_node::clock;
 use wasmpay_node::node::{Node, NodeSettings};
-use wasmpay_ledger::{Audit, Ledger, NewAccount, external_account, fee_account};
 use wasmpay_protocol::money::{Currency, MinorUnits};
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
-use wasmpay_protocol::{PROTOCOL_VERSION, Reply};
+use wasmpay_protocol::{PROTOCOL_VERSION, PaymentId, Reply};
 
 use crate::nats::PrivateNats;
 
@@ -146,7 +146,7 @@ async fn fund_accounts(ledger: &Ledger, euro: Currency) -> anyhow::Result<()> {
         let id = AccountId::new(customer(index))?;
         let amount = funds(id.as_str());
         let account = ledger.open_account(&NewAccount { id, currency: euro, floor: MinorUnits::ZERO }, now).await?;
-        ledger.deposit(&format!("fund-{}", account.id), &account, MinorUnits(amount), now).await?;
+        ledger.deposit(&PaymentId::new(format!("fund-{}", account.id))?, &account, MinorUnits(amount), now).await?;
     }
     for shop in SHOPS {
         let new = NewAccount { id: AccountId::new(shop)?, currency: euro, floor: MinorUnits::ZERO };

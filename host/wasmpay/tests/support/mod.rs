@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::Method;
-use wasmpay_node::cluster::ClusterView;
 use wasmpay_ledger::{Ledger, NewAccount};
+use wasmpay_node::cluster::ClusterView;
 use wasmpay_protocol::money::MinorUnits;
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
-use wasmpay_protocol::{Reply, Status};
+use wasmpay_protocol::{PaymentId, Reply, Status};
 use wasmpay_tests::{Backend, NatsCluster, NatsServer, card};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_wasmpay");
@@ -147,7 +147,10 @@ pub async fn funded_ledger(db: &str) -> Ledger {
         let new = NewAccount { id: AccountId::new(account.as_str()).unwrap(), currency: eur, floor: MinorUnits(0) };
         let opened = ledger.open_account(&new, 0).await.unwrap();
         if account != "shop" {
-            ledger.deposit(&format!("fund-{account}"), &opened, MinorUnits(FUNDS as i64), 0).await.unwrap();
+            ledger
+                .deposit(&PaymentId::new(format!("fund-{account}")).unwrap(), &opened, MinorUnits(FUNDS as i64), 0)
+                .await
+                .unwrap();
         }
     }
     ledger

@@ -22,13 +22,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Connection as _, PgConnection, PgPool, Postgres as Db};
+use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::routing::AccountId;
 
-use super::accounts::{Account, AccountRow, accounts_by_id};
-use super::batch::{self, Existing, Keys, Writes, fenced};
-use super::record::{Decision, Transfer};
-use super::store::account_columns;
-use super::{Durability, LedgerError, LedgerSettings, parse_account_id, schema};
+use super::schema;
+use super::sql::{AccountRow, RecordedRow, account_columns, accounts_by_id, existing, parse_account_id};
+use crate::account::Account;
+use crate::decision::{Existing, Keys, NewPayment, Writes, fenced};
+use crate::error::LedgerError;
+use crate::settings::{Durability, LedgerSettings};
 
 /// A PostgreSQL ledger database.
 #[derive(Clone, Debug)]
@@ -121,7 +123,8 @@ impl Postgres {
         let mut held = lock(&mut transaction, &payers).await?;
         // Looked up under the payers' locks: a writer that recorded one of these ids for the
         // same payer has committed by now, so its payment is seen, not inserted twice.
-        let existing = self.recorded_in(&mut transaction, &keys.ids).await?;
+        let ids: Vec<&str> = keys.ids.iter().map(PaymentId::as_str).collect();
+        let existing = self.recorded_in(&mut transaction, &ids).await?;
         let touched: Vec<&AccountId> = keys.touched.iter().collect();
         let mut accounts = self.accounts_in(&mut transaction, &touched).await?;
         // A payer opened while the lock statement waited was not in its snapshot, so it is not
@@ -144,18 +147,17 @@ impl Postgres {
         Ok((transaction, existing, accounts, held))
     }
 
-    /// The recorded payments among `ids`: id → (request hash, reply).
+    /// The recorded payments among `ids`, by id.
     pub(crate) async fn recorded_in(
         &self,
         connection: &mut PgConnection,
-        ids: &[String],
+        ids: &[&str],
     ) -> Result<Existing, LedgerError> {
-        let rows: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT id, request_hash, reply FROM payments WHERE id = ANY($1)")
-                .bind(ids)
-                .fetch_all(connection)
-                .await?;
-        Ok(batch::existing(rows))
+        let rows: Vec<RecordedRow> = sqlx::query_as("SELECT id, request_hash, reply FROM payments WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(connection)
+            .await?;
+        Ok(existing(rows))
     }
 
     /// The accounts among `ids`, by id, their credits included.
@@ -190,10 +192,10 @@ impl Postgres {
             credits.2.push(amount.0);
         }
         let mut entries = (Vec::new(), Vec::new(), Vec::new());
-        for (payment, account, amount) in &writes.entries {
-            entries.0.push(payment.as_str());
-            entries.1.push(account.as_str());
-            entries.2.push(amount.0);
+        for entry in &writes.entries {
+            entries.0.push(entry.payment_id.as_str());
+            entries.1.push(entry.account.as_str());
+            entries.2.push(entry.amount.0);
         }
         let query = sqlx::query_as::<_, (i64,)>(WRITE_BATCH).bind(balance_ids).bind(deltas);
         let query = bind_payments(query.bind(credits.0).bind(credits.1).bind(credits.2), writes);
@@ -234,30 +236,27 @@ type WriteQuery<'q> = sqlx::query::QueryAs<'q, Db, (i64,), sqlx::postgres::PgArg
 
 /// Binds the payment columns of `writes`, one array each.
 fn bind_payments<'q>(query: WriteQuery<'q>, writes: &'q Writes) -> WriteQuery<'q> {
-    let texts = |column: fn(&'q Transfer, Decision, &'q str) -> &'q str| -> Vec<&'q str> {
-        writes.payments.iter().map(|(transfer, decision, reply)| column(transfer, *decision, reply)).collect()
-    };
-    let numbers = |column: fn(&Transfer) -> i64| -> Vec<i64> {
-        writes.payments.iter().map(|(transfer, _, _)| column(transfer)).collect()
-    };
+    let texts =
+        |column: fn(&'q NewPayment) -> &'q str| -> Vec<&'q str> { writes.payments.iter().map(column).collect() };
+    let numbers = |column: fn(&NewPayment) -> i64| -> Vec<i64> { writes.payments.iter().map(column).collect() };
     let partitions: Vec<Option<i64>> =
-        writes.payments.iter().map(|(transfer, _, _)| transfer.partition.map(i64::from)).collect();
+        writes.payments.iter().map(|payment| payment.transfer.partition.map(i64::from)).collect();
     query
-        .bind(texts(|transfer, _, _| &transfer.id))
-        .bind(texts(|transfer, _, _| transfer.kind.as_str()))
-        .bind(texts(|transfer, _, _| &transfer.request_hash))
-        .bind(texts(|_, decision, _| decision.status_and_code().0))
-        .bind(texts(|_, decision, _| decision.status_and_code().1))
-        .bind(texts(|transfer, _, _| transfer.payer.as_str()))
-        .bind(texts(|transfer, _, _| transfer.payee.as_str()))
-        .bind(texts(|transfer, _, _| transfer.currency.code()))
-        .bind(numbers(|transfer| transfer.amount.0))
-        .bind(numbers(|transfer| transfer.fee.0))
-        .bind(texts(|transfer, _, _| transfer.fee_bearer.as_str()))
-        .bind(texts(|transfer, _, _| &transfer.plugins))
+        .bind(texts(|payment| payment.transfer.id.as_str()))
+        .bind(texts(|payment| payment.transfer.kind.as_str()))
+        .bind(texts(|payment| &payment.transfer.request_hash))
+        .bind(texts(|payment| payment.decision.code().status().as_str()))
+        .bind(texts(|payment| payment.decision.code().as_str()))
+        .bind(texts(|payment| payment.transfer.payer.as_str()))
+        .bind(texts(|payment| payment.transfer.payee.as_str()))
+        .bind(texts(|payment| payment.transfer.currency.code()))
+        .bind(numbers(|payment| payment.transfer.amount.0))
+        .bind(numbers(|payment| payment.transfer.fee.0))
+        .bind(texts(|payment| payment.transfer.fee_bearer.as_str()))
+        .bind(texts(|payment| &payment.transfer.plugins))
         .bind(partitions)
-        .bind(texts(|_, _, reply| reply))
-        .bind(numbers(|transfer| transfer.now_ms))
+        .bind(texts(|payment| &payment.reply))
+        .bind(numbers(|payment| payment.transfer.now_ms))
 }
 
 /// Creates the schema the connection's `search_path` names first, if there is none.

@@ -18,12 +18,15 @@ use std::time::Duration;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Sqlite as Db, SqliteConnection, SqlitePool};
+use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::routing::AccountId;
 
-use super::accounts::{Account, AccountRow, accounts_by_id};
-use super::batch::{self, Existing, Keys, Writes, fenced};
-use super::store::account_columns;
-use super::{Durability, LedgerError, LedgerSettings, schema};
+use super::schema;
+use super::sql::{AccountRow, RecordedRow, account_columns, accounts_by_id, existing};
+use crate::account::Account;
+use crate::decision::{Existing, Keys, NewPayment, Writes, fenced};
+use crate::error::LedgerError;
+use crate::settings::{Durability, LedgerSettings};
 
 /// A SQLite ledger database.
 #[derive(Clone, Debug)]
@@ -81,24 +84,25 @@ impl Sqlite {
         keys: &Keys,
     ) -> Result<(WriteTransaction, Existing, HashMap<AccountId, Account>, BTreeSet<AccountId>), LedgerError> {
         let mut transaction = self.begin_write().await?;
-        let existing = self.recorded_in(&mut transaction, &keys.ids).await?;
+        let ids: Vec<&str> = keys.ids.iter().map(PaymentId::as_str).collect();
+        let existing = self.recorded_in(&mut transaction, &ids).await?;
         let accounts = self.accounts_in(&mut transaction, &keys.touched.iter().collect::<Vec<_>>()).await?;
         Ok((transaction, existing, accounts, keys.touched.clone()))
     }
 
-    /// The recorded payments among `ids`: id → (request hash, reply).
+    /// The recorded payments among `ids`, by id.
     pub(crate) async fn recorded_in(
         &self,
         connection: &mut SqliteConnection,
-        ids: &[String],
+        ids: &[&str],
     ) -> Result<Existing, LedgerError> {
         let sql = format!("SELECT id, request_hash, reply FROM payments WHERE id IN ({})", placeholders(ids.len(), 1));
-        let mut query = sqlx::query_as::<_, (String, String, String)>(AssertSqlSafe(sql));
+        let mut query = sqlx::query_as::<_, RecordedRow>(AssertSqlSafe(sql));
         for id in ids {
-            query = query.bind(id.as_str());
+            query = query.bind(*id);
         }
         let rows = query.fetch_all(&mut *connection).await?;
-        Ok(batch::existing(rows))
+        Ok(existing(rows))
     }
 
     /// The accounts among `ids`, by id, their credits included.
@@ -157,14 +161,14 @@ impl Sqlite {
                 placeholders(writes.payments.len(), 15)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (transfer, decision, reply) in &writes.payments {
-                let (status, code) = decision.status_and_code();
+            for NewPayment { transfer, decision, reply } in &writes.payments {
+                let code = decision.code();
                 query = query
                     .bind(transfer.id.as_str())
                     .bind(transfer.kind.as_str())
                     .bind(transfer.request_hash.as_str())
-                    .bind(status)
-                    .bind(code)
+                    .bind(code.status().as_str())
+                    .bind(code.as_str())
                     .bind(transfer.payer.as_str())
                     .bind(transfer.payee.as_str())
                     .bind(transfer.currency.code())
@@ -184,8 +188,8 @@ impl Sqlite {
                 placeholders(writes.entries.len(), 3)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (payment, account, amount) in &writes.entries {
-                query = query.bind(payment.as_str()).bind(account.as_str()).bind(amount.0);
+            for entry in &writes.entries {
+                query = query.bind(entry.payment_id.as_str()).bind(entry.account.as_str()).bind(entry.amount.0);
             }
             query.execute(&mut *transaction).await?;
         }

@@ -1,9 +1,11 @@
-//! What is recorded: a transfer (a payment or a deposit), the ledger's decision on it, and its
-//! entries, which always sum to zero. `batch` decides and writes them.
+//! What is recorded: a transfer (a payment or a deposit), the replies its caller stores with
+//! it, the ledger's decision on it, and its entries, which always sum to zero. Types and pure
+//! rules only: `decision` decides batches of them, the store writes them.
 
-use super::LedgerError;
+use crate::error::LedgerError;
 use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
+use wasmpay_protocol::{Code, PaymentId};
 
 /// What is being recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,7 +17,7 @@ pub enum TransferKind {
 }
 
 impl TransferKind {
-    pub(super) fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TransferKind::Payment => "payment",
             TransferKind::Deposit => "deposit",
@@ -28,7 +30,7 @@ impl TransferKind {
 #[derive(Clone, Debug)]
 pub struct Transfer {
     /// Idempotency key.
-    pub id: String,
+    pub id: PaymentId,
     /// Payment or deposit.
     pub kind: TransferKind,
     /// Fingerprint of the request: a retry must carry the same one.
@@ -55,8 +57,42 @@ pub struct Transfer {
     pub lease_token: Option<u64>,
     /// Wall-clock time of the decision.
     pub now_ms: i64,
-    /// A plugin already declined: record the decline, post nothing.
-    pub declined_by_plugin: bool,
+}
+
+/// The reply a caller stores with a transfer, rendered before the transfer is submitted for
+/// each decision the ledger can make. The ledger stores and returns the bytes it was given, so
+/// a retry gets exactly what the first caller got, and no caller code runs inside a ledger
+/// transaction (where a panic would take the batch, and the committer, with it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Replies {
+    /// A plugin declined the transfer: the ledger records the decline with this reply and
+    /// posts nothing.
+    DeclinedByPlugin(String),
+    /// The ledger decides: `approved` is stored if it posts the transfer, `insufficient_funds`
+    /// if the payer's floor declines it.
+    Posting {
+        /// The reply of an approval.
+        approved: String,
+        /// The reply of a decline for insufficient funds.
+        insufficient_funds: String,
+    },
+}
+
+impl Replies {
+    /// Whether a plugin already declined: the decline is recorded and nothing is posted.
+    pub(crate) fn declined_by_plugin(&self) -> bool {
+        matches!(self, Replies::DeclinedByPlugin(_))
+    }
+
+    /// The reply of `decision`. A plugin's decline has one reply whatever the decision (the
+    /// ledger decides [`Decision::PluginDeclined`] for it and nothing else).
+    pub(crate) fn into_reply(self, decision: Decision) -> String {
+        match (self, decision) {
+            (Replies::DeclinedByPlugin(reply), _) => reply,
+            (Replies::Posting { approved, .. }, Decision::Approved) => approved,
+            (Replies::Posting { insufficient_funds, .. }, _) => insufficient_funds,
+        }
+    }
 }
 
 /// The ledger's verdict on a new transfer.
@@ -71,16 +107,18 @@ pub enum Decision {
 }
 
 impl Decision {
-    pub(super) fn status_and_code(self) -> (&'static str, &'static str) {
+    /// The decision's code on the wire and in the ledger's `payments` rows (with its status,
+    /// [`Code::status`]): the one mapping from a ledger decision to a reply code.
+    pub fn code(self) -> Code {
         match self {
-            Decision::Approved => ("approved", "ok"),
-            Decision::InsufficientFunds => ("declined", "insufficient_funds"),
-            Decision::PluginDeclined => ("declined", "plugin_declined"),
+            Decision::Approved => Code::Ok,
+            Decision::InsufficientFunds => Code::InsufficientFunds,
+            Decision::PluginDeclined => Code::PluginDeclined,
         }
     }
 }
 
-/// What [`Ledger::record`] did.
+/// What [`Ledger::record`](crate::Ledger::record) did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Recorded {
     /// This call decided the transfer; `reply` is what was stored.
@@ -100,13 +138,13 @@ pub enum Recorded {
 }
 
 /// One balance change, before it is written.
-pub(super) struct Posting<'a> {
-    pub(super) account: &'a AccountId,
-    pub(super) amount: MinorUnits,
+pub(crate) struct Posting<'a> {
+    pub(crate) account: &'a AccountId,
+    pub(crate) amount: MinorUnits,
 }
 
 /// The entries of a transfer: they always sum to zero.
-pub(super) fn postings<'a>(
+pub(crate) fn postings<'a>(
     transfer: &'a Transfer,
     fee_account: &'a AccountId,
 ) -> Result<Vec<Posting<'a>>, LedgerError> {
@@ -130,4 +168,14 @@ pub(super) fn postings<'a>(
     let sum = postings.iter().try_fold(MinorUnits::ZERO, |sum, posting| sum.checked_add(posting.amount));
     assert_eq!(sum, Ok(MinorUnits::ZERO), "entries of {} must sum to zero", transfer.id);
     Ok(postings)
+}
+
+/// What the ledger keeps of a recorded transfer to answer a retry: the fingerprint of the
+/// request that created it, and the reply stored with it, byte for byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredReply {
+    /// Fingerprint of the recorded request.
+    pub request_hash: String,
+    /// The stored reply.
+    pub reply: String,
 }

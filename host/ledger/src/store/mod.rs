@@ -1,19 +1,28 @@
 //! The backend boundary: one ledger over SQLite (the embedded default) or PostgreSQL (the
 //! scale and cluster backend), chosen by the database URL.
 //!
-//! What both backends do alike is written once: the batch decision is pure code (`batch`),
-//! and SQL that both dialects accept (`$1` placeholders work in sqlx's SQLite driver too) runs
+//! What both backends do alike is written once: the batch decision is pure code
+//! (`crate::decision`, which this module imports and which imports nothing of it), row shapes
+//! and shared SQL fragments are in `sql`, and SQL that both dialects accept (`$1` placeholders work in sqlx's SQLite driver too) runs
 //! on either through [`on_store!`]. What differs lives in `sqlite` and `postgres`: how a write
 //! locks (the whole database, or the payers' rows), how a batch is bound (`VALUES` lists, or one
 //! array per column), and how each is connected and migrated.
+
+mod postgres;
+mod schema;
+pub(crate) mod sql;
+mod sqlite;
 
 use std::collections::{BTreeSet, HashMap};
 
 use wasmpay_protocol::routing::AccountId;
 
-use super::accounts::Account;
-use super::batch::{Existing, Keys, Writes};
-use super::{LedgerError, LedgerSettings, postgres, postgres::Postgres, sqlite, sqlite::Sqlite};
+use crate::account::Account;
+use crate::decision::{Existing, Fences, Keys, Writes};
+use crate::error::LedgerError;
+use crate::settings::LedgerSettings;
+use postgres::Postgres;
+use sqlite::Sqlite;
 
 /// Runs `$body` with `$backend` bound to whichever backend `$store` is. The body is compiled
 /// once per backend, so the same SQL text and bind calls run on either connection type.
@@ -26,23 +35,6 @@ macro_rules! on_store {
     };
 }
 pub(crate) use on_store;
-
-/// An account's balance as SQL over the `accounts` row: the row's balance plus its credit
-/// sub-balances. The cast keeps the type `BIGINT` on PostgreSQL, whose `SUM` widens.
-macro_rules! balance_with_credits {
-    () => {
-        "CAST(balance + COALESCE((SELECT SUM(c.amount) FROM account_credits c WHERE c.account_id = accounts.id), 0) AS BIGINT)"
-    };
-}
-pub(crate) use balance_with_credits;
-
-/// The columns of an [`AccountRow`](super::accounts::AccountRow), over the `accounts` table.
-macro_rules! account_columns {
-    () => {
-        concat!("id, currency, ", $crate::store::balance_with_credits!(), ", floor, kind")
-    };
-}
-pub(crate) use account_columns;
 
 /// A ledger database.
 #[derive(Clone, Debug)]
@@ -74,9 +66,6 @@ impl Store {
 /// What a batch read: its open transaction, the recorded ids, the accounts, which of them the
 /// transaction holds (may debit), and every partition's newest fencing token.
 pub(crate) type Begun = (Transaction, Existing, HashMap<AccountId, Account>, BTreeSet<AccountId>, Fences);
-
-/// Partition → the newest fencing token the ledger has seen for it.
-pub(crate) type Fences = HashMap<u32, i64>;
 
 impl Store {
     /// Begins a batch's transaction and reads (and locks) what the batch needs.

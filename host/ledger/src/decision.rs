@@ -19,28 +19,27 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::money::{FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
 
-use super::accounts::Account;
-use super::commit::Render;
-use super::record::{Decision, Recorded, Transfer, postings};
-use super::store::Fences;
-use super::{LedgerError, checked, fee_account};
+use crate::account::{Account, fee_account};
+use crate::error::{LedgerError, checked};
+use crate::transfer::{Decision, Recorded, Replies, StoredReply, Transfer, postings};
 
 /// The ids and accounts a batch reads, computed before it is decided.
 #[derive(Debug)]
-pub(super) struct Keys {
+pub(crate) struct Keys {
     /// The transfers' ids, for the idempotency lookup.
-    pub(super) ids: Vec<String>,
+    pub(crate) ids: Vec<PaymentId>,
     /// Every account a transfer may post to, sorted.
-    pub(super) touched: BTreeSet<AccountId>,
+    pub(crate) touched: BTreeSet<AccountId>,
     /// The accounts the batch may debit, sorted: their rows are locked, in this order.
-    pub(super) payers: BTreeSet<AccountId>,
+    pub(crate) payers: BTreeSet<AccountId>,
 }
 
 impl Keys {
-    pub(super) fn of<'a>(transfers: impl Iterator<Item = &'a Transfer>) -> Keys {
+    pub(crate) fn of<'a>(transfers: impl Iterator<Item = &'a Transfer>) -> Keys {
         let mut keys = Keys { ids: Vec::new(), touched: BTreeSet::new(), payers: BTreeSet::new() };
         for transfer in transfers {
             keys.ids.push(transfer.id.clone());
@@ -51,35 +50,49 @@ impl Keys {
     }
 }
 
-/// The recorded payments a batch found: id → (request hash, reply).
-pub(super) type Existing = HashMap<String, (String, String)>;
+/// The recorded payments a batch found, by id.
+pub(crate) type Existing = HashMap<String, StoredReply>;
 
-/// Rows of (id, request hash, reply) as [`Existing`]: what every backend's id lookup returns.
-pub(super) fn existing(rows: Vec<(String, String, String)>) -> Existing {
-    rows.into_iter().map(|(id, request_hash, reply)| (id, (request_hash, reply))).collect()
-}
+/// Partition → the newest fencing token the ledger has seen for it.
+pub(crate) type Fences = HashMap<u32, i64>;
 
 /// What a batch writes once every transfer in it is decided.
 #[derive(Debug, Default)]
-pub(super) struct Writes {
+pub(crate) struct Writes {
     /// The net change of every held account (a payer of the batch) that a posting touched.
-    pub(super) balances: BTreeMap<AccountId, MinorUnits>,
+    pub(crate) balances: BTreeMap<AccountId, MinorUnits>,
     /// Credits to accounts the batch does not hold: (account, shard) → amount, positive.
-    pub(super) credits: BTreeMap<(AccountId, i64), MinorUnits>,
-    /// New payment rows: the transfer, its decision and its reply.
-    pub(super) payments: Vec<(Transfer, Decision, String)>,
-    /// New entries: (payment id, account, amount).
-    pub(super) entries: Vec<(String, AccountId, MinorUnits)>,
+    pub(crate) credits: BTreeMap<(AccountId, i64), MinorUnits>,
+    /// New payment rows.
+    pub(crate) payments: Vec<NewPayment>,
+    /// New entries, in posting order.
+    pub(crate) entries: Vec<Entry>,
     /// Per partition, the oldest lease token its transfers carry: the batch is refused if the
     /// ledger has seen a newer one, and stores it otherwise.
-    pub(super) fences: BTreeMap<u32, i64>,
+    pub(crate) fences: BTreeMap<u32, i64>,
+}
+
+/// A payment row to insert: the transfer, the ledger's decision and the reply stored with it.
+#[derive(Debug)]
+pub(crate) struct NewPayment {
+    pub(crate) transfer: Transfer,
+    pub(crate) decision: Decision,
+    pub(crate) reply: String,
+}
+
+/// An entry row to insert: one posting of an approved payment.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) payment_id: PaymentId,
+    pub(crate) account: AccountId,
+    pub(crate) amount: MinorUnits,
 }
 
 /// Decides `jobs` in order against the recorded payments `existing` and the `accounts` they
 /// touch, of which the batch holds the rows of `held`. Pure: the same input gives the same
 /// output.
-pub(super) fn decide(
-    jobs: Vec<(Transfer, Render)>,
+pub(crate) fn decide(
+    jobs: Vec<(Transfer, Replies)>,
     mut existing: Existing,
     mut accounts: HashMap<AccountId, Account>,
     held: &BTreeSet<AccountId>,
@@ -102,16 +115,17 @@ pub(super) fn decide(
             *oldest = (*oldest).min(token);
         }
     }
-    for (transfer, render) in jobs {
+    for (transfer, replies) in jobs {
         if stale(&transfer) {
             outcomes.push(Err(LedgerError::Fenced(transfer.partition.into_iter().collect())));
             continue;
         }
-        if let Some((request_hash, reply)) = existing.get(&transfer.id) {
-            outcomes.push(Ok(Recorded::Existing { request_hash: request_hash.clone(), reply: reply.clone() }));
+        if let Some(stored) = existing.get(transfer.id.as_str()) {
+            let StoredReply { request_hash, reply } = stored.clone();
+            outcomes.push(Ok(Recorded::Existing { request_hash, reply }));
             continue;
         }
-        let decided = decide_one(&transfer, &accounts).and_then(|(decision, changes)| {
+        let decided = decide_one(&transfer, replies.declined_by_plugin(), &accounts).and_then(|(decision, changes)| {
             let totals = writes.totals_after(&transfer, &changes, held)?;
             Ok((decision, changes, totals))
         });
@@ -127,7 +141,7 @@ pub(super) fn decide(
                 if let Some(state) = accounts.get_mut(&account) {
                     state.balance = balance;
                 }
-                writes.entries.push((transfer.id.clone(), account, amount));
+                writes.entries.push(Entry { payment_id: transfer.id.clone(), account, amount });
             }
             for (key, total) in totals {
                 match key {
@@ -136,17 +150,20 @@ pub(super) fn decide(
                 };
             }
         }
-        let reply = render(decision);
-        existing.insert(transfer.id.clone(), (transfer.request_hash.clone(), reply.clone()));
+        let reply = replies.into_reply(decision);
+        existing.insert(
+            transfer.id.to_string(),
+            StoredReply { request_hash: transfer.request_hash.clone(), reply: reply.clone() },
+        );
         outcomes.push(Ok(Recorded::New { decision, reply: reply.clone() }));
-        writes.payments.push((transfer, decision, reply));
+        writes.payments.push(NewPayment { transfer, decision, reply });
     }
     (outcomes, writes)
 }
 
 /// The error if a partition of `fences` is missing from `taken` (the partitions whose fence row
 /// the transaction could take): a newer lease owner has written there.
-pub(super) fn fenced(fences: &BTreeMap<u32, i64>, taken: impl Iterator<Item = i64>) -> Result<(), LedgerError> {
+pub(crate) fn fenced(fences: &BTreeMap<u32, i64>, taken: impl Iterator<Item = i64>) -> Result<(), LedgerError> {
     let taken: BTreeSet<i64> = taken.collect();
     let lost: Vec<u32> = fences.keys().copied().filter(|partition| !taken.contains(&i64::from(*partition))).collect();
     if lost.is_empty() { Ok(()) } else { Err(LedgerError::Fenced(lost)) }
@@ -189,6 +206,7 @@ type Change = (AccountId, MinorUnits, MinorUnits);
 /// cannot be recorded at all.
 fn decide_one(
     transfer: &Transfer,
+    declined_by_plugin: bool,
     accounts: &HashMap<AccountId, Account>,
 ) -> Result<(Decision, Vec<Change>), LedgerError> {
     // What the schema would refuse is refused here, for this transfer alone: at commit it
@@ -226,7 +244,7 @@ fn decide_one(
     if let Some(twice) = twice {
         return Err(LedgerError::Invalid(format!("{}: posts to `{twice}` twice", transfer.id)));
     }
-    if transfer.declined_by_plugin {
+    if declined_by_plugin {
         return Ok((Decision::PluginDeclined, Vec::new()));
     }
     let mut changes = Vec::with_capacity(postings.len());
@@ -255,8 +273,8 @@ mod tests {
     use wasmpay_protocol::money::{Currency, FeeBearer};
 
     use super::*;
-    use crate::accounts::AccountKind;
-    use crate::record::TransferKind;
+    use crate::account::AccountKind;
+    use crate::transfer::TransferKind;
 
     const CUSTOMERS: usize = 4;
 
@@ -271,9 +289,9 @@ mod tests {
     /// (payer, payee offset, amount, fee, payer bears the fee, declined by a plugin, id)
     type Step = (usize, usize, i64, i64, bool, bool, u8);
 
-    fn transfer((payer, offset, amount, fee, payer_bears, declined, id): Step) -> Transfer {
+    fn transfer((payer, offset, amount, fee, payer_bears, _, id): Step) -> Transfer {
         Transfer {
-            id: format!("t{id}"),
+            id: PaymentId::new(format!("t{id}")).unwrap_or_else(|_| unreachable!()),
             kind: TransferKind::Payment,
             request_hash: format!("h{id}"),
             payer: customer(payer),
@@ -286,8 +304,20 @@ mod tests {
             partition: None,
             now_ms: 0,
             lease_token: None,
-            declined_by_plugin: declined,
         }
+    }
+
+    /// The replies of a step: each decision's name, so a test can tell which one was stored.
+    fn replies(declined: bool) -> Replies {
+        if declined {
+            Replies::DeclinedByPlugin("PluginDeclined".to_owned())
+        } else {
+            Replies::Posting { approved: "Approved".to_owned(), insufficient_funds: "InsufficientFunds".to_owned() }
+        }
+    }
+
+    fn job(step: Step) -> (Transfer, Replies) {
+        (transfer(step), replies(step.5))
     }
 
     fn account(id: AccountId, balance: i64, floor: Option<i64>, kind: AccountKind) -> (AccountId, Account) {
@@ -313,7 +343,7 @@ mod tests {
                 decisions.push("replayed");
                 continue;
             }
-            if transfer.declined_by_plugin {
+            if step.5 {
                 decisions.push("plugin_declined");
                 continue;
             }
@@ -360,10 +390,7 @@ mod tests {
                 .collect();
             let (fees_id, fees) = account(fee_account(eur()), 0, Some(0), AccountKind::Fees);
             accounts.insert(fees_id.clone(), fees);
-            let jobs: Vec<(Transfer, Render)> = steps
-                .iter()
-                .map(|step| (transfer(*step), Box::new(|decision: Decision| format!("{decision:?}")) as Render))
-                .collect();
+            let jobs: Vec<(Transfer, Replies)> = steps.iter().map(|step| job(*step)).collect();
             let held = Keys::of(jobs.iter().map(|(transfer, _)| transfer)).payers;
             let (outcomes, writes) = decide(jobs, HashMap::new(), accounts.clone(), &held, &Fences::new());
 
@@ -386,8 +413,8 @@ mod tests {
             prop_assert!(writes.balances.keys().all(|account| held.contains(account)));
             prop_assert!(writes.credits.iter().all(|((account, _), amount)| !held.contains(account) && amount.0 > 0));
             let mut per_payment: BTreeMap<&str, i64> = BTreeMap::new();
-            for (payment, _, amount) in &writes.entries {
-                *per_payment.entry(payment.as_str()).or_default() += amount.0;
+            for entry in &writes.entries {
+                *per_payment.entry(entry.payment_id.as_str()).or_default() += entry.amount.0;
             }
             prop_assert!(per_payment.values().all(|sum| *sum == 0), "{:?}", per_payment);
             let before: i64 = start.iter().map(|(balance, _)| balance).sum();
@@ -409,12 +436,11 @@ mod tests {
         .collect();
         let (fees_id, fees) = account(fee_account(eur()), 0, Some(0), AccountKind::Fees);
         accounts.insert(fees_id, fees);
-        let render = || Box::new(|decision: Decision| format!("{decision:?}")) as Render;
         let jobs = vec![
-            (transfer((0, 0, 10, 0, false, false, 1)), render()),
+            job((0, 0, 10, 0, false, false, 1)),
             // Credits 100 to c1, whose balance would leave the 64-bit range.
-            (transfer((0, 0, 100, 0, false, false, 2)), render()),
-            (transfer((0, 0, 20, 0, false, false, 3)), render()),
+            job((0, 0, 100, 0, false, false, 2)),
+            job((0, 0, 20, 0, false, false, 3)),
         ];
         let held = Keys::of(jobs.iter().map(|(transfer, _)| transfer)).payers;
         let (outcomes, writes) = decide(jobs, HashMap::new(), accounts, &held, &Fences::new());
@@ -423,7 +449,7 @@ mod tests {
         assert_eq!(writes.balances.get(&customer(0)), Some(&MinorUnits(-10 - 20)));
         assert_eq!(written(&writes, &customer(1)), 30);
         assert_eq!(writes.payments.len(), 2);
-        assert!(writes.entries.iter().all(|(payment, _, _)| payment != "t2"));
+        assert!(writes.entries.iter().all(|entry| entry.payment_id.as_str() != "t2"));
     }
 
     #[test]
@@ -436,9 +462,8 @@ mod tests {
         .collect();
         let mut greedy = transfer((0, 0, 10, 0, false, false, 1));
         greedy.fee = MinorUnits(11);
-        let render: Render = Box::new(|_| String::new());
         let (outcomes, writes) =
-            decide(vec![(greedy, render)], HashMap::new(), accounts, &[customer(0)].into(), &Fences::new());
+            decide(vec![(greedy, replies(false))], HashMap::new(), accounts, &[customer(0)].into(), &Fences::new());
         assert!(matches!(outcomes[0], Err(LedgerError::Invalid(_))), "{outcomes:?}");
         assert!(writes.payments.is_empty() && writes.entries.is_empty());
     }
@@ -449,9 +474,9 @@ mod tests {
             [account(customer(0), 1_000, Some(0), AccountKind::Customer)].into_iter().collect();
         let mut looping = transfer((0, 0, 10, 0, false, false, 1));
         looping.payee = customer(0);
-        let render: Render = Box::new(|_| String::new());
         let held = [customer(0)].into();
-        let (outcomes, writes) = decide(vec![(looping, render)], HashMap::new(), accounts, &held, &Fences::new());
+        let (outcomes, writes) =
+            decide(vec![(looping, replies(false))], HashMap::new(), accounts, &held, &Fences::new());
         assert!(matches!(outcomes[0], Err(LedgerError::Invalid(_))), "{outcomes:?}");
         assert!(writes.balances.is_empty() && writes.payments.is_empty());
     }
@@ -470,7 +495,7 @@ mod tests {
         let leased = |key: u8, partition: u32, token: u64| {
             let mut leased = transfer((0, 0, 10, 0, false, false, key));
             (leased.partition, leased.lease_token) = (Some(partition), Some(token));
-            (leased, Box::new(|decision: Decision| format!("{decision:?}")) as Render)
+            (leased, replies(false))
         };
         let fences: Fences = [(3, 7), (4, 2)].into();
         let jobs = vec![leased(1, 3, 6), leased(2, 4, 2), leased(3, 3, 7)];

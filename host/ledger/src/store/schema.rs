@@ -15,18 +15,18 @@ type Migrations = &'static [(i64, &'static str, &'static str)];
 
 /// The SQLite schema.
 pub(crate) const SQLITE: Migrations = &[
-    (1, "ledger", include_str!("../migrations/sqlite/0001_ledger.sql")),
-    (2, "credits", include_str!("../migrations/sqlite/0002_credits.sql")),
-    (3, "fences", include_str!("../migrations/sqlite/0003_fences.sql")),
-    (4, "identity", include_str!("../migrations/sqlite/0004_identity.sql")),
+    (1, "ledger", include_str!("../../migrations/sqlite/0001_ledger.sql")),
+    (2, "credits", include_str!("../../migrations/sqlite/0002_credits.sql")),
+    (3, "fences", include_str!("../../migrations/sqlite/0003_fences.sql")),
+    (4, "identity", include_str!("../../migrations/sqlite/0004_identity.sql")),
 ];
 
 /// The PostgreSQL schema: the same tables and meaning in PostgreSQL's types. Its history
 /// starts later, so its versions need not match SQLite's.
 pub(crate) const POSTGRES: Migrations = &[
-    (1, "ledger", include_str!("../migrations/postgres/0001_ledger.sql")),
-    (2, "fences", include_str!("../migrations/postgres/0002_fences.sql")),
-    (3, "identity", include_str!("../migrations/postgres/0003_identity.sql")),
+    (1, "ledger", include_str!("../../migrations/postgres/0001_ledger.sql")),
+    (2, "fences", include_str!("../../migrations/postgres/0002_fences.sql")),
+    (3, "identity", include_str!("../../migrations/postgres/0003_identity.sql")),
 ];
 
 /// The migrator of a backend's schema.

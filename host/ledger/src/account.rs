@@ -1,0 +1,85 @@
+//! What an account is: its kind, currency, balance and floor, and the ledger's own accounts.
+//! Types only: the store reads rows into them and the decision decides on them.
+
+use serde::Serialize;
+
+use crate::error::LedgerError;
+use wasmpay_protocol::money::{Currency, MinorUnits};
+use wasmpay_protocol::routing::AccountId;
+
+/// What an account is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    /// A client's account: pays and is paid.
+    Customer,
+    /// Collects the fees of one currency.
+    Fees,
+    /// Where deposits come from; no floor.
+    External,
+}
+
+impl AccountKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Customer => "customer",
+            AccountKind::Fees => "fees",
+            AccountKind::External => "external",
+        }
+    }
+
+    pub(crate) fn parse(kind: &str) -> Result<AccountKind, LedgerError> {
+        match kind {
+            "customer" => Ok(AccountKind::Customer),
+            "fees" => Ok(AccountKind::Fees),
+            "external" => Ok(AccountKind::External),
+            other => Err(LedgerError::Corrupt(format!("account kind `{other}`"))),
+        }
+    }
+}
+
+/// An account and its balance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Account {
+    /// Account id.
+    #[serde(serialize_with = "serialize_id")]
+    pub id: AccountId,
+    /// The only currency it holds.
+    pub currency: Currency,
+    /// Minor units.
+    pub balance: MinorUnits,
+    /// The lowest the balance may go; `None` for no floor.
+    pub floor: Option<MinorUnits>,
+    /// What it is for.
+    pub kind: AccountKind,
+}
+
+fn serialize_id<S: serde::Serializer>(id: &AccountId, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(id.as_str())
+}
+
+/// A customer account to open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewAccount {
+    /// Account id (not starting with `_`, which is reserved for the ledger's own accounts).
+    pub id: AccountId,
+    /// Its currency.
+    pub currency: Currency,
+    /// Its floor: 0 for a plain account, negative for a credit line.
+    pub floor: MinorUnits,
+}
+
+/// The fee account of a currency, credited with every fee.
+pub fn fee_account(currency: Currency) -> AccountId {
+    system_account("fees", currency)
+}
+
+/// The external funding account of a currency, debited by deposits. It has no floor, so its
+/// negative balance is the money that entered the ledger.
+pub fn external_account(currency: Currency) -> AccountId {
+    system_account("external", currency)
+}
+
+fn system_account(kind: &str, currency: Currency) -> AccountId {
+    AccountId::new(format!("_{kind}_{currency}")).unwrap_or_else(|_| unreachable!("system ids are valid"))
+}

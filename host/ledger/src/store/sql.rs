@@ -1,0 +1,115 @@
+//! What both SQL dialects share: the rows the store reads, as typed structs, and the SQL
+//! fragments that select them. A leaf below the backends, so that `sqlite` and `postgres`
+//! never import the boundary above them.
+
+use std::collections::HashMap;
+
+use sqlx::{ColumnIndex, Decode, Row, Type};
+use wasmpay_protocol::money::{Currency, MinorUnits};
+use wasmpay_protocol::routing::AccountId;
+
+use crate::account::{Account, AccountKind};
+use crate::decision::Existing;
+use crate::error::LedgerError;
+use crate::transfer::StoredReply;
+
+/// An account's balance as SQL over the `accounts` row: the row's balance plus its credit
+/// sub-balances. The cast keeps the type `BIGINT` on PostgreSQL, whose `SUM` widens.
+macro_rules! balance_with_credits {
+    () => {
+        "CAST(balance + COALESCE((SELECT SUM(c.amount) FROM account_credits c WHERE c.account_id = accounts.id), 0) AS BIGINT)"
+    };
+}
+pub(crate) use balance_with_credits;
+
+/// The columns of an [`AccountRow`], over the `accounts` table.
+macro_rules! account_columns {
+    () => {
+        concat!("id, currency, ", $crate::store::sql::balance_with_credits!(), " AS balance, floor, kind")
+    };
+}
+pub(crate) use account_columns;
+
+/// An `accounts` row as the store selects it (`store::sql::account_columns!`): the balance
+/// with its credit sub-balances added.
+#[derive(Debug)]
+pub(crate) struct AccountRow {
+    id: String,
+    currency: String,
+    balance: i64,
+    floor: Option<i64>,
+    kind: String,
+}
+
+impl<'r, R: Row> sqlx::FromRow<'r, R> for AccountRow
+where
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(AccountRow {
+            id: row.try_get("id")?,
+            currency: row.try_get("currency")?,
+            balance: row.try_get("balance")?,
+            floor: row.try_get("floor")?,
+            kind: row.try_get("kind")?,
+        })
+    }
+}
+
+/// Rows of [`AccountRow`] as accounts by id: what every backend's account read returns.
+pub(crate) fn accounts_by_id(rows: Vec<AccountRow>) -> Result<HashMap<AccountId, Account>, LedgerError> {
+    rows.into_iter().map(|row| Account::try_from(row).map(|account| (account.id.clone(), account))).collect()
+}
+
+impl TryFrom<AccountRow> for Account {
+    type Error = LedgerError;
+
+    fn try_from(row: AccountRow) -> Result<Account, LedgerError> {
+        Ok(Account {
+            id: parse_account_id(row.id)?,
+            currency: parse_currency(&row.currency)?,
+            balance: MinorUnits(row.balance),
+            floor: row.floor.map(MinorUnits),
+            kind: AccountKind::parse(&row.kind)?,
+        })
+    }
+}
+
+/// A currency code read back from the database.
+pub(crate) fn parse_currency(code: &str) -> Result<Currency, LedgerError> {
+    code.parse().map_err(|_| LedgerError::Corrupt(format!("currency `{code}`")))
+}
+
+/// An account id read back from the database.
+pub(crate) fn parse_account_id(id: String) -> Result<AccountId, LedgerError> {
+    AccountId::new(id).map_err(|error| LedgerError::Corrupt(error.to_string()))
+}
+
+/// A `payments` row as the idempotency lookup reads it (`id, request_hash, reply`).
+#[derive(Debug)]
+pub(crate) struct RecordedRow {
+    id: String,
+    request_hash: String,
+    reply: String,
+}
+
+impl<'r, R: Row> sqlx::FromRow<'r, R> for RecordedRow
+where
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(RecordedRow {
+            id: row.try_get("id")?,
+            request_hash: row.try_get("request_hash")?,
+            reply: row.try_get("reply")?,
+        })
+    }
+}
+
+/// Rows of [`RecordedRow`] by id: what every backend's idempotency lookup returns.
+pub(crate) fn existing(rows: Vec<RecordedRow>) -> Existing {
+    rows.into_iter().map(|row| (row.id, StoredReply { request_hash: row.request_hash, reply: row.reply })).collect()
+}
