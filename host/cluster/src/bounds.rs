@@ -51,7 +51,7 @@ pub const fn leave(close: Duration) -> Duration {
     sum(&[REQUEST_TIMEOUT, hand_over(close)])
 }
 
-/// How long [`crate::Cluster::leave`] waits before it gives up and lets the leases expire: a
+/// How long `Cluster::leave` waits before it gives up and lets the leases expire: a
 /// round in progress when asked to stop is finished first (cut short, it could leave a
 /// partition open that no lease covers), then the leave.
 pub const fn stop(close: Duration, open: Duration) -> Duration {

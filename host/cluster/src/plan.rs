@@ -2,7 +2,7 @@
 //! each partition to, which leases this node holds and who holds the others, what to hand
 //! over, what to take, and what to wait for.
 //!
-//! The driver ([`crate::ownership`]) gathers the inputs from its tables and carries the plan
+//! The driver (`ownership`) gathers the inputs from its tables and carries the plan
 //! out; keeping the decision here lets it be tested without NATS, a ledger or a clock, and the
 //! properties below are the cluster's safety and stability claims: no partition is planned for
 //! two owners, every assigned partition is planned by its assignee, and a member that joins

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
 
+use wasmpay_ledger::{Ledger, NewAccount, Transfer, TransferKind, external_account};
 use wasmpay_node::metrics::Metrics;
 use wasmpay_node::node::builtin_plugins;
-use wasmpay_ledger::{Ledger, NewAccount, Transfer, TransferKind, external_account};
 use wasmpay_plugin_host::{Instances, PaymentInput, PluginRuntime, PluginSource, SandboxSettings, load_pipelines};
 use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::AccountId;

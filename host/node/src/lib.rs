@@ -13,18 +13,20 @@
 //!   durable streams and plugin store use too.
 //!
 //! Layout of this crate (dependencies point down the list, never up):
-//! - [`node`]: starts and stops a node: plugins, ledger, bus, HTTP API.
-//! - [`cluster`]: the ledger's fences for `wasmpay-cluster`, which opens and closes the
-//!   bus's partitions to match the assignment.
-//! - [`bus`]: NATS subscriptions of owned partitions, per-partition workers, forwarding, events.
+//! - [`node`]: starts and stops a node: plugins, ledger, bus, cluster, HTTP API.
+//! - [`config`]: the configuration file (every part's settings, the cluster's included).
 //! - [`api`]: the operators' HTTP API (health, metrics, accounts, deposits, payments, plugins).
 //! - [`plugins`]: plugin versions arriving while the node runs: the cluster's plugin store
 //!   (JetStream object store and KV), and the watched plugin directory.
-//! - [`durable`]: durable ingestion (JetStream payments stream, per-partition consumers).
+//! - [`bus`]: NATS subscriptions of owned partitions, per-partition workers, forwarding, events;
+//!   its `Intake` is the partitions `wasmpay-cluster` opens and closes.
 //! - [`payments`]: deciding one payment, from message bytes to reply bytes.
+//! - [`durable`]: durable ingestion (JetStream payments stream, per-partition consumers).
+//! - [`cluster`]: the ledger's fences for `wasmpay-cluster`, and the names the node's users
+//!   take from it.
 //! - [`client`]: a client of running nodes (NATS request/reply, the HTTP API).
-//! - [`config`], [`metrics`], [`shutdown`], [`clock`]: the configuration file, Prometheus
-//!   counters, the stop signal, the wall clock.
+//! - [`metrics`], [`shutdown`], [`clock`]: Prometheus counters (also the cluster's observer),
+//!   the stop signal, the wall clock.
 
 pub mod api;
 pub mod bus;
