@@ -111,13 +111,13 @@ mod tests {
         assert!(plan.take.is_empty() && plan.wait.is_empty());
     }
 
-    /// A cluster's leases as the members see them: each partition held by one member, by a
-    /// foreign node, or by nobody.
+    /// A cluster's leases as the members see them: each partition held by one live member, by
+    /// a member that died (its lease not yet expired), by a foreign node, or by nobody.
     fn world() -> impl Strategy<Value = (u32, Vec<&'static str>, BTreeMap<u32, Holder>)> {
         (1_u32..48, 1_usize..=POOL.len()).prop_flat_map(|(partitions, count)| {
             let members: Vec<&'static str> = POOL[..count].to_vec();
-            // 0..count: that member; count: a foreign node; above: nobody.
-            let holders = proptest::collection::vec(0..count + 3, partitions as usize);
+            // 0..count: that member; count: a foreign node; count + 1: a dead member; above: nobody.
+            let holders = proptest::collection::vec(0..count + 4, partitions as usize);
             (Just(partitions), Just(members), holders).prop_map(|(partitions, members, picks)| {
                 let holders = picks
                     .into_iter()
@@ -125,6 +125,7 @@ mod tests {
                     .filter_map(|(pick, partition)| match pick {
                         pick if pick < members.len() => Some((partition, Holder::Member(members[pick].to_owned()))),
                         pick if pick == members.len() => Some((partition, Holder::Foreign("elsewhere".to_owned()))),
+                        pick if pick == members.len() + 1 => Some((partition, Holder::Member("node-gone".to_owned()))),
                         _ => None,
                     })
                     .collect();
@@ -162,27 +163,43 @@ mod tests {
             }
         }
 
-        /// With every member planning on the same tables, no partition is served by two
-        /// members after the round (kept or taken), none is taken that someone holds, and every
-        /// assigned partition is planned by its assignee.
+        /// With every member planning on the same tables, no partition has two owners after
+        /// the round (what a member holds and does not hand over, or takes), none is taken that
+        /// anyone holds, and every assigned partition is planned: taken or kept by its assignee,
+        /// handed over by the live member holding it (the assignee waits for it), waited for
+        /// while a dead member's lease expires, or reported as held by a foreign node.
         #[test]
-        fn no_partition_is_planned_for_two_owners((partitions, members, holders) in world()) {
+        fn every_partition_is_planned_for_one_owner((partitions, members, holders) in world()) {
             let assigned = assign(partitions, &members);
-            let mut serving: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-            let mut planned: BTreeSet<u32> = BTreeSet::new();
+            let mut plans: BTreeMap<&str, Plan> = BTreeMap::new();
+            let mut owners: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
             for member in &members {
                 let (held, others) = view_of(member, &holders);
                 let plan = plan(member, &assigned, &held, &others);
-                for partition in plan.keep.iter().chain(&plan.take) {
-                    serving.entry(*partition).or_default().push(member);
+                let kept = held.iter().filter(|p| !plan.hand_over.contains(p));
+                for partition in kept.chain(&plan.take) {
+                    owners.entry(*partition).or_default().push(member);
                 }
-                planned.extend(plan.keep.iter().chain(&plan.take).chain(&plan.wait).chain(plan.foreign.keys()));
+                plans.insert(member, plan);
             }
-            for (partition, members) in &serving {
-                prop_assert_eq!(members.len(), 1, "partition {} planned for {:?}", partition, members);
+            for (partition, owners) in &owners {
+                prop_assert_eq!(owners.len(), 1, "partition {} planned for {:?}", partition, owners);
             }
-            let live: BTreeSet<u32> = assigned.iter().filter(|(_, m)| m.is_some()).map(|(p, _)| *p).collect();
-            prop_assert_eq!(planned, live);
+            let handed_over: BTreeSet<u32> = plans.values().flat_map(|plan| plan.hand_over.clone()).collect();
+            for (partition, assignee) in &assigned {
+                let Some(assignee) = assignee.as_deref() else { continue };
+                let plan = &plans[assignee];
+                match holders.get(partition) {
+                    None => prop_assert!(plan.take.contains(partition)),
+                    Some(Holder::Member(holder)) if holder == assignee => prop_assert!(plan.keep.contains(partition)),
+                    Some(Holder::Member(holder)) => {
+                        prop_assert!(plan.wait.contains(partition) && !plan.take.contains(partition));
+                        let live = members.contains(&holder.as_str());
+                        prop_assert_eq!(handed_over.contains(partition), live, "partition {} held by {}", partition, holder);
+                    }
+                    Some(Holder::Foreign(_)) => prop_assert!(plan.foreign.contains_key(partition)),
+                }
+            }
         }
 
         /// In a settled cluster (each member holds exactly what it is given), a member that
