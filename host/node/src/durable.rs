@@ -22,12 +22,8 @@ use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::Deserialize;
+use wasmpay_cluster::jetstream::{self as js, JetStreamError};
 use wasmpay_protocol::routing::subjects;
-
-/// How long one JetStream request (consumer set-up, a result publish, an ack) may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long creating one stream may take.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How payments may arrive (`[delivery]` in `wasmpay.toml`). Request-reply on
 /// `wasmpay.pay.<p>.<payer>` is always served; durable ingestion is added per deployment.
@@ -53,11 +49,13 @@ impl Default for DeliverySettings {
 
 /// Durable ingestion could not be set up or served.
 #[derive(Debug, thiserror::Error)]
-#[error("durable ingestion: {0}")]
-pub struct DurableError(String);
-
-fn failed(what: &str, error: impl std::fmt::Display) -> DurableError {
-    DurableError(format!("{what}: {error}"))
+pub enum DurableError {
+    /// JetStream refused or did not answer (every request is bounded: [`js::request`]).
+    #[error("durable ingestion: {0}")]
+    JetStream(#[from] JetStreamError),
+    /// A newer owner's consumer of the partition exists: this node's lease is stale.
+    #[error("durable ingestion: a newer owner consumes partition {0}: this lease is stale")]
+    Stale(u32),
 }
 
 /// The payments and results streams of a node in durable mode.
@@ -90,14 +88,8 @@ impl Durable {
             ..stream::Config::default()
         };
         // Creating a replicated stream waits for the JetStream cluster to place it.
-        let context = &jetstream;
-        let create = |config| async move {
-            tokio::time::timeout(SETUP_TIMEOUT, context.get_or_create_stream(config))
-                .await
-                .map_err(|_| DurableError(format!("JetStream did not create a stream within {SETUP_TIMEOUT:?}")))
-        };
-        let payments = create(payments).await?.map_err(|e| failed("payments stream", e))?;
-        create(results).await?.map_err(|e| failed("results stream", e))?;
+        let payments = js::open_stream(&jetstream, payments).await?;
+        js::open_stream(&jetstream, results).await?;
         Ok(Durable { jetstream, payments, settings })
     }
 
@@ -111,25 +103,23 @@ impl Durable {
     pub async fn consumer(&self, partition: u32, token: u64, in_flight: usize) -> Result<PullConsumer, DurableError> {
         let prefix = format!("partition-{partition}-t");
         let name = format!("{prefix}{token}");
-        let names: Vec<String> = within(self.payments.consumer_names().try_collect())
-            .await?
-            .map_err(|e| failed("listing the consumers", e))?;
+        let names: Vec<String> =
+            js::request("listing the consumers", self.payments.consumer_names().try_collect::<Vec<String>>()).await?;
         let earlier: Vec<(u64, String)> = names
             .into_iter()
             .filter_map(|name| Some((name.strip_prefix(&prefix)?.parse::<u64>().ok()?, name)))
             .collect();
         if earlier.iter().any(|(theirs, _)| *theirs > token) {
-            return Err(DurableError(format!("a newer owner consumes partition {partition}: this lease is stale")));
+            return Err(DurableError::Stale(partition));
         }
         let mut start = None;
         for (_, consumer) in &earlier {
-            let info =
-                within(self.payments.consumer_info(consumer)).await?.map_err(|e| failed("reading a consumer", e))?;
+            let info = js::request("reading a consumer", self.payments.consumer_info(consumer)).await?;
             start = start.max(Some(info.ack_floor.stream_sequence + 1));
         }
         if earlier.iter().any(|(theirs, _)| *theirs == token) {
             // This owner's own consumer, whose pull stream ended: made again from its floor.
-            within(self.payments.delete_consumer(&name)).await?.map_err(|e| failed("deleting the consumer", e))?;
+            js::request("deleting the consumer", self.payments.delete_consumer(&name)).await?;
         }
         let config = pull::Config {
             durable_name: Some(name),
@@ -141,12 +131,9 @@ impl Durable {
             max_ack_pending: i64::try_from(in_flight.max(1)).unwrap_or(i64::MAX),
             ..pull::Config::default()
         };
-        let consumer =
-            within(self.payments.create_consumer(config)).await?.map_err(|e| failed("creating the consumer", e))?;
+        let consumer = js::request("creating the consumer", self.payments.create_consumer(config)).await?;
         for (_, older) in earlier.iter().filter(|(theirs, _)| *theirs < token) {
-            if let Err(error) = within(self.payments.delete_consumer(older))
-                .await
-                .and_then(|deleted| deleted.map_err(|e| failed("deleting an earlier consumer", e)))
+            if let Err(error) = js::request("deleting an earlier consumer", self.payments.delete_consumer(older)).await
             {
                 // It stays behind, unused: the next owner's floor covers it.
                 tracing::warn!(%error, consumer = older, "could not delete an earlier owner's consumer");
@@ -163,17 +150,12 @@ impl Durable {
             headers.insert(subjects::PAYMENT_ID_HEADER, id);
             headers.insert("Nats-Msg-Id", format!("result:{id}").as_str());
         }
-        let published = within(self.jetstream.publish_with_headers(subjects::results(payer), headers, body))
-            .await?
-            .map_err(|e| failed("publishing a result", e))?;
-        within(published.into_future()).await?.map_err(|e| failed("storing a result", e))?;
+        let published = js::request(
+            "publishing a result",
+            self.jetstream.publish_with_headers(subjects::results(payer), headers, body),
+        )
+        .await?;
+        js::request("storing a result", published.into_future()).await?;
         Ok(())
     }
-}
-
-/// `future`, or an error after [`REQUEST_TIMEOUT`].
-pub(crate) async fn within<F: Future>(future: F) -> Result<F::Output, DurableError> {
-    tokio::time::timeout(REQUEST_TIMEOUT, future)
-        .await
-        .map_err(|_| DurableError(format!("JetStream did not answer within {REQUEST_TIMEOUT:?}")))
 }

@@ -2,30 +2,33 @@
 //!
 //! A payment orchestration node: payments arrive over NATS, WebAssembly plugins validate and
 //! price them, a double-entry ledger posts them. This crate wires the lower crates together
-//! and puts them on the network; the `wasmpay` binary (`src/bin/wasmpay/`) is its edge.
+//! and puts them on the network; the `wasmpay` binary (`host/wasmpay`) is its edge.
 //!
 //! The crates below it, each usable alone:
 //! - `wasmpay-protocol`: the wire contract (requests, replies, codes, money, partitions).
 //! - `wasmpay-ledger`: accounts and idempotent double-entry postings (sqlx).
 //! - `wasmpay-plugin-host`: the wasmtime sandbox, plugin loading, method pipelines.
+//! - `wasmpay-cluster`: membership, fenced partition leases, the binding, the operator's view,
+//!   and the one JetStream layer (bounded requests, opening buckets and streams) the node's
+//!   durable streams and plugin store use too.
 //!
 //! Layout of this crate (dependencies point down the list, never up):
-//! - [`node`]: starts and stops a node: plugins, ledger, bus, HTTP API.
-//! - [`cluster`]: membership and fenced partition leases (JetStream KV); opens and closes
-//!   the bus's partitions to match the assignment.
-//! - [`bus`]: NATS subscriptions of owned partitions, per-partition workers, forwarding, events.
+//! - [`node`]: starts and stops a node: plugins, ledger, bus, cluster, HTTP API.
+//! - [`config`]: the configuration file (every part's settings, the cluster's included).
 //! - [`api`]: the operators' HTTP API (health, metrics, accounts, deposits, payments, plugins).
 //! - [`plugins`]: plugin versions arriving while the node runs: the cluster's plugin store
 //!   (JetStream object store and KV), and the watched plugin directory.
-//! - [`durable`]: durable ingestion (JetStream payments stream, per-partition consumers).
+//! - [`bus`]: NATS subscriptions of owned partitions, per-partition workers, forwarding, events;
+//!   its `Intake` is the partitions `wasmpay-cluster` opens and closes.
 //! - [`payments`]: deciding one payment, from message bytes to reply bytes.
+//! - [`durable`]: durable ingestion (JetStream payments stream, per-partition consumers).
+//! - [`cluster`]: the ledger's fences for `wasmpay-cluster`, and the names the node's users
+//!   take from it.
 //! - [`client`]: a client of running nodes (NATS request/reply, the HTTP API).
-//! - [`assignment`]: which live node owns which partition (rendezvous hashing).
-//! - [`config`], [`metrics`], [`shutdown`], [`clock`]: the configuration file, Prometheus
-//!   counters, the stop signal, the wall clock.
+//! - [`metrics`], [`shutdown`], [`clock`]: Prometheus counters (also the cluster's observer),
+//!   the stop signal, the wall clock.
 
 pub mod api;
-pub mod assignment;
 pub mod bus;
 pub mod client;
 pub mod clock;

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use wasmpay_cluster::ClusterObserver;
 use wasmpay_ledger::CommitObserver;
 use wasmpay_plugin_host::{CallObserver, Census};
 use wasmpay_protocol::{Code, Status};
@@ -90,11 +91,11 @@ pub struct Metrics {
     /// One ledger batch, begin to commit.
     ledger_batch: Histogram,
     /// Partitions this node holds the lease of and serves now.
-    pub partitions_owned: AtomicU64,
+    partitions_owned: AtomicU64,
     /// Partitions this node handed over to another (closed, drained, lease released).
-    pub handoffs: AtomicU64,
+    handoffs: AtomicU64,
     /// Lease renewals that failed: the lease was lost (another owner) or NATS did not answer.
-    pub lease_renewal_failures: AtomicU64,
+    lease_renewal_failures: AtomicU64,
     /// Ledger batches that refused payments under an older lease token (a newer owner claimed
     /// their partition).
     fenced_batches: AtomicU64,
@@ -218,6 +219,20 @@ impl CommitObserver for Metrics {
 
     fn batch_fenced(&self, _partitions: &[u32]) {
         self.fenced_batches.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl ClusterObserver for Metrics {
+    fn handed_over(&self, count: u64) {
+        self.handoffs.fetch_add(count, Ordering::Relaxed);
+    }
+
+    fn partitions_owned(&self, count: u64) {
+        self.partitions_owned.store(count, Ordering::Relaxed);
+    }
+
+    fn renewal_failed(&self) {
+        self.lease_renewal_failures.fetch_add(1, Ordering::Relaxed);
     }
 }
 

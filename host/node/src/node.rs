@@ -2,19 +2,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState, PluginParts};
-use crate::bus::{Bus, BusError, BusSettings, Intake, Serving};
-use crate::cluster::{Cluster, ClusterError, ClusterView, Identity, Views};
+use crate::bus::{self, Bus, BusError, BusSettings, Intake, Serving};
+use crate::cluster::{Cluster, ClusterError, ClusterView, Identity, LedgerFences, Views};
 use crate::config::Config;
 use crate::durable::{Durable, DurableError};
 use crate::metrics::Metrics;
 use crate::payments::Processor;
 use crate::plugins::{self, store::PluginStore, store::StoreError};
+use wasmpay_cluster::bounds;
 use wasmpay_ledger::{CommitObserver, Ledger, LedgerError};
 use wasmpay_plugin_host::{PluginError, PluginHost, PluginRuntime, PluginSource};
 use wasmpay_protocol::routing::{DEFAULT_PARTITIONS, Partitioner};
@@ -235,9 +237,12 @@ impl Node {
             partitions: settings.partitions,
         };
         let cluster_settings = settings.config.cluster;
-        let joined =
-            Cluster::join(client, identity, cluster_settings, intake.clone(), ledger.clone(), metrics, views.clone())
-                .await;
+        let ports = wasmpay_cluster::Ports {
+            partitions: intake.clone(),
+            fences: LedgerFences(ledger.clone()),
+            observer: metrics,
+        };
+        let joined = Cluster::join(client, identity, cluster_settings, ports, views.clone()).await;
         let cluster = match joined {
             Ok(cluster) => cluster,
             Err(error) => {
@@ -287,9 +292,18 @@ impl Node {
         }
     }
 
+    /// How long [`Node::shutdown`] may take before the HTTP API's grace period: the
+    /// submissions drained, the cluster left (a round in progress, then every partition handed
+    /// over), the bus finished. Logged when a node stops, so a supervisor's stop timeout can be
+    /// set above it.
+    pub const fn stop_timeout() -> Duration {
+        bounds::sum(&[bus::SUBSCRIPTION_STOP_TIMEOUT, Cluster::stop_timeout::<Intake>(), bus::FINISH_TIMEOUT])
+    }
+
     /// Stops taking messages, hands its partitions over (answering what they took), stops the
     /// API and closes the ledger.
     pub async fn shutdown(self) {
+        tracing::info!(bound = ?Node::stop_timeout(), "stopping (at most this long, and the HTTP API's grace)");
         let _ = self.shutdown.send(true);
         // Submissions first: what they forward still reaches the partitions' owners.
         let workers = self.bus.await.unwrap_or_else(|error| {
@@ -308,5 +322,20 @@ impl Node {
         }
         self.ledger.close().await;
         tracing::info!("node stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stop bounds, with the bus's bounds as they are: a close is 5 + 1 (the intake's
+    /// drain and a publish) + 10 (the worker's answers) = 16 s and an open 16 + 2 (the flush)
+    /// = 18 s, so the cluster's stop is a round (2 + 2 + 2 + 20 + 27) plus a leave (2 + 20)
+    /// plus 1 s of slack = 76 s, and the node's 6 + 76 + (16 + 10 + 2) = 110 s.
+    #[test]
+    fn the_stop_bounds_add_up() {
+        assert_eq!(Cluster::stop_timeout::<Intake>(), Duration::from_secs(76));
+        assert_eq!(Node::stop_timeout(), Duration::from_secs(110));
     }
 }

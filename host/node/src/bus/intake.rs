@@ -4,14 +4,20 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_nats::{Client, Message, Subscriber};
+use futures::future::join_all;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use wasmpay_cluster::Partitions;
 
 use super::worker::{Incoming, Job};
-use super::{BusError, DRAIN_TIMEOUT, FLUSH_TIMEOUT, PUBLISH_TIMEOUT, WORKERS_STOP_TIMEOUT, refuse};
+use super::{
+    BusError, CLOSE_TIMEOUT, DRAIN_TIMEOUT, FLUSH_TIMEOUT, OPEN_TIMEOUT, SUBSCRIPTION_STOP_TIMEOUT,
+    WORKERS_STOP_TIMEOUT, refuse,
+};
 use crate::durable::Durable;
 use crate::metrics::Metrics;
 use crate::shutdown;
@@ -19,9 +25,9 @@ use wasmpay_protocol::Code;
 use wasmpay_protocol::routing::subjects;
 
 /// How long to wait after a failed pull before the next.
-const PULL_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+const PULL_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// How long to wait before recreating a partition's durable consumer.
-const CONSUMER_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+const CONSUMER_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// Opens and closes the partitions this node owns, each under one lease.
 #[derive(Clone, Debug)]
@@ -48,12 +54,19 @@ pub(super) struct Pump {
     lag: Arc<AtomicU64>,
 }
 
-impl Intake {
+/// The bus's side of ownership: the cluster opens a partition once it holds the lease and
+/// closes it before releasing it.
+impl Partitions for Intake {
+    type Error = BusError;
+
+    const CLOSE_TIMEOUT: Duration = CLOSE_TIMEOUT;
+    const OPEN_TIMEOUT: Duration = OPEN_TIMEOUT;
+
     /// Starts taking `partition`'s payments under the lease with fencing token `token`;
     /// returns once the server has registered the subscription (and, in durable mode, the
     /// partition's consumer is recreated from its acknowledgement floor), with the number of
     /// this opening for [`Intake::close_opening`].
-    pub async fn open(&self, partition: u32, token: u64) -> Result<u64, BusError> {
+    async fn open(&self, partition: u32, token: u64) -> Result<u64, BusError> {
         let queue = {
             let queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
             usize::try_from(partition).ok().and_then(|index| queues.get(index).cloned())
@@ -101,7 +114,7 @@ impl Intake {
     /// returns once the worker has answered every payment the partition took, so the lease may
     /// go to the next owner. Bounded by the drain and the workers' stop bound; says whether the
     /// worker answered everything within it (a partition that was not open has nothing to answer).
-    pub async fn close(&self, partition: u32) -> bool {
+    async fn close(&self, partition: u32) -> bool {
         let pump = self.open.lock().await.remove(&partition);
         match pump {
             Some(pump) => close_pump(partition, pump).await,
@@ -110,7 +123,7 @@ impl Intake {
     }
 
     /// [`Intake::close`], only if `partition` is still open from `opening`.
-    pub async fn close_opening(&self, partition: u32, opening: u64) {
+    async fn close_opening(&self, partition: u32, opening: u64) {
         let pump = {
             let mut open = self.open.lock().await;
             match open.get(&partition) {
@@ -124,21 +137,21 @@ impl Intake {
     }
 
     /// In durable mode, the stored payments waiting for each open partition's worker.
-    pub async fn lags(&self) -> BTreeMap<u32, u64> {
+    async fn lags(&self) -> BTreeMap<u32, u64> {
         if self.durable.is_none() {
             return BTreeMap::new();
         }
         let open = self.open.lock().await;
         open.iter().map(|(partition, pump)| (*partition, pump.lag.load(Ordering::Relaxed))).collect()
     }
+}
 
+impl Intake {
     /// Ends the workers once every partition is closed: closes the queues, waits (bounded) for
     /// the workers to answer what they hold, and flushes the connection.
     pub async fn finish(&self, mut workers: JoinSet<()>) {
         let open: Vec<u32> = self.open.lock().await.keys().copied().collect();
-        for partition in open {
-            self.close(partition).await;
-        }
+        join_all(open.into_iter().map(|partition| self.close(partition))).await;
         self.queues.lock().unwrap_or_else(PoisonError::into_inner).clear();
         let finished =
             tokio::time::timeout(WORKERS_STOP_TIMEOUT, async { while workers.join_next().await.is_some() {} }).await;
@@ -156,20 +169,24 @@ impl Intake {
 }
 
 /// Stops a partition's tasks, then waits (bounded) until its worker has answered everything
-/// they handed it; whether it did.
-async fn close_pump(partition: u32, pump: Pump) -> bool {
+/// they handed it; whether it did. At most [`CLOSE_TIMEOUT`]: the tasks stop side by side
+/// within [`SUBSCRIPTION_STOP_TIMEOUT`], and asking the worker and its answer share one
+/// [`WORKERS_STOP_TIMEOUT`].
+async fn close_pump(partition: u32, mut pump: Pump) -> bool {
     let _ = pump.stop.send(true);
-    let bound = DRAIN_TIMEOUT + PUBLISH_TIMEOUT;
-    for mut task in pump.tasks {
-        if tokio::time::timeout(bound, &mut task).await.is_err() {
-            tracing::warn!(partition, "stopping the partition's intake took more than {bound:?}; aborting it");
+    let stopped = tokio::time::timeout(SUBSCRIPTION_STOP_TIMEOUT, join_all(pump.tasks.iter_mut())).await;
+    if stopped.is_err() {
+        tracing::warn!(
+            partition,
+            "stopping the partition's intake took more than {SUBSCRIPTION_STOP_TIMEOUT:?}; aborting it"
+        );
+        for task in &pump.tasks {
             task.abort();
         }
     }
     let (flushed, answered) = oneshot::channel();
-    let asked = tokio::time::timeout(WORKERS_STOP_TIMEOUT, pump.queue.send(Job::Flush(flushed))).await;
-    let done =
-        matches!(asked, Ok(Ok(()))) && matches!(tokio::time::timeout(WORKERS_STOP_TIMEOUT, answered).await, Ok(Ok(())));
+    let flush = async { pump.queue.send(Job::Flush(flushed)).await.is_ok() && answered.await.is_ok() };
+    let done = tokio::time::timeout(WORKERS_STOP_TIMEOUT, flush).await.unwrap_or(false);
     if !done {
         tracing::warn!(partition, "the worker did not answer what it holds within {WORKERS_STOP_TIMEOUT:?}");
     }

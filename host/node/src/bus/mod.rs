@@ -38,6 +38,7 @@ use crate::durable::Durable;
 use crate::metrics::Metrics;
 use crate::payments::Processor;
 use crate::shutdown::{self, Signal};
+use wasmpay_cluster::bounds;
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
 use wasmpay_protocol::{ClusterInfo, Code, Refusal, Reply};
 use worker::{Job, worker};
@@ -54,6 +55,20 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
 const WORKERS_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the final flush, and the flush that registers a new subscription, may wait.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a task reading a subscription takes to stop: a publish in progress (a reply, a
+/// refusal, a forward) when asked, then the subscription's drain. A partition's intake tasks
+/// stop side by side, so this bounds them all; it also bounds the submissions' stop.
+pub(crate) const SUBSCRIPTION_STOP_TIMEOUT: Duration = bounds::sum(&[DRAIN_TIMEOUT, PUBLISH_TIMEOUT]);
+/// How long closing a partition may take: its intake stops, then its worker answers what the
+/// partition took. The cluster's stop bound is computed from it.
+const CLOSE_TIMEOUT: Duration = bounds::sum(&[SUBSCRIPTION_STOP_TIMEOUT, WORKERS_STOP_TIMEOUT]);
+/// How long opening a partition may take: closing an earlier opening of it (if it was opened
+/// twice), then the flush that registers its subscription. Its durable consumer is set up on a
+/// task of its own.
+const OPEN_TIMEOUT: Duration = bounds::sum(&[CLOSE_TIMEOUT, FLUSH_TIMEOUT]);
+/// How long [`Intake::finish`] may take: every partition still open closed at once, the
+/// workers' last answers, the final flush.
+pub(crate) const FINISH_TIMEOUT: Duration = bounds::sum(&[CLOSE_TIMEOUT, WORKERS_STOP_TIMEOUT, FLUSH_TIMEOUT]);
 
 /// How a node's bus is set up.
 #[derive(Clone, Debug)]

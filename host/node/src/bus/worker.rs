@@ -154,10 +154,9 @@ impl Responder {
             tracing::warn!(%error, "could not store a durable payment's result; it will be delivered again");
             return;
         }
-        match crate::durable::within(stored.ack()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "could not acknowledge a durable payment; it will come again"),
-            Err(error) => tracing::warn!(%error, "could not acknowledge a durable payment; it will come again"),
+        let acknowledged = wasmpay_cluster::jetstream::request("acknowledging a durable payment", stored.ack());
+        if let Err(error) = acknowledged.await {
+            tracing::warn!(%error, "could not acknowledge a durable payment; it will come again");
         }
     }
 }

@@ -75,7 +75,7 @@ pub async fn apply(
     let sha256 = manifest.sha256.clone().unwrap_or_default();
     let bytes = match store.component(&sha256).await {
         Ok(bytes) => bytes,
-        Err(StoreError::Unavailable(message)) => return Err(NotApplied::Transient(message)),
+        Err(StoreError::Unavailable(error)) => return Err(NotApplied::Transient(error.to_string())),
         Err(missing) => {
             // Not in the store (or corrupt there): no later fetch will do better.
             let error = ActivationError::Unavailable(missing.to_string());

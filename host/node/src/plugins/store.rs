@@ -25,7 +25,7 @@ use tokio::io::AsyncReadExt;
 use wasmpay_plugin_host::Manifest;
 use wasmpay_plugin_host::manifest::sha256_hex;
 
-use crate::cluster::buckets::{self, REQUEST_TIMEOUT};
+use wasmpay_cluster::jetstream::{self as js, Bucket, Cause, JetStreamError};
 
 /// The object store of components.
 pub const OBJECTS: &str = "wasmpay_plugins";
@@ -59,7 +59,7 @@ pub struct Pointer {
 pub enum StoreError {
     /// JetStream refused or did not answer.
     #[error("plugin store: {0}")]
-    Unavailable(String),
+    Unavailable(#[from] JetStreamError),
     /// No such version or plugin.
     #[error("{0}")]
     NotFound(String),
@@ -84,40 +84,23 @@ impl std::fmt::Debug for PluginStore {
     }
 }
 
-fn unavailable(error: &dyn std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(error.to_string())
-}
-
-async fn bounded<T, E: std::fmt::Display>(
-    limit: Duration,
-    request: impl Future<Output = Result<T, E>>,
-) -> Result<T, StoreError> {
-    tokio::time::timeout(limit, request)
-        .await
-        .map_err(|_| StoreError::Unavailable(format!("no answer within {limit:?}")))?
-        .map_err(|error| unavailable(&error))
+/// A value that could not be encoded (only plain strings and numbers are: never in practice).
+fn unencodable(what: &'static str, error: serde_json::Error) -> StoreError {
+    StoreError::Unavailable(JetStreamError::failed(what, error))
 }
 
 impl PluginStore {
     /// Opens the store, creating its bucket and object store if missing.
     pub async fn open(client: async_nats::Client, replicas: usize) -> Result<PluginStore, StoreError> {
         let jetstream = jetstream::new(client);
-        let (pointers, _) =
-            buckets::open(&jetstream, POINTERS, None, replicas).await.map_err(|error| unavailable(&error))?;
+        let (pointers, _) = js::open_bucket(&jetstream, Bucket { name: POINTERS, ttl: None, replicas }).await?;
         let config = object_store::Config {
             bucket: OBJECTS.to_owned(),
             description: Some("wasmpay plugin components, by SHA-256".to_owned()),
             num_replicas: replicas.max(1),
             ..object_store::Config::default()
         };
-        let objects = buckets::patiently(OBJECTS, || async {
-            match jetstream.get_object_store(OBJECTS).await {
-                Ok(store) => Ok(store),
-                Err(_) => jetstream.create_object_store(config.clone()).await.map_err(|error| error.to_string()),
-            }
-        })
-        .await
-        .map_err(|error| unavailable(&error))?;
+        let objects = js::open_object_store(&jetstream, config).await?;
         Ok(PluginStore { pointers, objects })
     }
 
@@ -140,13 +123,13 @@ impl PluginStore {
         let sha256 = manifest.expected_hash().map_err(|error| StoreError::Conflict(error.to_string()))?;
         // Its metadata says whether the store has it (no need to read the component); the
         // same bytes stored again would only cost the transfer.
-        if bounded(REQUEST_TIMEOUT, self.objects.info(sha256)).await.is_err() {
+        if js::request("reading a component's metadata", self.objects.info(sha256)).await.is_err() {
             let mut reader = bytes;
-            bounded(TRANSFER_TIMEOUT, self.objects.put(sha256, &mut reader)).await?;
+            js::bounded("storing a component", TRANSFER_TIMEOUT, self.objects.put(sha256, &mut reader)).await?;
         }
-        let value = serde_json::to_vec(manifest).map_err(|error| unavailable(&error))?;
+        let value = serde_json::to_vec(manifest).map_err(|error| unencodable("encoding a manifest", error))?;
         let key = version_key(&manifest.name, &manifest.version);
-        let created = bounded(REQUEST_TIMEOUT, async {
+        let created = js::request("storing a manifest", async {
             match self.pointers.create(key, value.into()).await {
                 Ok(_) => Ok(true),
                 Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
@@ -166,7 +149,7 @@ impl PluginStore {
 
     /// The manifest stored as `name@version`, if any.
     pub async fn stored_version(&self, name: &str, version: &str) -> Result<Option<Manifest>, StoreError> {
-        let value = bounded(REQUEST_TIMEOUT, self.pointers.get(version_key(name, version))).await?;
+        let value = js::request("reading a manifest", self.pointers.get(version_key(name, version))).await?;
         value
             .map(|value| {
                 serde_json::from_slice(&value)
@@ -177,18 +160,20 @@ impl PluginStore {
 
     /// The component named `sha256`, checked against its name.
     pub async fn component(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
+        // Ok(None): no such component.
         let read = async {
-            let mut object = self.objects.get(sha256).await.map_err(|error| match error.kind() {
-                object_store::GetErrorKind::NotFound => StoreError::NotFound(format!("no component {sha256}")),
-                _ => unavailable(&error),
-            })?;
+            let mut object = match self.objects.get(sha256).await {
+                Ok(object) => object,
+                Err(error) if error.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+                Err(error) => return Err(Cause::from(error)),
+            };
             let mut bytes = Vec::new();
-            object.read_to_end(&mut bytes).await.map_err(|error| unavailable(&error))?;
-            Ok::<_, StoreError>(bytes)
+            object.read_to_end(&mut bytes).await?;
+            Ok(Some(bytes))
         };
-        let bytes = tokio::time::timeout(TRANSFER_TIMEOUT, read)
-            .await
-            .map_err(|_| StoreError::Unavailable(format!("no answer within {TRANSFER_TIMEOUT:?}")))??;
+        let bytes = js::bounded("reading a component", TRANSFER_TIMEOUT, read)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no component {sha256}")))?;
         // Hashing up to 32 MiB is blocking work.
         let expected = sha256.to_owned();
         let checked = tokio::task::spawn_blocking(move || (sha256_hex(&bytes) == expected).then_some(bytes)).await;
@@ -211,12 +196,10 @@ impl PluginStore {
     /// does not parse is skipped (and logged): it must not keep a node from starting.
     pub async fn pointers(&self) -> Result<Vec<(String, Pointer, u64)>, StoreError> {
         let listing = async {
-            let keys = self.pointers.keys().await.map_err(|error| unavailable(&error))?;
-            Ok::<Vec<String>, StoreError>(keys.filter_map(|key| async { key.ok() }).collect().await)
+            let keys = self.pointers.keys().await?;
+            Ok::<Vec<String>, Cause>(keys.filter_map(|key| async { key.ok() }).collect().await)
         };
-        let keys = tokio::time::timeout(TRANSFER_TIMEOUT, listing)
-            .await
-            .map_err(|_| StoreError::Unavailable(format!("no listing within {TRANSFER_TIMEOUT:?}")))??;
+        let keys = js::bounded("listing the pointers", TRANSFER_TIMEOUT, listing).await?;
         let mut pointers = Vec::new();
         for name in keys.iter().filter_map(|key| key.strip_prefix("active.")) {
             match self.pointer_entry(name).await {
@@ -299,12 +282,12 @@ impl PluginStore {
 
     /// Watches every pointer: first every pointer as it is now, then each change.
     pub async fn watch(&self) -> Result<kv::Watch, StoreError> {
-        bounded(REQUEST_TIMEOUT, self.pointers.watch_with_history("active.>")).await
+        Ok(js::request("watching the pointers", self.pointers.watch_with_history("active.>")).await?)
     }
 
     /// The pointer of `name` and its revision, if it has one.
     pub async fn pointer_entry(&self, name: &str) -> Result<Option<(Pointer, u64)>, StoreError> {
-        let entry = bounded(REQUEST_TIMEOUT, self.pointers.entry(active_key(name))).await?;
+        let entry = js::request("reading a pointer", self.pointers.entry(active_key(name))).await?;
         match entry {
             Some(entry) if entry.operation == kv::Operation::Put => {
                 let pointer = serde_json::from_slice(&entry.value)
@@ -334,11 +317,12 @@ impl PluginStore {
             }
             let mut pointer = next(current.as_ref().map(|(pointer, _)| pointer))?;
             pointer.change = key.map(str::to_owned);
-            let value: bytes::Bytes = serde_json::to_vec(&pointer).map_err(|error| unavailable(&error))?.into();
+            let value: bytes::Bytes =
+                serde_json::to_vec(&pointer).map_err(|error| unencodable("encoding a pointer", error))?.into();
             // Ok(true): written; Ok(false): another change came first, so again on its result.
             let written = match current {
                 Some((_, revision)) => {
-                    bounded(REQUEST_TIMEOUT, async {
+                    js::request("changing a pointer", async {
                         match self.pointers.update(active_key(name), value, revision).await {
                             Ok(_) => Ok(true),
                             Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
@@ -348,7 +332,7 @@ impl PluginStore {
                     .await?
                 }
                 None => {
-                    bounded(REQUEST_TIMEOUT, async {
+                    js::request("changing a pointer", async {
                         match self.pointers.create(active_key(name), value).await {
                             Ok(_) => Ok(true),
                             Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),

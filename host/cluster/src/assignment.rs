@@ -6,7 +6,7 @@
 //! removing one moves exactly its own partitions, each to the member with the next highest
 //! weight: nothing else moves. A ring with virtual nodes gives the same bound only
 //! approximately and needs tuning; rendezvous needs no state beyond the member names.
-//! Ownership itself is a fenced lease (issue 8); this decides which leases a node goes for.
+//! Ownership itself is a fenced lease; this decides which leases a node goes for.
 //!
 //! The weight is part of the cluster protocol: every node of a cluster must compute it alike,
 //! so it is written out here (64-bit FNV-1a of the member name, mixed with the partition by

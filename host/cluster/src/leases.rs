@@ -1,0 +1,214 @@
+//! The leases this node holds, and the requests on the lease bucket: take (create), renew
+//! (update on the last revision), release (delete on the last revision).
+//!
+//! Renewals run on a task of their own ([`renew`]), so a slow handover or claim in a round
+//! never lets this node's other leases lapse; a lease that could not be renewed in time, or
+//! that another node has taken, is closed at once without handing over (the ledger fences
+//! whatever this node still posts under it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv::{CreateErrorKind, Store, UpdateErrorKind};
+use futures::future::join_all;
+
+use crate::jetstream::{self as js, Cause, JetStreamError};
+use crate::ports::{ClusterObserver, Partitions};
+use crate::records::{Lease, encode, lease_key};
+use crate::settings::Identity;
+
+/// A lease this node holds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Held {
+    /// The partition's fencing token, from the ledger's claim.
+    pub(crate) token: u64,
+    /// The bus's number for this opening of the partition.
+    pub(crate) opening: u64,
+    /// The lease's latest revision, which the next renewal (or the release) must match.
+    pub(crate) revision: u64,
+    /// When the request that last renewed (or took) it was sent: the lease ends a TTL later
+    /// at the latest.
+    pub(crate) renewed: Instant,
+}
+
+/// The leases this node holds, shared by the rounds and the renewals. Its lock is never held
+/// across an await; `renewing` is held while a renewal is in flight, so a release never races
+/// a renewal for the lease's revision.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Holdings {
+    held: Arc<Mutex<BTreeMap<u32, Held>>>,
+    renewing: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Holdings {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<u32, Held>) -> T) -> T {
+        f(&mut self.held.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub(crate) fn partitions(&self) -> BTreeSet<u32> {
+        self.with(|held| held.keys().copied().collect())
+    }
+
+    /// Removes `partitions` once no renewal is in flight (at most one request bound), so the
+    /// revisions returned are the ones a release must match.
+    pub(crate) async fn remove(&self, partitions: &[u32]) -> Vec<Option<Held>> {
+        let _no_renewal_in_flight = self.renewing.lock().await;
+        self.with(|held| partitions.iter().map(|partition| held.remove(partition)).collect())
+    }
+}
+
+/// The lease bucket, as this node writes to it.
+#[derive(Clone, Debug)]
+pub(crate) struct LeaseBucket {
+    pub(crate) store: Store,
+    pub(crate) identity: Identity,
+}
+
+impl LeaseBucket {
+    fn value(&self, token: Option<u64>, lag: Option<u64>) -> bytes::Bytes {
+        let identity = &self.identity;
+        encode(&Lease {
+            node: identity.node.clone(),
+            ledger: identity.ledger.clone(),
+            partitions: identity.partitions,
+            token,
+            lag,
+        })
+    }
+
+    /// Creates the leases of `partitions` (compare-and-set on "no value"); the revision and
+    /// the time the request was sent of each one taken. Those another node took first are left
+    /// out silently; failures are logged.
+    pub(crate) async fn take(&self, partitions: &[u32]) -> BTreeMap<u32, (u64, Instant)> {
+        let value = self.value(None, None);
+        let attempts = join_all(partitions.iter().map(|partition| {
+            let value = value.clone();
+            async move {
+                let sent = Instant::now();
+                let created = js::request("taking a lease", async {
+                    match self.store.create(lease_key(*partition), value).await {
+                        Ok(revision) => Ok(Some(revision)),
+                        Err(error) if error.kind() == CreateErrorKind::AlreadyExists => Ok(None),
+                        Err(error) => Err(error),
+                    }
+                });
+                (*partition, sent, created.await)
+            }
+        }))
+        .await;
+        let mut taken = BTreeMap::new();
+        let mut failed: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (partition, sent, created) in attempts {
+            match created {
+                Ok(Some(revision)) => {
+                    taken.insert(partition, (revision, sent));
+                }
+                Ok(None) => {}
+                Err(error) => failed.entry(error.to_string()).or_default().push(partition),
+            }
+        }
+        for (error, partitions) in failed {
+            tracing::warn!(%error, ?partitions, "could not take leases");
+        }
+        taken
+    }
+
+    /// Deletes the lease of `partition` on `revision`, so the next owner's watch wakes it at
+    /// once; one request bound.
+    pub(crate) async fn release(&self, partition: u32, revision: u64) -> Result<(), JetStreamError> {
+        js::request("releasing a lease", self.store.delete_expect_revision(lease_key(partition), Some(revision))).await
+    }
+
+    /// Releases every lease in `leases` at once (partition → revision); one request bound.
+    pub(crate) async fn release_all(&self, leases: impl IntoIterator<Item = (u32, u64)>) {
+        join_all(leases.into_iter().map(|(partition, revision)| async move {
+            if let Err(error) = self.release(partition, revision).await {
+                tracing::warn!(partition, %error, "could not release the lease; it will expire instead");
+            }
+        }))
+        .await;
+    }
+}
+
+/// How a renewal ended.
+enum Renewal {
+    /// At this new revision.
+    Renewed(u64),
+    /// The revision moved: another node holds the lease now.
+    Lost,
+}
+
+/// Renews, every sixth of the TTL, each lease last renewed a third of the TTL ago. A lease
+/// whose revision moved belongs to another node now; one that could not be renewed for nearly
+/// a TTL (NATS unreachable) may have expired on the server: both are dropped and their
+/// partitions closed at once.
+pub(crate) async fn renew<P: Partitions>(
+    bucket: LeaseBucket,
+    holdings: Holdings,
+    partitions: P,
+    observer: Arc<dyn ClusterObserver>,
+    ttl: Duration,
+) {
+    loop {
+        tokio::time::sleep(ttl / 6).await;
+        let renewing = holdings.renewing.lock().await;
+        let due: Vec<(u32, Held)> = holdings.with(|held| {
+            held.iter().filter(|(_, held)| held.renewed.elapsed() >= ttl / 3).map(|(p, held)| (*p, *held)).collect()
+        });
+        if due.is_empty() {
+            continue;
+        }
+        let lags = partitions.lags().await;
+        let renewals = due.iter().map(|(partition, held)| {
+            let (store, value) = (&bucket.store, bucket.value(Some(held.token), lags.get(partition).copied()));
+            async move {
+                let sent = Instant::now();
+                let renewed = js::request("renewing a lease", async {
+                    match store.update(lease_key(*partition), value, held.revision).await {
+                        Ok(revision) => Ok(Renewal::Renewed(revision)),
+                        Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => Ok(Renewal::Lost),
+                        Err(error) => Err(Cause::from(error)),
+                    }
+                });
+                (*partition, sent, renewed.await)
+            }
+        });
+        let results = join_all(renewals).await;
+        let lost: Vec<(u32, u64)> = holdings.with(|held| {
+            let mut lost = Vec::new();
+            for (partition, sent, renewed) in results {
+                let Some(lease) = held.get_mut(&partition) else { continue };
+                match renewed {
+                    Ok(Renewal::Renewed(revision)) => (lease.revision, lease.renewed) = (revision, sent),
+                    Ok(Renewal::Lost) => {
+                        observer.renewal_failed();
+                        lost.push((partition, lease.opening));
+                    }
+                    Err(error) => {
+                        observer.renewal_failed();
+                        tracing::warn!(partition, %error, "could not renew the lease");
+                        if lease.renewed.elapsed() + ttl / 6 >= ttl {
+                            lost.push((partition, lease.opening));
+                        }
+                    }
+                }
+            }
+            for (partition, _) in &lost {
+                held.remove(partition);
+            }
+            lost
+        });
+        drop(renewing);
+        if !lost.is_empty() {
+            let lost_partitions: Vec<u32> = lost.iter().map(|(partition, _)| *partition).collect();
+            tracing::warn!(partitions = ?lost_partitions, "leases lost (expired, or taken over); closing their partitions");
+            // Closed on tasks of their own, so the next renewals are not held up; by opening,
+            // so a partition this node has taken again meanwhile stays open.
+            for (partition, opening) in lost {
+                let partitions = partitions.clone();
+                tokio::spawn(async move { partitions.close_opening(partition, opening).await });
+            }
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! The driver of the rounds that keep a node's leases matching the assignment: it gathers a
+//! round's inputs from the tables, asks [`crate::plan`] what to do, and does it.
+//!
+//! Each round (every heartbeat, and whenever a bucket changes): announce this node, hand over
+//! the partitions the assignment now gives to another member, and take those it gives to this
+//! node that nobody holds. Taking a lease is a create on its key; the partition is then claimed
+//! in the ledger, which hands out its fencing token, and only then opened. Handing over is
+//! close (stop taking, answer what was taken), then a delete on the lease's revision, which
+//! wakes the next owner through its watch.
+//!
+//! The state is kept in a few parts, each with one job: the buckets it writes, the tables it
+//! reads (and their tasks), the leases it holds ([`Holdings`]), the node's ports, and what it
+//! remembers between rounds ([`Memory`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv::Store;
+use futures::future::join_all;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::binding;
+use crate::bounds::CLAIM_TIMEOUT;
+use crate::error::ClusterError;
+use crate::jetstream::{self as js, Bucket};
+use crate::leases::{self, Held, Holdings, LeaseBucket};
+use crate::plan::{self, Holder};
+use crate::ports::{Fences, Partitions, Ports};
+use crate::records::{LEASES, Lease, MEMBERS, Member, encode};
+use crate::settings::{ClusterSettings, Identity};
+use crate::table::Table;
+use crate::view::{ClusterView, LeaseView, MemberView, Views};
+
+/// The tasks a node's part in the cluster runs beside its rounds (the two watches, the
+/// renewals); aborted when dropped, so an owner that was stopped mid-leave leaves no task
+/// renewing leases behind it.
+#[derive(Debug, Default)]
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// The buckets' contents as this node watches them.
+#[derive(Debug)]
+struct Tables {
+    members: Table,
+    leases: Table,
+    /// Woken by every change in either bucket: a round follows at once.
+    changed: Arc<Notify>,
+    /// Held for its drop: the tasks end with the owner.
+    _tasks: Tasks,
+}
+
+/// What the rounds remember from one round to the next.
+#[derive(Debug, Default)]
+struct Memory {
+    /// When this node last announced itself.
+    heartbeat_at: Option<Instant>,
+    /// When the watches were last started again.
+    rewatched: Option<Instant>,
+    /// Why this node may serve nothing: the NATS deployment is bound to another ledger.
+    refused: Option<String>,
+    /// When the binding was last read.
+    rebound_at: Option<Instant>,
+    /// Partitions reported as held by a node on another ledger (or partitioning), so each is
+    /// said once.
+    foreign: BTreeSet<u32>,
+}
+
+/// The state of the rounds.
+pub(crate) struct Owner<P, F> {
+    client: async_nats::Client,
+    identity: Identity,
+    /// The lease (and membership) TTL in effect.
+    ttl: Duration,
+    heartbeat: Duration,
+    members: Store,
+    leases: LeaseBucket,
+    binding: Store,
+    tables: Tables,
+    holdings: Holdings,
+    ports: Ports<P, F>,
+    views: Views,
+    memory: Memory,
+}
+
+impl<P, F> std::fmt::Debug for Owner<P, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owner").field("node", &self.identity.node).finish_non_exhaustive()
+    }
+}
+
+impl<P: Partitions, F: Fences> Owner<P, F> {
+    /// Opens (or creates) the buckets, starts watching them and renewing what this node holds.
+    pub(crate) async fn start(
+        client: async_nats::Client,
+        identity: Identity,
+        settings: ClusterSettings,
+        ports: Ports<P, F>,
+        views: Views,
+    ) -> Result<Self, ClusterError> {
+        let jetstream = async_nats::jetstream::new(client.clone());
+        let wanted = Duration::from_millis(settings.lease_ttl_ms.max(1));
+        let binding = binding::open(&jetstream, settings.replicas).await?;
+        let refused = binding::bind(&binding, &identity, true).await?;
+        let bucket = |name| Bucket { name, ttl: Some(wanted), replicas: settings.replicas };
+        let (members, _) = js::open_bucket(&jetstream, bucket(MEMBERS)).await?;
+        let (leases, ttl) = js::open_bucket(&jetstream, bucket(LEASES)).await?;
+        if ttl != wanted {
+            tracing::warn!(configured = ?wanted, in_effect = ?ttl, "the lease bucket exists with another TTL; using the bucket's");
+        }
+        let changed = Arc::new(Notify::new());
+        let (member_table, member_watch) = Table::watch(members.clone(), changed.clone());
+        let (lease_table, lease_watch) = Table::watch(leases.clone(), changed.clone());
+        let leases = LeaseBucket { store: leases, identity: identity.clone() };
+        let holdings = Holdings::default();
+        let renewals = tokio::spawn(leases::renew(
+            leases.clone(),
+            holdings.clone(),
+            ports.partitions.clone(),
+            ports.observer.clone(),
+            ttl,
+        ));
+        let tables = Tables {
+            members: member_table,
+            leases: lease_table,
+            changed,
+            _tasks: Tasks(vec![member_watch, lease_watch, renewals]),
+        };
+        Ok(Owner {
+            client,
+            identity,
+            ttl,
+            heartbeat: Duration::from_millis(settings.heartbeat_ms.max(1)).min(ttl / 3),
+            members,
+            leases,
+            binding,
+            tables,
+            holdings,
+            ports,
+            views,
+            memory: Memory { refused, rebound_at: Some(Instant::now()), ..Memory::default() },
+        })
+    }
+
+    /// Runs rounds until `stop`, then hands everything over and leaves. A round in progress
+    /// when `stop` comes is finished first: cut short, it could leave a partition open that no
+    /// lease covers.
+    pub(crate) async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                () = tokio::time::sleep(self.heartbeat) => {}
+                () = self.tables.changed.notified() => {}
+            }
+            self.round().await;
+        }
+        self.leave().await;
+    }
+
+    /// One round: announce, hand over, take.
+    pub(crate) async fn round(&mut self) {
+        self.announce().await;
+        let assigned = self.assigned();
+        self.read_binding().await;
+        if self.memory.refused.is_some() {
+            self.publish_view(&assigned);
+            return;
+        }
+        let held = self.holdings.partitions();
+        let plan = plan::plan(&self.identity.node, &assigned, &held, &self.holders());
+        self.report_foreign(&plan.foreign);
+        if !plan.hand_over.is_empty() {
+            self.hand_over(&plan.hand_over).await;
+        }
+        if !plan.take.is_empty() {
+            self.take(&plan.take).await;
+        }
+        self.publish_view(&assigned);
+    }
+
+    /// Reads the binding again once a TTL: a refused node binds the deployment once an
+    /// operator unbound it; a serving node stops at once if the deployment was bound to
+    /// another ledger.
+    async fn read_binding(&mut self) {
+        let due = self.memory.rebound_at.is_none_or(|at| at.elapsed() >= self.ttl);
+        if !due || !self.connected() {
+            return;
+        }
+        self.memory.rebound_at = Some(Instant::now());
+        match binding::bind(&self.binding, &self.identity, false).await {
+            Ok(refused) => {
+                if refused.is_some() && self.memory.refused.is_none() {
+                    let held: Vec<u32> = self.holdings.partitions().into_iter().collect();
+                    self.hand_over(&held).await;
+                }
+                self.memory.refused = refused;
+            }
+            Err(error) => tracing::warn!(%error, "could not read the deployment's binding"),
+        }
+    }
+
+    /// Puts this node's member record, once per heartbeat.
+    async fn announce(&mut self) {
+        if self.memory.heartbeat_at.is_some_and(|at| at.elapsed() < self.heartbeat) {
+            return;
+        }
+        let record = Member {
+            ledger: self.identity.ledger.clone(),
+            http: self.identity.http.clone(),
+            partitions: self.identity.partitions,
+        };
+        match js::request("announcing this node", self.members.put(&self.identity.node, encode(&record))).await {
+            Ok(_) => {
+                // This node's own announcements must come back through the watch; if the last
+                // ones did not, the watches went quiet and the tables are stale.
+                let now = Instant::now();
+                let seen = self.tables.members.seen_at(&self.identity.node);
+                let quiet = self.memory.heartbeat_at.is_some_and(|at| now.duration_since(at) < self.heartbeat * 2)
+                    && seen.is_none_or(|seen| now.duration_since(seen) > self.heartbeat * 4);
+                if quiet && self.memory.rewatched.is_none_or(|at| at.elapsed() > self.ttl) {
+                    tracing::warn!("the bucket watches went quiet; watching again");
+                    self.tables.members.rewatch();
+                    self.tables.leases.rewatch();
+                    self.memory.rewatched = Some(now);
+                }
+                self.memory.heartbeat_at = Some(now);
+            }
+            Err(error) => tracing::warn!(%error, "could not announce this node"),
+        }
+    }
+
+    /// The instant the tables' ages are measured at: now, unless this node's own announcements
+    /// have stopped coming back (JetStream unreachable, or electing a leader); then the last
+    /// time they did. Without a way to hear the others, a node must not conclude they died
+    /// and take everything, so their records age only while its own keep arriving.
+    fn tables_now(&self) -> Instant {
+        let now = Instant::now();
+        match self.tables.members.seen_at(&self.identity.node) {
+            Some(seen) => (seen + self.heartbeat * 2).min(now),
+            None => now,
+        }
+    }
+
+    /// Whether `ledger` and `partitions` are this node's: only such nodes share partitions.
+    fn alike(&self, ledger: &str, partitions: u32) -> bool {
+        ledger == self.identity.ledger && partitions == self.identity.partitions
+    }
+
+    /// Every partition's member by rendezvous hashing over the live members on this node's
+    /// ledger and partitioning, this node included.
+    fn assigned(&self) -> BTreeMap<u32, Option<String>> {
+        let live = self.tables.members.live(self.ttl, self.tables_now());
+        let mut names: Vec<String> = live
+            .into_iter()
+            .filter(|(_, seen)| {
+                seen.record::<Member>().is_some_and(|member| self.alike(&member.ledger, member.partitions))
+            })
+            .map(|(node, _)| node)
+            .collect();
+        if !names.contains(&self.identity.node) {
+            names.push(self.identity.node.clone());
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        plan::assign(self.identity.partitions, &names)
+    }
+
+    /// Who holds each live lease, as far as this node has seen.
+    fn holders(&self) -> BTreeMap<u32, Holder> {
+        let live = self.tables.leases.live(self.ttl, self.tables_now());
+        live.into_iter()
+            .filter_map(|(key, seen)| {
+                let partition = key.strip_prefix("partition.")?.parse::<u32>().ok()?;
+                let holder = match seen.record::<Lease>() {
+                    Some(lease) if self.alike(&lease.ledger, lease.partitions) => Holder::Member(lease.node),
+                    Some(lease) => Holder::Foreign(lease.node),
+                    None => Holder::Foreign("(unreadable lease)".to_owned()),
+                };
+                Some((partition, holder))
+            })
+            .collect()
+    }
+
+    /// Says once which partitions are held by a node that writes another ledger or partitions
+    /// differently.
+    fn report_foreign(&mut self, foreign: &BTreeMap<u32, String>) {
+        let mut by_holder: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for (partition, holder) in foreign {
+            if self.memory.foreign.insert(*partition) {
+                by_holder.entry(holder.as_str()).or_default().push(*partition);
+            }
+        }
+        for (holder, partitions) in by_holder {
+            tracing::error!(
+                %holder,
+                ?partitions,
+                "partitions are held by a node that writes another ledger or partitions differently: this node \
+                 cannot serve them (nodes share partitions only on one ledger; a SQLite node is a cluster of one)"
+            );
+        }
+    }
+
+    /// Hands `partitions` over: stops taking them and answers what they took (renewing their
+    /// leases meanwhile), then releases the leases so the next owner starts at once. A
+    /// partition whose worker did not answer everything in time is not released: its lease
+    /// expires instead, and the ledger fences what this node still posts.
+    async fn hand_over(&mut self, partitions: &[u32]) {
+        let closed = join_all(partitions.iter().map(|partition| self.ports.partitions.close(*partition))).await;
+        let removed = self.holdings.remove(partitions).await;
+        let handed = removed.iter().flatten().count();
+        let releases = partitions
+            .iter()
+            .zip(removed)
+            .zip(closed)
+            .filter_map(|((partition, held), answered)| Some((*partition, held?.revision)).filter(|_| answered));
+        self.leases.release_all(releases).await;
+        self.ports.observer.handed_over(u64::try_from(handed).unwrap_or(u64::MAX));
+        tracing::info!(?partitions, "handed partitions over");
+    }
+
+    /// Takes the leases of `partitions`, claims them in the ledger (which hands out their
+    /// fencing tokens), and opens them.
+    async fn take(&mut self, partitions: &[u32]) {
+        let taken = self.leases.take(partitions).await;
+        if taken.is_empty() {
+            return;
+        }
+        let claimed: Vec<u32> = taken.keys().copied().collect();
+        let tokens = match tokio::time::timeout(CLAIM_TIMEOUT, self.ports.fences.claim(&claimed)).await {
+            Ok(Ok(tokens)) => tokens,
+            failed => {
+                let error = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => format!("no answer within {CLAIM_TIMEOUT:?}"),
+                };
+                tracing::warn!(%error, "could not claim the partitions in the ledger; releasing their leases");
+                self.leases.release_all(taken.iter().map(|(partition, (revision, _))| (*partition, *revision))).await;
+                return;
+            }
+        };
+        let opened = join_all(tokens.iter().map(|(partition, token)| {
+            let partitions = &self.ports.partitions;
+            async move { (*partition, partitions.open(*partition, *token).await) }
+        }))
+        .await;
+        let mut failed = Vec::new();
+        for (partition, result) in opened {
+            let (Some(token), Some((revision, renewed))) = (tokens.get(&partition), taken.get(&partition)) else {
+                continue;
+            };
+            match result {
+                Ok(opening) => {
+                    // Due for renewal at once, so the lease's value shows the token soon.
+                    let renewed = renewed.checked_sub(self.ttl / 3).unwrap_or(*renewed);
+                    let held = Held { token: *token, opening, revision: *revision, renewed };
+                    self.holdings.with(|holdings| holdings.insert(partition, held));
+                    self.memory.foreign.remove(&partition);
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        partition,
+                        error = &error as &dyn std::error::Error,
+                        "could not open the partition; releasing its lease"
+                    );
+                    failed.push((partition, *revision));
+                }
+            }
+        }
+        if !failed.is_empty() {
+            self.leases.release_all(failed).await;
+        }
+        tracing::info!(partitions = ?tokens.keys().collect::<Vec<_>>(), "took partitions");
+    }
+
+    /// Withdraws the membership (so the others stop assigning partitions to this node), then
+    /// hands every partition over. The watches and renewals end when the owner is dropped.
+    async fn leave(mut self) {
+        let partitions: Vec<u32> = self.holdings.partitions().into_iter().collect();
+        if self.connected() {
+            if let Err(error) =
+                js::request("withdrawing the membership", self.members.delete(&self.identity.node)).await
+            {
+                tracing::warn!(%error, "could not withdraw the membership; it will expire instead");
+            }
+            if !partitions.is_empty() {
+                self.hand_over(&partitions).await;
+            }
+        } else {
+            // Nothing can be released without the server: the leases and the membership expire.
+            join_all(partitions.iter().map(|partition| self.ports.partitions.close(*partition))).await;
+        }
+        self.ports.observer.partitions_owned(0);
+        tracing::info!("left the cluster");
+    }
+
+    fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn publish_view(&self, assigned: &BTreeMap<u32, Option<String>>) {
+        let now = self.tables_now();
+        let members: Vec<MemberView> = self
+            .tables
+            .members
+            .live(self.ttl, now)
+            .into_iter()
+            .filter_map(|(node, seen)| {
+                let member: Member = seen.record()?;
+                Some((node.clone(), MemberView { node, ledger: member.ledger, http: member.http }))
+            })
+            .collect::<BTreeMap<String, MemberView>>()
+            .into_values()
+            .collect();
+        let holders = self.tables.leases.live(self.ttl, now);
+        let held = self.holdings.with(|held| held.clone());
+        let leases = assigned
+            .iter()
+            .map(|(partition, member)| {
+                let lease = holders.get(&crate::records::lease_key(*partition)).and_then(|seen| seen.record::<Lease>());
+                let token = held.get(partition).map(|held| held.token).or(lease.as_ref().and_then(|lease| lease.token));
+                let lag = lease.as_ref().and_then(|lease| lease.lag);
+                let owner = lease.map(|lease| lease.node);
+                LeaseView { partition: *partition, assigned: member.clone(), owner, token, lag }
+            })
+            .collect();
+        let owned: Vec<u32> = held.keys().copied().collect();
+        self.ports.observer.partitions_owned(u64::try_from(owned.len()).unwrap_or(u64::MAX));
+        self.views.set(ClusterView {
+            node: self.identity.node.clone(),
+            ledger: self.identity.ledger.clone(),
+            partitions: self.identity.partitions,
+            lease_ttl_ms: u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
+            members,
+            leases,
+            owned,
+            refused: self.memory.refused.clone(),
+        });
+    }
+}

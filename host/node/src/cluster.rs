@@ -1,0 +1,26 @@
+//! The node's side of the cluster (`wasmpay-cluster`): the cluster drives the node's bus,
+//! ledger and metrics through the traits it defines; this module gives it the ledger's
+//! fences, and re-exports what the node's users (the binary, the tools, the tests) name.
+
+pub use wasmpay_cluster::{
+    Cluster, ClusterError, ClusterSettings, ClusterView, Identity, LeaseView, MemberView, Views, unbind,
+};
+
+use std::collections::BTreeMap;
+
+use wasmpay_cluster::Fences;
+use wasmpay_ledger::{Ledger, LedgerError};
+
+/// The ledger as the cluster's fences: a new owner's claim hands out the partitions' fencing
+/// tokens (`fencing.rs` in the ledger). A wrapper, because neither the trait nor the ledger
+/// belongs to this crate.
+#[derive(Clone, Debug)]
+pub struct LedgerFences(pub Ledger);
+
+impl Fences for LedgerFences {
+    type Error = LedgerError;
+
+    async fn claim(&self, partitions: &[u32]) -> Result<BTreeMap<u32, u64>, LedgerError> {
+        self.0.claim(partitions).await
+    }
+}
