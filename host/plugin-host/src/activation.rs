@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::health::Health;
-use crate::manifest::{Manifest, ManifestError, sha256_hex};
+use crate::manifest::{Manifest, ManifestError, Sha256};
 use crate::pipeline::PipelineError;
 use crate::runtime::PluginRuntime;
 use crate::selftest::{self, SelfTestError};
@@ -34,9 +34,9 @@ pub enum ActivationError {
     #[error("the component's sha256 is {actual}, the manifest expects {expected}")]
     HashMismatch {
         /// From the manifest.
-        expected: String,
+        expected: Sha256,
         /// Of the bytes.
-        actual: String,
+        actual: Sha256,
     },
     /// It does not compile, link or describe itself.
     #[error(transparent)]
@@ -118,9 +118,9 @@ pub(crate) fn prepare(
     fee_limits: &BTreeMap<String, FeeLimit>,
 ) -> Result<LoadedPlugin, ActivationError> {
     let expected = manifest.expected_hash()?;
-    let actual = sha256_hex(bytes);
-    if actual != expected {
-        return Err(ActivationError::HashMismatch { expected: expected.to_owned(), actual });
+    let actual = Sha256::of(bytes);
+    if actual != *expected {
+        return Err(ActivationError::HashMismatch { expected: expected.clone(), actual });
     }
     let limits = runtime.limits.tightened(&manifest.limits);
     let mut plugin = LoadedPlugin::load_with(runtime, source_name, bytes, limits)?;

@@ -48,7 +48,7 @@ pub use contract::{CheckedFee, PluginInfo};
 pub use health::HealthView;
 pub use instances::{CallObserver, FailureKind, Instances, PaymentInput, PluginFailure, PluginRejection, Verdict};
 pub use lifecycle::{PluginHost, PluginStatus, Refusal, Switched, VersionState, VersionStatus};
-pub use manifest::Manifest;
+pub use manifest::{Manifest, Sha256};
 pub use pipeline::{Pipeline, PipelineError, Pipelines};
 pub use runtime::{PluginRuntime, RuntimeError};
 pub use settings::{FeeLimit, MethodSettings, PluginSettings, QuarantineSettings, SandboxSettings};

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::activation::{self, ActivationError};
 use crate::health::HealthView;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, Sha256};
 use crate::pipeline::Pipelines;
 use crate::runtime::PluginRuntime;
 use crate::settings::{FeeLimit, MethodSettings, PluginSettings};
@@ -62,7 +62,7 @@ pub struct VersionStatus {
     /// Semantic version.
     pub version: String,
     /// SHA-256 of the component.
-    pub sha256: String,
+    pub sha256: Sha256,
     /// Its place.
     pub state: VersionState,
     /// Whether it was checked against a manifest (with its fixtures) when it was loaded.
@@ -263,7 +263,7 @@ impl PluginHost {
             tracing::error!(plugin = %manifest.key(), code = error.code(), %error, "plugin version refused; the serving version stays");
             Refusal {
                 version: manifest.key(),
-                sha256: manifest.sha256.clone().unwrap_or_default(),
+                sha256: manifest.sha256.as_ref().map(Sha256::to_string).unwrap_or_default(),
                 code: error.code().to_owned(),
                 message: error.to_string(),
                 attempt,
@@ -348,7 +348,7 @@ impl PluginHost {
                     };
                     VersionStatus {
                         version: plugin.info().version.clone(),
-                        sha256: plugin.sha256().to_owned(),
+                        sha256: plugin.sha256().clone(),
                         state,
                         checked: plugin.manifest().is_some(),
                         health,

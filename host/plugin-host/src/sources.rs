@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::activation::{self, ActivationError};
-use crate::manifest::{Manifest, sha256_hex};
+use crate::manifest::{Manifest, Sha256};
 use crate::pipeline::{PipelineError, Pipelines};
 use crate::runtime::{PluginRuntime, RuntimeError};
 use crate::settings::{FeeLimit, MethodSettings, PluginSettings};
@@ -105,7 +105,7 @@ impl PluginSource {
                     .map(Manifest::parse)
                     .transpose()
                     .map_err(|error| PluginError::activation(&source_name, ActivationError::Manifest(error)))?
-                    .map(|manifest| Manifest { sha256: Some(sha256_hex(bytes)), ..manifest });
+                    .map(|manifest| Manifest { sha256: Some(Sha256::of(bytes)), ..manifest });
                 Ok((source_name, bytes.to_vec(), manifest))
             }
             PluginSource::File(path) => {

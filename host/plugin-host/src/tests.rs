@@ -166,7 +166,7 @@ fn plugin_log_lines_are_bounded_single_lines_that_name_the_payment() {
 }
 
 fn manifest_of(text: &str, bytes: &[u8]) -> Manifest {
-    Manifest { sha256: Some(manifest::sha256_hex(bytes)), ..Manifest::parse(text).expect("manifest") }
+    Manifest { sha256: Some(Sha256::of(bytes)), ..Manifest::parse(text).expect("manifest") }
 }
 
 fn host(settings: &SandboxSettings) -> PluginHost {
@@ -214,7 +214,7 @@ fn a_bad_version_is_refused_and_the_serving_one_stays() {
         error
     };
     // Bytes that are not the ones the manifest names.
-    let wrong_hash = Manifest { sha256: Some(manifest::sha256_hex(b"other")), ..v2.clone() };
+    let wrong_hash = Manifest { sha256: Some(Sha256::of(b"other")), ..v2.clone() };
     assert_eq!(refused(&wrong_hash, wasmpay_plugin_artifacts::CARD_V2).code(), "hash_mismatch");
     // A manifest promising another version than the component says it is.
     let other_version = Manifest { version: "2.0.1".into(), ..v2.clone() };
@@ -322,7 +322,7 @@ fn compiled_plugins_are_cached_on_disk() {
     // The card's entry copied under the wallet's name is not run as the wallet.
     let file_name = entry.file_name().and_then(|name| name.to_str()).expect("name").to_owned();
     let engine_hash = file_name.rsplit('-').next().expect("engine hash");
-    let wallet_name = format!("{}-{engine_hash}", manifest::sha256_hex(wasmpay_plugin_artifacts::WALLET));
+    let wallet_name = format!("{}-{engine_hash}", Sha256::of(wasmpay_plugin_artifacts::WALLET));
     std::fs::copy(&entry, dir.path().join(wallet_name)).expect("copy");
     let runtime = PluginRuntime::new(&settings).expect("runtime");
     let wallet = load_bare(&runtime, "wallet", wasmpay_plugin_artifacts::WALLET).expect("load");

@@ -13,7 +13,7 @@ use crate::census::Alive;
 use crate::contract::{PluginInfo, check_info};
 use crate::health::Health;
 use crate::logs::LogBudget;
-use crate::manifest::{Manifest, sha256_hex};
+use crate::manifest::{Manifest, Sha256};
 use crate::runtime::PluginRuntime;
 use crate::sandbox::{self, Limits, PluginState, describe_error};
 
@@ -29,7 +29,7 @@ pub struct LoadedPlugin {
     pub(crate) log_budget: Arc<LogBudget>,
     pub(crate) limits: Limits,
     pub(crate) health: Health,
-    sha256: String,
+    sha256: Sha256,
     pub(crate) manifest: Option<Manifest>,
     _alive: Alive,
 }
@@ -46,7 +46,7 @@ impl LoadedPlugin {
     }
 
     /// Lowercase hex SHA-256 of the component.
-    pub fn sha256(&self) -> &str {
+    pub fn sha256(&self) -> &Sha256 {
         &self.sha256
     }
 
@@ -125,7 +125,7 @@ impl LoadedPlugin {
             source_name: source_name.to_owned(),
             message: describe_error(&error),
         };
-        let sha256 = sha256_hex(bytes);
+        let sha256 = Sha256::of(bytes);
         let component = compile(runtime, source_name, &sha256, bytes)?;
         let mut linker = runtime.linker.clone();
         sandbox::deny_wasi(&mut linker, &runtime.engine, &component).map_err(contract_error)?;
@@ -166,7 +166,7 @@ impl LoadedPlugin {
 
 /// The component for `bytes`: from the compiled-code cache when it holds it, else compiled
 /// (and then stored there).
-fn compile(runtime: &PluginRuntime, source_name: &str, sha256: &str, bytes: &[u8]) -> Result<Component, LoadError> {
+fn compile(runtime: &PluginRuntime, source_name: &str, sha256: &Sha256, bytes: &[u8]) -> Result<Component, LoadError> {
     let compile_error = |error: wasmtime::Error| LoadError::Compile {
         source_name: source_name.to_owned(),
         message: describe_error(&error),

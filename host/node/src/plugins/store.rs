@@ -23,7 +23,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use wasmpay_plugin_host::Manifest;
-use wasmpay_plugin_host::manifest::sha256_hex;
+use wasmpay_plugin_host::Sha256;
 
 use crate::cluster::buckets::{self, REQUEST_TIMEOUT};
 
@@ -137,7 +137,7 @@ impl PluginStore {
             None => {}
         }
         // Checked against the bytes by the uploading node's checks.
-        let sha256 = manifest.expected_hash().map_err(|error| StoreError::Conflict(error.to_string()))?;
+        let sha256 = manifest.expected_hash().map_err(|error| StoreError::Conflict(error.to_string()))?.as_str();
         // Its metadata says whether the store has it (no need to read the component); the
         // same bytes stored again would only cost the transfer.
         if bounded(REQUEST_TIMEOUT, self.objects.info(sha256)).await.is_err() {
@@ -191,7 +191,8 @@ impl PluginStore {
             .map_err(|_| StoreError::Unavailable(format!("no answer within {TRANSFER_TIMEOUT:?}")))??;
         // Hashing up to 32 MiB is blocking work.
         let expected = sha256.to_owned();
-        let checked = tokio::task::spawn_blocking(move || (sha256_hex(&bytes) == expected).then_some(bytes)).await;
+        let checked =
+            tokio::task::spawn_blocking(move || (Sha256::of(&bytes).as_str() == expected).then_some(bytes)).await;
         checked.ok().flatten().ok_or_else(|| StoreError::Corrupt(sha256.to_owned()))
     }
 
