@@ -147,7 +147,7 @@ impl Node {
     pub async fn start(settings: NodeSettings) -> Result<Node, NodeError> {
         let partitioner = Partitioner::new(settings.partitions)?;
         let metrics = Arc::new(Metrics::default());
-        let runtime = PluginRuntime::new(&settings.config.sandbox)?;
+        let runtime = PluginRuntime::new(&settings.config.sandbox).map_err(PluginError::from)?;
         // Compiling is CPU work and `describe` runs guest code: both stay off the async threads.
         let plugin_host = {
             let (runtime, sources, config) = (runtime, settings.plugin_sources.clone(), settings.config.clone());

@@ -60,7 +60,12 @@ impl CompiledCache {
 
     /// The compiled component of `bytes` (whose hash is `sha256`): from the cache, or compiled
     /// and then stored. A cache that cannot be read or written only costs a compile.
-    pub fn component(&self, engine: &Engine, sha256: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
+    pub fn component(
+        &self,
+        engine: &Engine,
+        sha256: &crate::manifest::Sha256,
+        bytes: &[u8],
+    ) -> wasmtime::Result<Component> {
         let name = format!("{sha256}-{}.cwasm", self.engine_hash);
         let path = self.directory.join(&name);
         if let Some(component) = std::fs::read(&path).ok().and_then(|entry| self.load(engine, &name, &entry)) {

@@ -15,12 +15,12 @@ use wasmpay_protocol::PaymentRequest;
 use wasmpay_protocol::money::Currency;
 use wasmtime::{Store, Trap};
 
-use super::bindings::{fee_policy, types, validator};
-use super::catalog::LoadedPlugin;
-use super::pipeline::Pipeline;
-use super::sandbox::{self, PluginState};
-use super::{PluginRuntime, describe_error};
+use crate::bindings::{fee_policy, types, validator};
 use crate::contract::{CheckedFee, check_quote, check_rejection};
+use crate::pipeline::Pipeline;
+use crate::runtime::PluginRuntime;
+use crate::sandbox::{self, PluginState, describe_error};
+use crate::version::LoadedPlugin;
 
 /// Told of every plugin call, so the node can count and time calls without this crate
 /// knowing how they are reported.

@@ -16,27 +16,17 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 
-use super::catalog::{ActivationError, LoadedPlugin};
-use super::pipeline::Pipelines;
-use super::{PluginError, PluginRuntime, PluginSettings, PluginSource};
+use crate::activation::{self, ActivationError};
 use crate::health::HealthView;
-use crate::manifest::Manifest;
-use crate::settings::{FeeLimit, MethodSettings};
+use crate::manifest::{Manifest, Sha256};
+use crate::pipeline::Pipelines;
+use crate::runtime::PluginRuntime;
+use crate::settings::{FeeLimit, MethodSettings, PluginSettings};
+use crate::sources::{self, Origin, PluginError, PluginSource};
+use crate::version::LoadedPlugin;
 
 /// Earlier versions of a plugin kept loaded for a rollback.
 pub const RETAINED: usize = 3;
-
-/// Where the serving version of a plugin came from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "from")]
-pub enum Origin {
-    /// Compiled into the binary.
-    Builtin,
-    /// A file: in the plugin directory (`--plugins`), or a `[plugins.<name>] path`.
-    File(String),
-    /// The cluster's plugin store (`wasmpay plugin push`, or the API).
-    Cluster,
-}
 
 /// The last version of a plugin that was refused, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -72,7 +62,7 @@ pub struct VersionStatus {
     /// Semantic version.
     pub version: String,
     /// SHA-256 of the component.
-    pub sha256: String,
+    pub sha256: Sha256,
     /// Its place.
     pub state: VersionState,
     /// Whether it was checked against a manifest (with its fixtures) when it was loaded.
@@ -148,7 +138,7 @@ impl PluginHost {
         methods: &BTreeMap<String, MethodSettings>,
         fee_limits: &BTreeMap<String, FeeLimit>,
     ) -> Result<PluginHost, PluginError> {
-        let loaded = super::load_plugins(&runtime, sources, plugins, fee_limits)?;
+        let loaded = sources::load_plugins(&runtime, sources, plugins, fee_limits)?;
         let pipelines =
             Pipelines::build(loaded.iter().map(|(plugin, _)| plugin.clone()).collect(), methods, fee_limits)?;
         let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
@@ -177,9 +167,9 @@ impl PluginHost {
         self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// Checked activation of the version `manifest` describes, from `bytes`: it must pass
-    /// every check ([`PluginRuntime::prepare`]) before it replaces the serving version of its
-    /// name. A version loaded here with this very manifest (hash, config, limits, fixtures)
+    /// Checked activation of the version `manifest` describes, from `bytes`: it must pass the
+    /// checks of the `activation` module, the method table last, before it replaces the
+    /// serving version of its name. A version loaded here with this very manifest (hash, config, limits, fixtures)
     /// is switched to without loading it again ([`PluginHost::reuse`]). Compiles and runs
     /// guest code: call it off the async threads.
     pub fn install(&self, manifest: &Manifest, bytes: &[u8], origin: Origin) -> Result<Switched, ActivationError> {
@@ -259,7 +249,7 @@ impl PluginHost {
             (registry.overlays.get(&manifest.name).cloned().unwrap_or_default(), registry.fee_limits.clone())
         };
         let source_name = format!("{} ({})", manifest.key(), origin_label(origin));
-        let prepared = self.runtime.prepare(&source_name, manifest, bytes, &overlay, &fee_limits);
+        let prepared = activation::prepare(&self.runtime, &source_name, manifest, bytes, &overlay, &fee_limits);
         if let Err(error) = &prepared {
             self.note(manifest, attempt, Some(error), false);
         }
@@ -273,7 +263,7 @@ impl PluginHost {
             tracing::error!(plugin = %manifest.key(), code = error.code(), %error, "plugin version refused; the serving version stays");
             Refusal {
                 version: manifest.key(),
-                sha256: manifest.sha256.clone().unwrap_or_default(),
+                sha256: manifest.sha256.as_ref().map(Sha256::to_string).unwrap_or_default(),
                 code: error.code().to_owned(),
                 message: error.to_string(),
                 attempt,
@@ -358,7 +348,7 @@ impl PluginHost {
                     };
                     VersionStatus {
                         version: plugin.info().version.clone(),
-                        sha256: plugin.sha256().to_owned(),
+                        sha256: plugin.sha256().clone(),
                         state,
                         checked: plugin.manifest().is_some(),
                         health,

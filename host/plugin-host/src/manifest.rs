@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Digest as _;
 use wasmpay_protocol::money::FeeBearer;
 
 pub use crate::contract::{valid_plugin_name, valid_plugin_version};
@@ -34,7 +34,7 @@ pub struct Manifest {
     /// Lowercase hex SHA-256 of the component. Required to install; `wasmpay plugin push`
     /// fills it in from the file when a manifest in the source tree has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+    pub sha256: Option<Sha256>,
     /// The methods `describe` must list (in any order).
     pub methods: Vec<String>,
     /// The plugin's configuration (its `config` import); the node's `[plugins.<name>] config`
@@ -146,15 +146,14 @@ impl Manifest {
         if text.len() > MAX_MANIFEST_BYTES {
             return Err(ManifestError::TooLarge(format!("{} bytes, at most {MAX_MANIFEST_BYTES}", text.len())));
         }
-        let manifest: Manifest = toml::from_str(text).map_err(|error| ManifestError::Parse(error.message().into()))?;
+        // A malformed `sha256` is refused by its own type; serde carries its error as text.
+        let manifest: Manifest = toml::from_str(text).map_err(|error| match error.message() {
+            message if message == ManifestError::MalformedHash.to_string() => ManifestError::MalformedHash,
+            message => ManifestError::Parse(message.into()),
+        })?;
         if manifest.fixtures.len() > MAX_FIXTURES {
             let count = manifest.fixtures.len();
             return Err(ManifestError::TooLarge(format!("{count} fixtures, at most {MAX_FIXTURES}")));
-        }
-        if let Some(hash) = &manifest.sha256
-            && !is_sha256(hash)
-        {
-            return Err(ManifestError::MalformedHash);
         }
         if !valid_plugin_name(&manifest.name) {
             return Err(ManifestError::Invalid("`name` must be 1-32 characters of a-z 0-9 -".into()));
@@ -171,18 +170,50 @@ impl Manifest {
     }
 
     /// The expected hash, which an installed version must have.
-    pub fn expected_hash(&self) -> Result<&str, ManifestError> {
-        self.sha256.as_deref().ok_or_else(|| ManifestError::MissingHash(self.key()))
+    pub fn expected_hash(&self) -> Result<&Sha256, ManifestError> {
+        self.sha256.as_ref().ok_or_else(|| ManifestError::MissingHash(self.key()))
     }
 }
 
-/// Lowercase hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect()
+/// A component's lowercase hex SHA-256: the one name its bytes have in a manifest, the
+/// cluster's store, the compiled-code cache and the status, so a check on one side and a
+/// lookup on the other cannot disagree on what a hash looks like. Written everywhere as the
+/// plain string.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Sha256(String);
+
+impl Sha256 {
+    /// The hash of `bytes`.
+    pub fn of(bytes: &[u8]) -> Sha256 {
+        Sha256(sha2::Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect())
+    }
+
+    /// The 64 hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-fn is_sha256(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+impl TryFrom<String> for Sha256 {
+    type Error = ManifestError;
+
+    fn try_from(text: String) -> Result<Sha256, ManifestError> {
+        let hex = text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        hex.then_some(Sha256(text)).ok_or(ManifestError::MalformedHash)
+    }
+}
+
+impl From<Sha256> for String {
+    fn from(sha256: Sha256) -> String {
+        sha256.0
+    }
+}
+
+impl std::fmt::Display for Sha256 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 #[cfg(test)]
@@ -216,6 +247,17 @@ mod tests {
         assert!(matches!(Manifest::parse(&"#".repeat(MAX_MANIFEST_BYTES + 1)), Err(ManifestError::TooLarge(_))));
         let manifest = Manifest::parse(base).expect("parses");
         assert_eq!(manifest.expected_hash(), Err(ManifestError::MissingHash("card@1.0.0".into())));
-        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(Sha256::of(b"abc").as_str(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn a_hash_is_checked_wherever_it_is_read_and_written_as_its_digits() {
+        let abc = Sha256::of(b"abc");
+        assert_eq!(Sha256::try_from(abc.to_string()), Ok(abc.clone()));
+        assert_eq!(serde_json::to_string(&abc).ok(), Some(format!("\"{abc}\"")));
+        for bad in ["ABC".to_owned(), abc.as_str().to_uppercase(), abc.as_str()[1..].to_owned(), format!("{abc}0")] {
+            assert_eq!(Sha256::try_from(bad.clone()), Err(ManifestError::MalformedHash), "{bad}");
+            assert!(serde_json::from_str::<Sha256>(&format!("\"{bad}\"")).is_err(), "{bad}");
+        }
     }
 }

@@ -9,15 +9,15 @@ use std::sync::Arc;
 
 use wasmpay_protocol::money::Currency;
 
-use super::catalog::LoadedPlugin;
 use crate::settings::{FeeLimit, MethodSettings};
+use crate::version::LoadedPlugin;
 
 /// The plugins of one method.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
-    pub(super) validators: Vec<Arc<LoadedPlugin>>,
-    pub(super) fee_policy: Arc<LoadedPlugin>,
-    pub(super) fee_limit: FeeLimit,
+    pub(crate) validators: Vec<Arc<LoadedPlugin>>,
+    pub(crate) fee_policy: Arc<LoadedPlugin>,
+    pub(crate) fee_limit: FeeLimit,
 }
 
 impl Pipeline {

@@ -259,6 +259,18 @@ pub fn arm(store: &mut Store<PluginState>, limits: &Limits) -> wasmtime::Result<
     Ok(())
 }
 
+/// One line for a wasmtime error: its chain of causes, without the wasm backtrace wasmtime
+/// adds as a context (multi-line, and of no use to a client).
+pub fn describe_error(error: &wasmtime::Error) -> String {
+    let causes: Vec<String> = error
+        .chain()
+        .map(|cause| cause.to_string())
+        .filter(|text| !text.starts_with("error while executing at wasm backtrace"))
+        .map(|text| text.lines().next().unwrap_or_default().to_owned())
+        .collect();
+    if causes.is_empty() { format!("{error}").lines().next().unwrap_or_default().to_owned() } else { causes.join(": ") }
+}
+
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
 pub struct EpochTicker {
     stop: Arc<AtomicBool>,

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use wasmpay_protocol::money::{Currency, FeeBearer};
 
-use super::PluginRuntime;
-use super::bindings::types;
-use super::catalog::{ActivationError, LoadedPlugin};
-use super::instances::{CallObserver, Instances, PaymentInput, PluginFailure};
+use crate::bindings::types;
 use crate::contract::{check_quote, check_rejection};
+use crate::instances::{CallObserver, Instances, PaymentInput, PluginFailure};
 use crate::manifest::{Expected, Fixture, Manifest};
+use crate::runtime::PluginRuntime;
 use crate::settings::FeeLimit;
+use crate::version::LoadedPlugin;
 
 /// Self-test calls are not payments: they are not counted as such.
 #[derive(Debug)]
@@ -57,6 +57,21 @@ fn priced(fee: Option<u64>, bearer: Option<FeeBearer>) -> String {
     format!("{fee}{bearer}")
 }
 
+/// Why the fixtures did not all pass.
+#[derive(Debug)]
+pub enum SelfTestError {
+    /// `fixture` did not get its expected verdict: the version is refused.
+    Failed {
+        /// The fixture's name.
+        fixture: String,
+        /// What happened instead.
+        message: String,
+    },
+    /// The node could not run a fixture (its pool full, its CPU starved): no verdict on the
+    /// version, try again later.
+    NodeBusy(String),
+}
+
 /// Runs every fixture of `manifest` on `plugin`; the first that does not get its expected
 /// verdict refuses the version. Fees are held to the node's bound of the fixture's method
 /// (`fee_limits`), as they will be in service.
@@ -65,15 +80,13 @@ pub fn run(
     plugin: &Arc<LoadedPlugin>,
     manifest: &Manifest,
     fee_limits: &BTreeMap<String, FeeLimit>,
-) -> Result<(), ActivationError> {
+) -> Result<(), SelfTestError> {
     let mut instances = Instances::new(runtime.clone(), Arc::new(Unobserved));
     for (index, fixture) in manifest.fixtures.iter().enumerate() {
-        let failed = |message: String| ActivationError::SelfTest { fixture: fixture.name.clone(), message };
+        let failed = |message: String| SelfTestError::Failed { fixture: fixture.name.clone(), message };
         let outcome =
             decide(&mut instances, plugin, manifest, fixture, index, fee_limits).map_err(|error| match error {
-                // The node could not run the fixture (its pool full, its CPU starved): no verdict
-                // on the version, try again later.
-                Undecided::Node(message) => ActivationError::NodeBusy(message),
+                Undecided::Node(message) => SelfTestError::NodeBusy(message),
                 Undecided::Plugin(message) => failed(message),
             })?;
         let matches = match (&fixture.expect, &outcome) {

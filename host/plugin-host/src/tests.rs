@@ -1,6 +1,7 @@
 //! Loading plugins from files and configuration, with the real components built from source.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::*;
 use crate::settings::PluginSettings;
@@ -18,6 +19,11 @@ fn builtins() -> Vec<PluginSource> {
             Some(wasmpay_plugin_artifacts::WALLET_MANIFEST),
         ),
     ]
+}
+
+/// A plugin loaded without a manifest or configuration.
+fn load_bare(runtime: &PluginRuntime, source_name: &str, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
+    LoadedPlugin::load(runtime, source_name, bytes, &|_| BTreeMap::new())
 }
 
 fn load(sources: &[PluginSource], plugins: &BTreeMap<String, PluginSettings>) -> Result<Pipelines, PluginError> {
@@ -48,7 +54,7 @@ fn a_configured_path_must_hold_the_named_plugin() {
 
 #[test]
 fn bytes_that_are_not_a_component_are_refused_at_load() {
-    let error = runtime().load("garbage", b"\0asm not really", &|_| BTreeMap::new()).expect_err("refused");
+    let error = load_bare(&runtime(), "garbage", b"\0asm not really").expect_err("refused");
     assert!(matches!(error, LoadError::Compile { .. }), "{error}");
 }
 
@@ -84,8 +90,7 @@ fn faulty_payment(id: &str, fault: &str) -> PaymentInput {
 #[test]
 fn a_describe_that_sleeps_is_refused_at_load_at_once() {
     let started = std::time::Instant::now();
-    let error =
-        runtime().load("stalling", wasmpay_plugin_artifacts::STALLING, &|_| BTreeMap::new()).expect_err("refused");
+    let error = load_bare(&runtime(), "stalling", wasmpay_plugin_artifacts::STALLING).expect_err("refused");
     assert!(matches!(error, LoadError::Describe { .. }), "{error}");
     assert!(error.to_string().contains("wasi:clocks"), "{error}");
     assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
@@ -99,9 +104,7 @@ fn a_small_pool_serves_many_plugins_and_payments() {
     let settings = SandboxSettings { max_instances: 4, ..SandboxSettings::default() };
     let runtime = PluginRuntime::new(&settings).expect("runtime");
     let plugins: Vec<Arc<LoadedPlugin>> = (0..8)
-        .map(|_| {
-            Arc::new(runtime.load("faulty", wasmpay_plugin_artifacts::FAULTY, &|_| BTreeMap::new()).expect("load"))
-        })
+        .map(|_| Arc::new(load_bare(&runtime, "faulty", wasmpay_plugin_artifacts::FAULTY).expect("load")))
         .collect();
     let calls = Arc::new(Calls::default());
     let mut instances = Instances::new(runtime.clone(), calls.clone());
@@ -140,8 +143,7 @@ impl std::io::Write for Captured {
 #[test]
 fn plugin_log_lines_are_bounded_single_lines_that_name_the_payment() {
     let runtime = runtime();
-    let plugin =
-        Arc::new(runtime.load("faulty", wasmpay_plugin_artifacts::FAULTY, &|_| BTreeMap::new()).expect("load"));
+    let plugin = Arc::new(load_bare(&runtime, "faulty", wasmpay_plugin_artifacts::FAULTY).expect("load"));
     let mut instances = Instances::new(runtime.clone(), Arc::new(Calls::default()));
     let pipeline = Pipeline { validators: vec![plugin.clone()], fee_policy: plugin, fee_limit: FeeLimit::default() };
     let captured = Captured::default();
@@ -164,7 +166,7 @@ fn plugin_log_lines_are_bounded_single_lines_that_name_the_payment() {
 }
 
 fn manifest_of(text: &str, bytes: &[u8]) -> Manifest {
-    Manifest { sha256: Some(manifest::sha256_hex(bytes)), ..Manifest::parse(text).expect("manifest") }
+    Manifest { sha256: Some(Sha256::of(bytes)), ..Manifest::parse(text).expect("manifest") }
 }
 
 fn host(settings: &SandboxSettings) -> PluginHost {
@@ -212,7 +214,7 @@ fn a_bad_version_is_refused_and_the_serving_one_stays() {
         error
     };
     // Bytes that are not the ones the manifest names.
-    let wrong_hash = Manifest { sha256: Some(manifest::sha256_hex(b"other")), ..v2.clone() };
+    let wrong_hash = Manifest { sha256: Some(Sha256::of(b"other")), ..v2.clone() };
     assert_eq!(refused(&wrong_hash, wasmpay_plugin_artifacts::CARD_V2).code(), "hash_mismatch");
     // A manifest promising another version than the component says it is.
     let other_version = Manifest { version: "2.0.1".into(), ..v2.clone() };
@@ -306,7 +308,7 @@ fn compiled_plugins_are_cached_on_disk() {
     let settings = SandboxSettings { cache_dir: Some(dir.path().to_owned()), ..SandboxSettings::default() };
     let load = || {
         let runtime = PluginRuntime::new(&settings).expect("runtime");
-        let plugin = runtime.load("card", wasmpay_plugin_artifacts::CARD, &|_| BTreeMap::new()).expect("load");
+        let plugin = load_bare(&runtime, "card", wasmpay_plugin_artifacts::CARD).expect("load");
         plugin.key().to_owned()
     };
     assert_eq!(load(), "card@0.1.0");
@@ -320,10 +322,10 @@ fn compiled_plugins_are_cached_on_disk() {
     // The card's entry copied under the wallet's name is not run as the wallet.
     let file_name = entry.file_name().and_then(|name| name.to_str()).expect("name").to_owned();
     let engine_hash = file_name.rsplit('-').next().expect("engine hash");
-    let wallet_name = format!("{}-{engine_hash}", manifest::sha256_hex(wasmpay_plugin_artifacts::WALLET));
+    let wallet_name = format!("{}-{engine_hash}", Sha256::of(wasmpay_plugin_artifacts::WALLET));
     std::fs::copy(&entry, dir.path().join(wallet_name)).expect("copy");
     let runtime = PluginRuntime::new(&settings).expect("runtime");
-    let wallet = runtime.load("wallet", wasmpay_plugin_artifacts::WALLET, &|_| BTreeMap::new()).expect("load");
+    let wallet = load_bare(&runtime, "wallet", wasmpay_plugin_artifacts::WALLET).expect("load");
     assert_eq!(wallet.key(), "wallet@0.1.0");
     // A corrupt entry is compiled again, not run.
     let mut bytes = std::fs::read(&entry).expect("read");

@@ -9,8 +9,7 @@ use base64::Engine as _;
 use clap::Subcommand;
 use serde_json::{Value, json};
 use wasmpay_node::client::http_call_within;
-use wasmpay_plugin_host::Manifest;
-use wasmpay_plugin_host::manifest::sha256_hex;
+use wasmpay_plugin_host::{Manifest, Sha256};
 
 use crate::api::ApiArgs;
 
@@ -90,7 +89,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
             let mut text = std::fs::read_to_string(&manifest_path)
                 .with_context(|| format!("reading the manifest {}", manifest_path.display()))?;
             let parsed = Manifest::parse(&text).with_context(|| format!("{}", manifest_path.display()))?;
-            let sha256 = sha256_hex(&bytes);
+            let sha256 = Sha256::of(&bytes);
             if parsed.sha256.is_none() {
                 // A top-level key must come before any table: first is always right.
                 text = format!("sha256 = \"{sha256}\"\n{text}");

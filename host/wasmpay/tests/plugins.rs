@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wasmpay_plugin_host::manifest::sha256_hex;
+use wasmpay_plugin_host::Sha256;
 use wasmpay_protocol::Status;
 use wasmpay_tests::Backend;
 
@@ -211,7 +211,7 @@ async fn bad_versions_are_refused_and_the_serving_one_stays() {
     };
     // The manifest pins another component's hash.
     std::fs::write(directory.join("pinned.wasm"), wasmpay_plugin_artifacts::CARD_V2).unwrap();
-    let pinned = bad("pinned", format!("sha256 = \"{}\"\n{v2_manifest}", sha256_hex(b"another build")));
+    let pinned = bad("pinned", format!("sha256 = \"{}\"\n{v2_manifest}", Sha256::of(b"another build")));
     // v2 with a fixture that expects v1's fee.
     std::fs::write(directory.join("wrong-fee.wasm"), wasmpay_plugin_artifacts::CARD_V2).unwrap();
     let wrong_fee = bad(
@@ -281,7 +281,7 @@ async fn a_watched_directory_swaps_a_plugin_replaced_in_place() {
     let directory = workdir.path().join("plugins");
     std::fs::create_dir(&directory).unwrap();
     let write = |component: &[u8], manifest: &str| {
-        let manifest = format!("sha256 = \"{}\"\n{manifest}", sha256_hex(component));
+        let manifest = format!("sha256 = \"{}\"\n{manifest}", Sha256::of(component));
         std::fs::write(directory.join("card.toml"), manifest).unwrap();
         std::fs::write(directory.join("card.wasm"), component).unwrap();
     };

@@ -26,8 +26,7 @@ use crate::cluster::Views;
 use crate::metrics::Metrics;
 use crate::plugins::store::PluginStore;
 use wasmpay_ledger::{Deposited, Ledger, LedgerError, NewAccount};
-use wasmpay_plugin_host::manifest::sha256_hex;
-use wasmpay_plugin_host::{PluginHost, PluginSource};
+use wasmpay_plugin_host::{PluginHost, PluginSource, Sha256};
 use wasmpay_protocol::money::{Currency, MAX_PAYMENT_MINOR_UNITS, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
 use wasmpay_protocol::{ID_RULE, PaymentId};
@@ -58,7 +57,7 @@ pub struct ApiState {
     /// both cores.
     uploads: tokio::sync::Semaphore,
     /// The built-in components by SHA-256, so that a built-in version can enter the store.
-    builtins: std::collections::BTreeMap<String, &'static [u8]>,
+    builtins: std::collections::BTreeMap<Sha256, &'static [u8]>,
     cluster: Views,
     admin_token: Option<String>,
 }
@@ -79,7 +78,7 @@ impl ApiState {
         let builtins = sources
             .iter()
             .filter_map(|source| match source {
-                PluginSource::Builtin(_, bytes, _) => Some((sha256_hex(bytes), *bytes)),
+                PluginSource::Builtin(_, bytes, _) => Some((Sha256::of(bytes), *bytes)),
                 PluginSource::File(_) => None,
             })
             .collect();

@@ -14,7 +14,7 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 use wasmpay_plugin_host::manifest::valid_plugin_version;
-use wasmpay_plugin_host::{Manifest, Origin, PluginStatus, Refusal, VersionState};
+use wasmpay_plugin_host::{Manifest, Origin, PluginStatus, Refusal, Sha256, VersionState};
 
 use super::{ApiState, Body, json_response, problem};
 use crate::plugins::store::{MAX_COMPONENT_BYTES, Pointer, StoreError};
@@ -116,7 +116,7 @@ pub async fn upload(state: &ApiState, name: &str, key: Option<&str>, body: serde
     if let Err(error) = state.plugin_store.upload(&manifest, &bytes).await {
         return store_problem(&error);
     }
-    tracing::info!(plugin = %manifest.key(), sha256 = manifest.sha256.as_deref().unwrap_or_default(), "plugin version uploaded");
+    tracing::info!(plugin = %manifest.key(), sha256 = manifest.sha256.as_ref().map(Sha256::as_str).unwrap_or_default(), "plugin version uploaded");
     if upload.activate {
         let serving = serving(state, name).await;
         let since = state.plugins.attempts();
@@ -201,7 +201,7 @@ async fn storable(state: &ApiState, manifest: Manifest) -> Option<Manifest> {
     {
         return Some(manifest);
     }
-    let bytes = state.builtins.get(manifest.sha256.as_deref()?)?;
+    let bytes = state.builtins.get(manifest.sha256.as_ref()?)?;
     match state.plugin_store.upload(&manifest, bytes).await {
         Ok(()) => Some(manifest),
         Err(error) => {
@@ -250,7 +250,8 @@ fn refused<'a>(status: &'a PluginStatus, pointer: &Pointer, since: u64) -> Optio
     let refusal = status.refused.as_ref().filter(|refusal| refusal.attempt > since)?;
     let answers = match &pointer.active {
         Some(manifest) => {
-            refusal.version == manifest.key() && manifest.sha256.as_deref() == Some(refusal.sha256.as_str())
+            refusal.version == manifest.key()
+                && manifest.sha256.as_ref().map(Sha256::as_str) == Some(refusal.sha256.as_str())
         }
         None => refusal.version == format!("{} (removal)", status.name),
     };

@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv::{self, Watch};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
-use wasmpay_plugin_host::{ActivationError, Origin, PluginHost};
+use wasmpay_plugin_host::{ActivationError, Origin, PluginHost, Sha256};
 
 use crate::metrics::Metrics;
 use crate::shutdown;
@@ -72,7 +72,7 @@ pub async fn apply(
     if let Some(switched) = reused {
         return count(metrics, switched.map(drop));
     }
-    let sha256 = manifest.sha256.clone().unwrap_or_default();
+    let sha256 = manifest.sha256.as_ref().map(Sha256::to_string).unwrap_or_default();
     let bytes = match store.component(&sha256).await {
         Ok(bytes) => bytes,
         Err(StoreError::Unavailable(error)) => return Err(NotApplied::Transient(error.to_string())),

@@ -23,7 +23,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use wasmpay_plugin_host::Manifest;
-use wasmpay_plugin_host::manifest::sha256_hex;
+use wasmpay_plugin_host::Sha256;
 
 use wasmpay_cluster::jetstream::{self as js, Bucket, Cause, JetStreamError};
 
@@ -120,7 +120,7 @@ impl PluginStore {
             None => {}
         }
         // Checked against the bytes by the uploading node's checks.
-        let sha256 = manifest.expected_hash().map_err(|error| StoreError::Conflict(error.to_string()))?;
+        let sha256 = manifest.expected_hash().map_err(|error| StoreError::Conflict(error.to_string()))?.as_str();
         // Its metadata says whether the store has it (no need to read the component); the
         // same bytes stored again would only cost the transfer.
         if js::request("reading a component's metadata", self.objects.info(sha256)).await.is_err() {
@@ -176,7 +176,8 @@ impl PluginStore {
             .ok_or_else(|| StoreError::NotFound(format!("no component {sha256}")))?;
         // Hashing up to 32 MiB is blocking work.
         let expected = sha256.to_owned();
-        let checked = tokio::task::spawn_blocking(move || (sha256_hex(&bytes) == expected).then_some(bytes)).await;
+        let checked =
+            tokio::task::spawn_blocking(move || (Sha256::of(&bytes).as_str() == expected).then_some(bytes)).await;
         checked.ok().flatten().ok_or_else(|| StoreError::Corrupt(sha256.to_owned()))
     }
 

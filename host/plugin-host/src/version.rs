@@ -1,0 +1,191 @@
+//! A loaded plugin version: compiled once (or taken from the compiled-code cache), linked
+//! once (`InstancePre`), asked who it is, and refused if it does not keep the contract. This
+//! is all a version is to the modules that run it; what its manifest adds (the hash, its word,
+//! its fixtures) is checked above, in `activation`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmtime::component::{Component, InstancePre};
+
+use crate::bindings::{fee_policy, plugin, types, validator};
+use crate::census::Alive;
+use crate::contract::{PluginInfo, check_info};
+use crate::health::Health;
+use crate::logs::LogBudget;
+use crate::manifest::{Manifest, Sha256};
+use crate::runtime::PluginRuntime;
+use crate::sandbox::{self, Limits, PluginState, describe_error};
+
+/// A plugin version ready to instantiate.
+pub struct LoadedPlugin {
+    pub(crate) info: PluginInfo,
+    pub(crate) key: String,
+    pub(crate) name: Arc<str>,
+    pub(crate) pre: InstancePre<PluginState>,
+    pub(crate) validator: Option<validator::GuestIndices>,
+    pub(crate) fee_policy: Option<fee_policy::GuestIndices>,
+    pub(crate) config: Arc<Vec<(String, String)>>,
+    pub(crate) log_budget: Arc<LogBudget>,
+    pub(crate) limits: Limits,
+    pub(crate) health: Health,
+    sha256: Sha256,
+    pub(crate) manifest: Option<Manifest>,
+    _alive: Alive,
+}
+
+impl LoadedPlugin {
+    /// What it is.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// `name@version`, as recorded with every payment it decides.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Lowercase hex SHA-256 of the component.
+    pub fn sha256(&self) -> &Sha256 {
+        &self.sha256
+    }
+
+    /// The manifest it was checked against; `None` for a component loaded without one.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
+    }
+
+    /// Its calls, failures, latency and quarantine on this node.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin").field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
+/// A plugin that cannot be loaded. Nothing of it is used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not a valid component for this engine.
+    #[error("{source_name}: not a valid component: {message}")]
+    Compile {
+        /// Where the bytes came from.
+        source_name: String,
+        /// Why.
+        message: String,
+    },
+    /// It imports something the sandbox does not offer, or exports no plugin interface.
+    #[error("{source_name}: does not fit the wasmpay:plugin contract: {message}")]
+    Contract {
+        /// Where the bytes came from.
+        source_name: String,
+        /// Why.
+        message: String,
+    },
+    /// Its `describe` failed or returned invalid data.
+    #[error("{source_name}: invalid `describe`: {message}")]
+    Describe {
+        /// Where the bytes came from.
+        source_name: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl LoadedPlugin {
+    /// Compiles, links and describes a plugin that comes without a manifest (a configured
+    /// path, or a directory entry without one). `source_name` names it in errors (a path, or
+    /// `builtin:card`); `config_of` gives, for the name the plugin describes, what its
+    /// `config` import will answer (`describe` itself runs without configuration: it must be
+    /// constant).
+    pub fn load(
+        runtime: &PluginRuntime,
+        source_name: &str,
+        bytes: &[u8],
+        config_of: &dyn Fn(&str) -> BTreeMap<String, String>,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let mut plugin = LoadedPlugin::load_with(runtime, source_name, bytes, runtime.limits)?;
+        plugin.config = Arc::new(config_of(&plugin.info.name).into_iter().collect());
+        Ok(plugin)
+    }
+
+    /// The version in `bytes` under `limits`, without configuration or manifest: what a
+    /// checked activation starts from.
+    pub(crate) fn load_with(
+        runtime: &PluginRuntime,
+        source_name: &str,
+        bytes: &[u8],
+        limits: Limits,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let contract_error = |error: wasmtime::Error| LoadError::Contract {
+            source_name: source_name.to_owned(),
+            message: describe_error(&error),
+        };
+        let sha256 = Sha256::of(bytes);
+        let component = compile(runtime, source_name, &sha256, bytes)?;
+        let mut linker = runtime.linker.clone();
+        sandbox::deny_wasi(&mut linker, &runtime.engine, &component).map_err(contract_error)?;
+        let pre = linker.instantiate_pre(&component).map_err(contract_error)?;
+        let describe = plugin::GuestIndices::new(&pre).map_err(contract_error)?;
+        let validator = validator::GuestIndices::new(&pre).ok();
+        let fee_policy = fee_policy::GuestIndices::new(&pre).ok();
+        if validator.is_none() && fee_policy.is_none() {
+            return Err(LoadError::Contract {
+                source_name: source_name.to_owned(),
+                message: "exports neither `validator` nor `fee-policy`".into(),
+            });
+        }
+        let raw = describe_itself(runtime, &pre, &describe, &limits).map_err(|error| LoadError::Describe {
+            source_name: source_name.to_owned(),
+            message: describe_error(&error),
+        })?;
+        let info = check_info(raw, validator.is_some(), fee_policy.is_some())
+            .map_err(|message| LoadError::Describe { source_name: source_name.to_owned(), message })?;
+        let key = format!("{}@{}", info.name, info.version);
+        Ok(LoadedPlugin {
+            name: Arc::from(info.name.as_str()),
+            info,
+            key,
+            pre,
+            validator,
+            fee_policy,
+            config: Arc::default(),
+            log_budget: Arc::new(LogBudget::default()),
+            limits,
+            health: Health::default(),
+            sha256,
+            manifest: None,
+            _alive: runtime.census.version(),
+        })
+    }
+}
+
+/// The component for `bytes`: from the compiled-code cache when it holds it, else compiled
+/// (and then stored there).
+fn compile(runtime: &PluginRuntime, source_name: &str, sha256: &Sha256, bytes: &[u8]) -> Result<Component, LoadError> {
+    let compile_error = |error: wasmtime::Error| LoadError::Compile {
+        source_name: source_name.to_owned(),
+        message: describe_error(&error),
+    };
+    match &runtime.cache {
+        Some(cache) => cache.component(&runtime.engine, sha256, bytes).map_err(compile_error),
+        None => Component::new(&runtime.engine, bytes).map_err(compile_error),
+    }
+}
+
+/// What the component says it is, asked on an instance made for the question.
+fn describe_itself(
+    runtime: &PluginRuntime,
+    pre: &InstancePre<PluginState>,
+    describe: &plugin::GuestIndices,
+    limits: &Limits,
+) -> wasmtime::Result<types::PluginInfo> {
+    let state = PluginState::new(Arc::from("loading"), Arc::default(), Arc::default(), limits, &runtime.census);
+    let mut store = sandbox::store(&runtime.engine, state, limits)?;
+    let instance = pre.instantiate(&mut store)?;
+    describe.load(&mut store, &instance)?.call_describe(&mut store)
+}
