@@ -4,9 +4,9 @@ use std::collections::HashMap;
 
 use wasmpay_protocol::routing::AccountId;
 
-use crate::Ledger;
 use crate::account::{Account, AccountKind, NewAccount, external_account, fee_account};
 use crate::error::LedgerError;
+use crate::handle::Ledger;
 use crate::store::on_store;
 
 impl Ledger {

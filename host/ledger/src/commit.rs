@@ -22,7 +22,6 @@ use tokio::task::JoinHandle;
 use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::routing::AccountId;
 
-use crate::Ledger;
 use crate::decision::{self, Keys, Writes};
 use crate::error::LedgerError;
 use crate::settings::LedgerSettings;
@@ -51,47 +50,46 @@ pub trait CommitObserver: Send + Sync + std::fmt::Debug {
 }
 
 /// One transfer waiting for its batch.
-pub(crate) struct Job {
+struct Job {
     transfer: Transfer,
     replies: Replies,
     answer: oneshot::Sender<Result<Recorded, LedgerError>>,
 }
 
-impl Ledger {
-    /// Records `transfer` once, in the next batch, storing the one of `replies` that its
-    /// decision picks: the stored reply is exactly the one the caller gets back, and a retry
-    /// with the same id gets it too. Returns after the batch committed (or failed).
-    pub async fn record(&self, transfer: Transfer, replies: Replies) -> Result<Recorded, LedgerError> {
-        self.submit(transfer, replies).await?.await
-    }
+/// The queue into the committer task: what the [`Ledger`](crate::Ledger) handle submits to.
+#[derive(Clone, Debug)]
+pub(crate) struct Committer(mpsc::Sender<Job>);
 
-    /// [`Ledger::record`] in two steps: this call returns once the transfer is queued for a
-    /// batch (waiting only while the queue is full), and the future it returns resolves when
-    /// that batch committed (or failed). Transfers are decided in the order they were
-    /// submitted, so a caller that submits an account's transfers one after the other keeps
-    /// their order without waiting for each commit: the next one joins the same batch or a
-    /// later one.
-    pub async fn submit(
+impl Committer {
+    /// Queues `transfer` for a batch (waiting only while the queue is full); the future it
+    /// returns resolves when that batch committed (or failed).
+    pub(crate) async fn submit(
         &self,
         transfer: Transfer,
         replies: Replies,
     ) -> Result<impl Future<Output = Result<Recorded, LedgerError>> + Send + 'static, LedgerError> {
         let (answer, answered) = oneshot::channel();
         let job = Job { transfer, replies, answer };
-        self.committer.send(job).await.map_err(|_| LedgerError::Closed)?;
+        self.0.send(job).await.map_err(|_| LedgerError::Closed)?;
         Ok(async move { answered.await.map_err(|_| LedgerError::Closed)? })
+    }
+
+    /// Whether the committer task has stopped (it only does when it panicked).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    /// Resolves once the committer task has stopped.
+    pub(crate) async fn closed(&self) {
+        self.0.closed().await;
     }
 }
 
 /// Starts the committer task of `store`; it ends when every sender is gone.
-pub(crate) fn start(
-    store: Store,
-    settings: LedgerSettings,
-    observer: Option<Arc<dyn CommitObserver>>,
-) -> mpsc::Sender<Job> {
+pub(crate) fn start(store: Store, settings: LedgerSettings, observer: Option<Arc<dyn CommitObserver>>) -> Committer {
     let (sender, jobs) = mpsc::channel(QUEUE_DEPTH);
     tokio::spawn(commit_batches(store, jobs, settings, observer));
-    sender
+    Committer(sender)
 }
 
 async fn commit_batches(

@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::Ledger;
 use crate::error::LedgerError;
+use crate::handle::Ledger;
 use crate::store;
 
 impl Ledger {

@@ -2,9 +2,9 @@
 
 use serde_json::json;
 
-use crate::Ledger;
 use crate::account::{Account, external_account};
 use crate::error::LedgerError;
+use crate::handle::Ledger;
 use crate::transfer::{Recorded, Replies, Transfer, TransferKind};
 use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::money::{FeeBearer, MinorUnits};

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::Ledger;
 use crate::error::LedgerError;
+use crate::handle::Ledger;
 use crate::store::on_store;
 use crate::store::sql::balance_with_credits;
 use crate::transfer::StoredReply;

@@ -3,8 +3,10 @@
 //! `WASMPAY_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`); a test fails
 //! when it is unreachable, it never skips.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use super::*;
 use wasmpay_protocol::PaymentId;

@@ -10,7 +10,7 @@
 //!   database with the same settings (`synchronous = FULL`): the lock, commit and fsync that
 //!   any write pays.
 //!
-//! `cargo bench -p wasmpay --bench payment_path`
+//! `cargo bench -p wasmpay-node --bench payment_path`
 #![allow(clippy::unwrap_used, clippy::float_arithmetic, clippy::cast_possible_truncation)]
 
 use std::sync::Arc;
