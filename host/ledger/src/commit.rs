@@ -49,11 +49,21 @@ pub trait CommitObserver: Send + Sync + std::fmt::Debug {
     fn batch_fenced(&self, partitions: &[u32]);
 }
 
+/// How long a transfer whose payer another transaction holds waits for it, batch after batch,
+/// before it fails with [`LedgerError::Busy`] (retryable). A paused node's transaction is
+/// ended by the server sooner (`LedgerSettings::idle_transaction_timeout_ms`).
+const BUSY_WAIT_MAX: Duration = Duration::from_secs(2);
+/// How long the committer waits for new transfers before it tries deferred ones again, so
+/// that a held row is not polled in a tight loop.
+const BUSY_RETRY_DELAY: Duration = Duration::from_millis(20);
+
 /// One transfer waiting for its batch.
 struct Job {
     transfer: Transfer,
     replies: Replies,
     answer: oneshot::Sender<Result<Recorded, LedgerError>>,
+    /// When a batch first found its payer held by another transaction.
+    busy_since: Option<Instant>,
 }
 
 /// The queue into the committer task: what the [`Ledger`](crate::Ledger) handle submits to.
@@ -69,7 +79,7 @@ impl Committer {
         replies: Replies,
     ) -> Result<impl Future<Output = Result<Recorded, LedgerError>> + Send + 'static, LedgerError> {
         let (answer, answered) = oneshot::channel();
-        let job = Job { transfer, replies, answer };
+        let job = Job { transfer, replies, answer, busy_since: None };
         self.0.send(job).await.map_err(|_| LedgerError::Closed)?;
         Ok(async move { answered.await.map_err(|_| LedgerError::Closed)? })
     }
@@ -103,19 +113,24 @@ async fn commit_batches(
     // The batch being written and committed. At most one: batches commit in the order they
     // were decided.
     let mut committing: Option<Committing> = None;
-    while let Some(batch) = gather(&mut jobs, size_max, delay).await {
+    // Transfers whose payer another transaction held, in submission order: they open the next
+    // batch, ahead of anything submitted after them.
+    let mut deferred: Vec<Job> = Vec::new();
+    while let Some(batch) = gather(&mut jobs, &mut deferred, size_max, delay).await {
         let depends = committing.as_ref().is_some_and(|committing| committing.seen_by(&batch));
         if depends || !store.overlaps_batches() {
             wait_for(committing.take()).await;
         }
         let started = Instant::now();
-        let prepared = prepare(&store, batch).await;
+        let (prepared, busy) = prepare(&store, batch).await;
+        deferred = busy;
         wait_for(committing.take()).await;
         if let Some(prepared) = prepared {
-            let (ids, credited) =
-                (prepared.ids.clone(), prepared.writes.credits.keys().map(|(id, _)| id.clone()).collect());
+            let ids = prepared.ids.clone();
+            let credited = prepared.writes.credits.keys().map(|(id, _)| id.clone()).collect();
+            let payers = prepared.writes.balances.keys().cloned().collect();
             let task = tokio::spawn(finish(prepared, started, observer.clone()));
-            committing = Some(Committing { ids, credited, task });
+            committing = Some(Committing { ids, credited, payers, task });
         }
     }
     wait_for(committing).await;
@@ -126,6 +141,8 @@ struct Committing {
     ids: HashSet<PaymentId>,
     /// Accounts it credits through sub-balances, which it does not lock.
     credited: HashSet<AccountId>,
+    /// Accounts whose rows it holds until it commits.
+    payers: HashSet<AccountId>,
     task: JoinHandle<()>,
 }
 
@@ -133,16 +150,35 @@ impl Committing {
     /// Whether `batch` must see this one's effects before it is read: it repeats one of its
     /// ids (whose lookup must find that payment, or its insert fails on the duplicate key), or
     /// it debits an account this one credits (a credit takes no lock, so the next batch would
-    /// read the balance without it and could decline a payment submitted after the credit).
+    /// read the balance without it and could decline a payment submitted after the credit),
+    /// or it debits an account this one holds (the next batch would find the row held and put
+    /// its transfers off for nothing).
     fn seen_by(&self, batch: &[Job]) -> bool {
-        batch.iter().any(|job| self.ids.contains(&job.transfer.id) || self.credited.contains(&job.transfer.payer))
+        batch.iter().any(|job| {
+            let payer = &job.transfer.payer;
+            self.ids.contains(&job.transfer.id) || self.credited.contains(payer) || self.payers.contains(payer)
+        })
     }
 }
 
-/// Takes the next batch: what is waiting (at least one transfer, waiting for it), up to
-/// `size_max`, and for at most `delay` more if one is set. `None` once every sender is gone.
-async fn gather(jobs: &mut mpsc::Receiver<Job>, size_max: usize, delay: Duration) -> Option<Vec<Job>> {
-    let mut batch = vec![jobs.recv().await?];
+/// Takes the next batch: the deferred transfers first, then what is waiting (at least one
+/// transfer, waiting for it, unless some were deferred: then for at most
+/// [`BUSY_RETRY_DELAY`]), up to `size_max`, and for at most `delay` more if one is set.
+/// `None` once every sender is gone and nothing is deferred.
+async fn gather(
+    jobs: &mut mpsc::Receiver<Job>,
+    deferred: &mut Vec<Job>,
+    size_max: usize,
+    delay: Duration,
+) -> Option<Vec<Job>> {
+    let mut batch: Vec<Job> = deferred.drain(..deferred.len().min(size_max)).collect();
+    if batch.is_empty() {
+        batch.push(jobs.recv().await?);
+    } else if batch.len() < size_max
+        && let Ok(Some(job)) = tokio::time::timeout(BUSY_RETRY_DELAY, jobs.recv()).await
+    {
+        batch.push(job);
+    }
     while batch.len() < size_max {
         match jobs.try_recv() {
             Ok(job) => batch.push(job),
@@ -179,27 +215,54 @@ struct Prepared {
     answers: Vec<oneshot::Sender<Result<Recorded, LedgerError>>>,
 }
 
-/// Reads, locks and decides a batch; on failure answers every transfer in it and returns
-/// `None`.
-async fn prepare(store: &Store, batch: Vec<Job>) -> Option<Prepared> {
-    let (jobs, answers): (Vec<(Transfer, Replies)>, Vec<_>) =
-        batch.into_iter().map(|job| ((job.transfer, job.replies), job.answer)).unzip();
-    let keys = Keys::of(jobs.iter().map(|(transfer, _)| transfer));
-    let begun = tokio::time::timeout(BATCH_TIMEOUT, store.begin_batch(&keys)).await;
-    let (transaction, existing, accounts, held, fences) = match begun {
+/// Reads, locks and decides a batch; on failure answers every transfer in it. Returns the
+/// prepared batch, and the transfers put off because another transaction holds their payer
+/// (each fails with [`LedgerError::Busy`] once it has waited [`BUSY_WAIT_MAX`]).
+async fn prepare(store: &Store, batch: Vec<Job>) -> (Option<Prepared>, Vec<Job>) {
+    let keys = Keys::of(batch.iter().map(|job| &job.transfer));
+    let begun = match tokio::time::timeout(BATCH_TIMEOUT, store.begin_batch(&keys)).await {
         Ok(Ok(begun)) => begun,
         Ok(Err(error)) => {
-            fail_all(answers, "could not start", &error);
-            return None;
+            fail_all(batch.into_iter().map(|job| job.answer).collect(), "could not start", &error);
+            return (None, Vec::new());
         }
         Err(_) => {
+            let answers = batch.into_iter().map(|job| job.answer).collect();
             fail_all(answers, "could not start", &format!("not read within {BATCH_TIMEOUT:?}"));
-            return None;
+            return (None, Vec::new());
         }
     };
-    let (outcomes, writes) = decision::decide(jobs, existing, accounts, &held, &fences);
+    let (batch, deferred) = put_off_busy(batch, &begun.busy);
+    let (jobs, answers): (Vec<(Transfer, Replies)>, Vec<_>) =
+        batch.into_iter().map(|job| ((job.transfer, job.replies), job.answer)).unzip();
+    let (outcomes, writes) = decision::decide(jobs, begun.existing, begun.accounts, &begun.held, &begun.fences);
     let ids = keys.ids.into_iter().collect();
-    Some(Prepared { ids, transaction, writes, outcomes, answers })
+    (Some(Prepared { ids, transaction: begun.transaction, writes, outcomes, answers }), deferred)
+}
+
+/// Splits off the transfers whose payer is `busy`, keeping their order: those that have
+/// waited [`BUSY_WAIT_MAX`] are answered [`LedgerError::Busy`], the others are returned to
+/// wait for a later batch. A busy payer's transfers all wait, so its order is kept too.
+fn put_off_busy(batch: Vec<Job>, busy: &BTreeSet<AccountId>) -> (Vec<Job>, Vec<Job>) {
+    if busy.is_empty() {
+        return (batch, Vec::new());
+    }
+    let now = Instant::now();
+    let (mut ready, mut deferred) = (Vec::with_capacity(batch.len()), Vec::new());
+    for mut job in batch {
+        if !busy.contains(&job.transfer.payer) {
+            ready.push(job);
+            continue;
+        }
+        let since = *job.busy_since.get_or_insert(now);
+        if now.duration_since(since) >= BUSY_WAIT_MAX {
+            tracing::warn!(payer = %job.transfer.payer, "a payer's row stayed held by another writer; transfer refused, retryable");
+            let _ = job.answer.send(Err(LedgerError::Busy(job.transfer.payer.to_string())));
+        } else {
+            deferred.push(job);
+        }
+    }
+    (ready, deferred)
 }
 
 /// Writes and commits a prepared batch, then answers each transfer.

@@ -39,6 +39,10 @@ pub enum LedgerError {
     /// The batch this transfer was in did not commit; nothing of it was posted.
     #[error("the ledger batch did not commit: {0}")]
     BatchFailed(String),
+    /// The payer's row stayed held by another writer (another node's batch, a paused node, an
+    /// operator's transaction) for longer than the ledger waits for it; nothing was posted.
+    #[error("account `{0}` is held by another writer")]
+    Busy(String),
     /// The ledger is closing.
     #[error("the ledger is closed")]
     Closed,
@@ -63,7 +67,11 @@ impl LedgerError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            LedgerError::Database(_) | LedgerError::BatchFailed(_) | LedgerError::Closed | LedgerError::Fenced(_)
+            LedgerError::Database(_)
+                | LedgerError::BatchFailed(_)
+                | LedgerError::Busy(_)
+                | LedgerError::Closed
+                | LedgerError::Fenced(_)
         )
     }
 }

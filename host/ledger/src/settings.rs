@@ -12,11 +12,31 @@ pub struct LedgerSettings {
     pub batch_delay_us_max: u64,
     /// When a commit reaches the disk.
     pub synchronous: Durability,
+    /// PostgreSQL: how long the server keeps a write transaction whose client went quiet (a
+    /// paused or cut-off node) before it rolls it back and frees its row locks, in
+    /// milliseconds. A cluster's lease TTL must leave room for it: a paused owner's locks are
+    /// gone before another node can take its partitions ([`LedgerSettings::frees_locks_within`]).
+    pub idle_transaction_timeout_ms: u64,
 }
 
 impl Default for LedgerSettings {
     fn default() -> Self {
-        LedgerSettings { batch_size_max: 512, batch_delay_us_max: 0, synchronous: Durability::Full }
+        LedgerSettings {
+            batch_size_max: 512,
+            batch_delay_us_max: 0,
+            synchronous: Durability::Full,
+            idle_transaction_timeout_ms: 1_000,
+        }
+    }
+}
+
+impl LedgerSettings {
+    /// Whether a paused node's transaction is rolled back, and its row locks freed, before
+    /// another node can hold a lease it held: a lease renewed every third of `lease_ttl_ms`
+    /// outlives its holder's pause by at least two thirds of it. Half a TTL keeps a margin for
+    /// the server's own timer.
+    pub fn frees_locks_within(&self, lease_ttl_ms: u64) -> bool {
+        self.idle_transaction_timeout_ms.saturating_mul(2) <= lease_ttl_ms
     }
 }
 

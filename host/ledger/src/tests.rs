@@ -790,37 +790,40 @@ async fn hold_row(fresh: &Fresh, account: &str) -> sqlx::PgConnection {
     raw
 }
 
-/// A payer opened while a batch's lock statement waited for another payer's row is not in that
-/// statement's snapshot: the batch must lock it before debiting it (found by review: two
-/// writers both debited it past its floor), and not refuse it as unknown, since it exists.
+/// A payer whose row another writer holds (a paused node's open batch, an operator) holds
+/// back only its own transfers: the rest of the batch commits at once, and the held payer's
+/// transfers go through, in order, once the row is free, under its lock, so its floor holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_locks_a_payer_opened_while_it_waited() {
+async fn postgres_holds_back_only_the_payer_another_writer_holds() {
     let fresh = Backend::Postgres.fresh();
-    let gathering = LedgerSettings { batch_delay_us_max: 200_000, ..LedgerSettings::default() };
+    let gathering = LedgerSettings { batch_delay_us_max: 50_000, ..LedgerSettings::default() };
     let ledger = Ledger::open_with(&fresh.url, gathering, None).await.expect("open ledger");
-    open(&ledger, "q", 0).await;
-    open(&ledger, "shop", 0).await;
-    deposit(&ledger, "fund", "q", 1_000).await;
+    for account in ["p", "q", "shop"] {
+        open(&ledger, account, 0).await;
+    }
+    deposit(&ledger, "fund-p", "p", 1_000).await;
+    deposit(&ledger, "fund-q", "q", 1_000).await;
     let mut peer = hold_row(&fresh, "q").await;
     let (p, q, shop) = (id("p"), id("q"), id("shop"));
-    let from_p = ledger.submit(transfer("from-p", &p, &shop, 500, 0), named()).await.expect("submit");
-    let from_q = ledger.submit(transfer("from-q", &q, &shop, 10, 0), named()).await.expect("submit");
-    tokio::time::sleep(Duration::from_millis(600)).await; // the batch's lock statement waits on q
-    let admin = Ledger::open(&fresh.url).await.expect("open ledger");
-    open(&admin, "p", -1_000).await; // a credit line: spendable at once
-    sqlx::raw_sql("COMMIT").execute(&mut peer).await.expect("release q");
-    let (from_p, from_q) = (from_p.await, from_q.await);
+    let first_q = ledger.submit(transfer("q-1", &q, &shop, 600, 0), named()).await.expect("submit");
+    let from_p = ledger.submit(transfer("p-1", &p, &shop, 10, 0), named()).await.expect("submit");
+    let second_q = ledger.submit(transfer("q-2", &q, &shop, 600, 0), named()).await.expect("submit");
+    let from_p = from_p.await;
     assert!(matches!(from_p, Ok(Recorded::New { decision: Decision::Approved, .. })), "{from_p:?}");
-    assert!(matches!(from_q, Ok(Recorded::New { decision: Decision::Approved, .. })), "{from_q:?}");
-    assert_eq!(balance(&admin, "p").await, -500);
-    // Held: a second writer debiting p had to wait, so the floor holds whatever the order.
-    let second = admin.record(transfer("from-p-again", &p, &shop, 600, 0), named()).await;
-    assert!(matches!(second, Ok(Recorded::New { decision: Decision::InsufficientFunds, .. })), "{second:?}");
-    assert!(admin.audit().await.expect("audit").accounts_below_floor.is_empty());
+    let mut first_q = std::pin::pin!(first_q);
+    let early = tokio::time::timeout(Duration::from_millis(200), first_q.as_mut()).await;
+    assert!(early.is_err(), "q's transfer waits while another writer holds q: {early:?}");
+    sqlx::raw_sql("COMMIT").execute(&mut peer).await.expect("release q");
+    let (first_q, second_q) = (first_q.await, second_q.await);
+    assert!(matches!(first_q, Ok(Recorded::New { decision: Decision::Approved, .. })), "{first_q:?}");
+    // In submission order, under q's lock: the second would cross q's floor.
+    assert!(matches!(second_q, Ok(Recorded::New { decision: Decision::InsufficientFunds, .. })), "{second_q:?}");
+    assert_eq!(balance(&ledger, "q").await, 400);
+    assert!(ledger.audit().await.expect("audit").is_balanced());
 }
 
-/// A row lock held by a stalled peer fails the batch that waits for it after the lock timeout,
-/// with a retryable error, instead of stalling every payment behind it.
+/// A payer row held by a stalled peer fails that payer's transfer after the ledger's wait, with
+/// a retryable error, instead of stalling every payment behind it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_gives_up_on_a_stalled_peer_lock() {
     let fresh = Backend::Postgres.fresh();

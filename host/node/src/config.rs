@@ -31,6 +31,7 @@
 //! batch_size_max = 512        # transfers in one batch at most
 //! batch_delay_us_max = 0      # 0: a batch takes what is waiting; > 0: waits this long for more
 //! synchronous = "full"        # "full": fsync every commit; "normal": a power cut may lose the last
+//! idle_transaction_timeout_ms = 1000  # PostgreSQL ends a paused node's open batch after this (<= lease_ttl_ms / 2)
 //!
 //! [cluster]                   # nodes on one NATS and one ledger share the partitions
 //! lease_ttl_ms = 3000         # a dead node's partitions move after about this long
@@ -110,13 +111,37 @@ pub enum ConfigError {
         /// Why.
         source: toml::de::Error,
     },
+    /// Settings of the file contradict each other.
+    #[error("invalid {path}: {reason}")]
+    Inconsistent {
+        /// The file.
+        path: PathBuf,
+        /// Which settings, and why.
+        reason: String,
+    },
 }
 
 impl Config {
-    /// Reads and parses `path`.
+    /// Reads, parses and checks `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+        let config: Config =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+        config.check().map_err(|reason| ConfigError::Inconsistent { path: path.into(), reason })?;
+        Ok(config)
+    }
+
+    /// Whether the settings agree with each other: a paused node's open batch must be rolled
+    /// back, and its row locks freed, before its leases can expire and its partitions move.
+    fn check(&self) -> Result<(), String> {
+        if !self.ledger.frees_locks_within(self.cluster.lease_ttl_ms) {
+            return Err(format!(
+                "[ledger] idle_transaction_timeout_ms = {} must be at most half of [cluster] lease_ttl_ms = {}: \
+                 a paused node's row locks must be freed before its partitions can move",
+                self.ledger.idle_transaction_timeout_ms, self.cluster.lease_ttl_ms
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -153,5 +178,22 @@ mod tests {
         assert_eq!((config.cluster.lease_ttl_ms, config.cluster.heartbeat_ms), (6000, 500));
         assert!(toml::from_str::<Config>("[sandbox]\ncall_timeout = 1").is_err());
         assert_eq!(toml::from_str::<Config>("").expect("empty"), Config::default());
+    }
+
+    /// A lease TTL that a paused node's open batch could outlive is refused with both
+    /// settings named; the defaults agree.
+    #[test]
+    fn a_lease_shorter_than_twice_the_idle_transaction_timeout_is_refused() {
+        assert_eq!(Config::default().check(), Ok(()));
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = directory.path().join("wasmpay.toml");
+        std::fs::write(&path, "[ledger]\nidle_transaction_timeout_ms = 2000\n[cluster]\nlease_ttl_ms = 3000\n")
+            .expect("write");
+        let refused = Config::load(&path).expect_err("inconsistent");
+        let message = refused.to_string();
+        assert!(
+            message.contains("idle_transaction_timeout_ms = 2000") && message.contains("lease_ttl_ms = 3000"),
+            "{message}"
+        );
     }
 }

@@ -63,9 +63,21 @@ impl Store {
     }
 }
 
-/// What a batch read: its open transaction, the recorded ids, the accounts, which of them the
-/// transaction holds (may debit), and every partition's newest fencing token.
-pub(crate) type Begun = (Transaction, Existing, HashMap<AccountId, Account>, BTreeSet<AccountId>, Fences);
+/// What a batch read, with its transaction open.
+pub(crate) struct Begun {
+    pub(crate) transaction: Transaction,
+    /// The batch's ids that are recorded already.
+    pub(crate) existing: Existing,
+    /// The accounts it may post to, that exist.
+    pub(crate) accounts: HashMap<AccountId, Account>,
+    /// The accounts the transaction holds, and so may debit.
+    pub(crate) held: BTreeSet<AccountId>,
+    /// Every partition's newest fencing token.
+    pub(crate) fences: Fences,
+    /// Payers that exist but another transaction holds (PostgreSQL): their transfers wait for
+    /// a later batch instead of holding this one up.
+    pub(crate) busy: BTreeSet<AccountId>,
+}
 
 impl Store {
     /// Begins a batch's transaction and reads (and locks) what the batch needs.
@@ -81,7 +93,16 @@ impl Store {
             }
         };
         let fences = transaction.fences().await?;
-        Ok((transaction, existing, accounts, held, fences))
+        // A payer this batch does not hold is never debited: its transfers wait (`commit`). It
+        // stays among the accounts, since another transfer of the batch may credit it, which
+        // takes no lock (a credit sub-balance).
+        let busy: BTreeSet<AccountId> = keys
+            .payers
+            .iter()
+            .filter(|payer| accounts.contains_key(*payer) && !held.contains(*payer))
+            .cloned()
+            .collect();
+        Ok(Begun { transaction, existing, accounts, held, fences, busy })
     }
 
     /// Whether the next batch may be read, locked and decided while the one before it is

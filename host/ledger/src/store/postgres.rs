@@ -42,9 +42,9 @@ pub(crate) struct Postgres {
 pub(crate) type WriteTransaction = sqlx::Transaction<'static, Db>;
 
 /// How long a statement waits for another transaction's row lock before its batch fails.
+/// Payer rows are never waited for (`lock` skips them); this bounds the rest (a credit or
+/// fence row, an operator's lock).
 const LOCK_TIMEOUT: &str = "2s";
-/// How long the server keeps a transaction that its client left idle.
-const IDLE_IN_TRANSACTION_TIMEOUT: &str = "10s";
 
 /// How long opening the ledger waits for the server, and a query for a pooled connection.
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -63,12 +63,13 @@ impl Postgres {
         let options: PgConnectOptions = url.parse()?;
         // Every wait on another writer is bounded: a row lock held by a stalled peer (a node
         // paused mid-batch) fails this batch with a retryable error after LOCK_TIMEOUT instead
-        // of stalling every payment behind it, and a transaction left open by a stalled
-        // client is ended by the server.
+        // of stalling every payment behind it, and the server ends a transaction left open by
+        // a stalled client within the idle timeout, before its partitions can change owner.
+        let idle = format!("{}ms", settings.idle_transaction_timeout_ms.max(1));
         let options = options.options([
             ("synchronous_commit", commit),
             ("lock_timeout", LOCK_TIMEOUT),
-            ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT),
+            ("idle_in_transaction_session_timeout", idle.as_str()),
         ]);
         // One plain connection first: a pool retries until its timeout and then reports only
         // that it timed out, while this names the cause (refused, unknown database, auth).
@@ -127,9 +128,9 @@ impl Postgres {
         let existing = self.recorded_in(&mut transaction, &ids).await?;
         let touched: Vec<&AccountId> = keys.touched.iter().collect();
         let mut accounts = self.accounts_in(&mut transaction, &touched).await?;
-        // A payer opened while the lock statement waited was not in its snapshot, so it is not
-        // locked: lock it now and read it again (out of id order, so a rare deadlock is
-        // possible; PostgreSQL detects it and the batch fails, retryably).
+        // A payer opened while the lock statement ran was not in its snapshot, so it is not
+        // locked: lock it now and read it again. A payer another transaction holds is tried
+        // again here too, and stays unheld if it is still held (the store defers it).
         let late: Vec<&str> = keys
             .payers
             .iter()
@@ -142,8 +143,6 @@ impl Postgres {
             accounts.extend(self.accounts_in(&mut transaction, &relocked).await?);
             held.extend(locked);
         }
-        // Never debit a payer this batch does not hold.
-        accounts.retain(|id, _| !keys.payers.contains(id) || held.contains(id));
         Ok((transaction, existing, accounts, held))
     }
 
@@ -286,10 +285,13 @@ fn redacted(url: &str) -> String {
     }
 }
 
-/// Locks the rows of `payers` that exist, in id order, and returns them.
+/// Locks the rows of `payers` that exist and no other transaction holds, in id order, and
+/// returns them. A row another transaction holds is skipped, not waited for: its holder may
+/// be a paused node, and its payers' transfers wait for a later batch (`commit`) while the
+/// rest of this one goes on.
 async fn lock(connection: &mut PgConnection, payers: &[&str]) -> Result<BTreeSet<AccountId>, LedgerError> {
     let locked: Vec<(String,)> =
-        sqlx::query_as("SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+        sqlx::query_as("SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED")
             .bind(payers)
             .fetch_all(connection)
             .await?;
