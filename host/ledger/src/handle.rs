@@ -30,6 +30,10 @@ impl Ledger {
     /// and no observer. `sqlite://wasmpay.db` creates the file if needed;
     /// `postgres://user@host/db` connects to an existing database, and creates the schema its
     /// `?options[search_path]=name` names first if there is none.
+    ///
+    /// A SQLite ledger serves one node: while it is open (until [`Ledger::close`], or the last
+    /// handle dropped, or the process gone) opening the same file again, from this process or
+    /// another, is [`LedgerError::SqliteInUse`].
     pub async fn open(url: &str) -> Result<Ledger, LedgerError> {
         Ledger::open_with(url, LedgerSettings::default(), None).await
     }
@@ -45,7 +49,9 @@ impl Ledger {
 
     /// Opens the ledger at `url` only if one is there, creating nothing: for tools that
     /// inspect a ledger (`wasmpay ledger verify`), where a mistyped URL must not leave a new,
-    /// empty ledger behind and report it sound.
+    /// empty ledger behind and report it sound. It takes no SQLite node lock, so it works
+    /// beside a running node; writing through it would bypass that lock, which is why only
+    /// inspecting tools use it.
     pub async fn open_existing(url: &str) -> Result<Ledger, LedgerError> {
         let settings = LedgerSettings::default();
         Ledger::start(Store::connect(url, &settings, false).await?, settings, None)
@@ -106,7 +112,8 @@ impl Ledger {
         self.committer.closed().await;
     }
 
-    /// Waits for running transactions and closes every connection.
+    /// Waits for running transactions and closes every connection; a SQLite file may then be
+    /// opened by another node.
     pub async fn close(&self) {
         self.store.close().await;
     }

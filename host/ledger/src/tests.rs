@@ -841,3 +841,32 @@ async fn postgres_gives_up_on_a_stalled_peer_lock() {
     sqlx::raw_sql("ROLLBACK").execute(&mut peer).await.expect("release alice");
     assert!(ledger.payment("from-alice").await.expect("read").is_none());
 }
+
+/// A SQLite file serves one node: a second ledger opened to serve it (as a second node in this
+/// process or another would) is refused with a typed error naming the file, while a reading
+/// tool still opens it beside the first; once the first closes, another node may open it.
+#[tokio::test]
+async fn a_sqlite_ledger_serves_one_node() {
+    let fresh = Backend::Sqlite.fresh();
+    let first = Ledger::open(&fresh.url).await.expect("open ledger");
+    open(&first, "alice", 0).await;
+    let second = Ledger::open(&fresh.url).await;
+    let path = fresh.url.trim_start_matches("sqlite://");
+    match &second {
+        Err(error @ LedgerError::SqliteInUse { database, .. }) => {
+            assert_eq!(database, path);
+            let message = error.to_string();
+            assert!(message.contains("ledger_in_use") && message.contains("PostgreSQL"), "{message}");
+        }
+        other => panic!("a second node on one SQLite file must be refused: {other:?}"),
+    }
+    let reader = Ledger::open_existing(&fresh.url).await.expect("a reading tool opens it beside the node");
+    assert!(reader.account(&id("alice")).await.expect("read").is_some());
+    assert!(reader.audit().await.expect("audit").is_balanced());
+    reader.close().await;
+    // Still refused after the reader closed: the reader never held the node's lock.
+    assert!(matches!(Ledger::open(&fresh.url).await, Err(LedgerError::SqliteInUse { .. })));
+    first.close().await;
+    let next = Ledger::open(&fresh.url).await.expect("the next node opens it once the first closed");
+    assert!(next.account(&id("alice")).await.expect("read").is_some());
+}

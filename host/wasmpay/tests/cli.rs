@@ -145,6 +145,53 @@ fn idle_clients_cannot_exhaust_the_nodes_file_descriptors() {
     assert!(status.success(), "serve exits 0 after SIGTERM: {status}");
 }
 
+/// A SQLite file serves one node: a second `serve` on it exits at once with `ledger_in_use`,
+/// naming the file (before, it joined as a second node and the two took turns at the file's
+/// write lock), while `wasmpay ledger verify` still reads it beside the node. The lock dies
+/// with its process: after a SIGKILL the next node opens the file.
+#[test]
+fn a_second_node_on_one_sqlite_file_is_refused() {
+    const EXIT_BOUND: Duration = Duration::from_secs(30);
+    let nats = NatsServer::start(None).expect("nats-server");
+    let workdir = tempfile::tempdir().unwrap();
+    let (mut first, _) = spawn_serve(Command::new(BINARY), &nats, workdir.path(), &["--node-id", "first"]);
+    let db = format!("sqlite://{}", workdir.path().join("node.db").display());
+    let mut second = Command::new(BINARY)
+        .args(["serve", "--nats", &nats.url(), "--db", &db, "--http", "127.0.0.1:0", "--node-id", "second"])
+        .env("WASMPAY_ADMIN_TOKEN", "secret")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while second.try_wait().unwrap().is_none() {
+        if started.elapsed() > EXIT_BOUND {
+            second.kill().unwrap();
+            panic!("a second node on the SQLite file of a running one still runs after {EXIT_BOUND:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused = second.wait_with_output().unwrap();
+    let printed = text(&refused);
+    assert!(!refused.status.success(), "{printed}");
+    let path = workdir.path().join("node.db").display().to_string();
+    assert!(
+        printed.contains("ledger_in_use") && printed.contains(&path) && printed.contains("PostgreSQL"),
+        "{printed}"
+    );
+
+    let verified = run(&["ledger", "verify", "--db", &db], "");
+    assert!(verified.status.success() && text(&verified).contains("ledger OK"), "{}", text(&verified));
+
+    first.kill().unwrap(); // SIGKILL: no close, the OS releases the lock
+    first.wait().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let next = wasmpay_ledger::Ledger::open(&db).await.expect("the next node opens the file of a killed one");
+        next.close().await;
+    });
+}
+
 /// `wasmpay ledger verify` passes sound books and names the first broken invariant.
 #[test]
 fn ledger_verify_finds_a_tampered_balance() {
