@@ -15,6 +15,11 @@ type Probe = (Instant, Result<(), String>);
 
 /// How often [`Ledger::writable`] may really write.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a failed batch makes [`Ledger::writable`] fail, unless a batch commits sooner.
+pub const BATCH_FAILURE_WINDOW: Duration = Duration::from_secs(5);
+/// How long one probe may take in all (the backends bound each lock wait and statement
+/// below it): a readiness check must answer even when the database does not.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The ledger, over a pool of database connections.
 #[derive(Clone, Debug)]
@@ -87,12 +92,18 @@ impl Ledger {
         self.committer.submit(transfer, replies).await
     }
 
-    /// Whether the ledger can commit a write now: a full disk or a read-only file shows only
-    /// when something is written, so this commits a small write. It probes at most once per
-    /// [`PROBE_INTERVAL`]; in between it answers what the last probe found.
+    /// Whether a payment submitted now can be written: the committer runs, no batch failed in
+    /// the last [`BATCH_FAILURE_WINDOW`] without one committing since, and a probe commits a
+    /// small write that takes the locks a batch takes on the ledger's own tables (a full disk,
+    /// a read-only file, a table locked by someone else show only when something is written
+    /// there). It probes at most once per [`PROBE_INTERVAL`], within [`PROBE_TIMEOUT`]; in
+    /// between it answers what the last probe found.
     pub async fn writable(&self) -> Result<(), String> {
         if self.committer.is_closed() {
             return Err("the ledger's committer has stopped".to_owned());
+        }
+        if let Some(failure) = self.committer.failed_within(BATCH_FAILURE_WINDOW) {
+            return Err(failure);
         }
         let mut probe = self.probe.lock().await;
         if let Some((at, found)) = probe.as_ref()
@@ -100,8 +111,12 @@ impl Ledger {
         {
             return found.clone();
         }
-        let found = on_store!(&self.store, backend => backend.probe_write().await);
-        let found = found.map_err(|error| error.to_string());
+        let probing =
+            on_store!(&self.store, backend => tokio::time::timeout(PROBE_TIMEOUT, backend.probe_write()).await);
+        let found = match probing {
+            Ok(written) => written.map_err(|error| error.to_string()),
+            Err(_) => Err(format!("a probe write did not commit within {PROBE_TIMEOUT:?}")),
+        };
         *probe = Some((Instant::now(), found.clone()));
         found
     }

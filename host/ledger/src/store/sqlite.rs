@@ -96,10 +96,19 @@ impl Sqlite {
         Ok(self.pool.begin().await?)
     }
 
-    /// Commits a write of the database header (`user_version`, which nothing else uses): a
-    /// full disk or a read-only file shows only when something is written.
+    /// Takes the write lock a batch takes (within the 5 s busy timeout), reads the tables a
+    /// batch reads, and commits a write of the database header (`user_version`, which nothing
+    /// else uses): a full disk or a read-only file shows only when something is written. A
+    /// disk whose last free pages fit this write but not a batch shows in the batches
+    /// themselves (`Ledger::writable` asks them too).
     pub(crate) async fn probe_write(&self) -> Result<(), LedgerError> {
         let mut transaction = self.begin_write().await?;
+        for read in [
+            "SELECT count(*) FROM (SELECT 1 FROM accounts LIMIT 1)",
+            "SELECT count(*) FROM (SELECT 1 FROM payments LIMIT 1)",
+        ] {
+            sqlx::query(read).execute(&mut *transaction).await?;
+        }
         sqlx::query("PRAGMA user_version = 1").execute(&mut *transaction).await?;
         transaction.commit().await
     }
