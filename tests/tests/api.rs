@@ -312,3 +312,62 @@ async fn readiness_sees_failing_batches() {
     let (status, body) = harness.api("GET", "/readyz", None).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// A few hundred idle connections, renewed all along, as many as the node's cap and more:
+/// `/healthz`, `/readyz` and an authenticated call still answer, each within a bound. Before,
+/// the cap (256) refused every new connection while the idle ones held it, probes included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_anonymous_connections_cannot_lock_out_probes_or_operators() {
+    use std::time::{Duration, Instant};
+    const IDLE: usize = 300;
+    const RENEWED_PER_ROUND: usize = 20;
+    const ANSWER_BOUND: Duration = Duration::from_secs(4); // readiness itself may take 3 s
+    let harness = Harness::start().await;
+    harness.open("alice", "EUR", 0).await;
+    let address = harness.http().trim_start_matches("http://").to_owned();
+    let mut idle = std::collections::VecDeque::new();
+    for _ in 0..IDLE {
+        idle.push_back(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    // Keeps renewing them: the oldest go, new ones come, as a client evading the header
+    // timeout would.
+    let renewer = tokio::spawn({
+        let address = address.clone();
+        async move {
+            while !*stopped.borrow() {
+                for _ in 0..RENEWED_PER_ROUND {
+                    idle.pop_front();
+                    idle.push_back(tokio::net::TcpStream::connect(&address).await.unwrap());
+                }
+                tokio::select! {
+                    _ = stopped.changed() => {}
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+            idle.len()
+        }
+    });
+    let base = harness.http();
+    for round in 0..5 {
+        for (path, token, expected) in
+            [("/healthz", "", "ok"), ("/readyz", "", "ready"), ("/v1/accounts/alice", wasmpay_tests::TOKEN, "alice")]
+        {
+            let started = Instant::now();
+            let url = format!("{base}{path}");
+            let answered = tokio::time::timeout(
+                ANSWER_BOUND,
+                wasmpay_node::client::http_call(hyper::Method::GET, &url, token, None),
+            )
+            .await;
+            let (status, body) = answered
+                .unwrap_or_else(|_| panic!("round {round}: {path} unanswered after {ANSWER_BOUND:?}"))
+                .unwrap_or_else(|error| panic!("round {round}: {path}: {error}"));
+            assert_eq!(status.as_u16(), 200, "round {round}: {path}: {body}");
+            assert!(body.contains(expected), "round {round}: {path}: {body}");
+            assert!(started.elapsed() < ANSWER_BOUND);
+        }
+    }
+    stop.send(true).unwrap();
+    assert_eq!(renewer.await.unwrap(), IDLE);
+}

@@ -105,8 +105,9 @@ fn serve_takes_commands_and_stops_cleanly_on_sigterm() {
     assert!(status.success(), "serve exits 0 after SIGTERM: {status}");
 }
 
-/// A node with few file descriptors (`prlimit`) and many idle clients: connections over the
-/// cap are closed at once, so the node never runs out of descriptors (where its accept loop
+/// A node with few file descriptors (`prlimit`) and many idle clients: at the cap a new
+/// connection replaces the idlest one, so the node never holds more than the cap and never
+/// runs out of descriptors (where its accept loop
 /// used to spin at 100 % CPU), the idle ones within the cap are closed after the header
 /// timeout, and the health check gets through.
 #[test]
