@@ -193,6 +193,41 @@ fn a_second_node_on_one_sqlite_file_is_refused() {
     });
 }
 
+/// The compiled plugin cache is only an optimisation: with a cache directory that cannot be
+/// opened (a file stands where its parent should be), `serve` warns once, naming the path and
+/// the cause, and serves (before, it exited).
+#[test]
+fn serve_runs_without_a_cache_directory_it_cannot_open() {
+    let nats = NatsServer::start(None).expect("nats-server");
+    let workdir = tempfile::tempdir().unwrap();
+    let blocker = workdir.path().join("not-a-directory");
+    std::fs::write(&blocker, b"").unwrap();
+    let cache = blocker.join("cache");
+    let config = workdir.path().join("wasmpay.toml");
+    std::fs::write(&config, format!("[sandbox]\ncache_dir = \"{}\"\n", cache.display())).unwrap();
+    let log = workdir.path().join("serve.log");
+    let mut launcher = Command::new("sh");
+    launcher.args(["-c", &format!("exec \"$0\" \"$@\" 2>{}", log.display()), BINARY]);
+    let config = config.display().to_string();
+    let (mut node, http) = spawn_serve(launcher, &nats, workdir.path(), &["--config", &config]);
+    let ready = format!("http://{http}/readyz");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let started = Instant::now();
+    while runtime
+        .block_on(wasmpay_node::client::http_call(hyper::Method::GET, &ready, "", None))
+        .map_or(true, |(status, _)| status.as_u16() != 200)
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "never ready without its cache");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill").args(["-TERM", &node.id().to_string()]).status();
+    assert!(node.wait().unwrap().success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let warnings: Vec<&str> = logged.lines().filter(|line| line.contains("compiled plugin cache")).collect();
+    assert_eq!(warnings.len(), 1, "{logged}");
+    assert!(warnings[0].contains("WARN") && warnings[0].contains(&cache.display().to_string()), "{logged}");
+}
+
 /// `wasmpay ledger verify` passes sound books and names the first broken invariant.
 #[test]
 fn ledger_verify_finds_a_tampered_balance() {
