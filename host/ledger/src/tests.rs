@@ -863,6 +863,10 @@ async fn a_sqlite_ledger_serves_one_node() {
         }
         other => panic!("a second node on one SQLite file must be refused: {other:?}"),
     }
+    let alias = std::path::Path::new(path).with_file_name("alias.db");
+    std::os::unix::fs::symlink(path, &alias).expect("symlink");
+    let by_alias = Ledger::open(&format!("sqlite://{}", alias.display())).await;
+    assert!(matches!(by_alias, Err(LedgerError::SqliteInUse { .. })), "another name of the file: {by_alias:?}");
     let reader = Ledger::open_existing(&fresh.url).await.expect("a reading tool opens it beside the node");
     assert!(reader.account(&id("alice")).await.expect("read").is_some());
     assert!(reader.audit().await.expect("audit").is_balanced());

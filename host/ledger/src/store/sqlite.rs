@@ -237,6 +237,9 @@ impl Sqlite {
 /// Locks `<database>.lock` (created if missing) for this ledger alone, or says which node's
 /// file it is: [`LedgerError::SqliteInUse`] while another ledger holds it.
 fn lock_for_one_node(database: &Path) -> Result<File, LedgerError> {
+    // The file's real path when it exists, so that two names of one file (a symlink, a
+    // relative path) lock one lock file.
+    let database = &database.canonicalize().unwrap_or_else(|_| database.to_owned());
     let mut path = database.as_os_str().to_owned();
     path.push(".lock");
     let io_error = |error: std::io::Error| LedgerError::Database(sqlx::Error::Io(error));

@@ -69,8 +69,9 @@ pub fn problems(observed: &Observed<'_>) -> Vec<Problem> {
     found
 }
 
-/// The bus's part: every partition this node holds, or that is assigned to it and held by
-/// nobody else, must be subscribed (confirmed), else a payment for it finds no responder.
+/// The bus's part: every partition assigned to this node that it holds, or that nobody else
+/// holds, must be subscribed (confirmed), else a payment for it finds no responder. A
+/// partition this node is handing over (assigned elsewhere now) is the next owner's concern.
 fn partitions(cluster: &ClusterView, subscribed: &BTreeSet<u32>) -> Option<Problem> {
     if cluster.partitions == 0 {
         return Some(problem("not_joined", "it has not joined the cluster yet: no partition is open".to_owned()));
@@ -87,10 +88,7 @@ fn partitions(cluster: &ClusterView, subscribed: &BTreeSet<u32>) -> Option<Probl
         .iter()
         .filter(|lease| ours(lease.partition, lease.owner.as_deref()))
         .map(|lease| lease.partition)
-        .chain(cluster.owned.iter().copied())
         .filter(|partition| !subscribed.contains(partition))
-        .collect::<BTreeSet<u32>>()
-        .into_iter()
         .collect();
     if !unsubscribed.is_empty() {
         let message = format!(
@@ -182,10 +180,12 @@ mod tests {
         // Before the first round: the view is empty, nothing is open.
         assert_eq!(codes(&ClusterView::default(), none), ["not_joined"]);
         // Assigned and free, or held: not subscribed yet, so a payment finds no responder.
+        // A partition being handed over (assigned to another now) does not count.
         let joining = view("a", &[(0, "a", None), (1, "a", Some("a"))], &[1]);
         assert_eq!(codes(&joining, none), ["partitions_unsubscribed"]);
         assert_eq!(codes(&joining, &[1]), ["partitions_unsubscribed"]);
         assert!(codes(&view("a", &[(0, "a", Some("a")), (1, "a", Some("a"))], &[0, 1]), &[0, 1]).is_empty());
+        assert!(codes(&view("a", &[(0, "a", Some("a")), (1, "b", Some("a"))], &[0, 1]), &[0]).is_empty());
     }
 
     #[test]
