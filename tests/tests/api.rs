@@ -206,3 +206,168 @@ async fn a_permanent_ledger_condition_is_not_answered_as_retryable() {
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("amount_out_of_range"), "{body}");
 }
+
+/// `/readyz` polled from the moment a node starts: at its first 200 a payment for every one of
+/// its partitions is answered (before, the first 200 came before any partition was open, and
+/// the first payment got "no responders" in 10 of 10 starts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_first_ready_every_partition_answers() {
+    use wasmpay_node::node::{Node, NodeSettings};
+    const STARTS: usize = 3;
+    let partitioner =
+        wasmpay_protocol::routing::Partitioner::new(wasmpay_protocol::routing::DEFAULT_PARTITIONS).unwrap();
+    // One payer per partition.
+    let mut payers = std::collections::BTreeMap::new();
+    for index in 0.. {
+        let payer = wasmpay_protocol::routing::AccountId::new(format!("payer-{index}")).unwrap();
+        payers.entry(partitioner.partition_of(&payer)).or_insert(payer);
+        if payers.len() == partitioner.partitions() as usize {
+            break;
+        }
+    }
+    for start in 0..STARTS {
+        // A server of its own: a deployment is bound to the first ledger that served it.
+        let nats = wasmpay_tests::NatsServer::start(None).unwrap();
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let workdir = tempfile::tempdir().unwrap();
+        let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let settings = NodeSettings {
+            nats_url: nats.url(),
+            database_url: wasmpay_tests::Backend::Sqlite.fresh_database(workdir.path()),
+            http_address: address,
+            node_id: "starting".into(),
+            ..NodeSettings::new()
+        };
+        let node = tokio::spawn(Node::start(settings));
+        let url = format!("http://{address}/readyz");
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok((status, _)) = wasmpay_node::client::http_call(hyper::Method::GET, &url, "", None).await
+                && status.as_u16() == 200
+            {
+                break;
+            }
+            assert!(started.elapsed() < 3 * wasmpay_tests::WAIT, "start {start}: never ready");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let requests = payers.iter().map(|(partition, payer)| {
+            let subject = wasmpay_protocol::routing::subjects::pay(*partition, payer.as_str());
+            let body = card(&format!("first-{start}-{partition}"), payer.as_str(), "shop", 100).to_string();
+            let client = client.clone();
+            async move { (partition, client.request(subject, body.into()).await) }
+        });
+        for (partition, answered) in futures::future::join_all(requests).await {
+            assert!(answered.is_ok(), "start {start}: partition {partition} at the first 200: {answered:?}");
+        }
+        node.await.unwrap().unwrap().shutdown().await;
+    }
+}
+
+/// A second connection holds `LOCK TABLE payments IN ACCESS EXCLUSIVE MODE`: every batch
+/// stalls, and `/readyz` says so within its bound (before, 200 in 31 of 31 samples), then
+/// says ready again once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_sees_a_locked_ledger_table() {
+    use sqlx::Connection as _;
+    let harness = Harness::start_on(wasmpay_tests::Backend::Postgres).await;
+    let readyz = || async {
+        let started = std::time::Instant::now();
+        let (status, body) = harness.api("GET", "/readyz", None).await;
+        assert!(started.elapsed() <= wasmpay_ledger::PROBE_TIMEOUT + std::time::Duration::from_millis(500));
+        (status, body)
+    };
+    assert_eq!(readyz().await.0, 200);
+    let mut peer = sqlx::PgConnection::connect(&harness.database_url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE payments IN ACCESS EXCLUSIVE MODE").execute(&mut peer).await.unwrap();
+    tokio::time::sleep(wasmpay_ledger::PROBE_INTERVAL).await;
+    let (status, body) = readyz().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("ledger_unwritable") && body.contains("lock"), "{body}");
+    sqlx::raw_sql("COMMIT").execute(&mut peer).await.unwrap();
+    tokio::time::sleep(wasmpay_ledger::PROBE_INTERVAL).await;
+    let (status, body) = readyz().await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Payments fail in the ledger while a probe's small write would pass (a trigger refuses every
+/// payment row, as a disk whose last pages fit the probe but not a batch): the node is not
+/// ready until a batch commits again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_sees_failing_batches() {
+    let harness = Harness::start().await;
+    harness.open_pair("alice", "shop", 10_000).await;
+    let raw = sqlx::SqlitePool::connect(&harness.database_url).await.unwrap();
+    sqlx::query("CREATE TRIGGER no_room BEFORE INSERT ON payments BEGIN SELECT RAISE(ABORT, 'no room'); END")
+        .execute(&raw)
+        .await
+        .unwrap();
+    let failed = harness.pay(&card("fails-1", "alice", "shop", 100)).await;
+    assert_eq!(failed.status, wasmpay_protocol::Status::Error, "{failed:?}");
+    let (status, body) = harness.api("GET", "/readyz", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("ledger_unwritable") && body.contains("no room"), "{body}");
+    sqlx::query("DROP TRIGGER no_room").execute(&raw).await.unwrap();
+    let retried = harness.pay(&card("fails-1", "alice", "shop", 100)).await;
+    assert_eq!(retried.status, wasmpay_protocol::Status::Approved, "{retried:?}");
+    let (status, body) = harness.api("GET", "/readyz", None).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A few hundred idle connections, renewed all along, as many as the node's cap and more:
+/// `/healthz`, `/readyz` and an authenticated call still answer, each within a bound. Before,
+/// the cap (256) refused every new connection while the idle ones held it, probes included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_anonymous_connections_cannot_lock_out_probes_or_operators() {
+    use std::time::{Duration, Instant};
+    const IDLE: usize = 300;
+    const RENEWED_PER_ROUND: usize = 20;
+    const ANSWER_BOUND: Duration = Duration::from_secs(4); // readiness itself may take 3 s
+    let harness = Harness::start().await;
+    harness.open("alice", "EUR", 0).await;
+    let address = harness.http().trim_start_matches("http://").to_owned();
+    let mut idle = std::collections::VecDeque::new();
+    for _ in 0..IDLE {
+        idle.push_back(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    // Keeps renewing them: the oldest go, new ones come, as a client evading the header
+    // timeout would.
+    let renewer = tokio::spawn({
+        let address = address.clone();
+        async move {
+            while !*stopped.borrow() {
+                for _ in 0..RENEWED_PER_ROUND {
+                    idle.pop_front();
+                    idle.push_back(tokio::net::TcpStream::connect(&address).await.unwrap());
+                }
+                tokio::select! {
+                    _ = stopped.changed() => {}
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+            idle.len()
+        }
+    });
+    let base = harness.http();
+    for round in 0..5 {
+        for (path, token, expected) in
+            [("/healthz", "", "ok"), ("/readyz", "", "ready"), ("/v1/accounts/alice", wasmpay_tests::TOKEN, "alice")]
+        {
+            let started = Instant::now();
+            let url = format!("{base}{path}");
+            let answered = tokio::time::timeout(
+                ANSWER_BOUND,
+                wasmpay_node::client::http_call(hyper::Method::GET, &url, token, None),
+            )
+            .await;
+            let (status, body) = answered
+                .unwrap_or_else(|_| panic!("round {round}: {path} unanswered after {ANSWER_BOUND:?}"))
+                .unwrap_or_else(|error| panic!("round {round}: {path}: {error}"));
+            assert_eq!(status.as_u16(), 200, "round {round}: {path}: {body}");
+            assert!(body.contains(expected), "round {round}: {path}: {body}");
+            assert!(started.elapsed() < ANSWER_BOUND);
+        }
+    }
+    stop.send(true).unwrap();
+    assert_eq!(renewer.await.unwrap(), IDLE);
+}

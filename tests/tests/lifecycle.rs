@@ -56,8 +56,9 @@ async fn a_node_stops_while_a_client_holds_a_half_sent_request() {
     stop_within_bound(&mut harness).await;
 }
 
-/// Idle connections beyond the cap are closed at once, and those within it once they have
-/// sent no request for the header timeout: a probe gets through soon after.
+/// Idle connections beyond the cap take the places of the idlest ones, which are closed, and
+/// those within it are closed once they have sent no request for the header timeout: a probe
+/// gets through.
 #[tokio::test]
 async fn idle_connections_cannot_lock_out_the_health_check() {
     let http = HttpLimits { max_connections: 8, header_read_timeout_ms: 1_000, ..HttpLimits::default() };

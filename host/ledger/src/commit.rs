@@ -11,7 +11,7 @@
 //! commit itself fails, nothing of the batch is posted and every transfer in it is answered
 //! with a transient error (retry with the same id).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use std::collections::{BTreeSet, HashSet};
@@ -66,9 +66,29 @@ struct Job {
     busy_since: Option<Instant>,
 }
 
-/// The queue into the committer task: what the [`Ledger`](crate::Ledger) handle submits to.
+/// The queue into the committer task: what the [`Ledger`](crate::Ledger) handle submits to,
+/// and what became of its latest batch.
 #[derive(Clone, Debug)]
-pub(crate) struct Committer(mpsc::Sender<Job>);
+pub(crate) struct Committer {
+    jobs: mpsc::Sender<Job>,
+    last: LastBatch,
+}
+
+/// How the latest batch to end ended: when and why it failed, or `None` once one committed.
+/// A probe's small write can succeed while every batch fails (a full disk whose last free
+/// pages fit the probe but not a batch), so readiness asks the batches themselves too.
+#[derive(Clone, Debug, Default)]
+struct LastBatch(Arc<Mutex<Option<(Instant, String)>>>);
+
+impl LastBatch {
+    fn committed(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    fn failed(&self, error: String) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), error));
+    }
+}
 
 impl Committer {
     /// Queues `transfer` for a batch (waiting only while the queue is full); the future it
@@ -80,26 +100,38 @@ impl Committer {
     ) -> Result<impl Future<Output = Result<Recorded, LedgerError>> + Send + 'static, LedgerError> {
         let (answer, answered) = oneshot::channel();
         let job = Job { transfer, replies, answer, busy_since: None };
-        self.0.send(job).await.map_err(|_| LedgerError::Closed)?;
+        self.jobs.send(job).await.map_err(|_| LedgerError::Closed)?;
         Ok(async move { answered.await.map_err(|_| LedgerError::Closed)? })
     }
 
     /// Whether the committer task has stopped (it only does when it panicked).
     pub(crate) fn is_closed(&self) -> bool {
-        self.0.is_closed()
+        self.jobs.is_closed()
     }
 
     /// Resolves once the committer task has stopped.
     pub(crate) async fn closed(&self) {
-        self.0.closed().await;
+        self.jobs.closed().await;
+    }
+
+    /// Why the latest batch failed, if it did within `window` and none committed since: a
+    /// payment submitted now would most likely fail the same way. Past the window the
+    /// failure no longer counts, so a node that is told it is not ready (and so gets no
+    /// payments to prove itself) still becomes ready again once its probe passes.
+    pub(crate) fn failed_within(&self, window: Duration) -> Option<String> {
+        let last = self.last.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (at, error) = last.as_ref()?;
+        (at.elapsed() < window)
+            .then(|| format!("the last ledger batch failed {:.1} s ago: {error}", at.elapsed().as_secs_f64()))
     }
 }
 
 /// Starts the committer task of `store`; it ends when every sender is gone.
 pub(crate) fn start(store: Store, settings: LedgerSettings, observer: Option<Arc<dyn CommitObserver>>) -> Committer {
     let (sender, jobs) = mpsc::channel(QUEUE_DEPTH);
-    tokio::spawn(commit_batches(store, jobs, settings, observer));
-    Committer(sender)
+    let last = LastBatch::default();
+    tokio::spawn(commit_batches(store, jobs, settings, observer, last.clone()));
+    Committer { jobs: sender, last }
 }
 
 async fn commit_batches(
@@ -107,6 +139,7 @@ async fn commit_batches(
     mut jobs: mpsc::Receiver<Job>,
     settings: LedgerSettings,
     observer: Option<Arc<dyn CommitObserver>>,
+    last: LastBatch,
 ) {
     let size_max = settings.batch_size_max.clamp(1, BATCH_SIZE_LIMIT);
     let delay = Duration::from_micros(settings.batch_delay_us_max);
@@ -122,14 +155,14 @@ async fn commit_batches(
             wait_for(committing.take()).await;
         }
         let started = Instant::now();
-        let (prepared, busy) = prepare(&store, batch).await;
+        let (prepared, busy) = prepare(&store, batch, &last).await;
         deferred = busy;
         wait_for(committing.take()).await;
         if let Some(prepared) = prepared {
             let ids = prepared.ids.clone();
             let credited = prepared.writes.credits.keys().map(|(id, _)| id.clone()).collect();
             let payers = prepared.writes.balances.keys().cloned().collect();
-            let task = tokio::spawn(finish(prepared, started, observer.clone()));
+            let task = tokio::spawn(finish(prepared, started, observer.clone(), last.clone()));
             committing = Some(Committing { ids, credited, payers, task });
         }
     }
@@ -218,17 +251,17 @@ struct Prepared {
 /// Reads, locks and decides a batch; on failure answers every transfer in it. Returns the
 /// prepared batch, and the transfers put off because another transaction holds their payer
 /// (each fails with [`LedgerError::Busy`] once it has waited [`BUSY_WAIT_MAX`]).
-async fn prepare(store: &Store, batch: Vec<Job>) -> (Option<Prepared>, Vec<Job>) {
+async fn prepare(store: &Store, batch: Vec<Job>, last: &LastBatch) -> (Option<Prepared>, Vec<Job>) {
     let keys = Keys::of(batch.iter().map(|job| &job.transfer));
     let begun = match tokio::time::timeout(BATCH_TIMEOUT, store.begin_batch(&keys)).await {
         Ok(Ok(begun)) => begun,
         Ok(Err(error)) => {
-            fail_all(batch.into_iter().map(|job| job.answer).collect(), "could not start", &error);
+            fail_all(batch.into_iter().map(|job| job.answer).collect(), "could not start", &error, last);
             return (None, Vec::new());
         }
         Err(_) => {
             let answers = batch.into_iter().map(|job| job.answer).collect();
-            fail_all(answers, "could not start", &format!("not read within {BATCH_TIMEOUT:?}"));
+            fail_all(answers, "could not start", &format!("not read within {BATCH_TIMEOUT:?}"), last);
             return (None, Vec::new());
         }
     };
@@ -266,13 +299,14 @@ fn put_off_busy(batch: Vec<Job>, busy: &BTreeSet<AccountId>) -> (Vec<Job>, Vec<J
 }
 
 /// Writes and commits a prepared batch, then answers each transfer.
-async fn finish(prepared: Prepared, started: Instant, observer: Option<Arc<dyn CommitObserver>>) {
+async fn finish(prepared: Prepared, started: Instant, observer: Option<Arc<dyn CommitObserver>>, last: LastBatch) {
     let Prepared { transaction, writes, outcomes, answers, .. } = prepared;
     let written = tokio::time::timeout(BATCH_TIMEOUT, transaction.write_batch(&writes)).await;
     let written =
         written.unwrap_or_else(|_| Err(LedgerError::BatchFailed(format!("not committed within {BATCH_TIMEOUT:?}"))));
     match written {
         Ok(()) => {
+            last.committed();
             let size = answers.len();
             let mut fenced = BTreeSet::new();
             for (answer, outcome) in answers.into_iter().zip(outcomes) {
@@ -302,12 +336,20 @@ async fn finish(prepared: Prepared, started: Instant, observer: Option<Arc<dyn C
                 observer.batch_fenced(&partitions);
             }
         }
-        Err(error) => fail_all(answers, "did not commit; nothing of it is posted", &error),
+        Err(error) => fail_all(answers, "did not commit; nothing of it is posted", &error, &last),
     }
 }
 
-fn fail_all(answers: Vec<oneshot::Sender<Result<Recorded, LedgerError>>>, what: &str, error: &dyn std::fmt::Display) {
+/// Answers every transfer of a batch that failed (a fenced batch is not a failure of the
+/// ledger: another node owns the partition), and remembers why for readiness.
+fn fail_all(
+    answers: Vec<oneshot::Sender<Result<Recorded, LedgerError>>>,
+    what: &str,
+    error: &dyn std::fmt::Display,
+    last: &LastBatch,
+) {
     tracing::error!(%error, transfers = answers.len(), "a ledger batch {what}");
+    last.failed(error.to_string());
     for answer in answers {
         let _ = answer.send(Err(LedgerError::BatchFailed(error.to_string())));
     }

@@ -54,6 +54,18 @@ pub enum LedgerError {
     /// There is no ledger at this URL (and nothing was created).
     #[error("no ledger at {0}")]
     NoLedger(String),
+    /// Another ledger serves this SQLite file (another node, in this process or another): a
+    /// SQLite ledger is one node's. Stable code `ledger_in_use`.
+    #[error(
+        "ledger_in_use: the SQLite ledger {database} is open by another node (it holds {lock}); \
+         SQLite serves one node: use PostgreSQL for a cluster"
+    )]
+    SqliteInUse {
+        /// The database file.
+        database: String,
+        /// The lock file beside it.
+        lock: String,
+    },
     /// The database URL names no backend this ledger has.
     #[error("unsupported database `{0}:`: use sqlite://… or postgres://…")]
     UnsupportedUrl(String),

@@ -15,6 +15,11 @@ type Probe = (Instant, Result<(), String>);
 
 /// How often [`Ledger::writable`] may really write.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a failed batch makes [`Ledger::writable`] fail, unless a batch commits sooner.
+pub const BATCH_FAILURE_WINDOW: Duration = Duration::from_secs(5);
+/// How long one probe may take in all (the backends bound each lock wait and statement
+/// below it): a readiness check must answer even when the database does not.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The ledger, over a pool of database connections.
 #[derive(Clone, Debug)]
@@ -30,6 +35,10 @@ impl Ledger {
     /// and no observer. `sqlite://wasmpay.db` creates the file if needed;
     /// `postgres://user@host/db` connects to an existing database, and creates the schema its
     /// `?options[search_path]=name` names first if there is none.
+    ///
+    /// A SQLite ledger serves one node: while it is open (until [`Ledger::close`], or the last
+    /// handle dropped, or the process gone) opening the same file again, from this process or
+    /// another, is [`LedgerError::SqliteInUse`].
     pub async fn open(url: &str) -> Result<Ledger, LedgerError> {
         Ledger::open_with(url, LedgerSettings::default(), None).await
     }
@@ -45,7 +54,9 @@ impl Ledger {
 
     /// Opens the ledger at `url` only if one is there, creating nothing: for tools that
     /// inspect a ledger (`wasmpay ledger verify`), where a mistyped URL must not leave a new,
-    /// empty ledger behind and report it sound.
+    /// empty ledger behind and report it sound. It takes no SQLite node lock, so it works
+    /// beside a running node; writing through it would bypass that lock, which is why only
+    /// inspecting tools use it.
     pub async fn open_existing(url: &str) -> Result<Ledger, LedgerError> {
         let settings = LedgerSettings::default();
         Ledger::start(Store::connect(url, &settings, false).await?, settings, None)
@@ -81,12 +92,18 @@ impl Ledger {
         self.committer.submit(transfer, replies).await
     }
 
-    /// Whether the ledger can commit a write now: a full disk or a read-only file shows only
-    /// when something is written, so this commits a small write. It probes at most once per
-    /// [`PROBE_INTERVAL`]; in between it answers what the last probe found.
+    /// Whether a payment submitted now can be written: the committer runs, no batch failed in
+    /// the last [`BATCH_FAILURE_WINDOW`] without one committing since, and a probe commits a
+    /// small write that takes the locks a batch takes on the ledger's own tables (a full disk,
+    /// a read-only file, a table locked by someone else show only when something is written
+    /// there). It probes at most once per [`PROBE_INTERVAL`], within [`PROBE_TIMEOUT`]; in
+    /// between it answers what the last probe found.
     pub async fn writable(&self) -> Result<(), String> {
         if self.committer.is_closed() {
             return Err("the ledger's committer has stopped".to_owned());
+        }
+        if let Some(failure) = self.committer.failed_within(BATCH_FAILURE_WINDOW) {
+            return Err(failure);
         }
         let mut probe = self.probe.lock().await;
         if let Some((at, found)) = probe.as_ref()
@@ -94,8 +111,12 @@ impl Ledger {
         {
             return found.clone();
         }
-        let found = on_store!(&self.store, backend => backend.probe_write().await);
-        let found = found.map_err(|error| error.to_string());
+        let probing =
+            on_store!(&self.store, backend => tokio::time::timeout(PROBE_TIMEOUT, backend.probe_write()).await);
+        let found = match probing {
+            Ok(written) => written.map_err(|error| error.to_string()),
+            Err(_) => Err(format!("a probe write did not commit within {PROBE_TIMEOUT:?}")),
+        };
         *probe = Some((Instant::now(), found.clone()));
         found
     }
@@ -106,7 +127,8 @@ impl Ledger {
         self.committer.closed().await;
     }
 
-    /// Waits for running transactions and closes every connection.
+    /// Waits for running transactions and closes every connection; a SQLite file may then be
+    /// opened by another node.
     pub async fn close(&self) {
         self.store.close().await;
     }

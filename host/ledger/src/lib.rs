@@ -45,7 +45,7 @@ pub use account::{Account, AccountKind, NewAccount, external_account, fee_accoun
 pub use commit::CommitObserver;
 pub use error::LedgerError;
 pub use funding::Deposited;
-pub use handle::{Ledger, PROBE_INTERVAL};
+pub use handle::{BATCH_FAILURE_WINDOW, Ledger, PROBE_INTERVAL, PROBE_TIMEOUT};
 pub use queries::{Audit, StoredPayment};
 pub use settings::{Durability, LedgerSettings};
 pub use transfer::{Decision, Recorded, Replies, StoredReply, Transfer, TransferKind};

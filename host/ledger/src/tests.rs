@@ -256,7 +256,8 @@ impl Drop for SmallDisk {
 
 /// After a full disk every later write used to fail until a restart ("non-zero transaction
 /// depth" on the connection that hit the error). Now writes fail while the disk is full,
-/// `writable` says so, and both recover by themselves once space is free again.
+/// `writable` says so, and both recover by themselves once space is free again (`writable`
+/// once a batch commits).
 #[tokio::test]
 async fn the_ledger_recovers_by_itself_after_the_disk_was_full() {
     let disk = SmallDisk::mount("4m");
@@ -284,6 +285,8 @@ async fn the_ledger_recovers_by_itself_after_the_disk_was_full() {
 
     std::fs::remove_file(filler).expect("free the disk");
     tokio::time::sleep(PROBE_INTERVAL).await;
+    // The failed batches count until one commits (or BATCH_FAILURE_WINDOW passes).
+    deposit(&ledger, "after-free", "alice", 1).await;
     assert_eq!(ledger.writable().await, Ok(()));
     for attempt in 0..20 {
         deposit(&ledger, &format!("after-{attempt}"), "alice", 1).await;
@@ -843,4 +846,94 @@ async fn postgres_gives_up_on_a_stalled_peer_lock() {
     assert!(matches!(unrelated, Ok(Recorded::New { decision: Decision::Approved, .. })), "{unrelated:?}");
     sqlx::raw_sql("ROLLBACK").execute(&mut peer).await.expect("release alice");
     assert!(ledger.payment("from-alice").await.expect("read").is_none());
+}
+
+/// A SQLite file serves one node: a second ledger opened to serve it (as a second node in this
+/// process or another would) is refused with a typed error naming the file, while a reading
+/// tool still opens it beside the first; once the first closes, another node may open it.
+#[tokio::test]
+async fn a_sqlite_ledger_serves_one_node() {
+    let fresh = Backend::Sqlite.fresh();
+    let first = Ledger::open(&fresh.url).await.expect("open ledger");
+    open(&first, "alice", 0).await;
+    let second = Ledger::open(&fresh.url).await;
+    let path = fresh.url.trim_start_matches("sqlite://");
+    match &second {
+        Err(error @ LedgerError::SqliteInUse { database, .. }) => {
+            assert_eq!(database, path);
+            let message = error.to_string();
+            assert!(message.contains("ledger_in_use") && message.contains("PostgreSQL"), "{message}");
+        }
+        other => panic!("a second node on one SQLite file must be refused: {other:?}"),
+    }
+    let alias = std::path::Path::new(path).with_file_name("alias.db");
+    std::os::unix::fs::symlink(path, &alias).expect("symlink");
+    let by_alias = Ledger::open(&format!("sqlite://{}", alias.display())).await;
+    assert!(matches!(by_alias, Err(LedgerError::SqliteInUse { .. })), "another name of the file: {by_alias:?}");
+    let reader = Ledger::open_existing(&fresh.url).await.expect("a reading tool opens it beside the node");
+    assert!(reader.account(&id("alice")).await.expect("read").is_some());
+    assert!(reader.audit().await.expect("audit").is_balanced());
+    reader.close().await;
+    // Still refused after the reader closed: the reader never held the node's lock.
+    assert!(matches!(Ledger::open(&fresh.url).await, Err(LedgerError::SqliteInUse { .. })));
+    first.close().await;
+    let next = Ledger::open(&fresh.url).await.expect("the next node opens it once the first closed");
+    assert!(next.account(&id("alice")).await.expect("read").is_some());
+}
+
+/// A table locked by someone else stalls every batch; the probe takes the locks a batch takes,
+/// so `writable` says so within its bound (before, it probed no table and said yes), and says
+/// yes again once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_probe_sees_a_locked_table() {
+    use sqlx::Connection as _;
+    let fresh = Backend::Postgres.fresh();
+    let ledger = Ledger::open(&fresh.url).await.expect("open ledger");
+    assert_eq!(ledger.writable().await, Ok(()));
+    let mut peer = sqlx::PgConnection::connect(&fresh.url).await.expect("connect");
+    sqlx::raw_sql("BEGIN; LOCK TABLE payments IN ACCESS EXCLUSIVE MODE").execute(&mut peer).await.expect("lock");
+    tokio::time::sleep(PROBE_INTERVAL).await;
+    let started = std::time::Instant::now();
+    let found = ledger.writable().await;
+    assert!(started.elapsed() <= PROBE_TIMEOUT, "the probe took {:?}", started.elapsed());
+    assert!(found.as_ref().is_err_and(|error| error.contains("lock")), "{found:?}");
+    sqlx::raw_sql("COMMIT").execute(&mut peer).await.expect("unlock");
+    tokio::time::sleep(PROBE_INTERVAL).await;
+    assert_eq!(ledger.writable().await, Ok(()));
+}
+
+/// Batches that fail while a probe's small write still succeeds (here a trigger refuses every
+/// payment row, as a disk whose last pages fit the probe but not a batch would): `writable`
+/// reports the failed batch until one commits, or until the failure is older than
+/// `BATCH_FAILURE_WINDOW`.
+#[tokio::test]
+async fn failed_batches_make_the_ledger_unwritable_until_one_commits() {
+    let fresh = Backend::Sqlite.fresh();
+    let ledger = Ledger::open(&fresh.url).await.expect("open ledger");
+    for account in ["alice", "shop"] {
+        open(&ledger, account, 0).await;
+    }
+    deposit(&ledger, "fund", "alice", 1_000).await;
+    let raw = sqlx::SqlitePool::connect(&fresh.url).await.expect("raw connection");
+    sqlx::query("CREATE TRIGGER no_room BEFORE INSERT ON payments BEGIN SELECT RAISE(ABORT, 'no room'); END")
+        .execute(&raw)
+        .await
+        .expect("trigger");
+    let (alice, shop) = (id("alice"), id("shop"));
+    let failed = ledger.record(transfer("refused", &alice, &shop, 10, 0), named()).await;
+    assert!(matches!(failed, Err(LedgerError::BatchFailed(_))), "{failed:?}");
+    let found = ledger.writable().await;
+    assert!(found.as_ref().is_err_and(|error| error.contains("no room")), "{found:?}");
+    sqlx::query("DROP TRIGGER no_room").execute(&raw).await.expect("drop trigger");
+    assert!(ledger.writable().await.is_err(), "the failure counts until a batch commits");
+    assert!(ledger.record(transfer("accepted", &alice, &shop, 10, 0), named()).await.is_ok());
+    assert_eq!(ledger.writable().await, Ok(()));
+    sqlx::query("CREATE TRIGGER no_room BEFORE INSERT ON payments BEGIN SELECT RAISE(ABORT, 'no room'); END")
+        .execute(&raw)
+        .await
+        .expect("trigger");
+    assert!(ledger.record(transfer("refused-again", &alice, &shop, 10, 0), named()).await.is_err());
+    assert!(ledger.writable().await.is_err());
+    tokio::time::sleep(BATCH_FAILURE_WINDOW).await;
+    assert_eq!(ledger.writable().await, Ok(()), "a failure older than the window no longer counts");
 }

@@ -45,7 +45,7 @@
 //! replicas = 1                # JetStream replicas of the two streams
 //!
 //! [http]
-//! max_connections = 256       # connections served at once; more are closed at once
+//! max_connections = 256       # connections open at once; at the cap the idlest one is closed
 //! header_read_timeout_ms = 10000  # a request's headers must arrive within this (idle included)
 //! shutdown_grace_ms = 5000    # requests in progress get this long to finish on shutdown
 //! ```

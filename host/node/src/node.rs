@@ -226,7 +226,7 @@ impl Node {
             ledger.clone(),
             metrics.clone(),
             PluginParts { host: plugin_host, store: plugin_store, sources: &settings.plugin_sources },
-            views.clone(),
+            (views.clone(), intake.clone()),
             settings.admin_token.clone(),
         ));
         let http = tokio::spawn(api::serve(listener, state, settings.config.http, shutdown_signal));

@@ -47,7 +47,7 @@ impl Hasher for EngineHasher {
 
 impl CompiledCache {
     /// The cache in `directory` (created if missing) for `engine`.
-    pub fn open(directory: &Path, engine: &Engine) -> std::io::Result<CompiledCache> {
+    fn open(directory: &Path, engine: &Engine) -> std::io::Result<CompiledCache> {
         use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(directory)?;
         // An existing directory too: only the node's user may put code there.
@@ -56,6 +56,24 @@ impl CompiledCache {
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
         let engine_hash = hasher.0.finalize().iter().take(8).map(|byte| format!("{byte:02x}")).collect();
         Ok(CompiledCache { directory: directory.to_owned(), engine_hash })
+    }
+
+    /// The cache in `directory`, or none if it cannot be opened (an unreadable directory, a
+    /// file in its place, a read-only disk): the cache only saves compiles, so a node runs
+    /// without it rather than not at all. Said once, at `WARN`, with the path and the cause;
+    /// every plugin is then compiled at load.
+    pub fn open_or_skip(directory: &Path, engine: &Engine) -> Option<CompiledCache> {
+        match CompiledCache::open(directory, engine) {
+            Ok(cache) => Some(cache),
+            Err(error) => {
+                tracing::warn!(
+                    path = %directory.display(),
+                    %error,
+                    "cannot use the compiled plugin cache; running without it (every plugin is compiled at load)"
+                );
+                None
+            }
+        }
     }
 
     /// The compiled component of `bytes` (whose hash is `sha256`): from the cache, or compiled

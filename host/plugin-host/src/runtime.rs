@@ -29,21 +29,14 @@ impl std::fmt::Debug for PluginRuntime {
     }
 }
 
-/// The runtime could not be set up. Worded as the matching `PluginError` variants, into which
-/// it converts, so a node that cannot start says the same whichever layer reports it.
+/// The runtime could not be set up. Worded as the matching `PluginError` variant, into which
+/// it converts, so a node that cannot start says the same whichever layer reports it. (A
+/// compiled-code cache that cannot be opened is no such failure: the runtime goes without it.)
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The engine, linker or epoch ticker could not be built.
     #[error("plugin runtime: {0}")]
     Engine(String),
-    /// The compiled-code cache directory could not be opened.
-    #[error("cannot read plugin {path}: {source}")]
-    Cache {
-        /// The directory.
-        path: std::path::PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
 }
 
 impl PluginRuntime {
@@ -53,13 +46,7 @@ impl PluginRuntime {
         let runtime_error = |error: wasmtime::Error| RuntimeError::Engine(describe_error(&error));
         let engine = sandbox::engine(&limits).map_err(runtime_error)?;
         let linker = sandbox::linker(&engine).map_err(runtime_error)?;
-        let cache = match &settings.cache_dir {
-            Some(directory) => Some(
-                CompiledCache::open(directory, &engine)
-                    .map_err(|source| RuntimeError::Cache { path: directory.clone(), source })?,
-            ),
-            None => None,
-        };
+        let cache = settings.cache_dir.as_deref().and_then(|directory| CompiledCache::open_or_skip(directory, &engine));
         let ticker = EpochTicker::start(engine.clone()).map_err(|error| RuntimeError::Engine(error.to_string()))?;
         Ok(Arc::new(PluginRuntime {
             engine,

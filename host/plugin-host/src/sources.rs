@@ -70,7 +70,6 @@ impl From<RuntimeError> for PluginError {
     fn from(error: RuntimeError) -> PluginError {
         match error {
             RuntimeError::Engine(message) => PluginError::Runtime(message),
-            RuntimeError::Cache { path, source } => PluginError::Read { path, source },
         }
     }
 }

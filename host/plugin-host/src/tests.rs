@@ -336,3 +336,18 @@ fn compiled_plugins_are_cached_on_disk() {
     assert_ne!(std::fs::read(&entry).expect("read"), bytes, "the corrupt entry was replaced");
     assert_eq!(load(), "card@0.1.0");
 }
+
+/// A cache directory that cannot be opened (here a file stands where its parent should be)
+/// only costs compiles: the runtime goes without it and plugins load (before, the runtime,
+/// and with it `serve`, refused to start).
+#[test]
+fn an_unusable_cache_directory_is_skipped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, b"").expect("write");
+    let settings = SandboxSettings { cache_dir: Some(file.join("cache")), ..SandboxSettings::default() };
+    let runtime = PluginRuntime::new(&settings).expect("a runtime without its cache");
+    assert!(runtime.cache.is_none());
+    let plugin = load_bare(&runtime, "card", wasmpay_plugin_artifacts::CARD).expect("load");
+    assert_eq!(plugin.key(), "card@0.1.0");
+}

@@ -105,8 +105,9 @@ fn serve_takes_commands_and_stops_cleanly_on_sigterm() {
     assert!(status.success(), "serve exits 0 after SIGTERM: {status}");
 }
 
-/// A node with few file descriptors (`prlimit`) and many idle clients: connections over the
-/// cap are closed at once, so the node never runs out of descriptors (where its accept loop
+/// A node with few file descriptors (`prlimit`) and many idle clients: at the cap a new
+/// connection replaces the idlest one, so the node never holds more than the cap and never
+/// runs out of descriptors (where its accept loop
 /// used to spin at 100 % CPU), the idle ones within the cap are closed after the header
 /// timeout, and the health check gets through.
 #[test]
@@ -143,6 +144,88 @@ fn idle_clients_cannot_exhaust_the_nodes_file_descriptors() {
     let status = node.wait().unwrap();
     assert!(healthy, "the health check never got through");
     assert!(status.success(), "serve exits 0 after SIGTERM: {status}");
+}
+
+/// A SQLite file serves one node: a second `serve` on it exits at once with `ledger_in_use`,
+/// naming the file (before, it joined as a second node and the two took turns at the file's
+/// write lock), while `wasmpay ledger verify` still reads it beside the node. The lock dies
+/// with its process: after a SIGKILL the next node opens the file.
+#[test]
+fn a_second_node_on_one_sqlite_file_is_refused() {
+    const EXIT_BOUND: Duration = Duration::from_secs(30);
+    let nats = NatsServer::start(None).expect("nats-server");
+    let workdir = tempfile::tempdir().unwrap();
+    let (mut first, _) = spawn_serve(Command::new(BINARY), &nats, workdir.path(), &["--node-id", "first"]);
+    let db = format!("sqlite://{}", workdir.path().join("node.db").display());
+    let mut second = Command::new(BINARY)
+        .args(["serve", "--nats", &nats.url(), "--db", &db, "--http", "127.0.0.1:0", "--node-id", "second"])
+        .env("WASMPAY_ADMIN_TOKEN", "secret")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while second.try_wait().unwrap().is_none() {
+        if started.elapsed() > EXIT_BOUND {
+            second.kill().unwrap();
+            panic!("a second node on the SQLite file of a running one still runs after {EXIT_BOUND:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused = second.wait_with_output().unwrap();
+    let printed = text(&refused);
+    assert!(!refused.status.success(), "{printed}");
+    let path = workdir.path().join("node.db").display().to_string();
+    assert!(
+        printed.contains("ledger_in_use") && printed.contains(&path) && printed.contains("PostgreSQL"),
+        "{printed}"
+    );
+
+    let verified = run(&["ledger", "verify", "--db", &db], "");
+    assert!(verified.status.success() && text(&verified).contains("ledger OK"), "{}", text(&verified));
+
+    first.kill().unwrap(); // SIGKILL: no close, the OS releases the lock
+    first.wait().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let next = wasmpay_ledger::Ledger::open(&db).await.expect("the next node opens the file of a killed one");
+        next.close().await;
+    });
+}
+
+/// The compiled plugin cache is only an optimisation: with a cache directory that cannot be
+/// opened (a file stands where its parent should be), `serve` warns once, naming the path and
+/// the cause, and serves (before, it exited).
+#[test]
+fn serve_runs_without_a_cache_directory_it_cannot_open() {
+    let nats = NatsServer::start(None).expect("nats-server");
+    let workdir = tempfile::tempdir().unwrap();
+    let blocker = workdir.path().join("not-a-directory");
+    std::fs::write(&blocker, b"").unwrap();
+    let cache = blocker.join("cache");
+    let config = workdir.path().join("wasmpay.toml");
+    std::fs::write(&config, format!("[sandbox]\ncache_dir = \"{}\"\n", cache.display())).unwrap();
+    let log = workdir.path().join("serve.log");
+    let mut launcher = Command::new("sh");
+    launcher.args(["-c", &format!("exec \"$0\" \"$@\" 2>{}", log.display()), BINARY]);
+    let config = config.display().to_string();
+    let (mut node, http) = spawn_serve(launcher, &nats, workdir.path(), &["--config", &config]);
+    let ready = format!("http://{http}/readyz");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let started = Instant::now();
+    while runtime
+        .block_on(wasmpay_node::client::http_call(hyper::Method::GET, &ready, "", None))
+        .map_or(true, |(status, _)| status.as_u16() != 200)
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "never ready without its cache");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill").args(["-TERM", &node.id().to_string()]).status();
+    assert!(node.wait().unwrap().success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let warnings: Vec<&str> = logged.lines().filter(|line| line.contains("compiled plugin cache")).collect();
+    assert_eq!(warnings.len(), 1, "{logged}");
+    assert!(warnings[0].contains("WARN") && warnings[0].contains(&cache.display().to_string()), "{logged}");
 }
 
 /// `wasmpay ledger verify` passes sound books and names the first broken invariant.

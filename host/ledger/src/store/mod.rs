@@ -57,9 +57,13 @@ impl Store {
         }
     }
 
-    /// Waits for running queries and closes every connection.
+    /// Waits for running queries and closes every connection (and lets another node open a
+    /// SQLite file).
     pub(crate) async fn close(&self) {
-        on_store!(self, backend => backend.pool.close().await);
+        match self {
+            Store::Sqlite(backend) => backend.close().await,
+            Store::Postgres(backend) => backend.pool.close().await,
+        }
     }
 }
 

@@ -46,6 +46,11 @@ pub(crate) type WriteTransaction = sqlx::Transaction<'static, Db>;
 /// fence row, an operator's lock).
 const LOCK_TIMEOUT: &str = "2s";
 
+/// How long the readiness probe waits for a table lock (1 s) and for any one of its
+/// statements (2 s): shorter than the handle's 3 s `PROBE_TIMEOUT`, so the server ends a stuck
+/// probe itself and the probe's connection goes back to the pool clean.
+const PROBE_TIMEOUTS: &str = "SET LOCAL lock_timeout = '1s'; SET LOCAL statement_timeout = '2s'";
+
 /// How long opening the ledger waits for the server, and a query for a pooled connection.
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -105,10 +110,17 @@ impl Postgres {
         Ok(transaction)
     }
 
-    /// Commits a transaction that has a transaction id, so its commit record is written and
-    /// flushed like any payment's: a server that cannot write its WAL fails it.
+    /// Takes, on every table a batch writes, the lock its writes take (`ROW EXCLUSIVE`), then
+    /// commits a transaction that has a transaction id, so its commit record is written and
+    /// flushed like any payment's: a table locked by someone else (`LOCK TABLE`, a migration,
+    /// a `VACUUM FULL`) fails it within 1 s ([`PROBE_TIMEOUTS`]), and a server that cannot write
+    /// its WAL fails the commit. It changes no row.
     pub(crate) async fn probe_write(&self) -> Result<(), LedgerError> {
         let mut transaction = self.begin_write().await?;
+        sqlx::raw_sql(PROBE_TIMEOUTS).execute(&mut *transaction).await?;
+        sqlx::query("LOCK TABLE accounts, account_credits, payments, entries, partition_fences IN ROW EXCLUSIVE MODE")
+            .execute(&mut *transaction)
+            .await?;
         sqlx::query("SELECT pg_current_xact_id()::text").execute(&mut *transaction).await?;
         Ok(transaction.commit().await?)
     }

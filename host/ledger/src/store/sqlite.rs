@@ -1,5 +1,15 @@
 //! The SQLite backend: the embedded default, one node, one file.
 //!
+//! One node: a ledger opened to serve ([`Sqlite::connect`] with `create`) holds an exclusive
+//! `flock` on `<file>.lock` beside the database for its whole life, and a second one (another
+//! process, or the same) is refused with [`LedgerError::SqliteInUse`]. Two nodes on one file
+//! would take turns at its one write lock, so a paused node holding it would stall every
+//! payment of the other; PostgreSQL is the backend for a cluster. The OS releases a `flock`
+//! when its holder dies, so a crash leaves no stale lock to clean up. A ledger opened only to
+//! inspect (`create` false: `wasmpay ledger verify`) takes no lock and works beside a node.
+//! The lock is on a file of its own because SQLite's own locks are POSIX record locks, which a
+//! process loses on the database file when it closes any descriptor of it.
+//!
 //! SQLite has one writer. Every write runs in `BEGIN IMMEDIATE`, which takes the database's
 //! write lock before any balance is read, so a batch holds every row it reads. Writes use
 //! multi-row `VALUES` lists (SQLite has no arrays), bounded by the batch size limit.
@@ -11,8 +21,11 @@
 //! replaced by a fresh one, so the ledger heals by itself as soon as the cause is gone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{File, TryLockError};
 use std::ops::{Deref, DerefMut};
+use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
@@ -32,6 +45,9 @@ use crate::settings::{Durability, LedgerSettings};
 #[derive(Clone, Debug)]
 pub(crate) struct Sqlite {
     pub(crate) pool: SqlitePool,
+    /// The node's lock file, held (locked) while the ledger serves; `None` inside once closed,
+    /// and for a ledger opened only to inspect.
+    lock: Arc<Mutex<Option<File>>>,
 }
 
 impl Sqlite {
@@ -41,6 +57,11 @@ impl Sqlite {
         if !create && !options.get_filename().exists() {
             return Err(LedgerError::NoLedger(options.get_filename().display().to_string()));
         }
+        // Before the pool: a second node must not even migrate the file under the first.
+        let lock = match create {
+            true => Some(lock_for_one_node(options.get_filename())?),
+            false => None,
+        };
         let options = options
             .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
@@ -52,7 +73,14 @@ impl Sqlite {
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         schema::migrator(schema::SQLITE).run(&pool).await?;
-        Ok(Sqlite { pool })
+        Ok(Sqlite { pool, lock: Arc::new(Mutex::new(lock)) })
+    }
+
+    /// Waits for running transactions, closes every connection, then lets another node open
+    /// the file.
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+        drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner).take());
     }
 
     /// Begins a write transaction, holding the database's write lock.
@@ -68,10 +96,19 @@ impl Sqlite {
         Ok(self.pool.begin().await?)
     }
 
-    /// Commits a write of the database header (`user_version`, which nothing else uses): a
-    /// full disk or a read-only file shows only when something is written.
+    /// Takes the write lock a batch takes (within the 5 s busy timeout), reads the tables a
+    /// batch reads, and commits a write of the database header (`user_version`, which nothing
+    /// else uses): a full disk or a read-only file shows only when something is written. A
+    /// disk whose last free pages fit this write but not a batch shows in the batches
+    /// themselves (`Ledger::writable` asks them too).
     pub(crate) async fn probe_write(&self) -> Result<(), LedgerError> {
         let mut transaction = self.begin_write().await?;
+        for read in [
+            "SELECT count(*) FROM (SELECT 1 FROM accounts LIMIT 1)",
+            "SELECT count(*) FROM (SELECT 1 FROM payments LIMIT 1)",
+        ] {
+            sqlx::query(read).execute(&mut *transaction).await?;
+        }
         sqlx::query("PRAGMA user_version = 1").execute(&mut *transaction).await?;
         transaction.commit().await
     }
@@ -194,6 +231,26 @@ impl Sqlite {
             query.execute(&mut *transaction).await?;
         }
         transaction.commit().await
+    }
+}
+
+/// Locks `<database>.lock` (created if missing) for this ledger alone, or says which node's
+/// file it is: [`LedgerError::SqliteInUse`] while another ledger holds it.
+fn lock_for_one_node(database: &Path) -> Result<File, LedgerError> {
+    // The file's real path when it exists, so that two names of one file (a symlink, a
+    // relative path) lock one lock file.
+    let database = &database.canonicalize().unwrap_or_else(|_| database.to_owned());
+    let mut path = database.as_os_str().to_owned();
+    path.push(".lock");
+    let io_error = |error: std::io::Error| LedgerError::Database(sqlx::Error::Io(error));
+    let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(io_error)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(LedgerError::SqliteInUse {
+            database: database.display().to_string(),
+            lock: Path::new(&path).display().to_string(),
+        }),
+        Err(TryLockError::Error(error)) => Err(io_error(error)),
     }
 }
 

@@ -2,10 +2,12 @@
 //! (bearer token required) accounts, deposits, payments, plugins and the cluster.
 //!
 //! Layout: this module routes and answers; [`server`] accepts connections within bounds
-//! (how many, how long); `incoming` reads what a request says (path, token, JSON body).
+//! (how many, how long); `incoming` reads what a request says (path, token, JSON body);
+//! [`readiness`] decides whether the node is ready from what `/readyz` observed.
 
 mod incoming;
 mod plugins;
+pub mod readiness;
 pub mod server;
 
 pub use server::{HttpLimits, serve};
@@ -21,6 +23,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::bus::Intake;
 use crate::clock;
 use crate::cluster::Views;
 use crate::metrics::Metrics;
@@ -59,6 +62,8 @@ pub struct ApiState {
     /// The built-in components by SHA-256, so that a built-in version can enter the store.
     builtins: std::collections::BTreeMap<Sha256, &'static [u8]>,
     cluster: Views,
+    /// The bus's partitions, whose confirmed subscriptions readiness checks.
+    intake: Intake,
     admin_token: Option<String>,
 }
 
@@ -69,7 +74,7 @@ impl ApiState {
         ledger: Ledger,
         metrics: Arc<Metrics>,
         plugins: PluginParts<'_>,
-        cluster: Views,
+        (cluster, intake): (Views, Intake),
         admin_token: Option<String>,
     ) -> ApiState {
         let admin_token = admin_token.filter(|token| !token.is_empty());
@@ -82,7 +87,7 @@ impl ApiState {
                 PluginSource::File(_) => None,
             })
             .collect();
-        ApiState { nats, ledger, metrics, plugins, plugin_store, uploads, builtins, cluster, admin_token }
+        ApiState { nats, ledger, metrics, plugins, plugin_store, uploads, builtins, cluster, intake, admin_token }
     }
 }
 
@@ -247,30 +252,25 @@ async fn show_payment(state: &ApiState, id: &str) -> Response<Body> {
     }
 }
 
-/// Whether the node can take payments now: NATS connected, the ledger able to commit, and at
-/// least one payment method served. A 503 lists what is wrong.
+/// Whether a payment sent now is served and can be written ([`readiness`]); a 503 lists what
+/// is wrong, each problem with its stable code. Within `wasmpay_ledger::PROBE_TIMEOUT` (3 s):
+/// the NATS round trip and the ledger's probe run side by side.
 async fn readiness(state: &ApiState) -> Response<Body> {
-    let mut problems = Vec::new();
-    if state.nats.connection_state() != async_nats::connection::State::Connected {
-        problems.push("NATS is not connected".to_owned());
-    }
-    if let Err(error) = state.ledger.writable().await {
-        problems.push(format!("the ledger cannot write: {error}"));
-    }
-    if state.plugins.pipelines().methods().next().is_none() {
-        problems.push("no payment method is served".to_owned());
-    }
+    let nats = async {
+        if state.nats.connection_state() != async_nats::connection::State::Connected {
+            return Err("the client is disconnected".to_owned());
+        }
+        match tokio::time::timeout(readiness::READINESS_FLUSH_TIMEOUT, state.nats.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("the server did not answer within {:?}", readiness::READINESS_FLUSH_TIMEOUT)),
+        }
+    };
+    let (nats, ledger, subscribed) = tokio::join!(nats, state.ledger.writable(), state.intake.subscribed());
     let cluster = state.cluster.current();
-    if let Some(refused) = &cluster.refused {
-        problems.push(format!("it may serve nothing: {refused}"));
-    }
-    let assigned =
-        cluster.leases.iter().filter(|lease| lease.assigned.as_deref() == Some(cluster.node.as_str())).count();
-    if cluster.owned.is_empty() && assigned > 0 {
-        problems.push(format!(
-            "it holds none of the {assigned} partitions assigned to it (others hold their leases: see /v1/cluster)"
-        ));
-    }
+    let methods_served = state.plugins.pipelines().methods().next().is_some();
+    let observed = readiness::Observed { nats, ledger, methods_served, cluster: &cluster, subscribed: &subscribed };
+    let problems: Vec<String> = readiness::problems(&observed).iter().map(ToString::to_string).collect();
     if problems.is_empty() {
         text(StatusCode::OK, "ready\n")
     } else {

@@ -147,6 +147,12 @@ impl Partitions for Intake {
 }
 
 impl Intake {
+    /// The partitions open on this node: each one's subscription was confirmed by the NATS
+    /// server (a flush) before it was counted here.
+    pub async fn subscribed(&self) -> std::collections::BTreeSet<u32> {
+        self.open.lock().await.keys().copied().collect()
+    }
+
     /// Ends the workers once every partition is closed: closes the queues, waits (bounded) for
     /// the workers to answer what they hold, and flushes the connection.
     pub async fn finish(&self, mut workers: JoinSet<()>) {

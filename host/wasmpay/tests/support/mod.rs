@@ -139,7 +139,8 @@ pub async fn converged_within(members: &[&Member], bound: Duration) -> Duration 
     }
 }
 
-/// The ledger with `PAYERS` funded payers and a shop.
+/// The ledger with `PAYERS` funded payers and a shop, opened again to read only (without the
+/// SQLite node lock), so the nodes the test starts can serve it.
 pub async fn funded_ledger(db: &str) -> Ledger {
     let ledger = Ledger::open(db).await.unwrap();
     let eur = "EUR".parse().unwrap();
@@ -153,7 +154,8 @@ pub async fn funded_ledger(db: &str) -> Ledger {
                 .unwrap();
         }
     }
-    ledger
+    ledger.close().await;
+    Ledger::open_existing(db).await.unwrap()
 }
 
 pub fn payer(index: usize) -> String {
