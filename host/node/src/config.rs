@@ -33,6 +33,7 @@
 //! synchronous = "full"        # "full": fsync every commit; "normal": a power cut may lose the last
 //!
 //! [cluster]                   # nodes on one NATS and one ledger share the partitions
+//! deployment = "default"      # the name a ledger records its binding to this NATS deployment under
 //! lease_ttl_ms = 3000         # a dead node's partitions move after about this long
 //! heartbeat_ms = 500          # how often a node announces itself and checks the assignment
 //! replicas = 1                # JetStream replicas of the cluster's buckets (3 on a NATS cluster)
