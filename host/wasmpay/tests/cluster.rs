@@ -312,7 +312,7 @@ async fn losing_the_binding_never_moves_the_deployment_to_another_ledger() {
     // came first after one purge in three without the fix. Five purges, then a deletion.
     const LOSSES: usize = 6;
     for loss in 1..=LOSSES {
-        let mut stream = jetstream.get_stream("KV_wasmpay_cluster").await.unwrap();
+        let stream = jetstream.get_stream("KV_wasmpay_cluster").await.unwrap();
         match loss {
             LOSSES => drop(jetstream.delete_stream("KV_wasmpay_cluster").await.unwrap()),
             _ => drop(stream.purge().await.unwrap()),
