@@ -288,9 +288,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_token,
         ..NodeSettings::new()
     };
-    let mut node = Node::start(settings).await?;
+    // Listening for the signals from the start: joining can wait for the binding's grace
+    // period, and a node asked to stop meanwhile exits cleanly (it serves nothing yet; any
+    // lease it took expires, and the ledger fences it).
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let mut node = tokio::select! {
+        started = Node::start(settings) => started?,
+        () = &mut stop => {
+            tracing::info!("stopped while starting");
+            return Ok(());
+        }
+    };
     let failure = tokio::select! {
-        () = shutdown_signal() => None,
+        () = &mut stop => None,
         cause = node.failed() => Some(cause),
     };
     tracing::info!("shutting down: finishing payments in flight");
