@@ -23,7 +23,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one attempt at setting something up may take. Short, because a request to a
 /// stream without a leader (a replicated stream just created, or re-electing) gets no answer
 /// at all: it is the next attempt that finds the new leader.
-const SETUP_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const SETUP_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a starting node keeps trying to set something up.
 const SETUP_DEADLINE: Duration = Duration::from_secs(30);
 /// How long to wait between two set-up attempts.

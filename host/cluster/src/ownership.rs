@@ -22,7 +22,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::binding::{self, Facts, Step};
-use crate::bounds::CLAIM_TIMEOUT;
+use crate::bounds::{BINDING_TIMEOUT, CLAIM_TIMEOUT};
 use crate::error::ClusterError;
 use crate::jetstream::{self as js, Bucket, Damage};
 use crate::leases::{self, Held, Holdings, LeaseBucket};
@@ -276,7 +276,8 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
             return;
         }
         self.memory.rebound_at = Some(Instant::now());
-        let step = match self.settle_binding().await {
+        let settled = tokio::time::timeout(BINDING_TIMEOUT, self.settle_binding()).await;
+        let step = match settled.unwrap_or_else(|_| Err(format!("no answer within {BINDING_TIMEOUT:?}"))) {
             Ok(step) => step,
             Err(error) => {
                 if let Some(suppressed) = self.memory.binding_failures.admit(&error) {
@@ -314,13 +315,12 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
     /// Reads the ledger's record and NATS's binding and carries out [`binding::decide`]'s
     /// steps until it says serve, wait or refuse (a record and a bind take one step each).
     async fn settle_binding(&mut self) -> Result<Step, String> {
-        const STEPS_MAX: usize = 4;
+        // Bind, record, then the verdict: three decisions at most.
+        const STEPS_MAX: usize = 3;
         let me = self.identity.ledger.clone();
         if self.memory.recorded.as_deref() != Some(me.as_str()) {
-            let read = tokio::time::timeout(CLAIM_TIMEOUT, self.ports.fences.binding(&self.deployment)).await;
-            self.memory.recorded = read
-                .map_err(|_| format!("reading the ledger's binding: no answer within {CLAIM_TIMEOUT:?}"))?
-                .map_err(|error| format!("reading the ledger's binding: {error}"))?;
+            let read = self.ports.fences.binding(&self.deployment).await;
+            self.memory.recorded = read.map_err(|error| format!("reading the ledger's binding: {error}"))?;
         }
         let mut nats = self.read_nats_binding().await?;
         for _ in 0..STEPS_MAX {
@@ -344,14 +344,8 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
             };
             match binding::decide(&facts) {
                 Step::Record(ledger) => {
-                    let recorded = tokio::time::timeout(
-                        CLAIM_TIMEOUT,
-                        self.ports.fences.record_binding(&self.deployment, &ledger),
-                    )
-                    .await;
-                    let recorded = recorded
-                        .map_err(|_| format!("recording the binding: no answer within {CLAIM_TIMEOUT:?}"))?
-                        .map_err(|error| format!("recording the binding: {error}"))?;
+                    let recorded = self.ports.fences.record_binding(&self.deployment, &ledger).await;
+                    let recorded = recorded.map_err(|error| format!("recording the binding: {error}"))?;
                     tracing::info!(deployment = %self.deployment, ledger = %recorded, "recorded the deployment's binding in this node's ledger");
                     self.memory.recorded = Some(recorded);
                 }
