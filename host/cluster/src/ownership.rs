@@ -261,6 +261,8 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         let failed: Vec<String> = repaired.into_iter().filter_map(Result::err).map(|error| error.to_string()).collect();
         if failed.is_empty() {
             tracing::debug!("the cluster's buckets are all there");
+            // Read the binding in this round: if its bucket was lost, it is bound again now.
+            self.memory.rebound_at = None;
         } else {
             tracing::warn!(?failed, "could not re-create the cluster's buckets; trying again");
             self.damage.report();

@@ -397,3 +397,42 @@ async fn losing_jetstream_state_stops_payments_only_for_a_bounded_time() {
     assert_paid_exactly_once(&ledger, &answered).await;
     verify(&db);
 }
+
+/// A node of a ledger that never joined the deployment (no record) starts while NATS keeps
+/// losing the binding (its stream deleted every 300 ms for 8 s) and ledger A's node serves:
+/// it must not bind, because A's node announces that its ledger serves the deployment. Once
+/// the binding stays, it follows it: its ledger records A, and it serves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_without_a_record_does_not_bind_while_the_bound_ledger_is_live() {
+    let Stage { nats, workdir, db, ledger } = Stage::new(Backend::Postgres).await;
+    let other_db = Backend::Postgres.fresh_database(&workdir.path().join("ledger-b"));
+    let other = funded_ledger(&other_db).await;
+    let a = Member::start(&nats, &db, "a", workdir.path());
+    converged(&[&a]).await;
+    let jetstream = async_nats::jetstream::new(connect(&nats.url()).await);
+    let storm = {
+        let jetstream = jetstream.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(8) {
+                let _ = jetstream.delete_stream("KV_wasmpay_cluster").await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let b = Member::start(&nats, &other_db, "b", workdir.path());
+    while !storm.is_finished() {
+        let owned = b.view().await.map(|view| view.owned.len()).unwrap_or_default();
+        assert_eq!(owned, 0, "the node of a ledger with no record took partitions from a live ledger");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a_identity = ledger.identity().await.unwrap();
+    let started = Instant::now();
+    while other.deployment_binding("default").await.unwrap().as_deref() != Some(a_identity.as_str()) {
+        assert!(started.elapsed() < REBALANCE_BOUND, "ledger B did not record that the deployment is A's");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(b.view().await.unwrap().owned.is_empty());
+    assert!(b.view().await.unwrap().refused.is_some());
+    assert_eq!(a.view().await.unwrap().owned.len(), PARTITIONS as usize);
+}
