@@ -360,11 +360,17 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
                         tracing::info!(deployment = %self.deployment, ledger = %me, "bound this NATS deployment's payment subjects to this node's ledger");
                     }
                     nats = self.read_nats_binding().await?;
+                    // A replica that lags (a server just restarted) answers direct gets from
+                    // what it has: a binding the leader has may read as missing there.
+                    if !created && nats.is_none() {
+                        return Err("the binding exists, but the replica that answered does not have it yet".to_owned());
+                    }
                 }
                 verdict => return Ok(verdict),
             }
         }
-        Ok(Step::Wait("the binding changed while this node read it".to_owned()))
+        // Reads that disagree with each other: an error, so the node stays as it was.
+        Err("the binding changed while this node read it".to_owned())
     }
 
     /// NATS's binding; a failure is reported as damage, so a lost bucket is re-created.
