@@ -78,6 +78,19 @@ impl NatsServer {
         Ok(server)
     }
 
+    /// Stops the server and starts it again on the same port with an empty JetStream store,
+    /// as a server comes back that lost its storage.
+    pub fn restart_empty(&mut self) -> Result<(), NatsServerError> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let store = tempfile::tempdir().map_err(|error| NatsServerError::Start(error.to_string()))?;
+        let directory = store.path().to_owned();
+        let restarted = NatsServer::launch(self.port, &directory, Some(store), &[])?;
+        // The old handle's process is gone; dropping it kills nothing that runs.
+        drop(std::mem::replace(self, restarted));
+        Ok(())
+    }
+
     /// `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)

@@ -10,11 +10,16 @@
 
 use std::time::Duration;
 
-use crate::jetstream::REQUEST_TIMEOUT;
+use crate::jetstream::{REQUEST_TIMEOUT, SETUP_ATTEMPT_TIMEOUT};
 
 /// How long claiming partitions in the ledger may take (PostgreSQL waits for an old owner's
 /// batch holding a partition's fence row, up to its 2 s lock timeout).
 pub(crate) const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long settling the deployment's binding may take in a round: reading the ledger's
+/// record (a ledger call, bounded like a claim) and NATS's binding; the steps that follow (a
+/// record, a bind) share the bound, and one cut short is taken again by the next round, which
+/// reads both again.
+pub(crate) const BINDING_TIMEOUT: Duration = sum(&[CLAIM_TIMEOUT, REQUEST_TIMEOUT]);
 /// Room for the scheduler between the bounded steps (2 cores, a busy node).
 const SCHEDULING_SLACK: Duration = Duration::from_secs(1);
 
@@ -41,9 +46,10 @@ pub const fn take(open: Duration) -> Duration {
     sum(&[REQUEST_TIMEOUT, CLAIM_TIMEOUT, open, REQUEST_TIMEOUT])
 }
 
-/// One round: announcing, reading the binding (a create and a get), handing over, taking.
+/// One round: re-creating lost buckets (one set-up attempt, all at once), announcing,
+/// settling the binding, handing over, taking.
 pub const fn round(close: Duration, open: Duration) -> Duration {
-    sum(&[REQUEST_TIMEOUT, REQUEST_TIMEOUT, REQUEST_TIMEOUT, hand_over(close), take(open)])
+    sum(&[SETUP_ATTEMPT_TIMEOUT, REQUEST_TIMEOUT, BINDING_TIMEOUT, hand_over(close), take(open)])
 }
 
 /// Leaving: withdrawing the membership, then handing every partition over.
@@ -63,16 +69,17 @@ mod tests {
     use super::*;
 
     /// The arithmetic, written out once with round numbers (a 16 s close, an 18 s open):
-    /// hand over 16 + 2 + 2 = 20; take 2 + 5 + 18 + 2 = 27; round 2 + 2 + 2 + 20 + 27 = 53;
-    /// leave 2 + 20 = 22; stop 53 + 22 + 1 = 76.
+    /// hand over 16 + 2 + 2 = 20; take 2 + 5 + 18 + 2 = 27; binding 5 + 2 = 7; round
+    /// 3 + 2 + 7 + 20 + 27 = 59; leave 2 + 20 = 22; stop 59 + 22 + 1 = 82.
     #[test]
     fn the_stop_bound_is_the_sum_of_its_steps() {
         let (close, open) = (Duration::from_secs(16), Duration::from_secs(18));
         assert_eq!(hand_over(close), Duration::from_secs(20));
         assert_eq!(take(open), Duration::from_secs(27));
-        assert_eq!(round(close, open), Duration::from_secs(53));
+        assert_eq!(BINDING_TIMEOUT, Duration::from_secs(7));
+        assert_eq!(round(close, open), Duration::from_secs(59));
         assert_eq!(leave(close), Duration::from_secs(22));
-        assert_eq!(stop(close, open), Duration::from_secs(76));
+        assert_eq!(stop(close, open), Duration::from_secs(82));
         assert_eq!(sum(&[Duration::MAX, Duration::from_secs(1)]), Duration::MAX);
     }
 }

@@ -24,8 +24,9 @@ pub struct Cluster {
 
 impl Cluster {
     /// Joins the cluster on `client` and takes the partitions the assignment gives this node
-    /// and nobody holds; returns after that first round, so a lone node serves every
-    /// partition when this returns. Partitions still held by others follow as they hand over
+    /// and nobody holds; returns after that first round (after the binding's grace period,
+    /// if the deployment is not bound yet), so a lone node serves every partition when this
+    /// returns. Partitions still held by others follow as they hand over
     /// or their leases expire.
     pub async fn join<P: Partitions, F: Fences>(
         client: async_nats::Client,
@@ -37,6 +38,14 @@ impl Cluster {
         identity.check()?;
         let mut owner = Owner::start(client, identity, settings, ports, views).await?;
         owner.round().await;
+        // A deployment that is not bound yet (a new one, or one whose binding NATS lost) is
+        // bound after a grace period: wait it out, so a node that will serve does when this
+        // returns.
+        let settling = std::time::Instant::now();
+        while owner.waiting() && settling.elapsed() < owner.grace() + owner.heartbeat() * 2 {
+            tokio::time::sleep(owner.heartbeat()).await;
+            owner.round().await;
+        }
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(owner.run(stopped));
         Ok(Cluster { stop, task, stop_timeout: Cluster::stop_timeout::<P>() })

@@ -23,7 +23,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one attempt at setting something up may take. Short, because a request to a
 /// stream without a leader (a replicated stream just created, or re-electing) gets no answer
 /// at all: it is the next attempt that finds the new leader.
-const SETUP_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const SETUP_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a starting node keeps trying to set something up.
 const SETUP_DEADLINE: Duration = Duration::from_secs(30);
 /// How long to wait between two set-up attempts.
@@ -129,8 +129,27 @@ pub async fn open_bucket(
     jetstream: &jetstream::Context,
     bucket: Bucket<'_>,
 ) -> Result<(kv::Store, Duration), JetStreamError> {
+    let config = bucket_config(bucket);
+    // The whole set-up is one attempt: a stream whose leader is still being elected answers
+    // nothing, and asking again soon finds the leader sooner than waiting out one long request.
+    patiently(format!("bucket `{}`", bucket.name), || open_bucket_once(jetstream, bucket.name, &config)).await
+}
+
+/// Re-creates `bucket` if it is missing, in one attempt bounded like one set-up attempt: a
+/// running node calls it when its requests found a bucket gone (its stream deleted, or a NATS
+/// server back with an empty store). The buckets hold only state the nodes rebuild (their
+/// records, leases the ledger fences, a binding the ledger records), so re-creating them
+/// empty is safe.
+pub async fn ensure_bucket(jetstream: &jetstream::Context, bucket: Bucket<'_>) -> Result<(), JetStreamError> {
+    let config = bucket_config(bucket);
+    let opened = open_bucket_once(jetstream, bucket.name, &config);
+    bounded(format!("re-creating bucket `{}`", bucket.name), SETUP_ATTEMPT_TIMEOUT, opened).await.map(|_| ())
+}
+
+/// The stream of a KV bucket, with the settings a KV bucket has.
+fn bucket_config(bucket: Bucket<'_>) -> stream::Config {
     let name = bucket.name;
-    let config = stream::Config {
+    stream::Config {
         name: format!("KV_{name}"),
         subjects: vec![format!("$KV.{name}.>")],
         max_messages_per_subject: 1,
@@ -144,16 +163,37 @@ pub async fn open_bucket(
         storage: stream::StorageType::File,
         num_replicas: bucket.replicas.max(1),
         ..stream::Config::default()
-    };
-    // The whole set-up is one attempt: a stream whose leader is still being elected answers
-    // nothing, and asking again soon finds the leader sooner than waiting out one long request.
-    patiently(format!("bucket `{name}`"), || async {
-        let mut created = jetstream.get_or_create_stream(config.clone()).await.map_err(Cause::from)?;
-        let actual = created.info().await.map_err(Cause::from)?.config.max_age;
-        let store = jetstream.get_key_value(name).await.map_err(Cause::from)?;
-        Ok::<_, Cause>((store, actual))
-    })
-    .await
+    }
+}
+
+/// One attempt at creating (or finding) a bucket's stream and opening it as a bucket.
+async fn open_bucket_once(
+    jetstream: &jetstream::Context,
+    name: &str,
+    config: &stream::Config,
+) -> Result<(kv::Store, Duration), Cause> {
+    let mut created = jetstream.get_or_create_stream(config.clone()).await.map_err(Cause::from)?;
+    let actual = created.info().await.map_err(Cause::from)?.config.max_age;
+    let store = jetstream.get_key_value(name).await.map_err(Cause::from)?;
+    Ok((store, actual))
+}
+
+/// Whether a request on the cluster's buckets failed since the rounds last looked: they then
+/// re-create whatever bucket is missing ([`ensure_bucket`]) instead of failing until a restart.
+/// Shared by every task that writes a bucket.
+#[derive(Clone, Debug, Default)]
+pub struct Damage(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Damage {
+    /// A request failed (a missing stream, or no answer).
+    pub fn report(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether one was reported since the last call.
+    pub fn take(&self) -> bool {
+        self.0.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Opens the stream `config` names, creating it if it is missing ([`patiently`]).

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::kv::{CreateErrorKind, Store, UpdateErrorKind};
 use futures::future::join_all;
 
-use crate::jetstream::{self as js, Cause, JetStreamError};
+use crate::jetstream::{self as js, Cause, Damage, JetStreamError};
 use crate::ports::{ClusterObserver, Partitions};
 use crate::records::{Lease, encode, lease_key};
 use crate::settings::Identity;
@@ -63,6 +63,8 @@ impl Holdings {
 pub(crate) struct LeaseBucket {
     pub(crate) store: Store,
     pub(crate) identity: Identity,
+    /// Told of every failed request, so the rounds re-create the bucket if it is gone.
+    pub(crate) damage: Damage,
 }
 
 impl LeaseBucket {
@@ -108,6 +110,9 @@ impl LeaseBucket {
                 Err(error) => failed.entry(error.to_string()).or_default().push(partition),
             }
         }
+        if !failed.is_empty() {
+            self.damage.report();
+        }
         for (error, partitions) in failed {
             tracing::warn!(%error, ?partitions, "could not take leases");
         }
@@ -124,6 +129,7 @@ impl LeaseBucket {
     pub(crate) async fn release_all(&self, leases: impl IntoIterator<Item = (u32, u64)>) {
         join_all(leases.into_iter().map(|(partition, revision)| async move {
             if let Err(error) = self.release(partition, revision).await {
+                self.damage.report();
                 tracing::warn!(partition, %error, "could not release the lease; it will expire instead");
             }
         }))
@@ -187,6 +193,7 @@ pub(crate) async fn renew<P: Partitions>(
                     }
                     Err(error) => {
                         observer.renewal_failed();
+                        bucket.damage.report();
                         tracing::warn!(partition, %error, "could not renew the lease");
                         if lease.renewed.elapsed() + ttl / 6 >= ttl {
                             lost.push((partition, lease.opening));

@@ -3,9 +3,11 @@
 //! Partition ownership across wasmpay nodes: membership, fenced leases, handover, the NATS
 //! deployment's binding to one ledger, and the operator's view, over JetStream.
 //!
-//! - Binding: the first node binds the NATS deployment's payment subjects to its ledger (a key
-//!   without TTL in `wasmpay_cluster`); a node on another ledger serves nothing until an
-//!   operator unbinds it ([`unbind`]), so payments never move between ledgers.
+//! - Binding: a deployment is bound to one ledger, recorded in the ledger itself (the truth,
+//!   reached through [`Fences`]) and cached in NATS (a key without TTL in `wasmpay_cluster`)
+//!   ([`decide`]); a node on another ledger serves nothing until an operator adopts the
+//!   deployment in its ledger, so payments never move between ledgers, even when NATS loses
+//!   its state.
 //! - Membership: every node puts its record in the `wasmpay_members` bucket every heartbeat;
 //!   the bucket forgets a record one TTL after its last put, so a dead node leaves by itself.
 //! - Assignment: partitions go to the live members that write this node's ledger by
@@ -25,7 +27,9 @@
 //! - [`Cluster`] (`cluster`): join and leave, the handle a node keeps.
 //! - `ownership`: the driver of the rounds: gathers a round's inputs, carries out its plan.
 //! - `leases`: the leases held, and taking, renewing and releasing them.
-//! - [`unbind`] (`binding`): the deployment's binding to one ledger.
+//! - [`decide`] (`binding`): the deployment's binding to one ledger, the pure rule and its
+//!   requests; [`unbind`] for operators.
+//! - `repeats`: a lasting complaint logged once, not every round.
 //! - `table`: a bucket's live keys, kept current by a watch.
 //! - [`bounds`]: how long each step may take, computed from its parts.
 //! - [`plan`]: the pure decision of one round.
@@ -34,8 +38,8 @@
 //! - [`ClusterView`] (`view`): the operator's view.
 //! - [`ports`]: what the node provides (partitions, fences, metrics).
 //! - [`ClusterSettings`], [`Identity`] (`settings`) and [`ClusterError`] (`error`).
-//! - [`jetstream`]: the one JetStream layer: opening buckets and streams, bounded requests,
-//!   [`jetstream::JetStreamError`]. The node's durable streams and plugin store use it too.
+//! - [`jetstream`]: the one JetStream layer: opening (and re-creating) buckets and streams,
+//!   bounded requests, [`jetstream::JetStreamError`]. The node's durable streams and plugin store use it too.
 
 pub mod assignment;
 mod binding;
@@ -48,13 +52,14 @@ mod ownership;
 pub mod plan;
 pub mod ports;
 mod records;
+mod repeats;
 mod settings;
 mod table;
 mod view;
 
-pub use binding::unbind;
+pub use binding::{Facts, Step, decide, unbind};
 pub use cluster::Cluster;
 pub use error::ClusterError;
 pub use ports::{ClusterObserver, Fences, Partitions, Ports};
-pub use settings::{ClusterSettings, Identity};
+pub use settings::{ClusterSettings, DEFAULT_DEPLOYMENT, Identity};
 pub use view::{ClusterView, LeaseView, MemberView, Views};

@@ -21,14 +21,15 @@ use futures::future::join_all;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::binding;
-use crate::bounds::CLAIM_TIMEOUT;
+use crate::binding::{self, Facts, Step};
+use crate::bounds::{BINDING_TIMEOUT, CLAIM_TIMEOUT};
 use crate::error::ClusterError;
-use crate::jetstream::{self as js, Bucket};
+use crate::jetstream::{self as js, Bucket, Damage};
 use crate::leases::{self, Held, Holdings, LeaseBucket};
 use crate::plan::{self, Holder};
 use crate::ports::{Fences, Partitions, Ports};
-use crate::records::{LEASES, Lease, MEMBERS, Member, encode};
+use crate::records::{Binding, LEASES, Lease, MEMBERS, Member, encode};
+use crate::repeats::Repeats;
 use crate::settings::{ClusterSettings, Identity};
 use crate::table::Table;
 use crate::view::{ClusterView, LeaseView, MemberView, Views};
@@ -65,10 +66,28 @@ struct Memory {
     heartbeat_at: Option<Instant>,
     /// When the watches were last started again.
     rewatched: Option<Instant>,
-    /// Why this node may serve nothing: the NATS deployment is bound to another ledger.
+    /// Why this node may serve nothing: the deployment is bound to another ledger, or not
+    /// yet bound ([`Step::Wait`], [`Step::Refuse`]).
     refused: Option<String>,
+    /// Whether the refusal resolves by itself ([`Step::Wait`]): the binding is then read
+    /// every round, and joining waits for it.
+    waiting: bool,
     /// When the binding was last read.
     rebound_at: Option<Instant>,
+    /// The ledger this node's ledger records the deployment as bound to. Once it is this
+    /// node's own, it cannot change while the node runs (only an adoption changes a record,
+    /// and adopting the ledger's own deployment changes nothing), so it is not read again.
+    recorded: Option<String>,
+    /// Since when this node has seen neither a record nor NATS's binding.
+    unbound_since: Option<Instant>,
+    /// When the buckets were last re-created after a request failed.
+    repaired_at: Option<Instant>,
+    /// No lease is taken before this instant: the ledger's last claim failed, and retrying
+    /// at every bucket change would spin.
+    claim_retry_at: Option<Instant>,
+    /// The complaints that last: a claim that fails, a binding that cannot be read.
+    claim_failures: Repeats,
+    binding_failures: Repeats,
     /// Partitions reported as held by a node on another ledger (or partitioning), so each is
     /// said once.
     foreign: BTreeSet<u32>,
@@ -77,7 +96,13 @@ struct Memory {
 /// The state of the rounds.
 pub(crate) struct Owner<P, F> {
     client: async_nats::Client,
+    jetstream: async_nats::jetstream::Context,
     identity: Identity,
+    /// The deployment's name, as the ledger records its binding.
+    deployment: String,
+    replicas: usize,
+    /// Set by any failed request on the buckets; the next round re-creates missing buckets.
+    damage: Damage,
     /// The lease (and membership) TTL in effect.
     ttl: Duration,
     heartbeat: Duration,
@@ -109,7 +134,6 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         let jetstream = async_nats::jetstream::new(client.clone());
         let wanted = Duration::from_millis(settings.lease_ttl_ms.max(1));
         let binding = binding::open(&jetstream, settings.replicas).await?;
-        let refused = binding::bind(&binding, &identity, true).await?;
         let bucket = |name| Bucket { name, ttl: Some(wanted), replicas: settings.replicas };
         let (members, _) = js::open_bucket(&jetstream, bucket(MEMBERS)).await?;
         let (leases, ttl) = js::open_bucket(&jetstream, bucket(LEASES)).await?;
@@ -119,7 +143,8 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         let changed = Arc::new(Notify::new());
         let (member_table, member_watch) = Table::watch(members.clone(), changed.clone());
         let (lease_table, lease_watch) = Table::watch(leases.clone(), changed.clone());
-        let leases = LeaseBucket { store: leases, identity: identity.clone() };
+        let damage = Damage::default();
+        let leases = LeaseBucket { store: leases, identity: identity.clone(), damage: damage.clone() };
         let holdings = Holdings::default();
         let renewals = tokio::spawn(leases::renew(
             leases.clone(),
@@ -136,7 +161,11 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         };
         Ok(Owner {
             client,
+            jetstream,
             identity,
+            deployment: settings.deployment,
+            replicas: settings.replicas,
+            damage,
             ttl,
             heartbeat: Duration::from_millis(settings.heartbeat_ms.max(1)).min(ttl / 3),
             members,
@@ -146,7 +175,12 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
             holdings,
             ports,
             views,
-            memory: Memory { refused, rebound_at: Some(Instant::now()), ..Memory::default() },
+            // Nothing is served before the binding is settled.
+            memory: Memory {
+                refused: Some("the deployment's binding is not settled yet".to_owned()),
+                waiting: true,
+                ..Memory::default()
+            },
         })
     }
 
@@ -165,8 +199,26 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         self.leave().await;
     }
 
-    /// One round: announce, hand over, take.
+    /// Whether this node waits for the deployment's binding to settle (a grace period, or a
+    /// binding a live node of the bound ledger re-creates).
+    pub(crate) fn waiting(&self) -> bool {
+        self.memory.waiting
+    }
+
+    /// The grace a node whose ledger has no record waits before binding: one member TTL and
+    /// a heartbeat, so every live node has announced itself since.
+    pub(crate) fn grace(&self) -> Duration {
+        self.ttl + self.heartbeat
+    }
+
+    /// The heartbeat in effect.
+    pub(crate) fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
+    /// One round: repair, announce, settle the binding, hand over, take.
     pub(crate) async fn round(&mut self) {
+        self.repair().await;
         self.announce().await;
         let assigned = self.assigned();
         self.read_binding().await;
@@ -180,31 +232,164 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         if !plan.hand_over.is_empty() {
             self.hand_over(&plan.hand_over).await;
         }
-        if !plan.take.is_empty() {
+        let claim_due = self.memory.claim_retry_at.is_none_or(|at| Instant::now() >= at);
+        if !plan.take.is_empty() && claim_due {
             self.take(&plan.take).await;
         }
         self.publish_view(&assigned);
     }
 
-    /// Reads the binding again once a TTL: a refused node binds the deployment once an
-    /// operator unbound it; a serving node stops at once if the deployment was bound to
-    /// another ledger.
+    /// Re-creates the buckets if a request on them failed since the last round and NATS is
+    /// connected (a stream deleted, or a server back with an empty store), at most once a
+    /// heartbeat. What they held is rebuilt by the nodes: records by the next announcements,
+    /// leases by the next takes (fenced by the ledger's tokens), the binding from the ledger's
+    /// record ([`binding::decide`]). Leases held across the loss fail their next renewal and
+    /// are taken again.
+    async fn repair(&mut self) {
+        let due = self.memory.repaired_at.is_none_or(|at| at.elapsed() >= self.heartbeat);
+        if !due || !self.connected() || !self.damage.take() {
+            return;
+        }
+        self.memory.repaired_at = Some(Instant::now());
+        let replicas = self.replicas;
+        let buckets = [
+            Bucket { name: MEMBERS, ttl: Some(self.ttl), replicas },
+            Bucket { name: LEASES, ttl: Some(self.ttl), replicas },
+            binding::bucket(replicas),
+        ];
+        let repaired = join_all(buckets.map(|bucket| js::ensure_bucket(&self.jetstream, bucket))).await;
+        let failed: Vec<String> = repaired.into_iter().filter_map(Result::err).map(|error| error.to_string()).collect();
+        if failed.is_empty() {
+            tracing::debug!("the cluster's buckets are all there");
+            // Read the binding in this round: if its bucket was lost, it is bound again now.
+            self.memory.rebound_at = None;
+        } else {
+            tracing::warn!(?failed, "could not re-create the cluster's buckets; trying again");
+            self.damage.report();
+        }
+    }
+
+    /// Settles the deployment's binding ([`binding::decide`]): every round while waiting for
+    /// it, else once a TTL, so a serving node re-creates a lost binding and stops if another
+    /// ledger's binding appears. A node that stops serving hands everything over.
     async fn read_binding(&mut self) {
-        let due = self.memory.rebound_at.is_none_or(|at| at.elapsed() >= self.ttl);
+        let due = self.memory.waiting || self.memory.rebound_at.is_none_or(|at| at.elapsed() >= self.ttl);
         if !due || !self.connected() {
             return;
         }
         self.memory.rebound_at = Some(Instant::now());
-        match binding::bind(&self.binding, &self.identity, false).await {
-            Ok(refused) => {
-                if refused.is_some() && self.memory.refused.is_none() {
-                    let held: Vec<u32> = self.holdings.partitions().into_iter().collect();
-                    self.hand_over(&held).await;
+        let settled = tokio::time::timeout(BINDING_TIMEOUT, self.settle_binding()).await;
+        let step = match settled.unwrap_or_else(|_| Err(format!("no answer within {BINDING_TIMEOUT:?}"))) {
+            Ok(step) => step,
+            Err(error) => {
+                if let Some(suppressed) = self.memory.binding_failures.admit(&error) {
+                    tracing::warn!(%error, suppressed, "could not read the deployment's binding");
                 }
-                self.memory.refused = refused;
+                return;
             }
-            Err(error) => tracing::warn!(%error, "could not read the deployment's binding"),
+        };
+        self.memory.binding_failures.clear();
+        let (refused, waiting) = match step {
+            Step::Wait(reason) => (Some(reason), true),
+            Step::Refuse(reason) => (Some(reason), false),
+            _ => (None, false),
+        };
+        if refused != self.memory.refused {
+            match (&refused, waiting) {
+                (None, _) => {
+                    tracing::info!(deployment = %self.deployment, ledger = %self.identity.ledger, "the deployment is bound to this node's ledger: serving")
+                }
+                (Some(reason), true) => tracing::info!(deployment = %self.deployment, "{reason}"),
+                (Some(reason), false) => {
+                    tracing::error!(deployment = %self.deployment, "this node serves nothing: {reason}")
+                }
+            }
         }
+        if refused.is_some() && self.memory.refused.is_none() {
+            let held: Vec<u32> = self.holdings.partitions().into_iter().collect();
+            if !held.is_empty() {
+                self.hand_over(&held).await;
+            }
+        }
+        (self.memory.refused, self.memory.waiting) = (refused, waiting);
+    }
+
+    /// Reads the ledger's record and NATS's binding and carries out [`binding::decide`]'s
+    /// steps until it says serve, wait or refuse (a record and a bind take one step each).
+    async fn settle_binding(&mut self) -> Result<Step, String> {
+        // Bind, record, then the verdict: three decisions at most.
+        const STEPS_MAX: usize = 3;
+        let me = self.identity.ledger.clone();
+        if self.memory.recorded.as_deref() != Some(me.as_str()) {
+            let read = self.ports.fences.binding(&self.deployment).await;
+            self.memory.recorded = read.map_err(|error| format!("reading the ledger's binding: {error}"))?;
+        }
+        let mut nats = self.read_nats_binding().await?;
+        for _ in 0..STEPS_MAX {
+            let unbound = self.memory.recorded.is_none() && nats.is_none();
+            let since = match unbound {
+                true => *self.memory.unbound_since.get_or_insert_with(Instant::now),
+                false => {
+                    self.memory.unbound_since = None;
+                    Instant::now()
+                }
+            };
+            let claimant = self.claimant();
+            let facts = Facts {
+                ledger: &me,
+                partitions: self.identity.partitions,
+                recorded: self.memory.recorded.as_deref(),
+                nats: nats.as_ref().map(|bound| (bound.ledger.as_str(), bound.partitions)),
+                claimant: claimant.as_ref().map(|(node, ledger)| (node.as_str(), ledger.as_str())),
+                unbound_for: since.elapsed(),
+                grace: self.grace(),
+            };
+            match binding::decide(&facts) {
+                Step::Record(ledger) => {
+                    let recorded = self.ports.fences.record_binding(&self.deployment, &ledger).await;
+                    let recorded = recorded.map_err(|error| format!("recording the binding: {error}"))?;
+                    tracing::info!(deployment = %self.deployment, ledger = %recorded, "recorded the deployment's binding in this node's ledger");
+                    self.memory.recorded = Some(recorded);
+                }
+                Step::Bind => {
+                    let created = binding::create(&self.binding, &self.identity).await.map_err(|error| {
+                        self.damage.report();
+                        error.to_string()
+                    })?;
+                    if created {
+                        tracing::info!(deployment = %self.deployment, ledger = %me, "bound this NATS deployment's payment subjects to this node's ledger");
+                    }
+                    nats = self.read_nats_binding().await?;
+                    // A replica that lags (a server just restarted) answers direct gets from
+                    // what it has: a binding the leader has may read as missing there.
+                    if !created && nats.is_none() {
+                        return Err("the binding exists, but the replica that answered does not have it yet".to_owned());
+                    }
+                }
+                verdict => return Ok(verdict),
+            }
+        }
+        // Reads that disagree with each other: an error, so the node stays as it was.
+        Err("the binding changed while this node read it".to_owned())
+    }
+
+    /// NATS's binding; a failure is reported as damage, so a lost bucket is re-created.
+    async fn read_nats_binding(&self) -> Result<Option<Binding>, String> {
+        binding::read(&self.binding).await.map_err(|error| {
+            self.damage.report();
+            error.to_string()
+        })
+    }
+
+    /// A live member of another ledger that says its ledger serves this deployment: (node,
+    /// ledger).
+    fn claimant(&self) -> Option<(String, String)> {
+        let live = self.tables.members.live(self.ttl, self.tables_now());
+        live.into_iter().find_map(|(node, seen)| {
+            let member = seen.record::<Member>()?;
+            let serves = member.serves.as_deref() == Some(self.deployment.as_str());
+            (serves && member.ledger != self.identity.ledger).then_some((node, member.ledger))
+        })
     }
 
     /// Puts this node's member record, once per heartbeat.
@@ -212,10 +397,12 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         if self.memory.heartbeat_at.is_some_and(|at| at.elapsed() < self.heartbeat) {
             return;
         }
+        let ours = self.memory.recorded.as_deref() == Some(self.identity.ledger.as_str());
         let record = Member {
             ledger: self.identity.ledger.clone(),
             http: self.identity.http.clone(),
             partitions: self.identity.partitions,
+            serves: ours.then(|| self.deployment.clone()),
         };
         match js::request("announcing this node", self.members.put(&self.identity.node, encode(&record))).await {
             Ok(_) => {
@@ -233,7 +420,10 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
                 }
                 self.memory.heartbeat_at = Some(now);
             }
-            Err(error) => tracing::warn!(%error, "could not announce this node"),
+            Err(error) => {
+                self.damage.report();
+                tracing::warn!(%error, "could not announce this node");
+            }
         }
     }
 
@@ -334,13 +524,20 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         }
         let claimed: Vec<u32> = taken.keys().copied().collect();
         let tokens = match tokio::time::timeout(CLAIM_TIMEOUT, self.ports.fences.claim(&claimed)).await {
-            Ok(Ok(tokens)) => tokens,
+            Ok(Ok(tokens)) => {
+                self.memory.claim_failures.clear();
+                tokens
+            }
             failed => {
                 let error = match failed {
                     Ok(Err(error)) => error.to_string(),
                     _ => format!("no answer within {CLAIM_TIMEOUT:?}"),
                 };
-                tracing::warn!(%error, "could not claim the partitions in the ledger; releasing their leases");
+                let retry_in = self.ttl / 3;
+                self.memory.claim_retry_at = Some(Instant::now() + retry_in);
+                if let Some(suppressed) = self.memory.claim_failures.admit(&error) {
+                    tracing::warn!(%error, suppressed, ?retry_in, "could not claim the partitions in the ledger; releasing their leases");
+                }
                 self.leases.release_all(taken.iter().map(|(partition, (revision, _))| (*partition, *revision))).await;
                 return;
             }

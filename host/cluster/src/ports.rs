@@ -36,13 +36,26 @@ pub trait Partitions: Clone + Send + Sync + 'static {
 }
 
 /// The ledger's side of ownership: it hands out fencing tokens and refuses writes under older
-/// ones, so a lease holder that was paused past its lease cannot post after its successor.
+/// ones, so a lease holder that was paused past its lease cannot post after its successor; and
+/// it records which ledger the deployment is bound to, so the binding in NATS is a cache that
+/// can be lost without moving the deployment (docs/cluster.md, "One ledger per cluster").
 pub trait Fences: Send + Sync + 'static {
-    /// Why a claim failed.
+    /// Why a claim failed, or a binding could not be read or recorded.
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// Claims `partitions` for a new owner: each gets a token above any handed out before.
     fn claim(&self, partitions: &[u32]) -> impl Future<Output = Result<BTreeMap<u32, u64>, Self::Error>> + Send;
+
+    /// The ledger `deployment` is bound to, as this ledger recorded it (`None`: never).
+    fn binding(&self, deployment: &str) -> impl Future<Output = Result<Option<String>, Self::Error>> + Send;
+
+    /// Records that `deployment` is bound to `ledger` unless a binding is recorded already;
+    /// returns the binding recorded now (the earlier one, if there was one).
+    fn record_binding(
+        &self,
+        deployment: &str,
+        ledger: &str,
+    ) -> impl Future<Output = Result<String, Self::Error>> + Send;
 }
 
 /// Counts what the cluster does (the node's Prometheus metrics implement it).

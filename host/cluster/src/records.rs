@@ -18,6 +18,11 @@ pub(crate) struct Member {
     pub(crate) ledger: String,
     pub(crate) http: String,
     pub(crate) partitions: u32,
+    /// The deployment this member's ledger records as bound to it, once it does: a node of
+    /// another ledger with no record of its own must not bind the deployment while such a
+    /// member is live, even if NATS lost the binding. Absent from older nodes' records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) serves: Option<String>,
 }
 
 /// A lease's value in [`LEASES`], under `partition.<p>`.

@@ -4,10 +4,17 @@ use serde::Deserialize;
 
 use crate::error::ClusterError;
 
+/// The deployment's name unless configured (`[cluster] deployment`).
+pub const DEFAULT_DEPLOYMENT: &str = "default";
+
 /// How membership and leases are timed (`[cluster]` in `wasmpay.toml`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSettings {
+    /// The deployment's name: what a ledger records the binding under, so the binding
+    /// survives the loss of NATS's state. One per NATS deployment (its payment subjects); a
+    /// ledger serves a deployment only under the name it recorded.
+    pub deployment: String,
     /// How long a lease, and a member's record, outlive their last renewal. A dead node's
     /// partitions move after about this long; a pause longer than this costs a node its
     /// leases. Fixed by the first node that creates the buckets; later nodes use the buckets'.
@@ -21,7 +28,12 @@ pub struct ClusterSettings {
 
 impl Default for ClusterSettings {
     fn default() -> Self {
-        ClusterSettings { lease_ttl_ms: 3_000, heartbeat_ms: 500, replicas: 1 }
+        ClusterSettings {
+            deployment: DEFAULT_DEPLOYMENT.to_owned(),
+            lease_ttl_ms: 3_000,
+            heartbeat_ms: 500,
+            replicas: 1,
+        }
     }
 }
 

@@ -43,9 +43,14 @@ impl Table {
         let table = Table::default();
         let (entries, rewatch) = (table.entries.clone(), table.rewatch.clone());
         let task = tokio::spawn(async move {
+            // Said once per outage: a deleted bucket fails every attempt until it is re-created.
+            let mut failing = false;
             loop {
                 match store.watch_with_history(">").await {
                     Ok(mut watch) => loop {
+                        if std::mem::take(&mut failing) {
+                            tracing::info!(bucket = %store.name, "watching the bucket again");
+                        }
                         let entry = tokio::select! {
                             () = rewatch.notified() => break,
                             entry = watch.next() => entry,
@@ -54,7 +59,11 @@ impl Table {
                         record(&entries, entry);
                         changed.notify_one();
                     },
-                    Err(error) => tracing::warn!(%error, bucket = %store.name, "cannot watch the bucket"),
+                    Err(error) if !failing => {
+                        failing = true;
+                        tracing::warn!(%error, bucket = %store.name, "cannot watch the bucket; trying again");
+                    }
+                    Err(_) => {}
                 }
                 tracing::debug!(bucket = %store.name, "watching the bucket again");
                 tokio::time::sleep(REWATCH_DELAY).await;

@@ -97,8 +97,19 @@ pub struct LeaseView {
 }
 
 /// This node's latest [`ClusterView`], shared with the HTTP API.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Views(Arc<Mutex<ClusterView>>);
+
+impl Default for Views {
+    /// Before the first round the node serves nothing, and its view says so: the HTTP API
+    /// listens before the node joins (and joining can wait out the binding's grace period),
+    /// so an empty view must not read as ready.
+    fn default() -> Self {
+        let joining =
+            ClusterView { refused: Some("it has not joined the cluster yet".to_owned()), ..ClusterView::default() };
+        Views(Arc::new(Mutex::new(joining)))
+    }
+}
 
 impl Views {
     /// The latest view.

@@ -5,12 +5,21 @@
 //! older one (`partition_fences`), so a paused or cut-off owner cannot write after its
 //! successor claimed the partition.
 //! Nodes may share partitions only if they write one ledger, which the ledger's identity tells.
+//! Which ledger a NATS deployment is bound to is recorded here too (`deployment_binding`):
+//! the binding in NATS is a cache of it, so losing NATS's state can neither move a deployment
+//! to another ledger nor stop it for good.
 
 use std::collections::BTreeMap;
 
 use crate::error::LedgerError;
 use crate::handle::Ledger;
 use crate::store;
+
+/// Now, in milliseconds since the Unix epoch (when a binding was recorded, for operators).
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
 
 impl Ledger {
     /// Claims `partitions` for a new owner before it serves them, and returns each one's
@@ -48,5 +57,67 @@ impl Ledger {
             sqlx::query_as("SELECT id FROM ledger_identity").fetch_one(&backend.pool).await?
         });
         Ok(identity)
+    }
+
+    /// The ledger `deployment` is bound to, as this ledger recorded it: its own identity if
+    /// its nodes served the deployment, another's if they were refused because the deployment
+    /// was bound there; `None` if its nodes never joined it.
+    pub async fn deployment_binding(&self, deployment: &str) -> Result<Option<String>, LedgerError> {
+        let row: Option<(String,)> = store::on_store!(&self.store, backend => {
+            sqlx::query_as("SELECT ledger FROM deployment_binding WHERE deployment = $1")
+                .bind(deployment)
+                .fetch_optional(&backend.pool)
+                .await?
+        });
+        Ok(row.map(|(ledger,)| ledger))
+    }
+
+    /// Records that `deployment` is bound to `ledger`, unless a binding is recorded already
+    /// (the first record stands: only [`Ledger::adopt_deployment`] changes it). Returns the
+    /// ledger recorded now, which is `ledger` only if nothing was recorded before.
+    pub async fn record_deployment_binding(&self, deployment: &str, ledger: &str) -> Result<String, LedgerError> {
+        store::on_store!(&self.store, backend => {
+            let mut transaction = backend.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO deployment_binding (deployment, ledger, recorded_at_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (deployment) DO NOTHING",
+            )
+            .bind(deployment)
+            .bind(ledger)
+            .bind(now_ms())
+            .execute(&mut *transaction)
+            .await?;
+            let (recorded,): (String,) = sqlx::query_as("SELECT ledger FROM deployment_binding WHERE deployment = $1")
+                .bind(deployment)
+                .fetch_one(&mut *transaction)
+                .await?;
+            transaction.commit().await?;
+            Ok(recorded)
+        })
+    }
+
+    /// An operator's command: binds `deployment` to this ledger, whatever was recorded before
+    /// (returned). The only way a recorded binding changes.
+    pub async fn adopt_deployment(&self, deployment: &str) -> Result<Option<String>, LedgerError> {
+        let identity = self.identity().await?;
+        store::on_store!(&self.store, backend => {
+            let mut transaction = backend.begin_write().await?;
+            let before: Option<(String,)> =
+                sqlx::query_as("SELECT ledger FROM deployment_binding WHERE deployment = $1")
+                    .bind(deployment)
+                    .fetch_optional(&mut *transaction)
+                    .await?;
+            sqlx::query(
+                "INSERT INTO deployment_binding (deployment, ledger, recorded_at_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (deployment) DO UPDATE SET ledger = excluded.ledger, recorded_at_ms = excluded.recorded_at_ms",
+            )
+            .bind(deployment)
+            .bind(&identity)
+            .bind(now_ms())
+            .execute(&mut *transaction)
+            .await?;
+            transaction.commit().await?;
+            Ok(before.map(|(ledger,)| ledger))
+        })
     }
 }

@@ -80,6 +80,7 @@ on_both_backends!(
     a_batch_with_an_older_lease_token_is_refused,
     a_new_owners_claim_fences_the_old_owner_at_once,
     a_ledger_keeps_one_identity,
+    a_recorded_deployment_binding_changes_only_by_adoption,
     opening_an_existing_ledger_creates_nothing,
     a_credit_is_seen_by_a_spend_submitted_after_it,
 );
@@ -737,6 +738,25 @@ async fn a_ledger_keeps_one_identity(backend: Backend) {
     let reopened = Ledger::open(&first_db.url).await.expect("reopen");
     assert_eq!(reopened.identity().await.expect("identity"), identity);
     assert_ne!(second.identity().await.expect("identity"), identity);
+}
+
+/// The first binding recorded for a deployment stands, whoever records another later and
+/// across reopening; only adoption changes it, to the adopting ledger. Deployments are
+/// independent.
+async fn a_recorded_deployment_binding_changes_only_by_adoption(backend: Backend) {
+    let (ledger, db) = ledger(backend).await;
+    let me = ledger.identity().await.expect("identity");
+    assert_eq!(ledger.deployment_binding("default").await.expect("read"), None);
+    assert_eq!(ledger.record_deployment_binding("default", "elsewhere").await.expect("record"), "elsewhere");
+    assert_eq!(ledger.record_deployment_binding("default", &me).await.expect("record"), "elsewhere");
+    assert_eq!(ledger.record_deployment_binding("other", &me).await.expect("record"), me);
+    ledger.close().await;
+    let ledger = Ledger::open(&db.url).await.expect("reopen");
+    assert_eq!(ledger.deployment_binding("default").await.expect("read").as_deref(), Some("elsewhere"));
+    assert_eq!(ledger.adopt_deployment("default").await.expect("adopt").as_deref(), Some("elsewhere"));
+    assert_eq!(ledger.deployment_binding("default").await.expect("read"), Some(me.clone()));
+    assert_eq!(ledger.adopt_deployment("new").await.expect("adopt"), None);
+    assert_eq!(ledger.deployment_binding("other").await.expect("read"), Some(me));
 }
 
 /// `open_existing` (what `wasmpay ledger verify` uses) finds no ledger at a fresh URL and leaves

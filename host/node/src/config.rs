@@ -34,6 +34,7 @@
 //! idle_transaction_timeout_ms = 1000  # PostgreSQL ends a paused node's open batch after this (<= lease_ttl_ms / 2)
 //!
 //! [cluster]                   # nodes on one NATS and one ledger share the partitions
+//! deployment = "default"      # the name a ledger records its binding to this NATS deployment under
 //! lease_ttl_ms = 3000         # a dead node's partitions move after about this long
 //! heartbeat_ms = 500          # how often a node announces itself and checks the assignment
 //! replicas = 1                # JetStream replicas of the cluster's buckets (3 on a NATS cluster)

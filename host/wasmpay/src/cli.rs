@@ -71,6 +71,22 @@ enum ClusterCommand {
         #[arg(long, default_value = "nats://127.0.0.1:4222")]
         nats: String,
     },
+    /// Move the deployment to the ledger at `--db`: records in that ledger that the
+    /// deployment is bound to it (whatever it recorded before) and removes NATS's binding, so
+    /// that ledger's nodes bind it and serve. Refused while any other ledger has live nodes on
+    /// the NATS. The ledger the deployment leaves keeps its own record: do not start its
+    /// nodes on this NATS again (they would serve nothing and say why).
+    Adopt {
+        /// NATS server URL.
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+        /// The ledger that takes the deployment over.
+        #[arg(long)]
+        db: String,
+        /// The deployment's name (`[cluster] deployment`).
+        #[arg(long, default_value = wasmpay_node::cluster::DEFAULT_DEPLOYMENT)]
+        deployment: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -234,6 +250,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Ledger(LedgerCommand::Verify { db }) => verify(&db).await,
         Command::Cluster(ClusterCommand::Status { api }) => cluster_status(&api).await,
         Command::Cluster(ClusterCommand::Unbind { nats }) => cluster_unbind(&nats).await,
+        Command::Cluster(ClusterCommand::Adopt { nats, db, deployment }) => {
+            cluster_adopt(&nats, &db, &deployment).await
+        }
         Command::Plugin(command) => plugins::run(command).await,
         Command::Bench(args) => wasmpay_tools::bench::run(args).await,
     }
@@ -269,9 +288,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_token,
         ..NodeSettings::new()
     };
-    let mut node = Node::start(settings).await?;
+    // Listening for the signals from the start: joining can wait for the binding's grace
+    // period, and a node asked to stop meanwhile exits cleanly (it serves nothing yet; any
+    // lease it took expires, and the ledger fences it).
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let mut node = tokio::select! {
+        started = Node::start(settings) => started?,
+        () = &mut stop => {
+            tracing::info!("stopped while starting");
+            return Ok(());
+        }
+    };
     let failure = tokio::select! {
-        () = shutdown_signal() => None,
+        () = &mut stop => None,
         cause = node.failed() => Some(cause),
     };
     tracing::info!("shutting down: finishing payments in flight");
@@ -295,10 +325,32 @@ async fn cluster_status(api: &ApiArgs) -> anyhow::Result<()> {
 
 async fn cluster_unbind(nats: &str) -> anyhow::Result<()> {
     let client = async_nats::connect(nats).await.with_context(|| format!("connecting to {nats}"))?;
-    match wasmpay_node::cluster::unbind(client).await? {
-        Some(ledger) => println!("unbound ledger {ledger}: the next node to start binds {nats} to its ledger"),
+    match wasmpay_node::cluster::unbind(client, None).await? {
+        Some(ledger) => println!(
+            "unbound ledger {ledger}: its nodes bind {nats} again if they start; a node of a ledger that recorded \
+             no binding binds it after a grace period; to move the deployment, `wasmpay cluster adopt`"
+        ),
         None => println!("{nats} is not bound to a ledger"),
     }
+    Ok(())
+}
+
+/// Unbinds NATS first (refused while another ledger's nodes are live), then records the
+/// adoption in the ledger: a refusal leaves the ledger's record as it was.
+async fn cluster_adopt(nats: &str, db: &str, deployment: &str) -> anyhow::Result<()> {
+    let ledger = Ledger::open_existing(db).await.with_context(|| format!("opening the ledger {db}"))?;
+    let identity = ledger.identity().await?;
+    let client = async_nats::connect(nats).await.with_context(|| format!("connecting to {nats}"))?;
+    let unbound = wasmpay_node::cluster::unbind(client, Some(&identity)).await?;
+    let before = ledger.adopt_deployment(deployment).await?;
+    ledger.close().await;
+    let was = |ledger: Option<String>| ledger.unwrap_or_else(|| "nothing".to_owned());
+    println!(
+        "deployment `{deployment}` adopted by ledger {identity} (its record was {}, NATS's binding {}): its nodes \
+         bind {nats} and serve",
+        was(before),
+        was(unbound)
+    );
     Ok(())
 }
 

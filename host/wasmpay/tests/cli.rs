@@ -28,12 +28,25 @@ fn spawn_serve(mut launcher: Command, nats: &NatsServer, workdir: &std::path::Pa
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Ready, not only listening: a new deployment is bound after a grace period
+    // (docs/cluster.md), and the node serves nothing before.
     let started = Instant::now();
-    while !wasmpay_tests::answers(http.parse().unwrap()) {
-        assert!(started.elapsed() < Duration::from_secs(30), "node did not listen");
+    while !ready(&http) {
+        assert!(started.elapsed() < Duration::from_secs(30), "node did not become ready");
         std::thread::sleep(Duration::from_millis(50));
     }
     (node, http)
+}
+
+/// Whether the node at `http` answers `/readyz` with 200.
+fn ready(http: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(http) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut answer = String::new();
+    stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
 }
 
 fn text(output: &Output) -> String {

@@ -109,8 +109,9 @@ async fn a_frozen_owner_that_resumes_cannot_post_after_its_successor() {
 /// A node on a SQLite ledger is a cluster of one: a second node writing another ledger on the
 /// same NATS takes no partition, says why, and is not ready, while the first keeps serving
 /// every partition alone. When the first stops, the second still serves nothing (the
-/// deployment is bound to the first ledger), until an operator unbinds it: refused while the
-/// first ledger has a live node, then the second takes every partition.
+/// deployment is bound to the first ledger), nor after an operator unbinds NATS (refused while
+/// the first ledger has a live node); once the operator adopts the deployment in the second
+/// ledger, the second takes every partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_on_different_ledgers_never_share_partitions() {
     let nats = NatsServer::start(None).expect("nats-server");
@@ -157,6 +158,13 @@ async fn nodes_on_different_ledgers_never_share_partitions() {
     assert!(second.view().await.unwrap().owned.is_empty());
     let unbound = unbind();
     assert!(unbound.status.success(), "{}", String::from_utf8_lossy(&unbound.stderr));
+    // The second ledger recorded that the deployment is bound to the first: removing NATS's
+    // binding does not move it; only adopting it in the second ledger does.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(refused(&second).await.is_some(), "unbinding NATS alone moved the deployment");
+    let adopt =
+        Command::new(BINARY).args(["cluster", "adopt", "--nats", &nats.url(), "--db", &second_db]).output().unwrap();
+    assert!(adopt.status.success(), "{}", String::from_utf8_lossy(&adopt.stderr));
     let started = Instant::now();
     while second.view().await.is_none_or(|view| view.owned.len() < PARTITIONS as usize) {
         assert!(started.elapsed() < REBALANCE_BOUND, "the second node did not take over after the unbind");
@@ -278,4 +286,153 @@ async fn a_nats_server_restart_loses_no_payment() {
     assert!(answered.len() > 100, "the load paid too little to show anything: {}", answered.len());
     assert_paid_exactly_once(&ledger, &answered).await;
     verify(&db);
+}
+
+/// Issue 16, finding 1: two nodes on ledger A serve under load, a node on ledger B is refused;
+/// the binding's stream is purged five times (as a tester did) and then deleted. B never serves:
+/// its ledger recorded that the deployment is bound to A, so losing NATS's binding cannot move
+/// it. A's nodes bind it again and keep serving; every answered payment is in A once, none in B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_binding_never_moves_the_deployment_to_another_ledger() {
+    let Stage { nats, workdir, db, ledger } = Stage::new(Backend::Postgres).await;
+    // Another schema: the name is made from the directory's path.
+    let other_db = Backend::Postgres.fresh_database(&workdir.path().join("ledger-b"));
+    let other = funded_ledger(&other_db).await;
+    let (a1, a2) = (Member::start(&nats, &db, "a1", workdir.path()), Member::start(&nats, &db, "a2", workdir.path()));
+    converged(&[&a1, &a2]).await;
+    let b = Member::start(&nats, &other_db, "b", workdir.path());
+    let started = Instant::now();
+    while b.view().await.is_none_or(|view| view.refused.is_none()) {
+        assert!(started.elapsed() < REBALANCE_BOUND, "the node on ledger B was not refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let load = Load::start(&nats.url(), 8).await;
+    let jetstream = async_nats::jetstream::new(connect(&nats.url()).await);
+    // Each node reads the binding once a TTL (3 s), and the first to find it gone binds it: B
+    // came first after one purge in three without the fix. Five purges, then a deletion.
+    const LOSSES: usize = 6;
+    for loss in 1..=LOSSES {
+        let stream = jetstream.get_stream("KV_wasmpay_cluster").await.unwrap();
+        match loss {
+            LOSSES => drop(jetstream.delete_stream("KV_wasmpay_cluster").await.unwrap()),
+            _ => drop(stream.purge().await.unwrap()),
+        }
+        let watched = Instant::now();
+        while watched.elapsed() < Duration::from_secs(4) {
+            let view = b.view().await.unwrap();
+            assert!(view.owned.is_empty(), "the node on ledger B serves {} partitions", view.owned.len());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (answered, retries) = load.finish().await;
+    eprintln!("{} payments, {retries} retries", answered.len());
+    assert!(answered.len() > 100, "the load paid too little to show anything: {}", answered.len());
+    assert_paid_exactly_once(&ledger, &answered).await;
+    verify(&db);
+    let audit = other.audit().await.unwrap();
+    let approved_in_b: u64 = audit
+        .payments_by_outcome
+        .iter()
+        .filter(|(outcome, _)| outcome.starts_with("payment approved"))
+        .map(|(_, count)| count)
+        .sum();
+    assert_eq!(approved_in_b, 0, "payments were posted to ledger B");
+    // A's nodes bound the deployment again (the bucket re-created after its deletion) and
+    // serve every partition between them.
+    let bound = jetstream.get_key_value("wasmpay_cluster").await.unwrap().get("ledger").await.unwrap();
+    let bound: serde_json::Value =
+        serde_json::from_slice(&bound.expect("A's nodes bound the deployment again")).unwrap();
+    assert_eq!(bound["ledger"], serde_json::Value::from(ledger.identity().await.unwrap()));
+    let mut owned: Vec<u32> = a1.view().await.unwrap().owned;
+    owned.extend(a2.view().await.unwrap().owned);
+    owned.sort_unstable();
+    assert_eq!(owned, (0..PARTITIONS).collect::<Vec<_>>());
+}
+
+/// Issue 16, finding 6: JetStream loses the cluster's state under load, first by deleting its
+/// three buckets' streams, then by a NATS server that comes back with an empty store. The
+/// nodes re-create the buckets and serve again within [`RECOVERY_BOUND`], without a restart;
+/// no payment is lost or doubled (the ledger's fencing tokens order the owners).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_jetstream_state_stops_payments_only_for_a_bounded_time() {
+    /// A few lease TTLs: the failed renewals, a repair, leases expiring from the tables, a take.
+    const RECOVERY_BOUND: Duration = Duration::from_secs(12);
+    let Stage { mut nats, workdir, db, ledger } = Stage::new(Backend::Postgres).await;
+    let (a1, a2) = (Member::start(&nats, &db, "a1", workdir.path()), Member::start(&nats, &db, "a2", workdir.path()));
+    converged(&[&a1, &a2]).await;
+    let load = Load::start(&nats.url(), 8).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let jetstream = async_nats::jetstream::new(connect(&nats.url()).await);
+    let deleted_at = Instant::now();
+    for stream in ["KV_wasmpay_leases", "KV_wasmpay_members", "KV_wasmpay_cluster"] {
+        jetstream.delete_stream(stream).await.unwrap();
+    }
+    drop(jetstream);
+    tokio::time::sleep(RECOVERY_BOUND).await;
+    converged_within(&[&a1, &a2], Duration::from_secs(1)).await;
+    let restarted_at = Instant::now();
+    nats.restart_empty().unwrap();
+    tokio::time::sleep(RECOVERY_BOUND).await;
+    converged_within(&[&a1, &a2], Duration::from_secs(1)).await;
+    let ended_at = Instant::now();
+    let (paid, retries) = load.finish_timed().await;
+    let gap = |from: Instant, to: Instant| {
+        let mut done: Vec<Instant> =
+            paid.iter().map(|paid| paid.sent + paid.took).filter(|at| (from..to).contains(at)).collect();
+        done.sort_unstable();
+        done.push(to);
+        done.iter()
+            .scan(from, |last, at| Some(at.duration_since(std::mem::replace(last, *at))))
+            .max()
+            .unwrap_or_default()
+    };
+    let (deleted, emptied) = (gap(deleted_at, restarted_at), gap(restarted_at, ended_at));
+    eprintln!(
+        "longest time without an answered payment: {deleted:?} after the streams were deleted, {emptied:?} after the \
+         server came back empty; {} payments, {retries} retries",
+        paid.len()
+    );
+    assert!(deleted < RECOVERY_BOUND && emptied < RECOVERY_BOUND, "{deleted:?}, {emptied:?}");
+    let answered: Vec<(String, usize, Reply)> = paid.into_iter().map(|paid| (paid.id, paid.from, paid.reply)).collect();
+    assert_paid_exactly_once(&ledger, &answered).await;
+    verify(&db);
+}
+
+/// A node of a ledger that never joined the deployment (no record) starts while NATS keeps
+/// losing the binding (its stream deleted every 300 ms for 8 s) and ledger A's node serves:
+/// it must not bind, because A's node announces that its ledger serves the deployment. Once
+/// the binding stays, it follows it: its ledger records A, and it serves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_without_a_record_does_not_bind_while_the_bound_ledger_is_live() {
+    let Stage { nats, workdir, db, ledger } = Stage::new(Backend::Postgres).await;
+    let other_db = Backend::Postgres.fresh_database(&workdir.path().join("ledger-b"));
+    let other = funded_ledger(&other_db).await;
+    let a = Member::start(&nats, &db, "a", workdir.path());
+    converged(&[&a]).await;
+    let jetstream = async_nats::jetstream::new(connect(&nats.url()).await);
+    let storm = {
+        let jetstream = jetstream.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(8) {
+                let _ = jetstream.delete_stream("KV_wasmpay_cluster").await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let b = Member::start(&nats, &other_db, "b", workdir.path());
+    while !storm.is_finished() {
+        let owned = b.view().await.map(|view| view.owned.len()).unwrap_or_default();
+        assert_eq!(owned, 0, "the node of a ledger with no record took partitions from a live ledger");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a_identity = ledger.identity().await.unwrap();
+    let started = Instant::now();
+    while other.deployment_binding("default").await.unwrap().as_deref() != Some(a_identity.as_str()) {
+        assert!(started.elapsed() < REBALANCE_BOUND, "ledger B did not record that the deployment is A's");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(b.view().await.unwrap().owned.is_empty());
+    assert!(b.view().await.unwrap().refused.is_some());
+    assert_eq!(a.view().await.unwrap().owned.len(), PARTITIONS as usize);
 }

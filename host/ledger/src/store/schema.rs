@@ -19,6 +19,7 @@ pub(crate) const SQLITE: Migrations = &[
     (2, "credits", include_str!("../../migrations/sqlite/0002_credits.sql")),
     (3, "fences", include_str!("../../migrations/sqlite/0003_fences.sql")),
     (4, "identity", include_str!("../../migrations/sqlite/0004_identity.sql")),
+    (5, "deployment binding", include_str!("../../migrations/sqlite/0005_deployment_binding.sql")),
 ];
 
 /// The PostgreSQL schema: the same tables and meaning in PostgreSQL's types. Its history
@@ -27,6 +28,7 @@ pub(crate) const POSTGRES: Migrations = &[
     (1, "ledger", include_str!("../../migrations/postgres/0001_ledger.sql")),
     (2, "fences", include_str!("../../migrations/postgres/0002_fences.sql")),
     (3, "identity", include_str!("../../migrations/postgres/0003_identity.sql")),
+    (4, "deployment binding", include_str!("../../migrations/postgres/0004_deployment_binding.sql")),
 ];
 
 /// The migrator of a backend's schema.

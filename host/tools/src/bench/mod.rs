@@ -145,7 +145,7 @@ async fn measure_all(args: &BenchArgs, server: Option<&PgServer>) -> anyhow::Res
         };
         rows.extend(end_to_end::measure(args, backend, &url, &nats.url, &client).await?);
         // The node bound the NATS server to its ledger; the next backend's node writes another.
-        wasmpay_node::cluster::unbind(client.clone()).await.context("unbinding the private nats-server")?;
+        wasmpay_node::cluster::unbind(client.clone(), None).await.context("unbinding the private nats-server")?;
         rows.push(ledger::measure(args, backend, &url).await?);
     }
     if let Some(server) = server
