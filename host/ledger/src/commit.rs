@@ -207,10 +207,13 @@ async fn gather(
     let mut batch: Vec<Job> = deferred.drain(..deferred.len().min(size_max)).collect();
     if batch.is_empty() {
         batch.push(jobs.recv().await?);
-    } else if batch.len() < size_max
-        && let Ok(Some(job)) = tokio::time::timeout(BUSY_RETRY_DELAY, jobs.recv()).await
-    {
-        batch.push(job);
+    } else if batch.len() < size_max {
+        match tokio::time::timeout(BUSY_RETRY_DELAY, jobs.recv()).await {
+            Ok(Some(job)) => batch.push(job),
+            // Closed (the node is stopping): the deferred transfers are still retried, paced.
+            Ok(None) => tokio::time::sleep(BUSY_RETRY_DELAY).await,
+            Err(_) => {}
+        }
     }
     while batch.len() < size_max {
         match jobs.try_recv() {
@@ -268,8 +271,10 @@ async fn prepare(store: &Store, batch: Vec<Job>, last: &LastBatch) -> (Option<Pr
     let (batch, deferred) = put_off_busy(batch, &begun.busy);
     let (jobs, answers): (Vec<(Transfer, Replies)>, Vec<_>) =
         batch.into_iter().map(|job| ((job.transfer, job.replies), job.answer)).unzip();
+    // The ids this batch records, not those it put off: a later batch that holds the deferred
+    // transfers need not wait for this one's commit on their account.
+    let ids = jobs.iter().map(|(transfer, _)| transfer.id.clone()).collect();
     let (outcomes, writes) = decision::decide(jobs, begun.existing, begun.accounts, &begun.held, &begun.fences);
-    let ids = keys.ids.into_iter().collect();
     (Some(Prepared { ids, transaction: begun.transaction, writes, outcomes, answers }), deferred)
 }
 

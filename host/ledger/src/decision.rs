@@ -121,8 +121,7 @@ pub(crate) fn decide(
             continue;
         }
         if let Some(stored) = existing.get(transfer.id.as_str()) {
-            let StoredReply { request_hash, reply } = stored.clone();
-            outcomes.push(Ok(Recorded::Existing { request_hash, reply }));
+            outcomes.push(Ok(Recorded::Existing(stored.clone())));
             continue;
         }
         let decided = decide_one(&transfer, replies.declined_by_plugin(), &accounts).and_then(|(decision, changes)| {
@@ -398,7 +397,7 @@ mod tests {
             let decided: Vec<&str> = outcomes
                 .iter()
                 .map(|outcome| match outcome {
-                    Ok(Recorded::Existing { .. }) => "replayed",
+                    Ok(Recorded::Existing(_)) => "replayed",
                     Ok(Recorded::New { decision: Decision::Approved, .. }) => "approved",
                     Ok(Recorded::New { decision: Decision::InsufficientFunds, .. }) => "insufficient_funds",
                     Ok(Recorded::New { decision: Decision::PluginDeclined, .. }) => "plugin_declined",

@@ -5,7 +5,7 @@ use serde_json::json;
 use crate::account::{Account, external_account};
 use crate::error::LedgerError;
 use crate::handle::Ledger;
-use crate::transfer::{Recorded, Replies, Transfer, TransferKind};
+use crate::transfer::{Recorded, Replies, StoredReply, Transfer, TransferKind};
 use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::money::{FeeBearer, MinorUnits};
 
@@ -54,10 +54,10 @@ impl Ledger {
         let replies = Replies::Posting { approved: receipt.clone(), insufficient_funds: receipt };
         Ok(match self.record(transfer, replies).await? {
             Recorded::New { reply, .. } => Deposited::New(reply),
-            Recorded::Existing { request_hash: recorded, reply } if recorded == request_hash => {
+            Recorded::Existing(StoredReply { request_hash: recorded, reply }) if recorded == request_hash => {
                 Deposited::Replayed(reply)
             }
-            Recorded::Existing { .. } => Deposited::Conflict,
+            Recorded::Existing(_) => Deposited::Conflict,
         })
     }
 }

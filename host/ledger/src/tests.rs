@@ -191,7 +191,7 @@ async fn the_same_id_is_recorded_once(backend: Backend) {
     let transfer = transfer("p1", &alice, &shop, 100, 0);
     ledger.record(transfer.clone(), fixed("first")).await.expect("first");
     let again = ledger.record(transfer, fixed("second")).await.expect("again");
-    assert_eq!(again, Recorded::Existing { request_hash: "hash".into(), reply: "first".into() });
+    assert_eq!(again, Recorded::Existing(StoredReply { request_hash: "hash".into(), reply: "first".into() }));
     assert_eq!(balance(&ledger, "alice").await, 900);
 }
 
@@ -576,7 +576,7 @@ mod model {
                 if let Some(existing) = model.recorded.get(&key) {
                     // A replay, or a conflicting one: the first request's fingerprint, nothing new.
                     prop_assert!(
-                        matches!(&recorded, Ok(Recorded::Existing { request_hash, .. }) if request_hash == existing),
+                        matches!(&recorded, Ok(Recorded::Existing(stored)) if &stored.request_hash == existing),
                         "{:?}, recorded as {}",
                         recorded,
                         existing
@@ -661,7 +661,7 @@ async fn transfers_are_decided_in_the_order_they_were_submitted(backend: Backend
     for commit in committed {
         decided.push(match commit.await.expect("recorded") {
             Recorded::New { decision, .. } => format!("{decision:?}"),
-            Recorded::Existing { .. } => "replayed".to_owned(),
+            Recorded::Existing(_) => "replayed".to_owned(),
         });
     }
     let first_decline = decided.iter().position(|decision| decision == "InsufficientFunds").expect("a decline");

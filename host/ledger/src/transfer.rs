@@ -128,13 +128,9 @@ pub enum Recorded {
         /// The stored reply.
         reply: String,
     },
-    /// The id was already recorded (a retry, or a concurrent duplicate).
-    Existing {
-        /// Fingerprint of the recorded request.
-        request_hash: String,
-        /// The stored reply, byte for byte.
-        reply: String,
-    },
+    /// The id was already recorded (a retry, or a concurrent duplicate): its fingerprint and
+    /// stored reply, byte for byte.
+    Existing(StoredReply),
 }
 
 /// One balance change, before it is written.

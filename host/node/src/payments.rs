@@ -252,9 +252,7 @@ fn settled(
             let code = decision.code();
             Decided { reply, status: code.status(), code, newly_recorded: true }
         }
-        Ok(Recorded::Existing { request_hash, reply }) => {
-            replay(request, partition, fingerprint, StoredReply { request_hash, reply })
-        }
+        Ok(Recorded::Existing(stored)) => replay(request, partition, fingerprint, stored),
         Err(LedgerError::UnknownAccount(id)) => {
             let role = if id == request.payer.as_str() { "payer" } else { "payee" };
             refused(request, partition, Code::UnknownAccount, format!("{role} `{id}` does not exist"), Vec::new())
