@@ -102,6 +102,11 @@ pub fn decide(facts: &Facts<'_>) -> Step {
             )),
             None => Step::Bind,
         },
+        // Recorded, it would bind this ledger to no ledger for good; NATS's value is fixed by
+        // the bound ledger's nodes, or by an operator.
+        (None, Some((UNREADABLE, _))) => {
+            Step::Wait("this NATS deployment's binding cannot be read: waiting for it to be bound again".to_owned())
+        }
         (None, Some((ledger, _))) => Step::Record(ledger.to_owned()),
         (None, None) => match facts.claimant {
             Some((node, ledger)) => Step::Wait(format!(
@@ -128,12 +133,17 @@ pub(crate) fn bucket(replicas: usize) -> Bucket<'static> {
     Bucket { name: BINDING, ttl: None, replicas }
 }
 
+/// The ledger a binding names when its value does not parse (a newer schema, a corrupted
+/// value): no ledger's identity, so no node serves under it, and no ledger records it
+/// ([`decide`] waits instead).
+pub const UNREADABLE: &str = "?";
+
 /// NATS's binding, within one request bound. A value that does not parse reads as a binding
-/// to no ledger (`"?"`), which no node follows.
+/// to [`UNREADABLE`].
 pub(crate) async fn read(store: &Store) -> Result<Option<Binding>, JetStreamError> {
     let value = js::request("reading the binding", store.get(BINDING_KEY)).await?;
     Ok(value.map(|value| {
-        serde_json::from_slice::<Binding>(&value).unwrap_or(Binding { ledger: "?".to_owned(), partitions: 0 })
+        serde_json::from_slice::<Binding>(&value).unwrap_or(Binding { ledger: UNREADABLE.to_owned(), partitions: 0 })
     }))
 }
 
@@ -255,6 +265,8 @@ mod tests {
         assert_eq!(decide(&facts(None, None)), Step::Bind);
         let claimed = Facts { claimant: Some(("b-1", "B")), unbound_for: GRACE * 100, ..facts(None, None) };
         assert!(matches!(decide(&claimed), Step::Wait(_)));
+        // A value that does not parse is never recorded as the deployment's ledger.
+        assert!(matches!(decide(&facts(None, Some((UNREADABLE, 0)))), Step::Wait(_)));
     }
 
     /// Whatever NATS says, the ledger's record is never overruled: a node serves only a

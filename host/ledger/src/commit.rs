@@ -156,7 +156,10 @@ async fn commit_batches(
         }
         let started = Instant::now();
         let (prepared, busy) = prepare(&store, batch, &last).await;
-        deferred = busy;
+        // `gather` took every deferred transfer (there are never more than a batch), so this
+        // is the whole list; were any left, those put off now would still go first, since
+        // `gather` takes the oldest.
+        deferred.splice(0..0, busy);
         wait_for(committing.take()).await;
         if let Some(prepared) = prepared {
             let ids = prepared.ids.clone();
@@ -269,6 +272,11 @@ async fn prepare(store: &Store, batch: Vec<Job>, last: &LastBatch) -> (Option<Pr
         }
     };
     let (batch, deferred) = put_off_busy(batch, &begun.busy);
+    if batch.is_empty() {
+        // Everything was put off: nothing to write, and no commit to report (the transaction
+        // is rolled back as it is dropped).
+        return (None, deferred);
+    }
     let (jobs, answers): (Vec<(Transfer, Replies)>, Vec<_>) =
         batch.into_iter().map(|job| ((job.transfer, job.replies), job.answer)).unzip();
     // The ids this batch records, not those it put off: a later batch that holds the deferred
@@ -278,25 +286,32 @@ async fn prepare(store: &Store, batch: Vec<Job>, last: &LastBatch) -> (Option<Pr
     (Some(Prepared { ids, transaction: begun.transaction, writes, outcomes, answers }), deferred)
 }
 
-/// Splits off the transfers whose payer is `busy`, keeping their order: those that have
-/// waited [`BUSY_WAIT_MAX`] are answered [`LedgerError::Busy`], the others are returned to
-/// wait for a later batch. A busy payer's transfers all wait, so its order is kept too.
+/// Splits off the transfers that must wait, keeping their order: those whose payer is `busy`,
+/// and, so that the ledger still decides in submission order, those whose payer a waiting
+/// transfer credits (a payment must see a credit submitted before it). Those that have waited
+/// [`BUSY_WAIT_MAX`] are answered [`LedgerError::Busy`], and so are the later transfers of
+/// their payer in this batch, so a payer's order is not turned round by a refusal; the others
+/// are returned to wait for a later batch.
 fn put_off_busy(batch: Vec<Job>, busy: &BTreeSet<AccountId>) -> (Vec<Job>, Vec<Job>) {
     if busy.is_empty() {
         return (batch, Vec::new());
     }
     let now = Instant::now();
+    let mut waiting = busy.clone();
+    let mut refused: BTreeSet<AccountId> = BTreeSet::new();
     let (mut ready, mut deferred) = (Vec::with_capacity(batch.len()), Vec::new());
     for mut job in batch {
-        if !busy.contains(&job.transfer.payer) {
+        if !waiting.contains(&job.transfer.payer) {
             ready.push(job);
             continue;
         }
         let since = *job.busy_since.get_or_insert(now);
-        if now.duration_since(since) >= BUSY_WAIT_MAX {
+        if refused.contains(&job.transfer.payer) || now.duration_since(since) >= BUSY_WAIT_MAX {
             tracing::warn!(payer = %job.transfer.payer, "a payer's row stayed held by another writer; transfer refused, retryable");
+            refused.insert(job.transfer.payer.clone());
             let _ = job.answer.send(Err(LedgerError::Busy(job.transfer.payer.to_string())));
         } else {
+            waiting.insert(job.transfer.payee.clone());
             deferred.push(job);
         }
     }

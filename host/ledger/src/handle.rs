@@ -49,7 +49,7 @@ impl Ledger {
         settings: LedgerSettings,
         observer: Option<Arc<dyn CommitObserver>>,
     ) -> Result<Ledger, LedgerError> {
-        Ledger::start(Store::connect(url, &settings, true).await?, settings, observer)
+        Ok(Ledger::start(Store::connect(url, &settings, true).await?, settings, observer))
     }
 
     /// Opens the ledger at `url` only if one is there, creating nothing: for tools that
@@ -59,16 +59,12 @@ impl Ledger {
     /// inspecting tools use it.
     pub async fn open_existing(url: &str) -> Result<Ledger, LedgerError> {
         let settings = LedgerSettings::default();
-        Ledger::start(Store::connect(url, &settings, false).await?, settings, None)
+        Ok(Ledger::start(Store::connect(url, &settings, false).await?, settings, None))
     }
 
-    fn start(
-        store: Store,
-        settings: LedgerSettings,
-        observer: Option<Arc<dyn CommitObserver>>,
-    ) -> Result<Ledger, LedgerError> {
+    fn start(store: Store, settings: LedgerSettings, observer: Option<Arc<dyn CommitObserver>>) -> Ledger {
         let committer = commit::start(store.clone(), settings, observer);
-        Ok(Ledger { store, committer, probe: Arc::default() })
+        Ledger { store, committer, probe: Arc::default() }
     }
 
     /// Records `transfer` once, in the next batch, storing the one of `replies` that its

@@ -156,6 +156,16 @@ impl Slot {
     }
 }
 
+/// Leaves a connection's place when its task ends, however it ends: a handler that panicked
+/// would otherwise keep a place, marked inside a request, for good.
+struct Leave(Arc<Slot>);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
 async fn connection(
     stream: TcpStream,
     state: Arc<ApiState>,
@@ -163,6 +173,7 @@ async fn connection(
     mut shutdown: Signal,
     slot: Arc<Slot>,
 ) {
+    let _leave = Leave(slot.clone());
     let tracked = slot.clone();
     let service = service_fn(move |request| {
         let (state, slot) = (state.clone(), tracked.clone());
@@ -188,5 +199,4 @@ async fn connection(
             let _ = connection.await;
         }
     }
-    slot.leave();
 }
