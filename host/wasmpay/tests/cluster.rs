@@ -414,6 +414,7 @@ async fn losing_any_one_nats_server_costs_at_most_a_lease_ttl() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let renewals_failed_before = sum_of(&everyone, "wasmpay_lease_renewal_failures_total").await;
     let mut outages = Vec::new();
+    let (mut samples, mut not_ready) = (0_u64, 0_u64);
     for kind in ["the lease bucket's leader", "the member bucket's leader", "a server leading neither"] {
         let (leases, members) = (leader("KV_wasmpay_leases").await, leader("KV_wasmpay_members").await);
         let server = match kind {
@@ -426,7 +427,14 @@ async fn losing_any_one_nats_server_costs_at_most_a_lease_ttl() {
         };
         let killed_at = Instant::now();
         nats.stop_server(server);
-        tokio::time::sleep(DOWN).await;
+        // /readyz must say what a payment sent now would meet: sampled while the server is down.
+        while killed_at.elapsed() < DOWN {
+            for member in &everyone {
+                samples += 1;
+                not_ready += u64::from(member.get("/readyz").await.is_none());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         nats.start_server(server).unwrap();
         converged_within(&everyone, NATS_RESTART_BOUND).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -442,7 +450,8 @@ async fn losing_any_one_nats_server_costs_at_most_a_lease_ttl() {
     }
     let leases_lost = sum_of(&everyone, "wasmpay_leases_lost_total").await;
     eprintln!(
-        "{} payments, {retries} retries, {renewals_failed} renewals without an answer, {leases_lost} leases lost",
+        "{} payments, {retries} retries, {renewals_failed} renewals without an answer, {leases_lost} leases lost; \
+         /readyz not ready in {not_ready} of {samples} samples while a server was down",
         paid.len()
     );
     let answered: Vec<(String, usize, Reply)> = paid.into_iter().map(|paid| (paid.id, paid.from, paid.reply)).collect();
