@@ -302,9 +302,14 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
             }
         };
         self.memory.binding_failures.clear();
+        let starts_serving = matches!(step, Step::Serve) && self.memory.refused.is_some();
         let (refused, waiting) = match step {
             Step::Wait(reason) => (Some(reason), true),
             Step::Refuse(reason) => (Some(reason), false),
+            _ if starts_serving && !self.announced_serving().await => (
+                Some("announcing that this node's ledger serves the deployment before serving it".to_owned()),
+                true,
+            ),
             _ => (None, false),
         };
         if refused != self.memory.refused {
@@ -455,6 +460,28 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
             Some(seen) => (seen + self.heartbeat * 2).min(now),
             None => now,
         }
+    }
+
+    /// Announces at once that this node's ledger serves the deployment, and says whether the
+    /// member watch shows it already. A node starts serving only once it does: a node of a
+    /// ledger with no record binds a deployment whose binding NATS lost only if no live member
+    /// says its ledger serves it, so a node that served before saying so could lose the binding
+    /// in between and see the deployment bound to another ledger while its own ledger had
+    /// taken payments (found by the deterministic simulation, F3: the binding made and lost
+    /// within a heartbeat). The record comes back within a round trip; the round that sees it
+    /// serves.
+    async fn announced_serving(&mut self) -> bool {
+        let serving = |owner: &Self| {
+            let seen = owner.tables.members.live(owner.ttl, owner.tables_now()).remove(&owner.identity.node);
+            let member = seen.and_then(|seen| seen.record::<Member>());
+            member.is_some_and(|member| member.serves.as_deref() == Some(owner.deployment.as_str()))
+        };
+        if serving(self) {
+            return true;
+        }
+        self.memory.heartbeat_at = None;
+        self.announce().await;
+        serving(self)
     }
 
     /// Whether this node's own announcements come back through the member watch, so its
