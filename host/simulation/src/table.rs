@@ -1,0 +1,49 @@
+//! A bucket's live keys as one node last saw them through its watch, mirroring
+//! `host/cluster/src/table.rs`: a put with the revision already seen keeps when it was first
+//! seen (a watch started again replays what it saw, no fresher for it), a delete removes the
+//! key, and expiry sends no event, so entries age out by the node's own clock.
+
+use std::collections::BTreeMap;
+
+use crate::kv::{Change, Key, Value};
+use crate::time::Millis;
+
+/// One key's newest value, and when (on the node's clock) it was seen.
+#[derive(Clone, Copy, Debug)]
+pub struct Seen {
+    pub value: Value,
+    revision: u64,
+    pub at: Millis,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    entries: BTreeMap<Key, Seen>,
+}
+
+impl Table {
+    /// `table::record`.
+    pub fn record(&mut self, change: Change, now: Millis) {
+        match change.value {
+            Some(value) => match self.entries.get(&change.key) {
+                Some(seen) if seen.revision == change.revision => {}
+                _ => {
+                    self.entries.insert(change.key, Seen { value, revision: change.revision, at: now });
+                }
+            },
+            None => {
+                self.entries.remove(&change.key);
+            }
+        }
+    }
+
+    /// `Table::seen_at`.
+    pub fn seen_at(&self, key: Key) -> Option<Millis> {
+        self.entries.get(&key).map(|seen| seen.at)
+    }
+
+    /// `Table::live`: the keys seen within `ttl` before `now`.
+    pub fn live(&self, ttl: Millis, now: Millis) -> impl Iterator<Item = (Key, Seen)> + '_ {
+        self.entries.iter().filter(move |(_, seen)| now.saturating_sub(seen.at) < ttl).map(|(key, seen)| (*key, *seen))
+    }
+}
