@@ -12,7 +12,8 @@
 //! the invariants are checked from what the ledgers did ([`invariants`]). docs/cluster.md,
 //! "Deterministic simulation", has what is modelled and the measurements.
 //!
-//! Layout (each module uses only modules above it in this list):
+//! Layout (each module uses only modules above it in this list, but for `trace`, which
+//! records `world`'s events):
 //! - [`rng`]: SplitMix64, the only randomness.
 //! - [`time`]: simulated time, the protocol's timing, a node's clock.
 //! - [`ledger`]: fencing tokens, idempotent commits, the deployment's record.

@@ -372,13 +372,13 @@ impl Node {
         });
     }
 
-    /// Sends a request of the round, bounded by `bound` and by the end of the binding's
-    /// settling when in it.
+    /// Sends a KV request of the round, bounded by one request bound.
     fn round_kv(&mut self, op: KvOp, cx: &mut Ctx<'_>) {
         let timeout = cx.timing.request;
         self.send(Purpose::Round, Request::Kv(op, timeout), cx);
     }
 
+    /// Sends a KV request of the binding's settling, bounded also by the settling's end.
     fn settle_kv(&mut self, op: KvOp, cx: &mut Ctx<'_>) {
         let timeout = self.settle_bound(cx.timing.request, cx);
         self.send(Purpose::Round, Request::Kv(op, timeout), cx);

@@ -560,7 +560,6 @@ impl World {
     /// Lets `node` handle an event, then carries out what it asked for.
     fn with_node(&mut self, node: NodeId, handle: impl FnOnce(&mut Node, &mut Ctx<'_>)) {
         let index = usize::from(node);
-        let Some(incarnation) = self.nodes[index].incarnation().or(Some(self.incarnations)) else { return };
         let refused_before = self.nodes[index].refused().map(str::to_owned);
         let mut effects = Vec::new();
         let mut cx = Ctx {
@@ -577,7 +576,7 @@ impl World {
             let (name, refused) = (self.nodes[index].name(), self.nodes[index].refused());
             self.trace.note(self.now - EPOCH, || format!("{name}: {}", refused.unwrap_or("serving")));
         }
-        let incarnation = self.nodes[index].incarnation().unwrap_or(incarnation);
+        let Some(incarnation) = self.nodes[index].incarnation() else { return };
         for effect in effects {
             self.effect(node, incarnation, effect);
         }
