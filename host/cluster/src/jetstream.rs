@@ -173,9 +173,47 @@ async fn open_bucket_once(
     config: &stream::Config,
 ) -> Result<(kv::Store, Duration), Cause> {
     let mut created = jetstream.get_or_create_stream(config.clone()).await.map_err(Cause::from)?;
-    let actual = created.info().await.map_err(Cause::from)?.config.max_age;
+    let actual = reconcile_replicas(jetstream, &mut created, config.num_replicas).await?.max_age;
     let store = jetstream.get_key_value(name).await.map_err(Cause::from)?;
     Ok((store, actual))
+}
+
+/// JetStream replicas of the cluster's state (buckets, durable streams, the plugin store) when
+/// the operator set none: three on a clustered NATS, whose point is to survive the loss of a
+/// server, and one on a single server, which cannot place more.
+pub fn replicas(client: &async_nats::Client, configured: Option<usize>) -> usize {
+    match (configured, clustered(client)) {
+        (Some(replicas), _) => replicas.max(1),
+        (None, Some(_)) => CLUSTERED_REPLICAS,
+        (None, None) => 1,
+    }
+}
+
+/// The name of the NATS cluster `client` is connected to, if the server is in one.
+pub fn clustered(client: &async_nats::Client) -> Option<String> {
+    client.server_info().cluster.filter(|name| !name.is_empty())
+}
+
+/// Replicas on a clustered NATS unless configured: any one server can be lost.
+pub const CLUSTERED_REPLICAS: usize = 3;
+
+/// Sets `stream`'s replicas to `wanted` in place if they differ (an operator changed
+/// `replicas` after the first start: without this the first node's choice stayed for ever,
+/// silently); the stream's other settings are left as they are. Returns its configuration.
+async fn reconcile_replicas(
+    jetstream: &jetstream::Context,
+    stream: &mut stream::Stream,
+    wanted: usize,
+) -> Result<stream::Config, Cause> {
+    let mut config = stream.info().await.map_err(Cause::from)?.config.clone();
+    let wanted = wanted.max(1);
+    if config.num_replicas.max(1) != wanted {
+        let had = config.num_replicas;
+        config.num_replicas = wanted;
+        jetstream.update_stream(config.clone()).await.map_err(Cause::from)?;
+        tracing::info!(stream = %config.name, from = had, to = wanted, "changed the stream's JetStream replicas");
+    }
+    Ok(config)
 }
 
 /// Whether a request on the cluster's buckets failed since the rounds last looked: they then
@@ -201,7 +239,12 @@ pub async fn open_stream(
     jetstream: &jetstream::Context,
     config: stream::Config,
 ) -> Result<stream::Stream, JetStreamError> {
-    patiently(format!("stream `{}`", config.name), || jetstream.get_or_create_stream(config.clone())).await
+    patiently(format!("stream `{}`", config.name), || async {
+        let mut stream = jetstream.get_or_create_stream(config.clone()).await.map_err(Cause::from)?;
+        reconcile_replicas(jetstream, &mut stream, config.num_replicas).await?;
+        Ok::<_, Cause>(stream)
+    })
+    .await
 }
 
 /// Opens the object store `config` names, creating it if it is missing ([`patiently`]).
@@ -210,10 +253,13 @@ pub async fn open_object_store(
     config: object_store::Config,
 ) -> Result<object_store::ObjectStore, JetStreamError> {
     patiently(format!("object store `{}`", config.bucket), || async {
-        match jetstream.get_object_store(&config.bucket).await {
-            Ok(store) => Ok(store),
-            Err(_) => jetstream.create_object_store(config.clone()).await.map_err(Cause::from),
-        }
+        let store = match jetstream.get_object_store(&config.bucket).await {
+            Ok(store) => store,
+            Err(_) => jetstream.create_object_store(config.clone()).await.map_err(Cause::from)?,
+        };
+        let mut stream = jetstream.get_stream(format!("OBJ_{}", config.bucket)).await.map_err(Cause::from)?;
+        reconcile_replicas(jetstream, &mut stream, config.num_replicas).await?;
+        Ok::<_, Cause>(store)
     })
     .await
 }

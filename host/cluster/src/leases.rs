@@ -2,9 +2,11 @@
 //! (update on the last revision), release (delete on the last revision).
 //!
 //! Renewals run on a task of their own ([`renew`]), so a slow handover or claim in a round
-//! never lets this node's other leases lapse; a lease that could not be renewed in time, or
-//! that another node has taken, is closed at once without handing over (the ledger fences
-//! whatever this node still posts under it).
+//! never lets this node's other leases lapse. A lease that NATS says another node has taken
+//! (or that expired there) is closed at once without handing over; one whose renewals get no
+//! answer is kept, because no answer is what a replicated bucket electing a leader gives, and
+//! the lease usually survives it (the ledger's fence, not the lease, keeps a successor safe).
+//! Dropping it would close every partition of every node each time a bucket's leader is lost.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,6 +18,7 @@ use futures::future::join_all;
 use crate::jetstream::{self as js, Cause, Damage, JetStreamError};
 use crate::ports::{ClusterObserver, Partitions};
 use crate::records::{Lease, encode, lease_key};
+use crate::repeats::Repeats;
 use crate::settings::Identity;
 
 /// A lease this node holds.
@@ -141,14 +144,18 @@ impl LeaseBucket {
 enum Renewal {
     /// At this new revision.
     Renewed(u64),
-    /// The revision moved: another node holds the lease now.
+    /// Another node holds the lease now.
     Lost,
 }
 
 /// Renews, every sixth of the TTL, each lease last renewed a third of the TTL ago. A lease
-/// whose revision moved belongs to another node now; one that could not be renewed for nearly
-/// a TTL (NATS unreachable) may have expired on the server: both are dropped and their
-/// partitions closed at once.
+/// another node holds now is dropped and its partition closed at once; one that expired on
+/// the server and that nobody took is created again, and kept. A renewal that gets no answer keeps the lease and
+/// is tried again at the next pass: NATS answers again within an election on a clustered
+/// NATS, and if the lease expired meanwhile, the answer then says so. Until it does, the
+/// partition stays open, which is safe: a node that took the lease after it expired claimed
+/// the partition in the ledger first, and the ledger refuses this node's payments under the
+/// older token.
 pub(crate) async fn renew<P: Partitions>(
     bucket: LeaseBucket,
     holdings: Holdings,
@@ -156,6 +163,7 @@ pub(crate) async fn renew<P: Partitions>(
     observer: Arc<dyn ClusterObserver>,
     ttl: Duration,
 ) {
+    let mut unanswered = Repeats::default();
     loop {
         tokio::time::sleep(ttl / 6).await;
         let renewing = holdings.renewing.lock().await;
@@ -171,9 +179,19 @@ pub(crate) async fn renew<P: Partitions>(
             async move {
                 let sent = Instant::now();
                 let renewed = js::request("renewing a lease", async {
-                    match store.update(lease_key(*partition), value, held.revision).await {
+                    match store.update(lease_key(*partition), value.clone(), held.revision).await {
                         Ok(revision) => Ok(Renewal::Renewed(revision)),
-                        Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => Ok(Renewal::Lost),
+                        // Expired on the server (an outage longer than the TTL: a replicated
+                        // bucket electing a leader) and nobody took it: take it again at once
+                        // instead of closing the partition. If another node claimed the
+                        // partition meanwhile, the round's fence check gives it up.
+                        Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => {
+                            match store.create(lease_key(*partition), value).await {
+                                Ok(revision) => Ok(Renewal::Renewed(revision)),
+                                Err(error) if error.kind() == CreateErrorKind::AlreadyExists => Ok(Renewal::Lost),
+                                Err(error) => Err(Cause::from(error)),
+                            }
+                        }
                         Err(error) => Err(Cause::from(error)),
                     }
                 });
@@ -181,6 +199,7 @@ pub(crate) async fn renew<P: Partitions>(
             }
         });
         let results = join_all(renewals).await;
+        let mut failed: Vec<(u32, JetStreamError)> = Vec::new();
         let lost: Vec<(u32, u64)> = holdings.with(|held| {
             let mut lost = Vec::new();
             for (partition, sent, renewed) in results {
@@ -193,11 +212,7 @@ pub(crate) async fn renew<P: Partitions>(
                     }
                     Err(error) => {
                         observer.renewal_failed();
-                        bucket.damage.report();
-                        tracing::warn!(partition, %error, "could not renew the lease");
-                        if lease.renewed.elapsed() + ttl / 6 >= ttl {
-                            lost.push((partition, lease.opening));
-                        }
+                        failed.push((partition, error));
                     }
                 }
             }
@@ -207,7 +222,19 @@ pub(crate) async fn renew<P: Partitions>(
             lost
         });
         drop(renewing);
+        match failed.first() {
+            None => unanswered.clear(),
+            Some((_, error)) => {
+                bucket.damage.report();
+                // One line per outage (and every 30 s while it lasts), not one per lease per pass.
+                if let Some(suppressed) = unanswered.admit("could not renew leases") {
+                    let partitions: Vec<u32> = failed.iter().map(|(partition, _)| *partition).collect();
+                    tracing::warn!(%error, ?partitions, suppressed, "could not renew leases; keeping them and their partitions until NATS answers (the ledger fences a successor)");
+                }
+            }
+        }
         if !lost.is_empty() {
+            observer.leases_lost(u64::try_from(lost.len()).unwrap_or(u64::MAX));
             let lost_partitions: Vec<u32> = lost.iter().map(|(partition, _)| *partition).collect();
             tracing::warn!(partitions = ?lost_partitions, "leases lost (expired, or taken over); closing their partitions");
             // Closed on tasks of their own, so the next renewals are not held up; by opening,

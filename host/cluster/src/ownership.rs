@@ -91,6 +91,8 @@ struct Memory {
     /// Partitions reported as held by a node on another ledger (or partitioning), so each is
     /// said once.
     foreign: BTreeSet<u32>,
+    /// When this node last compared its tokens with the ledger's fences.
+    fences_checked_at: Option<Instant>,
 }
 
 /// The state of the rounds.
@@ -133,8 +135,16 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
     ) -> Result<Self, ClusterError> {
         let jetstream = async_nats::jetstream::new(client.clone());
         let wanted = Duration::from_millis(settings.lease_ttl_ms.max(1));
-        let binding = binding::open(&jetstream, settings.replicas).await?;
-        let bucket = |name| Bucket { name, ttl: Some(wanted), replicas: settings.replicas };
+        let replicas = js::replicas(&client, settings.replicas);
+        if let Some(cluster) = js::clustered(&client).filter(|_| replicas == 1) {
+            tracing::warn!(
+                %cluster,
+                "[cluster] replicas = 1 on a clustered NATS: each bucket lives on one server, and losing it stops \
+                 payments until it is back; leave replicas unset (3 on a cluster) or set 3"
+            );
+        }
+        let binding = binding::open(&jetstream, replicas).await?;
+        let bucket = |name| Bucket { name, ttl: Some(wanted), replicas };
         let (members, _) = js::open_bucket(&jetstream, bucket(MEMBERS)).await?;
         let (leases, ttl) = js::open_bucket(&jetstream, bucket(LEASES)).await?;
         if ttl != wanted {
@@ -164,7 +174,7 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
             jetstream,
             identity,
             deployment: settings.deployment,
-            replicas: settings.replicas,
+            replicas,
             damage,
             ttl,
             heartbeat: Duration::from_millis(settings.heartbeat_ms.max(1)).min(ttl / 3),
@@ -226,6 +236,7 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
             self.publish_view(&assigned);
             return;
         }
+        self.check_fences().await;
         let held = self.holdings.partitions();
         let plan = plan::plan(&self.identity.node, &assigned, &held, &self.holders());
         self.report_foreign(&plan.foreign);
@@ -263,6 +274,8 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
             tracing::debug!("the cluster's buckets are all there");
             // Read the binding in this round: if its bucket was lost, it is bound again now.
             self.memory.rebound_at = None;
+            // The members' records may be lost with them: the binding's grace starts again.
+            self.memory.unbound_since = None;
         } else {
             tracing::warn!(?failed, "could not re-create the cluster's buckets; trying again");
             self.damage.report();
@@ -327,7 +340,12 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         let mut nats = self.read_nats_binding().await?;
         for _ in 0..STEPS_MAX {
             let unbound = self.memory.recorded.is_none() && nats.is_none();
-            let since = match unbound {
+            // The grace counts only time in which this node hears the members: while its own
+            // announcements do not come back (the member bucket lost, or electing a leader), a
+            // live node of the bound ledger may not have announced itself again, and an old
+            // start of the count would bind at once when the buckets return (found by the
+            // deterministic simulation).
+            let since = match unbound && self.hears_members() {
                 true => *self.memory.unbound_since.get_or_insert_with(Instant::now),
                 false => {
                     self.memory.unbound_since = None;
@@ -439,6 +457,13 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         }
     }
 
+    /// Whether this node's own announcements come back through the member watch, so its
+    /// member table shows every live node ([`Owner::tables_now`]).
+    fn hears_members(&self) -> bool {
+        let seen = self.tables.members.seen_at(&self.identity.node);
+        seen.is_some_and(|seen| seen.elapsed() <= self.heartbeat * 2)
+    }
+
     /// Whether `ledger` and `partitions` are this node's: only such nodes share partitions.
     fn alike(&self, ledger: &str, partitions: u32) -> bool {
         ledger == self.identity.ledger && partitions == self.identity.partitions
@@ -494,6 +519,36 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
                 "partitions are held by a node that writes another ledger or partitions differently: this node \
                  cannot serve them (nodes share partitions only on one ledger; a SQLite node is a cluster of one)"
             );
+        }
+    }
+
+    /// Gives up, every third of the TTL, each held partition whose fence a later claim has
+    /// passed: another node claimed it (after this node's lease expired during an outage and
+    /// was taken), so the ledger refuses every payment this node posts there, and holding the
+    /// lease would keep the partition unserved for good. Handed over like any other, it is
+    /// taken again with a fresh claim by whichever member the assignment gives it to. Found by
+    /// the deterministic simulation (docs/cluster.md).
+    async fn check_fences(&mut self) {
+        let due = self.memory.fences_checked_at.is_none_or(|at| at.elapsed() >= self.ttl / 3);
+        let held: BTreeMap<u32, u64> =
+            self.holdings.with(|held| held.iter().map(|(partition, held)| (*partition, held.token)).collect());
+        if !due || held.is_empty() {
+            return;
+        }
+        self.memory.fences_checked_at = Some(Instant::now());
+        let newest = match tokio::time::timeout(CLAIM_TIMEOUT, self.ports.fences.tokens()).await {
+            Ok(Ok(newest)) => newest,
+            // The ledger is what the payments need too: its failures are reported there.
+            _ => return,
+        };
+        let fenced: Vec<u32> = held
+            .iter()
+            .filter(|(partition, token)| newest.get(partition).is_some_and(|newest| newest > token))
+            .map(|(partition, _)| *partition)
+            .collect();
+        if !fenced.is_empty() {
+            tracing::warn!(partitions = ?fenced, "another node claimed these partitions after this node did: giving them up, to be taken again under a new claim");
+            self.hand_over(&fenced).await;
         }
     }
 

@@ -46,6 +46,10 @@ pub trait Fences: Send + Sync + 'static {
     /// Claims `partitions` for a new owner: each gets a token above any handed out before.
     fn claim(&self, partitions: &[u32]) -> impl Future<Output = Result<BTreeMap<u32, u64>, Self::Error>> + Send;
 
+    /// Every claimed partition's newest token: an owner holding an older one was fenced by a
+    /// later claim and can never post there again.
+    fn tokens(&self) -> impl Future<Output = Result<BTreeMap<u32, u64>, Self::Error>> + Send;
+
     /// The ledger `deployment` is bound to, as this ledger recorded it (`None`: never).
     fn binding(&self, deployment: &str) -> impl Future<Output = Result<Option<String>, Self::Error>> + Send;
 
@@ -66,6 +70,9 @@ pub trait ClusterObserver: Send + Sync + std::fmt::Debug {
     fn partitions_owned(&self, count: u64);
     /// A lease renewal failed (lost to another node, or unanswered).
     fn renewal_failed(&self);
+    /// `count` leases were dropped and their partitions closed: NATS said another node holds
+    /// them, or that they expired (an outage longer than the TTL).
+    fn leases_lost(&self, count: u64);
 }
 
 /// The node's parts the cluster drives.

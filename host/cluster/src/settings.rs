@@ -22,8 +22,11 @@ pub struct ClusterSettings {
     /// How often a node announces itself and looks at the assignment; leases are renewed every
     /// third of the TTL.
     pub heartbeat_ms: u64,
-    /// JetStream replicas of the two buckets (1, or 3 on a three-server NATS cluster).
-    pub replicas: usize,
+    /// JetStream replicas of the cluster's buckets, its plugin store and (unless
+    /// `[delivery] replicas` says otherwise) the durable streams. Unset: 3 on a clustered
+    /// NATS, 1 on a single server ([`crate::jetstream::replicas`]). A change takes effect in
+    /// place at the next start of a node.
+    pub replicas: Option<usize>,
 }
 
 impl Default for ClusterSettings {
@@ -32,7 +35,7 @@ impl Default for ClusterSettings {
             deployment: DEFAULT_DEPLOYMENT.to_owned(),
             lease_ttl_ms: 3_000,
             heartbeat_ms: 500,
-            replicas: 1,
+            replicas: None,
         }
     }
 }

@@ -17,6 +17,8 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
+use crate::jetstream as js;
+
 /// How long to wait before watching a bucket again after its watch ended.
 const REWATCH_DELAY: Duration = Duration::from_millis(250);
 
@@ -46,7 +48,10 @@ impl Table {
             // Said once per outage: a deleted bucket fails every attempt until it is re-created.
             let mut failing = false;
             loop {
-                match store.watch_with_history(">").await {
+                // Bounded: creating the watch's consumer on a stream that is electing a leader
+                // gets no answer, and the next attempt finds the new leader sooner than the
+                // client's own time-out would (nodes stayed out ~12 s behind it).
+                match js::request("watching the bucket", store.watch_with_history(">")).await {
                     Ok(mut watch) => loop {
                         if std::mem::take(&mut failing) {
                             tracing::info!(bucket = %store.name, "watching the bucket again");
@@ -99,9 +104,11 @@ fn record(entries: &Mutex<HashMap<String, Seen>>, entry: jetstream::kv::Entry) {
     let mut entries = entries.lock().unwrap_or_else(PoisonError::into_inner);
     match entry.operation {
         // A watch started again replays the values it has seen: they are no fresher for it, so
-        // they keep when they were first seen.
+        // they keep when they were first seen. A bucket re-created after a loss numbers its
+        // revisions again, so a new value may come with a revision seen before: it counts as
+        // new (a stale `serves` kept would mislead the binding's claimant check).
         Operation::Put => match entries.get(&entry.key) {
-            Some(seen) if seen.revision == entry.revision => {}
+            Some(seen) if seen.revision == entry.revision && seen.value == entry.value => {}
             _ => {
                 entries.insert(entry.key, Seen { value: entry.value, revision: entry.revision, at: Instant::now() });
             }

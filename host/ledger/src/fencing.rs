@@ -50,6 +50,22 @@ impl Ledger {
         })
     }
 
+    /// Every claimed partition's newest fencing token. An owner compares its own with it: a
+    /// lower one means another node claimed the partition since, and every payment it posts
+    /// there is refused, so it must give the partition up and take it again (a fresh claim)
+    /// rather than hold a lease it can never write under.
+    pub async fn fence_tokens(&self) -> Result<BTreeMap<u32, u64>, LedgerError> {
+        let rows: Vec<(i64, i64)> = store::on_store!(&self.store, backend => {
+            sqlx::query_as("SELECT partition, token FROM partition_fences").fetch_all(&backend.pool).await?
+        });
+        rows.into_iter()
+            .map(|(partition, token)| match (u32::try_from(partition), u64::try_from(token)) {
+                (Ok(partition), Ok(token)) => Ok((partition, token)),
+                _ => Err(LedgerError::Corrupt(format!("fence of partition {partition}: token {token}"))),
+            })
+            .collect()
+    }
+
     /// This ledger's identity, made at random when it was created: nodes that report the same
     /// identity write the same ledger (one SQLite file, or one PostgreSQL schema).
     pub async fn identity(&self) -> Result<String, LedgerError> {

@@ -26,6 +26,10 @@ impl Fences for LedgerFences {
         self.0.claim(partitions).await
     }
 
+    async fn tokens(&self) -> Result<BTreeMap<u32, u64>, LedgerError> {
+        self.0.fence_tokens().await
+    }
+
     async fn binding(&self, deployment: &str) -> Result<Option<String>, LedgerError> {
         self.0.deployment_binding(deployment).await
     }

@@ -8,6 +8,7 @@
 //! call_timeout_ms = 1000      # wall-clock backstop of one call
 //! memory_limit_mib = 16       # linear memory cap of one instance
 //! max_instances = 1000        # instances alive at once, all plugins together
+//! method_threads = 1          # payments of one method running plugins at once (default: cores - 1)
 //! cache_dir = "/var/cache/wasmpay"  # compiled plugins (serve's default: ~/.cache/wasmpay)
 //!
 //! [sandbox.quarantine]        # a version failing more than this share of its calls
@@ -37,13 +38,13 @@
 //! deployment = "default"      # the name a ledger records its binding to this NATS deployment under
 //! lease_ttl_ms = 3000         # a dead node's partitions move after about this long
 //! heartbeat_ms = 500          # how often a node announces itself and checks the assignment
-//! replicas = 1                # JetStream replicas of the cluster's buckets (3 on a NATS cluster)
+//! replicas = 3                # JetStream replicas of buckets, plugin store; unset: 3 on a NATS cluster, else 1
 //!
 //! [delivery]                  # request-reply on wasmpay.pay.<p>.<payer> is always served
 //! durable = false             # true: also wasmpay.durable.<p>.<payer> through JetStream
 //! ack_wait_ms = 30000         # an unacknowledged durable payment is delivered again after this
 //! results_max_age_s = 604800  # how long wasmpay.results.<payer> keeps replies (the ledger: always)
-//! replicas = 1                # JetStream replicas of the two streams
+//! replicas = 3                # JetStream replicas of the two streams; unset: the cluster's
 //!
 //! [http]
 //! max_connections = 256       # connections open at once; at the cap the idlest one is closed

@@ -37,13 +37,14 @@ pub struct DeliverySettings {
     pub ack_wait_ms: u64,
     /// How long results stay in `WASMPAY_RESULTS` (the ledger keeps them for ever).
     pub results_max_age_s: u64,
-    /// JetStream replicas of the two streams.
-    pub replicas: usize,
+    /// JetStream replicas of the two streams; unset, the cluster's (`[cluster] replicas`, 3
+    /// on a clustered NATS), so durable payments are as safe as the leases that serve them.
+    pub replicas: Option<usize>,
 }
 
 impl Default for DeliverySettings {
     fn default() -> Self {
-        DeliverySettings { durable: false, ack_wait_ms: 30_000, results_max_age_s: 7 * 24 * 3600, replicas: 1 }
+        DeliverySettings { durable: false, ack_wait_ms: 30_000, results_max_age_s: 7 * 24 * 3600, replicas: None }
     }
 }
 
@@ -68,13 +69,18 @@ pub struct Durable {
 
 impl Durable {
     /// Opens (or creates) the two streams.
-    pub async fn open(client: async_nats::Client, settings: DeliverySettings) -> Result<Durable, DurableError> {
+    /// `replicas` is the streams' JetStream replicas, resolved by the node.
+    pub async fn open(
+        client: async_nats::Client,
+        settings: DeliverySettings,
+        replicas: usize,
+    ) -> Result<Durable, DurableError> {
         let jetstream = jetstream::new(client);
         let payments = stream::Config {
             name: subjects::PAYMENTS_STREAM.to_owned(),
             subjects: vec![format!("{}.*.*", subjects::DURABLE_PREFIX)],
             storage: stream::StorageType::File,
-            num_replicas: settings.replicas.max(1),
+            num_replicas: replicas.max(1),
             duplicate_window: Duration::from_secs(120),
             ..stream::Config::default()
         };
@@ -82,7 +88,7 @@ impl Durable {
             name: subjects::RESULTS_STREAM.to_owned(),
             subjects: vec![format!("{}.*", subjects::RESULTS_PREFIX)],
             storage: stream::StorageType::File,
-            num_replicas: settings.replicas.max(1),
+            num_replicas: replicas.max(1),
             max_age: Duration::from_secs(settings.results_max_age_s.max(1)),
             duplicate_window: Duration::from_secs(120),
             ..stream::Config::default()

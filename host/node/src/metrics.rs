@@ -96,6 +96,7 @@ pub struct Metrics {
     handoffs: AtomicU64,
     /// Lease renewals that failed: the lease was lost (another owner) or NATS did not answer.
     lease_renewal_failures: AtomicU64,
+    leases_lost: AtomicU64,
     /// Ledger batches that refused payments under an older lease token (a newer owner claimed
     /// their partition).
     fenced_batches: AtomicU64,
@@ -120,6 +121,7 @@ impl Default for Metrics {
             partitions_owned: AtomicU64::new(0),
             handoffs: AtomicU64::new(0),
             lease_renewal_failures: AtomicU64::new(0),
+            leases_lost: AtomicU64::new(0),
             fenced_batches: AtomicU64::new(0),
             plugin_switches: AtomicU64::new(0),
             plugin_refusals: AtomicU64::new(0),
@@ -187,7 +189,7 @@ impl Metrics {
         for (name, kind, help, value) in plugins {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
-        let cluster: [(&str, &str, &str, &AtomicU64); 4] = [
+        let cluster: [(&str, &str, &str, &AtomicU64); 5] = [
             ("wasmpay_partitions_owned", "gauge", "Partitions this node holds the lease of.", &self.partitions_owned),
             ("wasmpay_handoffs_total", "counter", "Partitions handed over to another node.", &self.handoffs),
             (
@@ -195,6 +197,12 @@ impl Metrics {
                 "counter",
                 "Lease renewals that failed (lost or unanswered).",
                 &self.lease_renewal_failures,
+            ),
+            (
+                "wasmpay_leases_lost_total",
+                "counter",
+                "Leases dropped because NATS said another node holds them or they expired.",
+                &self.leases_lost,
             ),
             (
                 "wasmpay_fenced_batches_total",
@@ -233,6 +241,10 @@ impl ClusterObserver for Metrics {
 
     fn renewal_failed(&self) {
         self.lease_renewal_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn leases_lost(&self, count: u64) {
+        self.leases_lost.fetch_add(count, Ordering::Relaxed);
     }
 }
 

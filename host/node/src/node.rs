@@ -16,7 +16,7 @@ use crate::durable::{Durable, DurableError};
 use crate::metrics::Metrics;
 use crate::payments::Processor;
 use crate::plugins::{self, store::PluginStore, store::StoreError};
-use wasmpay_cluster::bounds;
+use wasmpay_cluster::{bounds, jetstream as js};
 use wasmpay_ledger::{CommitObserver, Ledger, LedgerError};
 use wasmpay_plugin_host::{PluginError, PluginHost, PluginRuntime, PluginSource};
 use wasmpay_protocol::routing::{DEFAULT_PARTITIONS, Partitioner};
@@ -182,13 +182,17 @@ impl Node {
             .await
             .map_err(|error| connect_failed(error.into()))?;
         // Serve what the cluster serves before taking a payment, then follow its changes.
-        let plugin_store = PluginStore::open(client.clone(), settings.config.cluster.replicas).await?;
+        let replicas = js::replicas(&client, settings.config.cluster.replicas);
+        let plugin_store = PluginStore::open(client.clone(), replicas).await?;
         let applied = plugins::catch_up(&plugin_host, &plugin_store, &metrics).await?;
         let processor = Arc::new(Processor::new(ledger.clone(), plugin_host.clone(), partitioner, metrics.clone()));
         let (shutdown, shutdown_signal) = watch::channel(false);
         let (failed, failure) = watch::channel(None);
         let durable = match settings.config.delivery.durable {
-            true => Some(Durable::open(client.clone(), settings.config.delivery).await?),
+            true => {
+                let durable_replicas = settings.config.delivery.replicas.unwrap_or(replicas);
+                Some(Durable::open(client.clone(), settings.config.delivery, durable_replicas).await?)
+            }
             false => None,
         };
         let bus_settings = BusSettings {

@@ -184,15 +184,19 @@ impl Instances {
     }
 
     /// Runs `pipeline` on a blocking thread, outside the async runtime (guest code is
-    /// synchronous and may run until its budget ends). The verdict is returned as soon as it
-    /// is known; the same thread then drops the used instances and makes the spares while the
-    /// caller records and answers the payment.
+    /// synchronous and may run until its budget ends), once its method has a free share of
+    /// the plugin CPU (`shares`). The verdict is returned as soon as it is known; the same
+    /// thread then drops the used instances and makes the spares (guest code too: the
+    /// share is held until then) while the caller records and answers the payment.
     pub async fn run_blocking(&mut self, pipeline: Pipeline, input: PaymentInput) -> Result<Verdict, PluginFailure> {
         let mut runner = self.take_back().await;
+        // The semaphore is never closed, so the permit always comes.
+        let share = self.runtime.shares.of(&pipeline.method).acquire_owned().await.ok();
         let (verdict_sender, verdict) = tokio::sync::oneshot::channel();
         self.replenishing = Some(tokio::task::spawn_blocking(move || {
             let _ = verdict_sender.send(runner.run(&pipeline, &input));
             runner.replenish(&pipeline);
+            drop(share);
             runner
         }));
         verdict.await.unwrap_or_else(|_| {

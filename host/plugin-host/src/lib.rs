@@ -14,6 +14,7 @@
 //! - `pipeline`: which plugins decide each payment method, and its fee bound.
 //! - `version`: a loaded plugin version: compiled, linked, described, within the contract.
 //! - `runtime`: the engine, linker, limits and census every plugin of a node shares.
+//! - `shares`: how many of a method's payments may run plugins at once.
 //! - `cache`: compiled code kept on disk.
 //! - `sandbox`: engine, linker, limits, store data, denied imports, epoch ticker.
 //! - `manifest`: what an operator states about a version (hash, methods, config, fixtures).
@@ -39,6 +40,7 @@ mod runtime;
 mod sandbox;
 mod selftest;
 mod settings;
+mod shares;
 mod sources;
 mod version;
 

@@ -15,6 +15,8 @@ use crate::version::LoadedPlugin;
 /// The plugins of one method.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
+    /// The method: its plugin calls share one bound of CPU (`shares`).
+    pub(crate) method: Arc<str>,
     pub(crate) validators: Vec<Arc<LoadedPlugin>>,
     pub(crate) fee_policy: Arc<LoadedPlugin>,
     pub(crate) fee_limit: FeeLimit,
@@ -105,7 +107,10 @@ impl Pipelines {
                 .map(|name| find(name, "validator", |p| p.info.validates))
                 .collect::<Result<Vec<_>, _>>()?;
             let fee_policy = find(&settings.fee, "fee-policy", |p| p.info.quotes_fees)?;
-            by_method.insert(method.clone(), Pipeline { validators, fee_policy, fee_limit: fee_limit(method) });
+            by_method.insert(
+                method.clone(),
+                Pipeline { method: method.as_str().into(), validators, fee_policy, fee_limit: fee_limit(method) },
+            );
         }
         let mut claimed_by: BTreeMap<&str, &str> = BTreeMap::new();
         for plugin in &plugins {
@@ -118,6 +123,7 @@ impl Pipelines {
                     return Err(PipelineError::AmbiguousMethod(other.to_owned(), info.name.clone(), method.clone()));
                 }
                 let pipeline = Pipeline {
+                    method: method.as_str().into(),
                     validators: vec![plugin.clone()],
                     fee_policy: plugin.clone(),
                     fee_limit: fee_limit(method),

@@ -11,6 +11,7 @@ use crate::cache::CompiledCache;
 use crate::census::Census;
 use crate::sandbox::{self, EpochTicker, Limits, PluginState, describe_error};
 use crate::settings::{QuarantineSettings, SandboxSettings};
+use crate::shares::MethodShares;
 
 /// The engine, linker and limits shared by every plugin of a node.
 pub struct PluginRuntime {
@@ -20,6 +21,7 @@ pub struct PluginRuntime {
     pub(crate) quarantine: QuarantineSettings,
     pub(crate) census: Census,
     pub(crate) cache: Option<CompiledCache>,
+    pub(crate) shares: MethodShares,
     _ticker: EpochTicker,
 }
 
@@ -55,6 +57,7 @@ impl PluginRuntime {
             quarantine: settings.quarantine,
             census: Census::default(),
             cache,
+            shares: MethodShares::new(settings.method_threads),
             _ticker: ticker,
         }))
     }

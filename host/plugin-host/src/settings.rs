@@ -25,6 +25,9 @@ pub struct SandboxSettings {
     /// per partition at a time, so `partitions x plugins per pipeline` (64 x 4 by default)
     /// is the most it needs; the rest is headroom for loading plugins.
     pub max_instances: u32,
+    /// Payments of one method whose plugins may run at once; unset, one less than the cores
+    /// (at least one), so a slow method leaves a core to the others and to the node.
+    pub method_threads: Option<usize>,
     /// When a version that keeps failing is taken out of the payment path.
     pub quarantine: QuarantineSettings,
     /// Where compiled plugins are kept between runs, keyed by the component's hash and the
@@ -39,6 +42,7 @@ impl Default for SandboxSettings {
             call_timeout_ms: 1_000,
             memory_limit_mib: 16,
             max_instances: 1_000,
+            method_threads: None,
             quarantine: QuarantineSettings::default(),
             cache_dir: None,
         }

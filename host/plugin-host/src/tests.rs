@@ -111,6 +111,7 @@ fn a_small_pool_serves_many_plugins_and_payments() {
     for round in 0..5 {
         for plugin in &plugins {
             let pipeline = Pipeline {
+                method: "faulty".into(),
                 validators: vec![plugin.clone()],
                 fee_policy: plugin.clone(),
                 fee_limit: FeeLimit::default(),
@@ -121,6 +122,66 @@ fn a_small_pool_serves_many_plugins_and_payments() {
         }
     }
     assert_eq!(calls.0.load(std::sync::atomic::Ordering::Relaxed), 5 * 8 * 2);
+}
+
+/// Records when each call ran, to see how many of one plugin's calls overlapped.
+#[derive(Debug, Default)]
+struct Spans(std::sync::Mutex<Vec<(std::time::Instant, std::time::Instant)>>);
+
+impl CallObserver for Spans {
+    fn plugin_called(&self, _plugin: &str, elapsed: std::time::Duration) {
+        let ended = std::time::Instant::now();
+        self.0.lock().expect("spans").push((ended - elapsed, ended));
+    }
+
+    fn plugin_quarantined(&self, _plugin: &str) {}
+}
+
+impl Spans {
+    /// The most calls that ran at one time.
+    fn most_at_once(&self) -> usize {
+        let spans = self.0.lock().expect("spans");
+        spans
+            .iter()
+            .map(|(start, _)| spans.iter().filter(|(from, to)| from <= start && start < to).count())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Payments of a method whose plugin is slow but legal, on four partitions at once: at most
+/// `method_threads` of them run plugins at a time, whatever the number of busy partitions,
+/// so other methods keep a core (without the bound, all four ran at once, each on its own
+/// thread, and the operating system shared the cores among them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_method_runs_at_most_its_share_of_calls_at_once() {
+    for threads in [1, 2] {
+        let settings = SandboxSettings { method_threads: Some(threads), ..SandboxSettings::default() };
+        let runtime = PluginRuntime::new(&settings).expect("runtime");
+        let plugin = Arc::new(load_bare(&runtime, "faulty", wasmpay_plugin_artifacts::FAULTY).expect("load"));
+        let pipeline = Pipeline {
+            method: "faulty".into(),
+            validators: vec![plugin.clone()],
+            fee_policy: plugin,
+            fee_limit: FeeLimit::default(),
+        };
+        let spans = Arc::new(Spans::default());
+        let partitions: Vec<_> = (0..4).map(|partition| {
+            let (pipeline, spans, runtime) = (pipeline.clone(), spans.clone(), runtime.clone());
+            tokio::spawn(async move {
+                let mut instances = Instances::new(runtime, spans);
+                let body = format!(
+                    r#"{{"version":1,"id":"slow-{partition}","payer":"alice","payee":"shop","amount":100,"currency":"EUR","method":"faulty","details":{{"fault":"work","iterations":"20000000"}}}}"#
+                );
+                let input = PaymentInput::new(&wasmpay_protocol::decode(body.as_bytes()).expect("valid request"), 0);
+                instances.run_blocking(pipeline, input).await
+            })
+        }).collect();
+        for partition in partitions {
+            assert!(matches!(partition.await.expect("task"), Ok(Verdict::Priced(_))));
+        }
+        assert_eq!(spans.most_at_once(), threads, "calls of one method running at once");
+    }
 }
 
 /// Collects what the `fmt` subscriber writes.
@@ -145,7 +206,12 @@ fn plugin_log_lines_are_bounded_single_lines_that_name_the_payment() {
     let runtime = runtime();
     let plugin = Arc::new(load_bare(&runtime, "faulty", wasmpay_plugin_artifacts::FAULTY).expect("load"));
     let mut instances = Instances::new(runtime.clone(), Arc::new(Calls::default()));
-    let pipeline = Pipeline { validators: vec![plugin.clone()], fee_policy: plugin, fee_limit: FeeLimit::default() };
+    let pipeline = Pipeline {
+        method: "faulty".into(),
+        validators: vec![plugin.clone()],
+        fee_policy: plugin,
+        fee_limit: FeeLimit::default(),
+    };
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();

@@ -223,6 +223,15 @@ impl Load {
     }
 }
 
+/// The longest time between `from` and `to` in which no payment of `paid` was answered.
+pub fn longest_gap(paid: &[Paid], from: Instant, to: Instant) -> Duration {
+    let mut done: Vec<Instant> =
+        paid.iter().map(|paid| paid.sent + paid.took).filter(|at| (from..to).contains(at)).collect();
+    done.sort_unstable();
+    done.push(to);
+    done.iter().scan(from, |last, at| Some(at.duration_since(std::mem::replace(last, *at)))).max().unwrap_or_default()
+}
+
 /// Pays until the answer is final: no responder (a partition between owners), no reply in
 /// time, or a reply with status `error` are retried with the same id.
 pub async fn pay_until_answered(
