@@ -46,6 +46,8 @@ pub enum LedgerOp {
     Record(LedgerId),
     /// `Ledger::claim`.
     Claim(Vec<u32>),
+    /// `Ledger::fence_tokens` (`Fences::tokens`, from c501df9): every partition's newest token.
+    Tokens,
     /// A payment posted under its partition's token.
     Commit { payment: PaymentId, partition: u32, token: u64 },
 }
@@ -66,6 +68,7 @@ pub enum LedgerReply {
     Binding(Option<LedgerId>),
     Recorded(LedgerId),
     Claimed(BTreeMap<u32, u64>),
+    Tokens(BTreeMap<u32, u64>),
     Committed(Commit),
 }
 
@@ -103,6 +106,7 @@ impl Ledger {
                     })
                     .collect(),
             ),
+            LedgerOp::Tokens => LedgerReply::Tokens(self.fences.clone()),
             LedgerOp::Commit { payment, partition, token } => {
                 let current = self.fences.get(partition).copied().unwrap_or(0);
                 if self.fencing && *token < current {
@@ -131,6 +135,7 @@ mod tests {
         };
         assert_eq!(claim(&mut ledger), 1);
         assert_eq!(claim(&mut ledger), 2);
+        assert_eq!(ledger.apply(&LedgerOp::Tokens), LedgerReply::Tokens(BTreeMap::from([(3, 2)])));
         let commit = |payment, token| LedgerOp::Commit { payment, partition: 3, token };
         assert_eq!(ledger.apply(&commit(1, 1)), LedgerReply::Committed(Commit::Fenced));
         assert_eq!(ledger.apply(&commit(1, 2)), LedgerReply::Committed(Commit::Applied));

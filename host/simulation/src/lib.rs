@@ -20,7 +20,7 @@
 //! - [`kv`]: the three buckets.
 //! - [`table`]: a bucket as a node's watch shows it.
 //! - [`network`]: delays, losses, duplicates, cuts.
-//! - [`rule`]: the binding rule (the real one, or cbf9137's).
+//! - [`protocol`]: the protocol version (the real one, or an older one).
 //! - [`node`]: a node's rounds, renewals and bus.
 //! - [`faults`]: a run's faults.
 //! - [`invariants`]: what must hold.
@@ -33,12 +33,12 @@ pub mod kv;
 pub mod ledger;
 pub mod network;
 pub mod node;
+pub mod protocol;
 pub mod rng;
-pub mod rule;
 pub mod table;
 pub mod time;
 pub mod trace;
 pub mod world;
 
-pub use rule::BindingRule;
+pub use protocol::Protocol;
 pub use world::{Config, Outcome, Violation, run};

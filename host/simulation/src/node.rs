@@ -15,7 +15,7 @@ use wasmpay_cluster::{Facts, Step, decide};
 
 use crate::kv::{BucketId, Key, KvOp, KvReply, NodeId, Value};
 use crate::ledger::{Commit, LedgerId, LedgerOp, LedgerReply, PaymentId};
-use crate::rule::BindingRule;
+use crate::protocol::Protocol;
 use crate::table::Table;
 use crate::time::{Clock, Millis, Timing};
 
@@ -47,7 +47,7 @@ pub struct Ctx<'a> {
     /// The world's time.
     pub now: Millis,
     pub timing: Timing,
-    pub rule: BindingRule,
+    pub protocol: Protocol,
     pub partitions: u32,
     /// Whether the node's NATS connection is up (`Owner::connected`).
     pub connected: bool,
@@ -89,6 +89,8 @@ struct Memory {
     unbound_since: Option<Millis>,
     repaired_at: Option<Millis>,
     claim_retry_at: Option<Millis>,
+    /// When this node last compared its tokens with the ledger's fences.
+    fences_checked_at: Option<Millis>,
 }
 
 /// Where a round is: each stage either goes on at once or waits for the answers to the
@@ -135,7 +137,13 @@ enum Stage {
         refused: Option<String>,
         waiting: bool,
     },
-    /// `Owner::round` after the binding: the plan.
+    /// `Owner::round` after the binding: stop if refused, then `Owner::check_fences`.
+    Fences,
+    /// `check_fences`: the ledger's tokens read; the held tokens as they were before.
+    FencesRead {
+        held: BTreeMap<u32, u64>,
+    },
+    /// `Owner::round`: the plan.
     Plan,
     /// `Owner::hand_over`: close, remove once no renewal is in flight, release.
     Close {
@@ -188,7 +196,11 @@ struct Round {
 /// A renewal in flight (`leases::renew`'s iteration).
 #[derive(Debug)]
 struct Renewal {
+    /// When it was sent, on the node's clock (what a renewed lease records).
     sent: Millis,
+    /// When it was sent, world time: each lease's update and create share one request bound.
+    sent_at: Millis,
+    /// The partition each request (an update, or the create that follows it) renews.
     partitions: BTreeMap<u64, u32>,
     waiting: BTreeSet<u64>,
     answers: BTreeMap<u64, Option<Answer>>,
@@ -294,8 +306,8 @@ impl Node {
         let local = self.local(cx);
         let Some(process) = &mut self.process else { return };
         match change.key.bucket() {
-            BucketId::Members => process.members.record(change, local),
-            BucketId::Leases => process.leases.record(change, local),
+            BucketId::Members => process.members.record(change, local, cx.protocol.new_bytes_are_fresh()),
+            BucketId::Leases => process.leases.record(change, local, cx.protocol.new_bytes_are_fresh()),
             BucketId::Binding => return,
         }
         if process.round.is_some() {
@@ -335,6 +347,14 @@ impl Node {
             Purpose::Renewal => {
                 let Some(renewal) = &mut process.renewal else { return };
                 if renewal.waiting.remove(&request) {
+                    let moved = answer == Some(Answer::Kv(KvReply::Updated(None)));
+                    let partition = renewal.partitions.get(&request).copied();
+                    if let Some(partition) = partition.filter(|_| moved && cx.protocol.keeps_unanswered_leases())
+                        && self.create_again(partition, cx)
+                    {
+                        return;
+                    }
+                    let Some(renewal) = self.process.as_mut().and_then(|p| p.renewal.as_mut()) else { return };
                     renewal.answers.insert(request, answer);
                     if renewal.waiting.is_empty() {
                         self.renewed(cx);
@@ -458,6 +478,11 @@ impl Node {
             Stage::Repaired => {
                 if answers.iter().all(|answer| *answer == Some(Answer::Kv(KvReply::Ensured))) {
                     memory.rebound_at = None;
+                    // The members' records may be lost with them: the binding's grace starts
+                    // again (`Owner::repair`, from c501df9).
+                    if cx.protocol.grace_while_heard() {
+                        memory.unbound_since = None;
+                    }
                 } else {
                     process.damage = true;
                 }
@@ -485,25 +510,25 @@ impl Node {
                 let Some(round) = &mut process.round else { return Flow::Next(Stage::Done) };
                 round.assigned = assigned;
                 let stale = memory.rebound_at.is_none_or(|at| local.saturating_sub(at) >= timing.ttl);
-                let due = match cx.rule {
-                    BindingRule::Current => memory.waiting || stale,
-                    BindingRule::Cbf9137 => stale,
+                let due = match cx.protocol.records_binding() {
+                    true => memory.waiting || stale,
+                    false => stale,
                 };
                 if !due || !cx.connected {
-                    return Flow::Next(Stage::Plan);
+                    return Flow::Next(Stage::Fences);
                 }
                 memory.rebound_at = Some(local);
                 round.settle_deadline = cx.now + timing.binding;
-                match cx.rule {
-                    BindingRule::Current if memory.recorded != Some(ledger) => {
+                match cx.protocol {
+                    Protocol::Current | Protocol::Before16 if memory.recorded != Some(ledger) => {
                         self.settle_ledger(LedgerOp::Binding, cx);
                         Flow::Await(Stage::LedgerRead)
                     }
-                    BindingRule::Current => {
+                    Protocol::Current | Protocol::Before16 => {
                         self.settle_kv(KvOp::Get(Key::Binding), cx);
                         Flow::Await(Stage::NatsRead { steps: 3 })
                     }
-                    BindingRule::Cbf9137 => {
+                    Protocol::Cbf9137 => {
                         self.round_kv(KvOp::Create(Key::Binding, Value::Binding { ledger }), cx);
                         Flow::Await(Stage::OldCreated)
                     }
@@ -515,7 +540,7 @@ impl Node {
                     self.settle_kv(KvOp::Get(Key::Binding), cx);
                     Flow::Await(Stage::NatsRead { steps: 3 })
                 }
-                _ => Flow::Next(Stage::Plan),
+                _ => Flow::Next(Stage::Fences),
             },
             Stage::NatsRead { steps } => match answers.first() {
                 Some(Some(Answer::Kv(KvReply::Got(value)))) => {
@@ -526,7 +551,7 @@ impl Node {
                 }
                 _ => {
                     process.damage = true;
-                    Flow::Next(Stage::Plan)
+                    Flow::Next(Stage::Fences)
                 }
             },
             Stage::Decide { steps } => self.decide(steps, local, timing, cx),
@@ -535,14 +560,14 @@ impl Node {
                     memory.recorded = Some(*recorded);
                     Flow::Next(Stage::Decide { steps })
                 }
-                _ => Flow::Next(Stage::Plan),
+                _ => Flow::Next(Stage::Fences),
             },
             Stage::Created { steps } => {
                 let created = match answers.first() {
                     Some(Some(Answer::Kv(KvReply::Created(revision)))) => revision.is_some(),
                     _ => {
                         process.damage = true;
-                        return Flow::Next(Stage::Plan);
+                        return Flow::Next(Stage::Fences);
                     }
                 };
                 self.settle_kv(KvOp::Get(Key::Binding), cx);
@@ -551,7 +576,7 @@ impl Node {
             Stage::CreatedRead { steps, created } => match answers.first() {
                 Some(Some(Answer::Kv(KvReply::Got(value)))) => {
                     if !created && value.is_none() {
-                        return Flow::Next(Stage::Plan);
+                        return Flow::Next(Stage::Fences);
                     }
                     if let Some(round) = &mut process.round {
                         round.nats = *value;
@@ -560,7 +585,7 @@ impl Node {
                 }
                 _ => {
                     process.damage = true;
-                    Flow::Next(Stage::Plan)
+                    Flow::Next(Stage::Fences)
                 }
             },
             Stage::OldCreated => match answers.first() {
@@ -573,7 +598,7 @@ impl Node {
                 }
                 _ => {
                     process.damage = true;
-                    Flow::Next(Stage::Plan)
+                    Flow::Next(Stage::Fences)
                 }
             },
             Stage::OldRead => match answers.first() {
@@ -587,7 +612,7 @@ impl Node {
                 }
                 _ => {
                     process.damage = true;
-                    Flow::Next(Stage::Plan)
+                    Flow::Next(Stage::Fences)
                 }
             },
             Stage::Verdict { refused, waiting } => {
@@ -600,7 +625,40 @@ impl Node {
             }
             Stage::Remember { refused, waiting } => {
                 (memory.refused, memory.waiting) = (refused, waiting);
-                Flow::Next(Stage::Plan)
+                Flow::Next(Stage::Fences)
+            }
+            Stage::Fences => {
+                if memory.refused.is_some() {
+                    return Flow::Next(Stage::Done);
+                }
+                // `Owner::check_fences` (from c501df9): at most every third of the TTL, and
+                // only while something is held.
+                let due = memory.fences_checked_at.is_none_or(|at| local.saturating_sub(at) >= timing.ttl / 3);
+                let held: BTreeMap<u32, u64> =
+                    process.held.iter().map(|(partition, held)| (*partition, held.token)).collect();
+                if !cx.protocol.checks_fences() || !due || held.is_empty() {
+                    return Flow::Next(Stage::Plan);
+                }
+                memory.fences_checked_at = Some(local);
+                self.send(Purpose::Round, Request::Ledger(LedgerOp::Tokens, timing.claim), cx);
+                Flow::Await(Stage::FencesRead { held })
+            }
+            Stage::FencesRead { held } => {
+                // A failed or late read leaves everything as it is (`_ => return`).
+                let Some(Some(Answer::Ledger(LedgerReply::Tokens(newest)))) = answers.first() else {
+                    return Flow::Next(Stage::Plan);
+                };
+                let fenced: Vec<u32> = held
+                    .iter()
+                    .filter(|(partition, token)| newest.get(partition).is_some_and(|newest| newest > token))
+                    .map(|(partition, _)| *partition)
+                    .collect();
+                if fenced.is_empty() {
+                    return Flow::Next(Stage::Plan);
+                }
+                // Handed over like any other (`Owner::hand_over`); the plan that follows reads
+                // what is held afterwards.
+                Flow::Next(Stage::Close { partitions: fenced, then: Box::new(Stage::Plan) })
             }
             Stage::Plan => {
                 if memory.refused.is_some() {
@@ -699,9 +757,10 @@ impl Node {
     /// One pass of `settle_binding`'s loop: the real `decide`, and the step it asks for.
     fn decide(&mut self, steps: usize, local: Millis, timing: Timing, cx: &mut Ctx<'_>) -> Flow {
         if steps == 0 {
-            return Flow::Next(Stage::Plan);
+            return Flow::Next(Stage::Fences);
         }
         let claimant = self.claimant(local, timing);
+        let hears_members = self.hears_members(local, timing);
         let ledger = self.ledger;
         let Some(process) = &mut self.process else { return Flow::Next(Stage::Done) };
         let Some(round) = &process.round else { return Flow::Next(Stage::Done) };
@@ -710,7 +769,10 @@ impl Node {
             Some(Value::Binding { ledger }) => Some((ledger.name(), cx.partitions)),
             _ => None,
         };
-        let since = match memory.recorded.is_none() && nats.is_none() {
+        // From c501df9 the grace counts only while this node hears its own announcements
+        // (`settle_binding`, `Owner::hears_members`).
+        let heard = !cx.protocol.grace_while_heard() || hears_members;
+        let since = match memory.recorded.is_none() && nats.is_none() && heard {
             true => *memory.unbound_since.get_or_insert(local),
             false => {
                 memory.unbound_since = None;
@@ -728,7 +790,7 @@ impl Node {
         };
         match decide(&facts) {
             Step::Record(named) => {
-                let Some(named) = LedgerId::named(&named) else { return Flow::Next(Stage::Plan) };
+                let Some(named) = LedgerId::named(&named) else { return Flow::Next(Stage::Fences) };
                 self.settle_ledger(LedgerOp::Record(named), cx);
                 Flow::Await(Stage::Recorded { steps: steps - 1 })
             }
@@ -740,6 +802,13 @@ impl Node {
             Step::Refuse(reason) => Flow::Next(Stage::Verdict { refused: Some(reason), waiting: false }),
             Step::Serve => Flow::Next(Stage::Verdict { refused: None, waiting: false }),
         }
+    }
+
+    /// `Owner::hears_members` (from c501df9): whether this node's own announcement came back
+    /// through the member watch within two heartbeats.
+    fn hears_members(&self, local: Millis, timing: Timing) -> bool {
+        let seen = self.process.as_ref().and_then(|p| p.members.seen_at(Key::Member(self.id)));
+        seen.is_some_and(|seen| local.saturating_sub(seen) <= timing.heartbeat * 2)
     }
 
     /// `Owner::tables_now`.
@@ -818,6 +887,7 @@ impl Node {
         }
         process.renewal = Some(Renewal {
             sent: local,
+            sent_at: cx.now,
             partitions: BTreeMap::new(),
             waiting: BTreeSet::new(),
             answers: BTreeMap::new(),
@@ -832,25 +902,49 @@ impl Node {
         }
     }
 
-    /// Every renewal of an iteration answered: a lease whose revision moved is lost; one
-    /// not renewed for nearly a TTL may have expired: both are closed at once.
+    /// A renewal answered "wrong last revision" (`leases::renew` from c501df9): the lease
+    /// expired on the server, or another node holds it. Create the key again with the same
+    /// value, within what is left of the renewal's one request bound (`js::request` bounds
+    /// the update and the create together).
+    /// Whether the create was sent (the lease is still held; it always is while a renewal is
+    /// in flight, since `hand_over` waits for it).
+    fn create_again(&mut self, partition: u32, cx: &mut Ctx<'_>) -> bool {
+        let (me, ledger) = (self.id, self.ledger);
+        let Some(process) = &mut self.process else { return false };
+        let Some(held) = process.held.get(&partition) else { return false };
+        let Some(renewal) = &process.renewal else { return false };
+        let value = Value::Lease { node: me, ledger, token: Some(held.token) };
+        let timeout = (renewal.sent_at + cx.timing.request).saturating_sub(cx.now).max(1);
+        self.send(Purpose::Renewal, Request::Kv(KvOp::Create(Key::Lease(partition), value), timeout), cx);
+        if let Some(renewal) = self.process.as_mut().and_then(|p| p.renewal.as_mut()) {
+            renewal.partitions.insert(*cx.next_request, partition);
+        }
+        true
+    }
+
+    /// Every renewal of an iteration answered (`leases::renew`). A lease renewed (or created
+    /// again) is kept at its new revision; one another node holds now (the create found the
+    /// key; before c501df9, any moved revision) is dropped and its partition closed at once.
+    /// One whose renewal got no answer is kept, to be renewed at the next pass; before
+    /// c501df9 it was dropped and closed once nearly a TTL had passed without a renewal.
     fn renewed(&mut self, cx: &mut Ctx<'_>) {
         let local = self.local(cx);
         let ttl = cx.timing.ttl;
+        let keeps = cx.protocol.keeps_unanswered_leases();
         let Some(process) = &mut self.process else { return };
         let Some(renewal) = process.renewal.take() else { return };
         for (request, answer) in renewal.answers {
             let Some(partition) = renewal.partitions.get(&request) else { continue };
             let Some(lease) = process.held.get_mut(partition) else { continue };
             let lost = match answer {
-                Some(Answer::Kv(KvReply::Updated(Some(revision)))) => {
+                Some(Answer::Kv(KvReply::Updated(Some(revision)) | KvReply::Created(Some(revision)))) => {
                     (lease.revision, lease.renewed) = (revision, renewal.sent);
                     false
                 }
-                Some(Answer::Kv(KvReply::Updated(None))) => true,
+                Some(Answer::Kv(KvReply::Updated(None) | KvReply::Created(None))) => true,
                 _ => {
                     process.damage = true;
-                    local.saturating_sub(lease.renewed) + ttl / 6 >= ttl
+                    !keeps && local.saturating_sub(lease.renewed) + ttl / 6 >= ttl
                 }
             };
             if lost {

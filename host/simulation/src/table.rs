@@ -1,7 +1,7 @@
 //! A bucket's live keys as one node last saw them through its watch, mirroring
-//! `host/cluster/src/table.rs`: a put with the revision already seen keeps when it was first
-//! seen (a watch started again replays what it saw, no fresher for it), a delete removes the
-//! key, and expiry sends no event, so entries age out by the node's own clock.
+//! `host/cluster/src/table.rs`: a put with the revision and the value already seen keeps when
+//! it was first seen (a watch started again replays what it saw, no fresher for it), a delete
+//! removes the key, and expiry sends no event, so entries age out by the node's own clock.
 
 use std::collections::BTreeMap;
 
@@ -22,11 +22,13 @@ pub struct Table {
 }
 
 impl Table {
-    /// `table::record`.
-    pub fn record(&mut self, change: Change, now: Millis) {
+    /// `table::record`. A bucket re-created after a loss numbers its revisions again, so a new
+    /// value may come with a revision seen before: from c501df9 (`new_bytes_are_fresh`) it
+    /// counts as new; before, only the revision was compared and the stale value stayed.
+    pub fn record(&mut self, change: Change, now: Millis, new_bytes_are_fresh: bool) {
         match change.value {
             Some(value) => match self.entries.get(&change.key) {
-                Some(seen) if seen.revision == change.revision => {}
+                Some(seen) if seen.revision == change.revision && (seen.value == value || !new_bytes_are_fresh) => {}
                 _ => {
                     self.entries.insert(change.key, Seen { value, revision: change.revision, at: now });
                 }
