@@ -40,5 +40,6 @@ pub mod time;
 pub mod trace;
 pub mod world;
 
+pub use node::Stats;
 pub use protocol::Protocol;
 pub use world::{Config, Outcome, Violation, run};

@@ -244,11 +244,37 @@ pub struct Node {
     /// Every node's name by id (this one's at `id`): the names rendezvous hashing weighs.
     names: Vec<String>,
     pub process: Option<Process>,
+    /// What the node's processes did, over the run (kept across kills).
+    pub stats: Stats,
+}
+
+/// How often a run took the paths the protocol's fixes added (and the ones they replaced),
+/// so a sweep shows it exercised them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Partitions given up by `check_fences` (a later claim had passed their token).
+    pub fenced: u64,
+    /// Leases a renewal created again after they expired on the server.
+    pub recreated: u64,
+    /// Lease renewals that got no answer (the lease kept; before c501df9, dropped after
+    /// nearly a TTL of them).
+    pub unanswered: u64,
+    /// Leases dropped by the renewals, their partitions closed.
+    pub lost: u64,
+}
+
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, other: Stats) {
+        self.fenced += other.fenced;
+        self.recreated += other.recreated;
+        self.unanswered += other.unanswered;
+        self.lost += other.lost;
+    }
 }
 
 impl Node {
     pub fn new(id: NodeId, ledger: LedgerId, names: Vec<String>) -> Node {
-        Node { id, ledger, clock: Clock::default(), names, process: None }
+        Node { id, ledger, clock: Clock::default(), names, process: None, stats: Stats::default() }
     }
 
     pub fn name(&self) -> &str {
@@ -656,6 +682,7 @@ impl Node {
                 if fenced.is_empty() {
                     return Flow::Next(Stage::Plan);
                 }
+                self.stats.fenced += u64::try_from(fenced.len()).unwrap_or(u64::MAX);
                 // Handed over like any other (`Owner::hand_over`); the plan that follows reads
                 // what is held afterwards.
                 Flow::Next(Stage::Close { partitions: fenced, then: Box::new(Stage::Plan) })
@@ -933,21 +960,29 @@ impl Node {
         let keeps = cx.protocol.keeps_unanswered_leases();
         let Some(process) = &mut self.process else { return };
         let Some(renewal) = process.renewal.take() else { return };
+        let stats = &mut self.stats;
         for (request, answer) in renewal.answers {
             let Some(partition) = renewal.partitions.get(&request) else { continue };
             let Some(lease) = process.held.get_mut(partition) else { continue };
             let lost = match answer {
-                Some(Answer::Kv(KvReply::Updated(Some(revision)) | KvReply::Created(Some(revision)))) => {
+                Some(Answer::Kv(KvReply::Updated(Some(revision)))) => {
+                    (lease.revision, lease.renewed) = (revision, renewal.sent);
+                    false
+                }
+                Some(Answer::Kv(KvReply::Created(Some(revision)))) => {
+                    stats.recreated += 1;
                     (lease.revision, lease.renewed) = (revision, renewal.sent);
                     false
                 }
                 Some(Answer::Kv(KvReply::Updated(None) | KvReply::Created(None))) => true,
                 _ => {
+                    stats.unanswered += 1;
                     process.damage = true;
                     !keeps && local.saturating_sub(lease.renewed) + ttl / 6 >= ttl
                 }
             };
             if lost {
+                stats.lost += 1;
                 let opening = lease.opening;
                 process.held.remove(partition);
                 // `Partitions::close_opening`: a later opening stays open.
