@@ -49,3 +49,26 @@ impl Table {
         self.entries.iter().filter(move |(_, seen)| now.saturating_sub(seen.at) < ttl).map(|(key, seen)| (*key, *seen))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::LedgerId;
+
+    #[test]
+    fn a_seen_revision_with_new_bytes_is_new_only_under_the_fixed_rule() {
+        let key = Key::Member(0);
+        let change = |serves| Change { key, value: Some(Value::Member { ledger: LedgerId::A, serves }), revision: 5 };
+        for fixed in [true, false] {
+            let mut table = Table::default();
+            table.record(change(false), 10, fixed);
+            // A watch started again replays the same message: no fresher for it.
+            table.record(change(false), 20, fixed);
+            assert_eq!(table.seen_at(key), Some(10));
+            // A re-created bucket's new value at a revision seen before.
+            table.record(change(true), 30, fixed);
+            let serves = table.live(100, 30).any(|(_, seen)| seen.value == change(true).value.unwrap());
+            assert_eq!((table.seen_at(key), serves), if fixed { (Some(30), true) } else { (Some(10), false) });
+        }
+    }
+}

@@ -166,7 +166,7 @@ fn finding_f2_a_recordless_node_bound_after_a_total_loss_before_the_grace_fix() 
 /// heartbeat of being made moves the deployment: ledger A's nodes have recorded it but not
 /// yet announced `serves`, NATS loses every bucket, and b1 (ledger B, no record, its grace
 /// long passed, no claimant in sight) binds the deployment to B. Outside the default sweep's
-/// 2,000 seeds (1 seed in 12,000).
+/// 2,000 seeds (1 seed in 17,000).
 #[test]
 fn finding_f3_a_binding_lost_before_its_ledger_announces_it() {
     let violation = run(F3_SEED, &Config::standard(Protocol::Current)).expect_err("F3 no longer reproduces");
