@@ -7,8 +7,15 @@
 //! Also the time to load the card plugin (compile, link, `describe`, self-test): compiled from
 //! the component, as every start did before the disk cache, and from the cache, as a restart
 //! does now.
+//!
+//! And a card payment's plugins beside a slow but legal method (the `faulty` fixture burning
+//! about 38 ms of CPU per call, within its fuel) busy on 8 partitions: with each method's
+//! share of the plugin CPU bounded (`[sandbox] method_threads`, the default) and without it
+//! (as many threads as busy partitions, as before issue 16's finding 8), timed as a partition
+//! worker waits for them (`Instances::run_blocking`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -16,7 +23,9 @@ use wasmpay_node::clock;
 use wasmpay_node::config::Config;
 use wasmpay_node::metrics::Metrics;
 use wasmpay_node::node::builtin_plugins;
-use wasmpay_plugin_host::{Instances, PaymentInput, PluginRuntime, SandboxSettings, Verdict, load_pipelines};
+use wasmpay_plugin_host::{
+    Instances, PaymentInput, Pipeline, PluginRuntime, PluginSource, SandboxSettings, Verdict, load_pipelines,
+};
 
 use super::load::{Latency, Measured};
 use super::report::{Row, Scenario};
@@ -25,6 +34,12 @@ use super::report::{Row, Scenario};
 const PAYMENTS: u32 = 2_000;
 /// Loads measured each way.
 const LOADS: u32 = 10;
+/// Partitions busy with the slow method, as in finding 8 of issue 16.
+const SLOW_PARTITIONS: usize = 8;
+/// CPU a slow call burns, about: legal, well within the default fuel.
+const SLOW_CALL: Duration = Duration::from_millis(38);
+/// Card payments timed beside the slow method, one after another.
+const BESIDE: u32 = 200;
 
 /// Four rows: on the payment's path (the calls), in all (plus dropping the used instances
 /// and making the next spares, which a worker does while the ledger commits), and loading the
@@ -35,16 +50,94 @@ pub async fn measure() -> anyhow::Result<Vec<Row>> {
     eprintln!("{:<58} done", Scenario::PluginsOnPath.label());
     let (mut compiled, mut cached) = tokio::task::spawn_blocking(time_loads).await??;
     eprintln!("{:<58} done", Scenario::PluginLoadCached.label());
+    let mut bounded = beside_a_slow_method(None).await?;
+    let mut unbounded = beside_a_slow_method(Some(SLOW_PARTITIONS + 1)).await?;
+    eprintln!("{:<58} done", Scenario::PluginsBesideSlow.label());
+    let beside = |share: &str| format!("{SLOW_PARTITIONS} slow, {share}");
     Ok(vec![
-        row(Scenario::PluginsOnPath, &mut on_path),
-        row(Scenario::PluginsInAll, &mut in_all),
-        row(Scenario::PluginLoadCompiled, &mut compiled),
-        row(Scenario::PluginLoadCached, &mut cached),
+        row(Scenario::PluginsOnPath, &mut on_path, "1 thread".to_owned()),
+        row(Scenario::PluginsInAll, &mut in_all, "1 thread".to_owned()),
+        row(Scenario::PluginLoadCompiled, &mut compiled, "1 thread".to_owned()),
+        row(Scenario::PluginLoadCached, &mut cached, "1 thread".to_owned()),
+        row(Scenario::PluginsBesideSlow, &mut bounded, beside("bounded")),
+        row(Scenario::PluginsBesideSlow, &mut unbounded, beside("unbounded")),
     ])
 }
 
-/// A row of operations timed one after another on one thread.
-fn row(scenario: Scenario, latencies: &mut [Duration]) -> Row {
+/// Card payments' plugin time, as a partition worker waits for it, while `SLOW_PARTITIONS`
+/// workers run the slow method back to back; `method_threads` as configured.
+async fn beside_a_slow_method(method_threads: Option<usize>) -> anyhow::Result<Vec<Duration>> {
+    let runtime = PluginRuntime::new(&SandboxSettings { method_threads, ..SandboxSettings::default() })?;
+    let mut sources = builtin_plugins();
+    sources.push(PluginSource::Builtin("faulty", wasmpay_plugin_artifacts::FAULTY, None));
+    let pipelines = load_pipelines(&runtime, &sources, &Default::default(), &Default::default(), &Default::default())?;
+    let card = pipelines.get("card").context("no `card` method")?.clone();
+    let slow = pipelines.get("faulty").context("no `faulty` method")?.clone();
+    let iterations = calibrate(&runtime, &slow).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..SLOW_PARTITIONS)
+        .map(|partition| {
+            let (runtime, slow, stop) = (runtime.clone(), slow.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut instances = Instances::new(runtime, Arc::new(Metrics::default()));
+                while !stop.load(Ordering::Relaxed) {
+                    let input = slow_payment(&format!("slow-{partition}"), iterations)?;
+                    instances.run_blocking(slow.clone(), input).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    tokio::time::sleep(SLOW_CALL * 2).await;
+    let mut instances = Instances::new(runtime.clone(), Arc::new(Metrics::default()));
+    let mut latencies = Vec::new();
+    for _ in 0..BESIDE {
+        let started = Instant::now();
+        let verdict = instances.run_blocking(card.clone(), card_payment()?).await?;
+        latencies.push(started.elapsed());
+        if !matches!(verdict, Verdict::Priced(_)) {
+            bail!("the card plugin declined the bench payment: {verdict:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await??;
+    }
+    Ok(latencies)
+}
+
+/// The `faulty` fixture's iterations that take about [`SLOW_CALL`] on this machine, alone.
+async fn calibrate(runtime: &Arc<PluginRuntime>, slow: &Pipeline) -> anyhow::Result<u64> {
+    const PROBE: u64 = 2_000_000;
+    let mut instances = Instances::new(runtime.clone(), Arc::new(Metrics::default()));
+    let started = Instant::now();
+    instances.run_blocking(slow.clone(), slow_payment("calibrate", PROBE)?).await?;
+    let per_probe = started.elapsed().as_micros().max(1);
+    let iterations = u128::from(PROBE) * SLOW_CALL.as_micros() / per_probe;
+    Ok(u64::try_from(iterations).unwrap_or(u64::MAX))
+}
+
+/// A payment of the slow method: `iterations` of busy work, then approved.
+fn slow_payment(id: &str, iterations: u64) -> anyhow::Result<PaymentInput> {
+    let body = format!(
+        r#"{{"version":1,"id":"{id}","payer":"payer-00001","payee":"shop-0","amount":100,"currency":"EUR",
+             "method":"faulty","details":{{"fault":"work","iterations":"{iterations}"}}}}"#
+    );
+    let request = wasmpay_protocol::decode(body.as_bytes()).map_err(|refusal| anyhow!("{}", refusal.message))?;
+    Ok(PaymentInput::new(&request, clock::unix_ms()))
+}
+
+/// The card payment every row of this module times.
+fn card_payment() -> anyhow::Result<PaymentInput> {
+    let body = r#"{"version":1,"id":"bench","payer":"payer-00000","payee":"shop-0","amount":100,"currency":"EUR",
+                   "method":"card","details":{"pan":"4242424242424242","expiry":"12/30"}}"#;
+    let request = wasmpay_protocol::decode(body.as_bytes()).map_err(|refusal| anyhow!("{}", refusal.message))?;
+    Ok(PaymentInput::new(&request, clock::unix_ms()))
+}
+
+/// A row of operations timed one after another.
+fn row(scenario: Scenario, latencies: &mut [Duration], load: String) -> Row {
     let count = u64::try_from(latencies.len()).unwrap_or(u64::MAX);
     let busy: Duration = latencies.iter().sum();
     let measured = Measured {
@@ -53,7 +146,7 @@ fn row(scenario: Scenario, latencies: &mut [Duration]) -> Row {
         per_second: super::load::per_second(count, busy),
         latency: Some(Latency::of(latencies)),
     };
-    Row::measured(scenario, None, "1 thread".to_owned(), &measured)
+    Row::measured(scenario, None, load, &measured)
 }
 
 /// How long loading the built-in card plugin takes: compiled each time, and from a warm
@@ -85,10 +178,7 @@ fn time_payments() -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let runtime = PluginRuntime::new(&config.sandbox)?;
     let pipelines = load_pipelines(&runtime, &builtin_plugins(), &config.plugins, &config.methods, &config.fee_limits)?;
     let pipeline = pipelines.get("card").context("the built-in plugins serve no `card` method")?;
-    let body = r#"{"version":1,"id":"bench","payer":"payer-00000","payee":"shop-0","amount":100,"currency":"EUR",
-                   "method":"card","details":{"pan":"4242424242424242","expiry":"12/30"}}"#;
-    let request = wasmpay_protocol::decode(body.as_bytes()).map_err(|refusal| anyhow!("{}", refusal.message))?;
-    let input = PaymentInput::new(&request, clock::unix_ms());
+    let input = card_payment()?;
     let mut instances = Instances::new(Arc::clone(&runtime), Arc::new(Metrics::default()));
     let (mut on_path, mut in_all) = (Vec::new(), Vec::new());
     for payment in 0..2 * PAYMENTS {

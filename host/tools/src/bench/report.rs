@@ -23,6 +23,7 @@ pub enum Scenario {
     PluginsInAll,
     PluginLoadCompiled,
     PluginLoadCached,
+    PluginsBesideSlow,
 }
 
 impl Scenario {
@@ -39,6 +40,7 @@ impl Scenario {
             Scenario::PluginsInAll => "plugins: card, + drop and next spares",
             Scenario::PluginLoadCompiled => "plugin load: card, compiled (cold)",
             Scenario::PluginLoadCached => "plugin load: card, from the disk cache",
+            Scenario::PluginsBesideSlow => "plugins: card, beside a slow method",
         }
     }
 }
