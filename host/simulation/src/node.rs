@@ -128,6 +128,11 @@ enum Stage {
     /// cbf9137's `bind`: the create, then the read.
     OldCreated,
     OldRead,
+    /// `read_binding` when `decide` says serve and this node serves nothing yet (from
+    /// cca8b70): `Owner::announced_serving`, which announces at once unless the member table
+    /// shows this node's ledger serving already, then looks again once the put is answered.
+    StartServing,
+    AnnouncedServing,
     /// `read_binding`'s end: hand everything over if this node stops serving, then remember.
     Verdict {
         refused: Option<String>,
@@ -546,11 +551,11 @@ impl Node {
                 memory.rebound_at = Some(local);
                 round.settle_deadline = cx.now + timing.binding;
                 match cx.protocol {
-                    Protocol::Current | Protocol::Before16 if memory.recorded != Some(ledger) => {
+                    Protocol::Current | Protocol::C501df9 | Protocol::Before16 if memory.recorded != Some(ledger) => {
                         self.settle_ledger(LedgerOp::Binding, cx);
                         Flow::Await(Stage::LedgerRead)
                     }
-                    Protocol::Current | Protocol::Before16 => {
+                    Protocol::Current | Protocol::C501df9 | Protocol::Before16 => {
                         self.settle_kv(KvOp::Get(Key::Binding), cx);
                         Flow::Await(Stage::NatsRead { steps: 3 })
                     }
@@ -641,6 +646,31 @@ impl Node {
                     Flow::Next(Stage::Fences)
                 }
             },
+            Stage::StartServing => {
+                if self.announced_serving(local, timing) {
+                    return Flow::Next(Stage::Verdict { refused: None, waiting: false });
+                }
+                let Some(process) = &mut self.process else { return Flow::Next(Stage::Done) };
+                let memory = &mut process.memory;
+                // `self.memory.heartbeat_at = None; self.announce().await`: a put now.
+                memory.heartbeat_at = None;
+                let serves = memory.recorded == Some(ledger);
+                self.round_kv(KvOp::Put(Key::Member(me), Value::Member { ledger, serves }), cx);
+                Flow::Await(Stage::AnnouncedServing)
+            }
+            Stage::AnnouncedServing => {
+                // `announce`'s answer, as in `Stage::Announced`.
+                match answers.first() {
+                    Some(Some(Answer::Kv(KvReply::Put(_)))) => memory.heartbeat_at = Some(local),
+                    _ => process.damage = true,
+                }
+                // The watch may have brought the put back before its answer.
+                if self.announced_serving(local, timing) {
+                    return Flow::Next(Stage::Verdict { refused: None, waiting: false });
+                }
+                let reason = "announcing that this node's ledger serves the deployment before serving it".to_owned();
+                Flow::Next(Stage::Verdict { refused: Some(reason), waiting: true })
+            }
             Stage::Verdict { refused, waiting } => {
                 let remember = Stage::Remember { refused: refused.clone(), waiting };
                 if refused.is_some() && memory.refused.is_none() && !process.held.is_empty() {
@@ -806,6 +836,7 @@ impl Node {
                 local
             }
         };
+        let starts_serving = cx.protocol.announces_before_serving() && memory.refused.is_some();
         let facts = Facts {
             ledger: ledger.name(),
             partitions: cx.partitions,
@@ -827,8 +858,21 @@ impl Node {
             }
             Step::Wait(reason) => Flow::Next(Stage::Verdict { refused: Some(reason), waiting: true }),
             Step::Refuse(reason) => Flow::Next(Stage::Verdict { refused: Some(reason), waiting: false }),
+            // `read_binding`'s `starts_serving` (from cca8b70).
+            Step::Serve if starts_serving => Flow::Next(Stage::StartServing),
             Step::Serve => Flow::Next(Stage::Verdict { refused: None, waiting: false }),
         }
+    }
+
+    /// `Owner::announced_serving`'s check (from cca8b70): whether this node's own member
+    /// record, live as of `tables_now`, says its ledger serves the deployment.
+    fn announced_serving(&self, local: Millis, timing: Timing) -> bool {
+        let now = self.tables_now(local, timing);
+        let Some(process) = &self.process else { return false };
+        process
+            .members
+            .live(timing.ttl, now)
+            .any(|(key, seen)| key == Key::Member(self.id) && matches!(seen.value, Value::Member { serves: true, .. }))
     }
 
     /// `Owner::hears_members` (from c501df9): whether this node's own announcement came back

@@ -4,12 +4,18 @@
 /// The protocol a run's nodes follow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
-    /// The real protocol (commit `c501df9` on): `Owner::read_binding`/`settle_binding` around
+    /// The real protocol (commit `cca8b70` on): `Owner::read_binding`/`settle_binding` around
     /// the real `wasmpay_cluster::decide`, with the ledger's `deployment_binding` record as
-    /// the truth, and the fixes of issue 16 below.
+    /// the truth, the fixes of issue 16 below, and F3's: a node starts serving only once the
+    /// member watch shows its announcement that its ledger serves the deployment
+    /// (`Owner::announced_serving`).
     Current,
-    /// The protocol before issue 16's fixes (commit `9861f13`): the binding rule of `Current`,
-    /// but
+    /// The protocol from commit `c501df9` to `cca8b70`: `Current` but for F3's fix. A node
+    /// that `decide` lets serve serves at once, and announces `serves` only at its next
+    /// heartbeat (finding F3).
+    C501df9,
+    /// The protocol before issue 16's fixes (commit `9861f13`): the binding rule of `C501df9`
+    /// (serving before announcing), but
     /// - `leases::renew` drops a lease (and closes its partition) whose renewals got no answer
     ///   for nearly a TTL, and one whose revision moved, without trying to create it again;
     /// - no `Owner::check_fences`: a lease holder fenced by a later claim keeps its partition
@@ -28,9 +34,9 @@ pub enum Protocol {
 
 impl Protocol {
     /// Every version, newest first.
-    pub const ALL: [Protocol; 3] = [Protocol::Current, Protocol::Before16, Protocol::Cbf9137];
+    pub const ALL: [Protocol; 4] = [Protocol::Current, Protocol::C501df9, Protocol::Before16, Protocol::Cbf9137];
 
-    /// The version named `name` (`current`, `before16`, `cbf9137`).
+    /// The version named `name` (`current`, `c501df9`, `before16`, `cbf9137`).
     pub fn named(name: &str) -> Option<Protocol> {
         Protocol::ALL.into_iter().find(|protocol| protocol.name() == name)
     }
@@ -38,6 +44,7 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Current => "current",
+            Protocol::C501df9 => "c501df9",
             Protocol::Before16 => "before16",
             Protocol::Cbf9137 => "cbf9137",
         }
@@ -51,22 +58,35 @@ impl Protocol {
     /// `leases::renew`: an unanswered renewal keeps the lease; one answered "wrong last
     /// revision" creates the key again, and only "already exists" loses the lease.
     pub fn keeps_unanswered_leases(self) -> bool {
-        self == Protocol::Current
+        self.has_issue16_fixes()
     }
 
     /// `Owner::check_fences`: a partition whose ledger fence passed the held token is given up.
     pub fn checks_fences(self) -> bool {
-        self == Protocol::Current
+        self.has_issue16_fixes()
     }
 
     /// `settle_binding` and `Owner::hears_members`: the grace counts only while the node hears
     /// its own announcements, and starts again after `Owner::repair` re-creates the buckets.
     pub fn grace_while_heard(self) -> bool {
-        self == Protocol::Current
+        self.has_issue16_fixes()
     }
 
     /// `table::record`: a put with a revision seen before but other bytes is a new value.
     pub fn new_bytes_are_fresh(self) -> bool {
+        self.has_issue16_fixes()
+    }
+
+    /// `Owner::read_binding` and `Owner::announced_serving` (from cca8b70): a node that
+    /// `decide` lets serve while it serves nothing yet first announces at once that its ledger
+    /// serves the deployment, and serves only once its member table shows that announcement
+    /// (usually the next round, woken by the watch). Before, it served at once: "serve before announcing" (finding F3).
+    pub fn announces_before_serving(self) -> bool {
         self == Protocol::Current
+    }
+
+    /// Whether the version has issue 16's fixes (c501df9 and later).
+    fn has_issue16_fixes(self) -> bool {
+        matches!(self, Protocol::Current | Protocol::C501df9)
     }
 }
