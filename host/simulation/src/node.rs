@@ -266,6 +266,13 @@ pub struct Stats {
     pub unanswered: u64,
     /// Leases dropped by the renewals, their partitions closed.
     pub lost: u64,
+    /// Times a node that `decide` let serve announced `serves` at once instead, because its
+    /// member table did not show it yet (`Owner::announced_serving`, from cca8b70).
+    pub announced: u64,
+    /// Of those, the times the watch brought the announcement back before the put's answer,
+    /// so the node served in the same round, on the binding it read before announcing
+    /// (finding F4).
+    pub served_at_once: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -274,6 +281,8 @@ impl std::ops::AddAssign for Stats {
         self.recreated += other.recreated;
         self.unanswered += other.unanswered;
         self.lost += other.lost;
+        self.announced += other.announced;
+        self.served_at_once += other.served_at_once;
     }
 }
 
@@ -654,6 +663,7 @@ impl Node {
                 let memory = &mut process.memory;
                 // `self.memory.heartbeat_at = None; self.announce().await`: a put now.
                 memory.heartbeat_at = None;
+                self.stats.announced += 1;
                 let serves = memory.recorded == Some(ledger);
                 self.round_kv(KvOp::Put(Key::Member(me), Value::Member { ledger, serves }), cx);
                 Flow::Await(Stage::AnnouncedServing)
@@ -664,8 +674,10 @@ impl Node {
                     Some(Some(Answer::Kv(KvReply::Put(_)))) => memory.heartbeat_at = Some(local),
                     _ => process.damage = true,
                 }
-                // The watch may have brought the put back before its answer.
+                // The watch may have brought the put back before its answer: then this round
+                // serves, on the binding it read before the put (finding F4).
                 if self.announced_serving(local, timing) {
+                    self.stats.served_at_once += 1;
                     return Flow::Next(Stage::Verdict { refused: None, waiting: false });
                 }
                 let reason = "announcing that this node's ledger serves the deployment before serving it".to_owned();
