@@ -306,10 +306,9 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         let (refused, waiting) = match step {
             Step::Wait(reason) => (Some(reason), true),
             Step::Refuse(reason) => (Some(reason), false),
-            _ if starts_serving && !self.announced_serving().await => (
-                Some("announcing that this node's ledger serves the deployment before serving it".to_owned()),
-                true,
-            ),
+            _ if starts_serving && !self.announced_serving().await => {
+                (Some("announcing that this node's ledger serves the deployment before serving it".to_owned()), true)
+            }
             _ => (None, false),
         };
         if refused != self.memory.refused {
