@@ -236,12 +236,16 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
             self.publish_view(&assigned);
             return;
         }
-        self.check_fences().await;
+        let fenced = self.fenced().await;
         let held = self.holdings.partitions();
         let plan = plan::plan(&self.identity.node, &assigned, &held, &self.holders());
         self.report_foreign(&plan.foreign);
-        if !plan.hand_over.is_empty() {
-            self.hand_over(&plan.hand_over).await;
+        // One hand-over per round (its bound counts once): what the plan gives away, and what
+        // the ledger says another node claimed since.
+        let mut hand_over: Vec<u32> = plan.hand_over.clone();
+        hand_over.extend(fenced.iter().filter(|partition| !plan.hand_over.contains(partition)));
+        if !hand_over.is_empty() {
+            self.hand_over(&hand_over).await;
         }
         let claim_due = self.memory.claim_retry_at.is_none_or(|at| Instant::now() >= at);
         if !plan.take.is_empty() && claim_due {
@@ -548,24 +552,24 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         }
     }
 
-    /// Gives up, every third of the TTL, each held partition whose fence a later claim has
-    /// passed: another node claimed it (after this node's lease expired during an outage and
-    /// was taken), so the ledger refuses every payment this node posts there, and holding the
-    /// lease would keep the partition unserved for good. Handed over like any other, it is
-    /// taken again with a fresh claim by whichever member the assignment gives it to. Found by
-    /// the deterministic simulation (docs/cluster.md).
-    async fn check_fences(&mut self) {
+    /// Every third of the TTL, the held partitions whose fence a later claim has passed, to
+    /// be given up: another node claimed them (after this node's lease expired during an
+    /// outage and was taken), so the ledger refuses every payment this node posts there, and
+    /// holding the lease would keep the partition unserved for good. Handed over like any
+    /// other, each is taken again with a fresh claim by whichever member the assignment gives
+    /// it to. Found by the deterministic simulation (docs/cluster.md, F1).
+    async fn fenced(&mut self) -> Vec<u32> {
         let due = self.memory.fences_checked_at.is_none_or(|at| at.elapsed() >= self.ttl / 3);
         let held: BTreeMap<u32, u64> =
             self.holdings.with(|held| held.iter().map(|(partition, held)| (*partition, held.token)).collect());
         if !due || held.is_empty() {
-            return;
+            return Vec::new();
         }
         self.memory.fences_checked_at = Some(Instant::now());
         let newest = match tokio::time::timeout(CLAIM_TIMEOUT, self.ports.fences.tokens()).await {
             Ok(Ok(newest)) => newest,
             // The ledger is what the payments need too: its failures are reported there.
-            _ => return,
+            _ => return Vec::new(),
         };
         let fenced: Vec<u32> = held
             .iter()
@@ -574,8 +578,8 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
             .collect();
         if !fenced.is_empty() {
             tracing::warn!(partitions = ?fenced, "another node claimed these partitions after this node did: giving them up, to be taken again under a new claim");
-            self.hand_over(&fenced).await;
         }
+        fenced
     }
 
     /// Hands `partitions` over: stops taking them and answers what they took (renewing their
