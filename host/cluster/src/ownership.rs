@@ -93,6 +93,9 @@ struct Memory {
     foreign: BTreeSet<u32>,
     /// When this node last compared its tokens with the ledger's fences.
     fences_checked_at: Option<Instant>,
+    /// When NATS first acknowledged this node's announcement that its ledger serves the
+    /// deployment (reset by an announcement that does not say so).
+    serves_announced_at: Option<Instant>,
 }
 
 /// The state of the rounds.
@@ -294,7 +297,8 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         if !due || !self.connected() {
             return;
         }
-        self.memory.rebound_at = Some(Instant::now());
+        let read_at = Instant::now();
+        self.memory.rebound_at = Some(read_at);
         let settled = tokio::time::timeout(BINDING_TIMEOUT, self.settle_binding()).await;
         let step = match settled.unwrap_or_else(|_| Err(format!("no answer within {BINDING_TIMEOUT:?}"))) {
             Ok(step) => step,
@@ -310,7 +314,7 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         let (refused, waiting) = match step {
             Step::Wait(reason) => (Some(reason), true),
             Step::Refuse(reason) => (Some(reason), false),
-            _ if starts_serving && !self.announced_serving().await => {
+            _ if starts_serving && !self.announced_serving_before(read_at).await => {
                 (Some("announcing that this node's ledger serves the deployment before serving it".to_owned()), true)
             }
             _ => (None, false),
@@ -445,6 +449,10 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
                     self.memory.rewatched = Some(now);
                 }
                 self.memory.heartbeat_at = Some(now);
+                self.memory.serves_announced_at = match record.serves {
+                    Some(_) => self.memory.serves_announced_at.or(Some(now)),
+                    None => None,
+                };
             }
             Err(error) => {
                 self.damage.report();
@@ -465,26 +473,23 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         }
     }
 
-    /// Announces at once that this node's ledger serves the deployment, and says whether the
-    /// member watch shows it already. A node starts serving only once it does: a node of a
-    /// ledger with no record binds a deployment whose binding NATS lost only if no live member
-    /// says its ledger serves it, so a node that served before saying so could lose the binding
-    /// in between and see the deployment bound to another ledger while its own ledger had
-    /// taken payments (found by the deterministic simulation, F3: the binding made and lost
-    /// within a heartbeat). The record comes back within a round trip; the round that sees it
-    /// serves.
-    async fn announced_serving(&mut self) -> bool {
-        let serving = |owner: &Self| {
-            let seen = owner.tables.members.live(owner.ttl, owner.tables_now()).remove(&owner.identity.node);
-            let member = seen.and_then(|seen| seen.record::<Member>());
-            member.is_some_and(|member| member.serves.as_deref() == Some(owner.deployment.as_str()))
-        };
-        if serving(self) {
+    /// Whether NATS had stored this node's announcement that its ledger serves the deployment
+    /// before `read_at` (when this round read the binding); if not, announces it at once. A
+    /// node starts serving only then: a node of a ledger with no record binds a deployment whose
+    /// binding NATS lost only if no live member says its ledger serves it, so a node that served
+    /// before saying so could lose the binding in between and see the deployment bound to
+    /// another ledger while its own ledger had taken payments (found by the deterministic
+    /// simulation: F3, a binding made and lost within a heartbeat; and F4, the same race when
+    /// the check was that the watch showed the announcement, which can come before the binding
+    /// is read again). The next round, which reads the binding after the announcement was
+    /// stored, serves.
+    async fn announced_serving_before(&mut self, read_at: Instant) -> bool {
+        if self.memory.serves_announced_at.is_some_and(|at| at <= read_at) {
             return true;
         }
         self.memory.heartbeat_at = None;
         self.announce().await;
-        serving(self)
+        false
     }
 
     /// Whether this node's own announcements come back through the member watch, so its
