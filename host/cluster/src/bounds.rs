@@ -47,9 +47,19 @@ pub const fn take(open: Duration) -> Duration {
 }
 
 /// One round: re-creating lost buckets (one set-up attempt, all at once), announcing,
-/// settling the binding, handing over, taking.
+/// settling the binding, announcing again before it starts serving, reading the ledger's
+/// fences (bounded like a claim), handing over (once: what the plan gives away and what the
+/// fences took), taking.
 pub const fn round(close: Duration, open: Duration) -> Duration {
-    sum(&[SETUP_ATTEMPT_TIMEOUT, REQUEST_TIMEOUT, BINDING_TIMEOUT, hand_over(close), take(open)])
+    sum(&[
+        SETUP_ATTEMPT_TIMEOUT,
+        REQUEST_TIMEOUT,
+        BINDING_TIMEOUT,
+        REQUEST_TIMEOUT,
+        CLAIM_TIMEOUT,
+        hand_over(close),
+        take(open),
+    ])
 }
 
 /// Leaving: withdrawing the membership, then handing every partition over.
@@ -70,16 +80,16 @@ mod tests {
 
     /// The arithmetic, written out once with round numbers (a 16 s close, an 18 s open):
     /// hand over 16 + 2 + 2 = 20; take 2 + 5 + 18 + 2 = 27; binding 5 + 2 = 7; round
-    /// 3 + 2 + 7 + 20 + 27 = 59; leave 2 + 20 = 22; stop 59 + 22 + 1 = 82.
+    /// 3 + 2 + 7 + 2 + 5 + 20 + 27 = 66; leave 2 + 20 = 22; stop 66 + 22 + 1 = 89.
     #[test]
     fn the_stop_bound_is_the_sum_of_its_steps() {
         let (close, open) = (Duration::from_secs(16), Duration::from_secs(18));
         assert_eq!(hand_over(close), Duration::from_secs(20));
         assert_eq!(take(open), Duration::from_secs(27));
         assert_eq!(BINDING_TIMEOUT, Duration::from_secs(7));
-        assert_eq!(round(close, open), Duration::from_secs(59));
+        assert_eq!(round(close, open), Duration::from_secs(66));
         assert_eq!(leave(close), Duration::from_secs(22));
-        assert_eq!(stop(close, open), Duration::from_secs(82));
+        assert_eq!(stop(close, open), Duration::from_secs(89));
         assert_eq!(sum(&[Duration::MAX, Duration::from_secs(1)]), Duration::MAX);
     }
 }

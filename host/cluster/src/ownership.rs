@@ -93,6 +93,9 @@ struct Memory {
     foreign: BTreeSet<u32>,
     /// When this node last compared its tokens with the ledger's fences.
     fences_checked_at: Option<Instant>,
+    /// When NATS first acknowledged this node's announcement that its ledger serves the
+    /// deployment (reset by an announcement that does not say so).
+    serves_announced_at: Option<Instant>,
 }
 
 /// The state of the rounds.
@@ -236,12 +239,16 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
             self.publish_view(&assigned);
             return;
         }
-        self.check_fences().await;
+        let fenced = self.fenced().await;
         let held = self.holdings.partitions();
         let plan = plan::plan(&self.identity.node, &assigned, &held, &self.holders());
         self.report_foreign(&plan.foreign);
-        if !plan.hand_over.is_empty() {
-            self.hand_over(&plan.hand_over).await;
+        // One hand-over per round (its bound counts once): what the plan gives away, and what
+        // the ledger says another node claimed since.
+        let mut hand_over: Vec<u32> = plan.hand_over.clone();
+        hand_over.extend(fenced.iter().filter(|partition| !plan.hand_over.contains(partition)));
+        if !hand_over.is_empty() {
+            self.hand_over(&hand_over).await;
         }
         let claim_due = self.memory.claim_retry_at.is_none_or(|at| Instant::now() >= at);
         if !plan.take.is_empty() && claim_due {
@@ -290,7 +297,8 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         if !due || !self.connected() {
             return;
         }
-        self.memory.rebound_at = Some(Instant::now());
+        let read_at = Instant::now();
+        self.memory.rebound_at = Some(read_at);
         let settled = tokio::time::timeout(BINDING_TIMEOUT, self.settle_binding()).await;
         let step = match settled.unwrap_or_else(|_| Err(format!("no answer within {BINDING_TIMEOUT:?}"))) {
             Ok(step) => step,
@@ -306,10 +314,9 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         let (refused, waiting) = match step {
             Step::Wait(reason) => (Some(reason), true),
             Step::Refuse(reason) => (Some(reason), false),
-            _ if starts_serving && !self.announced_serving().await => (
-                Some("announcing that this node's ledger serves the deployment before serving it".to_owned()),
-                true,
-            ),
+            _ if starts_serving && !self.announced_serving_before(read_at).await => {
+                (Some("announcing that this node's ledger serves the deployment before serving it".to_owned()), true)
+            }
             _ => (None, false),
         };
         if refused != self.memory.refused {
@@ -442,6 +449,10 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
                     self.memory.rewatched = Some(now);
                 }
                 self.memory.heartbeat_at = Some(now);
+                self.memory.serves_announced_at = match record.serves {
+                    Some(_) => self.memory.serves_announced_at.or(Some(now)),
+                    None => None,
+                };
             }
             Err(error) => {
                 self.damage.report();
@@ -462,26 +473,23 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         }
     }
 
-    /// Announces at once that this node's ledger serves the deployment, and says whether the
-    /// member watch shows it already. A node starts serving only once it does: a node of a
-    /// ledger with no record binds a deployment whose binding NATS lost only if no live member
-    /// says its ledger serves it, so a node that served before saying so could lose the binding
-    /// in between and see the deployment bound to another ledger while its own ledger had
-    /// taken payments (found by the deterministic simulation, F3: the binding made and lost
-    /// within a heartbeat). The record comes back within a round trip; the round that sees it
-    /// serves.
-    async fn announced_serving(&mut self) -> bool {
-        let serving = |owner: &Self| {
-            let seen = owner.tables.members.live(owner.ttl, owner.tables_now()).remove(&owner.identity.node);
-            let member = seen.and_then(|seen| seen.record::<Member>());
-            member.is_some_and(|member| member.serves.as_deref() == Some(owner.deployment.as_str()))
-        };
-        if serving(self) {
+    /// Whether NATS had stored this node's announcement that its ledger serves the deployment
+    /// before `read_at` (when this round read the binding); if not, announces it at once. A
+    /// node starts serving only then: a node of a ledger with no record binds a deployment whose
+    /// binding NATS lost only if no live member says its ledger serves it, so a node that served
+    /// before saying so could lose the binding in between and see the deployment bound to
+    /// another ledger while its own ledger had taken payments (found by the deterministic
+    /// simulation: F3, a binding made and lost within a heartbeat; and F4, the same race when
+    /// the check was that the watch showed the announcement, which can come before the binding
+    /// is read again). The next round, which reads the binding after the announcement was
+    /// stored, serves.
+    async fn announced_serving_before(&mut self, read_at: Instant) -> bool {
+        if self.memory.serves_announced_at.is_some_and(|at| at <= read_at) {
             return true;
         }
         self.memory.heartbeat_at = None;
         self.announce().await;
-        serving(self)
+        false
     }
 
     /// Whether this node's own announcements come back through the member watch, so its
@@ -549,24 +557,24 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
         }
     }
 
-    /// Gives up, every third of the TTL, each held partition whose fence a later claim has
-    /// passed: another node claimed it (after this node's lease expired during an outage and
-    /// was taken), so the ledger refuses every payment this node posts there, and holding the
-    /// lease would keep the partition unserved for good. Handed over like any other, it is
-    /// taken again with a fresh claim by whichever member the assignment gives it to. Found by
-    /// the deterministic simulation (docs/cluster.md).
-    async fn check_fences(&mut self) {
+    /// Every third of the TTL, the held partitions whose fence a later claim has passed, to
+    /// be given up: another node claimed them (after this node's lease expired during an
+    /// outage and was taken), so the ledger refuses every payment this node posts there, and
+    /// holding the lease would keep the partition unserved for good. Handed over like any
+    /// other, each is taken again with a fresh claim by whichever member the assignment gives
+    /// it to. Found by the deterministic simulation (docs/cluster.md, F1).
+    async fn fenced(&mut self) -> Vec<u32> {
         let due = self.memory.fences_checked_at.is_none_or(|at| at.elapsed() >= self.ttl / 3);
         let held: BTreeMap<u32, u64> =
             self.holdings.with(|held| held.iter().map(|(partition, held)| (*partition, held.token)).collect());
         if !due || held.is_empty() {
-            return;
+            return Vec::new();
         }
         self.memory.fences_checked_at = Some(Instant::now());
         let newest = match tokio::time::timeout(CLAIM_TIMEOUT, self.ports.fences.tokens()).await {
             Ok(Ok(newest)) => newest,
             // The ledger is what the payments need too: its failures are reported there.
-            _ => return,
+            _ => return Vec::new(),
         };
         let fenced: Vec<u32> = held
             .iter()
@@ -575,8 +583,8 @@ impl<P: Partitions, F: Fences> Owner<P, F> {
             .collect();
         if !fenced.is_empty() {
             tracing::warn!(partitions = ?fenced, "another node claimed these partitions after this node did: giving them up, to be taken again under a new claim");
-            self.hand_over(&fenced).await;
         }
+        fenced
     }
 
     /// Hands `partitions` over: stops taking them and answers what they took (renewing their

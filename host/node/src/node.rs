@@ -335,11 +335,11 @@ mod tests {
 
     /// The stop bounds, with the bus's bounds as they are: a close is 5 + 1 (the intake's
     /// drain and a publish) + 10 (the worker's answers) = 16 s and an open 16 + 2 (the flush)
-    /// = 18 s, so the cluster's stop is a round (3 + 2 + 7 + 20 + 27) plus a leave (2 + 20)
-    /// plus 1 s of slack = 82 s, and the node's 6 + 82 + (16 + 10 + 2) = 116 s.
+    /// = 18 s, so the cluster's stop is a round (3 + 2 + 7 + 2 + 5 + 20 + 27) plus a leave
+    /// (2 + 20) plus 1 s of slack = 89 s, and the node's 6 + 89 + (16 + 10 + 2) = 123 s.
     #[test]
     fn the_stop_bounds_add_up() {
-        assert_eq!(Cluster::stop_timeout::<Intake>(), Duration::from_secs(82));
-        assert_eq!(Node::stop_timeout(), Duration::from_secs(116));
+        assert_eq!(Cluster::stop_timeout::<Intake>(), Duration::from_secs(89));
+        assert_eq!(Node::stop_timeout(), Duration::from_secs(123));
     }
 }
