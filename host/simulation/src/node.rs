@@ -91,6 +91,10 @@ struct Memory {
     claim_retry_at: Option<Millis>,
     /// When this node last compared its tokens with the ledger's fences.
     fences_checked_at: Option<Millis>,
+    /// When NATS first acknowledged this node's announcement that its ledger serves the
+    /// deployment, reset by an announcement that does not say so (`Owner::announce`, from
+    /// 24d3bd9).
+    serves_announced_at: Option<Millis>,
 }
 
 /// Where a round is: each stage either goes on at once or waits for the answers to the
@@ -102,7 +106,9 @@ enum Stage {
     Repaired,
     /// `Owner::announce`.
     Announce,
-    Announced,
+    Announced {
+        serves: bool,
+    },
     /// `Owner::assigned`, then `Owner::read_binding`.
     Binding,
     /// `settle_binding`: the ledger's record read.
@@ -129,10 +135,15 @@ enum Stage {
     OldCreated,
     OldRead,
     /// `read_binding` when `decide` says serve and this node serves nothing yet (from
-    /// cca8b70): `Owner::announced_serving`, which announces at once unless the member table
-    /// shows this node's ledger serving already, then looks again once the put is answered.
+    /// cca8b70): `Owner::announced_serving_before(read_at)` (from 24d3bd9), which serves if
+    /// NATS acknowledged a `serves` announcement before this round read the binding, and else
+    /// announces at once and waits; under `Cca8b70`, `Owner::announced_serving`, which
+    /// announces at once unless the member table shows this node's ledger serving already,
+    /// then looks again once the put is answered.
     StartServing,
-    AnnouncedServing,
+    AnnouncedServing {
+        serves: bool,
+    },
     /// `read_binding`'s end: hand everything over if this node stops serving, then remember.
     Verdict {
         refused: Option<String>,
@@ -142,14 +153,18 @@ enum Stage {
         refused: Option<String>,
         waiting: bool,
     },
-    /// `Owner::round` after the binding: stop if refused, then `Owner::check_fences`.
+    /// `Owner::round` after the binding: stop if refused, then `Owner::fenced`
+    /// (`Owner::check_fences` before c367496).
     Fences,
-    /// `check_fences`: the ledger's tokens read; the held tokens as they were before.
+    /// `fenced`: the ledger's tokens read; the held tokens as they were before.
     FencesRead {
         held: BTreeMap<u32, u64>,
     },
-    /// `Owner::round`: the plan.
-    Plan,
+    /// `Owner::round`: the plan, and (from c367496) one hand-over of the plan's and the
+    /// `fenced` partitions.
+    Plan {
+        fenced: Vec<u32>,
+    },
     /// `Owner::hand_over`: close, remove once no renewal is in flight, release.
     Close {
         partitions: Vec<u32>,
@@ -196,6 +211,8 @@ struct Round {
     nats: Option<Value>,
     /// When settling the binding is cut short (`BINDING_TIMEOUT`), world time.
     settle_deadline: Millis,
+    /// When this round read the binding, on the node's clock (`read_binding`'s `read_at`).
+    read_at: Millis,
 }
 
 /// A renewal in flight (`leases::renew`'s iteration).
@@ -266,13 +283,27 @@ pub struct Stats {
     pub unanswered: u64,
     /// Leases dropped by the renewals, their partitions closed.
     pub lost: u64,
-    /// Times a node that `decide` let serve announced `serves` at once instead, because its
-    /// member table did not show it yet (`Owner::announced_serving`, from cca8b70).
+    /// Times a node that `decide` let serve announced `serves` at once instead: from 24d3bd9
+    /// because NATS had not acknowledged such an announcement before the round read the
+    /// binding (`Owner::announced_serving_before`); under `Cca8b70` because its member table
+    /// did not show it yet (`Owner::announced_serving`).
     pub announced: u64,
-    /// Of those, the times the watch brought the announcement back before the put's answer,
-    /// so the node served in the same round, on the binding it read before announcing
-    /// (finding F4).
+    /// Under `Cca8b70`, the times the watch brought the announcement back before the put's
+    /// answer, so the node served in the same round, on the binding it read before
+    /// announcing (finding F4). Always 0 under `Current`.
     pub served_at_once: u64,
+}
+
+impl Memory {
+    /// `Owner::announce`'s answer: the heartbeat, and (from 24d3bd9) when NATS first
+    /// acknowledged an announcement that says this node's ledger serves the deployment.
+    fn announced(&mut self, local: Millis, serves: bool) {
+        self.heartbeat_at = Some(local);
+        self.serves_announced_at = match serves {
+            true => self.serves_announced_at.or(Some(local)),
+            false => None,
+        };
+    }
 }
 
 impl std::ops::AddAssign for Stats {
@@ -366,6 +397,7 @@ impl Node {
             answers: BTreeMap::new(),
             nats: None,
             settle_deadline: 0,
+            read_at: 0,
         });
         self.advance(cx);
     }
@@ -534,11 +566,11 @@ impl Node {
                 }
                 let serves = memory.recorded == Some(ledger);
                 self.round_kv(KvOp::Put(Key::Member(me), Value::Member { ledger, serves }), cx);
-                Flow::Await(Stage::Announced)
+                Flow::Await(Stage::Announced { serves })
             }
-            Stage::Announced => {
+            Stage::Announced { serves } => {
                 match answers.first() {
-                    Some(Some(Answer::Kv(KvReply::Put(_)))) => memory.heartbeat_at = Some(local),
+                    Some(Some(Answer::Kv(KvReply::Put(_)))) => memory.announced(local, serves),
                     _ => process.damage = true,
                 }
                 Flow::Next(Stage::Binding)
@@ -558,13 +590,16 @@ impl Node {
                     return Flow::Next(Stage::Fences);
                 }
                 memory.rebound_at = Some(local);
+                round.read_at = local;
                 round.settle_deadline = cx.now + timing.binding;
                 match cx.protocol {
-                    Protocol::Current | Protocol::C501df9 | Protocol::Before16 if memory.recorded != Some(ledger) => {
+                    Protocol::Current | Protocol::Cca8b70 | Protocol::C501df9 | Protocol::Before16
+                        if memory.recorded != Some(ledger) =>
+                    {
                         self.settle_ledger(LedgerOp::Binding, cx);
                         Flow::Await(Stage::LedgerRead)
                     }
-                    Protocol::Current | Protocol::C501df9 | Protocol::Before16 => {
+                    Protocol::Current | Protocol::Cca8b70 | Protocol::C501df9 | Protocol::Before16 => {
                         self.settle_kv(KvOp::Get(Key::Binding), cx);
                         Flow::Await(Stage::NatsRead { steps: 3 })
                     }
@@ -656,7 +691,15 @@ impl Node {
                 }
             },
             Stage::StartServing => {
-                if self.announced_serving(local, timing) {
+                let announced = match cx.protocol.serves_once_the_watch_shows_it() {
+                    true => self.announced_serving(local, timing),
+                    // `announced_serving_before(read_at)` (from 24d3bd9).
+                    false => {
+                        let read_at = process.round.as_ref().map_or(0, |round| round.read_at);
+                        memory.serves_announced_at.is_some_and(|at| at <= read_at)
+                    }
+                };
+                if announced {
                     return Flow::Next(Stage::Verdict { refused: None, waiting: false });
                 }
                 let Some(process) = &mut self.process else { return Flow::Next(Stage::Done) };
@@ -666,17 +709,19 @@ impl Node {
                 self.stats.announced += 1;
                 let serves = memory.recorded == Some(ledger);
                 self.round_kv(KvOp::Put(Key::Member(me), Value::Member { ledger, serves }), cx);
-                Flow::Await(Stage::AnnouncedServing)
+                Flow::Await(Stage::AnnouncedServing { serves })
             }
-            Stage::AnnouncedServing => {
+            Stage::AnnouncedServing { serves } => {
                 // `announce`'s answer, as in `Stage::Announced`.
                 match answers.first() {
-                    Some(Some(Answer::Kv(KvReply::Put(_)))) => memory.heartbeat_at = Some(local),
+                    Some(Some(Answer::Kv(KvReply::Put(_)))) => memory.announced(local, serves),
                     _ => process.damage = true,
                 }
-                // The watch may have brought the put back before its answer: then this round
-                // serves, on the binding it read before the put (finding F4).
-                if self.announced_serving(local, timing) {
+                // Under `Cca8b70`, the watch may have brought the put back before its answer:
+                // then this round serves, on the binding it read before the put (finding F4).
+                // From 24d3bd9 the round that announces never serves: the next one, which
+                // reads the binding again, does.
+                if cx.protocol.serves_once_the_watch_shows_it() && self.announced_serving(local, timing) {
                     self.stats.served_at_once += 1;
                     return Flow::Next(Stage::Verdict { refused: None, waiting: false });
                 }
@@ -705,7 +750,7 @@ impl Node {
                 let held: BTreeMap<u32, u64> =
                     process.held.iter().map(|(partition, held)| (*partition, held.token)).collect();
                 if !cx.protocol.checks_fences() || !due || held.is_empty() {
-                    return Flow::Next(Stage::Plan);
+                    return Flow::Next(Stage::Plan { fenced: Vec::new() });
                 }
                 memory.fences_checked_at = Some(local);
                 self.send(Purpose::Round, Request::Ledger(LedgerOp::Tokens, timing.claim), cx);
@@ -714,7 +759,7 @@ impl Node {
             Stage::FencesRead { held } => {
                 // A failed or late read leaves everything as it is (`_ => return`).
                 let Some(Some(Answer::Ledger(LedgerReply::Tokens(newest)))) = answers.first() else {
-                    return Flow::Next(Stage::Plan);
+                    return Flow::Next(Stage::Plan { fenced: Vec::new() });
                 };
                 let fenced: Vec<u32> = held
                     .iter()
@@ -722,14 +767,19 @@ impl Node {
                     .map(|(partition, _)| *partition)
                     .collect();
                 if fenced.is_empty() {
-                    return Flow::Next(Stage::Plan);
+                    return Flow::Next(Stage::Plan { fenced });
                 }
                 self.stats.fenced += u64::try_from(fenced.len()).unwrap_or(u64::MAX);
-                // Handed over like any other (`Owner::hand_over`); the plan that follows reads
-                // what is held afterwards.
-                Flow::Next(Stage::Close { partitions: fenced, then: Box::new(Stage::Plan) })
+                // From c367496, handed over with the plan's partitions (`Owner::round`), the
+                // plan made while they are still held. Before, handed over at once on their own
+                // (`Owner::check_fences`), the plan that follows reading what is held after.
+                if cx.protocol.one_hand_over() {
+                    return Flow::Next(Stage::Plan { fenced });
+                }
+                let plan = Stage::Plan { fenced: Vec::new() };
+                Flow::Next(Stage::Close { partitions: fenced, then: Box::new(plan) })
             }
-            Stage::Plan => {
+            Stage::Plan { fenced } => {
                 if memory.refused.is_some() {
                     return Flow::Next(Stage::Done);
                 }
@@ -740,10 +790,12 @@ impl Node {
                 };
                 let plan = plan::plan(self.name(), &round.assigned, &held, &holders);
                 let take = Stage::Take { partitions: plan.take };
-                if plan.hand_over.is_empty() {
+                let mut hand_over = plan.hand_over.clone();
+                hand_over.extend(fenced.iter().filter(|partition| !plan.hand_over.contains(partition)));
+                if hand_over.is_empty() {
                     return Flow::Next(take);
                 }
-                Flow::Next(Stage::Close { partitions: plan.hand_over, then: Box::new(take) })
+                Flow::Next(Stage::Close { partitions: hand_over, then: Box::new(take) })
             }
             Stage::Close { partitions, then } => {
                 for partition in &partitions {

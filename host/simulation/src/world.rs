@@ -174,6 +174,11 @@ pub struct Violation {
     pub at: Millis,
     pub broken: Broken,
     pub trace: Vec<String>,
+    /// Each ledger's `deployment_binding` record when the invariant broke: A's, then B's.
+    pub records: [Option<LedgerId>; 2],
+    /// Each running node's name and why it serves nothing, if it does not (killed nodes left
+    /// out).
+    pub refusals: Vec<(String, Option<String>)>,
 }
 
 impl std::fmt::Display for Violation {
@@ -183,6 +188,10 @@ impl std::fmt::Display for Violation {
             "seed {} broke invariant {} at step {} (t={} ms): {}",
             self.seed, self.broken.invariant, self.step, self.at, self.broken.message
         )?;
+        writeln!(f, "the ledgers' records (A, B): {:?}", self.records)?;
+        for (node, refused) in &self.refusals {
+            writeln!(f, "{node}: {}", refused.as_deref().unwrap_or("serving"))?;
+        }
         writeln!(f, "replay: WASMPAY_SIM_SEED={} (prints every event); the last events:", self.seed)?;
         for line in &self.trace {
             writeln!(f, "{line}")?;
@@ -289,7 +298,22 @@ impl World {
     }
 
     fn violation(&self, broken: Broken) -> Violation {
-        Violation { seed: self.seed, step: self.step, at: self.now - EPOCH, broken, trace: self.trace.tail() }
+        let records = [self.ledgers[LedgerId::A.index()].binding, self.ledgers[LedgerId::B.index()].binding];
+        let refusals = self
+            .nodes
+            .iter()
+            .filter(|node| node.process.is_some())
+            .map(|node| (node.name().to_owned(), node.refused().map(str::to_owned)))
+            .collect();
+        Violation {
+            seed: self.seed,
+            step: self.step,
+            at: self.now - EPOCH,
+            broken,
+            trace: self.trace.tail(),
+            records,
+            refusals,
+        }
     }
 
     fn set_up(&mut self, size: usize) -> Result<(), Violation> {

@@ -1,12 +1,14 @@
 //! The seed runs. `WASMPAY_SIM_SEEDS=N` sets how many seeds the sweeps run (default 2,000);
 //! `WASMPAY_SIM_SEED=S` makes the first test replay seed S alone, printing every event, under
-//! the current protocol (`WASMPAY_SIM_PROTOCOL=c501df9`, `before16` or `cbf9137`: an older one).
+//! the current protocol (`WASMPAY_SIM_PROTOCOL=cca8b70`, `c501df9`, `before16` or `cbf9137`: an
+//! older one).
 //! `cargo test -p wasmpay-simulation --test seeds survey -- --ignored --nocapture` lists every
 //! failing seed of a sweep under `WASMPAY_SIM_PROTOCOL` instead of stopping at the first
 //! (from seed `WASMPAY_SIM_FIRST`, 0 unless set).
 
 use std::time::Instant;
 
+use wasmpay_simulation::ledger::LedgerId;
 use wasmpay_simulation::{Config, Protocol, Stats, Violation, run};
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -179,23 +181,57 @@ fn finding_f3_a_binding_lost_before_its_ledger_announced_it_before_cca8b70() {
     }
 }
 
-/// Finding F4, against the current protocol (cca8b70), kept as a test until `host/cluster` is
-/// fixed (then this test fails: drop it, and say so in docs/cluster.md). F3's fix serves in
-/// the round that announces if the watch brings the announcement back before the put's
-/// answer, on the binding read before the put: a2 reads its binding at 4,739 ms, NATS loses
-/// every bucket at 4,742 ms, b1 binds the deployment to B at 4,748 ms, a2's announcement
-/// lands at 4,754 ms and comes back before its answer, and a2 serves into A while b1 serves
-/// into B. The seed is F3's first (it fails as F3 under `C501df9`); 1 seed in 20,000.
+/// Finding F4, fixed by 24d3bd9 (`Owner::announced_serving_before(read_at)`: a node starts
+/// serving only if NATS acknowledged its `serves` announcement before the round read the
+/// binding; the round that announces never serves). Under cca8b70's check (the member table
+/// shows the announcement) a node served in the round that announced when the watch brought
+/// the put back before its answer, on the binding it read before the put: a2 reads its binding
+/// at 4,739 ms, NATS loses every bucket at 4,742 ms, b1 binds the deployment to B at 4,748 ms,
+/// a2's announcement lands at 4,754 ms and comes back before its answer, and a2 serves into A
+/// while b1 serves into B. The seed must break invariant 3 under `Cca8b70` (and as F3 under
+/// `C501df9`), and not under `Current` (where it shows F5 instead).
 #[test]
-fn finding_f4_a_node_serves_on_the_binding_it_read_before_announcing() {
-    let violation = run(F4_SEED, &Config::standard(Protocol::Current)).expect_err("F4 no longer reproduces");
+fn finding_f4_a_node_served_on_the_binding_it_read_before_announcing_before_24d3bd9() {
+    let violation = run(F4_SEED, &Config::standard(Protocol::Cca8b70)).expect_err("F4 no longer reproduces");
     assert_eq!(violation.broken.invariant, 3, "{violation}");
     let violation = run(F4_SEED, &Config::standard(Protocol::C501df9)).expect_err("F3 no longer reproduces");
     assert_eq!(violation.broken.invariant, 3, "{violation}");
+    if let Err(violation) = run(F4_SEED, &Config::standard(Protocol::Current)) {
+        assert_ne!(violation.broken.invariant, 3, "F4 is back: {violation}");
+    }
 }
 
-/// The seeds that show F1 to F4 under the standard configuration (faults from 2 s).
+/// Finding F5, against the current protocol (24d3bd9), kept as a test until `host/cluster` is
+/// fixed (then this test fails: drop it, and say so in docs/cluster.md). F3's window, which
+/// cca8b70 and 24d3bd9 keep safe but do not close: NATS loses the binding between ledger A's
+/// nodes reading it (before they record A) and their `serves` announcements, and b1 of ledger
+/// B, recordless and past its grace with no claimant in sight, binds and records B. Both
+/// ledgers then record themselves. A's nodes see B's binding and refuse (CONFLICT) while b1
+/// serves, so no payment moves; but once NATS loses the binding again (the bucket deleted at
+/// 27,095 ms), each side sees a live member of the other ledger say `serves`, and nobody
+/// serves until an operator runs `wasmpay cluster adopt` (invariant 4).
+#[test]
+fn finding_f5_both_ledgers_record_the_binding_and_nobody_serves_after_it_is_lost() {
+    let violation = run(F5_SEED, &Config::standard(Protocol::Current)).expect_err("F5 no longer reproduces");
+    assert_eq!(violation.broken.invariant, 4, "{violation}");
+    assert!(violation.broken.message.contains("not acknowledged"), "{violation}");
+    assert!(violation.broken.message.ends_with("open under a fenced token: []"), "{violation}");
+    assert_eq!(
+        violation.records,
+        [Some(LedgerId::A), Some(LedgerId::B)],
+        "not both ledgers recording themselves: {violation}"
+    );
+    assert!(!violation.refusals.is_empty(), "{violation}");
+    for (node, refused) in &violation.refusals {
+        let refused = refused.as_deref().unwrap_or("serving");
+        let conflict = refused.contains("has no binding") && refused.contains("wasmpay cluster adopt");
+        assert!(conflict, "{node} is not in the claimant conflict: {refused}\n{violation}");
+    }
+}
+
+/// The seeds that show F1 to F5 under the standard configuration (faults from 2 s).
 const F1_SEED: u64 = 1_170;
 const F2_SEED: u64 = 232;
 const F3_SEED: u64 = 17_421;
 const F4_SEED: u64 = 2_126;
+const F5_SEED: u64 = 2_126;
