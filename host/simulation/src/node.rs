@@ -274,7 +274,8 @@ pub struct Node {
 /// so a sweep shows it exercised them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Partitions given up by `check_fences` (a later claim had passed their token).
+    /// Partitions given up by `fenced` (`check_fences` before c367496): a later claim had
+    /// passed their token.
     pub fenced: u64,
     /// Leases a renewal created again after they expired on the server.
     pub recreated: u64,
@@ -744,7 +745,7 @@ impl Node {
                 if memory.refused.is_some() {
                     return Flow::Next(Stage::Done);
                 }
-                // `Owner::check_fences` (from c501df9): at most every third of the TTL, and
+                // `Owner::fenced` (`check_fences` from c501df9): at most every third of the TTL, and
                 // only while something is held.
                 let due = memory.fences_checked_at.is_none_or(|at| local.saturating_sub(at) >= timing.ttl / 3);
                 let held: BTreeMap<u32, u64> =
@@ -928,7 +929,7 @@ impl Node {
         }
     }
 
-    /// `Owner::announced_serving`'s check (from cca8b70): whether this node's own member
+    /// `Owner::announced_serving`'s check (cca8b70 to 24d3bd9, `Cca8b70`): whether this node's own member
     /// record, live as of `tables_now`, says its ledger serves the deployment.
     fn announced_serving(&self, local: Millis, timing: Timing) -> bool {
         let now = self.tables_now(local, timing);
