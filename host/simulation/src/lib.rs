@@ -12,8 +12,7 @@
 //! the invariants are checked from what the ledgers did ([`invariants`]). docs/cluster.md,
 //! "Deterministic simulation", has what is modelled and the measurements.
 //!
-//! Layout (each module uses only modules above it in this list, but for `trace`, which
-//! records `world`'s events):
+//! Layout (each module uses only modules above it in this list):
 //! - [`rng`]: SplitMix64, the only randomness.
 //! - [`time`]: simulated time, the protocol's timing, a node's clock.
 //! - [`ledger`]: fencing tokens, idempotent commits, the deployment's record.
@@ -22,9 +21,9 @@
 //! - [`network`]: delays, losses, duplicates, cuts.
 //! - [`protocol`]: the protocol version (the real one, or an older one).
 //! - [`node`]: a node's rounds, renewals and bus.
+//! - [`trace`]: the run's record, generic over its events.
 //! - [`faults`]: a run's faults.
 //! - [`invariants`]: what must hold.
-//! - [`trace`]: the run's record.
 //! - [`world`]: one run.
 
 pub mod faults;

@@ -295,6 +295,17 @@ pub struct Stats {
     pub served_at_once: u64,
 }
 
+impl Process {
+    /// `Owner::announce`'s answer: stored (the heartbeat and `serves_announced_at` move), or a
+    /// failure (the buckets are checked at the next repair).
+    fn announcement_answered(&mut self, answer: Option<&Option<Answer>>, local: Millis, serves: bool) {
+        match answer {
+            Some(Some(Answer::Kv(KvReply::Put(_)))) => self.memory.announced(local, serves),
+            _ => self.damage = true,
+        }
+    }
+}
+
 impl Memory {
     /// `Owner::announce`'s answer: the heartbeat, and (from 24d3bd9) when NATS first
     /// acknowledged an announcement that says this node's ledger serves the deployment.
@@ -466,6 +477,13 @@ impl Node {
     }
 
     /// Sends a KV request of the round, bounded by one request bound.
+    /// `Owner::announce`'s put: this node's member record, saying whether its ledger records
+    /// that it serves the deployment.
+    fn put_announcement(&mut self, serves: bool, cx: &mut Ctx<'_>) {
+        let (me, ledger) = (self.id, self.ledger);
+        self.round_kv(KvOp::Put(Key::Member(me), Value::Member { ledger, serves }), cx);
+    }
+
     fn round_kv(&mut self, op: KvOp, cx: &mut Ctx<'_>) {
         let timeout = cx.timing.request;
         self.send(Purpose::Round, Request::Kv(op, timeout), cx);
@@ -566,14 +584,11 @@ impl Node {
                     return Flow::Next(Stage::Binding);
                 }
                 let serves = memory.recorded == Some(ledger);
-                self.round_kv(KvOp::Put(Key::Member(me), Value::Member { ledger, serves }), cx);
+                self.put_announcement(serves, cx);
                 Flow::Await(Stage::Announced { serves })
             }
             Stage::Announced { serves } => {
-                match answers.first() {
-                    Some(Some(Answer::Kv(KvReply::Put(_)))) => memory.announced(local, serves),
-                    _ => process.damage = true,
-                }
+                process.announcement_answered(answers.first(), local, serves);
                 Flow::Next(Stage::Binding)
             }
             Stage::Binding => {
@@ -709,15 +724,11 @@ impl Node {
                 memory.heartbeat_at = None;
                 self.stats.announced += 1;
                 let serves = memory.recorded == Some(ledger);
-                self.round_kv(KvOp::Put(Key::Member(me), Value::Member { ledger, serves }), cx);
+                self.put_announcement(serves, cx);
                 Flow::Await(Stage::AnnouncedServing { serves })
             }
             Stage::AnnouncedServing { serves } => {
-                // `announce`'s answer, as in `Stage::Announced`.
-                match answers.first() {
-                    Some(Some(Answer::Kv(KvReply::Put(_)))) => memory.announced(local, serves),
-                    _ => process.damage = true,
-                }
+                process.announcement_answered(answers.first(), local, serves);
                 // Under `Cca8b70`, the watch may have brought the put back before its answer:
                 // then this round serves, on the binding it read before the put (finding F4).
                 // From 24d3bd9 the round that announces never serves: the next one, which

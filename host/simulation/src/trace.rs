@@ -1,11 +1,12 @@
 //! The record of a run: a hash of every event (two runs of one seed must agree on it), the
 //! last events for a failure's report, and, when replaying one seed, every event printed.
+//! Generic over the event, so it knows nothing of the world that makes them.
 
 use std::collections::VecDeque;
+use std::fmt::Debug;
 use std::hash::{Hash, Hasher};
 
 use crate::time::Millis;
-use crate::world::Event;
 
 /// How many of the last events a failure shows.
 pub const TAIL: usize = 40;
@@ -32,20 +33,20 @@ impl Hasher for Fnv {
     }
 }
 
-#[derive(Debug, Default)]
-pub struct Trace {
+#[derive(Debug)]
+pub struct Trace<E> {
     hash: Fnv,
-    tail: VecDeque<(u64, Millis, Event)>,
+    tail: VecDeque<(u64, Millis, E)>,
     /// Print every event as it happens.
     pub verbose: bool,
 }
 
-impl Trace {
-    pub fn new(verbose: bool) -> Trace {
-        Trace { verbose, ..Trace::default() }
+impl<E: Hash + Debug + Clone> Trace<E> {
+    pub fn new(verbose: bool) -> Trace<E> {
+        Trace { hash: Fnv::default(), tail: VecDeque::with_capacity(TAIL), verbose }
     }
 
-    pub fn record(&mut self, step: u64, at: Millis, event: &Event) {
+    pub fn record(&mut self, step: u64, at: Millis, event: &E) {
         (at, event).hash(&mut self.hash);
         if self.verbose {
             println!("{step:>7} t={at:>6} {event:?}");

@@ -235,7 +235,7 @@ struct World {
     checker: Checker,
     next_request: u64,
     step: u64,
-    trace: Trace,
+    trace: Trace<Event>,
 }
 
 /// Runs `seed` under `config`.

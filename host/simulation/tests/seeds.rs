@@ -140,13 +140,8 @@ fn one_seed_replays_exactly() {
 /// there was refused, for good. The seed must fail that way before the fix, and pass after.
 #[test]
 fn finding_f1_a_fenced_lease_holder_gave_up_nothing_before_the_fence_check() {
-    let seed = F1_SEED;
-    let violation = run(seed, &Config::standard(Protocol::Before16)).expect_err("F1 no longer reproduces");
-    assert_eq!(violation.broken.invariant, 4, "{violation}");
+    let violation = found_before_and_fixed_now(F1_SEED, Protocol::Before16, 4);
     assert!(violation.broken.message.contains("< fence"), "not a fenced holder: {violation}");
-    if let Err(violation) = run(seed, &Config::standard(Protocol::Current)) {
-        panic!("{violation}");
-    }
 }
 
 /// Finding F2, fixed by the binding's grace counting only while a node hears its own
@@ -156,12 +151,7 @@ fn finding_f1_a_fenced_lease_holder_gave_up_nothing_before_the_fence_check() {
 /// had announced `serves` again. The seed must fail that way before the fix, and pass after.
 #[test]
 fn finding_f2_a_recordless_node_bound_after_a_total_loss_before_the_grace_fix() {
-    let seed = F2_SEED;
-    let violation = run(seed, &Config::standard(Protocol::Before16)).expect_err("F2 no longer reproduces");
-    assert_eq!(violation.broken.invariant, 3, "{violation}");
-    if let Err(violation) = run(seed, &Config::standard(Protocol::Current)) {
-        panic!("{violation}");
-    }
+    found_before_and_fixed_now(F2_SEED, Protocol::Before16, 3);
 }
 
 /// Finding F3, fixed by cca8b70 (a node starts serving only once its member table shows its
@@ -174,11 +164,18 @@ fn finding_f2_a_recordless_node_bound_after_a_total_loss_before_the_grace_fix() 
 /// announce `serves` and waits). 2 seeds in 25,000 under `C501df9`.
 #[test]
 fn finding_f3_a_binding_lost_before_its_ledger_announced_it_before_cca8b70() {
-    let violation = run(F3_SEED, &Config::standard(Protocol::C501df9)).expect_err("F3 no longer reproduces");
-    assert_eq!(violation.broken.invariant, 3, "{violation}");
-    if let Err(violation) = run(F3_SEED, &Config::standard(Protocol::Current)) {
+    found_before_and_fixed_now(F3_SEED, Protocol::C501df9, 3);
+}
+
+/// Runs `seed` under `before`, which must break `invariant`, and under `Current`, which must
+/// keep every invariant; the violation found before, for further checks.
+fn found_before_and_fixed_now(seed: u64, before: Protocol, invariant: u8) -> Violation {
+    let violation = run(seed, &Config::standard(before)).expect_err("the finding no longer reproduces");
+    assert_eq!(violation.broken.invariant, invariant, "{violation}");
+    if let Err(violation) = run(seed, &Config::standard(Protocol::Current)) {
         panic!("{violation}");
     }
+    violation
 }
 
 /// Finding F4, fixed by 24d3bd9 (`Owner::announced_serving_before(read_at)`: a node starts
