@@ -191,7 +191,7 @@ impl Instances {
     pub async fn run_blocking(&mut self, pipeline: Pipeline, input: PaymentInput) -> Result<Verdict, PluginFailure> {
         let mut runner = self.take_back().await;
         // The semaphore is never closed, so the permit always comes.
-        let share = self.runtime.shares.of(&pipeline.method).acquire_owned().await.ok();
+        let share = pipeline.share.clone().acquire_owned().await.ok();
         let (verdict_sender, verdict) = tokio::sync::oneshot::channel();
         self.replenishing = Some(tokio::task::spawn_blocking(move || {
             let _ = verdict_sender.send(runner.run(&pipeline, &input));

@@ -22,6 +22,7 @@ use crate::manifest::{Manifest, Sha256};
 use crate::pipeline::Pipelines;
 use crate::runtime::PluginRuntime;
 use crate::settings::{FeeLimit, MethodSettings, PluginSettings};
+use crate::shares::MethodShares;
 use crate::sources::{self, Origin, PluginError, PluginSource};
 use crate::version::LoadedPlugin;
 
@@ -139,8 +140,12 @@ impl PluginHost {
         fee_limits: &BTreeMap<String, FeeLimit>,
     ) -> Result<PluginHost, PluginError> {
         let loaded = sources::load_plugins(&runtime, sources, plugins, fee_limits)?;
-        let pipelines =
-            Pipelines::build(loaded.iter().map(|(plugin, _)| plugin.clone()).collect(), methods, fee_limits)?;
+        let pipelines = Pipelines::build(
+            &runtime.shares,
+            loaded.iter().map(|(plugin, _)| plugin.clone()).collect(),
+            methods,
+            fee_limits,
+        )?;
         let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
         for (plugin, origin) in loaded {
             let name = plugin.info().name.clone();
@@ -385,7 +390,7 @@ impl PluginHost {
     /// retained ones.
     fn switch(&self, name: &str, next: Option<(Arc<LoadedPlugin>, Origin)>) -> Result<Switched, ActivationError> {
         let mut registry = self.lock();
-        let pipelines = table(&registry, name, next.as_ref().map(|(plugin, _)| plugin))?;
+        let pipelines = table(&self.runtime.shares, &registry, name, next.as_ref().map(|(plugin, _)| plugin))?;
         let slot = registry.slots.entry(name.to_owned()).or_default();
         let previous = match next {
             Some((plugin, origin)) => {
@@ -414,7 +419,7 @@ impl PluginHost {
     /// The method table with `plugin` serving `name` (`None`: without `name`), or why it
     /// cannot be built.
     fn table_with(&self, name: &str, plugin: Option<&Arc<LoadedPlugin>>) -> Result<Pipelines, ActivationError> {
-        table(&self.lock(), name, plugin)
+        table(&self.runtime.shares, &self.lock(), name, plugin)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -423,7 +428,12 @@ impl PluginHost {
 }
 
 /// The method table of `registry` with `plugin` serving `name` (`None`: without `name`).
-fn table(registry: &Registry, name: &str, plugin: Option<&Arc<LoadedPlugin>>) -> Result<Pipelines, ActivationError> {
+fn table(
+    shares: &MethodShares,
+    registry: &Registry,
+    name: &str,
+    plugin: Option<&Arc<LoadedPlugin>>,
+) -> Result<Pipelines, ActivationError> {
     let mut plugins: Vec<Arc<LoadedPlugin>> = registry
         .slots
         .iter()
@@ -431,7 +441,7 @@ fn table(registry: &Registry, name: &str, plugin: Option<&Arc<LoadedPlugin>>) ->
         .filter_map(|(_, slot)| slot.active.as_ref().map(|(plugin, _)| plugin.clone()))
         .collect();
     plugins.extend(plugin.cloned());
-    Ok(Pipelines::build(plugins, &registry.methods, &registry.fee_limits)?)
+    Ok(Pipelines::build(shares, plugins, &registry.methods, &registry.fee_limits)?)
 }
 
 fn origin_label(origin: &Origin) -> String {

@@ -7,16 +7,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
 use wasmpay_protocol::money::Currency;
 
 use crate::settings::{FeeLimit, MethodSettings};
+use crate::shares::MethodShares;
 use crate::version::LoadedPlugin;
 
 /// The plugins of one method.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
-    /// The method: its plugin calls share one bound of CPU (`shares`).
-    pub(crate) method: Arc<str>,
+    /// The method's share of the plugin CPU (`shares`), looked up once when the method table
+    /// is built rather than per payment.
+    pub(crate) share: Arc<Semaphore>,
     pub(crate) validators: Vec<Arc<LoadedPlugin>>,
     pub(crate) fee_policy: Arc<LoadedPlugin>,
     pub(crate) fee_limit: FeeLimit,
@@ -77,8 +80,9 @@ pub enum PipelineError {
 
 impl Pipelines {
     /// Builds the method table from the loaded plugins, the configured pipelines and the fee
-    /// limits by method.
-    pub fn build(
+    /// limits by method; each method's calls share `shares`'s bound.
+    pub(crate) fn build(
+        shares: &MethodShares,
         plugins: Vec<Arc<LoadedPlugin>>,
         configured: &BTreeMap<String, MethodSettings>,
         fee_limits: &BTreeMap<String, FeeLimit>,
@@ -109,7 +113,7 @@ impl Pipelines {
             let fee_policy = find(&settings.fee, "fee-policy", |p| p.info.quotes_fees)?;
             by_method.insert(
                 method.clone(),
-                Pipeline { method: method.as_str().into(), validators, fee_policy, fee_limit: fee_limit(method) },
+                Pipeline { share: shares.of(method), validators, fee_policy, fee_limit: fee_limit(method) },
             );
         }
         let mut claimed_by: BTreeMap<&str, &str> = BTreeMap::new();
@@ -123,7 +127,7 @@ impl Pipelines {
                     return Err(PipelineError::AmbiguousMethod(other.to_owned(), info.name.clone(), method.clone()));
                 }
                 let pipeline = Pipeline {
-                    method: method.as_str().into(),
+                    share: shares.of(method),
                     validators: vec![plugin.clone()],
                     fee_policy: plugin.clone(),
                     fee_limit: fee_limit(method),

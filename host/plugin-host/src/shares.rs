@@ -29,13 +29,16 @@ impl MethodShares {
     /// the process may use, at least one.
     pub(crate) fn new(threads: Option<usize>) -> MethodShares {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let threads = threads.unwrap_or(cores.saturating_sub(1)).max(1);
+        // Above the semaphore's limit `Semaphore::new` panics: a setting that large means
+        // "no bound" and gets the largest one.
+        let threads = threads.unwrap_or(cores.saturating_sub(1)).clamp(1, Semaphore::MAX_PERMITS);
         MethodShares { threads, by_method: Mutex::new(BTreeMap::new()) }
     }
 
-    /// The share of `method`, the same semaphore for every payment of it (and across plugin
-    /// swaps: a new version of a method's plugin shares its old version's bound). Methods are
-    /// named by configuration and by loaded plugins' `describe`, so the map stays small.
+    /// The share of `method`, the same semaphore for every method table built (so a new version
+    /// of a method's plugin shares its old version's bound); looked up when a table is built,
+    /// not per payment. Methods are named by configuration and by loaded plugins' `describe`,
+    /// so the map stays small.
     pub(crate) fn of(&self, method: &str) -> Arc<Semaphore> {
         let mut by_method = self.by_method.lock().unwrap_or_else(PoisonError::into_inner);
         match by_method.get(method) {
@@ -70,5 +73,6 @@ mod tests {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         assert_eq!(MethodShares::new(None).of("card").available_permits(), cores.saturating_sub(1).max(1));
         assert_eq!(MethodShares::new(Some(0)).of("card").available_permits(), 1);
+        assert_eq!(MethodShares::new(Some(usize::MAX)).of("card").available_permits(), Semaphore::MAX_PERMITS);
     }
 }

@@ -173,7 +173,7 @@ pub fn load_pipelines(
     fee_limits: &BTreeMap<String, FeeLimit>,
 ) -> Result<Pipelines, PluginError> {
     let loaded = load_plugins(runtime, sources, plugins, fee_limits)?;
-    Ok(Pipelines::build(loaded.into_iter().map(|(plugin, _)| plugin).collect(), methods, fee_limits)?)
+    Ok(Pipelines::build(&runtime.shares, loaded.into_iter().map(|(plugin, _)| plugin).collect(), methods, fee_limits)?)
 }
 
 /// Loads `sources` and every configured path, each with where it came from.

@@ -111,7 +111,7 @@ fn a_small_pool_serves_many_plugins_and_payments() {
     for round in 0..5 {
         for plugin in &plugins {
             let pipeline = Pipeline {
-                method: "faulty".into(),
+                share: runtime.shares.of("faulty"),
                 validators: vec![plugin.clone()],
                 fee_policy: plugin.clone(),
                 fee_limit: FeeLimit::default(),
@@ -160,7 +160,7 @@ async fn a_slow_method_runs_at_most_its_share_of_calls_at_once() {
         let runtime = PluginRuntime::new(&settings).expect("runtime");
         let plugin = Arc::new(load_bare(&runtime, "faulty", wasmpay_plugin_artifacts::FAULTY).expect("load"));
         let pipeline = Pipeline {
-            method: "faulty".into(),
+            share: runtime.shares.of("faulty"),
             validators: vec![plugin.clone()],
             fee_policy: plugin,
             fee_limit: FeeLimit::default(),
@@ -207,7 +207,7 @@ fn plugin_log_lines_are_bounded_single_lines_that_name_the_payment() {
     let plugin = Arc::new(load_bare(&runtime, "faulty", wasmpay_plugin_artifacts::FAULTY).expect("load"));
     let mut instances = Instances::new(runtime.clone(), Arc::new(Calls::default()));
     let pipeline = Pipeline {
-        method: "faulty".into(),
+        share: runtime.shares.of("faulty"),
         validators: vec![plugin.clone()],
         fee_policy: plugin,
         fee_limit: FeeLimit::default(),
