@@ -55,13 +55,13 @@ impl Ledger {
     /// there is refused, so it must give the partition up and take it again (a fresh claim)
     /// rather than hold a lease it can never write under.
     pub async fn fence_tokens(&self) -> Result<BTreeMap<u32, u64>, LedgerError> {
-        let rows: Vec<(i64, i64)> = store::on_store!(&self.store, backend => {
-            sqlx::query_as("SELECT partition, token FROM partition_fences").fetch_all(&backend.pool).await?
-        });
-        rows.into_iter()
-            .map(|(partition, token)| match (u32::try_from(partition), u64::try_from(token)) {
-                (Ok(partition), Ok(token)) => Ok((partition, token)),
-                _ => Err(LedgerError::Corrupt(format!("fence of partition {partition}: token {token}"))),
+        let fences = self.store.fences().await?;
+        fences
+            .into_iter()
+            .map(|(partition, token)| {
+                let token = u64::try_from(token)
+                    .map_err(|_| LedgerError::Corrupt(format!("fence of partition {partition}: token {token}")))?;
+                Ok((partition, token))
             })
             .collect()
     }

@@ -67,6 +67,24 @@ impl Store {
     }
 }
 
+/// Every partition's newest fencing token (one row per partition).
+const SELECT_FENCES: &str = "SELECT partition, token FROM partition_fences";
+
+/// The rows of [`SELECT_FENCES`] by partition (a partition number out of range is no partition).
+fn fences_of(rows: Vec<(i64, i64)>) -> Fences {
+    rows.into_iter().filter_map(|(partition, token)| Some((u32::try_from(partition).ok()?, token))).collect()
+}
+
+impl Store {
+    /// Every partition's newest fencing token, outside any batch (an owner checking whether
+    /// it was fenced).
+    pub(crate) async fn fences(&self) -> Result<Fences, LedgerError> {
+        let rows: Vec<(i64, i64)> =
+            on_store!(self, backend => sqlx::query_as(SELECT_FENCES).fetch_all(&backend.pool).await?);
+        Ok(fences_of(rows))
+    }
+}
+
 /// What a batch read, with its transaction open.
 pub(crate) struct Begun {
     pub(crate) transaction: Transaction,
@@ -130,12 +148,11 @@ impl Transaction {
     /// lets a batch refuse only its transfers under an older token. The write phase's upsert
     /// stays the guard against a claim that commits after this read.
     async fn fences(&mut self) -> Result<Fences, LedgerError> {
-        const SQL: &str = "SELECT partition, token FROM partition_fences";
         let rows: Vec<(i64, i64)> = match self {
-            Transaction::Sqlite(transaction) => sqlx::query_as(SQL).fetch_all(&mut **transaction).await?,
-            Transaction::Postgres(transaction) => sqlx::query_as(SQL).fetch_all(&mut **transaction).await?,
+            Transaction::Sqlite(transaction) => sqlx::query_as(SELECT_FENCES).fetch_all(&mut **transaction).await?,
+            Transaction::Postgres(transaction) => sqlx::query_as(SELECT_FENCES).fetch_all(&mut **transaction).await?,
         };
-        Ok(rows.into_iter().filter_map(|(partition, token)| Some((u32::try_from(partition).ok()?, token))).collect())
+        Ok(fences_of(rows))
     }
 
     /// Writes a decided batch and commits it.
