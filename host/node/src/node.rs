@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState, PluginParts};
 use crate::bus::{self, Bus, BusError, BusSettings, Intake, Serving};
-use crate::cluster::{Cluster, ClusterError, ClusterView, Identity, LedgerFences, Views};
+use crate::cluster::{Cluster, ClusterError, ClusterSettings, ClusterView, Identity, LedgerFences, Views};
 use crate::config::Config;
 use crate::durable::{Durable, DurableError};
 use crate::metrics::Metrics;
@@ -240,7 +240,8 @@ impl Node {
             http: http_address.to_string(),
             partitions: settings.partitions,
         };
-        let cluster_settings = settings.config.cluster;
+        // The replicas resolved once, so the buckets get what the streams and the store got.
+        let cluster_settings = ClusterSettings { replicas: Some(replicas), ..settings.config.cluster };
         let ports = wasmpay_cluster::Ports {
             partitions: intake.clone(),
             fences: LedgerFences(ledger.clone()),
