@@ -46,8 +46,11 @@ pub struct Account {
     pub id: AccountId,
     /// The only currency it holds.
     pub currency: Currency,
-    /// Minor units.
+    /// Posted minor units.
     pub balance: MinorUnits,
+    /// What its open authorizations reserve: never negative, and the floor applies to the
+    /// available balance, `balance - held`.
+    pub held: MinorUnits,
     /// The lowest the balance may go; `None` for no floor.
     pub floor: Option<MinorUnits>,
     /// What it is for.

@@ -1,21 +1,23 @@
 //! One batch of transfers, decided in memory: pure code, no I/O. The backend reads what the
 //! batch needs in a few set-based queries (the recorded ids, the accounts it touches, with the
-//! payers' rows locked) and writes the [`Writes`] in a few multi-row statements, so the
-//! statement count is the same for one transfer or five hundred.
+//! payers' rows locked, the holds it closes) and writes the [`Writes`] in a few multi-row
+//! statements, so the statement count is the same for one transfer or five hundred.
 //!
 //! Deciding a transfer, in order: an id already recorded (before the batch, or earlier in it)
 //! replays its stored reply; a transfer whose balances would leave the 64-bit range, or whose
 //! account is missing, fails alone (nothing of it is written); a plugin's decline is recorded
-//! without postings; a debit that would cross the payer's floor declines; anything else is
-//! approved and its postings change the batch's working balances, which the next transfer of
-//! the batch sees.
+//! without postings; a debit or a hold that would take the payer's *available* balance
+//! (balance − held) below its floor declines; a capture or void of a hold that is closed or
+//! past its expiry declines; anything else is approved and its postings and hold change the
+//! batch's working balances and holds, which the next transfer of the batch sees.
 //!
-//! Balances change in two ways. An account whose row the batch holds (every account on
+//! Balances change in two ways. An account whose row the batch locks (every account on
 //! SQLite, whose write lock is the whole database; the payers on PostgreSQL) gets its net
-//! change added to its row. Any other account (a payee, the fee account) is only credited,
-//! and gets its credits as sub-balances keyed by the payment's partition: a hot payee
-//! credited by every batch then costs no lock on its account row, and credits never need a
-//! floor check.
+//! change (balance and held) added to its row. Any other account (a payee, the fee account) is
+//! only credited, and gets its credits as sub-balances keyed by the payment's partition: a hot
+//! payee credited by every batch then costs no lock on its account row, and credits never need
+//! a floor check. Holds are only ever opened and closed on a payer, under its row lock, by its
+//! partition's owner: the same lock orders a capture, a void and an expiry of one hold.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -25,24 +27,35 @@ use wasmpay_protocol::routing::AccountId;
 
 use crate::account::{Account, fee_account};
 use crate::error::{LedgerError, checked};
-use crate::transfer::{Decision, Recorded, Replies, StoredReply, Transfer, postings};
+use crate::hold::{Hold, HoldState};
+use crate::transfer::{
+    Decision, Posting, Recorded, Replies, StoredReply, Transfer, TransferKind, postings, prorated_fee,
+};
 
-/// The ids and accounts a batch reads, computed before it is decided.
+/// The ids, accounts and holds a batch reads, computed before it is decided.
 #[derive(Debug)]
 pub(crate) struct Keys {
-    /// The transfers' ids, for the idempotency lookup.
+    /// The transfers' ids, for the idempotency lookup (an expiry has none of its own).
     pub(crate) ids: Vec<PaymentId>,
     /// Every account a transfer may post to, sorted.
     pub(crate) touched: BTreeSet<AccountId>,
     /// The accounts the batch may debit, sorted: their rows are locked, in this order.
     pub(crate) payers: BTreeSet<AccountId>,
+    /// The authorizations whose holds a capture, void or expiry of the batch closes.
+    pub(crate) holds: Vec<PaymentId>,
 }
 
 impl Keys {
     pub(crate) fn of<'a>(transfers: impl Iterator<Item = &'a Transfer>) -> Keys {
-        let mut keys = Keys { ids: Vec::new(), touched: BTreeSet::new(), payers: BTreeSet::new() };
+        let mut keys = Keys { ids: Vec::new(), touched: BTreeSet::new(), payers: BTreeSet::new(), holds: Vec::new() };
         for transfer in transfers {
-            keys.ids.push(transfer.id.clone());
+            match &transfer.kind {
+                TransferKind::Expiry => keys.holds.push(transfer.id.clone()),
+                kind => {
+                    keys.ids.push(transfer.id.clone());
+                    keys.holds.extend(kind.closes().cloned());
+                }
+            }
             keys.touched.extend([transfer.payer.clone(), transfer.payee.clone(), fee_account(transfer.currency)]);
             keys.payers.insert(transfer.payer.clone());
         }
@@ -53,20 +66,37 @@ impl Keys {
 /// The recorded payments a batch found, by id.
 pub(crate) type Existing = HashMap<String, StoredReply>;
 
+/// The holds a batch found, by authorization id.
+pub(crate) type Holds = HashMap<PaymentId, Hold>;
+
 /// Partition → the newest fencing token the ledger has seen for it.
 pub(crate) type Fences = HashMap<u32, i64>;
+
+/// The net change of a locked account's row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RowChange {
+    /// Added to its balance.
+    pub(crate) balance: MinorUnits,
+    /// Added to what its open holds reserve.
+    pub(crate) held: MinorUnits,
+}
 
 /// What a batch writes once every transfer in it is decided.
 #[derive(Debug, Default)]
 pub(crate) struct Writes {
-    /// The net change of every held account (a payer of the batch) that a posting touched.
-    pub(crate) balances: BTreeMap<AccountId, MinorUnits>,
+    /// The net change of every locked account (a payer of the batch) that a posting or a hold
+    /// touched.
+    pub(crate) balances: BTreeMap<AccountId, RowChange>,
     /// Credits to accounts the batch does not hold: (account, shard) → amount, positive.
     pub(crate) credits: BTreeMap<(AccountId, i64), MinorUnits>,
     /// New payment rows.
     pub(crate) payments: Vec<NewPayment>,
     /// New entries, in posting order.
     pub(crate) entries: Vec<Entry>,
+    /// Holds opened by authorizations of the batch.
+    pub(crate) opened: Vec<OpenedHold>,
+    /// Holds closed by captures, voids and expiries of the batch (each at most once).
+    pub(crate) closed: Vec<ClosedHold>,
     /// Per partition, the oldest lease token its transfers carry: the batch is refused if the
     /// ledger has seen a newer one, and stores it otherwise.
     pub(crate) fences: BTreeMap<u32, i64>,
@@ -88,14 +118,36 @@ pub(crate) struct Entry {
     pub(crate) amount: MinorUnits,
 }
 
-/// Decides `jobs` in order against the recorded payments `existing` and the `accounts` they
-/// touch, of which the batch holds the rows of `held`. Pure: the same input gives the same
-/// output.
+/// A hold row to insert: an approved authorization's reservation on its payer.
+#[derive(Debug)]
+pub(crate) struct OpenedHold {
+    pub(crate) id: PaymentId,
+    pub(crate) payer: AccountId,
+    pub(crate) held: MinorUnits,
+    pub(crate) expires_at_ms: i64,
+    pub(crate) partition: Option<u32>,
+}
+
+/// A hold row to close: from `open` to `state`, by `closed_by` (a capture's or void's id;
+/// `None` for the ledger's expiry).
+#[derive(Debug)]
+pub(crate) struct ClosedHold {
+    pub(crate) id: PaymentId,
+    pub(crate) state: HoldState,
+    pub(crate) captured: MinorUnits,
+    pub(crate) closed_by: Option<PaymentId>,
+    pub(crate) closed_at_ms: i64,
+}
+
+/// Decides `jobs` in order against the recorded payments `existing`, the `accounts` and the
+/// `holds` they touch, of which the batch locks the rows of `locked`. Pure: the same input
+/// gives the same output.
 pub(crate) fn decide(
     jobs: Vec<(Transfer, Replies)>,
     mut existing: Existing,
     mut accounts: HashMap<AccountId, Account>,
-    held: &BTreeSet<AccountId>,
+    mut holds: Holds,
+    locked: &BTreeSet<AccountId>,
     fences: &Fences,
 ) -> (Vec<Result<Recorded, LedgerError>>, Writes) {
     let mut writes = Writes::default();
@@ -120,42 +172,77 @@ pub(crate) fn decide(
             outcomes.push(Err(LedgerError::Fenced(transfer.partition.into_iter().collect())));
             continue;
         }
-        if let Some(stored) = existing.get(transfer.id.as_str()) {
+        let expiry = transfer.kind == TransferKind::Expiry;
+        if !expiry && let Some(stored) = existing.get(transfer.id.as_str()) {
             outcomes.push(Ok(Recorded::Existing(stored.clone())));
             continue;
         }
-        let decided = decide_one(&transfer, replies.declined_by_plugin(), &accounts).and_then(|(decision, changes)| {
-            let totals = writes.totals_after(&transfer, &changes, held)?;
-            Ok((decision, changes, totals))
+        let decided = decide_one(&transfer, replies.declined_by_plugin(), &accounts, &holds).and_then(|decided| {
+            let totals = writes.totals_after(&transfer, &decided, locked)?;
+            let reply = replies.into_reply(decided.decision).ok_or_else(|| {
+                LedgerError::Invalid(format!("{}: no reply was rendered for {:?}", transfer.id, decided.decision))
+            })?;
+            Ok((decided, totals, reply))
         });
-        let (decision, changes, totals) = match decided {
+        let (decided, totals, reply) = match decided {
             Ok(decided) => decided,
             Err(error) => {
                 outcomes.push(Err(error));
                 continue;
             }
         };
-        if decision == Decision::Approved {
-            for (account, balance, amount) in changes {
-                if let Some(state) = accounts.get_mut(&account) {
-                    state.balance = balance;
-                }
-                writes.entries.push(Entry { payment_id: transfer.id.clone(), account, amount });
-            }
-            for (key, total) in totals {
-                match key {
-                    Sum::Held(account) => writes.balances.insert(account, total),
-                    Sum::Credit(account, shard) => writes.credits.insert((account, shard), total),
-                };
-            }
+        let Decided { decision, changes, hold, held } = decided;
+        if let (Some((_, after)), Some(state)) = (held, accounts.get_mut(&transfer.payer)) {
+            state.held = after;
         }
-        let reply = replies.into_reply(decision);
-        existing.insert(
-            transfer.id.to_string(),
-            StoredReply { request_hash: transfer.request_hash.clone(), reply: reply.clone() },
-        );
+        for (account, balance, amount) in changes {
+            if let Some(state) = accounts.get_mut(&account) {
+                state.balance = balance;
+            }
+            writes.entries.push(Entry { payment_id: transfer.id.clone(), account, amount });
+        }
+        for (key, total) in totals {
+            match key {
+                Sum::Locked(account) => writes.balances.insert(account, total),
+                Sum::Credit(account, shard) => {
+                    writes.credits.insert((account, shard), total.balance);
+                    None
+                }
+            };
+        }
+        match hold {
+            Some(HoldChange::Open { held, expires_at_ms }) => {
+                writes.opened.push(OpenedHold {
+                    id: transfer.id.clone(),
+                    payer: transfer.payer.clone(),
+                    held,
+                    expires_at_ms,
+                    partition: transfer.partition,
+                });
+            }
+            Some(HoldChange::Close { id, state: closed, captured }) => {
+                if let Some(open) = holds.get_mut(&id) {
+                    (open.state, open.captured) = (closed, captured);
+                }
+                let closed_by = (!expiry).then(|| transfer.id.clone());
+                writes.closed.push(ClosedHold {
+                    id,
+                    state: closed,
+                    captured,
+                    closed_by,
+                    closed_at_ms: transfer.now_ms,
+                });
+            }
+            None => {}
+        }
         outcomes.push(Ok(Recorded::New { decision, reply: reply.clone() }));
-        writes.payments.push(NewPayment { transfer, decision, reply });
+        if !expiry {
+            existing.insert(
+                transfer.id.to_string(),
+                StoredReply { request_hash: transfer.request_hash.clone(), reply: reply.clone() },
+            );
+            writes.payments.push(NewPayment { transfer, decision, reply });
+        }
     }
     (outcomes, writes)
 }
@@ -168,31 +255,52 @@ pub(crate) fn fenced(fences: &BTreeMap<u32, i64>, taken: impl Iterator<Item = i6
     if lost.is_empty() { Ok(()) } else { Err(LedgerError::Fenced(lost)) }
 }
 
-/// A running sum of [`Writes`]: a held account's net change, or a credit sub-balance.
+/// A running sum of [`Writes`]: a locked account's net change, or a credit sub-balance.
 enum Sum {
-    Held(AccountId),
+    Locked(AccountId),
     Credit(AccountId, i64),
 }
 
 impl Writes {
-    /// The sums an approval of `transfer` would leave, each checked: (sum, its new total).
+    /// The sums an approval of `decided` would leave, each checked: (sum, its new total).
     fn totals_after(
         &self,
         transfer: &Transfer,
-        changes: &[Change],
-        held: &BTreeSet<AccountId>,
-    ) -> Result<Vec<(Sum, MinorUnits)>, LedgerError> {
-        let mut totals = Vec::with_capacity(changes.len());
-        for (account, _, amount) in changes {
-            let (key, before) = if held.contains(account) {
-                (Sum::Held(account.clone()), self.balances.get(account))
+        decided: &Decided,
+        locked: &BTreeSet<AccountId>,
+    ) -> Result<Vec<(Sum, RowChange)>, LedgerError> {
+        let mut totals: Vec<(Sum, RowChange)> = Vec::with_capacity(decided.changes.len() + 1);
+        for (account, _, amount) in &decided.changes {
+            if locked.contains(account) {
+                let before = self.balances.get(account).copied().unwrap_or_default();
+                let balance = checked(account, before.balance.checked_add(*amount))?;
+                totals.push((Sum::Locked(account.clone()), RowChange { balance, ..before }));
             } else if *amount > MinorUnits::ZERO {
                 let shard = transfer.partition.map_or(0, i64::from);
-                (Sum::Credit(account.clone(), shard), self.credits.get(&(account.clone(), shard)))
+                let before = self.credits.get(&(account.clone(), shard)).copied().unwrap_or(MinorUnits::ZERO);
+                let balance = checked(account, before.checked_add(*amount))?;
+                totals.push((Sum::Credit(account.clone(), shard), RowChange { balance, held: MinorUnits::ZERO }));
             } else {
                 return Err(LedgerError::Invalid(format!("{}: debits `{account}`, not its payer", transfer.id)));
-            };
-            totals.push((key, checked(account, before.copied().unwrap_or(MinorUnits::ZERO).checked_add(*amount))?));
+            }
+        }
+        let Some((held, _)) = decided.held else {
+            return Ok(totals);
+        };
+        if !locked.contains(&transfer.payer) {
+            return Err(LedgerError::Invalid(format!("{}: holds on `{}`, not locked", transfer.id, transfer.payer)));
+        }
+        let payer = Sum::Locked(transfer.payer.clone());
+        let index =
+            totals.iter().position(|(sum, _)| matches!(sum, Sum::Locked(account) if *account == transfer.payer));
+        let before = match index {
+            Some(index) => totals[index].1,
+            None => self.balances.get(&transfer.payer).copied().unwrap_or_default(),
+        };
+        let after = RowChange { held: checked(&transfer.payer, before.held.checked_add(held))?, ..before };
+        match index {
+            Some(index) => totals[index].1 = after,
+            None => totals.push((payer, after)),
         }
         Ok(totals)
     }
@@ -201,13 +309,39 @@ impl Writes {
 /// A posting as it would change its account: (account, balance after, amount posted).
 type Change = (AccountId, MinorUnits, MinorUnits);
 
+/// What a transfer does to a hold.
+#[derive(Debug)]
+enum HoldChange {
+    /// An authorization reserves `held` on its payer until `expires_at_ms`.
+    Open { held: MinorUnits, expires_at_ms: i64 },
+    /// A capture, void or expiry closes hold `id` in `state`, having posted `captured`.
+    Close { id: PaymentId, state: HoldState, captured: MinorUnits },
+}
+
+/// The ledger's decision on one new transfer with what an approval changes.
+#[derive(Debug)]
+struct Decided {
+    decision: Decision,
+    changes: Vec<Change>,
+    hold: Option<HoldChange>,
+    /// How the hold changes what the payer's holds reserve: (change, total after).
+    held: Option<(MinorUnits, MinorUnits)>,
+}
+
+impl Decided {
+    fn only(decision: Decision) -> Decided {
+        Decided { decision, changes: Vec::new(), hold: None, held: None }
+    }
+}
+
 /// The ledger's decision on one new transfer with the changes an approval makes, or why it
 /// cannot be recorded at all.
 fn decide_one(
     transfer: &Transfer,
     declined_by_plugin: bool,
     accounts: &HashMap<AccountId, Account>,
-) -> Result<(Decision, Vec<Change>), LedgerError> {
+    holds: &Holds,
+) -> Result<Decided, LedgerError> {
     // What the schema would refuse is refused here, for this transfer alone: at commit it
     // would fail the whole batch.
     if transfer.amount <= MinorUnits::ZERO || transfer.fee < MinorUnits::ZERO {
@@ -243,9 +377,101 @@ fn decide_one(
     if let Some(twice) = twice {
         return Err(LedgerError::Invalid(format!("{}: posts to `{twice}` twice", transfer.id)));
     }
+    let closing = match &transfer.kind {
+        TransferKind::Capture { authorization } | TransferKind::Void { authorization } => {
+            Some(closed_hold(transfer, authorization, holds)?)
+        }
+        TransferKind::Expiry => Some(closed_hold(transfer, &transfer.id, holds)?),
+        _ => None,
+    };
     if declined_by_plugin {
-        return Ok((Decision::PluginDeclined, Vec::new()));
+        return Ok(Decided::only(Decision::PluginDeclined));
     }
+    let payer = accounts.get(&transfer.payer).ok_or_else(|| LedgerError::UnknownAccount(transfer.payer.to_string()))?;
+    if let Some(hold) = closing {
+        if hold.state != HoldState::Open {
+            return Ok(Decided::only(Decision::HoldNotOpen));
+        }
+        let due = hold.expires_at_ms <= transfer.now_ms;
+        let (decision, state) = match &transfer.kind {
+            TransferKind::Expiry if !due => return Ok(Decided::only(Decision::HoldNotOpen)),
+            TransferKind::Expiry => (Decision::Approved, HoldState::Expired),
+            _ if due => (Decision::HoldExpired, HoldState::Expired),
+            TransferKind::Capture { .. } => (Decision::Approved, HoldState::Captured),
+            _ => (Decision::Approved, HoldState::Voided),
+        };
+        let released = checked(&transfer.payer, hold.held.checked_neg())?;
+        let after = checked(&transfer.payer, payer.held.checked_add(released))?;
+        let captured = if state == HoldState::Captured { transfer.amount } else { MinorUnits::ZERO };
+        let close = HoldChange::Close { id: hold.id.clone(), state, captured };
+        let mut decided = Decided { decision, changes: Vec::new(), hold: Some(close), held: Some((released, after)) };
+        if state == HoldState::Captured {
+            // The capture's debit is at most what the hold reserved, so the available balance
+            // only grows; the floor is checked all the same.
+            decided.changes = changes(transfer, postings, accounts, after)?
+                .ok_or_else(|| LedgerError::Corrupt(format!("{}: a capture crossed a floor", transfer.id)))?;
+        }
+        return Ok(decided);
+    }
+    if let TransferKind::Authorization { expires_at_ms } = transfer.kind {
+        let held = match transfer.fee_bearer {
+            FeeBearer::Payer => checked(&transfer.payer, transfer.amount.checked_add(transfer.fee))?,
+            FeeBearer::Payee => transfer.amount,
+        };
+        let after = checked(&transfer.payer, payer.held.checked_add(held))?;
+        let available = checked(&transfer.payer, payer.balance.checked_sub(after))?;
+        if payer.floor.is_some_and(|floor| available < floor) {
+            return Ok(Decided::only(Decision::InsufficientFunds));
+        }
+        let open = HoldChange::Open { held, expires_at_ms };
+        return Ok(Decided {
+            decision: Decision::Approved,
+            changes: Vec::new(),
+            hold: Some(open),
+            held: Some((held, after)),
+        });
+    }
+    match changes(transfer, postings, accounts, payer.held)? {
+        Some(changes) => Ok(Decided { decision: Decision::Approved, changes, hold: None, held: None }),
+        None => Ok(Decided::only(Decision::InsufficientFunds)),
+    }
+}
+
+/// The hold `authorization` that `transfer` (a capture, void or expiry) closes, checked
+/// against it: the same payer, payee and currency, a capture of at most the authorized amount
+/// with its fee prorated by [`prorated_fee`], a void of the whole amount. The caller read the
+/// hold to render the replies, so a mismatch is its mistake, not a decision.
+fn closed_hold<'h>(transfer: &Transfer, authorization: &PaymentId, holds: &'h Holds) -> Result<&'h Hold, LedgerError> {
+    let invalid =
+        |what: &str| LedgerError::Invalid(format!("{}: {what} of authorization {authorization}", transfer.id));
+    let hold = holds.get(authorization).ok_or_else(|| invalid("no hold"))?;
+    if hold.payer != transfer.payer || hold.payee != transfer.payee || hold.currency != transfer.currency {
+        return Err(invalid("not the payer, payee or currency"));
+    }
+    let (amount, fee) = match transfer.kind {
+        TransferKind::Capture { .. } => {
+            if transfer.amount > hold.amount {
+                return Err(invalid("a capture of more than the amount"));
+            }
+            (transfer.amount, prorated_fee(hold.fee, transfer.amount, hold.amount))
+        }
+        _ => (hold.amount, MinorUnits::ZERO),
+    };
+    if transfer.amount != amount || transfer.fee != fee || transfer.fee_bearer != hold.fee_bearer {
+        return Err(invalid("not the amount and fee"));
+    }
+    Ok(hold)
+}
+
+/// The changes `postings` make, or `None` if a debit would take its account's available
+/// balance (balance − held) below its floor. `payer_held` is what the payer's holds reserve
+/// once the transfer is applied (less, for a capture, than before it).
+fn changes(
+    transfer: &Transfer,
+    postings: Vec<Posting<'_>>,
+    accounts: &HashMap<AccountId, Account>,
+    payer_held: MinorUnits,
+) -> Result<Option<Vec<Change>>, LedgerError> {
     let mut changes = Vec::with_capacity(postings.len());
     for posting in postings {
         let state =
@@ -258,12 +484,14 @@ fn decide_one(
             )));
         }
         let balance = checked(posting.account, state.balance.checked_add(posting.amount))?;
-        if state.floor.is_some_and(|floor| balance < floor) {
-            return Ok((Decision::InsufficientFunds, Vec::new()));
+        let held = if posting.account == &transfer.payer { payer_held } else { state.held };
+        let available = checked(posting.account, balance.checked_sub(held))?;
+        if posting.amount < MinorUnits::ZERO && state.floor.is_some_and(|floor| available < floor) {
+            return Ok(None);
         }
         changes.push((posting.account.clone(), balance, posting.amount));
     }
-    Ok((Decision::Approved, changes))
+    Ok(Some(changes))
 }
 
 #[cfg(test)]
@@ -324,6 +552,7 @@ mod tests {
             id: id.clone(),
             currency: eur(),
             balance: MinorUnits(balance),
+            held: MinorUnits::ZERO,
             floor: floor.map(MinorUnits),
             kind,
         };
@@ -369,7 +598,7 @@ mod tests {
     fn written(writes: &Writes, account: &AccountId) -> i64 {
         let credits: i64 =
             writes.credits.iter().filter(|((credited, _), _)| credited == account).map(|(_, amount)| amount.0).sum();
-        writes.balances.get(account).map_or(0, |delta| delta.0) + credits
+        writes.balances.get(account).map_or(0, |change| change.balance.0) + credits
     }
 
     proptest! {
@@ -391,7 +620,7 @@ mod tests {
             accounts.insert(fees_id.clone(), fees);
             let jobs: Vec<(Transfer, Replies)> = steps.iter().map(|step| job(*step)).collect();
             let held = Keys::of(jobs.iter().map(|(transfer, _)| transfer)).payers;
-            let (outcomes, writes) = decide(jobs, HashMap::new(), accounts.clone(), &held, &Fences::new());
+            let (outcomes, writes) = decide(jobs, HashMap::new(), accounts.clone(), Holds::new(), &held, &Fences::new());
 
             let (expected, balances, collected) = reference(&steps, &start);
             let decided: Vec<&str> = outcomes
@@ -401,6 +630,7 @@ mod tests {
                     Ok(Recorded::New { decision: Decision::Approved, .. }) => "approved",
                     Ok(Recorded::New { decision: Decision::InsufficientFunds, .. }) => "insufficient_funds",
                     Ok(Recorded::New { decision: Decision::PluginDeclined, .. }) => "plugin_declined",
+                    Ok(Recorded::New { decision: Decision::HoldExpired | Decision::HoldNotOpen, .. }) => "hold",
                     Err(_) => "failed",
                 })
                 .collect();
@@ -442,10 +672,10 @@ mod tests {
             job((0, 0, 20, 0, false, false, 3)),
         ];
         let held = Keys::of(jobs.iter().map(|(transfer, _)| transfer)).payers;
-        let (outcomes, writes) = decide(jobs, HashMap::new(), accounts, &held, &Fences::new());
+        let (outcomes, writes) = decide(jobs, HashMap::new(), accounts, Holds::new(), &held, &Fences::new());
         assert!(matches!(outcomes[1], Err(LedgerError::Overflow(_))), "{outcomes:?}");
         assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
-        assert_eq!(writes.balances.get(&customer(0)), Some(&MinorUnits(-10 - 20)));
+        assert_eq!(writes.balances.get(&customer(0)).map(|change| change.balance), Some(MinorUnits(-10 - 20)));
         assert_eq!(written(&writes, &customer(1)), 30);
         assert_eq!(writes.payments.len(), 2);
         assert!(writes.entries.iter().all(|entry| entry.payment_id.as_str() != "t2"));
@@ -461,8 +691,14 @@ mod tests {
         .collect();
         let mut greedy = transfer((0, 0, 10, 0, false, false, 1));
         greedy.fee = MinorUnits(11);
-        let (outcomes, writes) =
-            decide(vec![(greedy, replies(false))], HashMap::new(), accounts, &[customer(0)].into(), &Fences::new());
+        let (outcomes, writes) = decide(
+            vec![(greedy, replies(false))],
+            HashMap::new(),
+            accounts,
+            Holds::new(),
+            &[customer(0)].into(),
+            &Fences::new(),
+        );
         assert!(matches!(outcomes[0], Err(LedgerError::Invalid(_))), "{outcomes:?}");
         assert!(writes.payments.is_empty() && writes.entries.is_empty());
     }
@@ -475,7 +711,7 @@ mod tests {
         looping.payee = customer(0);
         let held = [customer(0)].into();
         let (outcomes, writes) =
-            decide(vec![(looping, replies(false))], HashMap::new(), accounts, &held, &Fences::new());
+            decide(vec![(looping, replies(false))], HashMap::new(), accounts, Holds::new(), &held, &Fences::new());
         assert!(matches!(outcomes[0], Err(LedgerError::Invalid(_))), "{outcomes:?}");
         assert!(writes.balances.is_empty() && writes.payments.is_empty());
     }
@@ -499,7 +735,7 @@ mod tests {
         let fences: Fences = [(3, 7), (4, 2)].into();
         let jobs = vec![leased(1, 3, 6), leased(2, 4, 2), leased(3, 3, 7)];
         let held = Keys::of(jobs.iter().map(|(transfer, _)| transfer)).payers;
-        let (outcomes, writes) = decide(jobs, HashMap::new(), accounts, &held, &fences);
+        let (outcomes, writes) = decide(jobs, HashMap::new(), accounts, Holds::new(), &held, &fences);
         assert!(matches!(outcomes[0], Err(LedgerError::Fenced(ref lost)) if lost == &[3]), "{outcomes:?}");
         assert!(outcomes[1].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
         assert_eq!(writes.fences, [(3, 7), (4, 2)].into());

@@ -22,7 +22,8 @@
 //!   migrations (`store::schema`);
 //! - `decision`: one batch decided in memory, pure code with no I/O;
 //! - the types everything above decides on and stores: `transfer` (a transfer, the replies its
-//!   caller stores with it, the decision, the entries' rule), `account`, `settings`, `error`.
+//!   caller stores with it, the decision, the entries' rule), `hold` (an authorization's
+//!   reservation), `account`, `settings`, `error`.
 //!
 //! Money and account ids come from `wasmpay-protocol`; nothing here knows about plugins, NATS
 //! or HTTP. The ledger runs no caller code: a caller renders a transfer's replies before
@@ -36,6 +37,7 @@ mod error;
 mod fencing;
 mod funding;
 mod handle;
+mod hold;
 mod queries;
 mod settings;
 mod store;
@@ -46,9 +48,10 @@ pub use commit::CommitObserver;
 pub use error::LedgerError;
 pub use funding::Deposited;
 pub use handle::{BATCH_FAILURE_WINDOW, Ledger, PROBE_INTERVAL, PROBE_TIMEOUT};
+pub use hold::{Hold, HoldState};
 pub use queries::{Audit, StoredPayment};
 pub use settings::{Durability, LedgerSettings};
-pub use transfer::{Decision, Recorded, Replies, StoredReply, Transfer, TransferKind};
+pub use transfer::{Decision, Recorded, Replies, StoredReply, Transfer, TransferKind, prorated_fee};
 
 #[cfg(test)]
 mod tests;

@@ -6,9 +6,11 @@ use serde::Serialize;
 
 use crate::error::LedgerError;
 use crate::handle::Ledger;
-use crate::store::on_store;
-use crate::store::sql::balance_with_credits;
+use crate::hold::Hold;
+use crate::store::sql::{HoldRow, SELECT_HOLDS, balance_with_credits};
+use crate::store::{Postgres, Sqlite, Store, on_store};
 use crate::transfer::StoredReply;
+use wasmpay_protocol::PaymentId;
 
 /// A recorded payment or deposit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -38,11 +40,17 @@ pub struct Audit {
     pub unbalanced_payments: Vec<String>,
     /// Accounts whose balance differs from the sum of their entries. Always empty.
     pub drifted_accounts: Vec<String>,
-    /// Accounts whose balance is below their floor. Always empty.
+    /// Accounts whose available balance (balance − held) is below their floor. Always empty.
     pub accounts_below_floor: Vec<String>,
-    /// Approved payments without entries. Always empty.
+    /// Accounts whose `held` differs from the sum of their open holds. Always empty.
+    pub drifted_holds: Vec<String>,
+    /// Holds not closed exactly once by what their state says (a captured hold by one
+    /// capture, a voided one by one void, an open or expired one by none), or that captured
+    /// more than was authorized. Always empty.
+    pub holds_not_closed_once: Vec<String>,
+    /// Approved payments and captures without entries. Always empty.
     pub approved_without_entries: Vec<String>,
-    /// Declined payments with entries. Always empty.
+    /// Records that post nothing (declines, authorizations, voids) with entries. Always empty.
     pub declined_with_entries: Vec<String>,
     /// Payments with an entry for an account that does not exist, or whose own payer or
     /// payee does not exist; and ids in entries that name no payment. Always empty (the
@@ -70,6 +78,8 @@ impl Audit {
             ("a payment's entries do not sum to zero", &self.unbalanced_payments),
             ("a balance differs from the sum of its entries", &self.drifted_accounts),
             ("a balance is below its floor", &self.accounts_below_floor),
+            ("an account's held differs from its open holds", &self.drifted_holds),
+            ("a hold was not closed exactly once", &self.holds_not_closed_once),
             ("an approved payment has no entries", &self.approved_without_entries),
             ("a declined payment has entries", &self.declined_with_entries),
             ("a payment or entry references nothing", &self.dangling_references),
@@ -96,6 +106,38 @@ impl Ledger {
                 .await?;
             Ok(Some(StoredPayment { id, kind, request_hash, status, code, reply, entries }))
         })
+    }
+
+    /// The authorization `id` and its hold, as last committed. Its terms never change once
+    /// written; its state does, under its payer's lock, so a caller that renders a capture's
+    /// replies from it leaves the state to the ledger's batch.
+    pub async fn hold(&self, id: &PaymentId) -> Result<Option<Hold>, LedgerError> {
+        Ok(match &self.store {
+            Store::Sqlite(backend) => {
+                let mut connection = backend.pool.acquire().await?;
+                Sqlite::holds_in(&mut connection, std::slice::from_ref(id)).await?.remove(id)
+            }
+            Store::Postgres(backend) => {
+                let mut connection = backend.pool.acquire().await?;
+                Postgres::holds_in(&mut connection, std::slice::from_ref(id)).await?.remove(id)
+            }
+        })
+    }
+
+    /// At most `limit` open holds of `partition` whose expiry is at or before `now_ms`, the
+    /// soonest first: what the partition's owner releases next.
+    pub async fn due_holds(&self, partition: u32, now_ms: i64, limit: u32) -> Result<Vec<Hold>, LedgerError> {
+        let sql = format!(
+            "{SELECT_HOLDS} h.state = 'open' AND h.partition = $1 AND h.expires_at_ms <= $2
+             ORDER BY h.expires_at_ms, h.id LIMIT $3"
+        );
+        let rows: Vec<HoldRow> = on_store!(&self.store, backend => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(i64::from(partition))
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&backend.pool)
+            .await?);
+        rows.into_iter().map(Hold::try_from).collect()
     }
 
     /// The fingerprint and reply recorded under `id`: the idempotency check before any work.
@@ -126,6 +168,8 @@ impl Ledger {
                 unbalanced_payments: ids(text(UNBALANCED).fetch_all(&mut *connection).await?),
                 drifted_accounts: ids(text(DRIFTED).fetch_all(&mut *connection).await?),
                 accounts_below_floor: ids(text(BELOW_FLOOR).fetch_all(&mut *connection).await?),
+                drifted_holds: ids(text(DRIFTED_HOLDS).fetch_all(&mut *connection).await?),
+                holds_not_closed_once: ids(text(HOLDS_NOT_CLOSED_ONCE).fetch_all(&mut *connection).await?),
                 approved_without_entries: ids(text(APPROVED_WITHOUT_ENTRIES).fetch_all(&mut *connection).await?),
                 declined_with_entries: ids(text(DECLINED_WITH_ENTRIES).fetch_all(&mut *connection).await?),
                 dangling_references: ids(text(DANGLING).fetch_all(&mut *connection).await?),
@@ -155,11 +199,27 @@ const DRIFTED: &str = concat!(
     " AS balance FROM accounts) AS a
      WHERE balance <> COALESCE((SELECT SUM(e.amount) FROM entries e WHERE e.account_id = a.id), 0) ORDER BY id"
 );
-const BELOW_FLOOR: &str =
-    concat!("SELECT id FROM accounts WHERE floor IS NOT NULL AND ", balance_with_credits!(), " < floor ORDER BY id");
-const APPROVED_WITHOUT_ENTRIES: &str = "SELECT p.id FROM payments p WHERE p.status = 'approved'
+const BELOW_FLOOR: &str = concat!(
+    "SELECT id FROM accounts WHERE floor IS NOT NULL AND ",
+    balance_with_credits!(),
+    " - held < floor ORDER BY id"
+);
+const DRIFTED_HOLDS: &str = "SELECT a.id FROM accounts a
+     WHERE a.held <> COALESCE((SELECT SUM(h.held) FROM holds h WHERE h.account_id = a.id AND h.state = 'open'), 0)
+     ORDER BY a.id";
+const HOLDS_NOT_CLOSED_ONCE: &str = "SELECT h.id FROM holds h JOIN payments a ON a.id = h.id
+     WHERE a.kind <> 'authorization' OR a.status <> 'authorized' OR h.captured > a.amount
+        OR (h.state = 'captured') <> (h.captured > 0)
+        OR (SELECT COUNT(*) FROM payments c WHERE c.parent = h.id AND c.status = 'captured')
+           <> CASE WHEN h.state = 'captured' THEN 1 ELSE 0 END
+        OR (SELECT COUNT(*) FROM payments v WHERE v.parent = h.id AND v.status = 'voided')
+           <> CASE WHEN h.state = 'voided' THEN 1 ELSE 0 END
+     UNION
+     SELECT a.id FROM payments a WHERE a.status = 'authorized'
+        AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.id = a.id)";
+const APPROVED_WITHOUT_ENTRIES: &str = "SELECT p.id FROM payments p WHERE p.status IN ('approved', 'captured')
      AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.payment_id = p.id) ORDER BY p.id";
-const DECLINED_WITH_ENTRIES: &str = "SELECT p.id FROM payments p WHERE p.status = 'declined'
+const DECLINED_WITH_ENTRIES: &str = "SELECT p.id FROM payments p WHERE p.status NOT IN ('approved', 'captured')
      AND EXISTS (SELECT 1 FROM entries e WHERE e.payment_id = p.id) ORDER BY p.id";
 const DANGLING: &str = "SELECT e.payment_id FROM entries e
      WHERE NOT EXISTS (SELECT 1 FROM payments p WHERE p.id = e.payment_id)

@@ -83,6 +83,7 @@ on_both_backends!(
     a_recorded_deployment_binding_changes_only_by_adoption,
     opening_an_existing_ledger_creates_nothing,
     a_credit_is_seen_by_a_spend_submitted_after_it,
+    an_authorization_holds_until_captured_voided_or_expired,
 );
 
 fn id(text: &str) -> AccountId {
@@ -148,6 +149,86 @@ async fn deposit(ledger: &Ledger, deposit_id: &str, account: &str, amount: i64) 
 
 async fn balance(ledger: &Ledger, account: &str) -> i64 {
     ledger.account(&id(account)).await.expect("read").expect("exists").balance.0
+}
+
+/// One authorization's life, each way it can end: a hold lowers the available balance (a
+/// payment it would cross is declined), a partial capture posts its share of the fee and
+/// releases the rest, a second capture and a capture after expiry are declined, an expiry
+/// releases only a hold that is due, and the audit holds throughout.
+async fn an_authorization_holds_until_captured_voided_or_expired(backend: Backend) {
+    let (ledger, _db) = ledger(backend).await;
+    open(&ledger, "alice", 0).await;
+    open(&ledger, "shop", 0).await;
+    deposit(&ledger, "d1", "alice", 1_000).await;
+    let (alice, shop) = (id("alice"), id("shop"));
+    let held = |ledger: &Ledger| {
+        let ledger = ledger.clone();
+        async move { ledger.account(&id("alice")).await.expect("read").expect("exists").held.0 }
+    };
+    let authorization = |key: &str, amount: i64, fee: i64, bearer: FeeBearer, expires_at_ms: i64| {
+        let mut authorization = transfer(key, &alice, &shop, amount, fee);
+        (authorization.kind, authorization.fee_bearer) = (TransferKind::Authorization { expires_at_ms }, bearer);
+        authorization
+    };
+    let closing = |key: &str, of: &str, kind: fn(PaymentId) -> TransferKind, amount: i64, fee: i64, now_ms: i64| {
+        let mut closing = transfer(key, &alice, &shop, amount, fee);
+        closing.kind = kind(PaymentId::new(of).expect("id"));
+        closing.now_ms = now_ms;
+        closing
+    };
+    let capture = |authorization| TransferKind::Capture { authorization };
+    let void = |authorization| TransferKind::Void { authorization };
+    let replies =
+        || Replies::Closing { closed: "closed".into(), hold_expired: "expired".into(), not_open: "shut".into() };
+    let decided = |recorded: Result<Recorded, LedgerError>| match recorded.expect("recorded") {
+        Recorded::New { decision, .. } => decision,
+        other => panic!("expected a new decision, got {other:?}"),
+    };
+
+    let a1 = authorization("a1", 600, 10, FeeBearer::Payer, 100);
+    assert_eq!(decided(ledger.record(a1, named()).await), Decision::Approved);
+    assert_eq!((balance(&ledger, "alice").await, held(&ledger).await), (1_000, 610));
+    let too_much = transfer("p1", &alice, &shop, 391, 0);
+    assert_eq!(decided(ledger.record(too_much, named()).await), Decision::InsufficientFunds);
+    let a2 = authorization("a2", 300, 30, FeeBearer::Payee, 50);
+    assert_eq!(decided(ledger.record(a2, named()).await), Decision::Approved);
+    assert_eq!(held(&ledger).await, 910);
+
+    // Half of a1: half of its fee, and the whole hold released.
+    let fee = prorated_fee(MinorUnits(10), MinorUnits(300), MinorUnits(600));
+    assert_eq!(fee, MinorUnits(5));
+    let mut c1 = closing("c1", "a1", capture, 300, fee.0, 10);
+    c1.fee_bearer = FeeBearer::Payer;
+    assert_eq!(decided(ledger.record(c1.clone(), replies()).await), Decision::Approved);
+    assert_eq!((balance(&ledger, "alice").await, held(&ledger).await), (695, 300));
+    assert_eq!((balance(&ledger, "shop").await, balance(&ledger, "_fees_EUR").await), (300, 5));
+    c1.id = PaymentId::new("c2").expect("id");
+    assert_eq!(decided(ledger.record(c1, replies()).await), Decision::HoldNotOpen);
+
+    // a2 lapsed at 50: a void at 60 finds it expired and releases it.
+    let v1 = closing("v1", "a2", void, 300, 0, 60);
+    assert_eq!(decided(ledger.record(v1, replies()).await), Decision::HoldExpired);
+    assert_eq!(held(&ledger).await, 0);
+
+    let a3 = authorization("a3", 100, 0, FeeBearer::Payee, 70);
+    assert_eq!(decided(ledger.record(a3.clone(), named()).await), Decision::Approved);
+    let mut expiry = a3;
+    (expiry.kind, expiry.now_ms) = (TransferKind::Expiry, 69);
+    assert_eq!(decided(ledger.record(expiry.clone(), replies()).await), Decision::HoldNotOpen);
+    assert_eq!(held(&ledger).await, 100);
+    expiry.now_ms = 70;
+    assert_eq!(decided(ledger.record(expiry.clone(), replies()).await), Decision::Approved);
+    assert_eq!(decided(ledger.record(expiry, replies()).await), Decision::HoldNotOpen);
+    assert_eq!(held(&ledger).await, 0);
+    let late = closing("c3", "a3", capture, 100, 0, 71);
+    assert_eq!(decided(ledger.record(late, replies()).await), Decision::HoldNotOpen);
+
+    let hold = ledger.hold(&PaymentId::new("a1").expect("id")).await.expect("read").expect("a1 holds");
+    assert_eq!((hold.state, hold.captured, hold.held), (HoldState::Captured, MinorUnits(300), MinorUnits(610)));
+    let due = ledger.due_holds(0, i64::MAX, 10).await.expect("due");
+    assert!(due.is_empty(), "{due:?}");
+    let audit = ledger.audit().await.expect("audit");
+    assert_eq!(audit.first_violation(), None, "{audit:?}");
 }
 
 async fn a_payment_posts_balanced_entries_and_fees(backend: Backend) {
@@ -342,6 +423,47 @@ async fn the_audit_sees_each_broken_invariant(backend: Backend) {
     assert_eq!(ledger.audit().await.expect("audit").dangling_references, ["ghost"]);
 }
 
+/// A SQLite ledger written before holds existed keeps its accounts, payments and entries when
+/// the migration rebuilds `payments` and `entries` (SQLite cannot change a CHECK in place), and
+/// its foreign keys still hold afterwards.
+#[tokio::test]
+async fn a_sqlite_ledger_from_before_holds_keeps_its_books() {
+    let fresh = Backend::Sqlite.fresh();
+    let options: sqlx::sqlite::SqliteConnectOptions = fresh.url.parse().expect("url");
+    let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true).foreign_keys(true)).await.expect("pool");
+    store::schema::migrator(&store::schema::SQLITE[..5]).run(&pool).await.expect("the schema before holds");
+    sqlx::raw_sql(
+        "INSERT INTO accounts (id, currency, balance, floor, kind, created_at_ms) VALUES
+           ('alice', 'EUR', 900, 0, 'customer', 0), ('shop', 'EUR', 100, 0, 'customer', 0);
+         INSERT INTO payments (id, kind, request_hash, status, code, payer, payee, currency, amount, fee, fee_bearer,
+                               plugins, partition, reply, created_at_ms)
+           VALUES ('p1', 'payment', 'h', 'approved', 'ok', 'alice', 'shop', 'EUR', 100, 0, 'payee', 'card@1', 3,
+                   '{}', 0);
+         INSERT INTO entries (payment_id, account_id, amount) VALUES ('p1', 'alice', -100), ('p1', 'shop', 100);",
+    )
+    .execute(&pool)
+    .await
+    .expect("books before holds");
+    pool.close().await;
+
+    let ledger = Ledger::open(&fresh.url).await.expect("migrated");
+    let stored = ledger.payment("p1").await.expect("read").expect("kept");
+    assert_eq!(stored.entries, vec![("alice".into(), -100), ("shop".into(), 100)]);
+    assert_eq!((balance(&ledger, "alice").await, balance(&ledger, "shop").await), (900, 100));
+    store::on_store!(&ledger.store, backend => {
+        let broken: Vec<(String, i64, String, i64)> =
+            sqlx::query_as("PRAGMA foreign_key_check").fetch_all(&backend.pool).await.expect("check");
+        assert!(broken.is_empty(), "{broken:?}");
+        let refused = sqlx::query("INSERT INTO entries (payment_id, account_id, amount) VALUES ('ghost', 'alice', 1)")
+            .execute(&backend.pool)
+            .await;
+        assert!(refused.is_err(), "entries must still reference payments");
+    });
+    let (alice, shop) = (id("alice"), id("shop"));
+    let recorded = ledger.record(transfer("p2", &alice, &shop, 50, 0), named()).await.expect("p2");
+    assert!(matches!(recorded, Recorded::New { decision: Decision::Approved, .. }), "{recorded:?}");
+}
+
 /// Batch sizes as the committer reports them.
 #[derive(Debug, Default)]
 struct Batches(Mutex<Vec<usize>>);
@@ -477,18 +599,40 @@ mod model {
         Open { account: usize, floor: i64 },
         /// Deposits `amount` to `account` under `id`.
         Deposit { id: u8, account: usize, amount: i64 },
-        /// Pays `amount` with `fee` from `payer` to `payee` under `id`.
-        Pay { id: u8, payer: usize, payee: usize, amount: i64, fee: i64, payer_bears: bool, declined: bool },
+        /// Pays `amount` with `fee` from `payer` to `payee` under `id`; with `expires`, only
+        /// authorizes it, until the model's clock reaches `expires`.
+        Pay {
+            id: u8,
+            payer: usize,
+            payee: usize,
+            amount: i64,
+            fee: i64,
+            payer_bears: bool,
+            declined: bool,
+            expires: Option<i64>,
+        },
+        /// Captures `amount` (at most all) of authorization `of` under `id`.
+        Capture { id: u8, of: u8, amount: i64 },
+        /// Voids authorization `of` under `id`.
+        Void { id: u8, of: u8 },
+        /// The owner's sweep: expires authorization `of` if it is due.
+        Expire { of: u8 },
+        /// The clock moves on by one.
+        Tick,
     }
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             1 => (0..ACCOUNTS, prop_oneof![Just(0_i64), Just(-50)]).prop_map(|(account, floor)| Step::Open { account, floor }),
             2 => (0..IDS, 0..ACCOUNTS, 1_i64..200).prop_map(|(id, account, amount)| Step::Deposit { id, account, amount }),
-            5 => (0..IDS, 0..ACCOUNTS, 0..ACCOUNTS, 1_i64..150, 0_i64..20, any::<bool>(), proptest::bool::weighted(0.1))
-                .prop_map(|(id, payer, payee, amount, fee, payer_bears, declined)| Step::Pay {
-                    id, payer, payee, amount, fee: fee.min(amount), payer_bears, declined,
+            5 => (0..IDS, 0..ACCOUNTS, 0..ACCOUNTS, 1_i64..150, 0_i64..20, any::<bool>(), proptest::bool::weighted(0.1), proptest::option::weighted(0.4, 1_i64..3))
+                .prop_map(|(id, payer, payee, amount, fee, payer_bears, declined, expires)| Step::Pay {
+                    id, payer, payee, amount, fee: fee.min(amount), payer_bears, declined, expires,
                 }),
+            3 => (0..IDS, 0..IDS, 1_i64..160).prop_map(|(id, of, amount)| Step::Capture { id, of, amount }),
+            1 => (0..IDS, 0..IDS).prop_map(|(id, of)| Step::Void { id, of }),
+            1 => (0..IDS).prop_map(|of| Step::Expire { of }),
+            2 => Just(Step::Tick),
         ]
     }
 
@@ -501,9 +645,28 @@ mod model {
     struct Model {
         /// Opened accounts: (balance, floor).
         accounts: HashMap<String, (i64, i64)>,
+        /// What each account's open holds reserve.
+        held: HashMap<String, i64>,
+        /// Approved authorizations by id.
+        holds: HashMap<String, ModelHold>,
         fees: i64,
         /// Recorded ids and their request fingerprints.
         recorded: HashMap<String, String>,
+        /// The ledger's clock.
+        now: i64,
+    }
+
+    /// An authorization as the model keeps it.
+    #[derive(Clone, Debug)]
+    struct ModelHold {
+        payer: String,
+        payee: String,
+        amount: i64,
+        fee: i64,
+        payer_bears: bool,
+        held: i64,
+        expires: i64,
+        open: bool,
     }
 
     async fn check(backend: Backend, steps: Vec<Step>) -> Result<(), TestCaseError> {
@@ -513,8 +676,12 @@ mod model {
             apply(&ledger, &mut model, &step).await?;
             let names: Vec<String> = model.accounts.keys().cloned().collect();
             for account in &names {
-                let balance = ledger.account(&id(account)).await.expect("read").map(|account| account.balance.0);
+                let stored = ledger.account(&id(account)).await.expect("read");
+                let balance = stored.as_ref().map(|account| account.balance.0);
                 prop_assert_eq!(balance, Some(model.accounts[account].0), "{} after {:?}", account, step);
+                let held = stored.map(|account| account.held.0);
+                let expected = model.held.get(account).copied().unwrap_or_default();
+                prop_assert_eq!(held, Some(expected), "{} held after {:?}", account, step);
             }
             if !model.accounts.is_empty() {
                 prop_assert_eq!(balance(&ledger, "_fees_EUR").await, model.fees, "fees after {:?}", step);
@@ -565,11 +732,15 @@ mod model {
                     }
                 }
             }
-            Step::Pay { id: key, payer, payee, amount, fee, payer_bears, declined } => {
+            Step::Pay { id: key, payer, payee, amount, fee, payer_bears, declined, expires } => {
                 let key = format!("t{key}");
                 let mut transfer = transfer(&key, &id(&name(payer)), &id(&name(payee)), amount, fee);
-                transfer.request_hash = format!("{payer}:{payee}:{amount}:{fee}:{payer_bears}:{declined}");
+                transfer.request_hash = format!("{payer}:{payee}:{amount}:{fee}:{payer_bears}:{declined}:{expires:?}");
                 transfer.fee_bearer = if payer_bears { FeeBearer::Payer } else { FeeBearer::Payee };
+                transfer.now_ms = model.now;
+                if let Some(expires) = expires {
+                    transfer.kind = TransferKind::Authorization { expires_at_ms: expires };
+                }
                 let replies = if declined { Replies::DeclinedByPlugin("PluginDeclined".to_owned()) } else { named() };
                 let hash = transfer.request_hash.clone();
                 let recorded = ledger.record(transfer, replies).await;
@@ -592,29 +763,143 @@ mod model {
                     prop_assert!(matches!(recorded, Err(LedgerError::UnknownAccount(_))), "{:?}", recorded);
                     return Ok(());
                 }
-                model.recorded.insert(key, hash);
+                model.recorded.insert(key.clone(), hash);
                 let decision = match recorded {
                     Ok(Recorded::New { decision, .. }) => decision,
                     other => return Err(TestCaseError::fail(format!("expected a new decision, got {other:?}"))),
                 };
                 let (debit, credit) = if payer_bears { (amount + fee, amount) } else { (amount, amount - fee) };
                 let (balance, floor) = model.accounts[&payer];
+                let held = model.held.get(&payer).copied().unwrap_or_default();
                 let expected = if declined {
                     Decision::PluginDeclined
-                } else if balance - debit < floor {
+                } else if balance - held - debit < floor {
                     Decision::InsufficientFunds
                 } else {
                     Decision::Approved
                 };
                 prop_assert_eq!(decision, expected);
-                if decision == Decision::Approved {
-                    model.accounts.get_mut(&payer).expect("opened").0 -= debit;
-                    model.accounts.get_mut(&payee).expect("opened").0 += credit;
-                    model.fees += fee;
+                match (decision, expires) {
+                    (Decision::Approved, None) => model.post(&payer, &payee, debit, credit, fee),
+                    (Decision::Approved, Some(expires)) => {
+                        *model.held.entry(payer.clone()).or_default() += debit;
+                        let hold =
+                            ModelHold { payer, payee, amount, fee, payer_bears, held: debit, expires, open: true };
+                        model.holds.insert(key, hold);
+                    }
+                    _ => {}
                 }
             }
+            Step::Capture { id: key, of, amount } => close(ledger, model, key, of, Some(amount)).await?,
+            Step::Void { id: key, of } => close(ledger, model, key, of, None).await?,
+            Step::Expire { of } => {
+                let of = format!("t{of}");
+                let Some(hold) = model.holds.get(&of).cloned() else { return Ok(()) };
+                let mut expiry = closing(&of, &hold, hold.amount, MinorUnits::ZERO, model.now);
+                expiry.kind = TransferKind::Expiry;
+                let recorded = ledger.record(expiry, closing_replies()).await;
+                let decision = match recorded {
+                    Ok(Recorded::New { decision, .. }) => decision,
+                    other => return Err(TestCaseError::fail(format!("expected a new decision, got {other:?}"))),
+                };
+                let due = hold.open && hold.expires <= model.now;
+                prop_assert_eq!(decision, if due { Decision::Approved } else { Decision::HoldNotOpen });
+                if due {
+                    model.release(&of);
+                }
+            }
+            Step::Tick => model.now += 1,
         }
         Ok(())
+    }
+
+    /// A capture (of `amount`) or a void (`None`) of authorization `of` under `key`.
+    async fn close(
+        ledger: &Ledger,
+        model: &mut Model,
+        key: u8,
+        of: u8,
+        amount: Option<i64>,
+    ) -> Result<(), TestCaseError> {
+        let (key, of) = (format!("t{key}"), format!("t{of}"));
+        // A node refuses an unknown authorization or a capture above it before the ledger.
+        let Some(hold) = model.holds.get(&of).cloned() else { return Ok(()) };
+        if amount.is_some_and(|amount| amount > hold.amount) {
+            return Ok(());
+        }
+        let captured = amount.unwrap_or(hold.amount);
+        let fee = match amount {
+            Some(_) => prorated_fee(MinorUnits(hold.fee), MinorUnits(captured), MinorUnits(hold.amount)),
+            None => MinorUnits::ZERO,
+        };
+        let mut transfer = closing(&key, &hold, captured, fee, model.now);
+        transfer.kind = match amount {
+            Some(_) => TransferKind::Capture { authorization: PaymentId::new(of.as_str()).expect("id") },
+            None => TransferKind::Void { authorization: PaymentId::new(of.as_str()).expect("id") },
+        };
+        transfer.request_hash = format!("close:{of}:{amount:?}");
+        let hash = transfer.request_hash.clone();
+        let recorded = ledger.record(transfer, closing_replies()).await;
+        if let Some(existing) = model.recorded.get(&key) {
+            prop_assert!(
+                matches!(&recorded, Ok(Recorded::Existing(stored)) if &stored.request_hash == existing),
+                "{:?}, recorded as {}",
+                recorded,
+                existing
+            );
+            return Ok(());
+        }
+        model.recorded.insert(key, hash);
+        let decision = match recorded {
+            Ok(Recorded::New { decision, .. }) => decision,
+            other => return Err(TestCaseError::fail(format!("expected a new decision, got {other:?}"))),
+        };
+        let expected = if !hold.open {
+            Decision::HoldNotOpen
+        } else if hold.expires <= model.now {
+            Decision::HoldExpired
+        } else {
+            Decision::Approved
+        };
+        prop_assert_eq!(decision, expected);
+        if hold.open {
+            model.release(&of);
+        }
+        if expected == Decision::Approved && amount.is_some() {
+            let fee = fee.0;
+            let (debit, credit) =
+                if hold.payer_bears { (captured + fee, captured) } else { (captured, captured - fee) };
+            model.post(&hold.payer, &hold.payee, debit, credit, fee);
+        }
+        Ok(())
+    }
+
+    /// A transfer closing `hold` as a node builds it from the stored authorization.
+    fn closing(key: &str, hold: &ModelHold, amount: i64, fee: MinorUnits, now: i64) -> Transfer {
+        let mut transfer = transfer(key, &id(&hold.payer), &id(&hold.payee), amount, fee.0);
+        transfer.fee_bearer = if hold.payer_bears { FeeBearer::Payer } else { FeeBearer::Payee };
+        transfer.now_ms = now;
+        transfer
+    }
+
+    fn closing_replies() -> Replies {
+        Replies::Closing { closed: "closed".into(), hold_expired: "expired".into(), not_open: "not open".into() }
+    }
+
+    impl Model {
+        fn post(&mut self, payer: &str, payee: &str, debit: i64, credit: i64, fee: i64) {
+            self.accounts.get_mut(payer).expect("opened").0 -= debit;
+            self.accounts.get_mut(payee).expect("opened").0 += credit;
+            self.fees += fee;
+        }
+
+        /// Closes an open hold: what it reserved is available again.
+        fn release(&mut self, of: &str) {
+            if let Some(hold) = self.holds.get_mut(of) {
+                hold.open = false;
+                *self.held.entry(hold.payer.clone()).or_default() -= hold.held;
+            }
+        }
     }
 
     fn run(backend: Backend, steps: Vec<Step>) -> Result<(), TestCaseError> {

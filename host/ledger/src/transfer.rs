@@ -8,21 +8,69 @@ use wasmpay_protocol::routing::AccountId;
 use wasmpay_protocol::{Code, PaymentId};
 
 /// What is being recorded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TransferKind {
     /// A client payment decided by plugins.
     Payment,
     /// Funding from the currency's external account.
     Deposit,
+    /// A client payment decided by plugins whose amount and payer-borne fee are held on the
+    /// payer (its available balance drops) until a capture posts it, a void releases it, or
+    /// the ledger releases it at `expires_at_ms`.
+    Authorization {
+        /// When the hold lapses, on the ledger's clock (the deciding owner's wall clock).
+        expires_at_ms: i64,
+    },
+    /// Posts (part of) an authorization: `amount` of it, with the fee prorated by
+    /// [`prorated_fee`], and releases the whole hold.
+    Capture {
+        /// The authorization's id.
+        authorization: PaymentId,
+    },
+    /// Releases an authorization's hold; posts nothing.
+    Void {
+        /// The authorization's id.
+        authorization: PaymentId,
+    },
+    /// The ledger's own release of a hold at its expiry, by the payer's owner. It has no id of
+    /// its own (the transfer's id is the authorization's) and records no payment row: it
+    /// closes the hold, once, or does nothing.
+    Expiry,
 }
 
 impl TransferKind {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             TransferKind::Payment => "payment",
             TransferKind::Deposit => "deposit",
+            TransferKind::Authorization { .. } => "authorization",
+            TransferKind::Capture { .. } => "capture",
+            TransferKind::Void { .. } => "void",
+            TransferKind::Expiry => "expiry",
         }
     }
+
+    /// The authorization whose hold this transfer closes, if it closes one.
+    pub(crate) fn closes(&self) -> Option<&PaymentId> {
+        match self {
+            TransferKind::Capture { authorization } | TransferKind::Void { authorization } => Some(authorization),
+            _ => None,
+        }
+    }
+}
+
+/// The fee of a capture of `captured` out of `authorized` whose authorization quoted `fee`:
+/// `fee × captured / authorized`, rounded down. Prorating keeps the price the payer agreed to
+/// at authorization (re-quoting at capture would run the plugins twice for one payment and
+/// could change it); rounding down never charges more than the quote implied, by at most one
+/// minor unit. A full capture pays exactly the quoted fee.
+pub fn prorated_fee(fee: MinorUnits, captured: MinorUnits, authorized: MinorUnits) -> MinorUnits {
+    if authorized.0 <= 0 || captured >= authorized {
+        return fee;
+    }
+    let prorated = i128::from(fee.0) * i128::from(captured.0.max(0)) / i128::from(authorized.0);
+    // At most `fee`, which is an i64.
+    MinorUnits(i64::try_from(prorated).unwrap_or(fee.0))
 }
 
 /// One transfer to record. The caller has checked that both accounts exist and hold
@@ -68,13 +116,23 @@ pub enum Replies {
     /// A plugin declined the transfer: the ledger records the decline with this reply and
     /// posts nothing.
     DeclinedByPlugin(String),
-    /// The ledger decides: `approved` is stored if it posts the transfer, `insufficient_funds`
-    /// if the payer's floor declines it.
+    /// A payment, deposit or authorization the ledger decides: `approved` is stored if it
+    /// posts (or holds) the amount, `insufficient_funds` if the payer's floor declines it.
     Posting {
         /// The reply of an approval.
         approved: String,
         /// The reply of a decline for insufficient funds.
         insufficient_funds: String,
+    },
+    /// A capture, void or expiry of an authorization: the ledger decides on the hold's state
+    /// under the payer's lock.
+    Closing {
+        /// The reply when this transfer closes the open hold.
+        closed: String,
+        /// The reply when the hold had expired (the hold is released as expired).
+        hold_expired: String,
+        /// The reply when the hold was closed already (captured, voided or expired).
+        not_open: String,
     },
 }
 
@@ -84,13 +142,18 @@ impl Replies {
         matches!(self, Replies::DeclinedByPlugin(_))
     }
 
-    /// The reply of `decision`. A plugin's decline has one reply whatever the decision (the
-    /// ledger decides [`Decision::PluginDeclined`] for it and nothing else).
-    pub(crate) fn into_reply(self, decision: Decision) -> String {
+    /// The reply of `decision`, if the caller rendered one for it. A plugin's decline has one
+    /// reply whatever the decision (the ledger decides [`Decision::PluginDeclined`] for it and
+    /// nothing else).
+    pub(crate) fn into_reply(self, decision: Decision) -> Option<String> {
         match (self, decision) {
-            (Replies::DeclinedByPlugin(reply), _) => reply,
-            (Replies::Posting { approved, .. }, Decision::Approved) => approved,
-            (Replies::Posting { insufficient_funds, .. }, _) => insufficient_funds,
+            (Replies::DeclinedByPlugin(reply), _) => Some(reply),
+            (Replies::Posting { approved, .. }, Decision::Approved) => Some(approved),
+            (Replies::Posting { insufficient_funds, .. }, Decision::InsufficientFunds) => Some(insufficient_funds),
+            (Replies::Closing { closed, .. }, Decision::Approved) => Some(closed),
+            (Replies::Closing { hold_expired, .. }, Decision::HoldExpired) => Some(hold_expired),
+            (Replies::Closing { not_open, .. }, Decision::HoldNotOpen) => Some(not_open),
+            _ => None,
         }
     }
 }
@@ -98,22 +161,36 @@ impl Replies {
 /// The ledger's verdict on a new transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Posted.
+    /// Posted (a payment, deposit or capture), held (an authorization) or released (a void or
+    /// an expiry).
     Approved,
-    /// The payer's balance would fall below its floor; recorded, nothing posted.
+    /// The payer's available balance would fall below its floor; recorded, nothing posted.
     InsufficientFunds,
     /// A plugin declined; recorded, nothing posted.
     PluginDeclined,
+    /// A capture or void found its authorization expired: recorded, and the hold released as
+    /// expired.
+    HoldExpired,
+    /// A capture or void found its authorization closed already (an expiry: nothing due);
+    /// recorded, nothing changed.
+    HoldNotOpen,
 }
 
 impl Decision {
     /// The decision's code on the wire and in the ledger's `payments` rows (with its status,
-    /// [`Code::status`]): the one mapping from a ledger decision to a reply code.
-    pub fn code(self) -> Code {
-        match self {
-            Decision::Approved => Code::Ok,
-            Decision::InsufficientFunds => Code::InsufficientFunds,
-            Decision::PluginDeclined => Code::PluginDeclined,
+    /// [`Code::status`]) for a transfer of `kind`: the one mapping from a ledger decision to a
+    /// reply code.
+    pub fn code(self, kind: &TransferKind) -> Code {
+        match (self, kind) {
+            (Decision::Approved, TransferKind::Payment | TransferKind::Deposit) => Code::Ok,
+            (Decision::Approved, TransferKind::Authorization { .. }) => Code::Authorized,
+            (Decision::Approved, TransferKind::Capture { .. }) => Code::Captured,
+            (Decision::Approved, TransferKind::Void { .. }) => Code::Voided,
+            (Decision::Approved, TransferKind::Expiry) => Code::Expired,
+            (Decision::InsufficientFunds, _) => Code::InsufficientFunds,
+            (Decision::PluginDeclined, _) => Code::PluginDeclined,
+            (Decision::HoldExpired, _) => Code::HoldExpired,
+            (Decision::HoldNotOpen, _) => Code::InvalidState,
         }
     }
 }

@@ -46,6 +46,10 @@
 //! results_max_age_s = 604800  # how long wasmpay.results.<payer> keeps replies (the ledger: always)
 //! replicas = 3                # JetStream replicas of the two streams; unset: the cluster's
 //!
+//! [holds]                     # authorizations (docs/protocol.md)
+//! expiry_s = 604800           # an authorization not captured within this is released (7 days)
+//! by_method = { wallet = 3600 }  # per method, in seconds
+//!
 //! [http]
 //! max_connections = 256       # connections open at once; at the cap the idlest one is closed
 //! header_read_timeout_ms = 10000  # a request's headers must arrive within this (idle included)
@@ -63,6 +67,7 @@ use wasmpay_ledger::LedgerSettings;
 use crate::api::HttpLimits;
 use crate::cluster::ClusterSettings;
 use crate::durable::DeliverySettings;
+use crate::holds::HoldSettings;
 
 /// The parsed configuration file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -92,6 +97,9 @@ pub struct Config {
     /// How payments may arrive: request-reply always, durable ingestion if enabled.
     #[serde(default)]
     pub delivery: DeliverySettings,
+    /// How long authorizations hold money, and how their expiry is swept.
+    #[serde(default)]
+    pub holds: HoldSettings,
 }
 
 /// A configuration file that cannot be used.
@@ -136,6 +144,7 @@ impl Config {
     /// Whether the settings agree with each other: a paused node's open batch must be rolled
     /// back, and its row locks freed, before its leases can expire and its partitions move.
     fn check(&self) -> Result<(), String> {
+        self.holds.check()?;
         if !self.ledger.frees_locks_within(self.cluster.lease_ttl_ms) {
             return Err(format!(
                 "[ledger] idle_transaction_timeout_ms = {} must be at most half of [cluster] lease_ttl_ms = {}: \

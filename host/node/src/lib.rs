@@ -21,6 +21,7 @@
 //! - [`bus`]: NATS subscriptions of owned partitions, per-partition workers, forwarding, events;
 //!   its `Intake` is the partitions `wasmpay-cluster` opens and closes.
 //! - [`payments`]: deciding one payment, from message bytes to reply bytes.
+//! - [`holds`]: how long authorizations hold money, and the sweep that releases them.
 //! - [`durable`]: durable ingestion (JetStream payments stream, per-partition consumers).
 //! - [`cluster`]: the ledger's fences for `wasmpay-cluster`, and the names the node's users
 //!   take from it.
@@ -35,6 +36,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod durable;
+pub mod holds;
 pub mod metrics;
 pub mod node;
 pub mod payments;

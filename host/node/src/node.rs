@@ -185,7 +185,9 @@ impl Node {
         let replicas = js::replicas(&client, settings.config.cluster.replicas);
         let plugin_store = PluginStore::open(client.clone(), replicas).await?;
         let applied = plugins::catch_up(&plugin_host, &plugin_store, &metrics).await?;
-        let processor = Arc::new(Processor::new(ledger.clone(), plugin_host.clone(), partitioner, metrics.clone()));
+        let holds = settings.config.holds.clone();
+        let processor =
+            Arc::new(Processor::new(ledger.clone(), plugin_host.clone(), partitioner, metrics.clone(), holds));
         let (shutdown, shutdown_signal) = watch::channel(false);
         let (failed, failure) = watch::channel(None);
         let durable = match settings.config.delivery.durable {
@@ -200,6 +202,7 @@ impl Node {
             node_id: settings.node_id.clone(),
             partition_queue_depth: settings.partition_queue_depth,
             durable,
+            hold_sweep: settings.config.holds.sweep_interval(),
         };
         let mut plugin_tasks = vec![plugins::follow(
             plugin_host.clone(),

@@ -4,6 +4,13 @@
 //! Every step that refuses returns a reply with a stable code; only plugin or funds declines
 //! and approvals are recorded (and so replayed to a retry).
 //!
+//! The same subject carries the payer's authorizations (a payment whose amount and fee are
+//! held, `"type": "authorize"`) and the captures and voids of them (`"type": "capture"`,
+//! `"void"`): the payer's partition's owner is the one writer of its holds, in the order they
+//! arrive. A capture or void reads its authorization, after the partition's earlier payments
+//! were answered (so an authorization just approved is found), renders each reply the ledger
+//! may pick, and leaves the hold's state to the ledger's batch.
+//!
 //! A new payment costs no read before the ledger: the ledger's batch looks up its id (a retry
 //! gets the stored reply, byte for byte), checks that both accounts exist and hold its
 //! currency, and decides it, for the whole batch in a few set-based queries. Two early reads
@@ -21,11 +28,17 @@ use tracing::Instrument;
 
 use crate::clock;
 use crate::metrics::Metrics;
-use wasmpay_ledger::{Decision, Ledger, LedgerError, Recorded, Replies, StoredReply, Transfer, TransferKind};
+use wasmpay_ledger::{
+    Decision, Hold, Ledger, LedgerError, Recorded, Replies, StoredReply, Transfer, TransferKind, prorated_fee,
+};
 use wasmpay_plugin_host::{CheckedFee, Instances, PaymentInput, Pipeline, PluginHost, PluginRejection, Verdict};
 use wasmpay_protocol::money::{FeeBearer, MinorUnits};
-use wasmpay_protocol::routing::{Partitioner, subjects};
-use wasmpay_protocol::{Code, PROTOCOL_VERSION, PaymentRequest, Refusal, Reply, Status};
+use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
+use wasmpay_protocol::{
+    Code, HoldAction, HoldRequest, Operation, PROTOCOL_VERSION, PaymentKind, PaymentRequest, Refusal, Reply, Status,
+};
+
+use crate::holds::HoldSettings;
 
 /// Where a message arrived: the partition and payer tokens of its subject.
 #[derive(Clone, Copy, Debug)]
@@ -79,12 +92,19 @@ pub struct Processor {
     plugins: Arc<PluginHost>,
     partitioner: Partitioner,
     metrics: Arc<Metrics>,
+    holds: HoldSettings,
 }
 
 impl Processor {
     /// A processor over these parts.
-    pub fn new(ledger: Ledger, plugins: Arc<PluginHost>, partitioner: Partitioner, metrics: Arc<Metrics>) -> Processor {
-        Processor { ledger, plugins, partitioner, metrics }
+    pub fn new(
+        ledger: Ledger,
+        plugins: Arc<PluginHost>,
+        partitioner: Partitioner,
+        metrics: Arc<Metrics>,
+        holds: HoldSettings,
+    ) -> Processor {
+        Processor { ledger, plugins, partitioner, metrics, holds }
     }
 
     /// The plugin instances of one worker: each worker decides one payment at a time.
@@ -98,11 +118,16 @@ impl Processor {
     /// decides transfers in the order they were submitted, which keeps an account's payments
     /// in order.
     pub async fn decide(&self, instances: &mut Instances, route: Route<'_>, body: &[u8]) -> Answer {
-        let answer = match wasmpay_protocol::decode(body) {
+        let answer = match wasmpay_protocol::decode_operation(body) {
             Err(refusal) => now(unreadable(&refusal)),
-            Ok(request) => {
+            Ok(Operation::Pay(request)) => {
                 let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, method = %request.method);
                 self.decide_request(instances, route, request).instrument(span).await
+            }
+            Ok(Operation::Hold(request)) => {
+                let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, authorization = %request.payment);
+                let _entered = span.enter();
+                self.decide_hold(route, request)
             }
         };
         let metrics = self.metrics.clone();
@@ -117,10 +142,10 @@ impl Processor {
 
     async fn decide_request(&self, instances: &mut Instances, route: Route<'_>, request: PaymentRequest) -> Answer {
         let partition = self.partitioner.partition_of(&request.payer);
-        let refuse = |code: Code, message: String| now(refused(&request, partition, code, message, Vec::new()));
-        if partition != route.partition || route.payer != request.payer.as_str() {
-            let subject = subjects::pay(partition, request.payer.as_str());
-            return refuse(Code::WrongPartition, format!("payer `{}` is served on `{subject}`", request.payer));
+        let refuse =
+            |code: Code, message: String| now(refused(&Echo::from(&request), partition, code, message, Vec::new()));
+        if let Some(message) = self.misrouted(route, &request.payer) {
+            return refuse(Code::WrongPartition, message);
         }
         let fingerprint = request.fingerprint();
         // Clients may not pay from or to the ledger's own accounts; that needs no read.
@@ -155,6 +180,164 @@ impl Processor {
         self.record(request, route, pipeline, &verdict, fingerprint, received_at_ms).await
     }
 
+    /// Why `payer`'s message does not belong on `route`, if it does not.
+    fn misrouted(&self, route: Route<'_>, payer: &AccountId) -> Option<String> {
+        let partition = self.partitioner.partition_of(payer);
+        (partition != route.partition || route.payer != payer.as_str())
+            .then(|| format!("payer `{payer}` is served on `{}`", subjects::pay(partition, payer.as_str())))
+    }
+
+    /// Decides a capture or void: once the partition's earlier payments were answered, reads
+    /// the authorization (a retry of a recorded id gets its stored reply first), renders every
+    /// reply the ledger may pick, and submits it under the lease of `route`.
+    fn decide_hold(&self, route: Route<'_>, request: HoldRequest) -> Answer {
+        let partition = route.partition;
+        let echo = Echo::from(&request);
+        if let Some(message) = self.misrouted(route, &request.payer) {
+            let partition = self.partitioner.partition_of(&request.payer);
+            return now(refused(&echo, partition, Code::WrongPartition, message, Vec::new()));
+        }
+        let (ledger, metrics, lease_token) = (self.ledger.clone(), self.metrics.clone(), route.lease_token);
+        let reply = async move {
+            let fingerprint = request.fingerprint();
+            let hold = match ledger.recorded_reply(request.id.as_str()).await {
+                Err(error) => return unavailable(&echo, partition, &error),
+                Ok(Some(stored)) => return replay(&echo, partition, &fingerprint, stored),
+                Ok(None) => match ledger.hold(&request.payment).await {
+                    Err(error) => return unavailable(&echo, partition, &error),
+                    Ok(Some(hold)) if hold.payer == request.payer => hold,
+                    Ok(_) => {
+                        let message = format!("payer `{}` has no authorization `{}`", request.payer, request.payment);
+                        return refused(&echo, partition, Code::UnknownPayment, message, Vec::new());
+                    }
+                },
+            };
+            let echo = Echo { currency: Some(hold.currency.code().to_owned()), ..echo };
+            let (kind, amount) = match request.kind {
+                HoldAction::Capture => {
+                    let amount = request
+                        .amount
+                        .map_or(hold.amount, |amount| MinorUnits(i64::try_from(amount).unwrap_or(i64::MAX)));
+                    if amount > hold.amount {
+                        let message = format!("{amount} is more than the {} authorized", hold.amount);
+                        return refused(&echo, partition, Code::ExceedsAuthorized, message, Vec::new());
+                    }
+                    (TransferKind::Capture { authorization: request.payment.clone() }, amount)
+                }
+                HoldAction::Void => (TransferKind::Void { authorization: request.payment.clone() }, hold.amount),
+            };
+            let fee = match kind {
+                TransferKind::Capture { .. } => prorated_fee(hold.fee, amount, hold.amount),
+                _ => MinorUnits::ZERO,
+            };
+            let transfer = Transfer {
+                id: request.id.clone(),
+                kind,
+                request_hash: fingerprint.clone(),
+                payer: hold.payer.clone(),
+                payee: hold.payee.clone(),
+                currency: hold.currency,
+                amount,
+                fee,
+                fee_bearer: hold.fee_bearer,
+                plugins: hold.plugins.clone(),
+                partition: Some(partition),
+                lease_token: Some(lease_token),
+                now_ms: i64::try_from(clock::unix_ms()).unwrap_or(i64::MAX),
+            };
+            let replies = closing_replies(&transfer, &hold, &request.id);
+            let kind = transfer.kind.clone();
+            let echo = Echo { amount: u64::try_from(amount.0).ok(), ..echo };
+            let started = Instant::now();
+            let recorded = match ledger.submit(transfer, replies).await {
+                Ok(committed) => committed.await,
+                Err(error) => return unavailable(&echo, partition, &error),
+            };
+            metrics.ledger_commit.observe(started.elapsed());
+            settled(&echo, &kind, partition, &fingerprint, recorded)
+        };
+        Answer { reply: Box::pin(reply.in_current_span()), after_earlier: true }
+    }
+
+    /// Releases the holds of `partition` that are due, under the lease with `lease_token`: at
+    /// most [`HoldSettings::sweep_limit`] (and `room`) per call, each through the ledger's batch like a
+    /// payment (so fenced, and ordered with the payer's captures and voids). Each resolves to
+    /// the expiry's event once its batch committed; a hold a capture closed meanwhile, or one
+    /// not due any more, resolves to nothing to publish.
+    pub async fn expire_due(
+        &self,
+        partition: u32,
+        lease_token: u64,
+        room: usize,
+    ) -> Vec<Pin<Box<dyn Future<Output = Decided> + Send>>> {
+        let limit = self.holds.sweep_limit.min(u32::try_from(room).unwrap_or(u32::MAX));
+        if limit == 0 {
+            return Vec::new();
+        }
+        let now_ms = i64::try_from(clock::unix_ms()).unwrap_or(i64::MAX);
+        let due = match self.ledger.due_holds(partition, now_ms, limit).await {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(%error, partition, "could not read the holds due; the next sweep tries again");
+                return Vec::new();
+            }
+        };
+        let mut expiring: Vec<Pin<Box<dyn Future<Output = Decided> + Send>>> = Vec::with_capacity(due.len());
+        for hold in due {
+            let transfer = Transfer {
+                id: hold.id.clone(),
+                kind: TransferKind::Expiry,
+                request_hash: String::new(),
+                payer: hold.payer.clone(),
+                payee: hold.payee.clone(),
+                currency: hold.currency,
+                amount: hold.amount,
+                fee: MinorUnits::ZERO,
+                fee_bearer: hold.fee_bearer,
+                plugins: hold.plugins.clone(),
+                partition: Some(partition),
+                lease_token: Some(lease_token),
+                now_ms,
+            };
+            let replies = closing_replies(&transfer, &hold, &hold.id);
+            let committed = match self.ledger.submit(transfer, replies).await {
+                Ok(committed) => committed,
+                Err(error) => {
+                    tracing::warn!(%error, partition, "could not submit an expiry; the next sweep tries again");
+                    break;
+                }
+            };
+            let metrics = self.metrics.clone();
+            expiring.push(Box::pin(async move {
+                let decided = match committed.await {
+                    Ok(Recorded::New { decision: Decision::Approved, reply }) => {
+                        Decided { reply, status: Status::Expired, code: Code::Expired, newly_recorded: true }
+                    }
+                    Ok(_) => Decided {
+                        reply: String::new(),
+                        status: Status::Expired,
+                        code: Code::Expired,
+                        newly_recorded: false,
+                    },
+                    Err(error) => {
+                        tracing::warn!(%error, "an expiry was not recorded; the next sweep tries again");
+                        Decided {
+                            reply: String::new(),
+                            status: Status::Error,
+                            code: Code::Unavailable,
+                            newly_recorded: false,
+                        }
+                    }
+                };
+                if decided.newly_recorded {
+                    metrics.count_payment(decided.status, decided.code);
+                }
+                decided
+            }));
+        }
+        expiring
+    }
+
     /// Refuses `request` with `(code, message, plugins)`, unless its id is recorded: then the
     /// stored reply (or a conflict). The lookup runs when the worker polls the answer, after
     /// its partition's earlier payments were answered.
@@ -165,12 +348,12 @@ impl Processor {
         fingerprint: &str,
         (code, message, plugins): (Code, String, Vec<String>),
     ) -> Answer {
-        let (ledger, request, fingerprint) = (self.ledger.clone(), request.clone(), fingerprint.to_owned());
+        let (ledger, echo, fingerprint) = (self.ledger.clone(), Echo::from(request), fingerprint.to_owned());
         let reply = async move {
-            match ledger.recorded_reply(request.id.as_str()).await {
-                Err(error) => unavailable(&request, partition, &error),
-                Ok(Some(stored)) => replay(&request, partition, &fingerprint, stored),
-                Ok(None) => refused(&request, partition, code, message, plugins),
+            match ledger.recorded_reply(echo.id.as_str()).await {
+                Err(error) => unavailable(&echo, partition, &error),
+                Ok(Some(stored)) => replay(&echo, partition, &fingerprint, stored),
+                Ok(None) => refused(&echo, partition, code, message, plugins),
             }
         };
         Answer { reply: Box::pin(reply.in_current_span()), after_earlier: true }
@@ -199,9 +382,22 @@ impl Processor {
         else {
             unreachable!("amounts and fees are bounded by 2^53 - 1 before they get here");
         };
+        let kind = match request.kind {
+            PaymentKind::Payment => TransferKind::Payment,
+            PaymentKind::Authorize => {
+                let expiry = self.holds.expiry_of(&request.method);
+                let expires_at_ms =
+                    received_at_ms.saturating_add(u64::try_from(expiry.as_millis()).unwrap_or(u64::MAX));
+                TransferKind::Authorization { expires_at_ms: i64::try_from(expires_at_ms).unwrap_or(i64::MAX) }
+            }
+        };
+        let expires_at_ms = match kind {
+            TransferKind::Authorization { expires_at_ms } => Some(expires_at_ms),
+            _ => None,
+        };
         let transfer = Transfer {
             id: request.id.clone(),
-            kind: TransferKind::Payment,
+            kind,
             request_hash: fingerprint.clone(),
             payer: request.payer.clone(),
             payee: request.payee.clone(),
@@ -216,8 +412,10 @@ impl Processor {
         };
         // Rendered here, before the ledger decides: the ledger stores the reply its decision
         // picks and runs none of this node's code inside its transaction.
-        let render =
-            |decision: Decision| recorded_reply(&request, partition, &plugins, decision, fee, rejection).to_json();
+        let render = |decision: Decision| {
+            let reply = recorded_reply(&request, &transfer.kind, partition, &plugins, decision, fee, rejection);
+            Reply { expires_at_ms: expires_at_ms.filter(|_| decision == Decision::Approved), ..reply }.to_json()
+        };
         let replies = match rejection {
             Some(_) => Replies::DeclinedByPlugin(render(Decision::PluginDeclined)),
             None => Replies::Posting {
@@ -225,64 +423,142 @@ impl Processor {
                 insufficient_funds: render(Decision::InsufficientFunds),
             },
         };
+        let kind = transfer.kind.clone();
         let started = Instant::now();
         let committed = match self.ledger.submit(transfer, replies).await {
             Ok(committed) => committed,
-            Err(error) => return now(unavailable(&request, partition, &error)),
+            Err(error) => return now(unavailable(&(&request).into(), partition, &error)),
         };
         let metrics = self.metrics.clone();
         let reply = async move {
             let recorded = committed.await;
             metrics.ledger_commit.observe(started.elapsed());
-            settled(&request, partition, &fingerprint, recorded)
+            settled(&Echo::from(&request), &kind, partition, &fingerprint, recorded)
         };
         Answer { reply: Box::pin(reply.in_current_span()), after_earlier: false }
     }
 }
 
-/// The answer to a payment the ledger decided (or failed to).
+/// What a reply echoes of the request it answers.
+#[derive(Clone, Debug)]
+struct Echo {
+    id: String,
+    payer: String,
+    amount: Option<u64>,
+    currency: Option<String>,
+    /// The authorization a capture or void acts on.
+    payment: Option<String>,
+}
+
+impl From<&PaymentRequest> for Echo {
+    fn from(request: &PaymentRequest) -> Echo {
+        Echo {
+            id: request.id.to_string(),
+            payer: request.payer.to_string(),
+            amount: Some(request.amount),
+            currency: Some(request.currency.code().to_owned()),
+            payment: None,
+        }
+    }
+}
+
+impl From<&HoldRequest> for Echo {
+    fn from(request: &HoldRequest) -> Echo {
+        Echo {
+            id: request.id.to_string(),
+            payer: request.payer.to_string(),
+            amount: request.amount,
+            currency: None,
+            payment: Some(request.payment.to_string()),
+        }
+    }
+}
+
+/// The answer to a transfer the ledger decided (or failed to).
 fn settled(
-    request: &PaymentRequest,
+    echo: &Echo,
+    kind: &TransferKind,
     partition: u32,
     fingerprint: &str,
     recorded: Result<Recorded, LedgerError>,
 ) -> Decided {
     match recorded {
         Ok(Recorded::New { decision, reply }) => {
-            let code = decision.code();
+            let code = decision.code(kind);
             Decided { reply, status: code.status(), code, newly_recorded: true }
         }
-        Ok(Recorded::Existing(stored)) => replay(request, partition, fingerprint, stored),
+        Ok(Recorded::Existing(stored)) => replay(echo, partition, fingerprint, stored),
         Err(LedgerError::UnknownAccount(id)) => {
-            let role = if id == request.payer.as_str() { "payer" } else { "payee" };
-            refused(request, partition, Code::UnknownAccount, format!("{role} `{id}` does not exist"), Vec::new())
+            let role = if id == echo.payer { "payer" } else { "payee" };
+            refused(echo, partition, Code::UnknownAccount, format!("{role} `{id}` does not exist"), Vec::new())
         }
         Err(LedgerError::CurrencyMismatch { account, holds }) => {
-            let role = if account == request.payer.as_str() { "payer" } else { "payee" };
-            let message = format!("{role} `{account}` holds {holds}, not {}", request.currency);
-            refused(request, partition, Code::CurrencyMismatch, message, Vec::new())
+            let role = if account == echo.payer { "payer" } else { "payee" };
+            let currency = echo.currency.as_deref().unwrap_or_default();
+            let message = format!("{role} `{account}` holds {holds}, not {currency}");
+            refused(echo, partition, Code::CurrencyMismatch, message, Vec::new())
         }
-        Err(error) => unavailable(request, partition, &error),
+        Err(error) => unavailable(echo, partition, &error),
+    }
+}
+
+/// The replies of a capture, void or expiry of `hold`: what the ledger stores when it closes
+/// the hold, when it finds the hold expired, and when it finds it closed already.
+fn closing_replies(transfer: &Transfer, hold: &Hold, id: &wasmpay_protocol::PaymentId) -> Replies {
+    let render = |decision: Decision| {
+        let code = decision.code(&transfer.kind);
+        let message = match decision {
+            Decision::HoldExpired => format!("authorization `{}` expired; its hold is released", hold.id),
+            Decision::HoldNotOpen => format!("authorization `{}` is no longer open", hold.id),
+            _ => code.as_str().to_owned(),
+        };
+        let posted = code == Code::Captured;
+        Reply {
+            version: PROTOCOL_VERSION,
+            id: Some(id.to_string()),
+            status: code.status(),
+            code,
+            message,
+            reason: None,
+            retryable: false,
+            amount: u64::try_from(transfer.amount.0).ok(),
+            fee: posted.then(|| u64::try_from(transfer.fee.0).ok()).flatten(),
+            fee_bearer: posted.then_some(transfer.fee_bearer),
+            currency: Some(transfer.currency.code().to_owned()),
+            plugins: hold.plugins.split(',').filter(|key| !key.is_empty()).map(str::to_owned).collect(),
+            partition: transfer.partition,
+            payment: Some(hold.id.to_string()),
+            expires_at_ms: None,
+        }
+        .to_json()
+    };
+    Replies::Closing {
+        closed: render(Decision::Approved),
+        hold_expired: render(Decision::HoldExpired),
+        not_open: render(Decision::HoldNotOpen),
     }
 }
 
 fn recorded_reply(
     request: &PaymentRequest,
+    kind: &TransferKind,
     partition: u32,
     plugins: &[String],
     decision: Decision,
     fee: CheckedFee,
     rejection: Option<&PluginRejection>,
 ) -> Reply {
-    let code = decision.code();
+    let code = decision.code(kind);
     let (message, reason, retryable) = match (decision, rejection) {
         (Decision::PluginDeclined, Some(rejection)) => (
             format!("{} declined: {}", rejection.plugin, rejection.message),
             Some(rejection.code.clone()),
             rejection.retryable,
         ),
-        (Decision::InsufficientFunds, _) => ("the payer's balance would fall below its floor".to_owned(), None, true),
-        _ => ("approved".to_owned(), None, false),
+        (Decision::InsufficientFunds, _) => {
+            ("the payer's available balance would fall below its floor".to_owned(), None, true)
+        }
+        _ => (code.as_str().replace("ok", "approved"), None, false),
     };
     let priced = rejection.is_none();
     Reply {
@@ -299,6 +575,8 @@ fn recorded_reply(
         currency: Some(request.currency.code().to_owned()),
         plugins: plugins.to_vec(),
         partition: Some(partition),
+        payment: None,
+        expires_at_ms: None,
     }
 }
 
@@ -309,12 +587,13 @@ fn unreadable(refusal: &Refusal) -> Decided {
 
 /// The refusal of a readable request: it echoes the amount and currency, names the payer's
 /// partition, and the plugins that took part (a plugin failure names the pipeline).
-fn refused(request: &PaymentRequest, partition: u32, code: Code, message: String, plugins: Vec<String>) -> Decided {
-    let refusal = Refusal { id: Some(request.id.to_string()), code, message };
+fn refused(echo: &Echo, partition: u32, code: Code, message: String, plugins: Vec<String>) -> Decided {
+    let refusal = Refusal { id: Some(echo.id.clone()), code, message };
     answer(&Reply {
         plugins,
-        amount: Some(request.amount),
-        currency: Some(request.currency.code().to_owned()),
+        amount: echo.amount,
+        currency: echo.currency.clone(),
+        payment: echo.payment.clone(),
         ..Reply::refused(&refusal, Some(partition))
     })
 }
@@ -324,32 +603,36 @@ fn answer(reply: &Reply) -> Decided {
 }
 
 /// A recorded id: the same request gets the stored bytes, another request a conflict.
-fn replay(request: &PaymentRequest, partition: u32, fingerprint: &str, stored: StoredReply) -> Decided {
+fn replay(echo: &Echo, partition: u32, fingerprint: &str, stored: StoredReply) -> Decided {
     let StoredReply { request_hash, reply } = stored;
     if request_hash != fingerprint {
-        let message = format!("id `{}` was already used for a different payment", request.id);
-        return refused(request, partition, Code::Conflict, message, Vec::new());
+        let message = format!("id `{}` was already used for a different request", echo.id);
+        return refused(echo, partition, Code::Conflict, message, Vec::new());
     }
     match serde_json::from_str::<Reply>(&reply) {
         Ok(parsed) => Decided { reply, status: parsed.status, code: parsed.code, newly_recorded: false },
-        Err(error) => {
-            tracing::error!(%error, id = %request.id, "stored reply does not parse");
-            let message = "the stored result cannot be read".to_owned();
-            refused(request, partition, Code::Unavailable, message, Vec::new())
-        }
+        Err(error) => unreadable_reply(echo, partition, &error),
     }
+}
+
+/// A stored or rendered reply that does not parse: the record stands, its answer cannot be
+/// read back.
+fn unreadable_reply(echo: &Echo, partition: u32, error: &serde_json::Error) -> Decided {
+    tracing::error!(%error, id = %echo.id, "stored reply does not parse");
+    let message = "the stored result cannot be read".to_owned();
+    refused(echo, partition, Code::Unavailable, message, Vec::new())
 }
 
 /// A ledger failure as a reply. A balance that would overflow is permanent for this payment
 /// (`amount_out_of_range`); any other failure is `unavailable`: transient ones (the database
 /// busy, unreachable or out of space) heal by themselves, the rest (corrupt data) once an
 /// operator repairs the ledger, so a retry with the same id is the right advice either way.
-fn unavailable(request: &PaymentRequest, partition: u32, error: &LedgerError) -> Decided {
+fn unavailable(echo: &Echo, partition: u32, error: &LedgerError) -> Decided {
     if let LedgerError::Overflow(_) = error {
         let message = format!("the payment cannot be posted: {error}");
-        return refused(request, partition, Code::AmountOutOfRange, message, Vec::new());
+        return refused(echo, partition, Code::AmountOutOfRange, message, Vec::new());
     }
     tracing::error!(%error, transient = error.is_transient(), "ledger failed; payment not recorded");
     let message = format!("ledger unavailable, retry with the same id: {error}");
-    refused(request, partition, Code::Unavailable, message, Vec::new())
+    refused(echo, partition, Code::Unavailable, message, Vec::new())
 }

@@ -14,6 +14,15 @@ pub enum Status {
     Rejected,
     /// Nothing was recorded; retry with the same id.
     Error,
+    /// An authorization: the amount and a payer-borne fee are held on the payer, nothing is
+    /// posted until a capture.
+    Authorized,
+    /// A capture posted (part of) an authorization; the rest of its hold was released.
+    Captured,
+    /// A void released an authorization's hold.
+    Voided,
+    /// The ledger released an authorization's hold at its expiry (an event, never a reply).
+    Expired,
 }
 
 impl Status {
@@ -24,6 +33,10 @@ impl Status {
             Status::Declined => "declined",
             Status::Rejected => "rejected",
             Status::Error => "error",
+            Status::Authorized => "authorized",
+            Status::Captured => "captured",
+            Status::Voided => "voided",
+            Status::Expired => "expired",
         }
     }
 }
@@ -60,6 +73,22 @@ pub enum Code {
     WrongPartition,
     /// The node cannot decide now (ledger unreachable, shutting down); retry.
     Unavailable,
+    /// Authorized: the amount and a payer-borne fee are held until captured, voided or expired.
+    Authorized,
+    /// Captured: the transfer and its (prorated) fee are posted, the hold is released.
+    Captured,
+    /// Voided: the hold is released, nothing is posted.
+    Voided,
+    /// Expired: the ledger released a hold nobody captured by its expiry.
+    Expired,
+    /// The authorization expired before this capture or void; its hold is released.
+    HoldExpired,
+    /// The authorization is no longer open (captured, voided or expired already).
+    InvalidState,
+    /// No authorization (or payment) of this payer has the referenced id.
+    UnknownPayment,
+    /// A capture of more than was authorized.
+    ExceedsAuthorized,
 }
 
 impl Code {
@@ -67,7 +96,11 @@ impl Code {
     pub fn status(self) -> Status {
         match self {
             Code::Ok => Status::Approved,
-            Code::InsufficientFunds | Code::PluginDeclined => Status::Declined,
+            Code::Authorized => Status::Authorized,
+            Code::Captured => Status::Captured,
+            Code::Voided => Status::Voided,
+            Code::Expired => Status::Expired,
+            Code::InsufficientFunds | Code::PluginDeclined | Code::HoldExpired | Code::InvalidState => Status::Declined,
             Code::PluginFailed | Code::Unavailable => Status::Error,
             Code::InvalidRequest
             | Code::UnsupportedVersion
@@ -77,7 +110,9 @@ impl Code {
             | Code::CurrencyMismatch
             | Code::AmountOutOfRange
             | Code::Conflict
-            | Code::WrongPartition => Status::Rejected,
+            | Code::WrongPartition
+            | Code::UnknownPayment
+            | Code::ExceedsAuthorized => Status::Rejected,
         }
     }
 
@@ -98,6 +133,14 @@ impl Code {
             Code::Conflict => "conflict",
             Code::WrongPartition => "wrong_partition",
             Code::Unavailable => "unavailable",
+            Code::Authorized => "authorized",
+            Code::Captured => "captured",
+            Code::Voided => "voided",
+            Code::Expired => "expired",
+            Code::HoldExpired => "hold_expired",
+            Code::InvalidState => "invalid_state",
+            Code::UnknownPayment => "unknown_payment",
+            Code::ExceedsAuthorized => "exceeds_authorized",
         }
     }
 }

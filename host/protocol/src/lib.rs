@@ -5,8 +5,8 @@
 //! any Rust client, the node and the tests share one definition of the protocol.
 //!
 //! Layout (dependencies point down the list, never up):
-//! - [`request`]: decoding a payment request strictly, into a checked [`PaymentRequest`] or a
-//!   [`Refusal`].
+//! - [`request`]: decoding a message strictly, into a checked [`Operation`] (a payment or
+//!   authorization, a capture or void) or a [`Refusal`].
 //! - [`reply`]: the [`Reply`], byte for byte what a client receives.
 //! - [`cluster`]: what `wasmpay.cluster.info` answers.
 //! - [`codes`]: the coarse [`Status`] and the stable [`Code`] of every reply.
@@ -25,7 +25,10 @@ pub mod routing;
 pub use cluster::ClusterInfo;
 pub use codes::{Code, Status};
 pub use reply::Reply;
-pub use request::{ID_RULE, InvalidPaymentId, PaymentId, PaymentRequest, Refusal, decode};
+pub use request::{
+    HoldAction, HoldRequest, ID_RULE, InvalidPaymentId, Operation, PaymentId, PaymentKind, PaymentRequest, Refusal,
+    decode, decode_operation,
+};
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -35,6 +35,13 @@ pub struct Reply {
     pub plugins: Vec<String>,
     /// The payer's partition, when known.
     pub partition: Option<u32>,
+    /// The authorization a capture or void acted on (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<String>,
+    /// When an authorization's hold lapses, in Unix milliseconds on the ledger's clock (absent
+    /// otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<i64>,
 }
 
 impl Reply {
@@ -54,6 +61,8 @@ impl Reply {
             currency: None,
             plugins: Vec::new(),
             partition,
+            payment: None,
+            expires_at_ms: None,
         }
     }
 

@@ -28,9 +28,30 @@ struct WireRequest {
     metadata: BTreeMap<String, String>,
 }
 
-/// A request that passed every stateless check.
+/// Whether a payment is posted at once or only authorized (held on the payer until captured).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentKind {
+    /// `"type": "payment"` (or no `type`): posted at once.
+    #[default]
+    Payment,
+    /// `"type": "authorize"`: held on the payer; a capture posts it.
+    Authorize,
+}
+
+impl PaymentKind {
+    fn is_payment(&self) -> bool {
+        *self == PaymentKind::Payment
+    }
+}
+
+/// A payment or authorization request that passed every stateless check.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PaymentRequest {
+    /// Posted at once, or authorized. Left out of the fingerprint for a plain payment, so the
+    /// fingerprints recorded before authorizations existed still match their retries.
+    #[serde(rename = "type", skip_serializing_if = "PaymentKind::is_payment")]
+    pub kind: PaymentKind,
     /// Idempotency key.
     pub id: PaymentId,
     /// Debited account.
@@ -59,10 +80,93 @@ impl PaymentRequest {
     /// SHA-256 over the canonical JSON of the checked request (sorted maps, no `version`):
     /// two requests with the same id are "the same payment" exactly when their hashes match.
     pub fn fingerprint(&self) -> String {
-        let canonical = serde_json::to_vec(self).unwrap_or_default();
-        let digest = Sha256::digest(&canonical);
-        digest.iter().map(|byte| format!("{byte:02x}")).collect()
+        fingerprint(self)
     }
+}
+
+/// SHA-256 of the canonical JSON of a checked request, as hex.
+fn fingerprint(request: &impl Serialize) -> String {
+    let canonical = serde_json::to_vec(request).unwrap_or_default();
+    let digest = Sha256::digest(&canonical);
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// What acts on an authorization (`"type": "capture"` or `"void"`), checked. It is sent on the
+/// subject of the authorization's payer, whose partition's owner holds the hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HoldRequest {
+    /// Capture or void (part of the fingerprint: a capture and a void never share an id).
+    #[serde(rename = "type")]
+    pub kind: HoldAction,
+    /// This operation's own idempotency key.
+    pub id: PaymentId,
+    /// The authorization's payer: the account the hold is on.
+    #[serde(serialize_with = "serialize_account")]
+    pub payer: AccountId,
+    /// The authorization's id.
+    pub payment: PaymentId,
+    /// A capture's amount in minor units, at most the authorized amount; `None` captures all of
+    /// it (and is always `None` for a void).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<u64>,
+}
+
+impl HoldRequest {
+    /// SHA-256 over the canonical JSON of the checked request, like
+    /// [`PaymentRequest::fingerprint`].
+    pub fn fingerprint(&self) -> String {
+        fingerprint(self)
+    }
+}
+
+/// What a [`HoldRequest`] does to its authorization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldAction {
+    /// Posts (part of) the authorization and releases the rest.
+    Capture,
+    /// Releases the whole hold.
+    Void,
+}
+
+/// One checked message on a payer's subject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// A payment, or an authorization.
+    Pay(PaymentRequest),
+    /// A capture or a void of an authorization.
+    Hold(HoldRequest),
+}
+
+impl Operation {
+    /// The operation's idempotency key.
+    pub fn id(&self) -> &PaymentId {
+        match self {
+            Operation::Pay(request) => &request.id,
+            Operation::Hold(request) => &request.id,
+        }
+    }
+
+    /// The account it debits or holds: the one whose subject it is sent on.
+    pub fn payer(&self) -> &AccountId {
+        match self {
+            Operation::Pay(request) => &request.payer,
+            Operation::Hold(request) => &request.payer,
+        }
+    }
+}
+
+/// The wire form of a capture or void.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireHold {
+    #[serde(rename = "version")]
+    _version: serde_json::Value,
+    id: String,
+    payer: String,
+    payment: String,
+    #[serde(default)]
+    amount: Option<serde_json::Number>,
 }
 
 /// Why a message was refused before it reached any state.
@@ -82,8 +186,19 @@ impl Refusal {
     }
 }
 
-/// Decodes and checks one request body.
+/// Decodes and checks one payment or authorization request body (any other `type` is refused).
 pub fn decode(body: &[u8]) -> Result<PaymentRequest, Refusal> {
+    match decode_operation(body)? {
+        Operation::Pay(request) => Ok(request),
+        Operation::Hold(request) => {
+            Err(Refusal::new(Some(request.id.as_str()), Code::InvalidRequest, "expected a payment or an authorization"))
+        }
+    }
+}
+
+/// Decodes and checks one message on a payer's subject: a payment, an authorization, a
+/// capture or a void, told apart by its `type` (`payment` when there is none).
+pub fn decode_operation(body: &[u8]) -> Result<Operation, Refusal> {
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(Refusal::new(None, Code::InvalidRequest, format!("message exceeds {MAX_MESSAGE_BYTES} bytes")));
     }
@@ -102,9 +217,49 @@ pub fn decode(body: &[u8]) -> Result<PaymentRequest, Refusal> {
         }
         Some(_) => {}
     }
-    let wire: WireRequest = serde_json::from_value(value)
-        .map_err(|error| Refusal::new(id, Code::InvalidRequest, format!("invalid request: {error}")))?;
-    check(wire)
+    let mut value = value;
+    let kind = match value.as_object_mut().and_then(|object| object.remove("type")) {
+        None => "payment".to_owned(),
+        Some(serde_json::Value::String(kind)) => kind,
+        Some(other) => return Err(Refusal::new(id, Code::InvalidRequest, format!("`type` {other} is not a string"))),
+    };
+    let invalid =
+        |error: serde_json::Error| Refusal::new(id, Code::InvalidRequest, format!("invalid request: {error}"));
+    match kind.as_str() {
+        "payment" | "authorize" => {
+            let wire: WireRequest = serde_json::from_value(value).map_err(invalid)?;
+            let kind = if kind == "payment" { PaymentKind::Payment } else { PaymentKind::Authorize };
+            check(wire, kind).map(Operation::Pay)
+        }
+        "capture" | "void" => {
+            let wire: WireHold = serde_json::from_value(value).map_err(invalid)?;
+            let action = if kind == "capture" { HoldAction::Capture } else { HoldAction::Void };
+            check_hold(wire, action).map(Operation::Hold)
+        }
+        other => Err(Refusal::new(
+            id,
+            Code::InvalidRequest,
+            format!("`type` `{other}` is not one of payment, authorize, capture, void"),
+        )),
+    }
+}
+
+fn check_hold(wire: WireHold, kind: HoldAction) -> Result<HoldRequest, Refusal> {
+    let Ok(checked_id) = PaymentId::new(wire.id.as_str()) else {
+        return Err(Refusal::new(None, Code::InvalidRequest, ID_RULE));
+    };
+    let id = Some(wire.id.as_str());
+    let invalid = |message: String| Refusal::new(id, Code::InvalidRequest, message);
+    let payer = AccountId::new(wire.payer).map_err(|error| invalid(format!("payer: {error}")))?;
+    let payment = PaymentId::new(wire.payment).map_err(|error| invalid(format!("payment: {error}")))?;
+    let amount = match (kind, wire.amount) {
+        (_, None) => None,
+        (HoldAction::Void, Some(_)) => return Err(invalid("a void releases the whole hold: no `amount`".into())),
+        (HoldAction::Capture, Some(amount)) => {
+            Some(check_amount(&amount).map_err(|(code, message)| Refusal::new(id, code, message))?)
+        }
+    };
+    Ok(HoldRequest { kind, id: checked_id, payer, payment, amount })
 }
 
 /// The rule for ids, as refusals state it.
@@ -148,7 +303,7 @@ impl std::borrow::Borrow<str> for PaymentId {
     }
 }
 
-fn check(wire: WireRequest) -> Result<PaymentRequest, Refusal> {
+fn check(wire: WireRequest, kind: PaymentKind) -> Result<PaymentRequest, Refusal> {
     let Ok(checked_id) = PaymentId::new(wire.id.as_str()) else {
         return Err(Refusal::new(None, Code::InvalidRequest, ID_RULE));
     };
@@ -167,6 +322,7 @@ fn check(wire: WireRequest) -> Result<PaymentRequest, Refusal> {
         return Err(invalid("`method` must be 1-32 characters of a-z 0-9 _ -".into()));
     }
     Ok(PaymentRequest {
+        kind,
         id: checked_id,
         payer,
         payee,

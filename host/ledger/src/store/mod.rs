@@ -9,20 +9,21 @@
 //! array per column), and how each is connected and migrated.
 
 mod postgres;
-mod schema;
+pub(crate) mod schema;
 pub(crate) mod sql;
 mod sqlite;
 
 use std::collections::{BTreeSet, HashMap};
 
+use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::routing::AccountId;
 
 use crate::account::Account;
-use crate::decision::{Existing, Fences, Keys, Writes};
+use crate::decision::{Existing, Fences, Holds, Keys, Writes};
 use crate::error::LedgerError;
 use crate::settings::LedgerSettings;
-use postgres::Postgres;
-use sqlite::Sqlite;
+pub(crate) use postgres::Postgres;
+pub(crate) use sqlite::Sqlite;
 
 /// Runs `$body` with `$backend` bound to whichever backend `$store` is. The body is compiled
 /// once per backend, so the same SQL text and bind calls run on either connection type.
@@ -94,6 +95,9 @@ pub(crate) struct Begun {
     pub(crate) accounts: HashMap<AccountId, Account>,
     /// The accounts the transaction holds, and so may debit.
     pub(crate) held: BTreeSet<AccountId>,
+    /// The holds the batch's captures, voids and expiries close, as found under the payers'
+    /// locks.
+    pub(crate) holds: Holds,
     /// Every partition's newest fencing token.
     pub(crate) fences: Fences,
     /// Payers that exist but another transaction holds (PostgreSQL): their transfers wait for
@@ -115,6 +119,7 @@ impl Store {
             }
         };
         let fences = transaction.fences().await?;
+        let holds = transaction.holds(&keys.holds).await?;
         // A payer this batch does not hold is never debited: its transfers wait (`commit`). It
         // stays among the accounts, since another transfer of the batch may credit it, which
         // takes no lock (a credit sub-balance).
@@ -124,7 +129,7 @@ impl Store {
             .filter(|payer| accounts.contains_key(*payer) && !held.contains(*payer))
             .cloned()
             .collect();
-        Ok(Begun { transaction, existing, accounts, held, fences, busy })
+        Ok(Begun { transaction, existing, accounts, held, holds, fences, busy })
     }
 
     /// Whether the next batch may be read, locked and decided while the one before it is
@@ -153,6 +158,15 @@ impl Transaction {
             Transaction::Postgres(transaction) => sqlx::query_as(SELECT_FENCES).fetch_all(&mut **transaction).await?,
         };
         Ok(fences_of(rows))
+    }
+
+    /// The holds of the authorizations among `ids`, read after the payers' rows were locked:
+    /// only their partitions' owners change them, under those locks.
+    async fn holds(&mut self, ids: &[PaymentId]) -> Result<Holds, LedgerError> {
+        match self {
+            Transaction::Sqlite(transaction) => Sqlite::holds_in(transaction, ids).await,
+            Transaction::Postgres(transaction) => Postgres::holds_in(transaction, ids).await,
+        }
     }
 
     /// Writes a decided batch and commits it.

@@ -26,9 +26,11 @@ use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::routing::AccountId;
 
 use super::schema;
-use super::sql::{AccountRow, RecordedRow, account_columns, accounts_by_id, existing, parse_account_id};
+use super::sql::{
+    AccountRow, HoldRow, RecordedRow, SELECT_HOLDS, account_columns, accounts_by_id, existing, holds, parse_account_id,
+};
 use crate::account::Account;
-use crate::decision::{Existing, Keys, NewPayment, Writes, fenced};
+use crate::decision::{Existing, Holds, Keys, NewPayment, Writes, fenced};
 use crate::error::LedgerError;
 use crate::settings::{Durability, LedgerSettings};
 
@@ -171,6 +173,17 @@ impl Postgres {
         Ok(existing(rows))
     }
 
+    /// The holds of the authorizations among `ids`, by id.
+    pub(crate) async fn holds_in(connection: &mut PgConnection, ids: &[PaymentId]) -> Result<Holds, LedgerError> {
+        if ids.is_empty() {
+            return Ok(Holds::new());
+        }
+        let ids: Vec<&str> = ids.iter().map(PaymentId::as_str).collect();
+        let sql = format!("{SELECT_HOLDS} h.id = ANY($1)");
+        let rows: Vec<HoldRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(ids).fetch_all(connection).await?;
+        holds(rows)
+    }
+
     /// The accounts among `ids`, by id, their credits included.
     pub(crate) async fn accounts_in(
         &self,
@@ -194,8 +207,12 @@ impl Postgres {
         // The four writes as one statement (one round trip instead of four): PostgreSQL runs
         // every data-modifying CTE to completion whether or not the query reads it, and an
         // empty array writes nothing.
-        let (balance_ids, deltas): (Vec<&str>, Vec<i64>) =
-            writes.balances.iter().map(|(account, delta)| (account.as_str(), delta.0)).unzip();
+        let mut balances = (Vec::new(), Vec::new(), Vec::new());
+        for (account, change) in &writes.balances {
+            balances.0.push(account.as_str());
+            balances.1.push(change.balance.0);
+            balances.2.push(change.held.0);
+        }
         let mut credits = (Vec::new(), Vec::new(), Vec::new());
         for ((account, shard), amount) in &writes.credits {
             credits.0.push(account.as_str());
@@ -208,12 +225,16 @@ impl Postgres {
             entries.1.push(entry.account.as_str());
             entries.2.push(entry.amount.0);
         }
-        let query = sqlx::query_as::<_, (i64,)>(WRITE_BATCH).bind(balance_ids).bind(deltas);
+        let query = sqlx::query_as::<_, (i64,)>(WRITE_BATCH).bind(balances.0).bind(balances.1);
         let query = bind_payments(query.bind(credits.0).bind(credits.1).bind(credits.2), writes);
-        let (updated,) = query.bind(entries.0).bind(entries.1).bind(entries.2).fetch_one(&mut *transaction).await?;
+        let query = query.bind(entries.0).bind(entries.1).bind(entries.2).bind(balances.2);
+        let parents: Vec<Option<&str>> =
+            writes.payments.iter().map(|payment| payment.transfer.kind.closes().map(PaymentId::as_str)).collect();
+        let (updated,) = query.bind(parents).fetch_one(&mut *transaction).await?;
         if usize::try_from(updated).ok() != Some(writes.balances.len()) {
             return Err(LedgerError::Corrupt("an account of the batch vanished".into()));
         }
+        write_holds(&mut transaction, writes).await?;
         Ok(transaction.commit().await?)
     }
 }
@@ -223,8 +244,8 @@ impl Postgres {
 /// order). Returns how many balances it updated.
 const WRITE_BATCH: &str = "
     WITH b AS (
-        UPDATE accounts SET balance = accounts.balance + d.delta
-        FROM unnest($1::text[], $2::bigint[]) AS d(id, delta) WHERE accounts.id = d.id
+        UPDATE accounts SET balance = accounts.balance + d.delta, held = accounts.held + d.held
+        FROM unnest($1::text[], $2::bigint[], $24::bigint[]) AS d(id, delta, held) WHERE accounts.id = d.id
         RETURNING 1),
     c AS (
         INSERT INTO account_credits (account_id, shard, amount)
@@ -232,10 +253,10 @@ const WRITE_BATCH: &str = "
         ON CONFLICT (account_id, shard) DO UPDATE SET amount = account_credits.amount + excluded.amount),
     p AS (
         INSERT INTO payments (id, kind, request_hash, status, code, payer, payee, currency, amount, fee,
-                              fee_bearer, plugins, partition, reply, created_at_ms)
+                              fee_bearer, plugins, partition, reply, created_at_ms, parent)
         SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
                              $13::text[], $14::bigint[], $15::bigint[], $16::text[], $17::text[], $18::bigint[],
-                             $19::text[], $20::bigint[])),
+                             $19::text[], $20::bigint[], $25::text[])),
     e AS (
         INSERT INTO entries (payment_id, account_id, amount)
         SELECT payment_id, account_id, amount
@@ -256,8 +277,8 @@ fn bind_payments<'q>(query: WriteQuery<'q>, writes: &'q Writes) -> WriteQuery<'q
         .bind(texts(|payment| payment.transfer.id.as_str()))
         .bind(texts(|payment| payment.transfer.kind.as_str()))
         .bind(texts(|payment| &payment.transfer.request_hash))
-        .bind(texts(|payment| payment.decision.code().status().as_str()))
-        .bind(texts(|payment| payment.decision.code().as_str()))
+        .bind(texts(|payment| payment.decision.code(&payment.transfer.kind).status().as_str()))
+        .bind(texts(|payment| payment.decision.code(&payment.transfer.kind).as_str()))
         .bind(texts(|payment| payment.transfer.payer.as_str()))
         .bind(texts(|payment| payment.transfer.payee.as_str()))
         .bind(texts(|payment| payment.transfer.currency.code()))
@@ -268,6 +289,61 @@ fn bind_payments<'q>(query: WriteQuery<'q>, writes: &'q Writes) -> WriteQuery<'q
         .bind(partitions)
         .bind(texts(|payment| &payment.reply))
         .bind(numbers(|payment| payment.transfer.now_ms))
+}
+
+/// Opens and closes the batch's holds: rare next to payments, so they are statements of their
+/// own, run only when there is a hold to write. A hold closed twice would release its amount
+/// twice: the update takes only open holds and the batch fails unless each was.
+async fn write_holds(connection: &mut PgConnection, writes: &Writes) -> Result<(), LedgerError> {
+    if !writes.opened.is_empty() {
+        let mut opened = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for hold in &writes.opened {
+            opened.0.push(hold.id.as_str());
+            opened.1.push(hold.payer.as_str());
+            opened.2.push(hold.held.0);
+            opened.3.push(hold.expires_at_ms);
+            opened.4.push(hold.partition.map(i64::from));
+        }
+        sqlx::query(
+            "INSERT INTO holds (id, account_id, held, expires_at_ms, partition, state)
+             SELECT *, 'open' FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[])",
+        )
+        .bind(opened.0)
+        .bind(opened.1)
+        .bind(opened.2)
+        .bind(opened.3)
+        .bind(opened.4)
+        .execute(&mut *connection)
+        .await?;
+    }
+    if !writes.closed.is_empty() {
+        let mut closed = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for hold in &writes.closed {
+            closed.0.push(hold.id.as_str());
+            closed.1.push(hold.state.as_str());
+            closed.2.push(hold.captured.0);
+            closed.3.push(hold.closed_by.as_ref().map(PaymentId::as_str));
+            closed.4.push(hold.closed_at_ms);
+        }
+        let updated = sqlx::query(
+            "UPDATE holds SET state = c.state, captured = c.captured, closed_by = c.closed_by,
+                              closed_at_ms = c.closed_at_ms
+             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[])
+                  AS c(id, state, captured, closed_by, closed_at_ms)
+             WHERE holds.id = c.id AND holds.state = 'open'",
+        )
+        .bind(closed.0)
+        .bind(closed.1)
+        .bind(closed.2)
+        .bind(closed.3)
+        .bind(closed.4)
+        .execute(&mut *connection)
+        .await?;
+        if usize::try_from(updated.rows_affected()).ok() != Some(writes.closed.len()) {
+            return Err(LedgerError::Corrupt("a hold of the batch was not open".into()));
+        }
+    }
+    Ok(())
 }
 
 /// Creates the schema the connection's `search_path` names first, if there is none.

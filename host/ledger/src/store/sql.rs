@@ -5,12 +5,14 @@
 use std::collections::HashMap;
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
-use wasmpay_protocol::money::{Currency, MinorUnits};
+use wasmpay_protocol::PaymentId;
+use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
 
 use crate::account::{Account, AccountKind};
-use crate::decision::Existing;
+use crate::decision::{Existing, Holds};
 use crate::error::LedgerError;
+use crate::hold::{Hold, HoldState};
 use crate::transfer::StoredReply;
 
 /// An account's balance as SQL over the `accounts` row: the row's balance plus its credit
@@ -25,7 +27,7 @@ pub(crate) use balance_with_credits;
 /// The columns of an [`AccountRow`], over the `accounts` table.
 macro_rules! account_columns {
     () => {
-        concat!("id, currency, ", $crate::store::sql::balance_with_credits!(), " AS balance, floor, kind")
+        concat!("id, currency, ", $crate::store::sql::balance_with_credits!(), " AS balance, held, floor, kind")
     };
 }
 pub(crate) use account_columns;
@@ -37,6 +39,7 @@ pub(crate) struct AccountRow {
     id: String,
     currency: String,
     balance: i64,
+    held: i64,
     floor: Option<i64>,
     kind: String,
 }
@@ -52,6 +55,7 @@ where
             id: row.try_get("id")?,
             currency: row.try_get("currency")?,
             balance: row.try_get("balance")?,
+            held: row.try_get("held")?,
             floor: row.try_get("floor")?,
             kind: row.try_get("kind")?,
         })
@@ -71,6 +75,7 @@ impl TryFrom<AccountRow> for Account {
             id: parse_account_id(row.id)?,
             currency: parse_currency(&row.currency)?,
             balance: MinorUnits(row.balance),
+            held: MinorUnits(row.held),
             floor: row.floor.map(MinorUnits),
             kind: AccountKind::parse(&row.kind)?,
         })
@@ -112,4 +117,87 @@ where
 /// Rows of [`RecordedRow`] by id: what every backend's idempotency lookup returns.
 pub(crate) fn existing(rows: Vec<RecordedRow>) -> Existing {
     rows.into_iter().map(|row| (row.id, StoredReply { request_hash: row.request_hash, reply: row.reply })).collect()
+}
+
+/// The holds with their authorizations, as [`HoldRow`]s; a backend appends its `IN` list.
+pub(crate) const SELECT_HOLDS: &str = "SELECT h.id, p.payer, p.payee, p.currency, p.amount, p.fee, p.fee_bearer,
+       h.held, h.expires_at_ms, h.state, h.captured, p.plugins, h.partition
+     FROM holds h JOIN payments p ON p.id = h.id WHERE ";
+
+/// A `holds` row joined with its authorization's `payments` row ([`SELECT_HOLDS`]).
+#[derive(Debug)]
+pub(crate) struct HoldRow {
+    id: String,
+    payer: String,
+    payee: String,
+    currency: String,
+    amount: i64,
+    fee: i64,
+    fee_bearer: String,
+    held: i64,
+    expires_at_ms: i64,
+    state: String,
+    captured: i64,
+    plugins: String,
+    partition: Option<i64>,
+}
+
+impl<'r, R: Row> sqlx::FromRow<'r, R> for HoldRow
+where
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(HoldRow {
+            id: row.try_get("id")?,
+            payer: row.try_get("payer")?,
+            payee: row.try_get("payee")?,
+            currency: row.try_get("currency")?,
+            amount: row.try_get("amount")?,
+            fee: row.try_get("fee")?,
+            fee_bearer: row.try_get("fee_bearer")?,
+            held: row.try_get("held")?,
+            expires_at_ms: row.try_get("expires_at_ms")?,
+            state: row.try_get("state")?,
+            captured: row.try_get("captured")?,
+            plugins: row.try_get("plugins")?,
+            partition: row.try_get("partition")?,
+        })
+    }
+}
+
+impl TryFrom<HoldRow> for Hold {
+    type Error = LedgerError;
+
+    fn try_from(row: HoldRow) -> Result<Hold, LedgerError> {
+        let corrupt = |what: String| LedgerError::Corrupt(what);
+        Ok(Hold {
+            id: PaymentId::new(row.id).map_err(|error| corrupt(error.to_string()))?,
+            payer: parse_account_id(row.payer)?,
+            payee: parse_account_id(row.payee)?,
+            currency: parse_currency(&row.currency)?,
+            amount: MinorUnits(row.amount),
+            fee: MinorUnits(row.fee),
+            fee_bearer: match row.fee_bearer.as_str() {
+                "payer" => FeeBearer::Payer,
+                "payee" => FeeBearer::Payee,
+                other => return Err(corrupt(format!("fee bearer `{other}`"))),
+            },
+            held: MinorUnits(row.held),
+            expires_at_ms: row.expires_at_ms,
+            state: HoldState::parse(&row.state)?,
+            captured: MinorUnits(row.captured),
+            plugins: row.plugins,
+            partition: row
+                .partition
+                .map(|partition| u32::try_from(partition).map_err(|_| corrupt(format!("partition {partition}"))))
+                .transpose()?,
+        })
+    }
+}
+
+/// Rows of [`HoldRow`] by authorization id: what every backend's hold read returns.
+pub(crate) fn holds(rows: Vec<HoldRow>) -> Result<Holds, LedgerError> {
+    rows.into_iter().map(|row| Hold::try_from(row).map(|hold| (hold.id.clone(), hold))).collect()
 }

@@ -35,9 +35,9 @@ use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::routing::AccountId;
 
 use super::schema;
-use super::sql::{AccountRow, RecordedRow, account_columns, accounts_by_id, existing};
+use super::sql::{AccountRow, HoldRow, RecordedRow, SELECT_HOLDS, account_columns, accounts_by_id, existing, holds};
 use crate::account::Account;
-use crate::decision::{Existing, Keys, NewPayment, Writes, fenced};
+use crate::decision::{Existing, Holds, Keys, NewPayment, Writes, fenced};
 use crate::error::LedgerError;
 use crate::settings::{Durability, LedgerSettings};
 
@@ -142,6 +142,19 @@ impl Sqlite {
         Ok(existing(rows))
     }
 
+    /// The holds of the authorizations among `ids`, by id.
+    pub(crate) async fn holds_in(connection: &mut SqliteConnection, ids: &[PaymentId]) -> Result<Holds, LedgerError> {
+        if ids.is_empty() {
+            return Ok(Holds::new());
+        }
+        let sql = format!("{SELECT_HOLDS} h.id IN ({})", placeholders(ids.len(), 1));
+        let mut query = sqlx::query_as::<_, HoldRow>(AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(id.as_str());
+        }
+        holds(query.fetch_all(&mut *connection).await?)
+    }
+
     /// The accounts among `ids`, by id, their credits included.
     pub(crate) async fn accounts_in(
         &self,
@@ -166,13 +179,13 @@ impl Sqlite {
         take_fences(&mut transaction, &writes.fences).await?;
         if !writes.balances.is_empty() {
             let sql = format!(
-                "UPDATE accounts SET balance = balance + new.column2 FROM (VALUES {}) AS new
-                 WHERE accounts.id = new.column1",
-                placeholders(writes.balances.len(), 2)
+                "UPDATE accounts SET balance = balance + new.column2, held = held + new.column3
+                 FROM (VALUES {}) AS new WHERE accounts.id = new.column1",
+                placeholders(writes.balances.len(), 3)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (account, delta) in &writes.balances {
-                query = query.bind(account.as_str()).bind(delta.0);
+            for (account, change) in &writes.balances {
+                query = query.bind(account.as_str()).bind(change.balance.0).bind(change.held.0);
             }
             let updated = query.execute(&mut *transaction).await?;
             if usize::try_from(updated.rows_affected()).ok() != Some(writes.balances.len()) {
@@ -194,12 +207,12 @@ impl Sqlite {
         if !writes.payments.is_empty() {
             let sql = format!(
                 "INSERT INTO payments (id, kind, request_hash, status, code, payer, payee, currency, amount, fee,
-                                       fee_bearer, plugins, partition, reply, created_at_ms) VALUES {}",
-                placeholders(writes.payments.len(), 15)
+                                       fee_bearer, plugins, partition, reply, created_at_ms, parent) VALUES {}",
+                placeholders(writes.payments.len(), 16)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for NewPayment { transfer, decision, reply } in &writes.payments {
-                let code = decision.code();
+                let code = decision.code(&transfer.kind);
                 query = query
                     .bind(transfer.id.as_str())
                     .bind(transfer.kind.as_str())
@@ -215,7 +228,8 @@ impl Sqlite {
                     .bind(transfer.plugins.as_str())
                     .bind(transfer.partition.map(i64::from))
                     .bind(reply.as_str())
-                    .bind(transfer.now_ms);
+                    .bind(transfer.now_ms)
+                    .bind(transfer.kind.closes().map(PaymentId::as_str));
             }
             query.execute(&mut *transaction).await?;
         }
@@ -230,12 +244,52 @@ impl Sqlite {
             }
             query.execute(&mut *transaction).await?;
         }
+        write_holds(&mut transaction, writes).await?;
         transaction.commit().await
     }
 }
 
 /// Locks `<database>.lock` (created if missing) for this ledger alone, or says which node's
 /// file it is: [`LedgerError::SqliteInUse`] while another ledger holds it.
+/// Opens and closes the batch's holds. A hold closed twice would release its amount twice: the
+/// update takes only open holds and the batch fails unless each was.
+async fn write_holds(connection: &mut SqliteConnection, writes: &Writes) -> Result<(), LedgerError> {
+    if !writes.opened.is_empty() {
+        let sql = format!(
+            "INSERT INTO holds (id, account_id, held, expires_at_ms, partition, state) VALUES {}",
+            placeholders(writes.opened.len(), 6)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for hold in &writes.opened {
+            query = query
+                .bind(hold.id.as_str())
+                .bind(hold.payer.as_str())
+                .bind(hold.held.0)
+                .bind(hold.expires_at_ms)
+                .bind(hold.partition.map(i64::from))
+                .bind("open");
+        }
+        query.execute(&mut *connection).await?;
+    }
+    for hold in &writes.closed {
+        let updated = sqlx::query(
+            "UPDATE holds SET state = $1, captured = $2, closed_by = $3, closed_at_ms = $4
+             WHERE id = $5 AND state = 'open'",
+        )
+        .bind(hold.state.as_str())
+        .bind(hold.captured.0)
+        .bind(hold.closed_by.as_ref().map(PaymentId::as_str))
+        .bind(hold.closed_at_ms)
+        .bind(hold.id.as_str())
+        .execute(&mut *connection)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(LedgerError::Corrupt(format!("hold {} was not open", hold.id)));
+        }
+    }
+    Ok(())
+}
+
 fn lock_for_one_node(database: &Path) -> Result<File, LedgerError> {
     // The file's real path when it exists, so that two names of one file (a symlink, a
     // relative path) lock one lock file.

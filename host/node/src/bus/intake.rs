@@ -41,6 +41,8 @@ pub struct Intake {
     pub(super) open: Arc<tokio::sync::Mutex<HashMap<u32, Pump>>>,
     /// Numbers each opening, so a late close of an earlier opening cannot close a later one.
     pub(super) openings: Arc<AtomicU64>,
+    /// How often an open partition's worker is asked to release its due holds.
+    pub(super) hold_sweep: Duration,
 }
 
 /// One open partition: the tasks moving its payments to its worker, how to stop them, and
@@ -103,6 +105,7 @@ impl Partitions for Intake {
         }
         let taker = Taker { client: self.client.clone(), metrics: self.metrics.clone(), partition, token };
         let depth = self.partition_queue_depth;
+        tasks.push(tokio::spawn(sweep_holds(token, self.hold_sweep, queue.clone(), stopped.clone())));
         tasks.push(tokio::spawn(subscribed(taker, depth, subscriber, queue.clone(), stopped)));
         let opening = self.openings.fetch_add(1, Ordering::Relaxed);
         self.open.lock().await.insert(partition, Pump { opening, stop, tasks, queue, lag });
@@ -205,6 +208,24 @@ struct Taker {
     metrics: Arc<Metrics>,
     partition: u32,
     token: u64,
+}
+
+/// Asks an owned partition's worker every `interval` to release its due holds, under the
+/// lease with `token`, until stopped. A full queue skips a sweep: payments come first, and the
+/// holds stay due for the next one.
+async fn sweep_holds(token: u64, interval: Duration, queue: mpsc::Sender<Job>, mut stop: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown::requested(&mut stop) => return,
+            _ = ticks.tick() => {
+                if let Err(mpsc::error::TrySendError::Closed(_)) = queue.try_send(Job::Expire(token)) {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Moves an owned partition's request-reply messages to its worker until stopped; then

@@ -81,6 +81,8 @@ pub struct BusSettings {
     pub partition_queue_depth: usize,
     /// Durable ingestion's streams, in durable mode.
     pub durable: Option<Durable>,
+    /// How often each owned partition releases its due holds.
+    pub hold_sweep: Duration,
 }
 
 /// The bus could not subscribe, or open a partition.
@@ -169,6 +171,7 @@ impl Bus {
             queues: Arc::new(Mutex::new(queues)),
             open: Arc::default(),
             openings: Arc::default(),
+            hold_sweep: self.settings.hold_sweep,
         };
         Ok((tokio::spawn(self.serve(submit, info, workers, shutdown, failure)), intake))
     }

@@ -1,6 +1,7 @@
 //! A partition's worker: decides its payments in order and answers each once its ledger batch
 //! committed, on the channel it came by.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_nats::{Client, Message, Subject, jetstream};
@@ -24,6 +25,8 @@ const LEDGER_PIPELINE_DEPTH: usize = 128;
 pub(super) enum Job {
     /// Decide a payment taken under the lease with this fencing token.
     Pay(Incoming, u64),
+    /// Release the partition's due holds under the lease with this fencing token.
+    Expire(u64),
     /// Answer every payment taken before this, then say so: a handover is complete.
     Flush(oneshot::Sender<()>),
 }
@@ -85,7 +88,14 @@ pub(super) async fn worker(
                         answer_all(&respond, &mut committing).await;
                         respond.send(answer, decision.reply.await).await;
                     } else {
-                        committing.push_back(async move { (decision.reply.await, answer) });
+                        committing.push_back(answered(decision.reply, answer));
+                    }
+                }
+                Some(Job::Expire(lease_token)) => {
+                    let room = LEDGER_PIPELINE_DEPTH.saturating_sub(committing.len());
+                    for expiry in processor.expire_due(partition, lease_token, room).await {
+                        // No one asked: only its event is published.
+                        committing.push_back(answered(expiry, Answer::Reply(None)));
                     }
                 }
                 Some(Job::Flush(flushed)) => {
@@ -96,6 +106,11 @@ pub(super) async fn worker(
             },
         }
     }
+}
+
+/// A submitted payment's reply, with where it goes.
+async fn answered(reply: Pin<Box<dyn Future<Output = Decided> + Send>>, answer: Answer) -> (Decided, Answer) {
+    (reply.await, answer)
 }
 
 /// Answers every payment the worker has submitted, in order.

@@ -1,0 +1,31 @@
+-- Two-phase payments: authorizations hold money on the payer until a capture posts it, a void
+-- releases it, or the ledger releases it at its expiry. The same tables and meaning as SQLite's
+-- 0006_holds.
+
+-- What the account's open holds reserve; changed only under the payer's row lock, like
+-- balance. The floor applies to the available balance, balance - held.
+ALTER TABLE accounts ADD COLUMN held BIGINT NOT NULL DEFAULT 0 CHECK (held >= 0);
+
+ALTER TABLE payments DROP CONSTRAINT payments_kind_check;
+ALTER TABLE payments ADD CONSTRAINT payments_kind_check
+    CHECK (kind IN ('payment', 'deposit', 'authorization', 'capture', 'void'));
+ALTER TABLE payments DROP CONSTRAINT payments_status_check;
+ALTER TABLE payments ADD CONSTRAINT payments_status_check
+    CHECK (status IN ('approved', 'declined', 'authorized', 'captured', 'voided'));
+-- The authorization a capture or void acts on; NULL for payments, deposits and
+-- authorizations. No foreign key, like the rest of this schema (0001_ledger says why).
+ALTER TABLE payments ADD COLUMN parent TEXT;
+CREATE INDEX payments_by_parent ON payments (parent) WHERE parent IS NOT NULL;
+
+CREATE TABLE holds (
+    id            TEXT   NOT NULL PRIMARY KEY,
+    account_id    TEXT   NOT NULL,
+    held          BIGINT NOT NULL CHECK (held > 0),
+    expires_at_ms BIGINT NOT NULL,
+    partition     BIGINT,
+    state         TEXT   NOT NULL CHECK (state IN ('open', 'captured', 'voided', 'expired')),
+    captured      BIGINT NOT NULL DEFAULT 0 CHECK (captured >= 0),
+    closed_by     TEXT,
+    closed_at_ms  BIGINT
+);
+CREATE INDEX holds_open_by_expiry ON holds (partition, expires_at_ms) WHERE state = 'open';
