@@ -115,6 +115,11 @@ impl Harness {
         Harness::start_full(backend, Config::default(), None, |_| {}).await
     }
 
+    /// A node with `config` on a plain nats-server, on `backend`.
+    pub async fn start_on_with(backend: Backend, config: Config) -> Harness {
+        Harness::start_full(backend, config, None, |_| {}).await
+    }
+
     /// A node with `config`, on a nats-server started with `nats_config`.
     pub async fn start_with(config: Config, nats_config: Option<&Path>) -> Harness {
         Harness::start_custom(config, nats_config, |_| {}).await

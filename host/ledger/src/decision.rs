@@ -389,8 +389,13 @@ fn decide_one(
     }
     let payer = accounts.get(&transfer.payer).ok_or_else(|| LedgerError::UnknownAccount(transfer.payer.to_string()))?;
     if let Some(hold) = closing {
-        if hold.state != HoldState::Open {
-            return Ok(Decided::only(Decision::HoldNotOpen));
+        match (hold.state, &transfer.kind) {
+            (HoldState::Open, _) => {}
+            // A capture or void after the sweep released the hold hears why, as before it.
+            (HoldState::Expired, TransferKind::Capture { .. } | TransferKind::Void { .. }) => {
+                return Ok(Decided::only(Decision::HoldExpired));
+            }
+            _ => return Ok(Decided::only(Decision::HoldNotOpen)),
         }
         let due = hold.expires_at_ms <= transfer.now_ms;
         let (decision, state) = match &transfer.kind {

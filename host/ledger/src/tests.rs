@@ -221,7 +221,7 @@ async fn an_authorization_holds_until_captured_voided_or_expired(backend: Backen
     assert_eq!(decided(ledger.record(expiry, replies()).await), Decision::HoldNotOpen);
     assert_eq!(held(&ledger).await, 0);
     let late = closing("c3", "a3", capture, 100, 0, 71);
-    assert_eq!(decided(ledger.record(late, replies()).await), Decision::HoldNotOpen);
+    assert_eq!(decided(ledger.record(late, replies()).await), Decision::HoldExpired);
 
     let hold = ledger.hold(&PaymentId::new("a1").expect("id")).await.expect("read").expect("a1 holds");
     assert_eq!((hold.state, hold.captured, hold.held), (HoldState::Captured, MinorUnits(300), MinorUnits(610)));
@@ -667,6 +667,8 @@ mod model {
         held: i64,
         expires: i64,
         open: bool,
+        /// Closed by its expiry (by the sweep, or by a late capture or void).
+        expired: bool,
     }
 
     async fn check(backend: Backend, steps: Vec<Step>) -> Result<(), TestCaseError> {
@@ -783,8 +785,17 @@ mod model {
                     (Decision::Approved, None) => model.post(&payer, &payee, debit, credit, fee),
                     (Decision::Approved, Some(expires)) => {
                         *model.held.entry(payer.clone()).or_default() += debit;
-                        let hold =
-                            ModelHold { payer, payee, amount, fee, payer_bears, held: debit, expires, open: true };
+                        let hold = ModelHold {
+                            payer,
+                            payee,
+                            amount,
+                            fee,
+                            payer_bears,
+                            held: debit,
+                            expires,
+                            open: true,
+                            expired: false,
+                        };
                         model.holds.insert(key, hold);
                     }
                     _ => {}
@@ -805,7 +816,7 @@ mod model {
                 let due = hold.open && hold.expires <= model.now;
                 prop_assert_eq!(decision, if due { Decision::Approved } else { Decision::HoldNotOpen });
                 if due {
-                    model.release(&of);
+                    model.release(&of, true);
                 }
             }
             Step::Tick => model.now += 1,
@@ -854,7 +865,9 @@ mod model {
             Ok(Recorded::New { decision, .. }) => decision,
             other => return Err(TestCaseError::fail(format!("expected a new decision, got {other:?}"))),
         };
-        let expected = if !hold.open {
+        let expected = if !hold.open && hold.expired {
+            Decision::HoldExpired
+        } else if !hold.open {
             Decision::HoldNotOpen
         } else if hold.expires <= model.now {
             Decision::HoldExpired
@@ -863,7 +876,7 @@ mod model {
         };
         prop_assert_eq!(decision, expected);
         if hold.open {
-            model.release(&of);
+            model.release(&of, expected == Decision::HoldExpired);
         }
         if expected == Decision::Approved && amount.is_some() {
             let fee = fee.0;
@@ -894,9 +907,9 @@ mod model {
         }
 
         /// Closes an open hold: what it reserved is available again.
-        fn release(&mut self, of: &str) {
+        fn release(&mut self, of: &str, expired: bool) {
             if let Some(hold) = self.holds.get_mut(of) {
-                hold.open = false;
+                (hold.open, hold.expired) = (false, expired);
                 *self.held.entry(hold.payer.clone()).or_default() -= hold.held;
             }
         }

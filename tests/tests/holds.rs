@@ -1,0 +1,163 @@
+//! Authorizations over a real NATS server: held, captured in part, voided, expired by the
+//! partition's sweep, each with its own reply, replay and event.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wasmpay_node::config::Config;
+use wasmpay_node::holds::{DEFAULT_EXPIRY_S, HoldSettings};
+use wasmpay_protocol::{Code, PaymentId, Reply, Status};
+use wasmpay_tests::{Backend, Harness, card, next_message, on_both_backends, parse};
+
+on_both_backends!(
+    an_authorization_is_captured_in_part_and_the_rest_released,
+    a_void_releases_the_hold_and_bad_captures_change_nothing,
+    an_uncaptured_authorization_expires_and_a_late_capture_hears_so,
+);
+
+async fn funded(backend: Backend, config: Config) -> Harness {
+    let harness = Harness::start_on_with(backend, config).await;
+    harness.open("alice", "EUR", 0).await;
+    harness.open("shop", "EUR", 0).await;
+    harness.deposit("alice", 10_000).await;
+    harness
+}
+
+fn authorize(id: &str, amount: u64) -> Value {
+    let mut authorization = card(id, "alice", "shop", amount);
+    authorization["type"] = json!("authorize");
+    authorization
+}
+
+fn capture(id: &str, payment: &str, amount: Option<u64>) -> Value {
+    let mut capture = json!({"version": 1, "type": "capture", "id": id, "payer": "alice", "payment": payment});
+    if let Some(amount) = amount {
+        capture["amount"] = json!(amount);
+    }
+    capture
+}
+
+fn void(id: &str, payment: &str) -> Value {
+    json!({"version": 1, "type": "void", "id": id, "payer": "alice", "payment": payment})
+}
+
+async fn held(harness: &Harness, account: &str) -> i64 {
+    harness
+        .ledger
+        .account(&wasmpay_protocol::routing::AccountId::new(account).unwrap())
+        .await
+        .unwrap()
+        .expect("opened")
+        .held
+        .0
+}
+
+async fn an_authorization_is_captured_in_part_and_the_rest_released(backend: Backend) {
+    let harness = funded(backend, Config::default()).await;
+    let mut events = harness.client.subscribe("wasmpay.events.payment.>").await.unwrap();
+    harness.client.flush().await.unwrap();
+
+    let before_ms = i64::try_from(std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_millis()).unwrap();
+    let authorized = harness.pay(&authorize("a-1", 1_000)).await;
+    assert_eq!((authorized.status, authorized.code), (Status::Authorized, Code::Authorized), "{authorized:?}");
+    // 2.9 % of 10.00 = 0.29, plus 0.25 fixed, borne by the payee: nothing of it is held.
+    assert_eq!((authorized.amount, authorized.fee), (Some(1_000), Some(54)));
+    let expires_at_ms = authorized.expires_at_ms.expect("an authorization says when it lapses");
+    let seven_days_ms = i64::try_from(DEFAULT_EXPIRY_S * 1_000).unwrap();
+    assert!((before_ms + seven_days_ms..before_ms + seven_days_ms + 60_000).contains(&expires_at_ms));
+    assert_eq!((harness.balance("alice").await, held(&harness, "alice").await), (10_000, 1_000));
+    // The hold counts against the floor: 9,001 more is more than is available.
+    let over = harness.pay(&card("p-over", "alice", "shop", 9_001)).await;
+    assert_eq!(over.code, Code::InsufficientFunds, "{over:?}");
+
+    let raw = harness.pay_raw(&capture("c-1", "a-1", Some(600))).await;
+    let captured = parse(&raw);
+    assert_eq!((captured.status, captured.code), (Status::Captured, Code::Captured), "{captured:?}");
+    // The fee prorated: 54 x 600 / 1,000 = 32.4, rounded down.
+    assert_eq!((captured.amount, captured.fee, captured.payment.as_deref()), (Some(600), Some(32), Some("a-1")));
+    assert_eq!((harness.balance("alice").await, held(&harness, "alice").await), (9_400, 0));
+    assert_eq!(harness.balance("shop").await, 600 - 32);
+    assert_eq!(harness.balance("_fees_EUR").await, 32);
+    // A retry gets the stored bytes; a second capture finds the authorization closed.
+    assert_eq!(harness.pay_raw(&capture("c-1", "a-1", Some(600))).await, raw);
+    let again = harness.pay(&capture("c-2", "a-1", Some(100))).await;
+    assert_eq!((again.status, again.code), (Status::Declined, Code::InvalidState), "{again:?}");
+    let conflicting = harness.pay(&capture("c-1", "a-1", Some(500))).await;
+    assert_eq!(conflicting.code, Code::Conflict, "{conflicting:?}");
+
+    let mut subjects = Vec::new();
+    for _ in 0..4 {
+        let event = next_message(&mut events).await;
+        subjects.push((event.subject.to_string(), parse(std::str::from_utf8(&event.payload).unwrap()).id));
+    }
+    let named = |status: &str, id: &str| (format!("wasmpay.events.payment.{status}"), Some(id.to_owned()));
+    assert_eq!(
+        subjects,
+        [named("authorized", "a-1"), named("declined", "p-over"), named("captured", "c-1"), named("declined", "c-2")]
+    );
+    let stored = harness.ledger.payment("c-1").await.unwrap().expect("recorded");
+    assert_eq!(stored.entries, [("alice".into(), -600), ("shop".into(), 568), ("_fees_EUR".into(), 32)]);
+    let audit = harness.ledger.audit().await.unwrap();
+    assert_eq!(audit.first_violation(), None, "{audit:?}");
+}
+
+async fn a_void_releases_the_hold_and_bad_captures_change_nothing(backend: Backend) {
+    let harness = funded(backend, Config::default()).await;
+    assert_eq!(harness.pay(&authorize("a-1", 2_000)).await.code, Code::Authorized);
+
+    let refused = |reply: &Reply, code: Code| {
+        assert_eq!((reply.status, reply.code), (Status::Rejected, code), "{reply:?}");
+    };
+    refused(&harness.pay(&capture("c-big", "a-1", Some(2_001))).await, Code::ExceedsAuthorized);
+    refused(&harness.pay(&capture("c-none", "nobody", None)).await, Code::UnknownPayment);
+    // Another payer's subject: the authorization is not theirs.
+    harness.open("bob", "EUR", 0).await;
+    let mut bobs = capture("c-bob", "a-1", None);
+    bobs["payer"] = json!("bob");
+    refused(&harness.pay(&bobs).await, Code::UnknownPayment);
+    let mut void_amount = void("v-amount", "a-1");
+    void_amount["amount"] = json!(5);
+    refused(&harness.pay(&void_amount).await, Code::InvalidRequest);
+    for unrecorded in ["c-big", "c-none", "c-bob", "v-amount"] {
+        assert!(harness.ledger.payment(unrecorded).await.unwrap().is_none(), "{unrecorded} was recorded");
+    }
+    assert_eq!(held(&harness, "alice").await, 2_000);
+
+    let voided = harness.pay(&void("v-1", "a-1")).await;
+    assert_eq!((voided.status, voided.code, voided.fee), (Status::Voided, Code::Voided, None), "{voided:?}");
+    assert_eq!((harness.balance("alice").await, held(&harness, "alice").await), (10_000, 0));
+    let late = harness.pay(&capture("c-1", "a-1", None)).await;
+    assert_eq!(late.code, Code::InvalidState, "{late:?}");
+    assert_eq!(harness.balance("shop").await, 0);
+    let audit = harness.ledger.audit().await.unwrap();
+    assert_eq!(audit.first_violation(), None, "{audit:?}");
+}
+
+async fn an_uncaptured_authorization_expires_and_a_late_capture_hears_so(backend: Backend) {
+    let holds =
+        HoldSettings { by_method: [("card".to_owned(), 1)].into(), sweep_interval_ms: 100, ..HoldSettings::default() };
+    let harness = funded(backend, Config { holds, ..Config::default() }).await;
+    let mut expired = harness.client.subscribe("wasmpay.events.payment.expired").await.unwrap();
+    harness.client.flush().await.unwrap();
+
+    let authorized = harness.pay(&authorize("a-1", 3_000)).await;
+    assert_eq!(authorized.code, Code::Authorized, "{authorized:?}");
+    assert_eq!(held(&harness, "alice").await, 3_000);
+
+    // Released by the partition's owner within a second of its expiry (plus a sweep).
+    let event =
+        tokio::time::timeout(Duration::from_secs(5), next_message(&mut expired)).await.expect("expired in time");
+    let reply = parse(std::str::from_utf8(&event.payload).unwrap());
+    assert_eq!((reply.status, reply.code, reply.id.as_deref()), (Status::Expired, Code::Expired, Some("a-1")));
+    assert_eq!((harness.balance("alice").await, held(&harness, "alice").await), (10_000, 0));
+    let hold = harness.ledger.hold(&PaymentId::new("a-1").unwrap()).await.unwrap().expect("recorded");
+    assert_eq!(hold.state, wasmpay_ledger::HoldState::Expired);
+
+    let late = harness.pay(&capture("c-1", "a-1", None)).await;
+    assert_eq!((late.status, late.code), (Status::Declined, Code::HoldExpired), "{late:?}");
+    assert_eq!(harness.balance("shop").await, 0);
+    let audit = harness.ledger.audit().await.unwrap();
+    assert_eq!(audit.first_violation(), None, "{audit:?}");
+}
