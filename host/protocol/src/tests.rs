@@ -73,6 +73,23 @@ fn every_code_has_one_status_and_its_wire_name() {
         assert_eq!(json, format!("\"{}\"", code.as_str()));
     }
     assert_eq!(Code::PluginDeclined.status(), Status::Declined);
+    let lifecycle = [
+        (Code::Authorized, Status::Authorized),
+        (Code::Captured, Status::Captured),
+        (Code::Voided, Status::Voided),
+        (Code::Expired, Status::Expired),
+        (Code::HoldExpired, Status::Declined),
+        (Code::InvalidState, Status::Declined),
+        (Code::UnknownPayment, Status::Rejected),
+        (Code::ExceedsAuthorized, Status::Rejected),
+    ];
+    for (code, status) in lifecycle {
+        assert_eq!(
+            (code.status(), serde_json::to_string(&code).expect("code")),
+            (status, format!("\"{}\"", code.as_str()))
+        );
+        assert_eq!(serde_json::to_string(&status).expect("status"), format!("\"{}\"", status.as_str()));
+    }
     assert_eq!(Code::Unavailable.status(), Status::Error);
 }
 
@@ -89,6 +106,9 @@ fn documented_examples_decode() {
     assert!(!examples.is_empty());
     for example in examples {
         assert!(decode(example.to_string().as_bytes()).is_ok(), "{example}");
+    }
+    for example in schema("hold-request.schema.json")["examples"].as_array().expect("hold examples") {
+        assert!(matches!(decode_operation(example.to_string().as_bytes()), Ok(Operation::Hold(_))), "{example}");
     }
     let replies = schema("payment-reply.schema.json");
     for example in replies["examples"].as_array().expect("reply examples") {
