@@ -282,8 +282,7 @@ async fn prepare(store: &Store, batch: Vec<Job>, last: &LastBatch) -> (Option<Pr
     // The ids this batch records, not those it put off: a later batch that holds the deferred
     // transfers need not wait for this one's commit on their account.
     let ids = jobs.iter().map(|(transfer, _)| transfer.id.clone()).collect();
-    let (outcomes, writes) =
-        decision::decide(jobs, begun.existing, begun.accounts, begun.holds, &begun.held, &begun.fences);
+    let (outcomes, writes) = decision::decide(jobs, begun.found, &begun.held, &begun.fences);
     (Some(Prepared { ids, transaction: begun.transaction, writes, outcomes, answers }), deferred)
 }
 

@@ -28,6 +28,7 @@ use wasmpay_protocol::routing::AccountId;
 use crate::account::{Account, fee_account};
 use crate::error::{LedgerError, checked};
 use crate::hold::{Hold, HoldState};
+use crate::refund::Refundable;
 use crate::transfer::{
     Decision, Posting, Recorded, Replies, StoredReply, Transfer, TransferKind, postings, prorated_fee,
 };
@@ -43,14 +44,26 @@ pub(crate) struct Keys {
     pub(crate) payers: BTreeSet<AccountId>,
     /// The authorizations whose holds a capture, void or expiry of the batch closes.
     pub(crate) holds: Vec<PaymentId>,
+    /// The payments and captures a refund of the batch takes back from.
+    pub(crate) refunds: Vec<PaymentId>,
 }
 
 impl Keys {
     pub(crate) fn of<'a>(transfers: impl Iterator<Item = &'a Transfer>) -> Keys {
-        let mut keys = Keys { ids: Vec::new(), touched: BTreeSet::new(), payers: BTreeSet::new(), holds: Vec::new() };
+        let mut keys = Keys {
+            ids: Vec::new(),
+            touched: BTreeSet::new(),
+            payers: BTreeSet::new(),
+            holds: Vec::new(),
+            refunds: Vec::new(),
+        };
         for transfer in transfers {
             match &transfer.kind {
                 TransferKind::Expiry => keys.holds.push(transfer.id.clone()),
+                TransferKind::Refund { payment } => {
+                    keys.ids.push(transfer.id.clone());
+                    keys.refunds.push(payment.clone());
+                }
                 kind => {
                     keys.ids.push(transfer.id.clone());
                     keys.holds.extend(kind.closes().cloned());
@@ -68,6 +81,22 @@ pub(crate) type Existing = HashMap<String, StoredReply>;
 
 /// The holds a batch found, by authorization id.
 pub(crate) type Holds = HashMap<PaymentId, Hold>;
+
+/// The payments and captures a batch's refunds take back from, by id.
+pub(crate) type Refundables = HashMap<PaymentId, Refundable>;
+
+/// What a batch read before it is decided, as its transaction found it.
+#[derive(Debug, Default)]
+pub(crate) struct Found {
+    /// Its ids that are recorded already.
+    pub(crate) existing: Existing,
+    /// The accounts it may post to, that exist.
+    pub(crate) accounts: HashMap<AccountId, Account>,
+    /// The holds its captures, voids and expiries close.
+    pub(crate) holds: Holds,
+    /// What its refunds take back from.
+    pub(crate) refundables: Refundables,
+}
 
 /// Partition → the newest fencing token the ledger has seen for it.
 pub(crate) type Fences = HashMap<u32, i64>;
@@ -97,6 +126,8 @@ pub(crate) struct Writes {
     pub(crate) opened: Vec<OpenedHold>,
     /// Holds closed by captures, voids and expiries of the batch (each at most once).
     pub(crate) closed: Vec<ClosedHold>,
+    /// What the batch's refunds add to each refunded payment's `refunded`.
+    pub(crate) refunded: BTreeMap<PaymentId, MinorUnits>,
     /// Per partition, the oldest lease token its transfers carry: the batch is refused if the
     /// ledger has seen a newer one, and stores it otherwise.
     pub(crate) fences: BTreeMap<u32, i64>,
@@ -139,17 +170,16 @@ pub(crate) struct ClosedHold {
     pub(crate) closed_at_ms: i64,
 }
 
-/// Decides `jobs` in order against the recorded payments `existing`, the `accounts` and the
-/// `holds` they touch, of which the batch locks the rows of `locked`. Pure: the same input
-/// gives the same output.
+/// Decides `jobs` in order against what the batch `found` (recorded ids, accounts, holds,
+/// refundable payments), of which it locks the rows of `locked`. Pure: the same input gives
+/// the same output.
 pub(crate) fn decide(
     jobs: Vec<(Transfer, Replies)>,
-    mut existing: Existing,
-    mut accounts: HashMap<AccountId, Account>,
-    mut holds: Holds,
+    found: Found,
     locked: &BTreeSet<AccountId>,
     fences: &Fences,
 ) -> (Vec<Result<Recorded, LedgerError>>, Writes) {
+    let Found { mut existing, mut accounts, mut holds, mut refundables } = found;
     let mut writes = Writes::default();
     let mut outcomes = Vec::with_capacity(jobs.len());
     // A transfer under a token older than its partition's newest is refused alone: an old
@@ -177,7 +207,8 @@ pub(crate) fn decide(
             outcomes.push(Ok(Recorded::Existing(stored.clone())));
             continue;
         }
-        let decided = decide_one(&transfer, replies.declined_by_plugin(), &accounts, &holds).and_then(|decided| {
+        let parents = (&holds, &refundables);
+        let decided = decide_one(&transfer, replies.declined_by_plugin(), &accounts, parents).and_then(|decided| {
             let totals = writes.totals_after(&transfer, &decided, locked)?;
             let reply = replies.into_reply(decided.decision).ok_or_else(|| {
                 LedgerError::Invalid(format!("{}: no reply was rendered for {:?}", transfer.id, decided.decision))
@@ -191,7 +222,14 @@ pub(crate) fn decide(
                 continue;
             }
         };
-        let Decided { decision, changes, hold, held } = decided;
+        let Decided { decision, changes, hold, held, refunded } = decided;
+        if let Some((payment, amount, after)) = refunded {
+            if let Some(original) = refundables.get_mut(&payment) {
+                original.refunded = after;
+            }
+            let total = writes.refunded.entry(payment).or_insert(MinorUnits::ZERO);
+            *total = MinorUnits(total.0.saturating_add(amount.0));
+        }
         if let (Some((_, after)), Some(state)) = (held, accounts.get_mut(&transfer.payer)) {
             state.held = after;
         }
@@ -326,11 +364,17 @@ struct Decided {
     hold: Option<HoldChange>,
     /// How the hold changes what the payer's holds reserve: (change, total after).
     held: Option<(MinorUnits, MinorUnits)>,
+    /// A refund's payment, the amount it moves back, and its payment's refunded total after.
+    refunded: Option<(PaymentId, MinorUnits, MinorUnits)>,
 }
 
 impl Decided {
     fn only(decision: Decision) -> Decided {
-        Decided { decision, changes: Vec::new(), hold: None, held: None }
+        Decided { decision, changes: Vec::new(), hold: None, held: None, refunded: None }
+    }
+
+    fn posting(changes: Vec<Change>) -> Decided {
+        Decided { changes, ..Decided::only(Decision::Approved) }
     }
 }
 
@@ -340,7 +384,7 @@ fn decide_one(
     transfer: &Transfer,
     declined_by_plugin: bool,
     accounts: &HashMap<AccountId, Account>,
-    holds: &Holds,
+    (holds, refundables): (&Holds, &Refundables),
 ) -> Result<Decided, LedgerError> {
     // What the schema would refuse is refused here, for this transfer alone: at commit it
     // would fail the whole batch.
@@ -409,7 +453,7 @@ fn decide_one(
         let after = checked(&transfer.payer, payer.held.checked_add(released))?;
         let captured = if state == HoldState::Captured { transfer.amount } else { MinorUnits::ZERO };
         let close = HoldChange::Close { id: hold.id.clone(), state, captured };
-        let mut decided = Decided { decision, changes: Vec::new(), hold: Some(close), held: Some((released, after)) };
+        let mut decided = Decided { hold: Some(close), held: Some((released, after)), ..Decided::only(decision) };
         if state == HoldState::Captured {
             // The capture's debit is at most what the hold reserved, so the available balance
             // only grows; the floor is checked all the same.
@@ -429,17 +473,42 @@ fn decide_one(
             return Ok(Decided::only(Decision::InsufficientFunds));
         }
         let open = HoldChange::Open { held, expires_at_ms };
-        return Ok(Decided {
-            decision: Decision::Approved,
-            changes: Vec::new(),
-            hold: Some(open),
-            held: Some((held, after)),
-        });
+        return Ok(Decided { hold: Some(open), held: Some((held, after)), ..Decided::only(Decision::Approved) });
     }
+    let refunded = match &transfer.kind {
+        TransferKind::Refund { payment } => {
+            let original = refunded_payment(transfer, payment, refundables)?;
+            let after = checked(&transfer.payer, original.refunded.checked_add(transfer.amount))?;
+            if after > original.amount {
+                return Ok(Decided::only(Decision::ExceedsRefundable));
+            }
+            Some((payment.clone(), transfer.amount, after))
+        }
+        _ => None,
+    };
     match changes(transfer, postings, accounts, payer.held)? {
-        Some(changes) => Ok(Decided { decision: Decision::Approved, changes, hold: None, held: None }),
+        Some(changes) => Ok(Decided { refunded, ..Decided::posting(changes) }),
         None => Ok(Decided::only(Decision::InsufficientFunds)),
     }
+}
+
+/// The payment `payment` that `transfer` (a refund) takes back from, checked against it: it
+/// moved money, and the refund runs the other way between the same accounts in its currency.
+/// The caller read it to render the replies, so a mismatch is its mistake, not a decision.
+fn refunded_payment<'r>(
+    transfer: &Transfer,
+    payment: &PaymentId,
+    refundables: &'r Refundables,
+) -> Result<&'r Refundable, LedgerError> {
+    let invalid = |what: &str| LedgerError::Invalid(format!("{}: {what} of payment {payment}", transfer.id));
+    let original = refundables.get(payment).ok_or_else(|| invalid("a refund of no payment"))?;
+    if !original.posted {
+        return Err(invalid("a refund of nothing posted"));
+    }
+    if original.payee != transfer.payer || original.payer != transfer.payee || original.currency != transfer.currency {
+        return Err(invalid("not the reverse accounts or the currency"));
+    }
+    Ok(original)
 }
 
 /// The hold `authorization` that `transfer` (a capture, void or expiry) closes, checked
@@ -548,6 +617,11 @@ mod tests {
         }
     }
 
+    /// What a batch over `accounts` finds when nothing is recorded yet.
+    fn found(accounts: HashMap<AccountId, Account>) -> Found {
+        Found { accounts, ..Found::default() }
+    }
+
     fn job(step: Step) -> (Transfer, Replies) {
         (transfer(step), replies(step.5))
     }
@@ -625,7 +699,7 @@ mod tests {
             accounts.insert(fees_id.clone(), fees);
             let jobs: Vec<(Transfer, Replies)> = steps.iter().map(|step| job(*step)).collect();
             let held = Keys::of(jobs.iter().map(|(transfer, _)| transfer)).payers;
-            let (outcomes, writes) = decide(jobs, HashMap::new(), accounts.clone(), Holds::new(), &held, &Fences::new());
+            let (outcomes, writes) = decide(jobs, found(accounts.clone()), &held, &Fences::new());
 
             let (expected, balances, collected) = reference(&steps, &start);
             let decided: Vec<&str> = outcomes
@@ -635,7 +709,10 @@ mod tests {
                     Ok(Recorded::New { decision: Decision::Approved, .. }) => "approved",
                     Ok(Recorded::New { decision: Decision::InsufficientFunds, .. }) => "insufficient_funds",
                     Ok(Recorded::New { decision: Decision::PluginDeclined, .. }) => "plugin_declined",
-                    Ok(Recorded::New { decision: Decision::HoldExpired | Decision::HoldNotOpen, .. }) => "hold",
+                    Ok(Recorded::New {
+                        decision: Decision::HoldExpired | Decision::HoldNotOpen | Decision::ExceedsRefundable,
+                        ..
+                    }) => "not a payment's",
                     Err(_) => "failed",
                 })
                 .collect();
@@ -677,7 +754,7 @@ mod tests {
             job((0, 0, 20, 0, false, false, 3)),
         ];
         let held = Keys::of(jobs.iter().map(|(transfer, _)| transfer)).payers;
-        let (outcomes, writes) = decide(jobs, HashMap::new(), accounts, Holds::new(), &held, &Fences::new());
+        let (outcomes, writes) = decide(jobs, found(accounts), &held, &Fences::new());
         assert!(matches!(outcomes[1], Err(LedgerError::Overflow(_))), "{outcomes:?}");
         assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
         assert_eq!(writes.balances.get(&customer(0)).map(|change| change.balance), Some(MinorUnits(-10 - 20)));
@@ -696,14 +773,8 @@ mod tests {
         .collect();
         let mut greedy = transfer((0, 0, 10, 0, false, false, 1));
         greedy.fee = MinorUnits(11);
-        let (outcomes, writes) = decide(
-            vec![(greedy, replies(false))],
-            HashMap::new(),
-            accounts,
-            Holds::new(),
-            &[customer(0)].into(),
-            &Fences::new(),
-        );
+        let (outcomes, writes) =
+            decide(vec![(greedy, replies(false))], found(accounts), &[customer(0)].into(), &Fences::new());
         assert!(matches!(outcomes[0], Err(LedgerError::Invalid(_))), "{outcomes:?}");
         assert!(writes.payments.is_empty() && writes.entries.is_empty());
     }
@@ -715,8 +786,7 @@ mod tests {
         let mut looping = transfer((0, 0, 10, 0, false, false, 1));
         looping.payee = customer(0);
         let held = [customer(0)].into();
-        let (outcomes, writes) =
-            decide(vec![(looping, replies(false))], HashMap::new(), accounts, Holds::new(), &held, &Fences::new());
+        let (outcomes, writes) = decide(vec![(looping, replies(false))], found(accounts), &held, &Fences::new());
         assert!(matches!(outcomes[0], Err(LedgerError::Invalid(_))), "{outcomes:?}");
         assert!(writes.balances.is_empty() && writes.payments.is_empty());
     }
@@ -740,7 +810,7 @@ mod tests {
         let fences: Fences = [(3, 7), (4, 2)].into();
         let jobs = vec![leased(1, 3, 6), leased(2, 4, 2), leased(3, 3, 7)];
         let held = Keys::of(jobs.iter().map(|(transfer, _)| transfer)).payers;
-        let (outcomes, writes) = decide(jobs, HashMap::new(), accounts, Holds::new(), &held, &fences);
+        let (outcomes, writes) = decide(jobs, found(accounts), &held, &fences);
         assert!(matches!(outcomes[0], Err(LedgerError::Fenced(ref lost)) if lost == &[3]), "{outcomes:?}");
         assert!(outcomes[1].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
         assert_eq!(writes.fences, [(3, 7), (4, 2)].into());

@@ -23,7 +23,7 @@
 //! - `decision`: one batch decided in memory, pure code with no I/O;
 //! - the types everything above decides on and stores: `transfer` (a transfer, the replies its
 //!   caller stores with it, the decision, the entries' rule), `hold` (an authorization's
-//!   reservation), `account`, `settings`, `error`.
+//!   reservation), `refund` (what a refund takes back), `account`, `settings`, `error`.
 //!
 //! Money and account ids come from `wasmpay-protocol`; nothing here knows about plugins, NATS
 //! or HTTP. The ledger runs no caller code: a caller renders a transfer's replies before
@@ -39,6 +39,7 @@ mod funding;
 mod handle;
 mod hold;
 mod queries;
+mod refund;
 mod settings;
 mod store;
 mod transfer;
@@ -50,6 +51,7 @@ pub use funding::Deposited;
 pub use handle::{BATCH_FAILURE_WINDOW, Ledger, PROBE_INTERVAL, PROBE_TIMEOUT};
 pub use hold::{Hold, HoldState};
 pub use queries::{Audit, StoredPayment};
+pub use refund::Refundable;
 pub use settings::{Durability, LedgerSettings};
 pub use transfer::{Decision, Recorded, Replies, StoredReply, Transfer, TransferKind, prorated_fee};
 

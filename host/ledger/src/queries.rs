@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::error::LedgerError;
 use crate::handle::Ledger;
 use crate::hold::Hold;
+use crate::refund::Refundable;
 use crate::store::sql::{HoldRow, SELECT_HOLDS, balance_with_credits};
 use crate::store::{Postgres, Sqlite, Store, on_store};
 use crate::transfer::StoredReply;
@@ -48,7 +49,10 @@ pub struct Audit {
     /// capture, a voided one by one void, an open or expired one by none), or that captured
     /// more than was authorized. Always empty.
     pub holds_not_closed_once: Vec<String>,
-    /// Approved payments and captures without entries. Always empty.
+    /// Payments whose refunds moved back more than they moved, or whose `refunded` differs
+    /// from the sum of their refunds, and refunds of payments that moved nothing. Always empty.
+    pub refunds_beyond_payments: Vec<String>,
+    /// Approved payments, captures and refunds without entries. Always empty.
     pub approved_without_entries: Vec<String>,
     /// Records that post nothing (declines, authorizations, voids) with entries. Always empty.
     pub declined_with_entries: Vec<String>,
@@ -80,6 +84,7 @@ impl Audit {
             ("a balance is below its floor", &self.accounts_below_floor),
             ("an account's held differs from its open holds", &self.drifted_holds),
             ("a hold was not closed exactly once", &self.holds_not_closed_once),
+            ("refunds moved back what their payment did not move", &self.refunds_beyond_payments),
             ("an approved payment has no entries", &self.approved_without_entries),
             ("a declined payment has entries", &self.declined_with_entries),
             ("a payment or entry references nothing", &self.dangling_references),
@@ -140,6 +145,23 @@ impl Ledger {
         rows.into_iter().map(Hold::try_from).collect()
     }
 
+    /// The payment `id` as a refund sees it, as last committed: whom it moved money between,
+    /// how much, and what refunds have moved back. Only refunds change the last, under the lock
+    /// of its payee, so a caller that renders a refund's replies from it leaves the decision to
+    /// the ledger's batch.
+    pub async fn refundable(&self, id: &PaymentId) -> Result<Option<Refundable>, LedgerError> {
+        Ok(match &self.store {
+            Store::Sqlite(backend) => {
+                let mut connection = backend.pool.acquire().await?;
+                Sqlite::refundables_in(&mut connection, std::slice::from_ref(id)).await?.remove(id)
+            }
+            Store::Postgres(backend) => {
+                let mut connection = backend.pool.acquire().await?;
+                Postgres::refundables_in(&mut connection, std::slice::from_ref(id)).await?.remove(id)
+            }
+        })
+    }
+
     /// The fingerprint and reply recorded under `id`: the idempotency check before any work.
     pub async fn recorded_reply(&self, id: &str) -> Result<Option<StoredReply>, LedgerError> {
         on_store!(&self.store, backend => {
@@ -170,6 +192,7 @@ impl Ledger {
                 accounts_below_floor: ids(text(BELOW_FLOOR).fetch_all(&mut *connection).await?),
                 drifted_holds: ids(text(DRIFTED_HOLDS).fetch_all(&mut *connection).await?),
                 holds_not_closed_once: ids(text(HOLDS_NOT_CLOSED_ONCE).fetch_all(&mut *connection).await?),
+                refunds_beyond_payments: ids(text(REFUNDS_BEYOND_PAYMENTS).fetch_all(&mut *connection).await?),
                 approved_without_entries: ids(text(APPROVED_WITHOUT_ENTRIES).fetch_all(&mut *connection).await?),
                 declined_with_entries: ids(text(DECLINED_WITH_ENTRIES).fetch_all(&mut *connection).await?),
                 dangling_references: ids(text(DANGLING).fetch_all(&mut *connection).await?),
@@ -217,9 +240,20 @@ const HOLDS_NOT_CLOSED_ONCE: &str = "SELECT h.id FROM holds h JOIN payments a ON
      UNION
      SELECT a.id FROM payments a WHERE a.status = 'authorized'
         AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.id = a.id)";
-const APPROVED_WITHOUT_ENTRIES: &str = "SELECT p.id FROM payments p WHERE p.status IN ('approved', 'captured')
+const REFUNDS_BEYOND_PAYMENTS: &str = "SELECT p.id FROM payments p
+     WHERE p.refunded > p.amount
+        OR p.refunded <> COALESCE((SELECT SUM(r.amount) FROM payments r
+                                   WHERE r.parent = p.id AND r.kind = 'refund' AND r.status = 'refunded'), 0)
+        OR (p.refunded > 0 AND NOT ((p.kind = 'payment' AND p.status = 'approved')
+                                    OR (p.kind = 'capture' AND p.status = 'captured')))
+     UNION
+     SELECT r.id FROM payments r WHERE r.kind = 'refund' AND r.status = 'refunded'
+        AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.id = r.parent AND p.payer = r.payee AND p.payee = r.payer)";
+const APPROVED_WITHOUT_ENTRIES: &str =
+    "SELECT p.id FROM payments p WHERE p.status IN ('approved', 'captured', 'refunded')
      AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.payment_id = p.id) ORDER BY p.id";
-const DECLINED_WITH_ENTRIES: &str = "SELECT p.id FROM payments p WHERE p.status NOT IN ('approved', 'captured')
+const DECLINED_WITH_ENTRIES: &str =
+    "SELECT p.id FROM payments p WHERE p.status NOT IN ('approved', 'captured', 'refunded')
      AND EXISTS (SELECT 1 FROM entries e WHERE e.payment_id = p.id) ORDER BY p.id";
 const DANGLING: &str = "SELECT e.payment_id FROM entries e
      WHERE NOT EXISTS (SELECT 1 FROM payments p WHERE p.id = e.payment_id)

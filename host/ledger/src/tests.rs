@@ -84,6 +84,7 @@ on_both_backends!(
     opening_an_existing_ledger_creates_nothing,
     a_credit_is_seen_by_a_spend_submitted_after_it,
     an_authorization_holds_until_captured_voided_or_expired,
+    refunds_move_money_back_up_to_what_was_paid,
 );
 
 fn id(text: &str) -> AccountId {
@@ -227,6 +228,49 @@ async fn an_authorization_holds_until_captured_voided_or_expired(backend: Backen
     assert_eq!((hold.state, hold.captured, hold.held), (HoldState::Captured, MinorUnits(300), MinorUnits(610)));
     let due = ledger.due_holds(0, i64::MAX, 10).await.expect("due");
     assert!(due.is_empty(), "{due:?}");
+    let audit = ledger.audit().await.expect("audit");
+    assert_eq!(audit.first_violation(), None, "{audit:?}");
+}
+
+/// Refunds of a payment move money from its payee back to its payer, any number of them, up to
+/// what it moved; one the payee cannot fund is declined with nothing posted; the payment keeps
+/// what was refunded, and the audit holds.
+async fn refunds_move_money_back_up_to_what_was_paid(backend: Backend) {
+    let (ledger, _db) = ledger(backend).await;
+    open(&ledger, "alice", 0).await;
+    open(&ledger, "shop", 0).await;
+    deposit(&ledger, "d1", "alice", 1_000).await;
+    let (alice, shop) = (id("alice"), id("shop"));
+    let paid = ledger.record(transfer("p1", &alice, &shop, 500, 20), named()).await.expect("p1");
+    assert!(matches!(paid, Recorded::New { decision: Decision::Approved, .. }), "{paid:?}");
+    let refund = |key: &str, amount: i64| {
+        let mut refund = transfer(key, &shop, &alice, amount, 0);
+        refund.kind = TransferKind::Refund { payment: PaymentId::new("p1").expect("id") };
+        refund
+    };
+    let replies = || Replies::Refunding {
+        approved: "refunded".into(),
+        insufficient_funds: "short".into(),
+        exceeds_refundable: "too much".into(),
+    };
+    let decided = |recorded: Result<Recorded, LedgerError>| match recorded.expect("recorded") {
+        Recorded::New { decision, .. } => decision,
+        other => panic!("expected a new decision, got {other:?}"),
+    };
+    assert_eq!(decided(ledger.record(refund("r1", 200), replies()).await), Decision::Approved);
+    assert_eq!((balance(&ledger, "alice").await, balance(&ledger, "shop").await), (700, 280));
+    // The shop has 280 left of the 480 it received: a refund of 300 is within what was paid
+    // (300 left) but not what the shop holds.
+    assert_eq!(decided(ledger.record(refund("r2", 300), replies()).await), Decision::InsufficientFunds);
+    deposit(&ledger, "d2", "shop", 100).await;
+    assert_eq!(decided(ledger.record(refund("r3", 301), replies()).await), Decision::ExceedsRefundable);
+    assert_eq!(decided(ledger.record(refund("r4", 300), replies()).await), Decision::Approved);
+    assert_eq!(decided(ledger.record(refund("r5", 1), replies()).await), Decision::ExceedsRefundable);
+    assert_eq!((balance(&ledger, "alice").await, balance(&ledger, "shop").await), (1_000, 80));
+    // The original fee stays collected.
+    assert_eq!(balance(&ledger, "_fees_EUR").await, 20);
+    let original = ledger.refundable(&PaymentId::new("p1").expect("id")).await.expect("read").expect("p1");
+    assert_eq!((original.amount, original.refunded, original.posted), (MinorUnits(500), MinorUnits(500), true));
     let audit = ledger.audit().await.expect("audit");
     assert_eq!(audit.first_violation(), None, "{audit:?}");
 }
@@ -617,6 +661,8 @@ mod model {
         Void { id: u8, of: u8 },
         /// The owner's sweep: expires authorization `of` if it is due.
         Expire { of: u8 },
+        /// Refunds `amount` of payment or capture `of` under `id`.
+        Refund { id: u8, of: u8, amount: i64 },
         /// The clock moves on by one.
         Tick,
     }
@@ -632,6 +678,7 @@ mod model {
             3 => (0..IDS, 0..IDS, 1_i64..160).prop_map(|(id, of, amount)| Step::Capture { id, of, amount }),
             1 => (0..IDS, 0..IDS).prop_map(|(id, of)| Step::Void { id, of }),
             1 => (0..IDS).prop_map(|of| Step::Expire { of }),
+            2 => (0..IDS, 0..IDS, 1_i64..120).prop_map(|(id, of, amount)| Step::Refund { id, of, amount }),
             2 => Just(Step::Tick),
         ]
     }
@@ -654,6 +701,8 @@ mod model {
         recorded: HashMap<String, String>,
         /// The ledger's clock.
         now: i64,
+        /// Payments and captures that moved money: (payer, payee, amount, refunded).
+        refundable: HashMap<String, (String, String, i64, i64)>,
     }
 
     /// An authorization as the model keeps it.
@@ -782,7 +831,10 @@ mod model {
                 };
                 prop_assert_eq!(decision, expected);
                 match (decision, expires) {
-                    (Decision::Approved, None) => model.post(&payer, &payee, debit, credit, fee),
+                    (Decision::Approved, None) => {
+                        model.post(&payer, &payee, debit, credit, fee);
+                        model.refundable.insert(key, (payer, payee, amount, 0));
+                    }
                     (Decision::Approved, Some(expires)) => {
                         *model.held.entry(payer.clone()).or_default() += debit;
                         let hold = ModelHold {
@@ -819,6 +871,7 @@ mod model {
                     model.release(&of, true);
                 }
             }
+            Step::Refund { id: key, of, amount } => refund_payment(ledger, model, key, of, amount).await?,
             Step::Tick => model.now += 1,
         }
         Ok(())
@@ -860,7 +913,7 @@ mod model {
             );
             return Ok(());
         }
-        model.recorded.insert(key, hash);
+        model.recorded.insert(key.clone(), hash);
         let decision = match recorded {
             Ok(Recorded::New { decision, .. }) => decision,
             other => return Err(TestCaseError::fail(format!("expected a new decision, got {other:?}"))),
@@ -883,6 +936,61 @@ mod model {
             let (debit, credit) =
                 if hold.payer_bears { (captured + fee, captured) } else { (captured, captured - fee) };
             model.post(&hold.payer, &hold.payee, debit, credit, fee);
+            model.refundable.insert(key, (hold.payer.clone(), hold.payee.clone(), captured, 0));
+        }
+        Ok(())
+    }
+
+    /// A refund of `amount` of payment `of` under `key`.
+    async fn refund_payment(
+        ledger: &Ledger,
+        model: &mut Model,
+        key: u8,
+        of: u8,
+        amount: i64,
+    ) -> Result<(), TestCaseError> {
+        let (key, of) = (format!("t{key}"), format!("t{of}"));
+        // A node refuses a refund of what moved no money before the ledger.
+        let Some((payer, payee, paid, refunded)) = model.refundable.get(&of).cloned() else { return Ok(()) };
+        let mut transfer = transfer(&key, &id(&payee), &id(&payer), amount, 0);
+        transfer.kind = TransferKind::Refund { payment: PaymentId::new(of.as_str()).expect("id") };
+        transfer.request_hash = format!("refund:{of}:{amount}");
+        let hash = transfer.request_hash.clone();
+        let replies = Replies::Refunding {
+            approved: "refunded".into(),
+            insufficient_funds: "short".into(),
+            exceeds_refundable: "too much".into(),
+        };
+        let recorded = ledger.record(transfer, replies).await;
+        if let Some(existing) = model.recorded.get(&key) {
+            prop_assert!(
+                matches!(&recorded, Ok(Recorded::Existing(stored)) if &stored.request_hash == existing),
+                "{:?}, recorded as {}",
+                recorded,
+                existing
+            );
+            return Ok(());
+        }
+        model.recorded.insert(key, hash);
+        let decision = match recorded {
+            Ok(Recorded::New { decision, .. }) => decision,
+            other => return Err(TestCaseError::fail(format!("expected a new decision, got {other:?}"))),
+        };
+        let (balance, floor) = model.accounts[&payee];
+        let held = model.held.get(&payee).copied().unwrap_or_default();
+        let expected = if refunded + amount > paid {
+            Decision::ExceedsRefundable
+        } else if balance - held - amount < floor {
+            Decision::InsufficientFunds
+        } else {
+            Decision::Approved
+        };
+        prop_assert_eq!(decision, expected);
+        if decision == Decision::Approved {
+            model.post(&payee, &payer, amount, amount, 0);
+            if let Some(original) = model.refundable.get_mut(&of) {
+                original.3 += amount;
+            }
         }
         Ok(())
     }
@@ -915,7 +1023,14 @@ mod model {
         }
     }
 
+    /// Runs `steps` after every account was opened and funded, so that most payments can be
+    /// approved and the operations on them (captures, voids, refunds) reach the ledger.
     fn run(backend: Backend, steps: Vec<Step>) -> Result<(), TestCaseError> {
+        let funded = (0..ACCOUNTS).flat_map(|account| {
+            let key = u8::try_from(100 + account).expect("few accounts");
+            [Step::Open { account, floor: 0 }, Step::Deposit { id: key, account, amount: 300 }]
+        });
+        let steps = funded.chain(steps).collect();
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         runtime.block_on(check(backend, steps))

@@ -32,6 +32,12 @@ pub enum TransferKind {
         /// The authorization's id.
         authorization: PaymentId,
     },
+    /// Moves `amount` back from a payment's payee (this transfer's payer) to its payer (this
+    /// transfer's payee), up to what the payment (or capture) moved in all.
+    Refund {
+        /// The approved payment or the capture refunded.
+        payment: PaymentId,
+    },
     /// The ledger's own release of a hold at its expiry, by the payer's owner. It has no id of
     /// its own (the transfer's id is the authorization's) and records no payment row: it
     /// closes the hold, once, or does nothing.
@@ -46,7 +52,16 @@ impl TransferKind {
             TransferKind::Authorization { .. } => "authorization",
             TransferKind::Capture { .. } => "capture",
             TransferKind::Void { .. } => "void",
+            TransferKind::Refund { .. } => "refund",
             TransferKind::Expiry => "expiry",
+        }
+    }
+
+    /// The payment this transfer acts on, recorded as its `parent`.
+    pub(crate) fn parent(&self) -> Option<&PaymentId> {
+        match self {
+            TransferKind::Refund { payment } => Some(payment),
+            kind => kind.closes(),
         }
     }
 
@@ -124,6 +139,16 @@ pub enum Replies {
         /// The reply of a decline for insufficient funds.
         insufficient_funds: String,
     },
+    /// A refund: `approved` if it posts, `insufficient_funds` if the refunding payee's floor
+    /// declines it, `exceeds_refundable` if it would take back more than the payment moved.
+    Refunding {
+        /// The reply of an approval.
+        approved: String,
+        /// The reply of a decline for insufficient funds.
+        insufficient_funds: String,
+        /// The reply of a refund of more than is left to refund.
+        exceeds_refundable: String,
+    },
     /// A capture, void or expiry of an authorization: the ledger decides on the hold's state
     /// under the payer's lock.
     Closing {
@@ -150,6 +175,9 @@ impl Replies {
             (Replies::DeclinedByPlugin(reply), _) => Some(reply),
             (Replies::Posting { approved, .. }, Decision::Approved) => Some(approved),
             (Replies::Posting { insufficient_funds, .. }, Decision::InsufficientFunds) => Some(insufficient_funds),
+            (Replies::Refunding { approved, .. }, Decision::Approved) => Some(approved),
+            (Replies::Refunding { insufficient_funds, .. }, Decision::InsufficientFunds) => Some(insufficient_funds),
+            (Replies::Refunding { exceeds_refundable, .. }, Decision::ExceedsRefundable) => Some(exceeds_refundable),
             (Replies::Closing { closed, .. }, Decision::Approved) => Some(closed),
             (Replies::Closing { hold_expired, .. }, Decision::HoldExpired) => Some(hold_expired),
             (Replies::Closing { not_open, .. }, Decision::HoldNotOpen) => Some(not_open),
@@ -174,6 +202,9 @@ pub enum Decision {
     /// A capture or void found its authorization closed already (an expiry: nothing due);
     /// recorded, nothing changed.
     HoldNotOpen,
+    /// A refund would take back more than the payment moved, with the refunds before it;
+    /// recorded, nothing posted.
+    ExceedsRefundable,
 }
 
 impl Decision {
@@ -186,11 +217,13 @@ impl Decision {
             (Decision::Approved, TransferKind::Authorization { .. }) => Code::Authorized,
             (Decision::Approved, TransferKind::Capture { .. }) => Code::Captured,
             (Decision::Approved, TransferKind::Void { .. }) => Code::Voided,
+            (Decision::Approved, TransferKind::Refund { .. }) => Code::Refunded,
             (Decision::Approved, TransferKind::Expiry) => Code::Expired,
             (Decision::InsufficientFunds, _) => Code::InsufficientFunds,
             (Decision::PluginDeclined, _) => Code::PluginDeclined,
             (Decision::HoldExpired, _) => Code::HoldExpired,
             (Decision::HoldNotOpen, _) => Code::InvalidState,
+            (Decision::ExceedsRefundable, _) => Code::ExceedsRefundable,
         }
     }
 }

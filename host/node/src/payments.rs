@@ -29,13 +29,15 @@ use tracing::Instrument;
 use crate::clock;
 use crate::metrics::Metrics;
 use wasmpay_ledger::{
-    Decision, Hold, Ledger, LedgerError, Recorded, Replies, StoredReply, Transfer, TransferKind, prorated_fee,
+    Decision, Hold, Ledger, LedgerError, Recorded, Refundable, Replies, StoredReply, Transfer, TransferKind,
+    prorated_fee,
 };
 use wasmpay_plugin_host::{CheckedFee, Instances, PaymentInput, Pipeline, PluginHost, PluginRejection, Verdict};
 use wasmpay_protocol::money::{FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
 use wasmpay_protocol::{
-    Code, HoldAction, HoldRequest, Operation, PROTOCOL_VERSION, PaymentKind, PaymentRequest, Refusal, Reply, Status,
+    Code, HoldAction, HoldRequest, Operation, PROTOCOL_VERSION, PaymentId, PaymentKind, PaymentRequest, RefundRequest,
+    Refusal, Reply, Status,
 };
 
 use crate::holds::HoldSettings;
@@ -123,6 +125,11 @@ impl Processor {
             Ok(Operation::Pay(request)) => {
                 let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, method = %request.method);
                 self.decide_request(instances, route, request).instrument(span).await
+            }
+            Ok(Operation::Refund(request)) => {
+                let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, refunds = %request.payment);
+                let _entered = span.enter();
+                self.decide_refund(route, request)
             }
             Ok(Operation::Hold(request)) => {
                 let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, authorization = %request.payment);
@@ -246,6 +253,73 @@ impl Processor {
                 now_ms: i64::try_from(clock::unix_ms()).unwrap_or(i64::MAX),
             };
             let replies = closing_replies(&transfer, &hold, &request.id);
+            let kind = transfer.kind.clone();
+            let echo = Echo { amount: u64::try_from(amount.0).ok(), ..echo };
+            let started = Instant::now();
+            let recorded = match ledger.submit(transfer, replies).await {
+                Ok(committed) => committed.await,
+                Err(error) => return unavailable(&echo, partition, &error),
+            };
+            metrics.ledger_commit.observe(started.elapsed());
+            settled(&echo, &kind, partition, &fingerprint, recorded)
+        };
+        Answer { reply: Box::pin(reply.in_current_span()), after_earlier: true }
+    }
+
+    /// Decides a refund: once the partition's earlier payments were answered, reads the
+    /// refunded payment (a retry of a recorded id gets its stored reply first), refuses one
+    /// that is not this payee's or moved no money, renders every reply the ledger may pick, and
+    /// submits it under the lease of `route` (the payee's partition).
+    fn decide_refund(&self, route: Route<'_>, request: RefundRequest) -> Answer {
+        let partition = route.partition;
+        let echo = Echo::from(&request);
+        if let Some(message) = self.misrouted(route, &request.payee) {
+            let partition = self.partitioner.partition_of(&request.payee);
+            return now(refused(&echo, partition, Code::WrongPartition, message, Vec::new()));
+        }
+        let (ledger, metrics, lease_token) = (self.ledger.clone(), self.metrics.clone(), route.lease_token);
+        let reply = async move {
+            let fingerprint = request.fingerprint();
+            let original = match ledger.recorded_reply(request.id.as_str()).await {
+                Err(error) => return unavailable(&echo, partition, &error),
+                Ok(Some(stored)) => return replay(&echo, partition, &fingerprint, stored),
+                Ok(None) => match ledger.refundable(&request.payment).await {
+                    Err(error) => return unavailable(&echo, partition, &error),
+                    Ok(Some(original)) if original.payee == request.payee => original,
+                    Ok(_) => {
+                        let message = format!("`{}` was paid no payment `{}`", request.payee, request.payment);
+                        return refused(&echo, partition, Code::UnknownPayment, message, Vec::new());
+                    }
+                },
+            };
+            let echo = Echo { currency: Some(original.currency.code().to_owned()), ..echo };
+            if !original.posted {
+                let message =
+                    format!("`{}` moved no money: only an approved payment or a capture is refunded", original.id);
+                return refused(&echo, partition, Code::NotRefundable, message, Vec::new());
+            }
+            let left = MinorUnits(original.amount.0.saturating_sub(original.refunded.0));
+            let amount = request.amount.map_or(left, |amount| MinorUnits(i64::try_from(amount).unwrap_or(i64::MAX)));
+            if amount <= MinorUnits::ZERO {
+                let message = format!("nothing is left to refund of `{}`", original.id);
+                return refused(&echo, partition, Code::ExceedsRefundable, message, Vec::new());
+            }
+            let transfer = Transfer {
+                id: request.id.clone(),
+                kind: TransferKind::Refund { payment: original.id.clone() },
+                request_hash: fingerprint.clone(),
+                payer: original.payee.clone(),
+                payee: original.payer.clone(),
+                currency: original.currency,
+                amount,
+                fee: MinorUnits::ZERO,
+                fee_bearer: FeeBearer::Payer,
+                plugins: original.plugins.clone(),
+                partition: Some(partition),
+                lease_token: Some(lease_token),
+                now_ms: i64::try_from(clock::unix_ms()).unwrap_or(i64::MAX),
+            };
+            let replies = refund_replies(&transfer, &original);
             let kind = transfer.kind.clone();
             let echo = Echo { amount: u64::try_from(amount.0).ok(), ..echo };
             let started = Instant::now();
@@ -462,6 +536,18 @@ impl From<&PaymentRequest> for Echo {
     }
 }
 
+impl From<&RefundRequest> for Echo {
+    fn from(request: &RefundRequest) -> Echo {
+        Echo {
+            id: request.id.to_string(),
+            payer: request.payee.to_string(),
+            amount: request.amount,
+            currency: None,
+            payment: Some(request.payment.to_string()),
+        }
+    }
+}
+
 impl From<&HoldRequest> for Echo {
     fn from(request: &HoldRequest) -> Echo {
         Echo {
@@ -504,39 +590,63 @@ fn settled(
 
 /// The replies of a capture, void or expiry of `hold`: what the ledger stores when it closes
 /// the hold, when it finds the hold expired, and when it finds it closed already.
-fn closing_replies(transfer: &Transfer, hold: &Hold, id: &wasmpay_protocol::PaymentId) -> Replies {
-    let render = |decision: Decision| {
-        let code = decision.code(&transfer.kind);
-        let message = match decision {
-            Decision::HoldExpired => format!("authorization `{}` expired; its hold is released", hold.id),
-            Decision::HoldNotOpen => format!("authorization `{}` is no longer open", hold.id),
-            _ => code.as_str().to_owned(),
-        };
-        let posted = code == Code::Captured;
-        Reply {
-            version: PROTOCOL_VERSION,
-            id: Some(id.to_string()),
-            status: code.status(),
-            code,
-            message,
-            reason: None,
-            retryable: false,
-            amount: u64::try_from(transfer.amount.0).ok(),
-            fee: posted.then(|| u64::try_from(transfer.fee.0).ok()).flatten(),
-            fee_bearer: posted.then_some(transfer.fee_bearer),
-            currency: Some(transfer.currency.code().to_owned()),
-            plugins: hold.plugins.split(',').filter(|key| !key.is_empty()).map(str::to_owned).collect(),
-            partition: transfer.partition,
-            payment: Some(hold.id.to_string()),
-            expires_at_ms: None,
-        }
-        .to_json()
-    };
+fn closing_replies(transfer: &Transfer, hold: &Hold, id: &PaymentId) -> Replies {
+    let render = |decision| operation_reply(transfer, id, &hold.id, &hold.plugins, decision);
     Replies::Closing {
         closed: render(Decision::Approved),
         hold_expired: render(Decision::HoldExpired),
         not_open: render(Decision::HoldNotOpen),
     }
+}
+
+/// The replies of a refund of `original`.
+fn refund_replies(transfer: &Transfer, original: &Refundable) -> Replies {
+    let render = |decision| operation_reply(transfer, &transfer.id, &original.id, &original.plugins, decision);
+    Replies::Refunding {
+        approved: render(Decision::Approved),
+        insufficient_funds: render(Decision::InsufficientFunds),
+        exceeds_refundable: render(Decision::ExceedsRefundable),
+    }
+}
+
+/// The reply of operation `id` (a capture, void, expiry or refund) on payment `payment`, were
+/// the ledger to decide `decision`: it names the payment, echoes the amount, and states the fee
+/// of what it posts.
+fn operation_reply(
+    transfer: &Transfer,
+    id: &PaymentId,
+    payment: &PaymentId,
+    plugins: &str,
+    decision: Decision,
+) -> String {
+    let code = decision.code(&transfer.kind);
+    let message = match decision {
+        Decision::HoldExpired => format!("authorization `{payment}` expired; its hold is released"),
+        Decision::HoldNotOpen => format!("authorization `{payment}` is no longer open"),
+        Decision::InsufficientFunds => format!("`{}`'s available balance would fall below its floor", transfer.payer),
+        Decision::ExceedsRefundable => format!("more than is left to refund of `{payment}`"),
+        _ => code.as_str().to_owned(),
+    };
+    let posted = decision == Decision::Approved
+        && matches!(transfer.kind, TransferKind::Capture { .. } | TransferKind::Refund { .. });
+    Reply {
+        version: PROTOCOL_VERSION,
+        id: Some(id.to_string()),
+        status: code.status(),
+        code,
+        message,
+        reason: None,
+        retryable: decision == Decision::InsufficientFunds,
+        amount: u64::try_from(transfer.amount.0).ok(),
+        fee: posted.then(|| u64::try_from(transfer.fee.0).ok()).flatten(),
+        fee_bearer: posted.then_some(transfer.fee_bearer),
+        currency: Some(transfer.currency.code().to_owned()),
+        plugins: plugins.split(',').filter(|key| !key.is_empty()).map(str::to_owned).collect(),
+        partition: transfer.partition,
+        payment: Some(payment.to_string()),
+        expires_at_ms: None,
+    }
+    .to_json()
 }
 
 fn recorded_reply(

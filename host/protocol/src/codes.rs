@@ -23,6 +23,8 @@ pub enum Status {
     Voided,
     /// The ledger released an authorization's hold at its expiry (an event, never a reply).
     Expired,
+    /// A refund moved money back from a payment's payee to its payer.
+    Refunded,
 }
 
 impl Status {
@@ -37,6 +39,7 @@ impl Status {
             Status::Captured => "captured",
             Status::Voided => "voided",
             Status::Expired => "expired",
+            Status::Refunded => "refunded",
         }
     }
 }
@@ -89,6 +92,12 @@ pub enum Code {
     UnknownPayment,
     /// A capture of more than was authorized.
     ExceedsAuthorized,
+    /// Refunded: the amount moved back from the payment's payee to its payer.
+    Refunded,
+    /// A refund of more than is left to refund of its payment.
+    ExceedsRefundable,
+    /// A refund of a payment that moved no money (declined, an authorization not captured).
+    NotRefundable,
 }
 
 impl Code {
@@ -100,7 +109,12 @@ impl Code {
             Code::Captured => Status::Captured,
             Code::Voided => Status::Voided,
             Code::Expired => Status::Expired,
-            Code::InsufficientFunds | Code::PluginDeclined | Code::HoldExpired | Code::InvalidState => Status::Declined,
+            Code::Refunded => Status::Refunded,
+            Code::InsufficientFunds
+            | Code::PluginDeclined
+            | Code::HoldExpired
+            | Code::InvalidState
+            | Code::ExceedsRefundable => Status::Declined,
             Code::PluginFailed | Code::Unavailable => Status::Error,
             Code::InvalidRequest
             | Code::UnsupportedVersion
@@ -112,7 +126,8 @@ impl Code {
             | Code::Conflict
             | Code::WrongPartition
             | Code::UnknownPayment
-            | Code::ExceedsAuthorized => Status::Rejected,
+            | Code::ExceedsAuthorized
+            | Code::NotRefundable => Status::Rejected,
         }
     }
 
@@ -141,6 +156,9 @@ impl Code {
             Code::InvalidState => "invalid_state",
             Code::UnknownPayment => "unknown_payment",
             Code::ExceedsAuthorized => "exceeds_authorized",
+            Code::Refunded => "refunded",
+            Code::ExceedsRefundable => "exceeds_refundable",
+            Code::NotRefundable => "not_refundable",
         }
     }
 }

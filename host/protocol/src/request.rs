@@ -129,31 +129,53 @@ pub enum HoldAction {
     Void,
 }
 
-/// One checked message on a payer's subject.
+/// A refund of (part of) a payment or capture (`"type": "refund"`), checked. It is sent on the
+/// subject of the payment's payee: the account it debits, whose partition's owner orders its
+/// debits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RefundRequest {
+    /// This refund's own idempotency key.
+    pub id: PaymentId,
+    /// The refunded payment's payee, who pays the refund.
+    #[serde(serialize_with = "serialize_account")]
+    pub payee: AccountId,
+    /// The approved payment or the capture refunded.
+    pub payment: PaymentId,
+    /// Minor units to refund; `None` refunds all that is left to refund.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<u64>,
+}
+
+impl RefundRequest {
+    /// SHA-256 over the canonical JSON of the checked request and its type, like
+    /// [`PaymentRequest::fingerprint`].
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&("refund", self))
+    }
+}
+
+/// One checked message on an account's subject.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Operation {
     /// A payment, or an authorization.
     Pay(PaymentRequest),
     /// A capture or a void of an authorization.
     Hold(HoldRequest),
+    /// A refund of a payment or capture.
+    Refund(RefundRequest),
 }
 
-impl Operation {
-    /// The operation's idempotency key.
-    pub fn id(&self) -> &PaymentId {
-        match self {
-            Operation::Pay(request) => &request.id,
-            Operation::Hold(request) => &request.id,
-        }
-    }
-
-    /// The account it debits or holds: the one whose subject it is sent on.
-    pub fn payer(&self) -> &AccountId {
-        match self {
-            Operation::Pay(request) => &request.payer,
-            Operation::Hold(request) => &request.payer,
-        }
-    }
+/// The wire form of a refund.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireRefund {
+    #[serde(rename = "version")]
+    _version: serde_json::Value,
+    id: String,
+    payee: String,
+    payment: String,
+    #[serde(default)]
+    amount: Option<serde_json::Number>,
 }
 
 /// The wire form of a capture or void.
@@ -190,14 +212,14 @@ impl Refusal {
 pub fn decode(body: &[u8]) -> Result<PaymentRequest, Refusal> {
     match decode_operation(body)? {
         Operation::Pay(request) => Ok(request),
-        Operation::Hold(request) => {
-            Err(Refusal::new(Some(request.id.as_str()), Code::InvalidRequest, "expected a payment or an authorization"))
+        Operation::Hold(HoldRequest { id, .. }) | Operation::Refund(RefundRequest { id, .. }) => {
+            Err(Refusal::new(Some(id.as_str()), Code::InvalidRequest, "expected a payment or an authorization"))
         }
     }
 }
 
-/// Decodes and checks one message on a payer's subject: a payment, an authorization, a
-/// capture or a void, told apart by its `type` (`payment` when there is none).
+/// Decodes and checks one message on an account's subject: a payment, an authorization, a
+/// capture, a void or a refund, told apart by its `type` (`payment` when there is none).
 pub fn decode_operation(body: &[u8]) -> Result<Operation, Refusal> {
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(Refusal::new(None, Code::InvalidRequest, format!("message exceeds {MAX_MESSAGE_BYTES} bytes")));
@@ -236,12 +258,31 @@ pub fn decode_operation(body: &[u8]) -> Result<Operation, Refusal> {
             let action = if kind == "capture" { HoldAction::Capture } else { HoldAction::Void };
             check_hold(wire, action).map(Operation::Hold)
         }
+        "refund" => {
+            let wire: WireRefund = serde_json::from_value(value).map_err(invalid)?;
+            check_refund(wire).map(Operation::Refund)
+        }
         other => Err(Refusal::new(
             id,
             Code::InvalidRequest,
-            format!("`type` `{other}` is not one of payment, authorize, capture, void"),
+            format!("`type` `{other}` is not one of payment, authorize, capture, void, refund"),
         )),
     }
+}
+
+fn check_refund(wire: WireRefund) -> Result<RefundRequest, Refusal> {
+    let Ok(checked_id) = PaymentId::new(wire.id.as_str()) else {
+        return Err(Refusal::new(None, Code::InvalidRequest, ID_RULE));
+    };
+    let id = Some(wire.id.as_str());
+    let invalid = |message: String| Refusal::new(id, Code::InvalidRequest, message);
+    let payee = AccountId::new(wire.payee).map_err(|error| invalid(format!("payee: {error}")))?;
+    let payment = PaymentId::new(wire.payment).map_err(|error| invalid(format!("payment: {error}")))?;
+    let amount = match wire.amount {
+        None => None,
+        Some(amount) => Some(check_amount(&amount).map_err(|(code, message)| Refusal::new(id, code, message))?),
+    };
+    Ok(RefundRequest { id: checked_id, payee, payment, amount })
 }
 
 fn check_hold(wire: WireHold, kind: HoldAction) -> Result<HoldRequest, Refusal> {

@@ -82,6 +82,9 @@ fn every_code_has_one_status_and_its_wire_name() {
         (Code::InvalidState, Status::Declined),
         (Code::UnknownPayment, Status::Rejected),
         (Code::ExceedsAuthorized, Status::Rejected),
+        (Code::Refunded, Status::Refunded),
+        (Code::ExceedsRefundable, Status::Declined),
+        (Code::NotRefundable, Status::Rejected),
     ];
     for (code, status) in lifecycle {
         assert_eq!(
@@ -109,6 +112,9 @@ fn documented_examples_decode() {
     }
     for example in schema("hold-request.schema.json")["examples"].as_array().expect("hold examples") {
         assert!(matches!(decode_operation(example.to_string().as_bytes()), Ok(Operation::Hold(_))), "{example}");
+    }
+    for example in schema("refund-request.schema.json")["examples"].as_array().expect("refund examples") {
+        assert!(matches!(decode_operation(example.to_string().as_bytes()), Ok(Operation::Refund(_))), "{example}");
     }
     let replies = schema("payment-reply.schema.json");
     for example in replies["examples"].as_array().expect("reply examples") {

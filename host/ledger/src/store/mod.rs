@@ -13,13 +13,12 @@ pub(crate) mod schema;
 pub(crate) mod sql;
 mod sqlite;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::routing::AccountId;
 
-use crate::account::Account;
-use crate::decision::{Existing, Fences, Holds, Keys, Writes};
+use crate::decision::{Fences, Found, Holds, Keys, Refundables, Writes};
 use crate::error::LedgerError;
 use crate::settings::LedgerSettings;
 pub(crate) use postgres::Postgres;
@@ -89,15 +88,11 @@ impl Store {
 /// What a batch read, with its transaction open.
 pub(crate) struct Begun {
     pub(crate) transaction: Transaction,
-    /// The batch's ids that are recorded already.
-    pub(crate) existing: Existing,
-    /// The accounts it may post to, that exist.
-    pub(crate) accounts: HashMap<AccountId, Account>,
+    /// What the batch decides on: its recorded ids, its accounts, the holds and payments its
+    /// transfers act on.
+    pub(crate) found: Found,
     /// The accounts the transaction holds, and so may debit.
     pub(crate) held: BTreeSet<AccountId>,
-    /// The holds the batch's captures, voids and expiries close, as found under the payers'
-    /// locks.
-    pub(crate) holds: Holds,
     /// Every partition's newest fencing token.
     pub(crate) fences: Fences,
     /// Payers that exist but another transaction holds (PostgreSQL): their transfers wait for
@@ -120,6 +115,7 @@ impl Store {
         };
         let fences = transaction.fences().await?;
         let holds = transaction.holds(&keys.holds).await?;
+        let refundables = transaction.refundables(&keys.refunds).await?;
         // A payer this batch does not hold is never debited: its transfers wait (`commit`). It
         // stays among the accounts, since another transfer of the batch may credit it, which
         // takes no lock (a credit sub-balance).
@@ -129,7 +125,8 @@ impl Store {
             .filter(|payer| accounts.contains_key(*payer) && !held.contains(*payer))
             .cloned()
             .collect();
-        Ok(Begun { transaction, existing, accounts, held, holds, fences, busy })
+        let found = Found { existing, accounts, holds, refundables };
+        Ok(Begun { transaction, found, held, fences, busy })
     }
 
     /// Whether the next batch may be read, locked and decided while the one before it is
@@ -166,6 +163,16 @@ impl Transaction {
         match self {
             Transaction::Sqlite(transaction) => Sqlite::holds_in(transaction, ids).await,
             Transaction::Postgres(transaction) => Postgres::holds_in(transaction, ids).await,
+        }
+    }
+
+    /// The payments and captures among `ids` that refunds take back from, read after the
+    /// payers' rows were locked: only refunds change what was refunded, under the lock of the
+    /// account they debit.
+    async fn refundables(&mut self, ids: &[PaymentId]) -> Result<Refundables, LedgerError> {
+        match self {
+            Transaction::Sqlite(transaction) => Sqlite::refundables_in(transaction, ids).await,
+            Transaction::Postgres(transaction) => Postgres::refundables_in(transaction, ids).await,
         }
     }
 

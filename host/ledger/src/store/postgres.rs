@@ -27,10 +27,11 @@ use wasmpay_protocol::routing::AccountId;
 
 use super::schema;
 use super::sql::{
-    AccountRow, HoldRow, RecordedRow, SELECT_HOLDS, account_columns, accounts_by_id, existing, holds, parse_account_id,
+    AccountRow, HoldRow, RecordedRow, RefundableRow, SELECT_HOLDS, SELECT_REFUNDABLES, account_columns, accounts_by_id,
+    existing, holds, parse_account_id, refundables,
 };
 use crate::account::Account;
-use crate::decision::{Existing, Holds, Keys, NewPayment, Writes, fenced};
+use crate::decision::{Existing, Holds, Keys, NewPayment, Refundables, Writes, fenced};
 use crate::error::LedgerError;
 use crate::settings::{Durability, LedgerSettings};
 
@@ -184,6 +185,20 @@ impl Postgres {
         holds(rows)
     }
 
+    /// The payments among `ids` that a refund may take back from, by id.
+    pub(crate) async fn refundables_in(
+        connection: &mut PgConnection,
+        ids: &[PaymentId],
+    ) -> Result<Refundables, LedgerError> {
+        if ids.is_empty() {
+            return Ok(Refundables::new());
+        }
+        let ids: Vec<&str> = ids.iter().map(PaymentId::as_str).collect();
+        let sql = format!("{SELECT_REFUNDABLES} id = ANY($1)");
+        let rows: Vec<RefundableRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(ids).fetch_all(connection).await?;
+        refundables(rows)
+    }
+
     /// The accounts among `ids`, by id, their credits included.
     pub(crate) async fn accounts_in(
         &self,
@@ -229,7 +244,7 @@ impl Postgres {
         let query = bind_payments(query.bind(credits.0).bind(credits.1).bind(credits.2), writes);
         let query = query.bind(entries.0).bind(entries.1).bind(entries.2).bind(balances.2);
         let parents: Vec<Option<&str>> =
-            writes.payments.iter().map(|payment| payment.transfer.kind.closes().map(PaymentId::as_str)).collect();
+            writes.payments.iter().map(|payment| payment.transfer.kind.parent().map(PaymentId::as_str)).collect();
         let (updated,) = query.bind(parents).fetch_one(&mut *transaction).await?;
         if usize::try_from(updated).ok() != Some(writes.balances.len()) {
             return Err(LedgerError::Corrupt("an account of the batch vanished".into()));
@@ -291,8 +306,8 @@ fn bind_payments<'q>(query: WriteQuery<'q>, writes: &'q Writes) -> WriteQuery<'q
         .bind(numbers(|payment| payment.transfer.now_ms))
 }
 
-/// Opens and closes the batch's holds: rare next to payments, so they are statements of their
-/// own, run only when there is a hold to write. A hold closed twice would release its amount
+/// Opens and closes the batch's holds and adds its refunds to their payments: rare next to
+/// payments, so they are statements of their own, run only when there is one to write. A hold closed twice would release its amount
 /// twice: the update takes only open holds and the batch fails unless each was.
 async fn write_holds(connection: &mut PgConnection, writes: &Writes) -> Result<(), LedgerError> {
     if !writes.opened.is_empty() {
@@ -342,6 +357,18 @@ async fn write_holds(connection: &mut PgConnection, writes: &Writes) -> Result<(
         if usize::try_from(updated.rows_affected()).ok() != Some(writes.closed.len()) {
             return Err(LedgerError::Corrupt("a hold of the batch was not open".into()));
         }
+    }
+    if !writes.refunded.is_empty() {
+        let (ids, amounts): (Vec<&str>, Vec<i64>) =
+            writes.refunded.iter().map(|(id, amount)| (id.as_str(), amount.0)).unzip();
+        sqlx::query(
+            "UPDATE payments SET refunded = payments.refunded + r.amount
+             FROM unnest($1::text[], $2::bigint[]) AS r(id, amount) WHERE payments.id = r.id",
+        )
+        .bind(ids)
+        .bind(amounts)
+        .execute(&mut *connection)
+        .await?;
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ pub(crate) const SQLITE: Migrations = &[
     (3, "fences", include_str!("../../migrations/sqlite/0003_fences.sql")),
     (4, "identity", include_str!("../../migrations/sqlite/0004_identity.sql")),
     (5, "deployment binding", include_str!("../../migrations/sqlite/0005_deployment_binding.sql")),
-    (6, "holds", include_str!("../../migrations/sqlite/0006_holds.sql")),
+    (6, "payment lifecycle", include_str!("../../migrations/sqlite/0006_payment_lifecycle.sql")),
 ];
 
 /// The PostgreSQL schema: the same tables and meaning in PostgreSQL's types. Its history
@@ -30,7 +30,7 @@ pub(crate) const POSTGRES: Migrations = &[
     (2, "fences", include_str!("../../migrations/postgres/0002_fences.sql")),
     (3, "identity", include_str!("../../migrations/postgres/0003_identity.sql")),
     (4, "deployment binding", include_str!("../../migrations/postgres/0004_deployment_binding.sql")),
-    (5, "holds", include_str!("../../migrations/postgres/0005_holds.sql")),
+    (5, "payment lifecycle", include_str!("../../migrations/postgres/0005_payment_lifecycle.sql")),
 ];
 
 /// The migrator of a backend's schema.

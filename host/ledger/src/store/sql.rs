@@ -10,9 +10,10 @@ use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
 
 use crate::account::{Account, AccountKind};
-use crate::decision::{Existing, Holds};
+use crate::decision::{Existing, Holds, Refundables};
 use crate::error::LedgerError;
 use crate::hold::{Hold, HoldState};
+use crate::refund::Refundable;
 use crate::transfer::StoredReply;
 
 /// An account's balance as SQL over the `accounts` row: the row's balance plus its credit
@@ -200,4 +201,68 @@ impl TryFrom<HoldRow> for Hold {
 /// Rows of [`HoldRow`] by authorization id: what every backend's hold read returns.
 pub(crate) fn holds(rows: Vec<HoldRow>) -> Result<Holds, LedgerError> {
     rows.into_iter().map(|row| Hold::try_from(row).map(|hold| (hold.id.clone(), hold))).collect()
+}
+
+/// The payments a refund may take back from, as [`RefundableRow`]s; a backend appends its `IN`
+/// list.
+pub(crate) const SELECT_REFUNDABLES: &str =
+    "SELECT id, kind, status, payer, payee, currency, amount, refunded, plugins FROM payments WHERE ";
+
+/// A `payments` row as a refund reads it ([`SELECT_REFUNDABLES`]).
+#[derive(Debug)]
+pub(crate) struct RefundableRow {
+    id: String,
+    kind: String,
+    status: String,
+    payer: String,
+    payee: String,
+    currency: String,
+    amount: i64,
+    refunded: i64,
+    plugins: String,
+}
+
+impl<'r, R: Row> sqlx::FromRow<'r, R> for RefundableRow
+where
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(RefundableRow {
+            id: row.try_get("id")?,
+            kind: row.try_get("kind")?,
+            status: row.try_get("status")?,
+            payer: row.try_get("payer")?,
+            payee: row.try_get("payee")?,
+            currency: row.try_get("currency")?,
+            amount: row.try_get("amount")?,
+            refunded: row.try_get("refunded")?,
+            plugins: row.try_get("plugins")?,
+        })
+    }
+}
+
+impl TryFrom<RefundableRow> for Refundable {
+    type Error = LedgerError;
+
+    fn try_from(row: RefundableRow) -> Result<Refundable, LedgerError> {
+        let posted =
+            matches!((row.kind.as_str(), row.status.as_str()), ("payment", "approved") | ("capture", "captured"));
+        Ok(Refundable {
+            id: PaymentId::new(row.id).map_err(|error| LedgerError::Corrupt(error.to_string()))?,
+            payer: parse_account_id(row.payer)?,
+            payee: parse_account_id(row.payee)?,
+            currency: parse_currency(&row.currency)?,
+            amount: MinorUnits(row.amount),
+            refunded: MinorUnits(row.refunded),
+            posted,
+            plugins: row.plugins,
+        })
+    }
+}
+
+/// Rows of [`RefundableRow`] by id: what every backend's refundable read returns.
+pub(crate) fn refundables(rows: Vec<RefundableRow>) -> Result<Refundables, LedgerError> {
+    rows.into_iter().map(|row| Refundable::try_from(row).map(|found| (found.id.clone(), found))).collect()
 }

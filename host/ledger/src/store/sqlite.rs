@@ -35,9 +35,12 @@ use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::routing::AccountId;
 
 use super::schema;
-use super::sql::{AccountRow, HoldRow, RecordedRow, SELECT_HOLDS, account_columns, accounts_by_id, existing, holds};
+use super::sql::{
+    AccountRow, HoldRow, RecordedRow, RefundableRow, SELECT_HOLDS, SELECT_REFUNDABLES, account_columns, accounts_by_id,
+    existing, holds, refundables,
+};
 use crate::account::Account;
-use crate::decision::{Existing, Holds, Keys, NewPayment, Writes, fenced};
+use crate::decision::{Existing, Holds, Keys, NewPayment, Refundables, Writes, fenced};
 use crate::error::LedgerError;
 use crate::settings::{Durability, LedgerSettings};
 
@@ -155,6 +158,22 @@ impl Sqlite {
         holds(query.fetch_all(&mut *connection).await?)
     }
 
+    /// The payments among `ids` that a refund may take back from, by id.
+    pub(crate) async fn refundables_in(
+        connection: &mut SqliteConnection,
+        ids: &[PaymentId],
+    ) -> Result<Refundables, LedgerError> {
+        if ids.is_empty() {
+            return Ok(Refundables::new());
+        }
+        let sql = format!("{SELECT_REFUNDABLES} id IN ({})", placeholders(ids.len(), 1));
+        let mut query = sqlx::query_as::<_, RefundableRow>(AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(id.as_str());
+        }
+        refundables(query.fetch_all(&mut *connection).await?)
+    }
+
     /// The accounts among `ids`, by id, their credits included.
     pub(crate) async fn accounts_in(
         &self,
@@ -229,7 +248,7 @@ impl Sqlite {
                     .bind(transfer.partition.map(i64::from))
                     .bind(reply.as_str())
                     .bind(transfer.now_ms)
-                    .bind(transfer.kind.closes().map(PaymentId::as_str));
+                    .bind(transfer.kind.parent().map(PaymentId::as_str));
             }
             query.execute(&mut *transaction).await?;
         }
@@ -251,7 +270,7 @@ impl Sqlite {
 
 /// Locks `<database>.lock` (created if missing) for this ledger alone, or says which node's
 /// file it is: [`LedgerError::SqliteInUse`] while another ledger holds it.
-/// Opens and closes the batch's holds. A hold closed twice would release its amount twice: the
+/// Opens and closes the batch's holds and adds its refunds to their payments. A hold closed twice would release its amount twice: the
 /// update takes only open holds and the batch fails unless each was.
 async fn write_holds(connection: &mut SqliteConnection, writes: &Writes) -> Result<(), LedgerError> {
     if !writes.opened.is_empty() {
@@ -286,6 +305,13 @@ async fn write_holds(connection: &mut SqliteConnection, writes: &Writes) -> Resu
         if updated.rows_affected() != 1 {
             return Err(LedgerError::Corrupt(format!("hold {} was not open", hold.id)));
         }
+    }
+    for (id, amount) in &writes.refunded {
+        sqlx::query("UPDATE payments SET refunded = refunded + $1 WHERE id = $2")
+            .bind(amount.0)
+            .bind(id.as_str())
+            .execute(&mut *connection)
+            .await?;
     }
     Ok(())
 }

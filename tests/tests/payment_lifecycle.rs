@@ -1,5 +1,6 @@
-//! Authorizations over a real NATS server: held, captured in part, voided, expired by the
-//! partition's sweep, each with its own reply, replay and event.
+//! The payment lifecycle over a real NATS server: authorizations held, captured in part,
+//! voided, expired by the partition's sweep; refunds of payments and captures; each with its
+//! own reply, replay and event.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,6 +16,7 @@ on_both_backends!(
     an_authorization_is_captured_in_part_and_the_rest_released,
     a_void_releases_the_hold_and_bad_captures_change_nothing,
     an_uncaptured_authorization_expires_and_a_late_capture_hears_so,
+    refunds_move_money_back_on_the_payees_subject_up_to_what_was_paid,
 );
 
 async fn funded(backend: Backend, config: Config) -> Harness {
@@ -41,6 +43,22 @@ fn capture(id: &str, payment: &str, amount: Option<u64>) -> Value {
 
 fn void(id: &str, payment: &str) -> Value {
     json!({"version": 1, "type": "void", "id": id, "payer": "alice", "payment": payment})
+}
+
+fn refund(id: &str, payee: &str, payment: &str, amount: Option<u64>) -> Value {
+    let mut refund = json!({"version": 1, "type": "refund", "id": id, "payee": payee, "payment": payment});
+    if let Some(amount) = amount {
+        refund["amount"] = json!(amount);
+    }
+    refund
+}
+
+/// Sends `body` on the subject of `account` (a refund goes on its payee's).
+async fn send_as(harness: &Harness, account: &str, body: &Value) -> Reply {
+    let account = wasmpay_protocol::routing::AccountId::new(account).unwrap();
+    let subject =
+        wasmpay_protocol::routing::subjects::pay(harness.partitioner.partition_of(&account), account.as_str());
+    parse(&harness.request(&subject, body.to_string().into_bytes()).await)
 }
 
 async fn held(harness: &Harness, account: &str) -> i64 {
@@ -158,6 +176,49 @@ async fn an_uncaptured_authorization_expires_and_a_late_capture_hears_so(backend
     let late = harness.pay(&capture("c-1", "a-1", None)).await;
     assert_eq!((late.status, late.code), (Status::Declined, Code::HoldExpired), "{late:?}");
     assert_eq!(harness.balance("shop").await, 0);
+    let audit = harness.ledger.audit().await.unwrap();
+    assert_eq!(audit.first_violation(), None, "{audit:?}");
+}
+
+async fn refunds_move_money_back_on_the_payees_subject_up_to_what_was_paid(backend: Backend) {
+    let harness = funded(backend, Config::default()).await;
+    let mut refunded = harness.client.subscribe("wasmpay.events.payment.refunded").await.unwrap();
+    harness.client.flush().await.unwrap();
+    assert_eq!(harness.pay(&card("p-1", "alice", "shop", 1_000)).await.code, Code::Ok);
+    // The shop got 1,000 less the 54 fee it bore.
+    assert_eq!(harness.balance("shop").await, 946);
+
+    let first = send_as(&harness, "shop", &refund("r-1", "shop", "p-1", Some(400))).await;
+    assert_eq!((first.status, first.code, first.amount), (Status::Refunded, Code::Refunded, Some(400)), "{first:?}");
+    assert_eq!(first.payment.as_deref(), Some("p-1"));
+    assert_eq!((harness.balance("alice").await, harness.balance("shop").await), (9_400, 546));
+    let event = next_message(&mut refunded).await;
+    assert_eq!(parse(std::str::from_utf8(&event.payload).unwrap()), first);
+
+    // All that is left (600) is more than the shop holds: declined, nothing posted.
+    let short = send_as(&harness, "shop", &refund("r-2", "shop", "p-1", None)).await;
+    assert_eq!((short.status, short.code, short.retryable), (Status::Declined, Code::InsufficientFunds, true));
+    harness.deposit("shop", 100).await;
+    let rest = send_as(&harness, "shop", &refund("r-3", "shop", "p-1", None)).await;
+    assert_eq!((rest.code, rest.amount), (Code::Refunded, Some(600)), "{rest:?}");
+    let more = send_as(&harness, "shop", &refund("r-4", "shop", "p-1", Some(1))).await;
+    assert_eq!((more.status, more.code), (Status::Declined, Code::ExceedsRefundable), "{more:?}");
+    assert_eq!((harness.balance("alice").await, harness.balance("shop").await), (10_000, 46));
+    // The fee stays collected: the merchant paid for the work the payment caused.
+    assert_eq!(harness.balance("_fees_EUR").await, 54);
+
+    // A capture is refunded like a payment; an authorization moved nothing to refund.
+    assert_eq!(harness.pay(&authorize("a-1", 500)).await.code, Code::Authorized);
+    assert_eq!(harness.pay(&capture("c-1", "a-1", Some(300))).await.code, Code::Captured);
+    let of_capture = send_as(&harness, "shop", &refund("r-5", "shop", "c-1", Some(100))).await;
+    assert_eq!(of_capture.code, Code::Refunded, "{of_capture:?}");
+    let rejected =
+        |reply: Reply, code: Code| assert_eq!((reply.status, reply.code), (Status::Rejected, code), "{reply:?}");
+    rejected(send_as(&harness, "shop", &refund("r-6", "shop", "a-1", None)).await, Code::NotRefundable);
+    rejected(send_as(&harness, "shop", &refund("r-7", "shop", "nothing", None)).await, Code::UnknownPayment);
+    // Only the payee refunds, and only on its own subject.
+    rejected(send_as(&harness, "alice", &refund("r-8", "alice", "p-1", None)).await, Code::UnknownPayment);
+    rejected(send_as(&harness, "alice", &refund("r-9", "shop", "p-1", None)).await, Code::WrongPartition);
     let audit = harness.ledger.audit().await.unwrap();
     assert_eq!(audit.first_violation(), None, "{audit:?}");
 }

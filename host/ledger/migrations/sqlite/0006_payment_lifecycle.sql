@@ -1,5 +1,7 @@
--- Two-phase payments: authorizations hold money on the payer until a capture posts it, a void
--- releases it, or the ledger releases it at its expiry.
+-- The payment lifecycle. Two-phase payments: authorizations hold money on the payer until a
+-- capture posts it, a void releases it, or the ledger releases it at its expiry. Refunds move
+-- money back from a payment's payee to its payer, up to what was paid. Settlements post
+-- several legs at once (each leg a row of kind 'settlement').
 
 -- What the account's open holds reserve. The floor applies to the available balance,
 -- balance - held: the ledger checks it under the batch's lock, `wasmpay ledger verify` checks
@@ -15,10 +17,11 @@ ALTER TABLE payments RENAME TO payments_before_holds;
 
 CREATE TABLE payments (
     id            TEXT    NOT NULL PRIMARY KEY,
-    kind          TEXT    NOT NULL CHECK (kind IN ('payment', 'deposit', 'authorization', 'capture', 'void')),
+    kind          TEXT    NOT NULL CHECK (kind IN ('payment', 'deposit', 'authorization', 'capture', 'void',
+                                                   'refund', 'settlement')),
     request_hash  TEXT    NOT NULL,
-    status        TEXT    NOT NULL
-                  CHECK (status IN ('approved', 'declined', 'authorized', 'captured', 'voided')),
+    status        TEXT    NOT NULL CHECK (status IN ('approved', 'declined', 'authorized', 'captured', 'voided',
+                                                     'refunded', 'settled')),
     code          TEXT    NOT NULL,
     payer         TEXT    NOT NULL REFERENCES accounts (id),
     payee         TEXT    NOT NULL REFERENCES accounts (id),
@@ -30,9 +33,12 @@ CREATE TABLE payments (
     partition     INTEGER,
     reply         TEXT    NOT NULL,
     created_at_ms INTEGER NOT NULL,
-    -- The authorization a capture or void acts on; NULL for payments, deposits and
-    -- authorizations.
-    parent        TEXT    REFERENCES payments (id)
+    -- The payment an operation acts on: the authorization of a capture or void, the payment or
+    -- capture of a refund; NULL for payments, deposits and authorizations.
+    parent        TEXT    REFERENCES payments (id),
+    -- What refunds have moved back of this payment or capture, at most its amount. Only the
+    -- refunds change it, under the lock of the account they debit (this row's payee).
+    refunded      INTEGER NOT NULL DEFAULT 0 CHECK (refunded >= 0)
 ) STRICT;
 INSERT INTO payments (id, kind, request_hash, status, code, payer, payee, currency, amount, fee, fee_bearer,
                       plugins, partition, reply, created_at_ms)

@@ -1,6 +1,5 @@
--- Two-phase payments: authorizations hold money on the payer until a capture posts it, a void
--- releases it, or the ledger releases it at its expiry. The same tables and meaning as SQLite's
--- 0006_holds.
+-- The payment lifecycle: authorizations, captures, voids, expiry, refunds, settlements. The
+-- same tables and meaning as SQLite's 0006_payment_lifecycle.
 
 -- What the account's open holds reserve; changed only under the payer's row lock, like
 -- balance. The floor applies to the available balance, balance - held.
@@ -8,13 +7,17 @@ ALTER TABLE accounts ADD COLUMN held BIGINT NOT NULL DEFAULT 0 CHECK (held >= 0)
 
 ALTER TABLE payments DROP CONSTRAINT payments_kind_check;
 ALTER TABLE payments ADD CONSTRAINT payments_kind_check
-    CHECK (kind IN ('payment', 'deposit', 'authorization', 'capture', 'void'));
+    CHECK (kind IN ('payment', 'deposit', 'authorization', 'capture', 'void', 'refund', 'settlement'));
 ALTER TABLE payments DROP CONSTRAINT payments_status_check;
 ALTER TABLE payments ADD CONSTRAINT payments_status_check
-    CHECK (status IN ('approved', 'declined', 'authorized', 'captured', 'voided'));
--- The authorization a capture or void acts on; NULL for payments, deposits and
--- authorizations. No foreign key, like the rest of this schema (0001_ledger says why).
+    CHECK (status IN ('approved', 'declined', 'authorized', 'captured', 'voided', 'refunded', 'settled'));
+-- The payment an operation acts on (the authorization of a capture or void, the payment or
+-- capture of a refund); NULL otherwise. No foreign key, like the rest of this schema
+-- (0001_ledger says why).
 ALTER TABLE payments ADD COLUMN parent TEXT;
+-- What refunds have moved back of this payment or capture; changed only by refunds, under the
+-- lock of the account they debit (this row's payee).
+ALTER TABLE payments ADD COLUMN refunded BIGINT NOT NULL DEFAULT 0 CHECK (refunded >= 0);
 CREATE INDEX payments_by_parent ON payments (parent) WHERE parent IS NOT NULL;
 
 CREATE TABLE holds (

@@ -1,0 +1,28 @@
+//! What a refund takes back: a payment or capture that moved money, and what its refunds have
+//! moved back so far. Types only: the store reads rows into them and the decision decides on
+//! them.
+
+use wasmpay_protocol::PaymentId;
+use wasmpay_protocol::money::{Currency, MinorUnits};
+use wasmpay_protocol::routing::AccountId;
+
+/// A payment or capture that moved money, and what refunds have moved back of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refundable {
+    /// Its id.
+    pub id: PaymentId,
+    /// Who paid: a refund credits it.
+    pub payer: AccountId,
+    /// Who was paid: a refund debits it.
+    pub payee: AccountId,
+    /// Currency of the payment and both accounts.
+    pub currency: Currency,
+    /// The amount it moved, before fees: the most all its refunds may move back.
+    pub amount: MinorUnits,
+    /// What its refunds have moved back so far.
+    pub refunded: MinorUnits,
+    /// Whether it moved money (an approved payment, a capture): nothing else can be refunded.
+    pub posted: bool,
+    /// `name@version` of the plugins that decided it.
+    pub plugins: String,
+}
