@@ -87,6 +87,11 @@ fn now(decided: Decided) -> Answer {
     Answer { reply: Box::pin(ready(decided)), after_earlier: false }
 }
 
+/// How long a partition's sweep waits for another partition's read of due holds before it
+/// skips its turn: the reads take about a millisecond, so 64 partitions ticking at once all
+/// get theirs, while a stalled ledger holds back a partition's payments this long at most.
+const SWEEP_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Decides payments; shared by every partition worker of a node.
 #[derive(Debug)]
 pub struct Processor {
@@ -95,6 +100,12 @@ pub struct Processor {
     partitioner: Partitioner,
     metrics: Arc<Metrics>,
     holds: HoldSettings,
+    /// One sweep's read of due holds at a time, node-wide: every owned partition asks every
+    /// second, and while the ledger is stalled (a table lock, a slow disk) those reads would
+    /// each hold a pooled connection and starve the payments and the readiness probe. A sweep
+    /// that waits [`SWEEP_WAIT`] for another's read skips its turn; the holds stay due for the
+    /// next.
+    sweeping: tokio::sync::Semaphore,
 }
 
 impl Processor {
@@ -106,7 +117,7 @@ impl Processor {
         metrics: Arc<Metrics>,
         holds: HoldSettings,
     ) -> Processor {
-        Processor { ledger, plugins, partitioner, metrics, holds }
+        Processor { ledger, plugins, partitioner, metrics, holds, sweeping: tokio::sync::Semaphore::new(1) }
     }
 
     /// The plugin instances of one worker: each worker decides one payment at a time.
@@ -348,6 +359,9 @@ impl Processor {
         if limit == 0 {
             return Vec::new();
         }
+        let Ok(Ok(_reading)) = tokio::time::timeout(SWEEP_WAIT, self.sweeping.acquire()).await else {
+            return Vec::new();
+        };
         let now_ms = i64::try_from(clock::unix_ms()).unwrap_or(i64::MAX);
         let due = match self.ledger.due_holds(partition, now_ms, limit).await {
             Ok(due) => due,

@@ -63,6 +63,16 @@ fn demo_pays_through_nats_and_the_books_balance() {
     assert!(printed.contains("approved  ok"), "{printed}");
     assert!(printed.contains("plugin_declined (card_expired)"), "{printed}");
     assert!(printed.contains("idempotent replays: 3/3"), "{printed}");
+    // The lifecycle: a partial capture with its prorated fee, a void, an expiry, a partial
+    // refund, each shown with the payer's balances after it.
+    for step in [
+        "captured, fee 2.48     cust-life: posted 420.00, held 0.00, available 420.00",
+        "voided                 cust-life: posted 420.00, held 0.00, available 420.00",
+        "expired                cust-life: posted 420.00, held 0.00, available 420.00",
+        "refunded, fee 0.00     cust-life: posted 445.00",
+    ] {
+        assert!(printed.contains(step), "{step} missing from\n{printed}");
+    }
     assert!(printed.contains("-> OK"), "{printed}");
 }
 

@@ -1,11 +1,14 @@
 //! `wasmpay demo`: the main job on embedded defaults. Starts a node (SQLite in a temporary
 //! directory, a private NATS server), opens and
 //! funds accounts, pays a few hundred payments over NATS across both built-in methods (some
-//! declined on purpose), replays some, and prints what happened and whether the books balance.
+//! declined on purpose), replays some, walks one customer's payments through their lifecycle
+//! (an authorization captured in part, one voided, one expired, a partial refund), and prints
+//! what happened and whether the books balance.
 //! `--nodes N` does the same on a cluster (`cluster`): N `serve` processes on PostgreSQL, one
 //! of which is killed mid-run.
 
 mod cluster;
+mod lifecycle;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,6 +21,8 @@ use serde_json::json;
 use wasmpay_ledger::{Audit, Ledger, NewAccount, external_account, fee_account};
 use wasmpay_node::client::{ClientError, cluster_info, request};
 use wasmpay_node::clock;
+use wasmpay_node::config::Config;
+use wasmpay_node::holds::HoldSettings;
 use wasmpay_node::node::{Node, NodeSettings};
 use wasmpay_protocol::money::{Currency, MinorUnits};
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
@@ -72,6 +77,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         http_address: SocketAddr::from(([127, 0, 0, 1], 0)),
         node_id: format!("demo-{}", std::process::id()),
         admin_token: Some(format!("demo-{}", std::process::id())),
+        config: Config { holds: demo_holds(), ..Config::default() },
         ..NodeSettings::new()
     };
     let node = Node::start(settings).await.context("starting the node")?;
@@ -110,6 +116,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .collect()
         .await;
     let (tally, replays) = summarize(&client, partitioner, replies).await?;
+    lifecycle::run(&client, partitioner, node.ledger(), euro).await?;
     let audit = node.ledger().audit().await?;
     print_summary(&tally, replays, &audit, node.ledger(), euro).await?;
     node.shutdown().await;
@@ -117,6 +124,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         bail!("the books do not balance: {audit:?}");
     }
     Ok(())
+}
+
+/// The demo node's holds: wallet authorizations lapse within the run, so its expiry is seen.
+fn demo_holds() -> HoldSettings {
+    HoldSettings {
+        by_method: [("wallet".to_owned(), lifecycle::WALLET_EXPIRY_S)].into(),
+        sweep_interval_ms: lifecycle::SWEEP_INTERVAL_MS,
+        ..HoldSettings::default()
+    }
 }
 
 /// A private NATS server in `workdir`: a deployment on 127.0.0.1:4222 is bound to its own
