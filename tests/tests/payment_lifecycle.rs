@@ -17,6 +17,7 @@ on_both_backends!(
     a_void_releases_the_hold_and_bad_captures_change_nothing,
     an_uncaptured_authorization_expires_and_a_late_capture_hears_so,
     refunds_move_money_back_on_the_payees_subject_up_to_what_was_paid,
+    statements_page_through_entries_and_payments_and_a_record_shows_its_history,
 );
 
 async fn funded(backend: Backend, config: Config) -> Harness {
@@ -221,4 +222,93 @@ async fn refunds_move_money_back_on_the_payees_subject_up_to_what_was_paid(backe
     rejected(send_as(&harness, "alice", &refund("r-9", "shop", "p-1", None)).await, Code::WrongPartition);
     let audit = harness.ledger.audit().await.unwrap();
     assert_eq!(audit.first_violation(), None, "{audit:?}");
+}
+
+async fn statements_page_through_entries_and_payments_and_a_record_shows_its_history(backend: Backend) {
+    let harness = funded(backend, Config::default()).await;
+    let mut paid = card("p-1", "alice", "shop", 1_000);
+    paid["metadata"] = json!({"order": "7781"});
+    assert_eq!(harness.pay(&paid).await.code, Code::Ok);
+    assert_eq!(harness.pay(&authorize("a-1", 500)).await.code, Code::Authorized);
+    assert_eq!(harness.pay(&capture("c-1", "a-1", Some(300))).await.code, Code::Captured);
+    assert_eq!(send_as(&harness, "shop", &refund("r-1", "shop", "p-1", Some(100))).await.code, Code::Refunded);
+    assert_eq!(harness.pay(&authorize("a-2", 200)).await.code, Code::Authorized);
+    let get = |path: String| {
+        let harness = &harness;
+        async move {
+            let (status, body) = harness.api("GET", &path, None).await;
+            (status, serde_json::from_str::<Value>(&body).unwrap_or(Value::Null))
+        }
+    };
+
+    let (status, account) = get("/v1/accounts/alice".into()).await;
+    assert_eq!(status, 200);
+    let balance = 10_000 - 1_000 - 300 + 100;
+    assert_eq!((account["balance"].as_i64(), account["held"].as_i64()), (Some(balance), Some(200)), "{account}");
+    assert_eq!(account["available"].as_i64(), Some(balance - 200), "{account}");
+
+    // Entries, two at a time: the deposit, the payment, the capture, the refund.
+    let mut entries = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let cursor = after.as_ref().map(|after| format!("&after={after}")).unwrap_or_default();
+        let (status, page) = get(format!("/v1/accounts/alice/entries?limit=2{cursor}")).await;
+        assert_eq!(status, 200, "{page}");
+        let rows = page["entries"].as_array().cloned().unwrap_or_default();
+        assert!(rows.len() <= 2, "{page}");
+        entries.extend(rows);
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let posted: Vec<(&str, i64)> =
+        entries.iter().map(|entry| (entry["payment"].as_str().unwrap(), entry["amount"].as_i64().unwrap())).collect();
+    assert_eq!(posted[1..], [("p-1", -1_000), ("c-1", -300), ("r-1", 100)], "{entries:?}");
+    assert_eq!(posted[0].1, 10_000);
+    let ids: Vec<i64> = entries.iter().map(|entry| entry["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+    let (_, none) = get("/v1/accounts/alice/entries?to_ms=1".into()).await;
+    assert_eq!(none["entries"].as_array().map(Vec::len), Some(0), "{none}");
+
+    // Payments it made or received, in time order.
+    let (status, page) = get("/v1/accounts/alice/payments?limit=10".into()).await;
+    assert_eq!(status, 200, "{page}");
+    let kinds: Vec<(&str, &str)> = page["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|payment| (payment["id"].as_str().unwrap(), payment["kind"].as_str().unwrap()))
+        .filter(|(id, _)| !id.starts_with("fund") && !id.starts_with("dep"))
+        .collect();
+    let expected =
+        [("p-1", "payment"), ("a-1", "authorization"), ("c-1", "capture"), ("r-1", "refund"), ("a-2", "authorization")];
+    for pair in expected {
+        assert!(kinds.contains(&pair), "{pair:?} missing from {kinds:?}");
+    }
+    for (query, why) in
+        [("limit=0", "limit"), ("limit=501", "limit"), ("after=nonsense", "cursor"), ("page=2", "unknown")]
+    {
+        let (status, body) = get(format!("/v1/accounts/alice/payments?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.to_string().contains(why), "{query}: {body}");
+    }
+    assert_eq!(get("/v1/accounts/nobody/entries".into()).await.0, 404);
+
+    // Records: what a payment was and what happened to it since.
+    let (_, payment) = get("/v1/payments/p-1".into()).await;
+    assert_eq!((payment["method"].as_str(), payment["refunded"].as_i64()), (Some("card"), Some(100)), "{payment}");
+    assert_eq!(payment["metadata"], json!({"order": "7781"}));
+    assert_eq!(payment["plugins"], json!(["card@0.1.0"]));
+    assert_eq!(payment["history"][0]["id"], "r-1", "{payment}");
+    let (_, authorization) = get("/v1/payments/a-1".into()).await;
+    assert_eq!(authorization["hold"]["state"], "captured", "{authorization}");
+    assert_eq!(
+        (authorization["hold"]["captured"].as_i64(), authorization["hold"]["closed_by"].as_str()),
+        (Some(300), Some("c-1"))
+    );
+    assert_eq!(authorization["history"][0]["kind"], "capture", "{authorization}");
+    let (_, open) = get("/v1/payments/a-2".into()).await;
+    assert_eq!(open["hold"]["state"], "open", "{open}");
+    assert!(open["hold"]["expires_at_ms"].as_i64().is_some_and(|at| at > open["at_ms"].as_i64().unwrap()), "{open}");
 }

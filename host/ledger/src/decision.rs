@@ -602,6 +602,8 @@ mod tests {
             fee: MinorUnits(fee.min(amount)),
             fee_bearer: if payer_bears { FeeBearer::Payer } else { FeeBearer::Payee },
             plugins: String::new(),
+            method: None,
+            metadata: None,
             partition: None,
             now_ms: 0,
             lease_token: None,

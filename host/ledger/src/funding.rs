@@ -45,6 +45,8 @@ impl Ledger {
             fee: MinorUnits::ZERO,
             fee_bearer: FeeBearer::Payee,
             plugins: String::new(),
+            method: None,
+            metadata: None,
             partition: None,
             lease_token: None,
             now_ms,

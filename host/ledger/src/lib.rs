@@ -13,7 +13,7 @@
 //! Layout, from the top down (a module imports only modules below it):
 //! - operations on the handle: `accounts` (open and read accounts), `funding` (deposits),
 //!   `fencing` (partition claims, the ledger's identity), `queries` (a recorded payment, the
-//!   audit of the books);
+//!   audit of the books), `statements` (an account's entries and payments, a page at a time);
 //! - `handle`: the [`Ledger`] handle (open, record and submit transfers, probe, close);
 //! - `commit`: group commit, the committer task that [`Ledger::record`] and
 //!   [`Ledger::submit`] queue transfers for;
@@ -41,6 +41,7 @@ mod hold;
 mod queries;
 mod refund;
 mod settings;
+mod statements;
 mod store;
 mod transfer;
 
@@ -50,9 +51,10 @@ pub use error::LedgerError;
 pub use funding::Deposited;
 pub use handle::{BATCH_FAILURE_WINDOW, Ledger, PROBE_INTERVAL, PROBE_TIMEOUT};
 pub use hold::{Hold, HoldState};
-pub use queries::{Audit, StoredPayment};
+pub use queries::{Audit, HoldRecord, StoredPayment};
 pub use refund::Refundable;
 pub use settings::{Durability, LedgerSettings};
+pub use statements::{DEFAULT_PAGE, Entries, EntryLine, MAX_PAGE, Page, PaymentLine, Payments};
 pub use transfer::{Decision, Recorded, Replies, StoredReply, Transfer, TransferKind, prorated_fee};
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Reads: a recorded payment, and an audit of the books.
+//! Reads: a recorded payment with its history, a hold, a refundable payment, the holds due, and
+//! an audit of the books.
 
 use std::collections::BTreeMap;
 
@@ -6,30 +7,82 @@ use serde::Serialize;
 
 use crate::error::LedgerError;
 use crate::handle::Ledger;
-use crate::hold::Hold;
+use crate::hold::{Hold, HoldState};
 use crate::refund::Refundable;
+use crate::statements::{PAYMENT_LINE, PaymentLine};
 use crate::store::sql::{HoldRow, SELECT_HOLDS, balance_with_credits};
 use crate::store::{Postgres, Sqlite, Store, on_store};
 use crate::transfer::StoredReply;
+use sqlx::{FromRow as _, Row as _};
 use wasmpay_protocol::PaymentId;
 
-/// A recorded payment or deposit.
+/// A recorded payment, deposit or operation (authorization, capture, void, refund): what it
+/// was, how it was decided, what it posted, and what happened to it since.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StoredPayment {
     /// Idempotency key.
     pub id: String,
-    /// `payment` or `deposit`.
+    /// `payment`, `deposit`, `authorization`, `capture`, `void` or `refund`.
     pub kind: String,
     /// Fingerprint of the request that created it.
     pub request_hash: String,
-    /// `approved` or `declined`.
+    /// Its status, as in its reply.
     pub status: String,
     /// Stable code.
     pub code: String,
+    /// Debited (or held) account.
+    pub payer: String,
+    /// Credited account.
+    pub payee: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Minor units, before fees.
+    pub amount: i64,
+    /// Fee in minor units.
+    pub fee: i64,
+    /// Who bore the fee.
+    pub fee_bearer: String,
+    /// The payment method, for payments and authorizations.
+    pub method: Option<String>,
+    /// The client's metadata.
+    pub metadata: Option<serde_json::Value>,
+    /// `name@version` of the plugins that decided it, in pipeline order.
+    pub plugins: Vec<String>,
+    /// When it was recorded (Unix milliseconds, the deciding node's clock).
+    pub at_ms: i64,
+    /// The payment it acts on (a capture's or void's authorization, a refund's payment).
+    pub parent: Option<String>,
+    /// What refunds have moved back of it.
+    pub refunded: i64,
+    /// An authorization's hold: its state and how it ended.
+    pub hold: Option<HoldRecord>,
+    /// What acted on it since, oldest first: captures, voids and refunds.
+    pub history: Vec<PaymentLine>,
     /// The reply sent when it was decided, as JSON text.
     pub reply: String,
-    /// Its entries: (account, signed minor units). Empty unless approved.
+    /// Its entries: (account, signed minor units). Empty unless it posted.
     pub entries: Vec<(String, i64)>,
+}
+
+/// A `holds` row as a payment's record reads it: state, held, expires_at_ms, captured,
+/// closed_by, closed_at_ms.
+type HoldColumns = (String, i64, i64, i64, Option<String>, Option<i64>);
+
+/// An authorization's hold, as its record shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HoldRecord {
+    /// `open`, `captured`, `voided` or `expired`.
+    pub state: HoldState,
+    /// What it reserves (or reserved) on the payer.
+    pub held: i64,
+    /// When it lapses (lapsed), Unix milliseconds.
+    pub expires_at_ms: i64,
+    /// What a capture posted of it.
+    pub captured: i64,
+    /// The capture or void that closed it.
+    pub closed_by: Option<String>,
+    /// When it was closed.
+    pub closed_at_ms: Option<i64>,
 }
 
 /// The state of the books: what must always hold.
@@ -94,22 +147,68 @@ impl Audit {
 }
 
 impl Ledger {
-    /// The payment or deposit recorded under `id`.
+    /// The payment, deposit or operation recorded under `id`, with its hold, its history and
+    /// its entries, read in one snapshot.
     pub async fn payment(&self, id: &str) -> Result<Option<StoredPayment>, LedgerError> {
         on_store!(&self.store, backend => {
-            let row: Option<(String, String, String, String, String, String)> =
-                sqlx::query_as("SELECT id, kind, request_hash, status, code, reply FROM payments WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&backend.pool)
-                    .await?;
-            let Some((id, kind, request_hash, status, code, reply)) = row else {
+            let mut snapshot = backend.begin_snapshot().await?;
+            let connection = &mut *snapshot;
+            let sql = format!("SELECT {PAYMENT_LINE}, request_hash, reply, plugins, metadata FROM payments WHERE id = $1");
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *connection).await?;
+            let Some(row) = row else {
                 return Ok(None);
             };
+            let line = PaymentLine::from_row(&row)?;
+            let (request_hash, reply, plugins, metadata): (String, String, String, Option<String>) =
+                (row.try_get("request_hash")?, row.try_get("reply")?, row.try_get("plugins")?, row.try_get("metadata")?);
+            let hold: Option<HoldColumns> = sqlx::query_as(
+                "SELECT state, held, expires_at_ms, captured, closed_by, closed_at_ms FROM holds WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&mut *connection)
+            .await?;
+            let hold = hold
+                .map(|(state, held, expires_at_ms, captured, closed_by, closed_at_ms)| {
+                    Ok::<_, LedgerError>(HoldRecord {
+                        state: HoldState::parse(&state)?,
+                        held,
+                        expires_at_ms,
+                        captured,
+                        closed_by,
+                        closed_at_ms,
+                    })
+                })
+                .transpose()?;
+            let sql = format!("SELECT {PAYMENT_LINE} FROM payments WHERE parent = $1 ORDER BY created_at_ms, id");
+            let history = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(&mut *connection).await?;
             let entries = sqlx::query_as("SELECT account_id, amount FROM entries WHERE payment_id = $1 ORDER BY id")
-                .bind(&id)
-                .fetch_all(&backend.pool)
+                .bind(id)
+                .fetch_all(&mut *connection)
                 .await?;
-            Ok(Some(StoredPayment { id, kind, request_hash, status, code, reply, entries }))
+            let PaymentLine { id, kind, status, code, payer, payee, currency, amount, fee, fee_bearer, method, at_ms, parent, refunded } = line;
+            Ok(Some(StoredPayment {
+                id,
+                kind,
+                request_hash,
+                status,
+                code,
+                payer,
+                payee,
+                currency,
+                amount,
+                fee,
+                fee_bearer,
+                method,
+                metadata: metadata.and_then(|text| serde_json::from_str(&text).ok()),
+                plugins: plugins.split(',').filter(|key| !key.is_empty()).map(str::to_owned).collect(),
+                at_ms,
+                parent,
+                refunded,
+                hold,
+                history,
+                reply,
+                entries,
+            }))
         })
     }
 

@@ -123,6 +123,8 @@ fn transfer(id: &str, payer: &AccountId, payee: &AccountId, amount: i64, fee: i6
         fee: MinorUnits(fee),
         fee_bearer: FeeBearer::Payee,
         plugins: "card@0.1.0".to_owned(),
+        method: None,
+        metadata: None,
         partition: Some(0),
         lease_token: None,
         now_ms: 0,

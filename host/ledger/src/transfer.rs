@@ -112,6 +112,11 @@ pub struct Transfer {
     pub fee_bearer: FeeBearer,
     /// `name@version` of the deciding plugins.
     pub plugins: String,
+    /// The payment method, for payments and authorizations.
+    pub method: Option<String>,
+    /// The client's metadata as a JSON object, when it sent any: recorded for statements and
+    /// the payment's record, never interpreted.
+    pub metadata: Option<String>,
     /// Partition of the payer, for payments.
     pub partition: Option<u32>,
     /// The fencing token of the lease under which `partition`'s owner decided this transfer

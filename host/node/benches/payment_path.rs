@@ -109,6 +109,8 @@ fn ledger(runtime: &tokio::runtime::Runtime) -> (Duration, Duration, Duration) {
                 fee: MinorUnits(3),
                 fee_bearer: FeeBearer::Payee,
                 plugins: "card@0.1.0".to_owned(),
+                method: None,
+                metadata: None,
                 partition: Some(0),
                 lease_token: None,
                 now_ms: 0,

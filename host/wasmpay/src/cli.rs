@@ -14,6 +14,7 @@ use wasmpay_node::cluster::ClusterView;
 use wasmpay_node::config::Config;
 use wasmpay_node::node::{Node, NodeSettings, builtin_plugins};
 use wasmpay_plugin_host::directory_sources;
+use wasmpay_protocol::money::Currency;
 use wasmpay_protocol::routing::{AccountId, DEFAULT_PARTITIONS, Partitioner, subjects};
 use wasmpay_protocol::{PROTOCOL_VERSION, Reply, Status};
 
@@ -184,6 +185,29 @@ enum AccountCommand {
     Show {
         /// Account id.
         id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// An account's statement: posted, held and available, then its entries, oldest first, with
+    /// amounts in major units.
+    Statement {
+        /// Account id.
+        id: String,
+        /// Entries at most (1-500).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: u32,
+        /// The cursor a previous page printed.
+        #[arg(long)]
+        after: Option<String>,
+        /// Only entries recorded at or after this time (Unix milliseconds).
+        #[arg(long = "from-ms")]
+        from_ms: Option<i64>,
+        /// Only entries recorded before this time (Unix milliseconds).
+        #[arg(long = "to-ms")]
+        to_ms: Option<i64>,
+        /// Print the API's JSON (the account and the page of entries) instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -433,6 +457,10 @@ async fn pay(args: PayArgs) -> anyhow::Result<()> {
 
 async fn account(command: AccountCommand) -> anyhow::Result<()> {
     let (method, api, path, body) = match command {
+        AccountCommand::Statement { id, limit, after, from_ms, to_ms, json, api } => {
+            let query = StatementQuery { limit, after, from_ms, to_ms };
+            return statement(&id, &query, json, &api).await;
+        }
         AccountCommand::Open { id, currency, floor, api } => (
             hyper::Method::POST,
             api,
@@ -457,6 +485,101 @@ async fn account(command: AccountCommand) -> anyhow::Result<()> {
         bail!("HTTP {status}");
     }
     Ok(())
+}
+
+/// Which entries `account statement` asks for.
+struct StatementQuery {
+    limit: u32,
+    after: Option<String>,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+}
+
+/// `wasmpay account statement`: the account, then a page of its entries.
+async fn statement(id: &str, query: &StatementQuery, as_json: bool, api: &ApiArgs) -> anyhow::Result<()> {
+    let base = api.api.trim_end_matches('/');
+    let get = |path: String| async move {
+        let (status, text) = http_call(hyper::Method::GET, &format!("{base}{path}"), &api.token, None).await?;
+        if !status.is_success() {
+            bail!("HTTP {status}: {text}");
+        }
+        serde_json::from_str::<serde_json::Value>(&text).context("reading the node's answer")
+    };
+    let mut path = format!("/v1/accounts/{id}/entries?limit={}", query.limit);
+    for (name, value) in [("from_ms", query.from_ms), ("to_ms", query.to_ms)] {
+        if let Some(value) = value {
+            path.push_str(&format!("&{name}={value}"));
+        }
+    }
+    if let Some(after) = &query.after {
+        path.push_str(&format!("&after={}", percent_encode(after)));
+    }
+    let account = get(format!("/v1/accounts/{id}")).await?;
+    let page = get(path).await?;
+    if as_json {
+        println!("{}", json!({"account": account, "entries": page["entries"], "next": page["next"]}));
+        return Ok(());
+    }
+    let code = account["currency"].as_str().unwrap_or_default();
+    let currency: Currency = code.parse().with_context(|| format!("the node named currency `{code}`"))?;
+    let major = |field: &serde_json::Value| currency.format(field.as_i64().unwrap_or_default());
+    println!(
+        "account {id} ({code}): posted {}, held {}, available {}",
+        major(&account["balance"]),
+        major(&account["held"]),
+        major(&account["available"])
+    );
+    println!(
+        "{:>10}  {:<23}  {:<8}  {:<32}  {:>16}",
+        "entry",
+        "time (UTC)",
+        "kind",
+        "payment",
+        format!("amount {code}")
+    );
+    for entry in page["entries"].as_array().into_iter().flatten() {
+        let amount = entry["amount"].as_i64().unwrap_or_default();
+        let signed = if amount > 0 { format!("+{}", currency.format(amount)) } else { currency.format(amount) };
+        println!(
+            "{:>10}  {:<23}  {:<8}  {:<32}  {signed:>16}",
+            entry["id"].as_i64().unwrap_or_default(),
+            utc(entry["at_ms"].as_i64().unwrap_or_default()),
+            entry["kind"].as_str().unwrap_or_default(),
+            entry["payment"].as_str().unwrap_or_default(),
+        );
+    }
+    if let Some(next) = page["next"].as_str() {
+        println!("more: wasmpay account statement {id} --after {next}");
+    }
+    Ok(())
+}
+
+/// `text` with everything but unreserved URL characters percent-encoded.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(byte).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS.mmm` in UTC (the civil-from-days algorithm of
+/// Howard Hinnant's date library).
+fn utc(ms: i64) -> String {
+    let (days, in_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let (hours, minutes, seconds, millis) =
+        (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1_000 % 60, in_day % 1_000);
+    format!("{year:04}-{month:02}-{day:02} {hours:02}:{minutes:02}:{seconds:02}.{millis:03}")
 }
 
 /// A random-enough id for ad-hoc commands: time and process id.

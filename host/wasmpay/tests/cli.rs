@@ -121,6 +121,19 @@ fn serve_takes_commands_and_stops_cleanly_on_sigterm() {
 
     let shown = run(&["account", "show", "alice", "--api", &api], "secret");
     assert!(text(&shown).contains("\"balance\":3000"), "{}", text(&shown));
+    assert!(text(&shown).contains("\"held\":0") && text(&shown).contains("\"available\":3000"), "{}", text(&shown));
+    // The statement: a page of two entries, then the rest after its cursor.
+    let first = run(&["account", "statement", "alice", "--limit", "2", "--api", &api], "secret");
+    let printed = text(&first);
+    assert!(first.status.success(), "{printed}");
+    assert!(printed.contains("account alice (EUR): posted 30.00, held 0.00, available 30.00"), "{printed}");
+    assert!(printed.contains("deposit") && printed.contains("+50.00"), "{printed}");
+    assert!(printed.contains("cli-1") && printed.contains("-10.00"), "{printed}");
+    let after = printed.split("--after ").nth(1).map(str::trim).expect("a cursor for the next page");
+    let rest = run(&["account", "statement", "alice", "--after", after, "--json", "--api", &api], "secret");
+    let page: serde_json::Value = serde_json::from_str(text(&rest).trim()).expect("JSON");
+    assert_eq!(page["entries"].as_array().map(Vec::len), Some(1), "{page}");
+    assert_eq!((page["entries"][0]["payment"].as_str(), page["next"].as_str()), (Some("cli-2"), None), "{page}");
 
     let killed = Command::new("kill").args(["-TERM", &node.id().to_string()]).status().unwrap();
     assert!(killed.success());

@@ -18,7 +18,16 @@ ALTER TABLE payments ADD COLUMN parent TEXT;
 -- What refunds have moved back of this payment or capture; changed only by refunds, under the
 -- lock of the account they debit (this row's payee).
 ALTER TABLE payments ADD COLUMN refunded BIGINT NOT NULL DEFAULT 0 CHECK (refunded >= 0);
+-- The payment method of a payment or authorization, and the client's metadata as a JSON
+-- object; NULL otherwise.
+ALTER TABLE payments ADD COLUMN method TEXT;
+ALTER TABLE payments ADD COLUMN metadata TEXT;
 CREATE INDEX payments_by_parent ON payments (parent) WHERE parent IS NOT NULL;
+-- An account's payments and entries, in order, for statements.
+CREATE INDEX payments_by_payer ON payments (payer, created_at_ms, id);
+CREATE INDEX payments_by_payee ON payments (payee, created_at_ms, id);
+DROP INDEX entries_by_account;
+CREATE INDEX entries_by_account ON entries (account_id, id);
 
 CREATE TABLE holds (
     id            TEXT   NOT NULL PRIMARY KEY,

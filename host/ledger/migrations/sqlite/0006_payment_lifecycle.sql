@@ -38,7 +38,11 @@ CREATE TABLE payments (
     parent        TEXT    REFERENCES payments (id),
     -- What refunds have moved back of this payment or capture, at most its amount. Only the
     -- refunds change it, under the lock of the account they debit (this row's payee).
-    refunded      INTEGER NOT NULL DEFAULT 0 CHECK (refunded >= 0)
+    refunded      INTEGER NOT NULL DEFAULT 0 CHECK (refunded >= 0),
+    -- The payment method of a payment or authorization; NULL otherwise.
+    method        TEXT,
+    -- The client's metadata as a JSON object; NULL when it sent none.
+    metadata      TEXT
 ) STRICT;
 INSERT INTO payments (id, kind, request_hash, status, code, payer, payee, currency, amount, fee, fee_bearer,
                       plugins, partition, reply, created_at_ms)
@@ -46,6 +50,9 @@ SELECT id, kind, request_hash, status, code, payer, payee, currency, amount, fee
        reply, created_at_ms
 FROM payments_before_holds;
 CREATE INDEX payments_by_parent ON payments (parent) WHERE parent IS NOT NULL;
+-- An account's payments, in time order, for statements: those it paid and those it was paid.
+CREATE INDEX payments_by_payer ON payments (payer, created_at_ms, id);
+CREATE INDEX payments_by_payee ON payments (payee, created_at_ms, id);
 
 CREATE TABLE entries (
     id         INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,

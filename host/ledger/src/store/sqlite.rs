@@ -226,8 +226,9 @@ impl Sqlite {
         if !writes.payments.is_empty() {
             let sql = format!(
                 "INSERT INTO payments (id, kind, request_hash, status, code, payer, payee, currency, amount, fee,
-                                       fee_bearer, plugins, partition, reply, created_at_ms, parent) VALUES {}",
-                placeholders(writes.payments.len(), 16)
+                                       fee_bearer, plugins, partition, reply, created_at_ms, parent, method,
+                                       metadata) VALUES {}",
+                placeholders(writes.payments.len(), 18)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for NewPayment { transfer, decision, reply } in &writes.payments {
@@ -248,7 +249,9 @@ impl Sqlite {
                     .bind(transfer.partition.map(i64::from))
                     .bind(reply.as_str())
                     .bind(transfer.now_ms)
-                    .bind(transfer.kind.parent().map(PaymentId::as_str));
+                    .bind(transfer.kind.parent().map(PaymentId::as_str))
+                    .bind(transfer.method.as_deref())
+                    .bind(transfer.metadata.as_deref());
             }
             query.execute(&mut *transaction).await?;
         }

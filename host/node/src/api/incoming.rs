@@ -39,6 +39,20 @@ fn percent_decode(segment: &str) -> Option<String> {
 
 /// Whether the request carries `Authorization: Bearer <expected>` (the scheme in any case,
 /// RFC 9110), compared in constant time so timing does not reveal a prefix.
+/// The query string's parameters, percent-decoded (`+` is a space); `None` if one is not valid
+/// percent-encoded UTF-8 or a name repeats.
+pub fn query_parameters(query: Option<&str>) -> Option<std::collections::BTreeMap<String, String>> {
+    let mut parameters = std::collections::BTreeMap::new();
+    for pair in query.unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |text: &str| percent_decode(&text.replace('+', " "));
+        if parameters.insert(decode(name)?, decode(value)?).is_some() {
+            return None;
+        }
+    }
+    Some(parameters)
+}
+
 pub fn authorized(expected: Option<&str>, request: &Request<Incoming>) -> bool {
     let Some(expected) = expected else { return false };
     let header = request.headers().get(AUTHORIZATION).and_then(|value| value.to_str().ok()).unwrap_or_default();

@@ -20,7 +20,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::bus::Intake;
@@ -28,7 +28,7 @@ use crate::clock;
 use crate::cluster::Views;
 use crate::metrics::Metrics;
 use crate::plugins::store::PluginStore;
-use wasmpay_ledger::{Deposited, Ledger, LedgerError, NewAccount};
+use wasmpay_ledger::{Account, Deposited, Ledger, LedgerError, MAX_PAGE, NewAccount, Page};
 use wasmpay_plugin_host::{PluginHost, PluginSource, Sha256};
 use wasmpay_protocol::money::{Currency, MAX_PAYMENT_MINOR_UNITS, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
@@ -114,6 +114,13 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
             Err(response) => response,
         },
         (&Method::GET, ["v1", "accounts", id]) => show_account(&state, id).await,
+        (&Method::GET, ["v1", "accounts", id, listing @ ("entries" | "payments")]) => {
+            match incoming::query_parameters(request.uri().query()).as_ref().map(statement_page) {
+                Some(Ok(page)) => statement(&state, id, listing, &page).await,
+                Some(Err(message)) => problem(StatusCode::BAD_REQUEST, "invalid_request", &message),
+                None => problem(StatusCode::BAD_REQUEST, "invalid_request", "the query is not valid or repeats a name"),
+            }
+        }
         (&Method::POST, ["v1", "accounts", id, "deposits"]) => {
             let id = (*id).to_owned();
             match incoming::read_json(request).await {
@@ -196,8 +203,69 @@ async fn show_account(state: &ApiState, id: &str) -> Response<Body> {
         return problem(StatusCode::NOT_FOUND, "unknown_account", "no such account");
     };
     match state.ledger.account(&id).await {
-        Ok(Some(account)) => json_response(StatusCode::OK, &account),
+        Ok(Some(account)) => json_response(StatusCode::OK, &AccountView::from(account)),
         Ok(None) => problem(StatusCode::NOT_FOUND, "unknown_account", "no such account"),
+        Err(other) => ledger_error(&other),
+    }
+}
+
+/// An account as the API shows it: what is posted, what its open authorizations hold, and
+/// what is available to spend (posted − held; the floor applies to it).
+#[derive(Serialize)]
+struct AccountView {
+    #[serde(flatten)]
+    account: Account,
+    available: i64,
+}
+
+impl From<Account> for AccountView {
+    fn from(account: Account) -> AccountView {
+        let available = account.balance.0.saturating_sub(account.held.0);
+        AccountView { account, available }
+    }
+}
+
+/// The page a statement's query asks for: `limit`, `after`, `from_ms`, `to_ms`.
+fn statement_page(parameters: &std::collections::BTreeMap<String, String>) -> Result<Page, String> {
+    let mut page = Page::default();
+    for (name, value) in parameters {
+        let number =
+            |what: &str| value.parse::<i64>().map_err(|_| format!("`{what}` must be an integer, not `{value}`"));
+        match name.as_str() {
+            "limit" => {
+                page.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|limit| (1..=MAX_PAGE).contains(limit))
+                    .ok_or_else(|| format!("`limit` must be within 1 ..= {MAX_PAGE}, not `{value}`"))?;
+            }
+            "after" => page.after = Some(value.clone()),
+            "from_ms" => page.from_ms = Some(number("from_ms")?),
+            "to_ms" => page.to_ms = Some(number("to_ms")?),
+            other => return Err(format!("unknown parameter `{other}`; expected limit, after, from_ms, to_ms")),
+        }
+    }
+    Ok(page)
+}
+
+/// A page of an account's entries or payments.
+async fn statement(state: &ApiState, id: &str, listing: &str, page: &Page) -> Response<Body> {
+    let account = match AccountId::new(id) {
+        Ok(id) => match state.ledger.account(&id).await {
+            Ok(Some(_)) => id,
+            Ok(None) => return problem(StatusCode::NOT_FOUND, "unknown_account", "no such account"),
+            Err(other) => return ledger_error(&other),
+        },
+        Err(_) => return problem(StatusCode::NOT_FOUND, "unknown_account", "no such account"),
+    };
+    let listed = match listing {
+        "entries" => state.ledger.entries_of(&account, page).await.map(serde_json::to_value),
+        _ => state.ledger.payments_of(&account, page).await.map(serde_json::to_value),
+    };
+    match listed {
+        Ok(Ok(body)) => json_response(StatusCode::OK, &body),
+        Ok(Err(error)) => problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", &error.to_string()),
+        Err(LedgerError::Invalid(message)) => problem(StatusCode::BAD_REQUEST, "invalid_request", &message),
         Err(other) => ledger_error(&other),
     }
 }
@@ -237,14 +305,20 @@ async fn deposit(state: &ApiState, account: &str, body: serde_json::Value) -> Re
     }
 }
 
+/// A payment's record: what it was, how it was decided (its plugins, its reply), its hold, its
+/// history (captures, voids, refunds) and its entries.
 async fn show_payment(state: &ApiState, id: &str) -> Response<Body> {
     match state.ledger.payment(id).await {
         Ok(Some(payment)) => {
             let reply: serde_json::Value = serde_json::from_str(&payment.reply).unwrap_or(serde_json::Value::Null);
             let entries: Vec<_> =
                 payment.entries.iter().map(|(account, amount)| json!({"account": account, "amount": amount})).collect();
-            let body = json!({"id": payment.id, "kind": payment.kind, "status": payment.status, "code": payment.code,
-                              "reply": reply, "entries": entries});
+            let mut body = serde_json::to_value(&payment).unwrap_or_default();
+            if let Some(object) = body.as_object_mut() {
+                object.remove("request_hash");
+                object.insert("reply".into(), reply);
+                object.insert("entries".into(), entries.into());
+            }
             json_response(StatusCode::OK, &body)
         }
         Ok(None) => problem(StatusCode::NOT_FOUND, "not_found", "no payment with this id"),
@@ -303,7 +377,7 @@ fn problem(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     json_response(status, &json!({"code": code, "message": message}))
 }
 
-fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
+fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
     raw_json(status, serde_json::to_string(body).unwrap_or_default())
 }
 

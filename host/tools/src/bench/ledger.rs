@@ -75,6 +75,8 @@ impl Parts {
             fee: MinorUnits(3),
             fee_bearer: FeeBearer::Payer,
             plugins: "bench".to_owned(),
+            method: None,
+            metadata: None,
             partition: Some(self.partitioner.partition_of(payer)),
             lease_token: None,
             now_ms: clock::ledger_ms(),
