@@ -309,7 +309,9 @@ fn bench_measures_every_scenario_beside_its_baseline() {
     let scenarios: Vec<(&str, &str)> =
         rows.iter().map(|row| (row["backend"].as_str().unwrap_or("-"), row["scenario"].as_str().unwrap())).collect();
     for backend in ["sqlite", "postgres"] {
-        for scenario in ["bus_limit", "uniform", "hot_payee", "open_loop", "ledger_alone"] {
+        for scenario in
+            ["bus_limit", "uniform", "hot_payee", "authorize_capture", "pay_refund", "open_loop", "ledger_alone"]
+        {
             assert!(scenarios.contains(&(backend, scenario)), "{backend} {scenario} missing: {scenarios:?}");
         }
     }
@@ -326,4 +328,5 @@ fn bench_measures_every_scenario_beside_its_baseline() {
             .all(|row| row["ratios"].as_array().unwrap().iter().any(|ratio| ratio["to"] == to))
     };
     assert!(ratio("uniform", "bus") && ratio("hot_payee", "uniform"), "{rows:?}");
+    assert!(ratio("authorize_capture", "uniform") && ratio("pay_refund", "uniform"), "{rows:?}");
 }

@@ -9,9 +9,10 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use bytes::Bytes;
 use serde_json::json;
+use wasmpay_node::client::request;
 use wasmpay_node::node::{Node, NodeSettings};
-use wasmpay_protocol::PROTOCOL_VERSION;
 use wasmpay_protocol::routing::Partitioner;
+use wasmpay_protocol::{PROTOCOL_VERSION, Reply, Status};
 
 use super::load::{self, Expect, Measured, closed_loop, nats_request, noop_request, open_loop};
 use super::report::{Row, Scenario};
@@ -77,8 +78,67 @@ async fn closed_loop_rows(
         rows.push(row(Scenario::BusLimit, &bus));
         rows.push(row(Scenario::Uniform, &uniform).compare("bus", bus.per_second));
         rows.push(row(Scenario::HotPayee, &hot).compare("uniform", uniform.per_second).compare("bus", bus.per_second));
+        // The lifecycle at the highest level only: two round trips each, beside the plain
+        // payments of the same level.
+        if Some(&level) == args.in_flight.iter().max() {
+            let tag = format!("life-{level}");
+            let pairs = |scenario: Scenario, index| lifecycle_pair(client, payers, scenario, &tag, index);
+            let captured = closed_loop(&what(Scenario::AuthorizeCapture), level, args.limits(), |index| {
+                pairs(Scenario::AuthorizeCapture, index)
+            })
+            .await;
+            let refunded = closed_loop(&what(Scenario::PayRefund), level, args.limits(), |index| {
+                pairs(Scenario::PayRefund, index)
+            })
+            .await;
+            rows.push(row(Scenario::AuthorizeCapture, &captured).compare("uniform", uniform.per_second));
+            rows.push(row(Scenario::PayRefund, &refunded).compare("uniform", uniform.per_second));
+        }
     }
     rows
+}
+
+/// Pair `index` of a lifecycle row, over NATS: an authorization of [`AMOUNT`] and its capture
+/// (`Scenario::AuthorizeCapture`), or a payment and its full refund by the merchant on its own
+/// subject (otherwise); served when the second is captured or refunded.
+fn lifecycle_pair(
+    client: &async_nats::Client,
+    payers: &Payers,
+    scenario: Scenario,
+    tag: &str,
+    index: u32,
+) -> impl Future<Output = bool> + Send + use<> {
+    let (payer, subject) = payers.of(index).clone();
+    let payee = Payees::Uniform.of(index);
+    let first_id = format!("bench-{tag}-{}-{index}", if scenario == Scenario::AuthorizeCapture { "ac" } else { "pr" });
+    let authorizing = scenario == Scenario::AuthorizeCapture;
+    let mut first = json!({"version": PROTOCOL_VERSION, "id": first_id, "payer": payer.as_str(), "payee": payee,
+                           "amount": AMOUNT, "currency": "EUR", "method": "card",
+                           "details": {"pan": "4242424242424242", "expiry": "12/30"}});
+    let (second, second_subject) = if authorizing {
+        first["type"] = json!("authorize");
+        let capture = json!({"version": PROTOCOL_VERSION, "type": "capture", "id": format!("{first_id}-c"),
+                             "payer": payer.as_str(), "payment": first_id});
+        (capture, subject.clone())
+    } else {
+        let refund = json!({"version": PROTOCOL_VERSION, "type": "refund", "id": format!("{first_id}-r"),
+                            "payee": payee, "payment": first_id});
+        (refund, payers.subject_of(payee))
+    };
+    let (client, expected) = (client.clone(), if authorizing { Status::Authorized } else { Status::Approved });
+    async move {
+        let answered = |subject: String, body: &serde_json::Value| {
+            let (client, body) = (client.clone(), Bytes::from(body.to_string()));
+            async move {
+                request(&client, &subject, body).await.ok().and_then(|reply| serde_json::from_str::<Reply>(&reply).ok())
+            }
+        };
+        if !answered(subject, &first).await.is_some_and(|reply| reply.status == expected) {
+            return false;
+        }
+        let done = if authorizing { Status::Captured } else { Status::Refunded };
+        answered(second_subject, &second).await.is_some_and(|reply| reply.status == done)
+    }
 }
 
 /// Payments to the ten merchants sent at `rate` per second whatever the answers, for at most

@@ -24,6 +24,8 @@ pub enum Scenario {
     PluginLoadCompiled,
     PluginLoadCached,
     PluginsBesideSlow,
+    AuthorizeCapture,
+    PayRefund,
 }
 
 impl Scenario {
@@ -41,6 +43,8 @@ impl Scenario {
             Scenario::PluginLoadCompiled => "plugin load: card, compiled (cold)",
             Scenario::PluginLoadCached => "plugin load: card, from the disk cache",
             Scenario::PluginsBesideSlow => "plugins: card, beside a slow method",
+            Scenario::AuthorizeCapture => "authorize + capture (pairs), ten merchants",
+            Scenario::PayRefund => "pay + refund (pairs), ten merchants",
         }
     }
 }

@@ -62,6 +62,7 @@ impl Payees {
 #[derive(Clone, Debug)]
 pub struct Payers {
     accounts: Vec<(AccountId, String)>,
+    partitioner: Partitioner,
 }
 
 impl Payers {
@@ -74,7 +75,7 @@ impl Payers {
                 Ok((id, subject))
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(Payers { accounts })
+        Ok(Payers { accounts, partitioner })
     }
 
     /// The payer of payment `index` and its subject: every payer in turn, so a measurement
@@ -82,6 +83,12 @@ impl Payers {
     pub fn of(&self, index: u32) -> &(AccountId, String) {
         let at = usize::try_from(index).unwrap_or_default() % self.accounts.len().max(1);
         &self.accounts[at]
+    }
+
+    /// The subject of any `account`'s payments (a merchant's refunds).
+    pub fn subject_of(&self, account: &str) -> String {
+        let partition = AccountId::new(account).map_or(0, |account| self.partitioner.partition_of(&account));
+        subjects::pay(partition, account)
     }
 }
 
