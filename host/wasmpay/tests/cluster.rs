@@ -6,14 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use hyper::Method;
-use wasmpay_protocol::Reply;
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
+use wasmpay_protocol::{Code, Reply};
 use wasmpay_tests::{Backend, NatsServer, card};
 
 mod support;
@@ -626,4 +627,171 @@ async fn a_ledger_without_a_record_does_not_bind_while_the_bound_ledger_is_live(
     assert!(b.view().await.unwrap().owned.is_empty());
     assert!(b.view().await.unwrap().refused.is_some());
     assert_eq!(a.view().await.unwrap().owned.len(), PARTITIONS as usize);
+}
+
+/// Authorizations live through a cluster's failures: clients authorize, then capture at
+/// once, void, capture close to the expiry (racing the owner's sweep), refund a capture on the
+/// shop's subject, or leave the authorization to lapse, each retried with its id until final,
+/// while one owner is killed and another paused past its leases. In the end every answer a
+/// client got is what the ledger holds, every hold is closed exactly once, nothing is held,
+/// every payer's balance is its funds less what was captured plus what was refunded, and
+/// `ledger verify` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_expire_and_captures_race_their_expiry_while_owners_die() {
+    let Stage { nats, workdir, db, ledger } = Stage::new(Backend::Postgres).await;
+    let config = write_config(workdir.path(), "[holds]\nby_method = { card = 2 }\nsweep_interval_ms = 100\n");
+    let start = |name: &str| Member::start_with(&nats.url(), &db, name, workdir.path(), &["--config", &config]);
+    let (one, two, three) = (start("one"), start("two"), start("three"));
+    converged(&[&one, &two, &three]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for payer_index in 0..PAYERS {
+        let (client, stop) = (connect(&nats.url()).await, stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            let mut round = 0;
+            while !stop.load(Ordering::Relaxed) {
+                outcomes.push(lifecycle_round(&client, payer_index, round).await);
+                round += 1;
+            }
+            outcomes
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    three.signal("-KILL");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    two.signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    two.signal("-CONT");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut rounds = Vec::new();
+    for client in clients {
+        rounds.extend(client.await.unwrap());
+    }
+    // Every authorization left open lapses within its 2 s and a sweep of a live owner.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let audit = ledger.audit().await.unwrap();
+        let open = open_holds(&ledger, &rounds).await;
+        if open == 0 && audit.first_violation().is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{open} holds still open; {:?}", audit.first_violation());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut balances = vec![FUNDS as i64; PAYERS];
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    for round in &rounds {
+        let record = ledger.payment(&round.authorization).await.unwrap();
+        let record =
+            record.unwrap_or_else(|| panic!("{} was answered authorized but is not recorded", round.authorization));
+        let hold = record.hold.unwrap_or_else(|| panic!("{} has no hold", round.authorization));
+        let state = serde_json::to_value(hold.state).unwrap().as_str().unwrap().to_owned();
+        *tally.entry(format!("{} -> {state}", round.action)).or_default() += 1;
+        match round.closed.as_ref().map(|reply| reply.code) {
+            Some(Code::Captured) => {
+                assert_eq!((state.as_str(), hold.captured), ("captured", AMOUNT as i64), "{}", round.authorization);
+                balances[round.payer] -= AMOUNT as i64;
+            }
+            Some(Code::Voided) => assert_eq!(state, "voided", "{}", round.authorization),
+            Some(Code::HoldExpired) => assert_eq!(state, "expired", "{}", round.authorization),
+            Some(other) => panic!("{}: {} answered {other:?}", round.authorization, round.action),
+            None => assert_eq!(state, "expired", "{} was left to lapse", round.authorization),
+        }
+        if round.refunded {
+            balances[round.payer] += AMOUNT as i64;
+        }
+    }
+    eprintln!("{} rounds: {tally:?}", rounds.len());
+    assert!(
+        tally.keys().any(|outcome| outcome.starts_with("late capture -> expired")),
+        "no capture lost its race: {tally:?}"
+    );
+    assert!(
+        tally.keys().any(|outcome| outcome.starts_with("late capture -> captured")),
+        "no capture won its race: {tally:?}"
+    );
+    for (index, expected) in balances.iter().enumerate() {
+        let account = ledger.account(&AccountId::new(payer(index)).unwrap()).await.unwrap().unwrap();
+        assert_eq!((account.balance.0, account.held.0), (*expected, 0), "{}", payer(index));
+    }
+    verify(&db);
+}
+
+/// What one round of [`holds_expire_and_captures_race_their_expiry_while_owners_die`] did.
+#[derive(Debug)]
+struct Round {
+    payer: usize,
+    authorization: String,
+    action: &'static str,
+    /// The final answer to the capture or void, if one was sent.
+    closed: Option<Reply>,
+    /// Whether the capture was refunded in full.
+    refunded: bool,
+}
+
+/// One round for `payer_index`: an authorization, then what the round number picks.
+async fn lifecycle_round(client: &async_nats::Client, payer_index: usize, round: usize) -> Round {
+    let payer = payer(payer_index);
+    let authorization = format!("a-{payer_index}-{round}");
+    let mut body = card(&authorization, &payer, "shop", AMOUNT);
+    body["type"] = serde_json::json!("authorize");
+    let authorized = answered(client, &payer, &body).await;
+    assert_eq!(authorized.code, Code::Authorized, "{authorized:?}");
+    let action = ["capture", "void", "late capture", "capture and refund", "lapse"][(payer_index + round) % 5];
+    let hold = |kind: &str| {
+        serde_json::json!({"version": 1, "type": kind, "id": format!("{kind}-{authorization}"), "payer": payer,
+                           "payment": authorization})
+    };
+    let mut outcome =
+        Round { payer: payer_index, authorization: authorization.clone(), action, closed: None, refunded: false };
+    match action {
+        "capture" | "capture and refund" => outcome.closed = Some(answered(client, &payer, &hold("capture")).await),
+        "void" => outcome.closed = Some(answered(client, &payer, &hold("void")).await),
+        // Just about at the 2 s expiry: the capture and the owner's sweep race.
+        "late capture" => {
+            tokio::time::sleep(Duration::from_millis(1_900 + 20 * (round as u64 % 10))).await;
+            outcome.closed = Some(answered(client, &payer, &hold("capture")).await);
+        }
+        _ => {}
+    }
+    if action == "capture and refund" && outcome.closed.as_ref().is_some_and(|reply| reply.code == Code::Captured) {
+        let refund = serde_json::json!({"version": 1, "type": "refund", "id": format!("refund-{authorization}"),
+                                        "payee": "shop", "payment": format!("capture-{authorization}")});
+        let refunded = answered(client, "shop", &refund).await;
+        assert_eq!(refunded.code, Code::Refunded, "{refunded:?}");
+        outcome.refunded = true;
+    }
+    outcome
+}
+
+/// Sends `body` on `account`'s subject until the answer is final (not `error`, not lost).
+async fn answered(client: &async_nats::Client, account: &str, body: &serde_json::Value) -> Reply {
+    let partitioner = Partitioner::new(PARTITIONS).unwrap();
+    let subject = subjects::pay(partitioner.partition_of(&AccountId::new(account).unwrap()), account);
+    let started = Instant::now();
+    loop {
+        let sent = Bytes::from(body.to_string());
+        if let Ok(Ok(message)) =
+            tokio::time::timeout(Duration::from_secs(2), client.request(subject.clone(), sent)).await
+        {
+            let reply: Reply = serde_json::from_slice(&message.payload).unwrap();
+            if reply.status != wasmpay_protocol::Status::Error {
+                return reply;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{body} was never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many of the rounds' holds are still open.
+async fn open_holds(ledger: &wasmpay_ledger::Ledger, rounds: &[Round]) -> usize {
+    let mut open = 0;
+    for round in rounds {
+        let hold = ledger.hold(&wasmpay_protocol::PaymentId::new(round.authorization.as_str()).unwrap()).await.unwrap();
+        open += usize::from(hold.is_some_and(|hold| hold.state == wasmpay_ledger::HoldState::Open));
+    }
+    open
 }
