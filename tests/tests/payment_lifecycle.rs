@@ -18,6 +18,7 @@ on_both_backends!(
     an_uncaptured_authorization_expires_and_a_late_capture_hears_so,
     refunds_move_money_back_on_the_payees_subject_up_to_what_was_paid,
     statements_page_through_entries_and_payments_and_a_record_shows_its_history,
+    a_settlement_applies_every_leg_or_none_across_partitions,
 );
 
 async fn funded(backend: Backend, config: Config) -> Harness {
@@ -54,12 +55,18 @@ fn refund(id: &str, payee: &str, payment: &str, amount: Option<u64>) -> Value {
     refund
 }
 
-/// Sends `body` on the subject of `account` (a refund goes on its payee's).
-async fn send_as(harness: &Harness, account: &str, body: &Value) -> Reply {
+/// Sends `body` on the subject of `account` (a refund goes on its payee's, a settlement on its
+/// first leg's payer's); the reply's bytes.
+async fn send_raw_as(harness: &Harness, account: &str, body: &Value) -> String {
     let account = wasmpay_protocol::routing::AccountId::new(account).unwrap();
     let subject =
         wasmpay_protocol::routing::subjects::pay(harness.partitioner.partition_of(&account), account.as_str());
-    parse(&harness.request(&subject, body.to_string().into_bytes()).await)
+    harness.request(&subject, body.to_string().into_bytes()).await
+}
+
+/// [`send_raw_as`], parsed.
+async fn send_as(harness: &Harness, account: &str, body: &Value) -> Reply {
+    parse(&send_raw_as(harness, account, body).await)
 }
 
 async fn held(harness: &Harness, account: &str) -> i64 {
@@ -311,4 +318,59 @@ async fn statements_page_through_entries_and_payments_and_a_record_shows_its_his
     let (_, open) = get("/v1/payments/a-2".into()).await;
     assert_eq!(open["hold"]["state"], "open", "{open}");
     assert!(open["hold"]["expires_at_ms"].as_i64().is_some_and(|at| at > open["at_ms"].as_i64().unwrap()), "{open}");
+}
+
+async fn a_settlement_applies_every_leg_or_none_across_partitions(backend: Backend) {
+    let harness = funded(backend, Config::default()).await;
+    harness.open("alice-usd", "USD", 0).await;
+    harness.open("shop-usd", "USD", 0).await;
+    harness.deposit("shop-usd", 100).await;
+    let partition =
+        |account: &str| harness.partitioner.partition_of(&wasmpay_protocol::routing::AccountId::new(account).unwrap());
+    assert_ne!(partition("alice"), partition("shop-usd"), "the legs should debit accounts of two partitions");
+    let mut settled = harness.client.subscribe("wasmpay.events.payment.settled").await.unwrap();
+    harness.client.flush().await.unwrap();
+    let settle = |id: &str, cash: u64, shares: u64| {
+        json!({"version": 1, "type": "settle", "id": id, "legs": [
+            {"payer": "alice", "payee": "shop", "amount": cash, "currency": "EUR"},
+            {"payer": "shop-usd", "payee": "alice-usd", "amount": shares, "currency": "USD"}]})
+    };
+
+    let raw = send_raw_as(&harness, "alice", &settle("s-1", 6_000, 30)).await;
+    let reply = parse(&raw);
+    assert_eq!((reply.status, reply.code), (Status::Settled, Code::Settled), "{reply:?}");
+    assert_eq!(reply.legs.as_ref().map(Vec::len), Some(2));
+    let balances = || async {
+        [
+            harness.balance("alice").await,
+            harness.balance("shop").await,
+            harness.balance("alice-usd").await,
+            harness.balance("shop-usd").await,
+        ]
+    };
+    assert_eq!(balances().await, [4_000, 6_000, 30, 70]);
+    assert_eq!(send_raw_as(&harness, "alice", &settle("s-1", 6_000, 30)).await, raw, "a replay gets the stored bytes");
+    let event = next_message(&mut settled).await;
+    assert_eq!(parse(std::str::from_utf8(&event.payload).unwrap()), reply);
+
+    // The shop has 70 USD: its leg fails, and alice's cash stays where it is.
+    let short = send_as(&harness, "alice", &settle("s-2", 1_000, 71)).await;
+    assert_eq!((short.status, short.code), (Status::Declined, Code::InsufficientFunds), "{short:?}");
+    assert_eq!(balances().await, [4_000, 6_000, 30, 70]);
+    // Sent on another leg's payer's subject, or with too many legs: refused, nothing recorded.
+    let misrouted = send_as(&harness, "shop-usd", &settle("s-3", 1, 1)).await;
+    assert_eq!(misrouted.code, Code::WrongPartition, "{misrouted:?}");
+    let leg = json!({"payer": "alice", "payee": "shop", "amount": 1, "currency": "EUR"});
+    let crowded = json!({"version": 1, "type": "settle", "id": "s-4", "legs": vec![leg; 17]});
+    assert_eq!(send_as(&harness, "alice", &crowded).await.code, Code::InvalidRequest);
+    let unknown = json!({"version": 1, "type": "settle", "id": "s-5", "legs": [
+        {"payer": "alice", "payee": "shop", "amount": 1, "currency": "EUR"},
+        {"payer": "nobody", "payee": "alice-usd", "amount": 1, "currency": "USD"}]});
+    assert_eq!(send_as(&harness, "alice", &unknown).await.code, Code::UnknownAccount);
+    for id in ["s-3", "s-4", "s-5"] {
+        assert!(harness.ledger.payment(id).await.unwrap().is_none(), "{id} was recorded");
+    }
+    assert_eq!(balances().await, [4_000, 6_000, 30, 70]);
+    let audit = harness.ledger.audit().await.unwrap();
+    assert_eq!(audit.first_violation(), None, "{audit:?}");
 }

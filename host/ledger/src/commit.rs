@@ -191,8 +191,8 @@ impl Committing {
     /// its transfers off for nothing).
     fn seen_by(&self, batch: &[Job]) -> bool {
         batch.iter().any(|job| {
-            let payer = &job.transfer.payer;
-            self.ids.contains(&job.transfer.id) || self.credited.contains(payer) || self.payers.contains(payer)
+            self.ids.contains(&job.transfer.id)
+                || job.transfer.debited().any(|payer| self.credited.contains(payer) || self.payers.contains(payer))
         })
     }
 }
@@ -301,17 +301,18 @@ fn put_off_busy(batch: Vec<Job>, busy: &BTreeSet<AccountId>) -> (Vec<Job>, Vec<J
     let mut refused: BTreeSet<AccountId> = BTreeSet::new();
     let (mut ready, mut deferred) = (Vec::with_capacity(batch.len()), Vec::new());
     for mut job in batch {
-        if !waiting.contains(&job.transfer.payer) {
+        let Some(held) = job.transfer.debited().find(|account| waiting.contains(*account)).cloned() else {
             ready.push(job);
             continue;
-        }
+        };
         let since = *job.busy_since.get_or_insert(now);
-        if refused.contains(&job.transfer.payer) || now.duration_since(since) >= BUSY_WAIT_MAX {
-            tracing::warn!(payer = %job.transfer.payer, "a payer's row stayed held by another writer; transfer refused, retryable");
-            refused.insert(job.transfer.payer.clone());
-            let _ = job.answer.send(Err(LedgerError::Busy(job.transfer.payer.to_string())));
+        if job.transfer.debited().any(|account| refused.contains(account)) || now.duration_since(since) >= BUSY_WAIT_MAX
+        {
+            tracing::warn!(payer = %held, "a payer's row stayed held by another writer; transfer refused, retryable");
+            refused.extend(job.transfer.debited().cloned());
+            let _ = job.answer.send(Err(LedgerError::Busy(held.to_string())));
         } else {
-            waiting.insert(job.transfer.payee.clone());
+            waiting.extend(job.transfer.accounts().cloned());
             deferred.push(job);
         }
     }

@@ -21,9 +21,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::money::{FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
+use wasmpay_protocol::{Leg, PaymentId};
 
 use crate::account::{Account, fee_account};
 use crate::error::{LedgerError, checked};
@@ -69,8 +69,9 @@ impl Keys {
                     keys.holds.extend(kind.closes().cloned());
                 }
             }
-            keys.touched.extend([transfer.payer.clone(), transfer.payee.clone(), fee_account(transfer.currency)]);
-            keys.payers.insert(transfer.payer.clone());
+            keys.touched.extend(transfer.accounts().cloned());
+            keys.touched.insert(fee_account(transfer.currency));
+            keys.payers.extend(transfer.debited().cloned());
         }
         keys
     }
@@ -222,7 +223,7 @@ pub(crate) fn decide(
                 continue;
             }
         };
-        let Decided { decision, changes, hold, held, refunded } = decided;
+        let Decided { decision, changes, hold, held, refunded, legs } = decided;
         if let Some((payment, amount, after)) = refunded {
             if let Some(original) = refundables.get_mut(&payment) {
                 original.refunded = after;
@@ -237,6 +238,11 @@ pub(crate) fn decide(
             if let Some(state) = accounts.get_mut(&account) {
                 state.balance = balance;
             }
+            if legs.is_none() {
+                writes.entries.push(Entry { payment_id: transfer.id.clone(), account, amount });
+            }
+        }
+        for (account, amount) in legs.into_iter().flatten() {
             writes.entries.push(Entry { payment_id: transfer.id.clone(), account, amount });
         }
         for (key, total) in totals {
@@ -366,11 +372,13 @@ struct Decided {
     held: Option<(MinorUnits, MinorUnits)>,
     /// A refund's payment, the amount it moves back, and its payment's refunded total after.
     refunded: Option<(PaymentId, MinorUnits, MinorUnits)>,
+    /// A settlement's entries, leg by leg (its `changes` are netted per account).
+    legs: Option<Vec<(AccountId, MinorUnits)>>,
 }
 
 impl Decided {
     fn only(decision: Decision) -> Decided {
-        Decided { decision, changes: Vec::new(), hold: None, held: None, refunded: None }
+        Decided { decision, changes: Vec::new(), hold: None, held: None, refunded: None, legs: None }
     }
 
     fn posting(changes: Vec<Change>) -> Decided {
@@ -475,6 +483,9 @@ fn decide_one(
         let open = HoldChange::Open { held, expires_at_ms };
         return Ok(Decided { hold: Some(open), held: Some((held, after)), ..Decided::only(Decision::Approved) });
     }
+    if let TransferKind::Settlement { legs } = &transfer.kind {
+        return settle(transfer, legs, accounts);
+    }
     let refunded = match &transfer.kind {
         TransferKind::Refund { payment } => {
             let original = refunded_payment(transfer, payment, refundables)?;
@@ -490,6 +501,49 @@ fn decide_one(
         Some(changes) => Ok(Decided { refunded, ..Decided::posting(changes) }),
         None => Ok(Decided::only(Decision::InsufficientFunds)),
     }
+}
+
+/// A settlement's legs, all or none: each leg's accounts exist and hold its currency; the
+/// legs' postings are netted per account (a party may pay in one leg what it receives in
+/// another) and every account left with less must stay at or above its floor, available
+/// balance counted. Entries are kept per leg.
+fn settle(transfer: &Transfer, legs: &[Leg], accounts: &HashMap<AccountId, Account>) -> Result<Decided, LedgerError> {
+    if legs.is_empty() || legs.len() > wasmpay_protocol::MAX_LEGS || transfer.fee != MinorUnits::ZERO {
+        return Err(LedgerError::Invalid(format!(
+            "{}: 1 ..= {} legs and no fee",
+            transfer.id,
+            wasmpay_protocol::MAX_LEGS
+        )));
+    }
+    let mut net: BTreeMap<&AccountId, MinorUnits> = BTreeMap::new();
+    let mut entries = Vec::with_capacity(legs.len() * 2);
+    for (index, leg) in legs.iter().enumerate() {
+        let amount = MinorUnits::payment_amount(leg.amount)
+            .ok_or_else(|| LedgerError::Invalid(format!("{}: leg {index} has no valid amount", transfer.id)))?;
+        if leg.payer == leg.payee {
+            return Err(LedgerError::Invalid(format!("{}: leg {index} pays its own payer", transfer.id)));
+        }
+        for (account, posted) in [(&leg.payer, checked(&leg.payer, amount.checked_neg())?), (&leg.payee, amount)] {
+            let state = accounts.get(account).ok_or_else(|| LedgerError::UnknownAccount(account.to_string()))?;
+            if state.currency != leg.currency {
+                return Err(LedgerError::CurrencyMismatch { account: account.to_string(), holds: state.currency });
+            }
+            let sum = net.entry(account).or_insert(MinorUnits::ZERO);
+            *sum = checked(account, sum.checked_add(posted))?;
+            entries.push((account.clone(), posted));
+        }
+    }
+    let mut changes = Vec::with_capacity(net.len());
+    for (account, amount) in net.into_iter().filter(|(_, amount)| *amount != MinorUnits::ZERO) {
+        let state = accounts.get(account).ok_or_else(|| LedgerError::UnknownAccount(account.to_string()))?;
+        let balance = checked(account, state.balance.checked_add(amount))?;
+        let available = checked(account, balance.checked_sub(state.held))?;
+        if amount < MinorUnits::ZERO && state.floor.is_some_and(|floor| available < floor) {
+            return Ok(Decided::only(Decision::InsufficientFunds));
+        }
+        changes.push((account.clone(), balance, amount));
+    }
+    Ok(Decided { legs: Some(entries), ..Decided::posting(changes) })
 }
 
 /// The payment `payment` that `transfer` (a refund) takes back from, checked against it: it

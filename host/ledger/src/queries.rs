@@ -105,7 +105,7 @@ pub struct Audit {
     /// Payments whose refunds moved back more than they moved, or whose `refunded` differs
     /// from the sum of their refunds, and refunds of payments that moved nothing. Always empty.
     pub refunds_beyond_payments: Vec<String>,
-    /// Approved payments, captures and refunds without entries. Always empty.
+    /// Approved payments, captures, refunds and settlements without entries. Always empty.
     pub approved_without_entries: Vec<String>,
     /// Records that post nothing (declines, authorizations, voids) with entries. Always empty.
     pub declined_with_entries: Vec<String>,
@@ -349,10 +349,10 @@ const REFUNDS_BEYOND_PAYMENTS: &str = "SELECT p.id FROM payments p
      SELECT r.id FROM payments r WHERE r.kind = 'refund' AND r.status = 'refunded'
         AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.id = r.parent AND p.payer = r.payee AND p.payee = r.payer)";
 const APPROVED_WITHOUT_ENTRIES: &str =
-    "SELECT p.id FROM payments p WHERE p.status IN ('approved', 'captured', 'refunded')
+    "SELECT p.id FROM payments p WHERE p.status IN ('approved', 'captured', 'refunded', 'settled')
      AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.payment_id = p.id) ORDER BY p.id";
 const DECLINED_WITH_ENTRIES: &str =
-    "SELECT p.id FROM payments p WHERE p.status NOT IN ('approved', 'captured', 'refunded')
+    "SELECT p.id FROM payments p WHERE p.status NOT IN ('approved', 'captured', 'refunded', 'settled')
      AND EXISTS (SELECT 1 FROM entries e WHERE e.payment_id = p.id) ORDER BY p.id";
 const DANGLING: &str = "SELECT e.payment_id FROM entries e
      WHERE NOT EXISTS (SELECT 1 FROM payments p WHERE p.id = e.payment_id)

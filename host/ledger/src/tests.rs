@@ -85,6 +85,7 @@ on_both_backends!(
     a_credit_is_seen_by_a_spend_submitted_after_it,
     an_authorization_holds_until_captured_voided_or_expired,
     refunds_move_money_back_up_to_what_was_paid,
+    a_settlement_posts_every_leg_or_none,
 );
 
 fn id(text: &str) -> AccountId {
@@ -273,6 +274,66 @@ async fn refunds_move_money_back_up_to_what_was_paid(backend: Backend) {
     assert_eq!(balance(&ledger, "_fees_EUR").await, 20);
     let original = ledger.refundable(&PaymentId::new("p1").expect("id")).await.expect("read").expect("p1");
     assert_eq!((original.amount, original.refunded, original.posted), (MinorUnits(500), MinorUnits(500), true));
+    let audit = ledger.audit().await.expect("audit");
+    assert_eq!(audit.first_violation(), None, "{audit:?}");
+}
+
+/// A settlement (delivery versus payment): cash one way and another currency the other, both
+/// posted or neither; legs net per account, so a party may pay what it receives in the same
+/// settlement; a leg with an unknown account fails the whole settlement.
+async fn a_settlement_posts_every_leg_or_none(backend: Backend) {
+    let (ledger, _db) = ledger(backend).await;
+    let usd: Currency = "USD".parse().expect("USD");
+    for (account, currency) in [("buyer", eur()), ("seller", eur()), ("buyer-usd", usd), ("seller-usd", usd)] {
+        let new = NewAccount { id: id(account), currency, floor: MinorUnits::ZERO };
+        ledger.open_account(&new, 0).await.expect("open");
+    }
+    deposit(&ledger, "d1", "buyer", 1_000).await;
+    deposit(&ledger, "d2", "seller-usd", 50).await;
+    let leg = |payer: &str, payee: &str, amount: u64, currency: Currency| wasmpay_protocol::Leg {
+        payer: id(payer),
+        payee: id(payee),
+        amount,
+        currency,
+    };
+    let settlement = |key: &str, legs: Vec<wasmpay_protocol::Leg>| {
+        let first = legs[0].clone();
+        let mut settlement = transfer(key, &first.payer, &first.payee, first.amount.cast_signed(), 0);
+        settlement.currency = first.currency;
+        settlement.kind = TransferKind::Settlement { legs };
+        settlement
+    };
+    let decided = |recorded: Result<Recorded, LedgerError>| match recorded.expect("recorded") {
+        Recorded::New { decision, .. } => decision,
+        other => panic!("expected a new decision, got {other:?}"),
+    };
+    let trade = settlement("s1", vec![leg("buyer", "seller", 600, eur()), leg("seller-usd", "buyer-usd", 30, usd)]);
+    assert_eq!(decided(ledger.record(trade, named()).await), Decision::Approved);
+    let balances = || async {
+        let mut all = Vec::new();
+        for account in ["buyer", "seller", "buyer-usd", "seller-usd"] {
+            all.push(balance(&ledger, account).await);
+        }
+        all
+    };
+    assert_eq!(balances().await, [400, 600, 30, 20]);
+    // The seller has 20 left: its leg fails, so the buyer's cash does not move either.
+    let short = settlement("s2", vec![leg("buyer", "seller", 100, eur()), leg("seller-usd", "buyer-usd", 30, usd)]);
+    assert_eq!(decided(ledger.record(short, named()).await), Decision::InsufficientFunds);
+    assert_eq!(balances().await, [400, 600, 30, 20]);
+    // Netted: the seller pays back 700 it has only once the first leg pays it 200 more.
+    let netted = settlement("s3", vec![leg("buyer", "seller", 200, eur()), leg("seller", "buyer", 700, eur())]);
+    assert_eq!(decided(ledger.record(netted, named()).await), Decision::Approved);
+    assert_eq!(balances().await, [900, 100, 30, 20]);
+    let unknown = settlement("s4", vec![leg("buyer", "seller", 1, eur()), leg("nobody", "buyer-usd", 1, usd)]);
+    assert!(matches!(ledger.record(unknown, named()).await, Err(LedgerError::UnknownAccount(_))));
+    assert_eq!(balances().await, [900, 100, 30, 20]);
+    let stored = ledger.payment("s1").await.expect("read").expect("s1");
+    assert_eq!((stored.kind.as_str(), stored.status.as_str()), ("settlement", "settled"));
+    assert_eq!(
+        stored.entries,
+        [("buyer".into(), -600), ("seller".into(), 600), ("seller-usd".into(), -30), ("buyer-usd".into(), 30)]
+    );
     let audit = ledger.audit().await.expect("audit");
     assert_eq!(audit.first_violation(), None, "{audit:?}");
 }

@@ -5,7 +5,7 @@
 use crate::error::LedgerError;
 use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
-use wasmpay_protocol::{Code, PaymentId};
+use wasmpay_protocol::{Code, Leg, PaymentId};
 
 /// What is being recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +38,12 @@ pub enum TransferKind {
         /// The approved payment or the capture refunded.
         payment: PaymentId,
     },
+    /// Every leg posted, or none: a settlement (delivery versus payment). The transfer's own
+    /// payer, payee, currency and amount are its first leg's; its fee is zero.
+    Settlement {
+        /// The legs, in order (at most [`wasmpay_protocol::MAX_LEGS`]).
+        legs: Vec<Leg>,
+    },
     /// The ledger's own release of a hold at its expiry, by the payer's owner. It has no id of
     /// its own (the transfer's id is the authorization's) and records no payment row: it
     /// closes the hold, once, or does nothing.
@@ -53,6 +59,7 @@ impl TransferKind {
             TransferKind::Capture { .. } => "capture",
             TransferKind::Void { .. } => "void",
             TransferKind::Refund { .. } => "refund",
+            TransferKind::Settlement { .. } => "settlement",
             TransferKind::Expiry => "expiry",
         }
     }
@@ -125,6 +132,27 @@ pub struct Transfer {
     pub lease_token: Option<u64>,
     /// Wall-clock time of the decision.
     pub now_ms: i64,
+}
+
+impl Transfer {
+    /// Every account the transfer may debit: its payer, and a settlement's other legs' payers.
+    /// The batch locks them all, and a transfer waits while another writer holds any.
+    pub(crate) fn debited(&self) -> impl Iterator<Item = &AccountId> {
+        let legs = match &self.kind {
+            TransferKind::Settlement { legs } => legs.as_slice(),
+            _ => &[],
+        };
+        std::iter::once(&self.payer).chain(legs.iter().map(|leg| &leg.payer))
+    }
+
+    /// Every account the transfer may post to, fee accounts aside.
+    pub(crate) fn accounts(&self) -> impl Iterator<Item = &AccountId> {
+        let legs = match &self.kind {
+            TransferKind::Settlement { legs } => legs.as_slice(),
+            _ => &[],
+        };
+        [&self.payer, &self.payee].into_iter().chain(legs.iter().flat_map(|leg| [&leg.payer, &leg.payee]))
+    }
 }
 
 /// The reply a caller stores with a transfer, rendered before the transfer is submitted for
@@ -223,6 +251,7 @@ impl Decision {
             (Decision::Approved, TransferKind::Capture { .. }) => Code::Captured,
             (Decision::Approved, TransferKind::Void { .. }) => Code::Voided,
             (Decision::Approved, TransferKind::Refund { .. }) => Code::Refunded,
+            (Decision::Approved, TransferKind::Settlement { .. }) => Code::Settled,
             (Decision::Approved, TransferKind::Expiry) => Code::Expired,
             (Decision::InsufficientFunds, _) => Code::InsufficientFunds,
             (Decision::PluginDeclined, _) => Code::PluginDeclined,

@@ -25,6 +25,8 @@ pub enum Status {
     Expired,
     /// A refund moved money back from a payment's payee to its payer.
     Refunded,
+    /// A settlement applied all its legs.
+    Settled,
 }
 
 impl Status {
@@ -40,6 +42,7 @@ impl Status {
             Status::Voided => "voided",
             Status::Expired => "expired",
             Status::Refunded => "refunded",
+            Status::Settled => "settled",
         }
     }
 }
@@ -98,6 +101,8 @@ pub enum Code {
     ExceedsRefundable,
     /// A refund of a payment that moved no money (declined, an authorization not captured).
     NotRefundable,
+    /// Settled: every leg of the settlement is posted.
+    Settled,
 }
 
 impl Code {
@@ -110,6 +115,7 @@ impl Code {
             Code::Voided => Status::Voided,
             Code::Expired => Status::Expired,
             Code::Refunded => Status::Refunded,
+            Code::Settled => Status::Settled,
             Code::InsufficientFunds
             | Code::PluginDeclined
             | Code::HoldExpired
@@ -159,6 +165,7 @@ impl Code {
             Code::Refunded => "refunded",
             Code::ExceedsRefundable => "exceeds_refundable",
             Code::NotRefundable => "not_refundable",
+            Code::Settled => "settled",
         }
     }
 }

@@ -26,8 +26,8 @@ pub use cluster::ClusterInfo;
 pub use codes::{Code, Status};
 pub use reply::Reply;
 pub use request::{
-    HoldAction, HoldRequest, ID_RULE, InvalidPaymentId, Operation, PaymentId, PaymentKind, PaymentRequest,
-    RefundRequest, Refusal, decode, decode_operation,
+    HoldAction, HoldRequest, ID_RULE, InvalidPaymentId, Leg, MAX_LEGS, Operation, PaymentId, PaymentKind,
+    PaymentRequest, RefundRequest, Refusal, SettlementRequest, decode, decode_operation,
 };
 
 /// The protocol version this crate speaks.

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::money::FeeBearer;
-use crate::{Code, PROTOCOL_VERSION, Refusal, Status};
+use crate::{Code, Leg, PROTOCOL_VERSION, Refusal, Status};
 
 /// A reply, exactly as published. For recorded payments the bytes are stored with the payment
 /// and a retry with the same id gets them back unchanged.
@@ -42,6 +42,9 @@ pub struct Reply {
     /// otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at_ms: Option<i64>,
+    /// A settlement's legs, as requested (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legs: Option<Vec<Leg>>,
 }
 
 impl Reply {
@@ -63,6 +66,7 @@ impl Reply {
             partition,
             payment: None,
             expires_at_ms: None,
+            legs: None,
         }
     }
 

@@ -154,6 +154,102 @@ impl RefundRequest {
     }
 }
 
+/// The most legs one settlement may carry: enough for a trade with its fees and taxes, few
+/// enough that one settlement's rows and locks stay small next to a batch of payments.
+pub const MAX_LEGS: usize = 16;
+
+/// One leg of a settlement: a transfer of `amount` in `currency` from `payer` to `payee`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leg {
+    /// Debited account.
+    #[serde(serialize_with = "serialize_account", deserialize_with = "deserialize_account")]
+    pub payer: AccountId,
+    /// Credited account.
+    #[serde(serialize_with = "serialize_account", deserialize_with = "deserialize_account")]
+    pub payee: AccountId,
+    /// Minor units, 1 ..= 2^53 - 1.
+    pub amount: u64,
+    /// The currency of both accounts.
+    #[serde(deserialize_with = "deserialize_currency")]
+    pub currency: Currency,
+}
+
+fn deserialize_currency<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Currency, D::Error> {
+    String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+}
+
+fn deserialize_account<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<AccountId, D::Error> {
+    AccountId::new(String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+}
+
+/// A settlement (`"type": "settle"`), checked: up to [`MAX_LEGS`] legs applied together or not
+/// at all (delivery versus payment). It is sent on the subject of the first leg's payer, whose
+/// partition's owner coordinates it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SettlementRequest {
+    /// The settlement's idempotency key.
+    pub id: PaymentId,
+    /// Its legs, in order.
+    pub legs: Vec<Leg>,
+    /// Client metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl SettlementRequest {
+    /// SHA-256 over the canonical JSON of the checked request and its type, like
+    /// [`PaymentRequest::fingerprint`].
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&("settle", self))
+    }
+}
+
+/// The wire form of a settlement.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireSettlement {
+    #[serde(rename = "version")]
+    _version: serde_json::Value,
+    id: String,
+    legs: Vec<WireLeg>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+/// The wire form of a leg.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireLeg {
+    payer: String,
+    payee: String,
+    amount: serde_json::Number,
+    currency: String,
+}
+
+fn check_settlement(wire: WireSettlement) -> Result<SettlementRequest, Refusal> {
+    let Ok(checked_id) = PaymentId::new(wire.id.as_str()) else {
+        return Err(Refusal::new(None, Code::InvalidRequest, ID_RULE));
+    };
+    let id = Some(wire.id.as_str());
+    let invalid = |message: String| Refusal::new(id, Code::InvalidRequest, message);
+    if !(1..=MAX_LEGS).contains(&wire.legs.len()) {
+        return Err(invalid(format!("a settlement has 1 ..= {MAX_LEGS} legs, not {}", wire.legs.len())));
+    }
+    let mut legs = Vec::with_capacity(wire.legs.len());
+    for (index, leg) in wire.legs.into_iter().enumerate() {
+        let payer = AccountId::new(leg.payer).map_err(|error| invalid(format!("legs[{index}].payer: {error}")))?;
+        let payee = AccountId::new(leg.payee).map_err(|error| invalid(format!("legs[{index}].payee: {error}")))?;
+        if payer == payee {
+            return Err(invalid(format!("legs[{index}]: payer and payee must differ")));
+        }
+        let amount = check_amount(&leg.amount)
+            .map_err(|(code, message)| Refusal::new(id, code, format!("legs[{index}]: {message}")))?;
+        let currency =
+            leg.currency.parse().map_err(|error: UnknownCurrency| invalid(format!("legs[{index}]: {error}")))?;
+        legs.push(Leg { payer, payee, amount, currency });
+    }
+    Ok(SettlementRequest { id: checked_id, legs, metadata: wire.metadata })
+}
+
 /// One checked message on an account's subject.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Operation {
@@ -163,6 +259,8 @@ pub enum Operation {
     Hold(HoldRequest),
     /// A refund of a payment or capture.
     Refund(RefundRequest),
+    /// A settlement of several legs at once.
+    Settle(SettlementRequest),
 }
 
 /// The wire form of a refund.
@@ -212,14 +310,17 @@ impl Refusal {
 pub fn decode(body: &[u8]) -> Result<PaymentRequest, Refusal> {
     match decode_operation(body)? {
         Operation::Pay(request) => Ok(request),
-        Operation::Hold(HoldRequest { id, .. }) | Operation::Refund(RefundRequest { id, .. }) => {
+        Operation::Hold(HoldRequest { id, .. })
+        | Operation::Refund(RefundRequest { id, .. })
+        | Operation::Settle(SettlementRequest { id, .. }) => {
             Err(Refusal::new(Some(id.as_str()), Code::InvalidRequest, "expected a payment or an authorization"))
         }
     }
 }
 
 /// Decodes and checks one message on an account's subject: a payment, an authorization, a
-/// capture, a void or a refund, told apart by its `type` (`payment` when there is none).
+/// capture, a void, a refund or a settlement, told apart by its `type` (`payment` when there is
+/// none).
 pub fn decode_operation(body: &[u8]) -> Result<Operation, Refusal> {
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(Refusal::new(None, Code::InvalidRequest, format!("message exceeds {MAX_MESSAGE_BYTES} bytes")));
@@ -262,10 +363,14 @@ pub fn decode_operation(body: &[u8]) -> Result<Operation, Refusal> {
             let wire: WireRefund = serde_json::from_value(value).map_err(invalid)?;
             check_refund(wire).map(Operation::Refund)
         }
+        "settle" => {
+            let wire: WireSettlement = serde_json::from_value(value).map_err(invalid)?;
+            check_settlement(wire).map(Operation::Settle)
+        }
         other => Err(Refusal::new(
             id,
             Code::InvalidRequest,
-            format!("`type` `{other}` is not one of payment, authorize, capture, void, refund"),
+            format!("`type` `{other}` is not one of payment, authorize, capture, void, refund, settle"),
         )),
     }
 }

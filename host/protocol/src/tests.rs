@@ -85,6 +85,7 @@ fn every_code_has_one_status_and_its_wire_name() {
         (Code::Refunded, Status::Refunded),
         (Code::ExceedsRefundable, Status::Declined),
         (Code::NotRefundable, Status::Rejected),
+        (Code::Settled, Status::Settled),
     ];
     for (code, status) in lifecycle {
         assert_eq!(
@@ -115,6 +116,9 @@ fn documented_examples_decode() {
     }
     for example in schema("refund-request.schema.json")["examples"].as_array().expect("refund examples") {
         assert!(matches!(decode_operation(example.to_string().as_bytes()), Ok(Operation::Refund(_))), "{example}");
+    }
+    for example in schema("settlement-request.schema.json")["examples"].as_array().expect("settlement examples") {
+        assert!(matches!(decode_operation(example.to_string().as_bytes()), Ok(Operation::Settle(_))), "{example}");
     }
     let replies = schema("payment-reply.schema.json");
     for example in replies["examples"].as_array().expect("reply examples") {
