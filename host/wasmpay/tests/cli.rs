@@ -70,6 +70,8 @@ fn demo_pays_through_nats_and_the_books_balance() {
         "voided                 cust-life: posted 420.00, held 0.00, available 420.00",
         "expired                cust-life: posted 420.00, held 0.00, available 420.00",
         "refunded, fee 0.00     cust-life: posted 445.00",
+        "settled                cust-life: posted 395.00",
+        "cust-life-usd now holds 40.00 USD",
     ] {
         assert!(printed.contains(step), "{step} missing from\n{printed}");
     }
@@ -309,9 +311,16 @@ fn bench_measures_every_scenario_beside_its_baseline() {
     let scenarios: Vec<(&str, &str)> =
         rows.iter().map(|row| (row["backend"].as_str().unwrap_or("-"), row["scenario"].as_str().unwrap())).collect();
     for backend in ["sqlite", "postgres"] {
-        for scenario in
-            ["bus_limit", "uniform", "hot_payee", "authorize_capture", "pay_refund", "open_loop", "ledger_alone"]
-        {
+        for scenario in [
+            "bus_limit",
+            "uniform",
+            "hot_payee",
+            "authorize_capture",
+            "pay_refund",
+            "settlement",
+            "open_loop",
+            "ledger_alone",
+        ] {
             assert!(scenarios.contains(&(backend, scenario)), "{backend} {scenario} missing: {scenarios:?}");
         }
     }
@@ -329,4 +338,5 @@ fn bench_measures_every_scenario_beside_its_baseline() {
     };
     assert!(ratio("uniform", "bus") && ratio("hot_payee", "uniform"), "{rows:?}");
     assert!(ratio("authorize_capture", "uniform") && ratio("pay_refund", "uniform"), "{rows:?}");
+    assert!(ratio("settlement", "uniform"), "{rows:?}");
 }

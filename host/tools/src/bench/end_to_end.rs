@@ -91,11 +91,32 @@ async fn closed_loop_rows(
                 pairs(Scenario::PayRefund, index)
             })
             .await;
+            let settled = closed_loop(&what(Scenario::Settlement), level, args.limits(), |index| {
+                settle(client, payers, &tag, index)
+            })
+            .await;
             rows.push(row(Scenario::AuthorizeCapture, &captured).compare("uniform", uniform.per_second));
             rows.push(row(Scenario::PayRefund, &refunded).compare("uniform", uniform.per_second));
+            rows.push(row(Scenario::Settlement, &settled).compare("uniform", uniform.per_second));
         }
     }
     rows
+}
+
+/// Settlement `index`: the payer pays a merchant [`AMOUNT`] and the merchant pays one minor
+/// unit back, both legs or neither; sent on the payer's subject, it locks the merchant too.
+fn settle(
+    client: &async_nats::Client,
+    payers: &Payers,
+    tag: &str,
+    index: u32,
+) -> impl Future<Output = bool> + Send + use<> {
+    let (payer, subject) = payers.of(index);
+    let payee = Payees::Uniform.of(index);
+    let body = json!({"version": PROTOCOL_VERSION, "type": "settle", "id": format!("bench-{tag}-s-{index}"), "legs": [
+        {"payer": payer.as_str(), "payee": payee, "amount": AMOUNT, "currency": "EUR"},
+        {"payer": payee, "payee": payer.as_str(), "amount": 1, "currency": "EUR"}]});
+    nats_request(client, subject.clone(), Bytes::from(body.to_string()), Expect::Settled)
 }
 
 /// Pair `index` of a lifecycle row, over NATS: an authorization of [`AMOUNT`] and its capture

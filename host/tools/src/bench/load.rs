@@ -186,6 +186,8 @@ pub enum Expect {
     AnyReply,
     /// A payment reply with status `approved`: a refusal or decline is a failure here.
     Approved,
+    /// A settlement's reply with status `settled`.
+    Settled,
 }
 
 /// One NATS request, resolving to whether it was served as `expect`ed.
@@ -205,6 +207,7 @@ pub fn nats_request(
             Expect::Approved => {
                 serde_json::from_str::<Reply>(&reply).is_ok_and(|reply| reply.status == Status::Approved)
             }
+            Expect::Settled => serde_json::from_str::<Reply>(&reply).is_ok_and(|reply| reply.status == Status::Settled),
         }
     }
 }

@@ -11,11 +11,13 @@
 //! 4. the ledger alone: [`Ledger::record`](wasmpay_ledger::Ledger::record) called directly
 //!    (group commit, no NATS, no plugins), against `pgbench` TPC-B-like on the same server;
 //! 5. the plugins: one card payment's validate + quote-fee on the node's isolation model;
-//! 6. latency under load: open-loop arrivals at half the best end-to-end rate, timed from each
+//! 6. the payment lifecycle at the highest in-flight level: authorize + capture and pay + refund
+//!    pairs, and two-leg settlements, each against 2 at the same level;
+//! 7. latency under load: open-loop arrivals at half the best end-to-end rate, timed from each
 //!    payment's scheduled send, so queueing in the load generator counts too.
 //!
 //! Layout: `load` generates load and times it (closed and open loop); `setup` opens and
-//! funds accounts; `end_to_end` runs a node through 1-3 and 6; `ledger` is 4; `plugins` is 5;
+//! funds accounts; `end_to_end` runs a node through 1-3, 6 and 7; `ledger` is 4; `plugins` is 5;
 //! `postgres` holds the scratch schema and the server facts; `pgbench` runs the baseline;
 //! `report` prints the table or JSON.
 //!

@@ -26,6 +26,7 @@ pub enum Scenario {
     PluginsBesideSlow,
     AuthorizeCapture,
     PayRefund,
+    Settlement,
 }
 
 impl Scenario {
@@ -45,6 +46,7 @@ impl Scenario {
             Scenario::PluginsBesideSlow => "plugins: card, beside a slow method",
             Scenario::AuthorizeCapture => "authorize + capture (pairs), ten merchants",
             Scenario::PayRefund => "pay + refund (pairs), ten merchants",
+            Scenario::Settlement => "two-leg settlement, ten merchants",
         }
     }
 }

@@ -25,6 +25,9 @@ const PAYER: &str = "cust-life";
 /// What it is funded with: 500.00.
 const FUNDS: i64 = 50_000;
 const PAYEE: &str = "shop-a";
+/// The customer's and the shop's dollar accounts, for the settlement.
+const DOLLARS: &str = "cust-life-usd";
+const PAYEE_DOLLARS: &str = "shop-a-usd";
 
 /// Runs the lifecycle and prints each step; fails if any step is not answered as it should be.
 pub(super) async fn run(
@@ -66,7 +69,33 @@ pub(super) async fn run(
                         "payment": "life-cap-1", "amount": 2_500});
     let reply = send(client, partitioner, PAYEE, &refund).await?;
     show("refund 25.00 (on the payee's subject)", &reply, Status::Refunded, ledger, euro).await?;
+    settle(client, partitioner, ledger, euro).await?;
     println!();
+    Ok(())
+}
+
+/// A trade settled in one step: the customer's euros to the shop and the shop's dollars (the
+/// asset, here) to the customer's dollar account, both legs or neither.
+async fn settle(
+    client: &async_nats::Client,
+    partitioner: Partitioner,
+    ledger: &Ledger,
+    euro: Currency,
+) -> anyhow::Result<()> {
+    let dollar: Currency = "USD".parse()?;
+    for account in [DOLLARS, PAYEE_DOLLARS] {
+        let new = NewAccount { id: AccountId::new(account)?, currency: dollar, floor: MinorUnits::ZERO };
+        ledger.open_account(&new, clock::ledger_ms()).await?;
+    }
+    let shop = ledger.account(&AccountId::new(PAYEE_DOLLARS)?).await?.context("the shop's dollar account exists")?;
+    ledger.deposit(&PaymentId::new("fund-shop-a-usd")?, &shop, MinorUnits(10_000), clock::ledger_ms()).await?;
+    let trade = json!({"version": PROTOCOL_VERSION, "type": "settle", "id": "life-trade-1", "legs": [
+        {"payer": PAYER, "payee": PAYEE, "amount": 5_000, "currency": "EUR"},
+        {"payer": PAYEE_DOLLARS, "payee": DOLLARS, "amount": 4_000, "currency": "USD"}]});
+    let reply = send(client, partitioner, PAYER, &trade).await?;
+    show("settle: 50.00 EUR for 40.00 USD", &reply, Status::Settled, ledger, euro).await?;
+    let dollars = ledger.account(&AccountId::new(DOLLARS)?).await?.context("the dollar account exists")?;
+    println!("  {:<38} {DOLLARS} now holds {} USD, in the same transaction", "", dollar.format(dollars.balance.0));
     Ok(())
 }
 

@@ -2,7 +2,8 @@
 //! directory, a private NATS server), opens and
 //! funds accounts, pays a few hundred payments over NATS across both built-in methods (some
 //! declined on purpose), replays some, walks one customer's payments through their lifecycle
-//! (an authorization captured in part, one voided, one expired, a partial refund), and prints
+//! (an authorization captured in part, one voided, one expired, a partial refund, a
+//! two-currency settlement), and prints
 //! what happened and whether the books balance.
 //! `--nodes N` does the same on a cluster (`cluster`): N `serve` processes on PostgreSQL, one
 //! of which is killed mid-run.
