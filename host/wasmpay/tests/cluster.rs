@@ -631,7 +631,8 @@ async fn a_ledger_without_a_record_does_not_bind_while_the_bound_ledger_is_live(
 
 /// Authorizations live through a cluster's failures: clients authorize, then capture at
 /// once, void, capture close to the expiry (racing the owner's sweep), refund a capture on the
-/// shop's subject, or leave the authorization to lapse, each retried with its id until final,
+/// shop's subject, leave the authorization to lapse, or settle with the shop (two partitions'
+/// accounts debited in one transaction), each retried with its id until final,
 /// while one owner is killed and another paused past its leases. In the end every answer a
 /// client got is what the ledger holds, every hold is closed exactly once, nothing is held,
 /// every payer's balance is its funds less what was captured plus what was refunded, and
@@ -702,6 +703,14 @@ async fn holds_expire_and_captures_race_their_expiry_while_owners_die() {
         if round.refunded {
             balances[round.payer] += AMOUNT as i64;
         }
+        if let Some(reply) = &round.settled {
+            assert_eq!(reply.code, Code::Settled, "{reply:?}");
+            let id = format!("settle-{}", round.authorization);
+            let stored = ledger.payment(&id).await.unwrap().unwrap_or_else(|| panic!("{id} is not recorded"));
+            assert_eq!((stored.status.as_str(), stored.entries.len()), ("settled", 4), "{id}");
+            balances[round.payer] -= AMOUNT as i64 - 1;
+            *tally.entry("settled".to_owned()).or_default() += 1;
+        }
     }
     eprintln!("{} rounds: {tally:?}", rounds.len());
     assert!(
@@ -729,6 +738,8 @@ struct Round {
     closed: Option<Reply>,
     /// Whether the capture was refunded in full.
     refunded: bool,
+    /// The final answer to a settlement, if one was sent.
+    settled: Option<Reply>,
 }
 
 /// One round for `payer_index`: an authorization, then what the round number picks.
@@ -739,13 +750,20 @@ async fn lifecycle_round(client: &async_nats::Client, payer_index: usize, round:
     body["type"] = serde_json::json!("authorize");
     let authorized = answered(client, &payer, &body).await;
     assert_eq!(authorized.code, Code::Authorized, "{authorized:?}");
-    let action = ["capture", "void", "late capture", "capture and refund", "lapse"][(payer_index + round) % 5];
+    let action =
+        ["capture", "void", "late capture", "capture and refund", "lapse", "settle"][(payer_index + round) % 6];
     let hold = |kind: &str| {
         serde_json::json!({"version": 1, "type": kind, "id": format!("{kind}-{authorization}"), "payer": payer,
                            "payment": authorization})
     };
-    let mut outcome =
-        Round { payer: payer_index, authorization: authorization.clone(), action, closed: None, refunded: false };
+    let mut outcome = Round {
+        payer: payer_index,
+        authorization: authorization.clone(),
+        action,
+        closed: None,
+        refunded: false,
+        settled: None,
+    };
     match action {
         "capture" | "capture and refund" => outcome.closed = Some(answered(client, &payer, &hold("capture")).await),
         "void" => outcome.closed = Some(answered(client, &payer, &hold("void")).await),
@@ -755,6 +773,14 @@ async fn lifecycle_round(client: &async_nats::Client, payer_index: usize, round:
             outcome.closed = Some(answered(client, &payer, &hold("capture")).await);
         }
         _ => {}
+    }
+    if action == "settle" {
+        // Besides the authorization: a settlement debiting the payer and the shop, two
+        // partitions, coordinated by the payer's owner.
+        let settlement = serde_json::json!({"version": 1, "type": "settle", "id": format!("settle-{authorization}"),
+            "legs": [{"payer": payer, "payee": "shop", "amount": AMOUNT, "currency": "EUR"},
+                     {"payer": "shop", "payee": payer, "amount": 1, "currency": "EUR"}]});
+        outcome.settled = Some(answered(client, &payer, &settlement).await);
     }
     if action == "capture and refund" && outcome.closed.as_ref().is_some_and(|reply| reply.code == Code::Captured) {
         let refund = serde_json::json!({"version": 1, "type": "refund", "id": format!("refund-{authorization}"),
