@@ -85,15 +85,18 @@ fn faulty_payment(id: &str, fault: &str) -> PaymentInput {
     PaymentInput::new(&wasmpay_protocol::decode(body.as_bytes()).expect("valid request"), 0)
 }
 
-/// The `stalling` fixture sleeps in `describe`: loading it must fail at once, not hold up the
-/// node's start.
+/// The `stalling` fixture sleeps a minute in `describe`: loading it must fail at once, not hold
+/// up the node's start. The cause proves "at once": its sleep calls `wasi:clocks`, which the
+/// sandbox does not offer, so the first call traps (not the call timeout, and not the minute).
+/// The time bound only rules the minute out: it also counts compiling the component, which on a
+/// loaded 2-core machine took over a second in a debug build.
 #[test]
 fn a_describe_that_sleeps_is_refused_at_load_at_once() {
     let started = std::time::Instant::now();
     let error = load_bare(&runtime(), "stalling", wasmpay_plugin_artifacts::STALLING).expect_err("refused");
     assert!(matches!(error, LoadError::Describe { .. }), "{error}");
     assert!(error.to_string().contains("wasi:clocks"), "{error}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
 }
 
 /// Instances live for one payment: a small pool serves many plugins and many payments, and

@@ -1,0 +1,164 @@
+//! Deciding one message on `wasmpay.pay.<partition>.<account>`: a payment or authorization
+//! (`pay`), a capture or void of an authorization and the expiry of holds (`holds`), a refund
+//! (`refunds`), a settlement (`settlements`); `replies` renders what each answers and how a
+//! decided transfer goes to the ledger.
+//!
+//! decode → partition check → (plugins, for payments and authorizations) → ledger. Every step
+//! that refuses returns a reply with a stable code; what the ledger decides (approvals,
+//! declines, holds opened and closed, refunds, settlements) is recorded and so replayed to a
+//! retry. Each message goes to the owner of the account it debits or holds, the one writer of
+//! that account, in the order the messages arrive: the payer for payments, authorizations,
+//! captures and voids, the payee for refunds, the first leg's payer for a settlement.
+//!
+//! A new payment costs no read before the ledger: the ledger's batch looks up its id (a retry
+//! gets the stored reply, byte for byte), checks that both accounts exist and hold its
+//! currency, and decides it, for the whole batch in a few set-based queries. Two early reads
+//! per payment (the stored reply, the accounts) used to cost more than the plugins and the
+//! commit together (docs/performance.md). A refusal before the ledger (an unknown method, a
+//! plugin failure) looks the id up first, so a retry of a recorded payment never gets a
+//! different answer than the first time. A capture, void or refund reads what it acts on once
+//! the partition's earlier messages were answered, renders each reply the ledger may pick, and
+//! leaves the decision to the ledger's batch.
+
+mod holds;
+mod pay;
+mod refunds;
+mod replies;
+mod settlements;
+
+use std::future::{Future, ready};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tracing::Instrument;
+
+use crate::holds::HoldSettings;
+use crate::metrics::Metrics;
+use replies::unreadable;
+use wasmpay_ledger::Ledger;
+use wasmpay_plugin_host::{Instances, PluginHost};
+use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
+use wasmpay_protocol::{Code, Operation, Status};
+
+/// Where a message arrived: the partition and payer tokens of its subject.
+#[derive(Clone, Copy, Debug)]
+pub struct Route<'a> {
+    /// The `<partition>` token.
+    pub partition: u32,
+    /// The `<payer>` token.
+    pub payer: &'a str,
+    /// The fencing token of the lease under which this node serves the partition: the ledger
+    /// refuses the payment if a newer owner has claimed the partition since.
+    pub lease_token: u64,
+}
+
+/// The answer to one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decided {
+    /// The reply body.
+    pub reply: String,
+    /// Its status.
+    pub status: Status,
+    /// Its code.
+    pub code: Code,
+    /// Whether this call recorded it (so an event is due); false for replays and refusals.
+    pub newly_recorded: bool,
+}
+
+/// A message's answer.
+pub struct Answer {
+    /// The reply: at once, or once the payment's ledger batch committed.
+    pub reply: Pin<Box<dyn Future<Output = Decided> + Send>>,
+    /// Whether the worker must first answer its partition's earlier payments: this reply looks
+    /// its id up (a refusal before the ledger), and a retry of a payment still on its way to
+    /// the ledger must find it there, not refuse it.
+    pub after_earlier: bool,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Answer").field("after_earlier", &self.after_earlier).finish_non_exhaustive()
+    }
+}
+
+fn now(decided: Decided) -> Answer {
+    Answer { reply: Box::pin(ready(decided)), after_earlier: false }
+}
+
+/// Decides payments; shared by every partition worker of a node.
+#[derive(Debug)]
+pub struct Processor {
+    ledger: Ledger,
+    plugins: Arc<PluginHost>,
+    partitioner: Partitioner,
+    metrics: Arc<Metrics>,
+    holds: HoldSettings,
+    /// One sweep's read of due holds at a time, node-wide: every owned partition asks every
+    /// second, and while the ledger is stalled (a table lock, a slow disk) those reads would
+    /// each hold a pooled connection and starve the payments and the readiness probe. A sweep
+    /// that waits [`SWEEP_WAIT`] for another's read skips its turn; the holds stay due for the
+    /// next.
+    sweeping: tokio::sync::Semaphore,
+}
+
+impl Processor {
+    /// A processor over these parts.
+    pub fn new(
+        ledger: Ledger,
+        plugins: Arc<PluginHost>,
+        partitioner: Partitioner,
+        metrics: Arc<Metrics>,
+        holds: HoldSettings,
+    ) -> Processor {
+        Processor { ledger, plugins, partitioner, metrics, holds, sweeping: tokio::sync::Semaphore::new(1) }
+    }
+
+    /// The plugin instances of one worker: each worker decides one payment at a time.
+    pub fn instances(&self) -> Instances {
+        Instances::new(self.plugins.runtime().clone(), self.metrics.clone())
+    }
+
+    /// Decides one message: runs its checks and plugins, and submits it to the ledger. Never
+    /// fails: every outcome is a reply. The returned answer resolves once the payment's batch
+    /// committed, so a worker can decide its partition's next payment meanwhile: the ledger
+    /// decides transfers in the order they were submitted, which keeps an account's payments
+    /// in order.
+    pub async fn decide(&self, instances: &mut Instances, route: Route<'_>, body: &[u8]) -> Answer {
+        let answer = match wasmpay_protocol::decode_operation(body) {
+            Err(refusal) => now(unreadable(&refusal)),
+            Ok(Operation::Pay(request)) => {
+                let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, method = %request.method);
+                self.decide_request(instances, route, request).instrument(span).await
+            }
+            Ok(Operation::Refund(request)) => {
+                let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, refunds = %request.payment);
+                let _entered = span.enter();
+                self.decide_refund(route, request)
+            }
+            Ok(Operation::Settle(request)) => {
+                let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, legs = request.legs.len());
+                self.decide_settlement(route, request).instrument(span).await
+            }
+            Ok(Operation::Hold(request)) => {
+                let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, authorization = %request.payment);
+                let _entered = span.enter();
+                self.decide_hold(route, request)
+            }
+        };
+        let metrics = self.metrics.clone();
+        let Answer { reply, after_earlier } = answer;
+        let reply = Box::pin(async move {
+            let decided = reply.await;
+            metrics.count_payment(decided.status, decided.code);
+            decided
+        });
+        Answer { reply, after_earlier }
+    }
+
+    /// Why `payer`'s message does not belong on `route`, if it does not.
+    fn misrouted(&self, route: Route<'_>, payer: &AccountId) -> Option<String> {
+        let partition = self.partitioner.partition_of(payer);
+        (partition != route.partition || route.payer != payer.as_str())
+            .then(|| format!("payer `{payer}` is served on `{}`", subjects::pay(partition, payer.as_str())))
+    }
+}
