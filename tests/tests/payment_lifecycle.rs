@@ -19,6 +19,7 @@ on_both_backends!(
     refunds_move_money_back_on_the_payees_subject_up_to_what_was_paid,
     statements_page_through_entries_and_payments_and_a_record_shows_its_history,
     a_settlement_applies_every_leg_or_none_across_partitions,
+    clients_pay_and_operate_over_http_with_keys_the_operator_issues_and_revokes,
 );
 
 async fn funded(backend: Backend, config: Config) -> Harness {
@@ -371,6 +372,82 @@ async fn a_settlement_applies_every_leg_or_none_across_partitions(backend: Backe
         assert!(harness.ledger.payment(id).await.unwrap().is_none(), "{id} was recorded");
     }
     assert_eq!(balances().await, [4_000, 6_000, 30, 70]);
+    let audit = harness.ledger.audit().await.unwrap();
+    assert_eq!(audit.first_violation(), None, "{audit:?}");
+}
+
+async fn clients_pay_and_operate_over_http_with_keys_the_operator_issues_and_revokes(backend: Backend) {
+    let harness = funded(backend, Config::default()).await;
+    let (status, issued) = harness.api("POST", "/v1/client-keys", Some(json!({"name": "shop-app"}))).await;
+    assert_eq!(status, 201, "{issued}");
+    let issued: Value = serde_json::from_str(&issued).unwrap();
+    let (secret, key_id) = (issued["secret"].as_str().unwrap().to_owned(), issued["id"].as_str().unwrap().to_owned());
+    let call = |method: &str, path: &str, token: &str, idempotency_key: Option<&str>, body: Option<Value>| {
+        let url = format!("{}{path}", harness.http());
+        let (method, token, key) = (
+            hyper::Method::from_bytes(method.as_bytes()).unwrap(),
+            token.to_owned(),
+            idempotency_key.map(str::to_owned),
+        );
+        async move {
+            let limit = Duration::from_secs(10);
+            let (status, text) =
+                wasmpay_node::client::http_call_within(method, &url, &token, body, limit, key.as_deref())
+                    .await
+                    .unwrap();
+            (status.as_u16(), serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
+        }
+    };
+    let mut payment = card("ignored", "alice", "shop", 1_000);
+    payment.as_object_mut().unwrap().remove("id");
+    payment.as_object_mut().unwrap().remove("version");
+
+    let (status, reply) = call("POST", "/v1/payments", &secret, Some("h-1"), Some(payment.clone())).await;
+    assert_eq!((status, reply["code"].as_str()), (201, Some("ok")), "{reply}");
+    let (status, again) = call("POST", "/v1/payments", &secret, Some("h-1"), Some(payment.clone())).await;
+    assert_eq!((status, &again), (200, &reply), "a replay is the stored reply, marked 200");
+    let mut other = payment.clone();
+    other["amount"] = json!(999);
+    let (status, conflict) = call("POST", "/v1/payments", &secret, Some("h-1"), Some(other)).await;
+    assert_eq!((status, conflict["code"].as_str()), (409, Some("conflict")), "{conflict}");
+    let (status, missing) = call("POST", "/v1/payments", &secret, None, Some(payment.clone())).await;
+    assert_eq!((status, missing["field"].as_str()), (400, Some("id")), "{missing}");
+    assert!(missing["request_id"].as_str().is_some_and(|id| id.starts_with("req-")), "{missing}");
+
+    let mut authorization = payment.clone();
+    authorization["type"] = json!("authorize");
+    let (status, authorized) = call("POST", "/v1/payments", &secret, Some("a-1"), Some(authorization.clone())).await;
+    assert_eq!((status, authorized["code"].as_str()), (201, Some("authorized")), "{authorized}");
+    let (status, captured) =
+        call("POST", "/v1/payments/a-1/capture", &secret, Some("c-1"), Some(json!({"amount": 300}))).await;
+    assert_eq!((status, captured["code"].as_str()), (201, Some("captured")), "{captured}");
+    let (status, refunded) =
+        call("POST", "/v1/payments/c-1/refunds", &secret, Some("r-1"), Some(json!({"amount": 100}))).await;
+    assert_eq!((status, refunded["code"].as_str()), (201, Some("refunded")), "{refunded}");
+    let (status, _) = call("POST", "/v1/payments", &secret, Some("a-2"), Some(authorization)).await;
+    assert_eq!(status, 201);
+    let (status, voided) = call("POST", "/v1/payments/a-2/void", &secret, Some("v-1"), Some(json!({}))).await;
+    assert_eq!((status, voided["code"].as_str()), (201, Some("voided")), "{voided}");
+    let (status, declined) = call("POST", "/v1/payments/a-1/capture", &secret, Some("c-2"), Some(json!({}))).await;
+    assert_eq!((status, declined["code"].as_str()), (402, Some("invalid_state")), "{declined}");
+    let (status, unknown) = call("POST", "/v1/payments/nope/capture", &secret, Some("c-3"), Some(json!({}))).await;
+    assert_eq!((status, unknown["code"].as_str()), (404, Some("unknown_payment")), "{unknown}");
+
+    // A client key pays, and does nothing else.
+    for (method, path) in [("GET", "/v1/accounts/alice"), ("POST", "/v1/client-keys"), ("GET", "/v1/payments/h-1")] {
+        let (status, _) = call(method, path, &secret, None, Some(json!({"name": "x"}))).await;
+        assert_eq!(status, 401, "{method} {path} with a client key");
+    }
+    let (_, record) = harness.api("GET", "/v1/payments/h-1", None).await;
+    let record: Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(record["client_key"].as_str(), Some(key_id.as_str()), "{record}");
+
+    let (status, _) = harness.api("DELETE", &format!("/v1/client-keys/{key_id}"), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = call("POST", "/v1/payments", &secret, Some("h-2"), Some(payment)).await;
+    assert_eq!(status, 401, "a revoked key pays no more");
+    let (_, keys) = harness.api("GET", "/v1/client-keys", None).await;
+    assert!(keys.contains(&key_id) && !keys.contains(&secret), "{keys}");
     let audit = harness.ledger.audit().await.unwrap();
     assert_eq!(audit.first_violation(), None, "{audit:?}");
 }

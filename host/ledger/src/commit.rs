@@ -31,7 +31,7 @@ use crate::transfer::{Recorded, Replies, Transfer};
 /// Transfers that may wait for the committer before `record` itself waits.
 const QUEUE_DEPTH: usize = 4_096;
 /// The largest batch whatever the settings: SQLite's multi-row statements stay well inside
-/// its 32,766 bound parameters (18 per payment row).
+/// its 32,766 bound parameters (19 per payment row).
 const BATCH_SIZE_LIMIT: usize = 1_000;
 /// How long a batch's reads, or its writes and commit, may take before the batch fails with
 /// a retryable error. It bounds what the database's own timeouts do not: a server that stops

@@ -658,6 +658,7 @@ mod tests {
             plugins: String::new(),
             method: None,
             metadata: None,
+            client: None,
             partition: None,
             now_ms: 0,
             lease_token: None,

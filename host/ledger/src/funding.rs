@@ -47,6 +47,7 @@ impl Ledger {
             plugins: String::new(),
             method: None,
             metadata: None,
+            client: None,
             partition: None,
             lease_token: None,
             now_ms,

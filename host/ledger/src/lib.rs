@@ -12,7 +12,7 @@
 //!
 //! Layout, from the top down (a module imports only modules below it):
 //! - operations on the handle: `accounts` (open and read accounts), `funding` (deposits),
-//!   `fencing` (partition claims, the ledger's identity), `queries` (a recorded payment, the
+//!   `fencing` (partition claims, the ledger's identity), `client_keys` (who may pay over HTTP), `queries` (a recorded payment, the
 //!   audit of the books), `statements` (an account's entries and payments, a page at a time);
 //! - `handle`: the [`Ledger`] handle (open, record and submit transfers, probe, close);
 //! - `commit`: group commit, the committer task that [`Ledger::record`] and
@@ -31,6 +31,7 @@
 
 mod account;
 mod accounts;
+mod client_keys;
 mod commit;
 mod decision;
 mod error;
@@ -46,6 +47,7 @@ mod store;
 mod transfer;
 
 pub use account::{Account, AccountKind, NewAccount, external_account, fee_account};
+pub use client_keys::{ClientKey, IssuedKey};
 pub use commit::CommitObserver;
 pub use error::LedgerError;
 pub use funding::Deposited;

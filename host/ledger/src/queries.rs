@@ -54,6 +54,8 @@ pub struct StoredPayment {
     pub parent: Option<String>,
     /// What refunds have moved back of it.
     pub refunded: i64,
+    /// The client key it came with over HTTP, if any.
+    pub client_key: Option<String>,
     /// An authorization's hold: its state and how it ended.
     pub hold: Option<HoldRecord>,
     /// What acted on it since, oldest first: captures, voids and refunds.
@@ -153,7 +155,9 @@ impl Ledger {
         on_store!(&self.store, backend => {
             let mut snapshot = backend.begin_snapshot().await?;
             let connection = &mut *snapshot;
-            let sql = format!("SELECT {PAYMENT_LINE}, request_hash, reply, plugins, metadata FROM payments WHERE id = $1");
+            let sql = format!(
+                "SELECT {PAYMENT_LINE}, request_hash, reply, plugins, metadata, client_key FROM payments WHERE id = $1"
+            );
             let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *connection).await?;
             let Some(row) = row else {
                 return Ok(None);
@@ -161,6 +165,7 @@ impl Ledger {
             let line = PaymentLine::from_row(&row)?;
             let (request_hash, reply, plugins, metadata): (String, String, String, Option<String>) =
                 (row.try_get("request_hash")?, row.try_get("reply")?, row.try_get("plugins")?, row.try_get("metadata")?);
+            let client_key: Option<String> = row.try_get("client_key")?;
             let hold: Option<HoldColumns> = sqlx::query_as(
                 "SELECT state, held, expires_at_ms, captured, closed_by, closed_at_ms FROM holds WHERE id = $1",
             )
@@ -204,6 +209,7 @@ impl Ledger {
                 at_ms,
                 parent,
                 refunded,
+                client_key,
                 hold,
                 history,
                 reply,

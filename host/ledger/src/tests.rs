@@ -126,6 +126,7 @@ fn transfer(id: &str, payer: &AccountId, payee: &AccountId, amount: i64, fee: i6
         plugins: "card@0.1.0".to_owned(),
         method: None,
         metadata: None,
+        client: None,
         partition: Some(0),
         lease_token: None,
         now_ms: 0,

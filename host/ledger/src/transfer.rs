@@ -124,6 +124,8 @@ pub struct Transfer {
     /// The client's metadata as a JSON object, when it sent any: recorded for statements and
     /// the payment's record, never interpreted.
     pub metadata: Option<String>,
+    /// The id of the client key it came with over HTTP, if any.
+    pub client: Option<String>,
     /// Partition of the payer, for payments.
     pub partition: Option<u32>,
     /// The fencing token of the lease under which `partition`'s owner decided this transfer

@@ -111,6 +111,7 @@ fn ledger(runtime: &tokio::runtime::Runtime) -> (Duration, Duration, Duration) {
                 plugins: "card@0.1.0".to_owned(),
                 method: None,
                 metadata: None,
+                client: None,
                 partition: Some(0),
                 lease_token: None,
                 now_ms: 0,

@@ -51,8 +51,19 @@ pub async fn request(
     subject: &str,
     body: impl Into<Bytes>,
 ) -> Result<String, ClientError> {
+    request_with_headers(client, subject, async_nats::HeaderMap::new(), body).await
+}
+
+/// One NATS request with `headers`; the reply body as text.
+pub async fn request_with_headers(
+    client: &async_nats::Client,
+    subject: &str,
+    headers: async_nats::HeaderMap,
+    body: impl Into<Bytes>,
+) -> Result<String, ClientError> {
     let target = || subject.to_owned();
-    let message = tokio::time::timeout(REQUEST_TIMEOUT, client.request(subject.to_owned(), body.into()))
+    let sent = client.request_with_headers(subject.to_owned(), headers, body.into());
+    let message = tokio::time::timeout(REQUEST_TIMEOUT, sent)
         .await
         .map_err(|_| ClientError::Timeout { target: target(), after: REQUEST_TIMEOUT })?
         .map_err(|error| ClientError::Failed { target: target(), message: error.to_string() })?;

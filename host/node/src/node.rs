@@ -229,7 +229,7 @@ impl Node {
             listener.local_addr().map_err(|source| NodeError::Listen { address: settings.http_address, source })?;
         let views = Views::default();
         let state = Arc::new(ApiState::new(
-            client.clone(),
+            (client.clone(), partitioner),
             ledger.clone(),
             metrics.clone(),
             PluginParts { host: plugin_host, store: plugin_store, sources: &settings.plugin_sources },

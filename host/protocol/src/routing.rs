@@ -35,6 +35,10 @@ pub mod subjects {
     pub const RESULTS_STREAM: &str = "WASMPAY_RESULTS";
     /// The header naming the payment a result answers.
     pub const PAYMENT_ID_HEADER: &str = "Wasmpay-Payment-Id";
+    /// The header an HTTP node sets on a client's request: the id of the client key it came
+    /// with, recorded on what the request creates. NATS permissions decide who may publish
+    /// payments at all; a node forwarding over HTTP sets this itself.
+    pub const CLIENT_KEY_HEADER: &str = "Wasmpay-Client-Key";
 
     /// The subject a payment from `payer` in partition `partition` is requested on.
     pub fn pay(partition: u32, payer: &str) -> String {

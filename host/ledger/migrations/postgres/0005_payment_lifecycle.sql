@@ -41,3 +41,15 @@ CREATE TABLE holds (
     closed_at_ms  BIGINT
 );
 CREATE INDEX holds_open_by_expiry ON holds (partition, expires_at_ms) WHERE state = 'open';
+
+-- Keys clients pay with over HTTP, issued and revoked by an operator; only a hash of the
+-- secret is kept.
+CREATE TABLE client_keys (
+    id            TEXT   NOT NULL PRIMARY KEY,
+    name          TEXT   NOT NULL,
+    secret_sha256 TEXT   NOT NULL UNIQUE,
+    created_at_ms BIGINT NOT NULL,
+    revoked_at_ms BIGINT
+);
+-- The client key a payment came with (HTTP), if any.
+ALTER TABLE payments ADD COLUMN client_key TEXT;

@@ -42,7 +42,9 @@ CREATE TABLE payments (
     -- The payment method of a payment or authorization; NULL otherwise.
     method        TEXT,
     -- The client's metadata as a JSON object; NULL when it sent none.
-    metadata      TEXT
+    metadata      TEXT,
+    -- The client key a payment came with (HTTP), if any.
+    client_key    TEXT
 ) STRICT;
 INSERT INTO payments (id, kind, request_hash, status, code, payer, payee, currency, amount, fee, fee_bearer,
                       plugins, partition, reply, created_at_ms)
@@ -87,3 +89,13 @@ CREATE TABLE holds (
 ) STRICT;
 -- What each partition's expiry sweeper reads: its open holds, soonest first.
 CREATE INDEX holds_open_by_expiry ON holds (partition, expires_at_ms) WHERE state = 'open';
+
+-- Keys clients pay with over HTTP, issued and revoked by an operator. Only a hash of the
+-- secret is kept: the secret is shown once, when the key is issued.
+CREATE TABLE client_keys (
+    id            TEXT    NOT NULL PRIMARY KEY,
+    name          TEXT    NOT NULL,
+    secret_sha256 TEXT    NOT NULL UNIQUE,
+    created_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER
+) STRICT;

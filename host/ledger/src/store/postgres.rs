@@ -249,7 +249,10 @@ impl Postgres {
             writes.payments.iter().map(|payment| payment.transfer.method.as_deref()).collect();
         let metadata: Vec<Option<&str>> =
             writes.payments.iter().map(|payment| payment.transfer.metadata.as_deref()).collect();
-        let (updated,) = query.bind(parents).bind(methods).bind(metadata).fetch_one(&mut *transaction).await?;
+        let clients: Vec<Option<&str>> =
+            writes.payments.iter().map(|payment| payment.transfer.client.as_deref()).collect();
+        let query = query.bind(parents).bind(methods).bind(metadata).bind(clients);
+        let (updated,) = query.fetch_one(&mut *transaction).await?;
         if usize::try_from(updated).ok() != Some(writes.balances.len()) {
             return Err(LedgerError::Corrupt("an account of the batch vanished".into()));
         }
@@ -272,10 +275,11 @@ const WRITE_BATCH: &str = "
         ON CONFLICT (account_id, shard) DO UPDATE SET amount = account_credits.amount + excluded.amount),
     p AS (
         INSERT INTO payments (id, kind, request_hash, status, code, payer, payee, currency, amount, fee,
-                              fee_bearer, plugins, partition, reply, created_at_ms, parent, method, metadata)
+                              fee_bearer, plugins, partition, reply, created_at_ms, parent, method, metadata,
+                              client_key)
         SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
                              $13::text[], $14::bigint[], $15::bigint[], $16::text[], $17::text[], $18::bigint[],
-                             $19::text[], $20::bigint[], $25::text[], $26::text[], $27::text[])),
+                             $19::text[], $20::bigint[], $25::text[], $26::text[], $27::text[], $28::text[])),
     e AS (
         INSERT INTO entries (payment_id, account_id, amount)
         SELECT payment_id, account_id, amount

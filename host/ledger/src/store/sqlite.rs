@@ -227,8 +227,8 @@ impl Sqlite {
             let sql = format!(
                 "INSERT INTO payments (id, kind, request_hash, status, code, payer, payee, currency, amount, fee,
                                        fee_bearer, plugins, partition, reply, created_at_ms, parent, method,
-                                       metadata) VALUES {}",
-                placeholders(writes.payments.len(), 18)
+                                       metadata, client_key) VALUES {}",
+                placeholders(writes.payments.len(), 19)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for NewPayment { transfer, decision, reply } in &writes.payments {
@@ -251,7 +251,8 @@ impl Sqlite {
                     .bind(transfer.now_ms)
                     .bind(transfer.kind.parent().map(PaymentId::as_str))
                     .bind(transfer.method.as_deref())
-                    .bind(transfer.metadata.as_deref());
+                    .bind(transfer.metadata.as_deref())
+                    .bind(transfer.client.as_deref());
             }
             query.execute(&mut *transaction).await?;
         }

@@ -5,6 +5,7 @@
 //! (how many, how long); `incoming` reads what a request says (path, token, JSON body);
 //! [`readiness`] decides whether the node is ready from what `/readyz` observed.
 
+mod clients;
 mod incoming;
 mod plugins;
 pub mod readiness;
@@ -31,7 +32,7 @@ use crate::plugins::store::PluginStore;
 use wasmpay_ledger::{Account, Deposited, Ledger, LedgerError, MAX_PAGE, NewAccount, Page};
 use wasmpay_plugin_host::{PluginHost, PluginSource, Sha256};
 use wasmpay_protocol::money::{Currency, MAX_PAYMENT_MINOR_UNITS, MinorUnits};
-use wasmpay_protocol::routing::AccountId;
+use wasmpay_protocol::routing::{AccountId, Partitioner};
 use wasmpay_protocol::{ID_RULE, PaymentId};
 
 type Body = Full<Bytes>;
@@ -51,6 +52,8 @@ pub struct PluginParts<'a> {
 #[derive(Debug)]
 pub struct ApiState {
     nats: async_nats::Client,
+    /// How accounts map to partitions: a client's payment is forwarded to its account's subject.
+    partitioner: Partitioner,
     ledger: Ledger,
     metrics: Arc<Metrics>,
     plugins: Arc<PluginHost>,
@@ -70,7 +73,7 @@ pub struct ApiState {
 impl ApiState {
     /// State over a node's parts.
     pub fn new(
-        nats: async_nats::Client,
+        (nats, partitioner): (async_nats::Client, Partitioner),
         ledger: Ledger,
         metrics: Arc<Metrics>,
         plugins: PluginParts<'_>,
@@ -87,11 +90,43 @@ impl ApiState {
                 PluginSource::File(_) => None,
             })
             .collect();
-        ApiState { nats, ledger, metrics, plugins, plugin_store, uploads, builtins, cluster, intake, admin_token }
+        ApiState {
+            nats,
+            partitioner,
+            ledger,
+            metrics,
+            plugins,
+            plugin_store,
+            uploads,
+            builtins,
+            cluster,
+            intake,
+            admin_token,
+        }
     }
 }
 
+tokio::task_local! {
+    /// The id of the request being answered, in its error bodies and its `X-Request-Id`.
+    static REQUEST_ID: String;
+}
+
+/// Numbers this node's requests; with the process id, an id an operator can find in the logs.
+static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Answers one request, under a request id every answer carries (`X-Request-Id`, and
+/// `request_id` in an error's body) and the log line of the call names.
 async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let number = REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("req-{:x}-{number:x}", std::process::id());
+    let mut response = REQUEST_ID.scope(id.clone(), route(state, request)).await?;
+    if let Ok(value) = hyper::header::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    Ok(response)
+}
+
+async fn route(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let method = request.method().clone();
     let Some(segments) = incoming::path_segments(request.uri().path()) else {
         return Ok(problem(StatusCode::BAD_REQUEST, "invalid_request", "the path is not valid percent-encoded UTF-8"));
@@ -106,9 +141,29 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["readyz"]) => readiness(&state).await,
         (&Method::GET, ["metrics"]) => text(StatusCode::OK, &state.metrics.render()),
+        // A client key reaches the payment routes and nothing else.
+        (&Method::POST, ["v1", "payments", ..]) if !incoming::authorized(state.admin_token.as_deref(), &request) => {
+            match clients::client(&state, &request).await {
+                Ok(client) => match incoming::read_json(request).await {
+                    Ok(body) => clients::operate(&state, &segments[2..], key, client.as_ref(), body).await,
+                    Err(response) => response,
+                },
+                Err(response) => response,
+            }
+        }
         (_, ["v1", ..]) if !incoming::authorized(state.admin_token.as_deref(), &request) => {
             problem(StatusCode::UNAUTHORIZED, "unauthorized", "send `Authorization: Bearer <WASMPAY_ADMIN_TOKEN>`")
         }
+        (&Method::POST, ["v1", "payments", ..]) => match incoming::read_json(request).await {
+            Ok(body) => clients::operate(&state, &segments[2..], key, None, body).await,
+            Err(response) => response,
+        },
+        (&Method::POST, ["v1", "client-keys"]) => match incoming::read_json(request).await {
+            Ok(body) => clients::issue(&state, body).await,
+            Err(response) => response,
+        },
+        (&Method::GET, ["v1", "client-keys"]) => clients::list(&state).await,
+        (&Method::DELETE, ["v1", "client-keys", id]) => clients::revoke(&state, id).await,
         (&Method::POST, ["v1", "accounts"]) => match incoming::read_json(request).await {
             Ok(body) => open_account(&state, body).await,
             Err(response) => response,
@@ -373,8 +428,16 @@ fn ledger_error(error: &LedgerError) -> Response<Body> {
     }
 }
 
+/// An error's body: its stable `code`, a `message` for people, and the `request_id` to quote.
 fn problem(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    json_response(status, &json!({"code": code, "message": message}))
+    let request_id = REQUEST_ID.try_with(Clone::clone).ok();
+    json_response(status, &json!({"code": code, "message": message, "request_id": request_id}))
+}
+
+/// [`problem`] naming the offending `field` of the request.
+fn problem_at(status: StatusCode, code: &str, message: &str, field: &str) -> Response<Body> {
+    let request_id = REQUEST_ID.try_with(Clone::clone).ok();
+    json_response(status, &json!({"code": code, "message": message, "field": field, "request_id": request_id}))
 }
 
 fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {

@@ -77,7 +77,12 @@ pub(super) async fn worker(
                         Incoming::Durable(stored) => &stored.message,
                     };
                     let payer = parse_partition_subject(&message.subject).map_or("", |(_, payer)| payer);
-                    let route = Route { partition, payer, lease_token };
+                    let client_key = message
+                        .headers
+                        .as_ref()
+                        .and_then(|headers| headers.get(subjects::CLIENT_KEY_HEADER))
+                        .map(|key| key.as_str());
+                    let route = Route { partition, payer, lease_token, client_key };
                     let decision = processor.decide(&mut instances, route, &message.payload).await;
                     let answer = match incoming {
                         Incoming::Core(message) => Answer::Reply(message.reply),

@@ -30,6 +30,7 @@ impl Processor {
             return now(refused(&echo, partition, Code::WrongPartition, message, Vec::new()));
         }
         let (ledger, metrics, lease_token) = (self.ledger.clone(), self.metrics.clone(), route.lease_token);
+        let client = route.client_key.map(str::to_owned);
         let reply = async move {
             let fingerprint = request.fingerprint();
             let hold = match ledger.recorded_reply(request.id.as_str()).await {
@@ -75,6 +76,7 @@ impl Processor {
                 plugins: hold.plugins.clone(),
                 method: None,
                 metadata: None,
+                client,
                 partition: Some(partition),
                 lease_token: Some(lease_token),
                 now_ms: i64::try_from(clock::unix_ms()).unwrap_or(i64::MAX),
@@ -127,6 +129,7 @@ impl Processor {
                 plugins: hold.plugins.clone(),
                 method: None,
                 metadata: None,
+                client: None,
                 partition: Some(partition),
                 lease_token: Some(lease_token),
                 now_ms,

@@ -50,6 +50,9 @@ pub struct Route<'a> {
     /// The fencing token of the lease under which this node serves the partition: the ledger
     /// refuses the payment if a newer owner has claimed the partition since.
     pub lease_token: u64,
+    /// The client key the message came with (the `Wasmpay-Client-Key` header an HTTP node
+    /// sets), recorded on what it creates.
+    pub client_key: Option<&'a str>,
 }
 
 /// The answer to one message.

@@ -47,6 +47,7 @@ impl Processor {
             metadata: (!request.metadata.is_empty())
                 .then(|| serde_json::to_string(&request.metadata).unwrap_or_default()),
             partition: Some(partition),
+            client: route.client_key.map(str::to_owned),
             lease_token: Some(route.lease_token),
             now_ms: i64::try_from(clock::unix_ms()).unwrap_or(i64::MAX),
         };

@@ -77,6 +77,7 @@ impl Parts {
             plugins: "bench".to_owned(),
             method: None,
             metadata: None,
+            client: None,
             partition: Some(self.partitioner.partition_of(payer)),
             lease_token: None,
             now_ms: clock::ledger_ms(),
