@@ -43,6 +43,9 @@ enum Command {
     /// Open, show or fund accounts through a node's HTTP API.
     #[command(subcommand)]
     Account(AccountCommand),
+    /// Issue, list or revoke the keys clients pay with over HTTP, through a node's HTTP API.
+    #[command(subcommand, name = "client-key")]
+    ClientKey(ClientKeyCommand),
     /// Check a ledger database directly.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -167,6 +170,29 @@ struct PayArgs {
 }
 
 #[derive(Subcommand, Debug)]
+enum ClientKeyCommand {
+    /// Issue a key; its secret is printed this once.
+    Issue {
+        /// What to call it (1-64 characters).
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List the keys, without secrets.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Revoke a key: it pays no more.
+    Revoke {
+        /// The key's id (`ck_…`).
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum AccountCommand {
     /// Open an account.
     Open {
@@ -271,6 +297,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Demo(args) => wasmpay_tools::demo::run(args).await,
         Command::Pay(args) => pay(args).await,
         Command::Account(command) => account(command).await,
+        Command::ClientKey(command) => client_key(command).await,
         Command::Ledger(LedgerCommand::Verify { db }) => verify(&db).await,
         Command::Cluster(ClusterCommand::Status { api }) => cluster_status(&api).await,
         Command::Cluster(ClusterCommand::Unbind { nats }) => cluster_unbind(&nats).await,
@@ -478,6 +505,27 @@ async fn account(command: AccountCommand) -> anyhow::Result<()> {
             )
         }
     };
+    call_api(method, &api, &path, body).await
+}
+
+async fn client_key(command: ClientKeyCommand) -> anyhow::Result<()> {
+    let (method, api, path, body) = match command {
+        ClientKeyCommand::Issue { name, api } => {
+            (hyper::Method::POST, api, "/v1/client-keys".to_owned(), Some(json!({"name": name})))
+        }
+        ClientKeyCommand::List { api } => (hyper::Method::GET, api, "/v1/client-keys".to_owned(), None),
+        ClientKeyCommand::Revoke { id, api } => (hyper::Method::DELETE, api, format!("/v1/client-keys/{id}"), None),
+    };
+    call_api(method, &api, &path, body).await
+}
+
+/// One call of the node's HTTP API: prints the answer, fails on an error status.
+async fn call_api(
+    method: hyper::Method,
+    api: &ApiArgs,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<()> {
     let (status, text) =
         http_call(method, &format!("{}{path}", api.api.trim_end_matches('/')), &api.token, body).await?;
     println!("{text}");

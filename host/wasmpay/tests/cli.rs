@@ -132,6 +132,10 @@ fn serve_takes_commands_and_stops_cleanly_on_sigterm() {
     assert!(printed.contains("deposit") && printed.contains("+50.00"), "{printed}");
     assert!(printed.contains("cli-1") && printed.contains("-10.00"), "{printed}");
     let after = printed.split("--after ").nth(1).map(str::trim).expect("a cursor for the next page");
+    let issued = run(&["client-key", "issue", "shop-app", "--api", &api], "secret");
+    assert!(issued.status.success() && text(&issued).contains("\"secret\":\"wpk_"), "{}", text(&issued));
+    let listed = run(&["client-key", "list", "--api", &api], "secret");
+    assert!(text(&listed).contains("shop-app") && !text(&listed).contains("wpk_"), "{}", text(&listed));
     let rest = run(&["account", "statement", "alice", "--after", after, "--json", "--api", &api], "secret");
     let page: serde_json::Value = serde_json::from_str(text(&rest).trim()).expect("JSON");
     assert_eq!(page["entries"].as_array().map(Vec::len), Some(1), "{page}");
