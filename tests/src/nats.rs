@@ -34,7 +34,20 @@ pub enum NatsServerError {
 impl NatsServer {
     /// Starts `nats-server` with JetStream on 127.0.0.1 and a free port, optionally with a
     /// config file (e.g. subject mappings), and waits until it accepts connections.
+    /// Its port is found free and then bound by the server, so another process may take it in
+    /// between: a server that could not start is started again on another port, three times at
+    /// most.
     pub fn start(config: Option<&Path>) -> Result<NatsServer, NatsServerError> {
+        let mut attempt = 1;
+        loop {
+            match NatsServer::start_once(config) {
+                Err(NatsServerError::Start(_)) if attempt < 3 => attempt += 1,
+                started => return started,
+            }
+        }
+    }
+
+    fn start_once(config: Option<&Path>) -> Result<NatsServer, NatsServerError> {
         let port = free_port().map_err(|error| NatsServerError::Start(error.to_string()))?;
         let store = tempfile::tempdir().map_err(|error| NatsServerError::Start(error.to_string()))?;
         let mut extra = Vec::new();
@@ -131,8 +144,20 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
-    /// Starts three routed servers.
+    /// Starts three routed servers. Their six ports are found free and then bound by the
+    /// servers, so another process may take one in between (tests run side by side): a cluster
+    /// whose server could not start is started again on other ports, three times at most.
     pub fn start() -> Result<NatsCluster, NatsServerError> {
+        let mut attempt = 1;
+        loop {
+            match NatsCluster::start_once() {
+                Err(NatsServerError::Start(_)) if attempt < 3 => attempt += 1,
+                started => return started,
+            }
+        }
+    }
+
+    fn start_once() -> Result<NatsCluster, NatsServerError> {
         let failed = |error: std::io::Error| NatsServerError::Start(error.to_string());
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_, _>>().map_err(failed)?;
         let routes: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_, _>>().map_err(failed)?;
