@@ -727,6 +727,8 @@ mod model {
         Expire { of: u8 },
         /// Refunds `amount` of payment or capture `of` under `id`.
         Refund { id: u8, of: u8, amount: i64 },
+        /// Settles `legs` (payer, payee, amount) under `id`: all or none.
+        Settle { id: u8, legs: Vec<(usize, usize, i64)> },
         /// The clock moves on by one.
         Tick,
     }
@@ -743,6 +745,10 @@ mod model {
             1 => (0..IDS, 0..IDS).prop_map(|(id, of)| Step::Void { id, of }),
             1 => (0..IDS).prop_map(|of| Step::Expire { of }),
             2 => (0..IDS, 0..IDS, 1_i64..120).prop_map(|(id, of, amount)| Step::Refund { id, of, amount }),
+            2 => (0..IDS, proptest::collection::vec((0..ACCOUNTS, 1..ACCOUNTS, 1_i64..200), 1..4)).prop_map(|(id, legs)| Step::Settle {
+                id,
+                legs: legs.into_iter().map(|(payer, offset, amount)| (payer, (payer + offset) % ACCOUNTS, amount)).collect(),
+            }),
             2 => Just(Step::Tick),
         ]
     }
@@ -936,6 +942,7 @@ mod model {
                 }
             }
             Step::Refund { id: key, of, amount } => refund_payment(ledger, model, key, of, amount).await?,
+            Step::Settle { id: key, ref legs } => settle(ledger, model, key, legs).await?,
             Step::Tick => model.now += 1,
         }
         Ok(())
@@ -1054,6 +1061,62 @@ mod model {
             model.post(&payee, &payer, amount, amount, 0);
             if let Some(original) = model.refundable.get_mut(&of) {
                 original.3 += amount;
+            }
+        }
+        Ok(())
+    }
+
+    /// A settlement of `legs` under `key`: every leg or none, netted per account.
+    async fn settle(
+        ledger: &Ledger,
+        model: &mut Model,
+        key: u8,
+        legs: &[(usize, usize, i64)],
+    ) -> Result<(), TestCaseError> {
+        let key = format!("t{key}");
+        let legs: Vec<wasmpay_protocol::Leg> = legs
+            .iter()
+            .map(|(payer, payee, amount)| wasmpay_protocol::Leg {
+                payer: id(&name(*payer)),
+                payee: id(&name(*payee)),
+                amount: amount.cast_unsigned(),
+                currency: eur(),
+            })
+            .collect();
+        let first = legs[0].clone();
+        let mut transfer = transfer(&key, &first.payer, &first.payee, first.amount.cast_signed(), 0);
+        transfer.request_hash = format!("settle:{legs:?}");
+        transfer.kind = TransferKind::Settlement { legs: legs.clone() };
+        let hash = transfer.request_hash.clone();
+        let recorded = ledger.record(transfer, named()).await;
+        if let Some(existing) = model.recorded.get(&key) {
+            prop_assert!(
+                matches!(&recorded, Ok(Recorded::Existing(stored)) if &stored.request_hash == existing),
+                "{:?}, recorded as {}",
+                recorded,
+                existing
+            );
+            return Ok(());
+        }
+        model.recorded.insert(key, hash);
+        let decision = match recorded {
+            Ok(Recorded::New { decision, .. }) => decision,
+            other => return Err(TestCaseError::fail(format!("expected a new decision, got {other:?}"))),
+        };
+        let mut net: HashMap<String, i64> = HashMap::new();
+        for leg in &legs {
+            *net.entry(leg.payer.to_string()).or_default() -= leg.amount.cast_signed();
+            *net.entry(leg.payee.to_string()).or_default() += leg.amount.cast_signed();
+        }
+        let short = net.iter().any(|(account, change)| {
+            let (balance, floor) = model.accounts[account];
+            let held = model.held.get(account).copied().unwrap_or_default();
+            *change < 0 && balance - held + change < floor
+        });
+        prop_assert_eq!(decision, if short { Decision::InsufficientFunds } else { Decision::Approved });
+        if !short {
+            for (account, change) in net {
+                model.accounts.get_mut(&account).expect("opened").0 += change;
             }
         }
         Ok(())
