@@ -6,8 +6,8 @@ use std::pin::Pin;
 
 use tracing::Instrument;
 
-use super::replies::{Echo, operation_reply, refused, replay, submitted, unavailable};
-use super::{Answer, Decided, Processor, Route, now};
+use super::replies::{Echo, operation_reply, recorded, refused, submitted, unavailable};
+use super::{Answer, Decided, Processor, Route};
 use crate::clock;
 use wasmpay_ledger::{Decision, Hold, Recorded, Replies, Transfer, TransferKind, prorated_fee};
 use wasmpay_protocol::money::MinorUnits;
@@ -25,25 +25,23 @@ impl Processor {
     pub(super) fn decide_hold(&self, route: Route<'_>, request: HoldRequest) -> Answer {
         let partition = route.partition;
         let echo = Echo::from(&request);
-        if let Some(message) = self.misrouted(route, &request.payer) {
-            let partition = self.partitioner.partition_of(&request.payer);
-            return now(refused(&echo, partition, Code::WrongPartition, message, Vec::new()));
+        if let Some(misrouted) = self.misrouted(route, &request.payer, &echo) {
+            return misrouted;
         }
         let (ledger, metrics, lease_token) = (self.ledger.clone(), self.metrics.clone(), route.lease_token);
         let client = route.client_key.map(str::to_owned);
         let reply = async move {
             let fingerprint = request.fingerprint();
-            let hold = match ledger.recorded_reply(request.id.as_str()).await {
+            if let Some(answer) = recorded(&ledger, &echo, partition, &fingerprint).await {
+                return answer;
+            }
+            let hold = match ledger.hold(&request.payment).await {
                 Err(error) => return unavailable(&echo, partition, &error),
-                Ok(Some(stored)) => return replay(&echo, partition, &fingerprint, stored),
-                Ok(None) => match ledger.hold(&request.payment).await {
-                    Err(error) => return unavailable(&echo, partition, &error),
-                    Ok(Some(hold)) if hold.payer == request.payer => hold,
-                    Ok(_) => {
-                        let message = format!("payer `{}` has no authorization `{}`", request.payer, request.payment);
-                        return refused(&echo, partition, Code::UnknownPayment, message, Vec::new());
-                    }
-                },
+                Ok(Some(hold)) if hold.payer == request.payer => hold,
+                Ok(_) => {
+                    let message = format!("payer `{}` has no authorization `{}`", request.payer, request.payment);
+                    return refused(&echo, partition, Code::UnknownPayment, message, Vec::new());
+                }
             };
             let echo = Echo { currency: Some(hold.currency.code().to_owned()), ..echo };
             let (kind, amount) = match request.kind {

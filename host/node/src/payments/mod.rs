@@ -34,7 +34,7 @@ use tracing::Instrument;
 
 use crate::holds::HoldSettings;
 use crate::metrics::Metrics;
-use replies::unreadable;
+use replies::{Echo, refused, unreadable};
 use wasmpay_ledger::Ledger;
 use wasmpay_plugin_host::{Instances, PluginHost};
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
@@ -158,10 +158,14 @@ impl Processor {
         Answer { reply, after_earlier }
     }
 
-    /// Why `payer`'s message does not belong on `route`, if it does not.
-    fn misrouted(&self, route: Route<'_>, payer: &AccountId) -> Option<String> {
-        let partition = self.partitioner.partition_of(payer);
-        (partition != route.partition || route.payer != payer.as_str())
-            .then(|| format!("payer `{payer}` is served on `{}`", subjects::pay(partition, payer.as_str())))
+    /// The refusal of a message about `account` that does not belong on `route`, if it does
+    /// not: `wrong_partition`, naming the subject it belongs on.
+    fn misrouted(&self, route: Route<'_>, account: &AccountId, echo: &Echo) -> Option<Answer> {
+        let partition = self.partitioner.partition_of(account);
+        if partition == route.partition && route.payer == account.as_str() {
+            return None;
+        }
+        let message = format!("payer `{account}` is served on `{}`", subjects::pay(partition, account.as_str()));
+        Some(now(refused(echo, partition, Code::WrongPartition, message, Vec::new())))
     }
 }

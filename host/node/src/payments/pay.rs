@@ -3,7 +3,7 @@
 
 use tracing::Instrument;
 
-use super::replies::{Echo, refused, replay, submitted, unavailable};
+use super::replies::{Echo, recorded, refused, submitted};
 use super::{Answer, Processor, Route, now};
 use crate::clock;
 use wasmpay_ledger::{Decision, Replies, Transfer, TransferKind};
@@ -21,8 +21,8 @@ impl Processor {
         let partition = self.partitioner.partition_of(&request.payer);
         let refuse =
             |code: Code, message: String| now(refused(&Echo::from(&request), partition, code, message, Vec::new()));
-        if let Some(message) = self.misrouted(route, &request.payer) {
-            return refuse(Code::WrongPartition, message);
+        if let Some(misrouted) = self.misrouted(route, &request.payer, &Echo::from(&request)) {
+            return misrouted;
         }
         let fingerprint = request.fingerprint();
         // Clients may not pay from or to the ledger's own accounts; that needs no read.
@@ -69,10 +69,9 @@ impl Processor {
     ) -> Answer {
         let (ledger, echo, fingerprint) = (self.ledger.clone(), Echo::from(request), fingerprint.to_owned());
         let reply = async move {
-            match ledger.recorded_reply(echo.id.as_str()).await {
-                Err(error) => unavailable(&echo, partition, &error),
-                Ok(Some(stored)) => replay(&echo, partition, &fingerprint, stored),
-                Ok(None) => refused(&echo, partition, code, message, plugins),
+            match recorded(&ledger, &echo, partition, &fingerprint).await {
+                Some(answer) => answer,
+                None => refused(&echo, partition, code, message, plugins),
             }
         };
         Answer { reply: Box::pin(reply.in_current_span()), after_earlier: true }

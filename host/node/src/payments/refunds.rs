@@ -3,8 +3,8 @@
 
 use tracing::Instrument;
 
-use super::replies::{Echo, operation_reply, refused, replay, submitted, unavailable};
-use super::{Answer, Processor, Route, now};
+use super::replies::{Echo, operation_reply, recorded, refused, submitted, unavailable};
+use super::{Answer, Processor, Route};
 use crate::clock;
 use wasmpay_ledger::{Decision, Refundable, Replies, Transfer, TransferKind};
 use wasmpay_protocol::money::{FeeBearer, MinorUnits};
@@ -18,25 +18,23 @@ impl Processor {
     pub(super) fn decide_refund(&self, route: Route<'_>, request: RefundRequest) -> Answer {
         let partition = route.partition;
         let echo = Echo::from(&request);
-        if let Some(message) = self.misrouted(route, &request.payee) {
-            let partition = self.partitioner.partition_of(&request.payee);
-            return now(refused(&echo, partition, Code::WrongPartition, message, Vec::new()));
+        if let Some(misrouted) = self.misrouted(route, &request.payee, &echo) {
+            return misrouted;
         }
         let (ledger, metrics, lease_token) = (self.ledger.clone(), self.metrics.clone(), route.lease_token);
         let client = route.client_key.map(str::to_owned);
         let reply = async move {
             let fingerprint = request.fingerprint();
-            let original = match ledger.recorded_reply(request.id.as_str()).await {
+            if let Some(answer) = recorded(&ledger, &echo, partition, &fingerprint).await {
+                return answer;
+            }
+            let original = match ledger.refundable(&request.payment).await {
                 Err(error) => return unavailable(&echo, partition, &error),
-                Ok(Some(stored)) => return replay(&echo, partition, &fingerprint, stored),
-                Ok(None) => match ledger.refundable(&request.payment).await {
-                    Err(error) => return unavailable(&echo, partition, &error),
-                    Ok(Some(original)) if original.payee == request.payee => original,
-                    Ok(_) => {
-                        let message = format!("`{}` was paid no payment `{}`", request.payee, request.payment);
-                        return refused(&echo, partition, Code::UnknownPayment, message, Vec::new());
-                    }
-                },
+                Ok(Some(original)) if original.payee == request.payee => original,
+                Ok(_) => {
+                    let message = format!("`{}` was paid no payment `{}`", request.payee, request.payment);
+                    return refused(&echo, partition, Code::UnknownPayment, message, Vec::new());
+                }
             };
             let echo = Echo { currency: Some(original.currency.code().to_owned()), ..echo };
             if !original.posted {

@@ -61,6 +61,18 @@ impl From<&HoldRequest> for Echo {
     }
 }
 
+/// The answer of a request whose id is recorded already (its stored reply, or a conflict), or
+/// of a ledger that cannot say; `None` when the id is new. A request refused before the ledger,
+/// or one that reads what it acts on, asks this first, so a retry never gets another answer
+/// than the first time.
+pub(super) async fn recorded(ledger: &Ledger, echo: &Echo, partition: u32, fingerprint: &str) -> Option<Decided> {
+    match ledger.recorded_reply(echo.id.as_str()).await {
+        Err(error) => Some(unavailable(echo, partition, &error)),
+        Ok(Some(stored)) => Some(replay(echo, partition, fingerprint, stored)),
+        Ok(None) => None,
+    }
+}
+
 /// A decided transfer's way into the ledger: submits it with the replies rendered for it, and
 /// resolves to its answer once its batch committed (at once, if the ledger could not take it).
 pub(super) async fn submitted(

@@ -22,9 +22,8 @@ impl Processor {
             currency: Some(first.currency.code().to_owned()),
             payment: None,
         };
-        if let Some(message) = self.misrouted(route, &first.payer) {
-            let partition = self.partitioner.partition_of(&first.payer);
-            return now(refused(&echo, partition, Code::WrongPartition, message, Vec::new()));
+        if let Some(misrouted) = self.misrouted(route, &first.payer, &echo) {
+            return misrouted;
         }
         let partition = route.partition;
         if let Some(system) = request.legs.iter().flat_map(|leg| [&leg.payer, &leg.payee]).find(|id| id.is_system()) {
