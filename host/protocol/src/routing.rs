@@ -40,6 +40,14 @@ pub mod subjects {
     /// payments at all; a node forwarding over HTTP sets this itself.
     pub const CLIENT_KEY_HEADER: &str = "Wasmpay-Client-Key";
 
+    /// The value of a [`CLIENT_KEY_HEADER`] if it is a client key id (`ck_` and 16 lower-case
+    /// hex digits, as the ledger issues them): anything else a NATS client puts there (a huge
+    /// or strange value) is not recorded.
+    pub fn client_key_id(value: &str) -> Option<&str> {
+        let digits = value.strip_prefix("ck_")?;
+        (digits.len() == 16 && digits.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))).then_some(value)
+    }
+
     /// The subject a payment from `payer` in partition `partition` is requested on.
     pub fn pay(partition: u32, payer: &str) -> String {
         format!("{PAY_PREFIX}.{partition}.{payer}")

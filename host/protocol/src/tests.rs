@@ -162,3 +162,15 @@ fn decoding_mutated_requests_never_panics_and_accepts_only_valid_requests() {
         }
     }
 }
+
+/// Only a client key id as the ledger issues them is taken from the header.
+#[test]
+fn only_client_key_ids_are_taken_from_the_header() {
+    use crate::routing::subjects::client_key_id;
+    assert_eq!(client_key_id("ck_0123456789abcdef"), Some("ck_0123456789abcdef"));
+    for strange in
+        ["", "ck_", "ck_0123456789ABCDEF", "ck_0123456789abcdef0", "wpk_0123456789abcdef", &"x".repeat(100_000)]
+    {
+        assert_eq!(client_key_id(strange), None, "{}", &strange[..strange.len().min(20)]);
+    }
+}

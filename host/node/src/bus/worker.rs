@@ -81,7 +81,7 @@ pub(super) async fn worker(
                         .headers
                         .as_ref()
                         .and_then(|headers| headers.get(subjects::CLIENT_KEY_HEADER))
-                        .map(|key| key.as_str());
+                        .and_then(|key| subjects::client_key_id(key.as_str()));
                     let route = Route { partition, payer, lease_token, client_key };
                     let decision = processor.decide(&mut instances, route, &message.payload).await;
                     let answer = match incoming {
