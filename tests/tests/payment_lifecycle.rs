@@ -20,6 +20,7 @@ on_both_backends!(
     statements_page_through_entries_and_payments_and_a_record_shows_its_history,
     a_settlement_applies_every_leg_or_none_across_partitions,
     clients_pay_and_operate_over_http_with_keys_the_operator_issues_and_revokes,
+    an_operator_registers_an_asset_and_a_trade_settles_cash_against_it,
 );
 
 async fn funded(backend: Backend, config: Config) -> Harness {
@@ -279,7 +280,8 @@ async fn statements_page_through_entries_and_payments_and_a_record_shows_its_his
     let (_, none) = get("/v1/accounts/alice/entries?to_ms=1".into()).await;
     assert_eq!(none["entries"].as_array().map(Vec::len), Some(0), "{none}");
 
-    // Payments it made or received, in time order.
+    // Payments that posted on it, in the order they posted; authorizations among its open
+    // holds until captured.
     let (status, page) = get("/v1/accounts/alice/payments?limit=10".into()).await;
     assert_eq!(status, 200, "{page}");
     let kinds: Vec<(&str, &str)> = page["payments"]
@@ -289,11 +291,16 @@ async fn statements_page_through_entries_and_payments_and_a_record_shows_its_his
         .map(|payment| (payment["id"].as_str().unwrap(), payment["kind"].as_str().unwrap()))
         .filter(|(id, _)| !id.starts_with("fund") && !id.starts_with("dep"))
         .collect();
-    let expected =
-        [("p-1", "payment"), ("a-1", "authorization"), ("c-1", "capture"), ("r-1", "refund"), ("a-2", "authorization")];
-    for pair in expected {
-        assert!(kinds.contains(&pair), "{pair:?} missing from {kinds:?}");
-    }
+    assert_eq!(kinds, [("p-1", "payment"), ("c-1", "capture"), ("r-1", "refund")], "{page}");
+    let (status, holds) = get("/v1/accounts/alice/holds".into()).await;
+    assert_eq!(status, 200, "{holds}");
+    let open: Vec<(&str, i64)> = holds["holds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|hold| (hold["id"].as_str().unwrap(), hold["held"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(open, [("a-2", 200)], "{holds}");
     for (query, why) in
         [("limit=0", "limit"), ("limit=501", "limit"), ("after=nonsense", "cursor"), ("page=2", "unknown")]
     {
@@ -372,6 +379,16 @@ async fn a_settlement_applies_every_leg_or_none_across_partitions(backend: Backe
         assert!(harness.ledger.payment(id).await.unwrap().is_none(), "{id} was recorded");
     }
     assert_eq!(balances().await, [4_000, 6_000, 30, 70]);
+    // Two legs on alice's account: two entries, one line of her statement.
+    let there_and_back = json!({"version": 1, "type": "settle", "id": "s-6", "legs": [
+        {"payer": "alice", "payee": "shop", "amount": 10, "currency": "EUR"},
+        {"payer": "shop", "payee": "alice", "amount": 3, "currency": "EUR"}]});
+    assert_eq!(send_as(&harness, "alice", &there_and_back).await.code, Code::Settled);
+    let (status, page) = harness.api("GET", "/v1/accounts/alice/payments", None).await;
+    assert_eq!(status, 200, "{page}");
+    let page: Value = serde_json::from_str(&page).unwrap();
+    let ids: Vec<&str> = page["payments"].as_array().unwrap().iter().filter_map(|line| line["id"].as_str()).collect();
+    assert_eq!(ids.iter().filter(|id| id.starts_with("s-")).collect::<Vec<_>>(), [&"s-1", &"s-6"], "{page}");
     let audit = harness.ledger.audit().await.unwrap();
     assert_eq!(audit.first_violation(), None, "{audit:?}");
 }
@@ -450,4 +467,88 @@ async fn clients_pay_and_operate_over_http_with_keys_the_operator_issues_and_rev
     assert!(keys.contains(&key_id) && !keys.contains(&secret), "{keys}");
     let audit = harness.ledger.audit().await.unwrap();
     assert_eq!(audit.first_violation(), None, "{audit:?}");
+}
+
+/// Units beyond ISO 4217: an operator registers a share (exponent 0) and a coin (exponent 8),
+/// opens accounts in them, and a trade moves cash one way and shares the other, all or none;
+/// every unit's balances still sum to zero.
+async fn an_operator_registers_an_asset_and_a_trade_settles_cash_against_it(backend: Backend) {
+    let harness = funded(backend, Config::default()).await;
+    let post = |path: &'static str, body: Value| {
+        let harness = &harness;
+        async move {
+            let (status, text) = harness.api("POST", path, Some(body)).await;
+            (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
+        }
+    };
+    // Not registered yet: no account can be opened in it.
+    let (status, refused) = post("/v1/accounts", json!({"id": "alice-aapl", "currency": "AAPL"})).await;
+    assert_eq!(
+        (status, refused["code"].as_str(), refused["field"].as_str()),
+        (400, Some("unknown_asset"), Some("currency"))
+    );
+    let share = json!({"code": "AAPL", "exponent": 0, "name": "Apple Inc. common stock"});
+    let (status, asset) = post("/v1/assets", share.clone()).await;
+    assert_eq!((status, asset["code"].as_str(), asset["exponent"].as_u64()), (201, Some("AAPL"), Some(0)), "{asset}");
+    assert_eq!(post("/v1/assets", share).await.0, 201, "the same terms again are a retry");
+    let (status, conflict) = post("/v1/assets", json!({"code": "AAPL", "exponent": 2, "name": "Apple"})).await;
+    assert_eq!((status, conflict["code"].as_str()), (409, Some("conflict")), "{conflict}");
+    for (bad, why) in [
+        (json!({"code": "BTC", "exponent": 8, "name": "three letters"}), "ISO 4217"),
+        (json!({"code": "COIN", "exponent": 19, "name": "too fine"}), "exponent"),
+        (json!({"code": "COIN", "exponent": 8, "name": ""}), "name"),
+        (json!({"code": "aapl", "exponent": 0, "name": "lower case"}), "asset code"),
+    ] {
+        let (status, body) = post("/v1/assets", bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["message"].as_str().unwrap_or_default().contains(why), "{bad}: {body}");
+    }
+    let (status, _) = post("/v1/assets", json!({"code": "WCOIN", "exponent": 8, "name": "A coin"})).await;
+    assert_eq!(status, 201);
+    harness.open("alice-aapl", "AAPL", 0).await;
+    harness.open("shop-aapl", "AAPL", 0).await;
+    harness.open("alice-coin", "WCOIN", 0).await;
+    harness.deposit("shop-aapl", 100).await;
+    harness.deposit("alice-coin", 150_000_000).await;
+    let (_, coin) = harness.api("GET", "/v1/accounts/alice-coin", None).await;
+    let coin: Value = serde_json::from_str(&coin).unwrap();
+    assert_eq!((coin["currency"].as_str(), coin["exponent"].as_u64()), (Some("WCOIN"), Some(8)), "{coin}");
+
+    // Delivery versus payment: 3 shares for 45.00 EUR, in one settlement.
+    let trade = |id: &str, shares: u64, unit: &str| {
+        json!({"version": 1, "type": "settle", "id": id, "legs": [
+            {"payer": "alice", "payee": "shop", "amount": 4_500, "currency": "EUR"},
+            {"payer": "shop-aapl", "payee": "alice-aapl", "amount": shares, "currency": unit}]})
+    };
+    let settled = send_as(&harness, "alice", &trade("t-1", 3, "AAPL")).await;
+    assert_eq!(settled.code, Code::Settled, "{settled:?}");
+    let holdings = || async {
+        [harness.balance("alice").await, harness.balance("alice-aapl").await, harness.balance("shop-aapl").await]
+    };
+    assert_eq!(holdings().await, [5_500, 3, 97]);
+    // The seller is three shares short: neither leg moves.
+    let short = send_as(&harness, "alice", &trade("t-2", 100, "AAPL")).await;
+    assert_eq!((short.status, short.code), (Status::Declined, Code::InsufficientFunds), "{short:?}");
+    // A leg in a unit its accounts do not hold, or in no unit at all: refused, nothing recorded.
+    let mismatch = send_as(&harness, "alice", &trade("t-3", 1, "WCOIN")).await;
+    assert_eq!(mismatch.code, Code::CurrencyMismatch, "{mismatch:?}");
+    let malformed = send_as(&harness, "alice", &trade("t-4", 1, "aapl")).await;
+    assert_eq!(malformed.code, Code::InvalidRequest, "{malformed:?}");
+    assert_eq!(holdings().await, [5_500, 3, 97]);
+    for id in ["t-3", "t-4"] {
+        assert!(harness.ledger.payment(id).await.unwrap().is_none(), "{id} was recorded");
+    }
+    let (_, page) = harness.api("GET", "/v1/accounts/alice-aapl/payments", None).await;
+    let page: Value = serde_json::from_str(&page).unwrap();
+    assert_eq!(page["payments"][0]["id"], "t-1", "{page}");
+    let (_, listed) = harness.api("GET", "/v1/assets", None).await;
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let codes: Vec<&str> =
+        listed["assets"].as_array().unwrap().iter().filter_map(|asset| asset["code"].as_str()).collect();
+    assert_eq!(codes, ["AAPL", "WCOIN"]);
+    // Conservation holds per unit: the shares and the coins sum to zero like the euros.
+    let audit = harness.ledger.audit().await.unwrap();
+    assert_eq!(audit.first_violation(), None, "{audit:?}");
+    assert_eq!(audit.balance_sum_by_currency.get("AAPL"), Some(&0), "{audit:?}");
+    assert_eq!(audit.balance_sum_by_currency.get("WCOIN"), Some(&0), "{audit:?}");
 }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::error::LedgerError;
-use wasmpay_protocol::money::{Currency, MinorUnits};
+use wasmpay_protocol::money::{MinorUnits, Unit};
 use wasmpay_protocol::routing::AccountId;
 
 /// What an account is for.
@@ -44,8 +44,8 @@ pub struct Account {
     /// Account id.
     #[serde(serialize_with = "serialize_id")]
     pub id: AccountId,
-    /// The only currency it holds.
-    pub currency: Currency,
+    /// The only unit it holds: a currency or a registered asset.
+    pub currency: Unit,
     /// Posted minor units.
     pub balance: MinorUnits,
     /// What its open authorizations reserve: never negative, and the floor applies to the
@@ -66,23 +66,23 @@ fn serialize_id<S: serde::Serializer>(id: &AccountId, serializer: S) -> Result<S
 pub struct NewAccount {
     /// Account id (not starting with `_`, which is reserved for the ledger's own accounts).
     pub id: AccountId,
-    /// Its currency.
-    pub currency: Currency,
+    /// Its currency, or a registered asset.
+    pub currency: Unit,
     /// Its floor: 0 for a plain account, negative for a credit line.
     pub floor: MinorUnits,
 }
 
-/// The fee account of a currency, credited with every fee.
-pub fn fee_account(currency: Currency) -> AccountId {
+/// The fee account of a unit, credited with every fee.
+pub fn fee_account(currency: Unit) -> AccountId {
     system_account("fees", currency)
 }
 
-/// The external funding account of a currency, debited by deposits. It has no floor, so its
-/// negative balance is the money that entered the ledger.
-pub fn external_account(currency: Currency) -> AccountId {
+/// The external funding account of a unit, debited by deposits. It has no floor, so its
+/// negative balance is the money (or the asset) that entered the ledger.
+pub fn external_account(currency: Unit) -> AccountId {
     system_account("external", currency)
 }
 
-fn system_account(kind: &str, currency: Currency) -> AccountId {
+fn system_account(kind: &str, currency: Unit) -> AccountId {
     AccountId::new(format!("_{kind}_{currency}")).unwrap_or_else(|_| unreachable!("system ids are valid"))
 }

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use wasmpay_protocol::money::Unit;
 use wasmpay_protocol::routing::AccountId;
 
 use crate::account::{Account, AccountKind, NewAccount, external_account, fee_account};
@@ -11,13 +12,24 @@ use crate::store::on_store;
 
 impl Ledger {
     /// Opens a customer account, and the fee and external accounts of its currency if this is
-    /// the currency's first account. Opening the same account again with the same terms is a
+    /// the currency's first account. An asset's account needs the asset registered first
+    /// ([`LedgerError::UnknownAsset`]). Opening the same account again with the same terms is a
     /// no-op (so a client can retry); with other terms it is [`LedgerError::AccountExists`].
     pub async fn open_account(&self, new: &NewAccount, now_ms: i64) -> Result<Account, LedgerError> {
         let system =
             [(fee_account(new.currency), AccountKind::Fees), (external_account(new.currency), AccountKind::External)];
         let account = on_store!(&self.store, backend => {
             let mut transaction = backend.begin_write().await?;
+            // Assets are never removed, so a registration seen here holds when this commits.
+            if let Unit::Asset(code) = new.currency {
+                let registered: Option<String> = sqlx::query_scalar("SELECT code FROM assets WHERE code = $1")
+                    .bind(code.as_str())
+                    .fetch_optional(&mut *transaction)
+                    .await?;
+                if registered.is_none() {
+                    return Err(LedgerError::UnknownAsset(code.as_str().to_owned()));
+                }
+            }
             for (id, kind) in &system {
                 let floor = (*kind == AccountKind::Fees).then_some(0_i64);
                 sqlx::query(

@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use wasmpay_protocol::money::{FeeBearer, MinorUnits};
+use wasmpay_protocol::money::{FeeBearer, MinorUnits, Unit};
 use wasmpay_protocol::routing::AccountId;
 use wasmpay_protocol::{Leg, PaymentId};
 
@@ -573,7 +573,7 @@ fn closed_hold<'h>(transfer: &Transfer, authorization: &PaymentId, holds: &'h Ho
     let invalid =
         |what: &str| LedgerError::Invalid(format!("{}: {what} of authorization {authorization}", transfer.id));
     let hold = holds.get(authorization).ok_or_else(|| invalid("no hold"))?;
-    if hold.payer != transfer.payer || hold.payee != transfer.payee || hold.currency != transfer.currency {
+    if hold.payer != transfer.payer || hold.payee != transfer.payee || Unit::from(hold.currency) != transfer.currency {
         return Err(invalid("not the payer, payee or currency"));
     }
     let (amount, fee) = match transfer.kind {
@@ -625,7 +625,7 @@ fn changes(
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use wasmpay_protocol::money::{Currency, FeeBearer};
+    use wasmpay_protocol::money::FeeBearer;
 
     use super::*;
     use crate::account::AccountKind;
@@ -633,7 +633,7 @@ mod tests {
 
     const CUSTOMERS: usize = 4;
 
-    fn eur() -> Currency {
+    fn eur() -> Unit {
         "EUR".parse().unwrap_or_else(|_| unreachable!())
     }
 

@@ -1,6 +1,6 @@
 //! What can go wrong in the ledger itself, as opposed to a payment it declined.
 
-use wasmpay_protocol::money::{Currency, MinorUnits, Overflow};
+use wasmpay_protocol::money::{MinorUnits, Overflow, Unit};
 use wasmpay_protocol::routing::AccountId;
 
 /// A failure of the ledger itself, as opposed to a payment it declined.
@@ -15,6 +15,12 @@ pub enum LedgerError {
     /// An account with this id already exists with a different currency or floor.
     #[error("account `{0}` already exists with different terms")]
     AccountExists(String),
+    /// An asset with this code is registered with a different exponent or name.
+    #[error("asset `{0}` is registered with different terms")]
+    AssetExists(String),
+    /// An account was opened in an asset nobody registered.
+    #[error("asset `{0}` is not registered")]
+    UnknownAsset(String),
     /// No such account.
     #[error("unknown account `{0}`")]
     UnknownAccount(String),
@@ -24,7 +30,7 @@ pub enum LedgerError {
         /// The account.
         account: String,
         /// The currency it holds.
-        holds: Currency,
+        holds: Unit,
     },
     /// A balance would leave the 64-bit range.
     #[error("balance overflow on account `{0}`")]

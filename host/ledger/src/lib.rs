@@ -11,9 +11,10 @@
 //! too.
 //!
 //! Layout, from the top down (a module imports only modules below it):
-//! - operations on the handle: `accounts` (open and read accounts), `funding` (deposits),
-//!   `fencing` (partition claims, the ledger's identity), `client_keys` (who may pay over HTTP), `queries` (a recorded payment, the
-//!   audit of the books), `statements` (an account's entries and payments, a page at a time);
+//! - operations on the handle: `accounts` (open and read accounts), `assets` (units beyond
+//!   ISO 4217), `funding` (deposits), `fencing` (partition claims, the ledger's identity),
+//!   `client_keys` (who may pay over HTTP), `queries` (a recorded payment, the audit of the
+//!   books), `statements` (an account's entries, payments and open holds, a page at a time);
 //! - `handle`: the [`Ledger`] handle (open, record and submit transfers, probe, close);
 //! - `commit`: group commit, the committer task that [`Ledger::record`] and
 //!   [`Ledger::submit`] queue transfers for;
@@ -31,6 +32,7 @@
 
 mod account;
 mod accounts;
+mod assets;
 mod client_keys;
 mod commit;
 mod decision;
@@ -47,6 +49,7 @@ mod store;
 mod transfer;
 
 pub use account::{Account, AccountKind, NewAccount, external_account, fee_account};
+pub use assets::{Asset, MAX_ASSET_NAME};
 pub use client_keys::{ClientKey, IssuedKey};
 pub use commit::CommitObserver;
 pub use error::LedgerError;
@@ -56,7 +59,7 @@ pub use hold::{Hold, HoldState};
 pub use queries::{Audit, HoldRecord, StoredPayment};
 pub use refund::Refundable;
 pub use settings::{Durability, LedgerSettings};
-pub use statements::{DEFAULT_PAGE, Entries, EntryLine, MAX_PAGE, Page, PaymentLine, Payments};
+pub use statements::{DEFAULT_PAGE, Entries, EntryLine, HoldLine, MAX_PAGE, OpenHolds, Page, PaymentLine, Payments};
 pub use transfer::{Decision, Recorded, Replies, StoredReply, Transfer, TransferKind, prorated_fee};
 
 #[cfg(test)]

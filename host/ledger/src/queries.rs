@@ -156,7 +156,7 @@ impl Ledger {
             let mut snapshot = backend.begin_snapshot().await?;
             let connection = &mut *snapshot;
             let sql = format!(
-                "SELECT {PAYMENT_LINE}, request_hash, reply, plugins, metadata, client_key FROM payments WHERE id = $1"
+                "SELECT {PAYMENT_LINE}, request_hash, reply, plugins, metadata, client_key FROM payments p WHERE id = $1"
             );
             let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *connection).await?;
             let Some(row) = row else {
@@ -184,7 +184,7 @@ impl Ledger {
                     })
                 })
                 .transpose()?;
-            let sql = format!("SELECT {PAYMENT_LINE} FROM payments WHERE parent = $1 ORDER BY created_at_ms, id");
+            let sql = format!("SELECT {PAYMENT_LINE} FROM payments p WHERE parent = $1 ORDER BY created_at_ms, id");
             let history = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(&mut *connection).await?;
             let entries = sqlx::query_as("SELECT account_id, amount FROM entries WHERE payment_id = $1 ORDER BY id")
                 .bind(id)

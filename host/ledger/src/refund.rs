@@ -3,7 +3,7 @@
 //! them.
 
 use wasmpay_protocol::PaymentId;
-use wasmpay_protocol::money::{Currency, MinorUnits};
+use wasmpay_protocol::money::{MinorUnits, Unit};
 use wasmpay_protocol::routing::AccountId;
 
 /// A payment or capture that moved money, and what refunds have moved back of it.
@@ -16,7 +16,7 @@ pub struct Refundable {
     /// Who was paid: a refund debits it.
     pub payee: AccountId,
     /// Currency of the payment and both accounts.
-    pub currency: Currency,
+    pub currency: Unit,
     /// The amount it moved, before fees: the most all its refunds may move back.
     pub amount: MinorUnits,
     /// What its refunds have moved back so far.

@@ -1,12 +1,17 @@
-//! Statements: an account's entries and payments, a page at a time, in a stable order, and
-//! what a page's cursor means.
+//! Statements: an account's entries, payments and open holds, a page at a time, in a stable
+//! order, and what a page's cursor means.
 //!
-//! Entries are ordered by their id, payments by (time, id); a page's `next` cursor is the last
-//! row's key, so the next page starts exactly after it however many rows arrive meanwhile. On
-//! PostgreSQL with several nodes writing, an entry id is taken when a batch writes and becomes
-//! visible when it commits, so a batch that commits after a later-numbered one can show up
-//! behind a cursor already passed: a statement of a closed period (`to_ms` in the past by more
-//! than a batch's bound, 10 s) never misses a row.
+//! Entries are ordered by their id; payments by the id of their first entry on the account,
+//! so a statement is read through `entries_by_account` and the payment path pays for no index
+//! of its own (two indexes on `payments` by payer and payee cost the ledger 40 % of its rate
+//! on SQLite, docs/performance.md); open holds by (expiry, id). A page's `next` cursor is the
+//! last row's key, so the next page starts exactly after it however many rows arrive
+//! meanwhile. On PostgreSQL with several nodes writing, an entry id is taken when a batch
+//! writes and becomes visible when it commits, so a batch that commits after a later-numbered
+//! one can show up behind a cursor already passed: a statement of a closed period (`to_ms` in
+//! the past by more than a batch's bound, 10 s) never misses a row. A time filter is applied
+//! to the rows read in entry order: a page far into an account's history reads the history
+//! before it once.
 
 use serde::Serialize;
 use sqlx::{ColumnIndex, Decode, Row, Type};
@@ -137,17 +142,59 @@ pub struct Payments {
     pub next: Option<String>,
 }
 
-/// The columns of a [`PaymentLine`], over `payments`.
-pub(crate) const PAYMENT_LINE: &str = "id, kind, status, code, payer, payee, currency, amount, fee, fee_bearer, method,
-     created_at_ms AS at_ms, parent, refunded";
+/// A [`PaymentLine`] and where it is in a statement: the id of its first entry there.
+struct Posted {
+    line: PaymentLine,
+    position: i64,
+}
+
+/// One open hold of an account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HoldLine {
+    /// The authorization that holds it.
+    #[serde(flatten)]
+    pub authorization: PaymentLine,
+    /// What it reserves: the amount, plus the fee when the payer bears it.
+    pub held: i64,
+    /// When the ledger releases it unless captured or voided (Unix milliseconds).
+    pub expires_at_ms: i64,
+}
+
+/// One page of an account's open holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OpenHolds {
+    /// The page's holds, the soonest to expire first.
+    pub holds: Vec<HoldLine>,
+    /// The cursor of the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
+/// Reads a [`PaymentLine`] and, beside it, the columns of what wraps it.
+macro_rules! beside_a_payment_line {
+    ($wrapper:ident { $line:ident, $($column:ident),+ }) => {
+        impl<'r, R: Row> sqlx::FromRow<'r, R> for $wrapper
+        where
+            &'static str: ColumnIndex<R>,
+            String: Decode<'r, R::Database> + Type<R::Database>,
+            i64: Decode<'r, R::Database> + Type<R::Database>,
+        {
+            fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+                Ok($wrapper { $line: <PaymentLine as sqlx::FromRow<'r, R>>::from_row(row)?, $($column: row.try_get(stringify!($column))?),+ })
+            }
+        }
+    };
+}
+beside_a_payment_line!(Posted { line, position });
+beside_a_payment_line!(HoldLine { authorization, held, expires_at_ms });
+
+/// The columns of a [`PaymentLine`], over `payments p`.
+pub(crate) const PAYMENT_LINE: &str = "p.id, p.kind, p.status, p.code, p.payer, p.payee, p.currency, p.amount, p.fee,
+     p.fee_bearer, p.method, p.created_at_ms AS at_ms, p.parent, p.refunded";
 
 impl Ledger {
     /// A page of `account`'s entries, in id order.
     pub async fn entries_of(&self, account: &AccountId, page: &Page) -> Result<Entries, LedgerError> {
-        let after = match page.after.as_deref() {
-            None => -1,
-            Some(cursor) => cursor.parse().map_err(|_| bad_cursor(cursor))?,
-        };
+        let after = entry_cursor(page)?;
         let (from, to) = page.window();
         let rows: Vec<(i64, String, String, i64, i64)> = on_store!(&self.store, backend => sqlx::query_as(
             "SELECT e.id, e.payment_id, p.kind, e.amount, p.created_at_ms FROM entries e
@@ -170,9 +217,38 @@ impl Ledger {
         Ok(Entries { entries, next })
     }
 
-    /// A page of the payments `account` made or received (and its deposits, authorizations,
-    /// captures, voids and refunds), in (time, id) order.
+    /// A page of the payments that posted on `account` (payments it made or received,
+    /// deposits, captures, refunds, settlements), in the order they posted: by the account's
+    /// first entry of each. Declines, authorizations and voids post nothing and are not in a
+    /// statement (its open holds are, in [`Ledger::holds_of`]). Read through the entries, so
+    /// a statement costs the payment path no index of its own.
     pub async fn payments_of(&self, account: &AccountId, page: &Page) -> Result<Payments, LedgerError> {
+        let after = entry_cursor(page)?;
+        let (from, to) = page.window();
+        // A payment may post several entries on one account (a settlement's legs, a fee paid
+        // to the fee account that is also the payee): it is listed at the first.
+        let sql = format!(
+            "SELECT {PAYMENT_LINE}, e.id AS position FROM entries e JOIN payments p ON p.id = e.payment_id
+             WHERE e.account_id = $1 AND e.id > $2 AND p.created_at_ms >= $3 AND p.created_at_ms < $4
+               AND NOT EXISTS (SELECT 1 FROM entries f
+                               WHERE f.payment_id = e.payment_id AND f.account_id = e.account_id AND f.id < e.id)
+             ORDER BY e.id LIMIT $5"
+        );
+        let mut rows: Vec<Posted> = on_store!(&self.store, backend => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(account.as_str())
+            .bind(after)
+            .bind(from)
+            .bind(to)
+            .bind(page.rows() + 1)
+            .fetch_all(&backend.pool)
+            .await?);
+        let next = more(&mut rows, page.rows()).then(|| rows.last().map(|row| row.position.to_string())).flatten();
+        Ok(Payments { payments: rows.into_iter().map(|row| row.line).collect(), next })
+    }
+
+    /// A page of `account`'s open holds, the soonest to expire first; `from_ms` and `to_ms`
+    /// bound their expiry.
+    pub async fn holds_of(&self, account: &AccountId, page: &Page) -> Result<OpenHolds, LedgerError> {
         let (after_ms, after_id) = match page.after.as_deref() {
             None => (i64::MIN, String::new()),
             Some(cursor) => {
@@ -182,12 +258,13 @@ impl Ledger {
         };
         let (from, to) = page.window();
         let sql = format!(
-            "SELECT {PAYMENT_LINE} FROM payments
-             WHERE (payer = $1 OR payee = $1) AND (created_at_ms > $2 OR (created_at_ms = $2 AND id > $3))
-               AND created_at_ms >= $4 AND created_at_ms < $5
-             ORDER BY created_at_ms, id LIMIT $6"
+            "SELECT {PAYMENT_LINE}, h.held, h.expires_at_ms FROM holds h JOIN payments p ON p.id = h.id
+             WHERE h.account_id = $1 AND h.state = 'open'
+               AND (h.expires_at_ms > $2 OR (h.expires_at_ms = $2 AND h.id > $3))
+               AND h.expires_at_ms >= $4 AND h.expires_at_ms < $5
+             ORDER BY h.expires_at_ms, h.id LIMIT $6"
         );
-        let mut payments: Vec<PaymentLine> = on_store!(&self.store, backend => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let mut holds: Vec<HoldLine> = on_store!(&self.store, backend => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(account.as_str())
             .bind(after_ms)
             .bind(after_id)
@@ -196,10 +273,18 @@ impl Ledger {
             .bind(page.rows() + 1)
             .fetch_all(&backend.pool)
             .await?);
-        let next = more(&mut payments, page.rows())
-            .then(|| payments.last().map(|payment| format!("{}:{}", payment.at_ms, payment.id)))
+        let next = more(&mut holds, page.rows())
+            .then(|| holds.last().map(|hold| format!("{}:{}", hold.expires_at_ms, hold.authorization.id)))
             .flatten();
-        Ok(Payments { payments, next })
+        Ok(OpenHolds { holds, next })
+    }
+}
+
+/// The entry id a page of entries or payments starts after.
+fn entry_cursor(page: &Page) -> Result<i64, LedgerError> {
+    match page.after.as_deref() {
+        None => Ok(-1),
+        Some(cursor) => cursor.parse().map_err(|_| bad_cursor(cursor)),
     }
 }
 

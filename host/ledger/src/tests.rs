@@ -108,7 +108,7 @@ async fn ledger(backend: Backend) -> (Ledger, Fresh) {
 }
 
 async fn open(ledger: &Ledger, account: &str, floor: i64) {
-    let new = NewAccount { id: id(account), currency: eur(), floor: MinorUnits(floor) };
+    let new = NewAccount { id: id(account), currency: eur().into(), floor: MinorUnits(floor) };
     ledger.open_account(&new, 0).await.expect("open account");
 }
 
@@ -119,7 +119,7 @@ fn transfer(id: &str, payer: &AccountId, payee: &AccountId, amount: i64, fee: i6
         request_hash: "hash".to_owned(),
         payer: payer.clone(),
         payee: payee.clone(),
-        currency: eur(),
+        currency: eur().into(),
         amount: MinorUnits(amount),
         fee: MinorUnits(fee),
         fee_bearer: FeeBearer::Payee,
@@ -286,7 +286,7 @@ async fn a_settlement_posts_every_leg_or_none(backend: Backend) {
     let (ledger, _db) = ledger(backend).await;
     let usd: Currency = "USD".parse().expect("USD");
     for (account, currency) in [("buyer", eur()), ("seller", eur()), ("buyer-usd", usd), ("seller-usd", usd)] {
-        let new = NewAccount { id: id(account), currency, floor: MinorUnits::ZERO };
+        let new = NewAccount { id: id(account), currency: currency.into(), floor: MinorUnits::ZERO };
         ledger.open_account(&new, 0).await.expect("open");
     }
     deposit(&ledger, "d1", "buyer", 1_000).await;
@@ -295,7 +295,7 @@ async fn a_settlement_posts_every_leg_or_none(backend: Backend) {
         payer: id(payer),
         payee: id(payee),
         amount,
-        currency,
+        currency: currency.into(),
     };
     let settlement = |key: &str, legs: Vec<wasmpay_protocol::Leg>| {
         let first = legs[0].clone();
@@ -404,7 +404,7 @@ async fn reopening_an_account_is_idempotent_only_with_the_same_terms(backend: Ba
     let (ledger, _db) = ledger(backend).await;
     open(&ledger, "alice", 0).await;
     open(&ledger, "alice", 0).await;
-    let other = NewAccount { id: id("alice"), currency: eur(), floor: MinorUnits(-1) };
+    let other = NewAccount { id: id("alice"), currency: eur().into(), floor: MinorUnits(-1) };
     assert!(matches!(ledger.open_account(&other, 0).await, Err(LedgerError::AccountExists(_))));
 }
 
@@ -532,8 +532,8 @@ async fn the_audit_sees_each_broken_invariant(backend: Backend) {
 }
 
 /// A SQLite ledger written before holds existed keeps its accounts, payments and entries when
-/// the migration rebuilds `payments` and `entries` (SQLite cannot change a CHECK in place), and
-/// its foreign keys still hold afterwards.
+/// the migrations rebuild `payments` and `entries`, then `accounts` (SQLite cannot change a
+/// CHECK in place; assets widened the currency's), and its foreign keys still hold afterwards.
 #[tokio::test]
 async fn a_sqlite_ledger_from_before_holds_keeps_its_books() {
     let fresh = Backend::Sqlite.fresh();
@@ -566,6 +566,10 @@ async fn a_sqlite_ledger_from_before_holds_keeps_its_books() {
             .execute(&backend.pool)
             .await;
         assert!(refused.is_err(), "entries must still reference payments");
+        let refused = sqlx::query("INSERT INTO entries (payment_id, account_id, amount) VALUES ('p1', 'ghost', 1)")
+            .execute(&backend.pool)
+            .await;
+        assert!(refused.is_err(), "entries must still reference accounts");
     });
     let (alice, shop) = (id("alice"), id("shop"));
     let recorded = ledger.record(transfer("p2", &alice, &shop, 50, 0), named()).await.expect("p2");
@@ -816,7 +820,7 @@ mod model {
     async fn apply(ledger: &Ledger, model: &mut Model, step: &Step) -> Result<(), TestCaseError> {
         match *step {
             Step::Open { account, floor } => {
-                let new = NewAccount { id: id(&name(account)), currency: eur(), floor: MinorUnits(floor) };
+                let new = NewAccount { id: id(&name(account)), currency: eur().into(), floor: MinorUnits(floor) };
                 let opened = ledger.open_account(&new, 0).await;
                 match model.accounts.get(&name(account)) {
                     Some((_, existing)) if *existing != floor => {
@@ -1080,7 +1084,7 @@ mod model {
                 payer: id(&name(*payer)),
                 payee: id(&name(*payee)),
                 amount: amount.cast_unsigned(),
-                currency: eur(),
+                currency: eur().into(),
             })
             .collect();
         let first = legs[0].clone();

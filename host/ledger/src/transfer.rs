@@ -3,7 +3,7 @@
 //! rules only: `decision` decides batches of them, the store writes them.
 
 use crate::error::LedgerError;
-use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
+use wasmpay_protocol::money::{FeeBearer, MinorUnits, Unit};
 use wasmpay_protocol::routing::AccountId;
 use wasmpay_protocol::{Code, Leg, PaymentId};
 
@@ -109,8 +109,9 @@ pub struct Transfer {
     pub payer: AccountId,
     /// Credited account.
     pub payee: AccountId,
-    /// Currency of the transfer and of both accounts.
-    pub currency: Currency,
+    /// Unit of the transfer and of both accounts (a currency, except in a settlement's or a
+    /// deposit's asset legs).
+    pub currency: Unit,
     /// Amount before fees, positive.
     pub amount: MinorUnits,
     /// Fee, zero or positive.

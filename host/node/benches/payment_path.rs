@@ -91,7 +91,7 @@ fn ledger(runtime: &tokio::runtime::Runtime) -> (Duration, Duration, Duration) {
         let (alice, shop) = (AccountId::new("alice").unwrap(), AccountId::new("shop").unwrap());
         for id in [&alice, &shop] {
             ledger
-                .open_account(&NewAccount { id: id.clone(), currency: euro, floor: MinorUnits::ZERO }, 0)
+                .open_account(&NewAccount { id: id.clone(), currency: euro.into(), floor: MinorUnits::ZERO }, 0)
                 .await
                 .unwrap();
         }
@@ -104,7 +104,7 @@ fn ledger(runtime: &tokio::runtime::Runtime) -> (Duration, Duration, Duration) {
                 request_hash: "bench".to_owned(),
                 payer: payer.clone(),
                 payee: payee.clone(),
-                currency: euro,
+                currency: euro.into(),
                 amount: MinorUnits(amount),
                 fee: MinorUnits(3),
                 fee_bearer: FeeBearer::Payee,
@@ -122,7 +122,7 @@ fn ledger(runtime: &tokio::runtime::Runtime) -> (Duration, Duration, Duration) {
                 ledger.record(transfer, replies).await.unwrap();
             }
         };
-        transfer(&external_account(euro), &alice, 1_000_000_000).await;
+        transfer(&external_account(euro.into()), &alice, 1_000_000_000).await;
         let options = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(dir.path().join("scratch.db"))
             .create_if_missing(true)

@@ -94,14 +94,144 @@ impl Currency {
 
     /// `minor_units` written in major units, e.g. `-12.05` for -1205 EUR cents.
     pub fn format(self, minor_units: i64) -> String {
-        if self.exponent == 0 {
-            return minor_units.to_string();
+        format_major(minor_units, self.exponent)
+    }
+}
+
+/// `minor_units` written in major units of a unit with `exponent` decimals (at most
+/// [`MAX_EXPONENT`]), e.g. `-12.05` for -1205 and 2.
+pub fn format_major(minor_units: i64, exponent: u8) -> String {
+    if exponent == 0 {
+        return minor_units.to_string();
+    }
+    let exponent = exponent.min(MAX_EXPONENT);
+    let scale = 10_u64.pow(u32::from(exponent));
+    let magnitude = minor_units.unsigned_abs();
+    let sign = if minor_units < 0 { "-" } else { "" };
+    let width = usize::from(exponent);
+    format!("{sign}{}.{:0width$}", magnitude / scale, magnitude % scale)
+}
+
+/// The most decimals a registered asset may have: 10^18 is the largest power of ten an `i64`
+/// minor-unit amount can hold, so one major unit is always representable.
+pub const MAX_EXPONENT: u8 = 18;
+
+/// The code of an asset an operator registers beside the ISO 4217 currencies: a security, a
+/// commodity, loyalty points. 4 to 12 characters of `A-Z 0-9 . _ -`, starting with a letter.
+/// Three-letter codes belong to ISO 4217, so no asset can ever collide with a currency,
+/// including one ISO adds later.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AssetCode {
+    bytes: [u8; AssetCode::MAX_LEN],
+    len: u8,
+}
+
+impl AssetCode {
+    /// The longest asset code.
+    pub const MAX_LEN: usize = 12;
+
+    /// The code, e.g. `AAPL`.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored (`FromStr` checks), so this cannot fail.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for AssetCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AssetCode({})", self.as_str())
+    }
+}
+
+impl FromStr for AssetCode {
+    type Err = UnknownUnit;
+
+    fn from_str(code: &str) -> Result<Self, Self::Err> {
+        let valid = (4..=Self::MAX_LEN).contains(&code.len())
+            && code.starts_with(|c: char| c.is_ascii_uppercase())
+            && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        if !valid {
+            return Err(UnknownUnit(code.to_owned()));
         }
-        let scale = 10_u64.pow(u32::from(self.exponent));
-        let magnitude = minor_units.unsigned_abs();
-        let sign = if minor_units < 0 { "-" } else { "" };
-        let width = usize::from(self.exponent);
-        format!("{sign}{}.{:0width$}", magnitude / scale, magnitude % scale)
+        let mut bytes = [0; Self::MAX_LEN];
+        bytes[..code.len()].copy_from_slice(code.as_bytes());
+        Ok(AssetCode { bytes, len: u8::try_from(code.len()).map_err(|_| UnknownUnit(code.to_owned()))? })
+    }
+}
+
+/// What an account holds and a transfer moves: an ISO 4217 currency or a registered asset.
+/// The money rules are the same for both (integer minor units, checked arithmetic, every
+/// transfer's entries sum to zero per unit); only payments through a payment method are in
+/// currencies, because that is what the methods' plugins quote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Unit {
+    /// An ISO 4217 currency.
+    Currency(Currency),
+    /// An asset an operator registered (its exponent is in the ledger's registry).
+    Asset(AssetCode),
+}
+
+/// A unit code that is neither an ISO 4217 currency this host knows nor a well-formed asset
+/// code.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is neither a supported ISO 4217 currency code nor an asset code (4-12 of A-Z 0-9 . _ -, starting with a letter)"
+)]
+pub struct UnknownUnit(pub String);
+
+impl Unit {
+    /// The code, e.g. `EUR` or `AAPL`.
+    pub fn code(&self) -> &str {
+        match self {
+            Unit::Currency(currency) => currency.code(),
+            Unit::Asset(asset) => asset.as_str(),
+        }
+    }
+
+    /// The currency, when the unit is one.
+    pub fn currency(self) -> Option<Currency> {
+        match self {
+            Unit::Currency(currency) => Some(currency),
+            Unit::Asset(_) => None,
+        }
+    }
+}
+
+impl From<Currency> for Unit {
+    fn from(currency: Currency) -> Unit {
+        Unit::Currency(currency)
+    }
+}
+
+impl FromStr for Unit {
+    type Err = UnknownUnit;
+
+    fn from_str(code: &str) -> Result<Self, Self::Err> {
+        if code.len() == 3 {
+            return code.parse().map(Unit::Currency).map_err(|UnknownCurrency(code)| UnknownUnit(code));
+        }
+        code.parse().map(Unit::Asset)
+    }
+}
+
+impl TryFrom<String> for Unit {
+    type Error = UnknownUnit;
+
+    fn try_from(code: String) -> Result<Self, Self::Error> {
+        code.parse()
+    }
+}
+
+impl From<Unit> for String {
+    fn from(unit: Unit) -> String {
+        unit.code().to_owned()
+    }
+}
+
+impl fmt::Display for Unit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
     }
 }
 
@@ -231,6 +361,22 @@ mod tests {
         assert_eq!(bhd.format(1_000_001), "1000.001");
         let jpy: Currency = "JPY".parse().expect("JPY");
         assert_eq!(jpy.format(-1_500), "-1500");
+    }
+
+    #[test]
+    fn units_are_currencies_or_well_formed_asset_codes() {
+        assert_eq!("EUR".parse::<Unit>(), Ok(Unit::Currency("EUR".parse().expect("EUR"))));
+        for asset in ["AAPL", "POINTS", "ACME.SH", "GOLD_1G", "B-2025-03-XX"] {
+            let unit: Unit = asset.parse().expect(asset);
+            assert_eq!((unit.code(), unit.currency()), (asset, None));
+            assert_eq!(serde_json::to_string(&unit).expect("json"), format!("\"{asset}\""));
+        }
+        // Three letters are ISO 4217's, known or not; the rest must be well formed.
+        for bad in ["XXX", "BTC", "aapl", "1ABC", "ABCDEFGHIJKLM", "AB", "", "AA PL", "ÄPPL", "EU"] {
+            assert!(bad.parse::<Unit>().is_err(), "{bad}");
+        }
+        assert_eq!(format_major(-123_456_789, 8), "-1.23456789");
+        assert_eq!(format_major(7, 0), "7");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::money::{Currency, MAX_PAYMENT_MINOR_UNITS, UnknownCurrency};
+use crate::money::{Currency, MAX_PAYMENT_MINOR_UNITS, Unit, UnknownCurrency, UnknownUnit};
 use crate::routing::AccountId;
 use crate::{Code, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 
@@ -169,13 +169,9 @@ pub struct Leg {
     pub payee: AccountId,
     /// Minor units, 1 ..= 2^53 - 1.
     pub amount: u64,
-    /// The currency of both accounts.
-    #[serde(deserialize_with = "deserialize_currency")]
-    pub currency: Currency,
-}
-
-fn deserialize_currency<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Currency, D::Error> {
-    String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    /// The unit of both accounts: a currency or a registered asset (a leg of a trade moves
+    /// the asset against the cash of another).
+    pub currency: Unit,
 }
 
 fn deserialize_account<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<AccountId, D::Error> {
@@ -243,8 +239,7 @@ fn check_settlement(wire: WireSettlement) -> Result<SettlementRequest, Refusal> 
         }
         let amount = check_amount(&leg.amount)
             .map_err(|(code, message)| Refusal::new(id, code, format!("legs[{index}]: {message}")))?;
-        let currency =
-            leg.currency.parse().map_err(|error: UnknownCurrency| invalid(format!("legs[{index}]: {error}")))?;
+        let currency = leg.currency.parse().map_err(|error: UnknownUnit| invalid(format!("legs[{index}]: {error}")))?;
         legs.push(Leg { payer, payee, amount, currency });
     }
     Ok(SettlementRequest { id: checked_id, legs, metadata: wire.metadata })

@@ -14,7 +14,7 @@ use wasmpay_node::cluster::ClusterView;
 use wasmpay_node::config::Config;
 use wasmpay_node::node::{Node, NodeSettings, builtin_plugins};
 use wasmpay_plugin_host::directory_sources;
-use wasmpay_protocol::money::Currency;
+use wasmpay_protocol::money::format_major;
 use wasmpay_protocol::routing::{AccountId, DEFAULT_PARTITIONS, Partitioner, subjects};
 use wasmpay_protocol::{PROTOCOL_VERSION, Reply, Status};
 
@@ -43,6 +43,10 @@ enum Command {
     /// Open, show or fund accounts through a node's HTTP API.
     #[command(subcommand)]
     Account(AccountCommand),
+    /// Register or list assets (units beyond ISO 4217: securities, points), through a node's
+    /// HTTP API.
+    #[command(subcommand)]
+    Asset(AssetCommand),
     /// Issue, list or revoke the keys clients pay with over HTTP, through a node's HTTP API.
     #[command(subcommand, name = "client-key")]
     ClientKey(ClientKeyCommand),
@@ -170,6 +174,28 @@ struct PayArgs {
 }
 
 #[derive(Subcommand, Debug)]
+enum AssetCommand {
+    /// Register an asset; accounts can then be opened in it (`account open ID --currency CODE`).
+    Register {
+        /// Its code: 4-12 of A-Z 0-9 . _ -, starting with a letter (e.g. AAPL, POINTS).
+        code: String,
+        /// Digits after the decimal point of one unit (0 for a share, 8 for a coin).
+        #[arg(long)]
+        exponent: u8,
+        /// What it is, for people.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List the registered assets.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum ClientKeyCommand {
     /// Issue a key; its secret is printed this once.
     Issue {
@@ -198,7 +224,7 @@ enum AccountCommand {
     Open {
         /// Account id.
         id: String,
-        /// ISO 4217 currency.
+        /// ISO 4217 currency, or a registered asset's code (`wasmpay asset register`).
         #[arg(long)]
         currency: String,
         /// Lowest balance allowed, in minor units (0, or negative for credit).
@@ -297,6 +323,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Demo(args) => wasmpay_tools::demo::run(args).await,
         Command::Pay(args) => pay(args).await,
         Command::Account(command) => account(command).await,
+        Command::Asset(AssetCommand::Register { code, exponent, name, api }) => {
+            let body = json!({"code": code, "exponent": exponent, "name": name});
+            call_api(hyper::Method::POST, &api, "/v1/assets", Some(body)).await
+        }
+        Command::Asset(AssetCommand::List { api }) => call_api(hyper::Method::GET, &api, "/v1/assets", None).await,
         Command::ClientKey(command) => client_key(command).await,
         Command::Ledger(LedgerCommand::Verify { db }) => verify(&db).await,
         Command::Cluster(ClusterCommand::Status { api }) => cluster_status(&api).await,
@@ -569,8 +600,12 @@ async fn statement(id: &str, query: &StatementQuery, as_json: bool, api: &ApiArg
         return Ok(());
     }
     let code = account["currency"].as_str().unwrap_or_default();
-    let currency: Currency = code.parse().with_context(|| format!("the node named currency `{code}`"))?;
-    let major = |field: &serde_json::Value| currency.format(field.as_i64().unwrap_or_default());
+    let exponent = account["exponent"]
+        .as_u64()
+        .and_then(|exponent| u8::try_from(exponent).ok())
+        .with_context(|| format!("the node gave no exponent for `{code}`"))?;
+    let in_major = |amount: i64| format_major(amount, exponent);
+    let major = |field: &serde_json::Value| in_major(field.as_i64().unwrap_or_default());
     println!(
         "account {id} ({code}): posted {}, held {}, available {}",
         major(&account["balance"]),
@@ -587,7 +622,7 @@ async fn statement(id: &str, query: &StatementQuery, as_json: bool, api: &ApiArg
     );
     for entry in page["entries"].as_array().into_iter().flatten() {
         let amount = entry["amount"].as_i64().unwrap_or_default();
-        let signed = if amount > 0 { format!("+{}", currency.format(amount)) } else { currency.format(amount) };
+        let signed = if amount > 0 { format!("+{}", in_major(amount)) } else { in_major(amount) };
         println!(
             "{:>10}  {:<23}  {:<8}  {:<32}  {signed:>16}",
             entry["id"].as_i64().unwrap_or_default(),

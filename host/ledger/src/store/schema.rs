@@ -21,6 +21,8 @@ pub(crate) const SQLITE: Migrations = &[
     (4, "identity", include_str!("../../migrations/sqlite/0004_identity.sql")),
     (5, "deployment binding", include_str!("../../migrations/sqlite/0005_deployment_binding.sql")),
     (6, "payment lifecycle", include_str!("../../migrations/sqlite/0006_payment_lifecycle.sql")),
+    (7, "statements through entries", include_str!("../../migrations/sqlite/0007_statements_through_entries.sql")),
+    (8, "assets", include_str!("../../migrations/sqlite/0008_assets.sql")),
 ];
 
 /// The PostgreSQL schema: the same tables and meaning in PostgreSQL's types. Its history
@@ -31,6 +33,8 @@ pub(crate) const POSTGRES: Migrations = &[
     (3, "identity", include_str!("../../migrations/postgres/0003_identity.sql")),
     (4, "deployment binding", include_str!("../../migrations/postgres/0004_deployment_binding.sql")),
     (5, "payment lifecycle", include_str!("../../migrations/postgres/0005_payment_lifecycle.sql")),
+    (6, "statements through entries", include_str!("../../migrations/postgres/0006_statements_through_entries.sql")),
+    (7, "assets", include_str!("../../migrations/postgres/0007_assets.sql")),
 ];
 
 /// The migrator of a backend's schema.
@@ -38,7 +42,16 @@ pub(crate) fn migrator(migrations: Migrations) -> Migrator {
     let migrations = migrations
         .iter()
         .map(|(version, description, sql)| {
-            Migration::new(*version, Cow::Borrowed(*description), MigrationType::Simple, sql.into_sql_str(), false)
+            // As sqlx's file source does: a migration that must manage its own transaction
+            // says so on its first line.
+            let no_transaction = sql.starts_with("-- no-transaction");
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                no_transaction,
+            )
         })
         .collect();
     Migrator::with_migrations(migrations)

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use wasmpay_protocol::PaymentId;
-use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
+use wasmpay_protocol::money::{FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
 
 use crate::account::{Account, AccountKind};
@@ -83,8 +83,8 @@ impl TryFrom<AccountRow> for Account {
     }
 }
 
-/// A currency code read back from the database.
-pub(crate) fn parse_currency(code: &str) -> Result<Currency, LedgerError> {
+/// A currency or unit code read back from the database.
+pub(crate) fn parse_currency<T: std::str::FromStr>(code: &str) -> Result<T, LedgerError> {
     code.parse().map_err(|_| LedgerError::Corrupt(format!("currency `{code}`")))
 }
 

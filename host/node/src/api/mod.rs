@@ -5,6 +5,7 @@
 //! (how many, how long); `incoming` reads what a request says (path, token, JSON body);
 //! [`readiness`] decides whether the node is ready from what `/readyz` observed.
 
+mod assets;
 mod clients;
 mod incoming;
 mod plugins;
@@ -31,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::plugins::store::PluginStore;
 use wasmpay_ledger::{Account, Deposited, Ledger, LedgerError, MAX_PAGE, NewAccount, Page};
 use wasmpay_plugin_host::{PluginHost, PluginSource, Sha256};
-use wasmpay_protocol::money::{Currency, MAX_PAYMENT_MINOR_UNITS, MinorUnits};
+use wasmpay_protocol::money::{MAX_PAYMENT_MINOR_UNITS, MinorUnits, Unit};
 use wasmpay_protocol::routing::{AccountId, Partitioner};
 use wasmpay_protocol::{ID_RULE, PaymentId};
 
@@ -164,12 +165,17 @@ async fn route(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Respo
         },
         (&Method::GET, ["v1", "client-keys"]) => clients::list(&state).await,
         (&Method::DELETE, ["v1", "client-keys", id]) => clients::revoke(&state, id).await,
+        (&Method::POST, ["v1", "assets"]) => match incoming::read_json(request).await {
+            Ok(body) => assets::register(&state, body).await,
+            Err(response) => response,
+        },
+        (&Method::GET, ["v1", "assets"]) => assets::list(&state).await,
         (&Method::POST, ["v1", "accounts"]) => match incoming::read_json(request).await {
             Ok(body) => open_account(&state, body).await,
             Err(response) => response,
         },
         (&Method::GET, ["v1", "accounts", id]) => show_account(&state, id).await,
-        (&Method::GET, ["v1", "accounts", id, listing @ ("entries" | "payments")]) => {
+        (&Method::GET, ["v1", "accounts", id, listing @ ("entries" | "payments" | "holds")]) => {
             match incoming::query_parameters(request.uri().query()).as_ref().map(statement_page) {
                 Some(Ok(page)) => statement(&state, id, listing, &page).await,
                 Some(Err(message)) => problem(StatusCode::BAD_REQUEST, "invalid_request", &message),
@@ -232,9 +238,9 @@ async fn open_account(state: &ApiState, body: serde_json::Value) -> Response<Bod
         Ok(_) => return problem(StatusCode::BAD_REQUEST, "invalid_request", "ids starting with `_` are reserved"),
         Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &error.to_string()),
     };
-    let currency: Currency = match request.currency.parse() {
+    let currency: Unit = match request.currency.parse() {
         Ok(currency) => currency,
-        Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &format!("{error}")),
+        Err(error) => return problem_at(StatusCode::BAD_REQUEST, "invalid_request", &format!("{error}"), "currency"),
     };
     // A floor is a (negated) amount: bounded like one, so no balance can be driven to the edge
     // of the 64-bit range by a credit line.
@@ -249,6 +255,12 @@ async fn open_account(state: &ApiState, body: serde_json::Value) -> Response<Bod
         Err(LedgerError::AccountExists(id)) => {
             problem(StatusCode::CONFLICT, "conflict", &format!("account `{id}` exists with other terms"))
         }
+        Err(LedgerError::UnknownAsset(code)) => problem_at(
+            StatusCode::BAD_REQUEST,
+            "unknown_asset",
+            &format!("asset `{code}` is not registered: POST /v1/assets first"),
+            "currency",
+        ),
         Err(other) => ledger_error(&other),
     }
 }
@@ -257,26 +269,32 @@ async fn show_account(state: &ApiState, id: &str) -> Response<Body> {
     let Ok(id) = AccountId::new(id) else {
         return problem(StatusCode::NOT_FOUND, "unknown_account", "no such account");
     };
-    match state.ledger.account(&id).await {
-        Ok(Some(account)) => json_response(StatusCode::OK, &AccountView::from(account)),
-        Ok(None) => problem(StatusCode::NOT_FOUND, "unknown_account", "no such account"),
+    let account = match state.ledger.account(&id).await {
+        Ok(Some(account)) => account,
+        Ok(None) => return problem(StatusCode::NOT_FOUND, "unknown_account", "no such account"),
+        Err(other) => return ledger_error(&other),
+    };
+    match state.ledger.exponent_of(account.currency).await {
+        Ok(exponent) => json_response(StatusCode::OK, &AccountView::new(account, exponent)),
         Err(other) => ledger_error(&other),
     }
 }
 
-/// An account as the API shows it: what is posted, what its open authorizations hold, and
-/// what is available to spend (posted − held; the floor applies to it).
+/// An account as the API shows it: what is posted, what its open authorizations hold, what
+/// is available to spend (posted − held; the floor applies to it), and the exponent of its
+/// unit, so a client can show `12.50 EUR` or `3 AAPL` without a table of its own.
 #[derive(Serialize)]
 struct AccountView {
     #[serde(flatten)]
     account: Account,
     available: i64,
+    exponent: Option<u8>,
 }
 
-impl From<Account> for AccountView {
-    fn from(account: Account) -> AccountView {
+impl AccountView {
+    fn new(account: Account, exponent: Option<u8>) -> AccountView {
         let available = account.balance.0.saturating_sub(account.held.0);
-        AccountView { account, available }
+        AccountView { account, available, exponent }
     }
 }
 
@@ -303,7 +321,7 @@ fn statement_page(parameters: &std::collections::BTreeMap<String, String>) -> Re
     Ok(page)
 }
 
-/// A page of an account's entries or payments.
+/// A page of an account's entries, payments or open holds.
 async fn statement(state: &ApiState, id: &str, listing: &str, page: &Page) -> Response<Body> {
     let account = match AccountId::new(id) {
         Ok(id) => match state.ledger.account(&id).await {
@@ -315,6 +333,7 @@ async fn statement(state: &ApiState, id: &str, listing: &str, page: &Page) -> Re
     };
     let listed = match listing {
         "entries" => state.ledger.entries_of(&account, page).await.map(serde_json::to_value),
+        "holds" => state.ledger.holds_of(&account, page).await.map(serde_json::to_value),
         _ => state.ledger.payments_of(&account, page).await.map(serde_json::to_value),
     };
     match listed {

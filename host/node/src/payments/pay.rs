@@ -119,7 +119,7 @@ impl Processor {
             request_hash: fingerprint.clone(),
             payer: request.payer.clone(),
             payee: request.payee.clone(),
-            currency: request.currency,
+            currency: request.currency.into(),
             amount,
             fee: fee_units,
             fee_bearer: fee.bearer,

@@ -70,7 +70,7 @@ impl Parts {
             request_hash: format!("ledger-{index}"),
             payer: payer.clone(),
             payee: self.merchants[merchant].clone(),
-            currency: self.euro,
+            currency: self.euro.into(),
             amount: MinorUnits(100),
             fee: MinorUnits(3),
             fee_bearer: FeeBearer::Payer,

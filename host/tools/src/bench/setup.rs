@@ -103,7 +103,7 @@ pub async fn open_and_fund(ledger: &Ledger, payers: &Payers) -> anyhow::Result<(
     let now = clock::ledger_ms();
     let open = |id: AccountId| {
         let ledger = ledger.clone();
-        async move { ledger.open_account(&NewAccount { id, currency: euro, floor: MinorUnits::ZERO }, now).await }
+        async move { ledger.open_account(&NewAccount { id, currency: euro.into(), floor: MinorUnits::ZERO }, now).await }
     };
     // One at a time first: the first account of a currency also opens its system accounts.
     for payee in Payees::all() {

@@ -36,7 +36,7 @@ pub(super) async fn run(
     ledger: &Ledger,
     euro: Currency,
 ) -> anyhow::Result<()> {
-    let new = NewAccount { id: AccountId::new(PAYER)?, currency: euro, floor: MinorUnits::ZERO };
+    let new = NewAccount { id: AccountId::new(PAYER)?, currency: euro.into(), floor: MinorUnits::ZERO };
     let account = ledger.open_account(&new, clock::ledger_ms()).await?;
     ledger.deposit(&PaymentId::new("fund-cust-life")?, &account, MinorUnits(FUNDS), clock::ledger_ms()).await?;
     println!(
@@ -84,7 +84,7 @@ async fn settle(
 ) -> anyhow::Result<()> {
     let dollar: Currency = "USD".parse()?;
     for account in [DOLLARS, PAYEE_DOLLARS] {
-        let new = NewAccount { id: AccountId::new(account)?, currency: dollar, floor: MinorUnits::ZERO };
+        let new = NewAccount { id: AccountId::new(account)?, currency: dollar.into(), floor: MinorUnits::ZERO };
         ledger.open_account(&new, clock::ledger_ms()).await?;
     }
     let shop = ledger.account(&AccountId::new(PAYEE_DOLLARS)?).await?.context("the shop's dollar account exists")?;

@@ -162,11 +162,12 @@ async fn fund_accounts(ledger: &Ledger, euro: Currency) -> anyhow::Result<()> {
     for index in 0..CUSTOMERS {
         let id = AccountId::new(customer(index))?;
         let amount = funds(id.as_str());
-        let account = ledger.open_account(&NewAccount { id, currency: euro, floor: MinorUnits::ZERO }, now).await?;
+        let account =
+            ledger.open_account(&NewAccount { id, currency: euro.into(), floor: MinorUnits::ZERO }, now).await?;
         ledger.deposit(&PaymentId::new(format!("fund-{}", account.id))?, &account, MinorUnits(amount), now).await?;
     }
     for shop in SHOPS {
-        let new = NewAccount { id: AccountId::new(shop)?, currency: euro, floor: MinorUnits::ZERO };
+        let new = NewAccount { id: AccountId::new(shop)?, currency: euro.into(), floor: MinorUnits::ZERO };
         ledger.open_account(&new, now).await?;
     }
     println!(
@@ -262,8 +263,8 @@ async fn print_summary(
     for shop in SHOPS {
         rows.push((shop.to_owned(), balance(AccountId::new(shop)?).await?));
     }
-    rows.push(("fees (_fees_EUR)".into(), balance(fee_account(euro)).await?));
-    rows.push(("external funding (_external_EUR)".into(), balance(external_account(euro)).await?));
+    rows.push(("fees (_fees_EUR)".into(), balance(fee_account(euro.into())).await?));
+    rows.push(("external funding (_external_EUR)".into(), balance(external_account(euro.into())).await?));
     println!("{:<40} {:>14}", "balances", "EUR");
     for (name, minor_units) in &rows {
         println!("{name:<40} {:>14}", euro.format(*minor_units));
