@@ -8,7 +8,7 @@ use wasmpay_protocol::money::{MinorUnits, Unit};
 use wasmpay_protocol::routing::AccountId;
 
 /// What an account is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountKind {
     /// A client's account: pays and is paid.
@@ -39,10 +39,9 @@ impl AccountKind {
 }
 
 /// An account and its balance.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Account {
     /// Account id.
-    #[serde(serialize_with = "serialize_id")]
     pub id: AccountId,
     /// The only unit it holds: a currency or a registered asset.
     pub currency: Unit,
@@ -55,10 +54,6 @@ pub struct Account {
     pub floor: Option<MinorUnits>,
     /// What it is for.
     pub kind: AccountKind,
-}
-
-fn serialize_id<S: serde::Serializer>(id: &AccountId, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(id.as_str())
 }
 
 /// A customer account to open.

@@ -16,10 +16,9 @@ use wasmpay_protocol::money::{AssetCode, MAX_EXPONENT, Unit};
 pub const MAX_ASSET_NAME: usize = 64;
 
 /// A registered asset.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Asset {
     /// Its code, e.g. `AAPL`.
-    #[serde(serialize_with = "serialize_code")]
     pub code: AssetCode,
     /// Digits after the decimal point of one unit, 0 ..= 18 (0 for a share, 8 for a coin).
     pub exponent: u8,
@@ -27,10 +26,6 @@ pub struct Asset {
     pub name: String,
     /// When it was registered (Unix milliseconds).
     pub created_at_ms: i64,
-}
-
-fn serialize_code<S: serde::Serializer>(code: &AssetCode, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(code.as_str())
 }
 
 type AssetRow = (String, i64, String, i64);

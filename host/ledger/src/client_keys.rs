@@ -10,7 +10,7 @@ use crate::handle::Ledger;
 use crate::store::on_store;
 
 /// A client key, without its secret.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ClientKey {
     /// Its id, recorded on the payments made with it: `ck_` and 16 hex digits.
     pub id: String,
@@ -23,7 +23,7 @@ pub struct ClientKey {
 }
 
 /// A key just issued, with its secret.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct IssuedKey {
     /// The key.
     #[serde(flatten)]

@@ -1,13 +1,30 @@
 //! Deposits: money entering the ledger from a currency's external account.
 
-use serde_json::json;
+use serde::Serialize;
 
 use crate::account::{Account, external_account};
 use crate::error::LedgerError;
 use crate::handle::Ledger;
 use crate::transfer::{Recorded, Replies, StoredReply, Transfer, TransferKind};
 use wasmpay_protocol::PaymentId;
-use wasmpay_protocol::money::{FeeBearer, MinorUnits};
+use wasmpay_protocol::money::{FeeBearer, MinorUnits, Unit};
+use wasmpay_protocol::routing::AccountId;
+
+/// What a deposit answers, stored with it and sent again to a retry. Its fields are in the
+/// order deposits have always been written (alphabetical).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DepositReceipt {
+    /// The funded account.
+    pub account: AccountId,
+    /// Minor units deposited.
+    pub amount: MinorUnits,
+    /// The account's unit.
+    pub currency: Unit,
+    /// The deposit's idempotency key.
+    pub id: PaymentId,
+    /// Always `approved`: the external account has no floor.
+    pub status: wasmpay_protocol::Status,
+}
 
 /// What [`Ledger::deposit`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,9 +48,14 @@ impl Ledger {
         now_ms: i64,
     ) -> Result<Deposited, LedgerError> {
         let request_hash = format!("deposit:{}:{}:{}", account.id, amount, account.currency);
-        let receipt = json!({"id": id, "status": "approved", "account": account.id.as_str(), "amount": amount,
-                             "currency": account.currency.code()})
-        .to_string();
+        let receipt = DepositReceipt {
+            account: account.id.clone(),
+            amount,
+            currency: account.currency,
+            id: id.clone(),
+            status: wasmpay_protocol::Status::Approved,
+        };
+        let receipt = serde_json::to_string(&receipt).map_err(|error| LedgerError::Invalid(error.to_string()))?;
         let transfer = Transfer {
             id: id.clone(),
             kind: TransferKind::Deposit,

@@ -10,7 +10,7 @@ use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
 
 /// Where a hold is in its life. It is opened once and closed once; nothing reopens it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HoldState {
     /// Reserved on the payer.

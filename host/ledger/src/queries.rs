@@ -18,13 +18,15 @@ use wasmpay_protocol::PaymentId;
 
 /// A recorded payment, deposit or operation (authorization, capture, void, refund): what it
 /// was, how it was decided, what it posted, and what happened to it since.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StoredPayment {
     /// Idempotency key.
     pub id: String,
     /// `payment`, `deposit`, `authorization`, `capture`, `void` or `refund`.
     pub kind: String,
-    /// Fingerprint of the request that created it.
+    /// Fingerprint of the request that created it (kept from the API's answer: it says
+    /// nothing a client needs).
+    #[serde(skip)]
     pub request_hash: String,
     /// Its status, as in its reply.
     pub status: String,
@@ -60,10 +62,32 @@ pub struct StoredPayment {
     pub hold: Option<HoldRecord>,
     /// What acted on it since, oldest first: captures, voids and refunds.
     pub history: Vec<PaymentLine>,
-    /// The reply sent when it was decided, as JSON text.
+    /// The reply sent when it was decided, as JSON text (shown as the JSON it is).
+    #[serde(serialize_with = "as_json")]
+    #[schema(value_type = wasmpay_protocol::Reply)]
     pub reply: String,
     /// Its entries: (account, signed minor units). Empty unless it posted.
+    #[serde(serialize_with = "as_postings")]
+    #[schema(value_type = Vec<Posting>)]
     pub entries: Vec<(String, i64)>,
+}
+
+/// One entry of a recorded payment, as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Posting<'a> {
+    /// The account.
+    pub account: &'a str,
+    /// Signed minor units: negative for a debit.
+    pub amount: i64,
+}
+
+fn as_json<S: serde::Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(serde::ser::Error::custom)?;
+    value.serialize(serializer)
+}
+
+fn as_postings<S: serde::Serializer>(entries: &[(String, i64)], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(entries.iter().map(|(account, amount)| Posting { account, amount: *amount }))
 }
 
 /// A `holds` row as a payment's record reads it: state, held, expires_at_ms, captured,
@@ -71,7 +95,7 @@ pub struct StoredPayment {
 type HoldColumns = (String, i64, i64, i64, Option<String>, Option<i64>);
 
 /// An authorization's hold, as its record shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HoldRecord {
     /// `open`, `captured`, `voided` or `expired`.
     pub state: HoldState,

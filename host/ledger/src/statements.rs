@@ -50,7 +50,7 @@ impl Page {
 }
 
 /// One entry of an account's statement.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct EntryLine {
     /// The entry's id, its place in the statement.
     pub id: i64,
@@ -65,7 +65,7 @@ pub struct EntryLine {
 }
 
 /// One page of an account's entries.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Entries {
     /// The page's entries, oldest first.
     pub entries: Vec<EntryLine>,
@@ -75,7 +75,7 @@ pub struct Entries {
 
 /// One payment (or deposit, authorization, capture, void, refund) in a statement or in a
 /// payment's history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PaymentLine {
     /// Its id.
     pub id: String,
@@ -134,7 +134,7 @@ where
 }
 
 /// One page of an account's payments.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Payments {
     /// The page's payments, oldest first.
     pub payments: Vec<PaymentLine>,
@@ -149,7 +149,7 @@ struct Posted {
 }
 
 /// One open hold of an account.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HoldLine {
     /// The authorization that holds it.
     #[serde(flatten)]
@@ -161,7 +161,7 @@ pub struct HoldLine {
 }
 
 /// One page of an account's open holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OpenHolds {
     /// The page's holds, the soonest to expire first.
     pub holds: Vec<HoldLine>,

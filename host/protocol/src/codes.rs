@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What happened to a payment, coarsely.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Posted to the ledger.
@@ -48,7 +48,7 @@ impl Status {
 }
 
 /// The stable reason code of a reply. Never renamed; new codes may be added.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Code {
     /// Approved and posted.

@@ -12,12 +12,14 @@
 //! - [`codes`]: the coarse [`Status`] and the stable [`Code`] of every reply.
 //! - [`json`]: strict JSON (no repeated keys), for payments and the HTTP API alike.
 //! - [`routing`]: account ids, FNV-1a partitions, subject names.
-//! - [`money`]: ISO 4217 currencies and checked minor-unit arithmetic.
+//! - [`money`]: ISO 4217 currencies, registered assets and checked minor-unit arithmetic.
+//! - [`openapi`]: the schemas of the types serde reads from plain strings, for the API document.
 
 pub mod cluster;
 pub mod codes;
 pub mod json;
 pub mod money;
+pub mod openapi;
 pub mod reply;
 pub mod request;
 pub mod routing;
@@ -27,7 +29,7 @@ pub use codes::{Code, Status};
 pub use reply::Reply;
 pub use request::{
     HoldAction, HoldRequest, ID_RULE, InvalidPaymentId, Leg, MAX_LEGS, Operation, PaymentId, PaymentKind,
-    PaymentRequest, RefundRequest, Refusal, SettlementRequest, decode, decode_operation,
+    PaymentMessage, PaymentRequest, RefundRequest, Refusal, SettlementRequest, decode, decode_operation,
 };
 
 /// The protocol version this crate speaks.

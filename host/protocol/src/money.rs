@@ -13,7 +13,7 @@ pub const MAX_PAYMENT_MINOR_UNITS: u64 = (1 << 53) - 1;
 
 /// ISO 4217 alphabetic codes this host accepts, with their minor-unit exponent.
 /// Funds and precious metals (XAU, XDR, ...) are deliberately absent.
-const ISO_4217: &[(&str, u8)] = &[
+pub(crate) const ISO_4217: &[(&str, u8)] = &[
     ("AED", 2),
     ("ARS", 2),
     ("AUD", 2),
@@ -134,6 +134,12 @@ impl AssetCode {
     pub fn as_str(&self) -> &str {
         // Only ASCII is ever stored (`FromStr` checks), so this cannot fail.
         std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl Serialize for AssetCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -267,7 +273,7 @@ impl fmt::Display for Currency {
 }
 
 /// Who bears a payment's fee, as the fee policy plugin quoted it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FeeBearer {
     /// The payer is debited amount + fee; the payee receives the amount.
@@ -287,7 +293,9 @@ impl FeeBearer {
 }
 
 /// A signed amount of minor units: a balance, an entry or a floor.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(transparent)]
 pub struct MinorUnits(pub i64);
 

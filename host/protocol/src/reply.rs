@@ -7,7 +7,7 @@ use crate::{Code, Leg, PROTOCOL_VERSION, Refusal, Status};
 
 /// A reply, exactly as published. For recorded payments the bytes are stored with the payment
 /// and a retry with the same id gets them back unchanged.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reply {
     /// Always [`PROTOCOL_VERSION`].
     pub version: u32,

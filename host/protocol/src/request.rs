@@ -10,20 +10,39 @@ use crate::money::{Currency, MAX_PAYMENT_MINOR_UNITS, Unit, UnknownCurrency, Unk
 use crate::routing::AccountId;
 use crate::{Code, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 
-/// The wire form of a request, before any check beyond JSON types.
-#[derive(Deserialize)]
+/// A payment or authorization message as it is read, before any check beyond JSON types
+/// ([`decode`] checks it); its schema is the one the HTTP API's document publishes. `type`
+/// (`payment`, the default, or `authorize`) is read before it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct WireRequest {
+pub struct PaymentMessage {
+    /// The protocol version, 1.
     #[serde(rename = "version")]
+    #[schema(value_type = u32, minimum = 1, maximum = 1)]
     _version: serde_json::Value,
+    /// The payment's idempotency key.
+    #[schema(value_type = PaymentId)]
     id: String,
+    /// The debited account.
+    #[schema(value_type = AccountId)]
     payer: String,
+    /// The credited account.
+    #[schema(value_type = AccountId)]
     payee: String,
+    /// Minor units of the currency, an integer literal.
+    #[schema(schema_with = crate::openapi::amount_schema)]
     amount: serde_json::Number,
+    /// Both accounts' currency.
+    #[schema(value_type = Currency)]
     currency: String,
+    /// The payment method, e.g. `card`.
+    #[schema(pattern = "^[a-z0-9_-]{1,32}$")]
     method: String,
+    /// What the method needs (a card's token and expiry, a wallet's id); declined by the
+    /// method's plugin when missing or malformed.
     #[serde(default)]
     details: BTreeMap<String, String>,
+    /// The client's own data, recorded with the payment.
     #[serde(default)]
     metadata: BTreeMap<String, String>,
 }
@@ -55,10 +74,8 @@ pub struct PaymentRequest {
     /// Idempotency key.
     pub id: PaymentId,
     /// Debited account.
-    #[serde(serialize_with = "serialize_account")]
     pub payer: AccountId,
     /// Credited account.
-    #[serde(serialize_with = "serialize_account")]
     pub payee: AccountId,
     /// Minor units, 1 ..= 2^53 - 1.
     pub amount: u64,
@@ -70,10 +87,6 @@ pub struct PaymentRequest {
     pub details: BTreeMap<String, String>,
     /// Client metadata.
     pub metadata: BTreeMap<String, String>,
-}
-
-fn serialize_account<S: serde::Serializer>(account: &AccountId, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(account.as_str())
 }
 
 impl PaymentRequest {
@@ -101,7 +114,6 @@ pub struct HoldRequest {
     /// This operation's own idempotency key.
     pub id: PaymentId,
     /// The authorization's payer: the account the hold is on.
-    #[serde(serialize_with = "serialize_account")]
     pub payer: AccountId,
     /// The authorization's id.
     pub payment: PaymentId,
@@ -137,7 +149,6 @@ pub struct RefundRequest {
     /// This refund's own idempotency key.
     pub id: PaymentId,
     /// The refunded payment's payee, who pays the refund.
-    #[serde(serialize_with = "serialize_account")]
     pub payee: AccountId,
     /// The approved payment or the capture refunded.
     pub payment: PaymentId,
@@ -159,13 +170,13 @@ impl RefundRequest {
 pub const MAX_LEGS: usize = 16;
 
 /// One leg of a settlement: a transfer of `amount` in `currency` from `payer` to `payee`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Leg {
     /// Debited account.
-    #[serde(serialize_with = "serialize_account", deserialize_with = "deserialize_account")]
+    #[serde(deserialize_with = "deserialize_account")]
     pub payer: AccountId,
     /// Credited account.
-    #[serde(serialize_with = "serialize_account", deserialize_with = "deserialize_account")]
+    #[serde(deserialize_with = "deserialize_account")]
     pub payee: AccountId,
     /// Minor units, 1 ..= 2^53 - 1.
     pub amount: u64,
@@ -345,7 +356,7 @@ pub fn decode_operation(body: &[u8]) -> Result<Operation, Refusal> {
         |error: serde_json::Error| Refusal::new(id, Code::InvalidRequest, format!("invalid request: {error}"));
     match kind.as_str() {
         "payment" | "authorize" => {
-            let wire: WireRequest = serde_json::from_value(value).map_err(invalid)?;
+            let wire: PaymentMessage = serde_json::from_value(value).map_err(invalid)?;
             let kind = if kind == "payment" { PaymentKind::Payment } else { PaymentKind::Authorize };
             check(wire, kind).map(Operation::Pay)
         }
@@ -444,7 +455,7 @@ impl std::borrow::Borrow<str> for PaymentId {
     }
 }
 
-fn check(wire: WireRequest, kind: PaymentKind) -> Result<PaymentRequest, Refusal> {
+fn check(wire: PaymentMessage, kind: PaymentKind) -> Result<PaymentRequest, Refusal> {
     let Ok(checked_id) = PaymentId::new(wire.id.as_str()) else {
         return Err(Refusal::new(None, Code::InvalidRequest, ID_RULE));
     };

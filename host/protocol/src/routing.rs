@@ -100,7 +100,9 @@ impl Partitioner {
 }
 
 /// An account id: 1-64 characters of `[A-Za-z0-9_-]`, so it is always one valid NATS token.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Written as its text; read only through [`AccountId::new`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
 pub struct AccountId(String);
 
 /// An account id that breaks the rules of [`AccountId`].

@@ -60,6 +60,8 @@ enum Command {
     /// node's HTTP API.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Print the HTTP API's OpenAPI 3.1 document (what `GET /v1/openapi.json` serves).
+    Openapi,
     /// Measure the node, the ledger and the plugins beside their baselines (private NATS,
     /// SQLite and PostgreSQL, pgbench), in one run.
     Bench(wasmpay_tools::bench::BenchArgs),
@@ -336,6 +338,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             cluster_adopt(&nats, &db, &deployment).await
         }
         Command::Plugin(command) => plugins::run(command).await,
+        Command::Openapi => {
+            println!("{}", wasmpay_node::api::openapi::document());
+            Ok(())
+        }
         Command::Bench(args) => wasmpay_tools::bench::run(args).await,
     }
 }

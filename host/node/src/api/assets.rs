@@ -5,21 +5,37 @@
 use hyper::{Response, StatusCode};
 use serde::Deserialize;
 
-use super::{ApiState, Body, json_response, ledger_error, problem, problem_at};
+use super::{ApiState, Body, Problem, json_response, ledger_error, problem, problem_at};
 use crate::clock;
 use wasmpay_ledger::LedgerError;
 use wasmpay_protocol::money::AssetCode;
 
-#[derive(Deserialize)]
+/// What `POST /v1/assets` takes.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewAsset {
+pub(super) struct NewAsset {
+    /// 4-12 of A-Z 0-9 . _ -, starting with a letter.
+    #[schema(value_type = AssetCode)]
     code: String,
+    /// Digits after the decimal point of one unit.
+    #[schema(maximum = 18)]
     exponent: u8,
+    /// What it is, for people: 1-64 characters.
     name: String,
 }
 
-/// `POST /v1/assets`: 201 with the asset; the same terms again are 201 too (a retry), other
-/// terms 409.
+/// The registered assets, as listed.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Assets {
+    assets: Vec<wasmpay_ledger::Asset>,
+}
+
+/// Registers an asset; the same terms again are a retry (201), other terms a conflict.
+#[utoipa::path(post, path = "/v1/assets", operation_id = "register_asset", tag = "assets", request_body = NewAsset,
+    responses((status = 201, description = "Registered", body = wasmpay_ledger::Asset),
+              (status = 400, description = "Not a valid code, exponent or name", body = Problem),
+              (status = 409, description = "Registered with other terms", body = Problem)),
+    security(("admin_token" = [])))]
 pub(super) async fn register(state: &ApiState, body: serde_json::Value) -> Response<Body> {
     let request: NewAsset = match serde_json::from_value(body) {
         Ok(request) => request,
@@ -45,10 +61,12 @@ pub(super) async fn register(state: &ApiState, body: serde_json::Value) -> Respo
     }
 }
 
-/// `GET /v1/assets`: every registered asset, by code.
+/// Every registered asset, by code.
+#[utoipa::path(get, path = "/v1/assets", operation_id = "list_assets", tag = "assets",
+    responses((status = 200, description = "The assets", body = Assets)), security(("admin_token" = [])))]
 pub(super) async fn list(state: &ApiState) -> Response<Body> {
     match state.ledger.assets().await {
-        Ok(assets) => json_response(StatusCode::OK, &serde_json::json!({ "assets": assets })),
+        Ok(assets) => json_response(StatusCode::OK, &Assets { assets }),
         Err(other) => ledger_error(&other),
     }
 }

@@ -9,7 +9,7 @@ use hyper::header::{AUTHORIZATION, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{ApiState, Body, json_response, ledger_error, problem, problem_at, raw_json};
+use super::{ApiState, Body, Problem, json_response, ledger_error, problem, problem_at, raw_json};
 use crate::client::request_with_headers;
 use crate::clock;
 use wasmpay_ledger::ClientKey;
@@ -39,81 +39,175 @@ pub(super) async fn client(state: &ApiState, request: &Request<Incoming>) -> Res
     }
 }
 
-/// `POST /v1/payments` and `POST /v1/payments/{id}/capture|void|refunds`: builds the message,
-/// sends it to the owner of the account it debits, and answers with the reply.
-pub(super) async fn operate(
-    state: &ApiState,
-    path: &[&str],
-    idempotency_key: Option<&str>,
-    client: Option<&ClientKey>,
-    mut body: Value,
-) -> Response<Body> {
+/// Who sends an operation, and under which key: what every client route needs beside its body.
+pub(super) struct Caller<'a> {
+    /// The `Idempotency-Key` header, if sent.
+    pub(super) idempotency_key: Option<&'a str>,
+    /// The client key it came with (`None` for the admin token).
+    pub(super) client: Option<&'a ClientKey>,
+}
+
+/// Routes `POST /v1/payments…` to the operation its path names.
+pub(super) async fn dispatch(state: &ApiState, path: &[&str], caller: Caller<'_>, body: Value) -> Response<Body> {
+    match path {
+        [] => create(state, caller, body).await,
+        [payment, "capture"] => capture(state, payment, caller, body).await,
+        [payment, "void"] => void(state, payment, caller, body).await,
+        [payment, "refunds"] => refund(state, payment, caller, body).await,
+        _ => problem(StatusCode::NOT_FOUND, "not_found", "no such route"),
+    }
+}
+
+/// A payment or authorization: the NATS payment message, with `id` from the body or the
+/// `Idempotency-Key` header (both, if sent, must agree) and `version` optional.
+#[utoipa::path(post, path = "/v1/payments", operation_id = "create_payment", tag = "payments",
+    params(("Idempotency-Key" = Option<String>, Header, description = "The payment's id, if the body has none")),
+    request_body(content = wasmpay_protocol::PaymentMessage,
+                 description = "The payment message of docs/protocol.md; `id` and `version` may be left out, `type` may be `authorize`"),
+    responses(
+        (status = 201, description = "Decided now: approved or authorized", body = Reply),
+        (status = 200, description = "A replay of the stored reply (`Idempotent-Replayed: true`)", body = Reply),
+        (status = 402, description = "Declined (recorded; a retry replays it)", body = Reply),
+        (status = 400, description = "Refused before any state changed", body = Reply),
+        (status = 401, description = "No valid client key or admin token", body = Problem),
+        (status = 404, description = "Unknown account or method", body = Reply),
+        (status = 409, description = "The id was used for another request", body = Reply),
+        (status = 503, description = "No final answer yet: retry with the same id", body = Problem),
+    ),
+    security(("client_key" = []), ("admin_token" = [])))]
+pub(super) async fn create(state: &ApiState, caller: Caller<'_>, mut body: Value) -> Response<Body> {
     let Some(fields) = body.as_object_mut() else {
         return problem(StatusCode::BAD_REQUEST, "invalid_request", "the body must be a JSON object");
     };
-    let (message, account) = match path {
-        [] => {
-            let id = match (fields.remove("id"), idempotency_key) {
-                (Some(Value::String(id)), Some(key)) if id != key => {
-                    let message = "the body's `id` and the `Idempotency-Key` header differ";
-                    return problem_at(StatusCode::BAD_REQUEST, "invalid_request", message, "id");
-                }
-                (Some(Value::String(id)), _) => id,
-                (None, Some(key)) => key.to_owned(),
-                (Some(_), _) => {
-                    return problem_at(StatusCode::BAD_REQUEST, "invalid_request", "`id` must be a string", "id");
-                }
-                (None, None) => {
-                    let message = "send the payment's id as `id` or as the `Idempotency-Key` header";
-                    return problem_at(StatusCode::BAD_REQUEST, "invalid_request", message, "id");
-                }
-            };
-            let Some(payer) = fields.get("payer").and_then(Value::as_str).map(str::to_owned) else {
-                return problem_at(StatusCode::BAD_REQUEST, "invalid_request", "`payer` is required", "payer");
-            };
-            fields.insert("id".into(), json!(id));
-            fields.insert("version".into(), json!(PROTOCOL_VERSION));
-            (body, payer)
+    let id = match (fields.remove("id"), caller.idempotency_key) {
+        (Some(Value::String(id)), Some(key)) if id != key => {
+            let message = "the body's `id` and the `Idempotency-Key` header differ";
+            return problem_at(StatusCode::BAD_REQUEST, "invalid_request", message, "id");
         }
-        [payment, action @ ("capture" | "void" | "refunds")] => {
-            let Some(key) = idempotency_key else {
-                let message = "send this operation's own id as the `Idempotency-Key` header";
-                return problem_at(StatusCode::BAD_REQUEST, "invalid_request", message, "Idempotency-Key");
-            };
-            let allowed: &[&str] = if *action == "void" { &[] } else { &["amount"] };
-            if let Some(unknown) = fields.keys().find(|field| !allowed.contains(&field.as_str())) {
-                let message = format!("unknown field `{unknown}`");
-                return problem_at(StatusCode::BAD_REQUEST, "invalid_request", &message, unknown);
-            }
-            let Ok(payment_id) = PaymentId::new(*payment) else {
-                return problem(StatusCode::NOT_FOUND, "unknown_payment", "no such payment");
-            };
-            let account = if *action == "refunds" {
-                state.ledger.refundable(&payment_id).await.map(|found| found.map(|original| original.payee))
-            } else {
-                state.ledger.hold(&payment_id).await.map(|found| found.map(|hold| hold.payer))
-            };
-            let account = match account {
-                Ok(Some(account)) => account,
-                Ok(None) => {
-                    let what = if *action == "refunds" { "payment" } else { "authorization" };
-                    return problem(StatusCode::NOT_FOUND, "unknown_payment", &format!("no {what} `{payment}`"));
-                }
-                Err(error) => return ledger_error(&error),
-            };
-            let (kind, role) = match *action {
-                "refunds" => ("refund", "payee"),
-                other => (other, "payer"),
-            };
-            let mut message = json!({"version": PROTOCOL_VERSION, "type": kind, "id": key, role: account.as_str(),
-                                     "payment": payment});
-            if let Some(amount) = fields.get("amount") {
-                message["amount"] = amount.clone();
-            }
-            (message, account.to_string())
+        (Some(Value::String(id)), _) => id,
+        (None, Some(key)) => key.to_owned(),
+        (Some(_), _) => {
+            return problem_at(StatusCode::BAD_REQUEST, "invalid_request", "`id` must be a string", "id");
         }
-        _ => return problem(StatusCode::NOT_FOUND, "not_found", "no such route"),
+        (None, None) => {
+            let message = "send the payment's id as `id` or as the `Idempotency-Key` header";
+            return problem_at(StatusCode::BAD_REQUEST, "invalid_request", message, "id");
+        }
     };
+    let Some(payer) = fields.get("payer").and_then(Value::as_str).map(str::to_owned) else {
+        return problem_at(StatusCode::BAD_REQUEST, "invalid_request", "`payer` is required", "payer");
+    };
+    fields.insert("id".into(), json!(id));
+    fields.insert("version".into(), json!(PROTOCOL_VERSION));
+    forward(state, body, payer, caller.client).await
+}
+
+/// The body of a capture or refund: the amount, when less than all.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Amount {
+    /// Minor units; left out means everything left (the authorized amount, or what the
+    /// payment moved less what was refunded).
+    #[serde(default)]
+    #[schema(schema_with = wasmpay_protocol::openapi::amount_schema)]
+    amount: Option<Value>,
+}
+
+/// A capture of an open authorization, in full or in part.
+#[utoipa::path(post, path = "/v1/payments/{id}/capture", operation_id = "capture_authorization", tag = "payments",
+    params(("id" = String, Path, description = "The authorization"),
+           ("Idempotency-Key" = String, Header, description = "The capture's own id")),
+    request_body(content = Amount, description = "`{}` captures all"),
+    responses(
+        (status = 201, description = "Captured now", body = Reply),
+        (status = 200, description = "A replay (`Idempotent-Replayed: true`)", body = Reply),
+        (status = 400, description = "Refused: hold_expired, invalid_state, …", body = Reply),
+        (status = 404, description = "No such authorization", body = Problem),
+        (status = 422, description = "More than authorized", body = Reply),
+        (status = 503, description = "No final answer yet: retry with the same id", body = Problem),
+    ),
+    security(("client_key" = []), ("admin_token" = [])))]
+pub(super) async fn capture(state: &ApiState, payment: &str, caller: Caller<'_>, body: Value) -> Response<Body> {
+    act(state, payment, "capture", caller, body).await
+}
+
+/// A void: releases an open authorization's hold.
+#[utoipa::path(post, path = "/v1/payments/{id}/void", operation_id = "void_authorization", tag = "payments",
+    params(("id" = String, Path, description = "The authorization"),
+           ("Idempotency-Key" = String, Header, description = "The void's own id")),
+    request_body(content = Object, description = "`{}`"),
+    responses(
+        (status = 201, description = "Voided now", body = Reply),
+        (status = 200, description = "A replay (`Idempotent-Replayed: true`)", body = Reply),
+        (status = 400, description = "Refused: hold_expired, invalid_state, …", body = Reply),
+        (status = 404, description = "No such authorization", body = Problem),
+        (status = 503, description = "No final answer yet: retry with the same id", body = Problem),
+    ),
+    security(("client_key" = []), ("admin_token" = [])))]
+pub(super) async fn void(state: &ApiState, payment: &str, caller: Caller<'_>, body: Value) -> Response<Body> {
+    act(state, payment, "void", caller, body).await
+}
+
+/// A refund of a payment or capture, in full or in part, from its payee back to its payer.
+#[utoipa::path(post, path = "/v1/payments/{id}/refunds", operation_id = "refund_payment", tag = "payments",
+    params(("id" = String, Path, description = "The payment or capture"),
+           ("Idempotency-Key" = String, Header, description = "The refund's own id")),
+    request_body(content = Amount, description = "`{}` refunds what is left"),
+    responses(
+        (status = 201, description = "Refunded now", body = Reply),
+        (status = 200, description = "A replay (`Idempotent-Replayed: true`)", body = Reply),
+        (status = 402, description = "Declined: the payee cannot fund it", body = Reply),
+        (status = 404, description = "No such payment", body = Problem),
+        (status = 422, description = "More than refundable, or not refundable", body = Reply),
+        (status = 503, description = "No final answer yet: retry with the same id", body = Problem),
+    ),
+    security(("client_key" = []), ("admin_token" = [])))]
+pub(super) async fn refund(state: &ApiState, payment: &str, caller: Caller<'_>, body: Value) -> Response<Body> {
+    act(state, payment, "refunds", caller, body).await
+}
+
+/// A capture, void or refund of `payment`: the message, on the subject of the account it
+/// debits (the authorization's payer, or the payment's payee).
+async fn act(state: &ApiState, payment: &str, action: &str, caller: Caller<'_>, body: Value) -> Response<Body> {
+    let Some(key) = caller.idempotency_key else {
+        let message = "send this operation's own id as the `Idempotency-Key` header";
+        return problem_at(StatusCode::BAD_REQUEST, "invalid_request", message, "Idempotency-Key");
+    };
+    let amount = match serde_json::from_value::<Amount>(body) {
+        Ok(Amount { amount }) if action != "void" || amount.is_none() => amount,
+        Ok(_) => return problem_at(StatusCode::BAD_REQUEST, "invalid_request", "a void has no amount", "amount"),
+        Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &error.to_string()),
+    };
+    let Ok(payment_id) = PaymentId::new(payment) else {
+        return problem(StatusCode::NOT_FOUND, "unknown_payment", "no such payment");
+    };
+    let account = if action == "refunds" {
+        state.ledger.refundable(&payment_id).await.map(|found| found.map(|original| original.payee))
+    } else {
+        state.ledger.hold(&payment_id).await.map(|found| found.map(|hold| hold.payer))
+    };
+    let account = match account {
+        Ok(Some(account)) => account,
+        Ok(None) => {
+            let what = if action == "refunds" { "payment" } else { "authorization" };
+            return problem(StatusCode::NOT_FOUND, "unknown_payment", &format!("no {what} `{payment}`"));
+        }
+        Err(error) => return ledger_error(&error),
+    };
+    let (kind, role) = match action {
+        "refunds" => ("refund", "payee"),
+        other => (other, "payer"),
+    };
+    let mut message =
+        json!({"version": PROTOCOL_VERSION, "type": kind, "id": key, role: account.as_str(), "payment": payment});
+    if let Some(amount) = amount {
+        message["amount"] = amount;
+    }
+    forward(state, message, account.to_string(), caller.client).await
+}
+
+/// Sends `message` to the owner of `account` and answers with its reply.
+async fn forward(state: &ApiState, message: Value, account: String, client: Option<&ClientKey>) -> Response<Body> {
     let Ok(account) = AccountId::new(account) else {
         return problem_at(StatusCode::BAD_REQUEST, "invalid_request", "not a valid account id", "payer");
     };
@@ -159,10 +253,23 @@ fn answered(reply: String, replayed: bool) -> Response<Body> {
     response
 }
 
-/// `POST /v1/client-keys {"name": …}`: a new key, its secret shown this once.
+/// What `POST /v1/client-keys` takes.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewKey {
+    /// What to call it: 1-64 characters.
+    #[schema(min_length = 1, max_length = 64)]
+    name: String,
+}
+
+/// A new client key, its secret shown this once.
+#[utoipa::path(post, path = "/v1/client-keys", operation_id = "issue_client_key", tag = "client keys", request_body = NewKey,
+    responses((status = 201, description = "Issued; the secret is not shown again", body = wasmpay_ledger::IssuedKey),
+              (status = 400, description = "No valid name", body = Problem)),
+    security(("admin_token" = [])))]
 pub(super) async fn issue(state: &ApiState, body: Value) -> Response<Body> {
-    let name = match body.as_object().map(|fields| (fields.len(), fields.get("name").and_then(Value::as_str))) {
-        Some((1, Some(name))) if (1..=64).contains(&name.len()) => name.to_owned(),
+    let name = match serde_json::from_value::<NewKey>(body) {
+        Ok(NewKey { name }) if (1..=64).contains(&name.len()) => name,
         _ => {
             let message = "the body is `{\"name\": \"<1-64 characters>\"}`";
             return problem_at(StatusCode::BAD_REQUEST, "invalid_request", message, "name");
@@ -177,15 +284,29 @@ pub(super) async fn issue(state: &ApiState, body: Value) -> Response<Body> {
     }
 }
 
-/// `GET /v1/client-keys`: every key, without secrets.
+/// Every client key, without secrets.
+#[utoipa::path(get, path = "/v1/client-keys", operation_id = "list_client_keys", tag = "client keys",
+    responses((status = 200, description = "`{\"keys\": [...]}`", body = Keys)),
+    security(("admin_token" = [])))]
 pub(super) async fn list(state: &ApiState) -> Response<Body> {
     match state.ledger.client_keys().await {
-        Ok(keys) => json_response(StatusCode::OK, &json!({"keys": keys})),
+        Ok(keys) => json_response(StatusCode::OK, &Keys { keys }),
         Err(error) => ledger_error(&error),
     }
 }
 
-/// `DELETE /v1/client-keys/{id}`: the key no longer pays.
+/// The client keys, as listed.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Keys {
+    keys: Vec<ClientKey>,
+}
+
+/// Revokes a client key: it pays no more.
+#[utoipa::path(delete, path = "/v1/client-keys/{id}", operation_id = "revoke_client_key", tag = "client keys",
+    params(("id" = String, Path, description = "The key's id, `ck_…`")),
+    responses((status = 200, description = "Revoked", body = ClientKey),
+              (status = 404, description = "No such key", body = Problem)),
+    security(("admin_token" = [])))]
 pub(super) async fn revoke(state: &ApiState, id: &str) -> Response<Body> {
     match state.ledger.revoke_client_key(id, clock::ledger_ms()).await {
         Ok(Some(key)) => {

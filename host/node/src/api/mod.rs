@@ -8,6 +8,7 @@
 mod assets;
 mod clients;
 mod incoming;
+pub mod openapi;
 mod plugins;
 pub mod readiness;
 pub mod server;
@@ -23,7 +24,6 @@ use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::bus::Intake;
 use crate::clock;
@@ -139,14 +139,18 @@ async fn route(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Respo
     };
     let key = key.as_deref();
     let response = match (&method, segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, ["healthz"]) => healthz(),
         (&Method::GET, ["readyz"]) => readiness(&state).await,
-        (&Method::GET, ["metrics"]) => text(StatusCode::OK, &state.metrics.render()),
+        (&Method::GET, ["metrics"]) => metrics(&state),
+        (&Method::GET, ["v1", "openapi.json"]) => openapi::serve(),
         // A client key reaches the payment routes and nothing else.
         (&Method::POST, ["v1", "payments", ..]) if !incoming::authorized(state.admin_token.as_deref(), &request) => {
             match clients::client(&state, &request).await {
                 Ok(client) => match incoming::read_json(request).await {
-                    Ok(body) => clients::operate(&state, &segments[2..], key, client.as_ref(), body).await,
+                    Ok(body) => {
+                        let caller = clients::Caller { idempotency_key: key, client: client.as_ref() };
+                        clients::dispatch(&state, &segments[2..], caller, body).await
+                    }
                     Err(response) => response,
                 },
                 Err(response) => response,
@@ -156,7 +160,10 @@ async fn route(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Respo
             problem(StatusCode::UNAUTHORIZED, "unauthorized", "send `Authorization: Bearer <WASMPAY_ADMIN_TOKEN>`")
         }
         (&Method::POST, ["v1", "payments", ..]) => match incoming::read_json(request).await {
-            Ok(body) => clients::operate(&state, &segments[2..], key, None, body).await,
+            Ok(body) => {
+                let caller = clients::Caller { idempotency_key: key, client: None };
+                clients::dispatch(&state, &segments[2..], caller, body).await
+            }
             Err(response) => response,
         },
         (&Method::POST, ["v1", "client-keys"]) => match incoming::read_json(request).await {
@@ -175,13 +182,9 @@ async fn route(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Respo
             Err(response) => response,
         },
         (&Method::GET, ["v1", "accounts", id]) => show_account(&state, id).await,
-        (&Method::GET, ["v1", "accounts", id, listing @ ("entries" | "payments" | "holds")]) => {
-            match incoming::query_parameters(request.uri().query()).as_ref().map(statement_page) {
-                Some(Ok(page)) => statement(&state, id, listing, &page).await,
-                Some(Err(message)) => problem(StatusCode::BAD_REQUEST, "invalid_request", &message),
-                None => problem(StatusCode::BAD_REQUEST, "invalid_request", "the query is not valid or repeats a name"),
-            }
-        }
+        (&Method::GET, ["v1", "accounts", id, "entries"]) => entries(&state, id, request.uri().query()).await,
+        (&Method::GET, ["v1", "accounts", id, "payments"]) => payments(&state, id, request.uri().query()).await,
+        (&Method::GET, ["v1", "accounts", id, "holds"]) => holds(&state, id, request.uri().query()).await,
         (&Method::POST, ["v1", "accounts", id, "deposits"]) => {
             let id = (*id).to_owned();
             match incoming::read_json(request).await {
@@ -213,21 +216,54 @@ async fn route(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Respo
         }
         (&Method::POST, ["v1", "plugins", name, "rollback"]) => plugins::rollback(&state, name, key).await,
         (&Method::DELETE, ["v1", "plugins", name]) => plugins::remove(&state, name, key).await,
-        (&Method::GET, ["v1", "cluster"]) => json_response(StatusCode::OK, &state.cluster.current()),
+        (&Method::GET, ["v1", "cluster"]) => cluster(&state),
         _ => problem(StatusCode::NOT_FOUND, "not_found", "no such route"),
     };
     Ok(response)
 }
 
-#[derive(Deserialize)]
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations", responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")))]
+fn healthz() -> Response<Body> {
+    text(StatusCode::OK, "ok\n")
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    responses((status = 200, description = "The Prometheus text format", body = String, content_type = "text/plain")))]
+fn metrics(state: &ApiState) -> Response<Body> {
+    text(StatusCode::OK, &state.metrics.render())
+}
+
+/// The cluster as this node sees it: members, partitions, leases.
+#[utoipa::path(get, path = "/v1/cluster", operation_id = "show_cluster", tag = "operations",
+    responses((status = 200, description = "The node's view of the cluster", body = Object)), security(("admin_token" = [])))]
+fn cluster(state: &ApiState) -> Response<Body> {
+    json_response(StatusCode::OK, &state.cluster.current())
+}
+
+/// What `POST /v1/accounts` takes.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OpenAccount {
+    /// Not starting with `_` (the ledger's own accounts).
+    #[schema(value_type = AccountId)]
     id: String,
+    /// An ISO 4217 currency or a registered asset.
+    #[schema(value_type = Unit)]
     currency: String,
+    /// The lowest balance allowed: 0, or negative for a credit line.
     #[serde(default)]
+    #[schema(maximum = 0)]
     floor: i64,
 }
 
+/// Opens a customer account; the same terms again return it (a retry).
+#[utoipa::path(post, path = "/v1/accounts", operation_id = "open_account", tag = "accounts", request_body = OpenAccount,
+    responses((status = 201, description = "Opened (or already open with these terms)", body = Account),
+              (status = 400, description = "Not a valid id, unit or floor; an unregistered asset (`unknown_asset`)", body = Problem),
+              (status = 409, description = "Open with other terms", body = Problem)),
+    security(("admin_token" = [])))]
 async fn open_account(state: &ApiState, body: serde_json::Value) -> Response<Body> {
     let request: OpenAccount = match serde_json::from_value(body) {
         Ok(request) => request,
@@ -265,6 +301,11 @@ async fn open_account(state: &ApiState, body: serde_json::Value) -> Response<Bod
     }
 }
 
+/// An account: posted, held and available, and its unit's exponent.
+#[utoipa::path(get, path = "/v1/accounts/{id}", operation_id = "show_account", tag = "accounts", params(("id" = String, Path, description = "The account")),
+    responses((status = 200, description = "The account", body = AccountView),
+              (status = 404, description = "No such account", body = Problem)),
+    security(("admin_token" = [])))]
 async fn show_account(state: &ApiState, id: &str) -> Response<Body> {
     let Ok(id) = AccountId::new(id) else {
         return problem(StatusCode::NOT_FOUND, "unknown_account", "no such account");
@@ -283,11 +324,13 @@ async fn show_account(state: &ApiState, id: &str) -> Response<Body> {
 /// An account as the API shows it: what is posted, what its open authorizations hold, what
 /// is available to spend (posted − held; the floor applies to it), and the exponent of its
 /// unit, so a client can show `12.50 EUR` or `3 AAPL` without a table of its own.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct AccountView {
     #[serde(flatten)]
     account: Account,
+    /// `balance − held`, minor units.
     available: i64,
+    /// Digits after the decimal point of its unit.
     exponent: Option<u8>,
 }
 
@@ -321,8 +364,61 @@ fn statement_page(parameters: &std::collections::BTreeMap<String, String>) -> Re
     Ok(page)
 }
 
-/// A page of an account's entries, payments or open holds.
-async fn statement(state: &ApiState, id: &str, listing: &str, page: &Page) -> Response<Body> {
+/// A page of the account's entries, oldest first.
+#[utoipa::path(get, path = "/v1/accounts/{id}/entries", operation_id = "list_entries", tag = "statements",
+    params(("id" = String, Path, description = "The account"),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Rows, default 50"),
+           ("after" = Option<String>, Query, description = "The `next` of the page before"),
+           ("from_ms" = Option<i64>, Query, description = "Recorded at or after (Unix ms)"),
+           ("to_ms" = Option<i64>, Query, description = "Recorded before (Unix ms)")),
+    responses((status = 200, description = "A page", body = wasmpay_ledger::Entries),
+              (status = 400, description = "A bad parameter or cursor", body = Problem),
+              (status = 404, description = "No such account", body = Problem)),
+    security(("admin_token" = [])))]
+async fn entries(state: &ApiState, id: &str, query: Option<&str>) -> Response<Body> {
+    statement(state, id, "entries", query).await
+}
+
+/// A page of the payments that posted on the account, in the order they posted.
+#[utoipa::path(get, path = "/v1/accounts/{id}/payments", operation_id = "list_account_payments", tag = "statements",
+    params(("id" = String, Path, description = "The account"),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Rows, default 50"),
+           ("after" = Option<String>, Query, description = "The `next` of the page before"),
+           ("from_ms" = Option<i64>, Query, description = "Recorded at or after (Unix ms)"),
+           ("to_ms" = Option<i64>, Query, description = "Recorded before (Unix ms)")),
+    responses((status = 200, description = "A page", body = wasmpay_ledger::Payments),
+              (status = 400, description = "A bad parameter or cursor", body = Problem),
+              (status = 404, description = "No such account", body = Problem)),
+    security(("admin_token" = [])))]
+async fn payments(state: &ApiState, id: &str, query: Option<&str>) -> Response<Body> {
+    statement(state, id, "payments", query).await
+}
+
+/// A page of the account's open authorizations, the soonest to expire first.
+#[utoipa::path(get, path = "/v1/accounts/{id}/holds", operation_id = "list_open_holds", tag = "statements",
+    params(("id" = String, Path, description = "The account"),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Rows, default 50"),
+           ("after" = Option<String>, Query, description = "The `next` of the page before"),
+           ("from_ms" = Option<i64>, Query, description = "Expiring at or after (Unix ms)"),
+           ("to_ms" = Option<i64>, Query, description = "Expiring before (Unix ms)")),
+    responses((status = 200, description = "A page", body = wasmpay_ledger::OpenHolds),
+              (status = 400, description = "A bad parameter or cursor", body = Problem),
+              (status = 404, description = "No such account", body = Problem)),
+    security(("admin_token" = [])))]
+async fn holds(state: &ApiState, id: &str, query: Option<&str>) -> Response<Body> {
+    statement(state, id, "holds", query).await
+}
+
+/// A page of an account's entries, payments or open holds, as its `query` asks.
+async fn statement(state: &ApiState, id: &str, listing: &str, query: Option<&str>) -> Response<Body> {
+    let page = match incoming::query_parameters(query).as_ref().map(statement_page) {
+        Some(Ok(page)) => page,
+        Some(Err(message)) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &message),
+        None => {
+            return problem(StatusCode::BAD_REQUEST, "invalid_request", "the query is not valid or repeats a name");
+        }
+    };
+    let page = &page;
     let account = match AccountId::new(id) {
         Ok(id) => match state.ledger.account(&id).await {
             Ok(Some(_)) => id,
@@ -344,14 +440,27 @@ async fn statement(state: &ApiState, id: &str, listing: &str, page: &Page) -> Re
     }
 }
 
-#[derive(Deserialize)]
+/// What `POST /v1/accounts/{id}/deposits` takes.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DepositRequest {
+    /// Its idempotency key (one id space with payments).
+    #[schema(value_type = PaymentId)]
     id: String,
+    /// Minor units.
+    #[schema(schema_with = wasmpay_protocol::openapi::amount_schema)]
     amount: u64,
 }
 
-/// Funding from the currency's external account. The id makes it idempotent like a payment.
+/// Funding from the unit's external account. The id makes it idempotent like a payment.
+#[utoipa::path(post, path = "/v1/accounts/{id}/deposits", operation_id = "deposit", tag = "accounts",
+    params(("id" = String, Path, description = "The account")), request_body = DepositRequest,
+    responses((status = 201, description = "Posted now", body = wasmpay_ledger::DepositReceipt),
+              (status = 200, description = "A replay of the same deposit", body = wasmpay_ledger::DepositReceipt),
+              (status = 400, description = "Not a valid id or amount", body = Problem),
+              (status = 404, description = "No such account", body = Problem),
+              (status = 409, description = "The id was used for another transfer", body = Problem)),
+    security(("admin_token" = [])))]
 async fn deposit(state: &ApiState, account: &str, body: serde_json::Value) -> Response<Body> {
     let request: DepositRequest = match serde_json::from_value(body) {
         Ok(request) => request,
@@ -381,20 +490,13 @@ async fn deposit(state: &ApiState, account: &str, body: serde_json::Value) -> Re
 
 /// A payment's record: what it was, how it was decided (its plugins, its reply), its hold, its
 /// history (captures, voids, refunds) and its entries.
+#[utoipa::path(get, path = "/v1/payments/{id}", operation_id = "show_payment", tag = "payments", params(("id" = String, Path, description = "The payment, deposit or operation")),
+    responses((status = 200, description = "Its record", body = wasmpay_ledger::StoredPayment),
+              (status = 404, description = "No such payment", body = Problem)),
+    security(("admin_token" = [])))]
 async fn show_payment(state: &ApiState, id: &str) -> Response<Body> {
     match state.ledger.payment(id).await {
-        Ok(Some(payment)) => {
-            let reply: serde_json::Value = serde_json::from_str(&payment.reply).unwrap_or(serde_json::Value::Null);
-            let entries: Vec<_> =
-                payment.entries.iter().map(|(account, amount)| json!({"account": account, "amount": amount})).collect();
-            let mut body = serde_json::to_value(&payment).unwrap_or_default();
-            if let Some(object) = body.as_object_mut() {
-                object.remove("request_hash");
-                object.insert("reply".into(), reply);
-                object.insert("entries".into(), entries.into());
-            }
-            json_response(StatusCode::OK, &body)
-        }
+        Ok(Some(payment)) => json_response(StatusCode::OK, &payment),
         Ok(None) => problem(StatusCode::NOT_FOUND, "not_found", "no payment with this id"),
         Err(other) => ledger_error(&other),
     }
@@ -403,6 +505,10 @@ async fn show_payment(state: &ApiState, id: &str) -> Response<Body> {
 /// Whether a payment sent now is served and can be written ([`readiness`]); a 503 lists what
 /// is wrong, each problem with its stable code. Within `wasmpay_ledger::PROBE_TIMEOUT` (3 s):
 /// the NATS round trip and the ledger's probe run side by side.
+/// Whether this node can take payments now (NATS, the ledger, plugins, its partitions).
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
+    responses((status = 200, description = "`ready`", body = String, content_type = "text/plain"),
+              (status = 503, description = "`not ready: …` with every reason", body = String, content_type = "text/plain")))]
 async fn readiness(state: &ApiState) -> Response<Body> {
     let nats = async {
         if state.nats.connection_state() != async_nats::connection::State::Connected {
@@ -447,16 +553,30 @@ fn ledger_error(error: &LedgerError) -> Response<Body> {
     }
 }
 
+/// An error's body.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Problem<'a> {
+    /// Stable: a client branches on it.
+    code: &'a str,
+    /// For people.
+    message: &'a str,
+    /// The offending field of the request, where there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    /// The request's id (also in `X-Request-Id`), to quote to an operator.
+    request_id: Option<String>,
+}
+
 /// An error's body: its stable `code`, a `message` for people, and the `request_id` to quote.
 fn problem(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let request_id = REQUEST_ID.try_with(Clone::clone).ok();
-    json_response(status, &json!({"code": code, "message": message, "request_id": request_id}))
+    json_response(status, &Problem { code, message, field: None, request_id })
 }
 
 /// [`problem`] naming the offending `field` of the request.
 fn problem_at(status: StatusCode, code: &str, message: &str, field: &str) -> Response<Body> {
     let request_id = REQUEST_ID.try_with(Clone::clone).ok();
-    json_response(status, &json!({"code": code, "message": message, "field": field, "request_id": request_id}))
+    json_response(status, &Problem { code, message, field: Some(field), request_id })
 }
 
 fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {

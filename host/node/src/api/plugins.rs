@@ -16,7 +16,7 @@ use serde_json::json;
 use wasmpay_plugin_host::manifest::valid_plugin_version;
 use wasmpay_plugin_host::{Manifest, Origin, PluginStatus, Refusal, Sha256, VersionState};
 
-use super::{ApiState, Body, json_response, problem};
+use super::{ApiState, Body, Problem, json_response, problem};
 use crate::plugins::store::{MAX_COMPONENT_BYTES, Pointer, StoreError};
 
 /// How long a command waits for this node to serve what it asked for.
@@ -26,7 +26,11 @@ pub const MAX_UPLOAD_BYTES: usize = MAX_COMPONENT_BYTES / 3 * 4 + 128 * 1024;
 
 type Response = hyper::Response<Body>;
 
-/// `GET /v1/plugins`.
+/// Every plugin on this node with its versions and state, the pipeline of each method, and
+/// the loaded versions and instances.
+#[utoipa::path(get, path = "/v1/plugins", operation_id = "list_plugins", tag = "plugins",
+    responses((status = 200, description = "`plugins`, `methods`, `versions_loaded`, `instances`", body = Object)),
+    security(("admin_token" = [])))]
 pub fn list(state: &ApiState) -> Response {
     let pipelines = state.plugins.pipelines();
     let methods: Vec<_> = pipelines
@@ -47,9 +51,10 @@ pub fn list(state: &ApiState) -> Response {
     )
 }
 
-#[derive(Deserialize)]
+/// What `PUT /v1/plugins/{name}` takes.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Upload {
+pub struct Upload {
     /// The manifest, TOML.
     manifest: String,
     /// The component, base64.
@@ -59,8 +64,17 @@ struct Upload {
     activate: bool,
 }
 
-/// `PUT /v1/plugins/{name}`: checks a version on this node (hash, compile, contract,
-/// `describe`, fixtures) and stores it; with `"activate": true` also makes it serve.
+/// Checks a version on this node (hash, compile, contract, `describe`, fixtures) and stores it
+/// for the cluster; with `"activate": true` also makes it serve.
+#[utoipa::path(put, path = "/v1/plugins/{name}", operation_id = "upload_plugin", tag = "plugins", params(("name" = String, Path, description = "The plugin: 1-32 of a-z 0-9 -")), request_body = Upload,
+    responses((status = 200, description = "`{\"plugin\": …, \"pointer\": …}`: the plugin's status on this node once every node answered, and the cluster's pointer", body = Object),
+              (status = 404, description = "No such plugin or version", body = Problem),
+              (status = 409, description = "Another change of this plugin won the race; retry", body = Problem),
+              (status = 422, description = "Refused: a check failed or a pipeline needs it", body = Problem),
+              (status = 503, description = "The plugin store is unavailable", body = Problem),
+              (status = 400, description = "Not a manifest, component or matching name", body = Problem),
+              (status = 429, description = "Another upload is in progress; retry", body = Problem)),
+    security(("admin_token" = [])))]
 pub async fn upload(state: &ApiState, name: &str, key: Option<&str>, body: serde_json::Value) -> Response {
     let upload: Upload = match serde_json::from_value(body) {
         Ok(upload) => upload,
@@ -128,14 +142,22 @@ pub async fn upload(state: &ApiState, name: &str, key: Option<&str>, body: serde
     )
 }
 
-#[derive(Deserialize)]
+/// What `POST /v1/plugins/{name}/activate` takes.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Activate {
+pub struct Activate {
+    /// The stored version to serve.
     version: String,
 }
 
-/// `POST /v1/plugins/{name}/activate`: makes an uploaded version serve everywhere; the
-/// serving one again lifts its quarantine everywhere.
+/// Makes an uploaded version serve everywhere; the serving one again lifts its quarantine
+/// everywhere.
+#[utoipa::path(post, path = "/v1/plugins/{name}/activate", operation_id = "activate_plugin", tag = "plugins", params(("name" = String, Path, description = "The plugin: 1-32 of a-z 0-9 -")), request_body = Activate,
+    responses((status = 200, description = "`{\"plugin\": …, \"pointer\": …}`: the plugin's status on this node once every node answered, and the cluster's pointer", body = Object),
+              (status = 404, description = "No such plugin or version", body = Problem),
+              (status = 409, description = "Another change of this plugin won the race; retry", body = Problem),
+              (status = 422, description = "Refused: a check failed or a pipeline needs it", body = Problem),
+              (status = 503, description = "The plugin store is unavailable", body = Problem)), security(("admin_token" = [])))]
 pub async fn activate(state: &ApiState, name: &str, key: Option<&str>, body: serde_json::Value) -> Response {
     let request = match serde_json::from_value::<Activate>(body) {
         Ok(request) if valid_plugin_version(&request.version) => request,
@@ -156,13 +178,25 @@ pub async fn activate(state: &ApiState, name: &str, key: Option<&str>, body: ser
     settle(state, name, since, state.plugin_store.activate(manifest, serving, key).await).await
 }
 
-/// `POST /v1/plugins/{name}/rollback`: makes the version before the current one serve again.
+/// Makes the version before the current one serve again.
+#[utoipa::path(post, path = "/v1/plugins/{name}/rollback", operation_id = "roll_back_plugin", tag = "plugins", params(("name" = String, Path, description = "The plugin: 1-32 of a-z 0-9 -")),
+    responses((status = 200, description = "`{\"plugin\": …, \"pointer\": …}`: the plugin's status on this node once every node answered, and the cluster's pointer", body = Object),
+              (status = 404, description = "No such plugin or version", body = Problem),
+              (status = 409, description = "Another change of this plugin won the race; retry", body = Problem),
+              (status = 422, description = "Refused: a check failed or a pipeline needs it", body = Problem),
+              (status = 503, description = "The plugin store is unavailable", body = Problem)), security(("admin_token" = [])))]
 pub async fn rollback(state: &ApiState, name: &str, key: Option<&str>) -> Response {
     let since = state.plugins.attempts();
     settle(state, name, since, state.plugin_store.rollback(name, key).await).await
 }
 
-/// `DELETE /v1/plugins/{name}`: stops serving the plugin everywhere.
+/// Stops serving the plugin everywhere.
+#[utoipa::path(delete, path = "/v1/plugins/{name}", operation_id = "remove_plugin", tag = "plugins", params(("name" = String, Path, description = "The plugin: 1-32 of a-z 0-9 -")),
+    responses((status = 200, description = "`{\"plugin\": …, \"pointer\": …}`: the plugin's status on this node once every node answered, and the cluster's pointer", body = Object),
+              (status = 404, description = "No such plugin or version", body = Problem),
+              (status = 409, description = "Another change of this plugin won the race; retry", body = Problem),
+              (status = 422, description = "Refused: a check failed or a pipeline needs it", body = Problem),
+              (status = 503, description = "The plugin store is unavailable", body = Problem)), security(("admin_token" = [])))]
 pub async fn remove(state: &ApiState, name: &str, key: Option<&str>) -> Response {
     if state.plugins.status().iter().all(|status| status.name != name) {
         return problem(StatusCode::NOT_FOUND, "unknown_plugin", &format!("no plugin `{name}`"));
