@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use wasmpay_node::api::HttpLimits;
 use wasmpay_node::config::Config;
+use wasmpay_plugin_host::SandboxSettings;
 use wasmpay_protocol::{Code, Status};
 use wasmpay_tests::{Harness, card};
 
@@ -89,16 +90,23 @@ fn work(id: &str, payer: &str, iterations: u64) -> Value {
 
 /// One payer floods its partition with slow payments; another partition's payment is decided
 /// while that backlog is still being worked off, and the flood's overflow is refused at once
-/// as `unavailable` rather than holding the dispatcher (and every other partition) back.
+/// as `unavailable` rather than holding the dispatcher (and every other partition) back. The
+/// slow payments take ~100 ms each on this machine kind (10x the fuel budget's default lets
+/// them), so the backlog outlasts the other payment's 100 ms head start by several times: at
+/// 20 M iterations each took ~20 ms once plugins compiled faster, and the whole backlog was
+/// gone before the other payment was sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_partition_does_not_delay_the_others() {
-    let harness = Harness::start_custom(Config::default(), None, |settings| settings.partition_queue_depth = 4).await;
+    let sandbox = SandboxSettings { fuel_per_call: 10_000_000_000, ..SandboxSettings::default() };
+    let config = Config { sandbox, ..Config::default() };
+    let harness = Harness::start_custom(config, None, |settings| settings.partition_queue_depth = 4).await;
     for account in ["alice", "bob", "shop"] {
         harness.open(account, "EUR", 0).await;
     }
     harness.deposit("alice", 1_000_000).await;
     harness.deposit("bob", 1_000_000).await;
-    let flood: Vec<Value> = (0..40).map(|index| work(&format!("flood-{index:02}"), "alice", 20_000_000)).collect();
+    let flood: Vec<Value> = (0..40).map(|index| work(&format!("flood-{index:02}"), "alice", 100_000_000)).collect();
+    let started = Instant::now();
     let flooding = futures::future::join_all(flood.iter().map(|payment| async {
         let reply = harness.pay(payment).await;
         (reply, Instant::now())
@@ -116,5 +124,10 @@ async fn a_saturated_partition_does_not_delay_the_others() {
     assert!(saturated > 0, "the overflow must be refused, not queued without bound");
     assert!(approved.len() + saturated == flood.len(), "{flood_replies:?}");
     let last_flood = approved.iter().max().copied().unwrap();
+    assert!(
+        last_flood.duration_since(started) > Duration::from_millis(300),
+        "the backlog was worked off in {:?}, too soon to show anything: make the flood slower",
+        last_flood.duration_since(started)
+    );
     assert!(other_answered < last_flood, "the other partition waited for the flooded one");
 }
