@@ -449,6 +449,19 @@ async fn clients_pay_and_operate_over_http_with_keys_the_operator_issues_and_rev
     assert_eq!((status, declined["code"].as_str()), (402, Some("invalid_state")), "{declined}");
     let (status, unknown) = call("POST", "/v1/payments/nope/capture", &secret, Some("c-3"), Some(json!({}))).await;
     assert_eq!((status, unknown["code"].as_str()), (404, Some("unknown_payment")), "{unknown}");
+    // A settlement, with its id in the header; the same again replays.
+    let settlement = json!({"legs": [{"payer": "alice", "payee": "shop", "amount": 50, "currency": "EUR"},
+                                     {"payer": "shop", "payee": "alice", "amount": 20, "currency": "EUR"}]});
+    let (status, settled) = call("POST", "/v1/settlements", &secret, Some("s-1"), Some(settlement.clone())).await;
+    assert_eq!(
+        (status, settled["code"].as_str(), settled["id"].as_str()),
+        (201, Some("settled"), Some("s-1")),
+        "{settled}"
+    );
+    let (status, again) = call("POST", "/v1/settlements", &secret, Some("s-1"), Some(settlement)).await;
+    assert_eq!((status, again), (200, settled), "a replay");
+    let (status, short) = call("POST", "/v1/settlements", &secret, Some("s-2"), Some(json!({"legs": []}))).await;
+    assert_eq!((status, short["field"].as_str()), (400, Some("legs")), "{short}");
 
     // A client key pays, and does nothing else.
     for (method, path) in [("GET", "/v1/accounts/alice"), ("POST", "/v1/client-keys"), ("GET", "/v1/payments/h-1")] {
@@ -458,6 +471,9 @@ async fn clients_pay_and_operate_over_http_with_keys_the_operator_issues_and_rev
     let (_, record) = harness.api("GET", "/v1/payments/h-1", None).await;
     let record: Value = serde_json::from_str(&record).unwrap();
     assert_eq!(record["client_key"].as_str(), Some(key_id.as_str()), "{record}");
+    let (_, record) = harness.api("GET", "/v1/payments/s-1", None).await;
+    let record: Value = serde_json::from_str(&record).unwrap();
+    assert_eq!((record["kind"].as_str(), record["client_key"].as_str()), (Some("settlement"), Some(key_id.as_str())));
 
     let (status, _) = harness.api("DELETE", &format!("/v1/client-keys/{key_id}"), None).await;
     assert_eq!(status, 200);

@@ -29,7 +29,8 @@ pub use codes::{Code, Status};
 pub use reply::Reply;
 pub use request::{
     HoldAction, HoldRequest, ID_RULE, InvalidPaymentId, Leg, MAX_LEGS, Operation, PaymentId, PaymentKind,
-    PaymentMessage, PaymentRequest, RefundRequest, Refusal, SettlementRequest, decode, decode_operation,
+    PaymentMessage, PaymentRequest, RefundRequest, Refusal, SettlementMessage, SettlementRequest, decode,
+    decode_operation,
 };
 
 /// The protocol version this crate speaks.

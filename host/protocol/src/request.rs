@@ -210,29 +210,45 @@ impl SettlementRequest {
     }
 }
 
-/// The wire form of a settlement.
-#[derive(Deserialize)]
+/// A settlement message as it is read, before any check beyond JSON types; `type` (`settle`)
+/// is read before it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct WireSettlement {
+pub struct SettlementMessage {
+    /// The protocol version, 1.
     #[serde(rename = "version")]
+    #[schema(value_type = u32, minimum = 1, maximum = 1)]
     _version: serde_json::Value,
+    /// The settlement's idempotency key.
+    #[schema(value_type = PaymentId)]
     id: String,
-    legs: Vec<WireLeg>,
+    /// 1-16 legs, applied together or not at all.
+    #[schema(min_items = 1, max_items = 16)]
+    legs: Vec<LegMessage>,
+    /// The client's own data, recorded with the settlement.
     #[serde(default)]
     metadata: BTreeMap<String, String>,
 }
 
-/// The wire form of a leg.
-#[derive(Deserialize)]
+/// One leg of a [`SettlementMessage`].
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct WireLeg {
+pub struct LegMessage {
+    /// The debited account.
+    #[schema(value_type = AccountId)]
     payer: String,
+    /// The credited account.
+    #[schema(value_type = AccountId)]
     payee: String,
+    /// Minor units of the leg's unit.
+    #[schema(schema_with = crate::openapi::amount_schema)]
     amount: serde_json::Number,
+    /// The unit of both accounts: a currency or a registered asset.
+    #[schema(value_type = Unit)]
     currency: String,
 }
 
-fn check_settlement(wire: WireSettlement) -> Result<SettlementRequest, Refusal> {
+fn check_settlement(wire: SettlementMessage) -> Result<SettlementRequest, Refusal> {
     let Ok(checked_id) = PaymentId::new(wire.id.as_str()) else {
         return Err(Refusal::new(None, Code::InvalidRequest, ID_RULE));
     };
@@ -370,7 +386,7 @@ pub fn decode_operation(body: &[u8]) -> Result<Operation, Refusal> {
             check_refund(wire).map(Operation::Refund)
         }
         "settle" => {
-            let wire: WireSettlement = serde_json::from_value(value).map_err(invalid)?;
+            let wire: SettlementMessage = serde_json::from_value(value).map_err(invalid)?;
             check_settlement(wire).map(Operation::Settle)
         }
         other => Err(Refusal::new(

@@ -47,13 +47,15 @@ pub(super) struct Caller<'a> {
     pub(super) client: Option<&'a ClientKey>,
 }
 
-/// Routes `POST /v1/payments…` to the operation its path names.
+/// Routes `POST /v1/payments…` and `POST /v1/settlements` (`path` after `v1`) to the operation
+/// it names.
 pub(super) async fn dispatch(state: &ApiState, path: &[&str], caller: Caller<'_>, body: Value) -> Response<Body> {
     match path {
-        [] => create(state, caller, body).await,
-        [payment, "capture"] => capture(state, payment, caller, body).await,
-        [payment, "void"] => void(state, payment, caller, body).await,
-        [payment, "refunds"] => refund(state, payment, caller, body).await,
+        ["payments"] => create(state, caller, body).await,
+        ["payments", payment, "capture"] => capture(state, payment, caller, body).await,
+        ["payments", payment, "void"] => void(state, payment, caller, body).await,
+        ["payments", payment, "refunds"] => refund(state, payment, caller, body).await,
+        ["settlements"] => settle(state, caller, body).await,
         _ => problem(StatusCode::NOT_FOUND, "not_found", "no such route"),
     }
 }
@@ -79,20 +81,9 @@ pub(super) async fn create(state: &ApiState, caller: Caller<'_>, mut body: Value
     let Some(fields) = body.as_object_mut() else {
         return problem(StatusCode::BAD_REQUEST, "invalid_request", "the body must be a JSON object");
     };
-    let id = match (fields.remove("id"), caller.idempotency_key) {
-        (Some(Value::String(id)), Some(key)) if id != key => {
-            let message = "the body's `id` and the `Idempotency-Key` header differ";
-            return problem_at(StatusCode::BAD_REQUEST, "invalid_request", message, "id");
-        }
-        (Some(Value::String(id)), _) => id,
-        (None, Some(key)) => key.to_owned(),
-        (Some(_), _) => {
-            return problem_at(StatusCode::BAD_REQUEST, "invalid_request", "`id` must be a string", "id");
-        }
-        (None, None) => {
-            let message = "send the payment's id as `id` or as the `Idempotency-Key` header";
-            return problem_at(StatusCode::BAD_REQUEST, "invalid_request", message, "id");
-        }
+    let id = match identified(fields, caller.idempotency_key, "payment") {
+        Ok(id) => id,
+        Err(message) => return problem_at(StatusCode::BAD_REQUEST, "invalid_request", &message, "id"),
     };
     let Some(payer) = fields.get("payer").and_then(Value::as_str).map(str::to_owned) else {
         return problem_at(StatusCode::BAD_REQUEST, "invalid_request", "`payer` is required", "payer");
@@ -100,6 +91,64 @@ pub(super) async fn create(state: &ApiState, caller: Caller<'_>, mut body: Value
     fields.insert("id".into(), json!(id));
     fields.insert("version".into(), json!(PROTOCOL_VERSION));
     forward(state, body, payer, caller.client).await
+}
+
+/// A settlement: the NATS settlement message, sent to the owner of its first leg's payer.
+#[utoipa::path(post, path = "/v1/settlements", tag = "payments", operation_id = "settle",
+    params(("Idempotency-Key" = Option<String>, Header, description = "The settlement's id, if the body has none")),
+    request_body(content = wasmpay_protocol::SettlementMessage,
+                 description = "The settlement message of docs/protocol.md; `id`, `version` and `type` may be left out"),
+    responses(
+        (status = 201, description = "Settled now: every leg posted", body = Reply),
+        (status = 200, description = "A replay of the stored reply (`Idempotent-Replayed: true`)", body = Reply),
+        (status = 402, description = "Declined: a leg's payer cannot fund it; no leg posted", body = Reply),
+        (status = 400, description = "Refused before any state changed", body = Reply),
+        (status = 401, description = "No valid client key or admin token", body = Problem),
+        (status = 404, description = "An unknown account", body = Reply),
+        (status = 409, description = "The id was used for another request", body = Reply),
+        (status = 503, description = "No final answer yet: retry with the same id", body = Problem),
+    ),
+    security(("client_key" = []), ("admin_token" = [])))]
+pub(super) async fn settle(state: &ApiState, caller: Caller<'_>, mut body: Value) -> Response<Body> {
+    let Some(fields) = body.as_object_mut() else {
+        return problem(StatusCode::BAD_REQUEST, "invalid_request", "the body must be a JSON object");
+    };
+    let id = match identified(fields, caller.idempotency_key, "settlement") {
+        Ok(id) => id,
+        Err(message) => return problem_at(StatusCode::BAD_REQUEST, "invalid_request", &message, "id"),
+    };
+    let payer = fields
+        .get("legs")
+        .and_then(|legs| legs.get(0))
+        .and_then(|leg| leg.get("payer"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let Some(payer) = payer else {
+        return problem_at(StatusCode::BAD_REQUEST, "invalid_request", "the first leg's `payer` is required", "legs");
+    };
+    fields.insert("id".into(), json!(id));
+    fields.insert("version".into(), json!(PROTOCOL_VERSION));
+    fields.insert("type".into(), json!("settle"));
+    forward(state, body, payer, caller.client).await
+}
+
+/// The id of a new payment or settlement: the body's `id` or the `Idempotency-Key` header
+/// (both, if sent, must agree); removed from `fields`, the caller puts it back. The error is
+/// what is wrong with the `id` field.
+fn identified(
+    fields: &mut serde_json::Map<String, Value>,
+    idempotency_key: Option<&str>,
+    what: &str,
+) -> Result<String, String> {
+    match (fields.remove("id"), idempotency_key) {
+        (Some(Value::String(id)), Some(key)) if id != key => {
+            Err("the body's `id` and the `Idempotency-Key` header differ".to_owned())
+        }
+        (Some(Value::String(id)), _) => Ok(id),
+        (None, Some(key)) => Ok(key.to_owned()),
+        (Some(_), _) => Err("`id` must be a string".to_owned()),
+        (None, None) => Err(format!("send the {what}'s id as `id` or as the `Idempotency-Key` header")),
+    }
 }
 
 /// The body of a capture or refund: the amount, when less than all.

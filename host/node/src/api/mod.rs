@@ -144,12 +144,14 @@ async fn route(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Respo
         (&Method::GET, ["metrics"]) => metrics(&state),
         (&Method::GET, ["v1", "openapi.json"]) => openapi::serve(),
         // A client key reaches the payment routes and nothing else.
-        (&Method::POST, ["v1", "payments", ..]) if !incoming::authorized(state.admin_token.as_deref(), &request) => {
+        (&Method::POST, ["v1", "payments" | "settlements", ..])
+            if !incoming::authorized(state.admin_token.as_deref(), &request) =>
+        {
             match clients::client(&state, &request).await {
                 Ok(client) => match incoming::read_json(request).await {
                     Ok(body) => {
                         let caller = clients::Caller { idempotency_key: key, client: client.as_ref() };
-                        clients::dispatch(&state, &segments[2..], caller, body).await
+                        clients::dispatch(&state, &segments[1..], caller, body).await
                     }
                     Err(response) => response,
                 },
@@ -159,10 +161,10 @@ async fn route(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Respo
         (_, ["v1", ..]) if !incoming::authorized(state.admin_token.as_deref(), &request) => {
             problem(StatusCode::UNAUTHORIZED, "unauthorized", "send `Authorization: Bearer <WASMPAY_ADMIN_TOKEN>`")
         }
-        (&Method::POST, ["v1", "payments", ..]) => match incoming::read_json(request).await {
+        (&Method::POST, ["v1", "payments" | "settlements", ..]) => match incoming::read_json(request).await {
             Ok(body) => {
                 let caller = clients::Caller { idempotency_key: key, client: None };
-                clients::dispatch(&state, &segments[2..], caller, body).await
+                clients::dispatch(&state, &segments[1..], caller, body).await
             }
             Err(response) => response,
         },
