@@ -1,6 +1,7 @@
 //! The demo's payment lifecycle: one customer's authorizations captured, voided and left to
-//! expire, and a partial refund, each sent over NATS as a client would and answered by the
-//! node, with the customer's posted, held and available balances after each step.
+//! expire, a partial refund and a trade of euros for shares of a registered asset, each sent
+//! over NATS as a client would and answered by the node, with the customer's posted, held and
+//! available balances after each step.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 use wasmpay_ledger::{Ledger, NewAccount};
 use wasmpay_node::client::pay;
 use wasmpay_node::clock;
-use wasmpay_protocol::money::{Currency, MinorUnits};
+use wasmpay_protocol::money::{AssetCode, Currency, MinorUnits, Unit};
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
 use wasmpay_protocol::{PROTOCOL_VERSION, PaymentId, Reply, Status};
 
@@ -25,9 +26,11 @@ const PAYER: &str = "cust-life";
 /// What it is funded with: 500.00.
 const FUNDS: i64 = 50_000;
 const PAYEE: &str = "shop-a";
-/// The customer's and the shop's dollar accounts, for the settlement.
-const DOLLARS: &str = "cust-life-usd";
-const PAYEE_DOLLARS: &str = "shop-a-usd";
+/// The asset the settlement trades: a share, registered by the demo as an operator would.
+const SHARE: &str = "ACME";
+/// The customer's and the shop's accounts in it.
+const SHARES: &str = "cust-life-acme";
+const PAYEE_SHARES: &str = "shop-a-acme";
 
 /// Runs the lifecycle and prints each step; fails if any step is not answered as it should be.
 pub(super) async fn run(
@@ -74,28 +77,30 @@ pub(super) async fn run(
     Ok(())
 }
 
-/// A trade settled in one step: the customer's euros to the shop and the shop's dollars (the
-/// asset, here) to the customer's dollar account, both legs or neither.
+/// A trade settled in one step: the customer's euros to the shop and the shop's shares (an
+/// asset the operator registered, exponent 0) to the customer's share account, both legs or
+/// neither.
 async fn settle(
     client: &async_nats::Client,
     partitioner: Partitioner,
     ledger: &Ledger,
     euro: Currency,
 ) -> anyhow::Result<()> {
-    let dollar: Currency = "USD".parse()?;
-    for account in [DOLLARS, PAYEE_DOLLARS] {
-        let new = NewAccount { id: AccountId::new(account)?, currency: dollar.into(), floor: MinorUnits::ZERO };
+    let code: AssetCode = SHARE.parse()?;
+    ledger.register_asset(code, 0, "ACME Corp. common stock", clock::ledger_ms()).await?;
+    for account in [SHARES, PAYEE_SHARES] {
+        let new = NewAccount { id: AccountId::new(account)?, currency: Unit::Asset(code), floor: MinorUnits::ZERO };
         ledger.open_account(&new, clock::ledger_ms()).await?;
     }
-    let shop = ledger.account(&AccountId::new(PAYEE_DOLLARS)?).await?.context("the shop's dollar account exists")?;
-    ledger.deposit(&PaymentId::new("fund-shop-a-usd")?, &shop, MinorUnits(10_000), clock::ledger_ms()).await?;
+    let shop = ledger.account(&AccountId::new(PAYEE_SHARES)?).await?.context("the shop's share account exists")?;
+    ledger.deposit(&PaymentId::new("fund-shop-a-acme")?, &shop, MinorUnits(100), clock::ledger_ms()).await?;
     let trade = json!({"version": PROTOCOL_VERSION, "type": "settle", "id": "life-trade-1", "legs": [
         {"payer": PAYER, "payee": PAYEE, "amount": 5_000, "currency": "EUR"},
-        {"payer": PAYEE_DOLLARS, "payee": DOLLARS, "amount": 4_000, "currency": "USD"}]});
+        {"payer": PAYEE_SHARES, "payee": SHARES, "amount": 4, "currency": SHARE}]});
     let reply = send(client, partitioner, PAYER, &trade).await?;
-    show("settle: 50.00 EUR for 40.00 USD", &reply, Status::Settled, ledger, euro).await?;
-    let dollars = ledger.account(&AccountId::new(DOLLARS)?).await?.context("the dollar account exists")?;
-    println!("  {:<38} {DOLLARS} now holds {} USD, in the same transaction", "", dollar.format(dollars.balance.0));
+    show("settle: 50.00 EUR for 4 ACME shares", &reply, Status::Settled, ledger, euro).await?;
+    let shares = ledger.account(&AccountId::new(SHARES)?).await?.context("the share account exists")?;
+    println!("  {:<38} {SHARES} now holds {} {SHARE}, in the same transaction", "", shares.balance.0);
     Ok(())
 }
 
