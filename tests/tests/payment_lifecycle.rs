@@ -449,19 +449,27 @@ async fn clients_pay_and_operate_over_http_with_keys_the_operator_issues_and_rev
     assert_eq!((status, declined["code"].as_str()), (402, Some("invalid_state")), "{declined}");
     let (status, unknown) = call("POST", "/v1/payments/nope/capture", &secret, Some("c-3"), Some(json!({}))).await;
     assert_eq!((status, unknown["code"].as_str()), (404, Some("unknown_payment")), "{unknown}");
-    // A settlement, with its id in the header; the same again replays.
+    // A settlement, with its id in the header; the same again replays. The admin token only:
+    // a settlement runs no plugin and charges no fee, so a client key cannot send one.
     let settlement = json!({"legs": [{"payer": "alice", "payee": "shop", "amount": 50, "currency": "EUR"},
                                      {"payer": "shop", "payee": "alice", "amount": 20, "currency": "EUR"}]});
-    let (status, settled) = call("POST", "/v1/settlements", &secret, Some("s-1"), Some(settlement.clone())).await;
+    let (status, _) = call("POST", "/v1/settlements", &secret, Some("s-0"), Some(settlement.clone())).await;
+    assert_eq!(status, 401, "a client key settles");
+    let admin = wasmpay_tests::TOKEN;
+    let (status, settled) = call("POST", "/v1/settlements", admin, Some("s-1"), Some(settlement.clone())).await;
     assert_eq!(
         (status, settled["code"].as_str(), settled["id"].as_str()),
         (201, Some("settled"), Some("s-1")),
         "{settled}"
     );
-    let (status, again) = call("POST", "/v1/settlements", &secret, Some("s-1"), Some(settlement)).await;
+    let (status, again) = call("POST", "/v1/settlements", admin, Some("s-1"), Some(settlement)).await;
     assert_eq!((status, again), (200, settled), "a replay");
-    let (status, short) = call("POST", "/v1/settlements", &secret, Some("s-2"), Some(json!({"legs": []}))).await;
+    let (status, short) = call("POST", "/v1/settlements", admin, Some("s-2"), Some(json!({"legs": []}))).await;
     assert_eq!((status, short["field"].as_str()), (400, Some("legs")), "{short}");
+    let (status, void) = call("POST", "/v1/payments/a-1/void", admin, Some("v-9"), Some(json!({"amount": null}))).await;
+    assert_eq!((status, void["field"].as_str()), (400, Some("amount")), "a void has no amount: {void}");
+    let (status, listed) = call("POST", "/v1/payments/a-1/capture", admin, Some("c-9"), Some(json!([5]))).await;
+    assert_eq!(status, 400, "a capture's body is an object: {listed}");
 
     // A client key pays, and does nothing else.
     for (method, path) in [("GET", "/v1/accounts/alice"), ("POST", "/v1/client-keys"), ("GET", "/v1/payments/h-1")] {
@@ -473,7 +481,7 @@ async fn clients_pay_and_operate_over_http_with_keys_the_operator_issues_and_rev
     assert_eq!(record["client_key"].as_str(), Some(key_id.as_str()), "{record}");
     let (_, record) = harness.api("GET", "/v1/payments/s-1", None).await;
     let record: Value = serde_json::from_str(&record).unwrap();
-    assert_eq!((record["kind"].as_str(), record["client_key"].as_str()), (Some("settlement"), Some(key_id.as_str())));
+    assert_eq!((record["kind"].as_str(), record["client_key"].as_str()), (Some("settlement"), None), "{record}");
 
     let (status, _) = harness.api("DELETE", &format!("/v1/client-keys/{key_id}"), None).await;
     assert_eq!(status, 200);
@@ -548,8 +556,14 @@ async fn an_operator_registers_an_asset_and_a_trade_settles_cash_against_it(back
     // A leg in a unit its accounts do not hold, or in no unit at all: refused, nothing recorded.
     let mismatch = send_as(&harness, "alice", &trade("t-3", 1, "WCOIN")).await;
     assert_eq!(mismatch.code, Code::CurrencyMismatch, "{mismatch:?}");
-    let malformed = send_as(&harness, "alice", &trade("t-4", 1, "aapl")).await;
-    assert_eq!(malformed.code, Code::InvalidRequest, "{malformed:?}");
+    // Not a code: refused before the ledger. A `.` would name the unit's system accounts
+    // `_fees_ACME.SH`, which is no account id: the ledger must never see one.
+    for bad in ["aapl", "ACME.SH"] {
+        let malformed = send_as(&harness, "alice", &trade("t-4", 1, bad)).await;
+        assert_eq!(malformed.code, Code::InvalidRequest, "{bad}: {malformed:?}");
+    }
+    let (status, _) = harness.api("POST", "/v1/accounts", Some(json!({"id": "dotted", "currency": "ACME.SH"}))).await;
+    assert_eq!(status, 400);
     assert_eq!(holdings().await, [5_500, 3, 97]);
     for id in ["t-3", "t-4"] {
         assert!(harness.ledger.payment(id).await.unwrap().is_none(), "{id} was recorded");

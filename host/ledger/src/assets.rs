@@ -20,7 +20,7 @@ pub const MAX_ASSET_NAME: usize = 64;
 pub struct Asset {
     /// Its code, e.g. `AAPL`.
     pub code: AssetCode,
-    /// Digits after the decimal point of one unit, 0 ..= 18 (0 for a share, 8 for a coin).
+    /// Digits after the decimal point of one unit, 0 ..= 15 (0 for a share, 8 for a coin).
     pub exponent: u8,
     /// What it is, for people.
     pub name: String,

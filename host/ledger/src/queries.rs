@@ -81,9 +81,10 @@ pub struct Posting<'a> {
     pub amount: i64,
 }
 
+/// A stored reply as the JSON it is (`null` if it ever were not: the ledger only stores what
+/// it rendered, so a record is shown rather than refused).
 fn as_json<S: serde::Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(serde::ser::Error::custom)?;
-    value.serialize(serializer)
+    serde_json::from_str::<serde_json::Value>(text).unwrap_or_default().serialize(serializer)
 }
 
 fn as_postings<S: serde::Serializer>(entries: &[(String, i64)], serializer: S) -> Result<S::Ok, S::Error> {

@@ -112,12 +112,15 @@ pub fn format_major(minor_units: i64, exponent: u8) -> String {
     format!("{sign}{}.{:0width$}", magnitude / scale, magnitude % scale)
 }
 
-/// The most decimals a registered asset may have: 10^18 is the largest power of ten an `i64`
-/// minor-unit amount can hold, so one major unit is always representable.
-pub const MAX_EXPONENT: u8 = 18;
+/// The most decimals a registered asset may have: one whole unit, 10^15 minor units, must fit
+/// in one transfer, whose amount is at most 2^53 - 1 (about 9.007 × 10^15); at 16 not even
+/// one unit could be deposited or moved at once.
+pub const MAX_EXPONENT: u8 = 15;
 
 /// The code of an asset an operator registers beside the ISO 4217 currencies: a security, a
-/// commodity, loyalty points. 4 to 12 characters of `A-Z 0-9 . _ -`, starting with a letter.
+/// commodity, loyalty points. 4 to 12 characters of `A-Z 0-9 _ -`, starting with a letter:
+/// the ledger names its accounts of a unit `_fees_<code>` and `_external_<code>`, so a code
+/// holds only what an account id may.
 /// Three-letter codes belong to ISO 4217, so no asset can ever collide with a currency,
 /// including one ISO adds later.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -155,7 +158,7 @@ impl FromStr for AssetCode {
     fn from_str(code: &str) -> Result<Self, Self::Err> {
         let valid = (4..=Self::MAX_LEN).contains(&code.len())
             && code.starts_with(|c: char| c.is_ascii_uppercase())
-            && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"._-".contains(&b));
+            && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"_-".contains(&b));
         if !valid {
             return Err(UnknownUnit(code.to_owned()));
         }
@@ -182,7 +185,7 @@ pub enum Unit {
 /// code.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`{0}` is neither a supported ISO 4217 currency code nor an asset code (4-12 of A-Z 0-9 . _ -, starting with a letter)"
+    "`{0}` is neither a supported ISO 4217 currency code nor an asset code (4-12 of A-Z 0-9 _ -, starting with a letter)"
 )]
 pub struct UnknownUnit(pub String);
 
@@ -374,14 +377,20 @@ mod tests {
     #[test]
     fn units_are_currencies_or_well_formed_asset_codes() {
         assert_eq!("EUR".parse::<Unit>(), Ok(Unit::Currency("EUR".parse().expect("EUR"))));
-        for asset in ["AAPL", "POINTS", "ACME.SH", "GOLD_1G", "B-2025-03-XX"] {
+        for asset in ["AAPL", "POINTS", "ACME_SH", "GOLD_1G", "B-2025-03-XX"] {
             let unit: Unit = asset.parse().expect(asset);
             assert_eq!((unit.code(), unit.currency()), (asset, None));
             assert_eq!(serde_json::to_string(&unit).expect("json"), format!("\"{asset}\""));
         }
         // Three letters are ISO 4217's, known or not; the rest must be well formed.
-        for bad in ["XXX", "BTC", "aapl", "1ABC", "ABCDEFGHIJKLM", "AB", "", "AA PL", "ÄPPL", "EU"] {
+        for bad in ["XXX", "BTC", "aapl", "1ABC", "ABCDEFGHIJKLM", "AB", "", "AA PL", "ÄPPL", "EU", "ACME.SH", "A/BC"]
+        {
             assert!(bad.parse::<Unit>().is_err(), "{bad}");
+        }
+        // Every asset code names valid system accounts.
+        for asset in ["AAPL", "ACME_SH", "B-2025-03-XX", "ZZZZZZZZZZZZ"] {
+            let code: AssetCode = asset.parse().expect(asset);
+            assert!(crate::routing::AccountId::new(format!("_external_{}", code.as_str())).is_ok(), "{asset}");
         }
         assert_eq!(format_major(-123_456_789, 8), "-1.23456789");
         assert_eq!(format_major(7, 0), "7");

@@ -28,7 +28,7 @@ pub const ACCOUNT_ID_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
 /// The id rule of [`PaymentId::new`] ([`crate::ID_RULE`]).
 pub const PAYMENT_ID_PATTERN: &str = "^[A-Za-z0-9_.:-]{1,64}$";
 /// The asset code rule of [`AssetCode`]'s parser.
-pub const ASSET_CODE_PATTERN: &str = "^[A-Z][A-Z0-9._-]{3,11}$";
+pub const ASSET_CODE_PATTERN: &str = "^[A-Z][A-Z0-9_-]{3,11}$";
 
 impl PartialSchema for AccountId {
     fn schema() -> RefOr<Schema> {
@@ -58,7 +58,7 @@ impl utoipa::ToSchema for Currency {}
 impl PartialSchema for AssetCode {
     fn schema() -> RefOr<Schema> {
         text(
-            "A registered asset's code: 4-12 of A-Z 0-9 . _ -, starting with a letter (three letters are ISO 4217's).",
+            "A registered asset's code: 4-12 of A-Z 0-9 _ -, starting with a letter (three letters are ISO 4217's).",
             ASSET_CODE_PATTERN,
             "AAPL",
         )

@@ -179,7 +179,7 @@ struct PayArgs {
 enum AssetCommand {
     /// Register an asset; accounts can then be opened in it (`account open ID --currency CODE`).
     Register {
-        /// Its code: 4-12 of A-Z 0-9 . _ -, starting with a letter (e.g. AAPL, POINTS).
+        /// Its code: 4-12 of A-Z 0-9 _ -, starting with a letter (e.g. AAPL, POINTS).
         code: String,
         /// Digits after the decimal point of one unit (0 for a share, 8 for a coin).
         #[arg(long)]

@@ -3,7 +3,7 @@
 -- same (integer minor units, entries summing to zero per unit). SQLite's 0008_assets says more.
 CREATE TABLE assets (
     code          TEXT     NOT NULL PRIMARY KEY CHECK (length(code) BETWEEN 4 AND 12),
-    exponent      SMALLINT NOT NULL CHECK (exponent BETWEEN 0 AND 18),
+    exponent      SMALLINT NOT NULL CHECK (exponent BETWEEN 0 AND 15),
     name          TEXT     NOT NULL,
     created_at_ms BIGINT   NOT NULL
 );

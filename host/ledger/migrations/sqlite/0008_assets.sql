@@ -14,7 +14,7 @@ PRAGMA foreign_keys = OFF;
 BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS assets (
     code          TEXT    NOT NULL PRIMARY KEY CHECK (length(code) BETWEEN 4 AND 12),
-    exponent      INTEGER NOT NULL CHECK (exponent BETWEEN 0 AND 18),
+    exponent      INTEGER NOT NULL CHECK (exponent BETWEEN 0 AND 15),
     name          TEXT    NOT NULL,
     created_at_ms INTEGER NOT NULL
 ) STRICT;

@@ -14,13 +14,14 @@ use wasmpay_protocol::money::AssetCode;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewAsset {
-    /// 4-12 of A-Z 0-9 . _ -, starting with a letter.
+    /// 4-12 of A-Z 0-9 _ -, starting with a letter.
     #[schema(value_type = AssetCode)]
     code: String,
     /// Digits after the decimal point of one unit.
-    #[schema(maximum = 18)]
+    #[schema(maximum = 15)]
     exponent: u8,
     /// What it is, for people: 1-64 characters.
+    #[schema(min_length = 1, max_length = 64)]
     name: String,
 }
 
@@ -45,7 +46,7 @@ pub(super) async fn register(state: &ApiState, body: serde_json::Value) -> Respo
         Ok(code) => code,
         Err(_) => {
             let message = format!(
-                "`{}` is not an asset code: 4-12 of A-Z 0-9 . _ -, starting with a letter (three letters are ISO 4217's)",
+                "`{}` is not an asset code: 4-12 of A-Z 0-9 _ -, starting with a letter (three letters are ISO 4217's)",
                 request.code
             );
             return problem_at(StatusCode::BAD_REQUEST, "invalid_request", &message, "code");

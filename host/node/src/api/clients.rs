@@ -70,7 +70,7 @@ pub(super) async fn dispatch(state: &ApiState, path: &[&str], caller: Caller<'_>
         (status = 201, description = "Decided now: approved or authorized", body = Reply),
         (status = 200, description = "A replay of the stored reply (`Idempotent-Replayed: true`)", body = Reply),
         (status = 402, description = "Declined (recorded; a retry replays it)", body = Reply),
-        (status = 400, description = "Refused before any state changed", body = Reply),
+        (status = 400, description = "Refused before any state changed: a reply, or a `Problem` when the HTTP request itself is malformed (no id, no payer, not an object)", body = Reply),
         (status = 401, description = "No valid client key or admin token", body = Problem),
         (status = 404, description = "Unknown account or method", body = Reply),
         (status = 409, description = "The id was used for another request", body = Reply),
@@ -94,6 +94,8 @@ pub(super) async fn create(state: &ApiState, caller: Caller<'_>, mut body: Value
 }
 
 /// A settlement: the NATS settlement message, sent to the owner of its first leg's payer.
+/// The admin token only: a settlement runs no plugin and charges no fee, and client keys are
+/// not scoped to accounts.
 #[utoipa::path(post, path = "/v1/settlements", tag = "payments", operation_id = "settle",
     params(("Idempotency-Key" = Option<String>, Header, description = "The settlement's id, if the body has none")),
     request_body(content = wasmpay_protocol::SettlementMessage,
@@ -102,13 +104,13 @@ pub(super) async fn create(state: &ApiState, caller: Caller<'_>, mut body: Value
         (status = 201, description = "Settled now: every leg posted", body = Reply),
         (status = 200, description = "A replay of the stored reply (`Idempotent-Replayed: true`)", body = Reply),
         (status = 402, description = "Declined: a leg's payer cannot fund it; no leg posted", body = Reply),
-        (status = 400, description = "Refused before any state changed", body = Reply),
-        (status = 401, description = "No valid client key or admin token", body = Problem),
+        (status = 400, description = "Refused before any state changed: a reply, or a `Problem` when the HTTP request itself is malformed (no id, no payer, not an object)", body = Reply),
+        (status = 401, description = "Not the admin token", body = Problem),
         (status = 404, description = "An unknown account", body = Reply),
         (status = 409, description = "The id was used for another request", body = Reply),
         (status = 503, description = "No final answer yet: retry with the same id", body = Problem),
     ),
-    security(("client_key" = []), ("admin_token" = [])))]
+    security(("admin_token" = [])))]
 pub(super) async fn settle(state: &ApiState, caller: Caller<'_>, mut body: Value) -> Response<Body> {
     let Some(fields) = body.as_object_mut() else {
         return problem(StatusCode::BAD_REQUEST, "invalid_request", "the body must be a JSON object");
@@ -117,15 +119,16 @@ pub(super) async fn settle(state: &ApiState, caller: Caller<'_>, mut body: Value
         Ok(id) => id,
         Err(message) => return problem_at(StatusCode::BAD_REQUEST, "invalid_request", &message, "id"),
     };
-    let payer = fields
-        .get("legs")
-        .and_then(|legs| legs.get(0))
-        .and_then(|leg| leg.get("payer"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let Some(payer) = payer else {
-        return problem_at(StatusCode::BAD_REQUEST, "invalid_request", "the first leg's `payer` is required", "legs");
+    let Some(first) = fields.get("legs").and_then(Value::as_array).and_then(|legs| legs.first()) else {
+        return problem_at(StatusCode::BAD_REQUEST, "invalid_request", "`legs` must be a list of 1-16 legs", "legs");
     };
+    let Some(payer) = first.get("payer").and_then(Value::as_str).map(str::to_owned) else {
+        let message = "the first leg's `payer` is required";
+        return problem_at(StatusCode::BAD_REQUEST, "invalid_request", message, "legs[0].payer");
+    };
+    if let Err(error) = AccountId::new(payer.as_str()) {
+        return problem_at(StatusCode::BAD_REQUEST, "invalid_request", &error.to_string(), "legs[0].payer");
+    }
     fields.insert("id".into(), json!(id));
     fields.insert("version".into(), json!(PROTOCOL_VERSION));
     fields.insert("type".into(), json!("settle"));
@@ -170,7 +173,8 @@ pub(super) struct Amount {
     responses(
         (status = 201, description = "Captured now", body = Reply),
         (status = 200, description = "A replay (`Idempotent-Replayed: true`)", body = Reply),
-        (status = 400, description = "Refused: hold_expired, invalid_state, …", body = Reply),
+        (status = 400, description = "Refused: hold_expired, invalid_state, …; a `Problem` when the HTTP request is malformed (no `Idempotency-Key`, an unknown field)", body = Reply),
+        (status = 401, description = "No valid client key or admin token", body = Problem),
         (status = 404, description = "No such authorization", body = Problem),
         (status = 422, description = "More than authorized", body = Reply),
         (status = 503, description = "No final answer yet: retry with the same id", body = Problem),
@@ -188,7 +192,8 @@ pub(super) async fn capture(state: &ApiState, payment: &str, caller: Caller<'_>,
     responses(
         (status = 201, description = "Voided now", body = Reply),
         (status = 200, description = "A replay (`Idempotent-Replayed: true`)", body = Reply),
-        (status = 400, description = "Refused: hold_expired, invalid_state, …", body = Reply),
+        (status = 400, description = "Refused: hold_expired, invalid_state, …; a `Problem` when the HTTP request is malformed (no `Idempotency-Key`, an unknown field)", body = Reply),
+        (status = 401, description = "No valid client key or admin token", body = Problem),
         (status = 404, description = "No such authorization", body = Problem),
         (status = 503, description = "No final answer yet: retry with the same id", body = Problem),
     ),
@@ -206,6 +211,7 @@ pub(super) async fn void(state: &ApiState, payment: &str, caller: Caller<'_>, bo
         (status = 201, description = "Refunded now", body = Reply),
         (status = 200, description = "A replay (`Idempotent-Replayed: true`)", body = Reply),
         (status = 402, description = "Declined: the payee cannot fund it", body = Reply),
+        (status = 401, description = "No valid client key or admin token", body = Problem),
         (status = 404, description = "No such payment", body = Problem),
         (status = 422, description = "More than refundable, or not refundable", body = Reply),
         (status = 503, description = "No final answer yet: retry with the same id", body = Problem),
@@ -222,10 +228,17 @@ async fn act(state: &ApiState, payment: &str, action: &str, caller: Caller<'_>, 
         let message = "send this operation's own id as the `Idempotency-Key` header";
         return problem_at(StatusCode::BAD_REQUEST, "invalid_request", message, "Idempotency-Key");
     };
-    let amount = match serde_json::from_value::<Amount>(body) {
-        Ok(Amount { amount }) if action != "void" || amount.is_none() => amount,
-        Ok(_) => return problem_at(StatusCode::BAD_REQUEST, "invalid_request", "a void has no amount", "amount"),
-        Err(error) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &error.to_string()),
+    let Value::Object(fields) = body else {
+        return problem(StatusCode::BAD_REQUEST, "invalid_request", "the body must be a JSON object");
+    };
+    let allowed: &[&str] = if action == "void" { &[] } else { &["amount"] };
+    if let Some(unknown) = fields.keys().find(|field| !allowed.contains(&field.as_str())) {
+        let message = format!("unknown field `{unknown}`");
+        return problem_at(StatusCode::BAD_REQUEST, "invalid_request", &message, unknown);
+    }
+    let amount = match serde_json::from_value::<Amount>(Value::Object(fields)) {
+        Ok(Amount { amount }) => amount,
+        Err(error) => return problem_at(StatusCode::BAD_REQUEST, "invalid_request", &error.to_string(), "amount"),
     };
     let Ok(payment_id) = PaymentId::new(payment) else {
         return problem(StatusCode::NOT_FOUND, "unknown_payment", "no such payment");

@@ -143,10 +143,10 @@ async fn route(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Respo
         (&Method::GET, ["readyz"]) => readiness(&state).await,
         (&Method::GET, ["metrics"]) => metrics(&state),
         (&Method::GET, ["v1", "openapi.json"]) => openapi::serve(),
-        // A client key reaches the payment routes and nothing else.
-        (&Method::POST, ["v1", "payments" | "settlements", ..])
-            if !incoming::authorized(state.admin_token.as_deref(), &request) =>
-        {
+        // A client key reaches the payment routes and nothing else. Not settlements: they run
+        // no plugin and charge no fee, and a key is not scoped to accounts, so a key that could
+        // settle could move any customer's money anywhere.
+        (&Method::POST, ["v1", "payments", ..]) if !incoming::authorized(state.admin_token.as_deref(), &request) => {
             match clients::client(&state, &request).await {
                 Ok(client) => match incoming::read_json(request).await {
                     Ok(body) => {
