@@ -71,7 +71,8 @@ fn demo_pays_through_nats_and_the_books_balance() {
         "expired                cust-life: posted 420.00, held 0.00, available 420.00",
         "refunded, fee 0.00     cust-life: posted 445.00",
         "settled                cust-life: posted 395.00",
-        "cust-life-usd now holds 40.00 USD",
+        "settle: 50.00 EUR for 4 ACME shares",
+        "cust-life-acme now holds 4 ACME",
     ] {
         assert!(printed.contains(step), "{step} missing from\n{printed}");
     }
