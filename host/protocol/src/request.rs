@@ -11,17 +11,22 @@ use crate::routing::AccountId;
 use crate::{Code, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 
 /// A payment or authorization message as it is read, before any check beyond JSON types
-/// ([`decode`] checks it); its schema is the one the HTTP API's document publishes. `type`
-/// (`payment`, the default, or `authorize`) is read before it.
+/// (`decode` checks it); its schema is the one the HTTP API's document publishes. Over NATS
+/// `version` and `id` are required; over HTTP the node fills in the version and takes the id
+/// from `Idempotency-Key` when the body has none.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentMessage {
-    /// The protocol version, 1.
+    /// `payment` (the default: posted at once) or `authorize` (held on the payer until a
+    /// capture). `decode_operation` reads it first, so it is never set here.
+    #[serde(rename = "type", default)]
+    _kind: Option<PaymentKind>,
+    /// The protocol version, 1 (required over NATS).
     #[serde(rename = "version")]
-    #[schema(value_type = u32, minimum = 1, maximum = 1)]
+    #[schema(value_type = u32, minimum = 1, maximum = 1, required = false)]
     _version: serde_json::Value,
-    /// The payment's idempotency key.
-    #[schema(value_type = PaymentId)]
+    /// The payment's idempotency key (required over NATS; over HTTP, or `Idempotency-Key`).
+    #[schema(value_type = PaymentId, required = false)]
     id: String,
     /// The debited account.
     #[schema(value_type = AccountId)]
@@ -48,7 +53,7 @@ pub struct PaymentMessage {
 }
 
 /// Whether a payment is posted at once or only authorized (held on the payer until captured).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentKind {
     /// `"type": "payment"` (or no `type`): posted at once.
