@@ -48,16 +48,18 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// A reply for a message refused before it reached any state.
-    pub fn refused(refusal: &Refusal, partition: Option<u32>) -> Reply {
+    /// The reply of `id` with `code` and `message` and nothing else said: every other field
+    /// empty, not retryable. A caller sets what its operation has to say with struct update
+    /// syntax, so each kind of reply names only what it adds.
+    pub fn decided(id: Option<String>, code: Code, message: String, partition: Option<u32>) -> Reply {
         Reply {
             version: PROTOCOL_VERSION,
-            id: refusal.id.clone(),
-            status: refusal.code.status(),
-            code: refusal.code,
-            message: refusal.message.clone(),
+            id,
+            status: code.status(),
+            code,
+            message,
             reason: None,
-            retryable: matches!(refusal.code.status(), Status::Error),
+            retryable: false,
             amount: None,
             fee: None,
             fee_bearer: None,
@@ -67,6 +69,14 @@ impl Reply {
             payment: None,
             expires_at_ms: None,
             legs: None,
+        }
+    }
+
+    /// A reply for a message refused before it reached any state.
+    pub fn refused(refusal: &Refusal, partition: Option<u32>) -> Reply {
+        Reply {
+            retryable: matches!(refusal.code.status(), Status::Error),
+            ..Reply::decided(refusal.id.clone(), refusal.code, refusal.message.clone(), partition)
         }
     }
 

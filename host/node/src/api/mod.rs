@@ -413,14 +413,13 @@ async fn holds(state: &ApiState, id: &str, query: Option<&str>) -> Response<Body
 
 /// A page of an account's entries, payments or open holds, as its `query` asks.
 async fn statement(state: &ApiState, id: &str, listing: &str, query: Option<&str>) -> Response<Body> {
-    let page = match incoming::query_parameters(query).as_ref().map(statement_page) {
+    let page = &match incoming::query_parameters(query).as_ref().map(statement_page) {
         Some(Ok(page)) => page,
         Some(Err(message)) => return problem(StatusCode::BAD_REQUEST, "invalid_request", &message),
         None => {
             return problem(StatusCode::BAD_REQUEST, "invalid_request", "the query is not valid or repeats a name");
         }
     };
-    let page = &page;
     let account = match AccountId::new(id) {
         Ok(id) => match state.ledger.account(&id).await {
             Ok(Some(_)) => id,
@@ -571,14 +570,17 @@ struct Problem<'a> {
 
 /// An error's body: its stable `code`, a `message` for people, and the `request_id` to quote.
 fn problem(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let request_id = REQUEST_ID.try_with(Clone::clone).ok();
-    json_response(status, &Problem { code, message, field: None, request_id })
+    problem_naming(status, code, message, None)
 }
 
 /// [`problem`] naming the offending `field` of the request.
 fn problem_at(status: StatusCode, code: &str, message: &str, field: &str) -> Response<Body> {
+    problem_naming(status, code, message, Some(field))
+}
+
+fn problem_naming(status: StatusCode, code: &str, message: &str, field: Option<&str>) -> Response<Body> {
     let request_id = REQUEST_ID.try_with(Clone::clone).ok();
-    json_response(status, &Problem { code, message, field: Some(field), request_id })
+    json_response(status, &Problem { code, message, field, request_id })
 }
 
 fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {

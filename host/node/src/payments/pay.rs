@@ -9,7 +9,7 @@ use crate::clock;
 use wasmpay_ledger::{Decision, Replies, Transfer, TransferKind};
 use wasmpay_plugin_host::{CheckedFee, Instances, PaymentInput, Pipeline, PluginRejection, Verdict};
 use wasmpay_protocol::money::{FeeBearer, MinorUnits};
-use wasmpay_protocol::{Code, PROTOCOL_VERSION, PaymentKind, PaymentRequest, Reply};
+use wasmpay_protocol::{Code, PaymentKind, PaymentRequest, Reply};
 
 impl Processor {
     pub(super) async fn decide_request(
@@ -174,11 +174,6 @@ fn recorded_reply(
     };
     let priced = rejection.is_none();
     Reply {
-        version: PROTOCOL_VERSION,
-        id: Some(request.id.to_string()),
-        status: code.status(),
-        code,
-        message,
         reason,
         retryable,
         amount: Some(request.amount),
@@ -186,9 +181,6 @@ fn recorded_reply(
         fee_bearer: priced.then_some(fee.bearer),
         currency: Some(request.currency.code().to_owned()),
         plugins: plugins.to_vec(),
-        partition: Some(partition),
-        payment: None,
-        expires_at_ms: None,
-        legs: None,
+        ..Reply::decided(Some(request.id.to_string()), code, message, Some(partition))
     }
 }

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::Decided;
 use crate::metrics::Metrics;
 use wasmpay_ledger::{Decision, Ledger, LedgerError, Recorded, Replies, StoredReply, Transfer, TransferKind};
-use wasmpay_protocol::{Code, HoldRequest, PROTOCOL_VERSION, PaymentId, PaymentRequest, RefundRequest, Refusal, Reply};
+use wasmpay_protocol::{Code, HoldRequest, PaymentId, PaymentRequest, RefundRequest, Refusal, Reply};
 
 /// What a reply echoes of the request it answers.
 #[derive(Clone, Debug)]
@@ -149,22 +149,14 @@ pub(super) fn operation_reply(
     let posted = decision == Decision::Approved
         && matches!(transfer.kind, TransferKind::Capture { .. } | TransferKind::Refund { .. });
     Reply {
-        version: PROTOCOL_VERSION,
-        id: Some(id.to_string()),
-        status: code.status(),
-        code,
-        message,
-        reason: None,
         retryable: decision == Decision::InsufficientFunds,
         amount: u64::try_from(transfer.amount.0).ok(),
         fee: posted.then(|| u64::try_from(transfer.fee.0).ok()).flatten(),
         fee_bearer: posted.then_some(transfer.fee_bearer),
         currency: Some(transfer.currency.code().to_owned()),
         plugins: plugins.split(',').filter(|key| !key.is_empty()).map(str::to_owned).collect(),
-        partition: transfer.partition,
         payment: Some(payment.to_string()),
-        expires_at_ms: None,
-        legs: None,
+        ..Reply::decided(Some(id.to_string()), code, message, transfer.partition)
     }
     .to_json()
 }

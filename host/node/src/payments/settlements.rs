@@ -7,7 +7,7 @@ use super::{Answer, Processor, Route, now};
 use crate::clock;
 use wasmpay_ledger::{Decision, Replies, Transfer, TransferKind};
 use wasmpay_protocol::money::{FeeBearer, MinorUnits};
-use wasmpay_protocol::{Code, PROTOCOL_VERSION, Reply, SettlementRequest};
+use wasmpay_protocol::{Code, Reply, SettlementRequest};
 
 impl Processor {
     /// Decides a settlement: every leg or none, in the batch of the first leg's payer's
@@ -57,22 +57,11 @@ impl Processor {
                 _ => "settled".to_owned(),
             };
             Reply {
-                version: PROTOCOL_VERSION,
-                id: Some(request.id.to_string()),
-                status: code.status(),
-                code,
-                message,
-                reason: None,
                 retryable: decision == Decision::InsufficientFunds,
                 amount: Some(first.amount),
-                fee: None,
-                fee_bearer: None,
                 currency: Some(first.currency.code().to_owned()),
-                plugins: Vec::new(),
-                partition: Some(partition),
-                payment: None,
-                expires_at_ms: None,
                 legs: Some(request.legs.clone()),
+                ..Reply::decided(Some(request.id.to_string()), code, message, Some(partition))
             }
             .to_json()
         };
