@@ -395,6 +395,10 @@ async fn a_settlement_applies_every_leg_or_none_across_partitions(backend: Backe
 
 async fn clients_pay_and_operate_over_http_with_keys_the_operator_issues_and_revokes(backend: Backend) {
     let harness = funded(backend, Config::default()).await;
+    for bad in ["", "tab\there", "nul\u{0}byte"] {
+        let (status, body) = harness.api("POST", "/v1/client-keys", Some(json!({"name": bad}))).await;
+        assert!(status == 400 && body.contains("\"field\":\"name\""), "{bad:?}: {status} {body}");
+    }
     let (status, issued) = harness.api("POST", "/v1/client-keys", Some(json!({"name": "shop-app"}))).await;
     assert_eq!(status, 201, "{issued}");
     let issued: Value = serde_json::from_str(&issued).unwrap();
@@ -521,6 +525,8 @@ async fn an_operator_registers_an_asset_and_a_trade_settles_cash_against_it(back
         (json!({"code": "BTC", "exponent": 8, "name": "three letters"}), "ISO 4217"),
         (json!({"code": "COIN", "exponent": 19, "name": "too fine"}), "exponent"),
         (json!({"code": "COIN", "exponent": 8, "name": ""}), "name"),
+        // PostgreSQL refuses a NUL in text: checked before, so it is the caller's 400, not a 503.
+        (json!({"code": "COIN", "exponent": 8, "name": "nul\u{0}byte"}), "control character"),
         (json!({"code": "aapl", "exponent": 0, "name": "lower case"}), "asset code"),
     ] {
         let (status, body) = post("/v1/assets", bad.clone()).await;

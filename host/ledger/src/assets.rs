@@ -9,11 +9,9 @@ use serde::Serialize;
 
 use crate::error::LedgerError;
 use crate::handle::Ledger;
+use crate::names::checked_name;
 use crate::store::on_store;
 use wasmpay_protocol::money::{AssetCode, MAX_EXPONENT, Unit};
-
-/// The longest name an asset may have, in characters.
-pub const MAX_ASSET_NAME: usize = 64;
 
 /// A registered asset.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -50,12 +48,10 @@ impl Ledger {
         name: &str,
         now_ms: i64,
     ) -> Result<Asset, LedgerError> {
-        let name = name.trim();
-        if exponent > MAX_EXPONENT || name.is_empty() || name.chars().count() > MAX_ASSET_NAME {
-            return Err(LedgerError::Invalid(format!(
-                "an asset has an exponent within 0 ..= {MAX_EXPONENT} and a name of 1 ..= {MAX_ASSET_NAME} characters"
-            )));
+        if exponent > MAX_EXPONENT {
+            return Err(LedgerError::Invalid(format!("an asset has an exponent within 0 ..= {MAX_EXPONENT}")));
         }
+        let name = checked_name(name.trim(), "an asset")?;
         let row: AssetRow = on_store!(&self.store, backend => {
             let mut transaction = backend.begin_write().await?;
             sqlx::query(

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::LedgerError;
 use crate::handle::Ledger;
+use crate::names::checked_name;
 use crate::store::on_store;
 
 /// A client key, without its secret.
@@ -42,6 +43,7 @@ const KEY_COLUMNS: &str = "id, name, created_at_ms, revoked_at_ms";
 impl Ledger {
     /// Issues a key called `name`.
     pub async fn issue_client_key(&self, name: &str, now_ms: i64) -> Result<IssuedKey, LedgerError> {
+        let name = checked_name(name, "a client key")?;
         let mut random = [0_u8; 24];
         getrandom::getrandom(&mut random)
             .map_err(|error| LedgerError::Invalid(format!("no randomness for a client key: {error}")))?;

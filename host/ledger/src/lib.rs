@@ -24,7 +24,8 @@
 //! - `decision`: one batch decided in memory, pure code with no I/O;
 //! - the types everything above decides on and stores: `transfer` (a transfer, the replies its
 //!   caller stores with it, the decision, the entries' rule), `hold` (an authorization's
-//!   reservation), `refund` (what a refund takes back), `account`, `settings`, `error`.
+//!   reservation), `refund` (what a refund takes back), `account`, `names` (what an operator
+//!   may call an asset or a key), `settings`, `error`.
 //!
 //! Money and account ids come from `wasmpay-protocol`; nothing here knows about plugins, NATS
 //! or HTTP. The ledger runs no caller code: a caller renders a transfer's replies before
@@ -41,6 +42,7 @@ mod fencing;
 mod funding;
 mod handle;
 mod hold;
+mod names;
 mod queries;
 mod refund;
 mod settings;
@@ -49,7 +51,7 @@ mod store;
 mod transfer;
 
 pub use account::{Account, AccountKind, NewAccount, external_account, fee_account};
-pub use assets::{Asset, MAX_ASSET_NAME};
+pub use assets::Asset;
 pub use client_keys::{ClientKey, IssuedKey};
 pub use commit::CommitObserver;
 pub use error::LedgerError;

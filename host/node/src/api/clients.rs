@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{ApiState, Body, Problem, json_response, ledger_error, problem, problem_at, raw_json};
 use crate::client::request_with_headers;
 use crate::clock;
-use wasmpay_ledger::ClientKey;
+use wasmpay_ledger::{ClientKey, LedgerError};
 use wasmpay_protocol::routing::{AccountId, subjects};
 use wasmpay_protocol::{Code, PROTOCOL_VERSION, PaymentId, Reply, Status};
 
@@ -331,7 +331,7 @@ pub(super) struct NewKey {
     security(("admin_token" = [])))]
 pub(super) async fn issue(state: &ApiState, body: Value) -> Response<Body> {
     let name = match serde_json::from_value::<NewKey>(body) {
-        Ok(NewKey { name }) if (1..=64).contains(&name.len()) => name,
+        Ok(NewKey { name }) => name,
         _ => {
             let message = "the body is `{\"name\": \"<1-64 characters>\"}`";
             return problem_at(StatusCode::BAD_REQUEST, "invalid_request", message, "name");
@@ -342,6 +342,7 @@ pub(super) async fn issue(state: &ApiState, body: Value) -> Response<Body> {
             tracing::info!(key = %issued.key.id, name = %issued.key.name, "client key issued");
             json_response(StatusCode::CREATED, &issued)
         }
+        Err(LedgerError::Invalid(message)) => problem_at(StatusCode::BAD_REQUEST, "invalid_request", &message, "name"),
         Err(error) => ledger_error(&error),
     }
 }
