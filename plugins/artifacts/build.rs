@@ -13,13 +13,14 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
 /// (crate, constant, source directory)
-const GUESTS: [(&str, &str, &str); 6] = [
+const GUESTS: [(&str, &str, &str); 7] = [
     ("card", "CARD", "plugins/card"),
     ("wallet", "WALLET", "plugins/wallet"),
     ("faulty", "FAULTY", "tests/fixtures/faulty"),
     ("stalling", "STALLING", "tests/fixtures/stalling"),
     ("card_v2", "CARD_V2", "tests/fixtures/card_v2"),
     ("bad_describe", "BAD_DESCRIBE", "tests/fixtures/bad_describe"),
+    ("contract_0_1_0", "CONTRACT_0_1_0", "tests/fixtures/contract_0_1_0"),
 ];
 
 fn main() {

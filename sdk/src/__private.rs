@@ -3,21 +3,25 @@
 
 use std::sync::OnceLock;
 
-use crate::{Config, FeeBearer, FeeQuote, Payment, Plugin, PluginInfo, Rejection, money::Money};
+use crate::{
+    Config, FeeBearer, FeeQuote, Payment, Plugin, PluginInfo, Refund, RefundFee, RefundedPayment, Rejection,
+    money::Money,
+};
 
 pub use wit_bindgen;
 
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "payment-method",
+        world: "payment-method-with-refunds",
         path: "../wit",
         pub_export_macro: true,
-        export_macro_name: "export_payment_method",
+        export_macro_name: "export_payment_method_with_refunds",
         default_bindings_module: "wasmpay_sdk::__private::bindings",
         runtime_path: "wasmpay_sdk::__private::wit_bindgen::rt",
     });
 }
 
+use bindings::exports::wasmpay::plugin::refund_fee;
 use bindings::wasmpay::plugin::{config, types as wit};
 
 /// The configuration never changes during an instance's life, so it is read from the host once.
@@ -62,6 +66,39 @@ pub fn quote_fee<P: Plugin>(payment: wit::Payment) -> Result<wit::FeeQuote, wit:
             FeeBearer::Payee => wit::FeeBearer::Payee,
         },
     })
+}
+
+pub fn quote_refund_fee<P: Plugin>(
+    payment: refund_fee::RefundedPayment,
+    refund: refund_fee::Refund,
+) -> Result<refund_fee::RefundFeeOutcome, wit::Rejection> {
+    report_panics();
+    let payment = RefundedPayment {
+        id: payment.id,
+        payer: payment.payer,
+        payee: payment.payee,
+        amount: Money::new(payment.amount.minor_units, payment.amount.currency),
+        method: payment.method,
+        metadata: payment.metadata.into_iter().collect(),
+        received_at_ms: payment.received_at_ms,
+        fee: payment.fee,
+        fee_bearer: match payment.fee_bearer {
+            wit::FeeBearer::Payer => FeeBearer::Payer,
+            wit::FeeBearer::Payee => FeeBearer::Payee,
+        },
+        refunded: payment.refunded,
+        fee_reversed: payment.fee_reversed,
+    };
+    let refund = Refund {
+        id: refund.id,
+        amount: Money::new(refund.amount.minor_units, refund.amount.currency),
+        received_at_ms: refund.received_at_ms,
+    };
+    match P::quote_refund_fee(&payment, &refund, plugin_config()).map_err(to_wit_rejection)? {
+        RefundFee::Keep => Ok(refund_fee::RefundFeeOutcome::Keep),
+        RefundFee::Reverse(amount) => Ok(refund_fee::RefundFeeOutcome::Reverse(amount)),
+        RefundFee::Charge(amount) => Ok(refund_fee::RefundFeeOutcome::Charge(amount)),
+    }
 }
 
 fn from_wit(payment: wit::Payment) -> Payment {

@@ -21,6 +21,7 @@
 //! Layout:
 //! - [`money`]: minor-unit amounts and basis-point arithmetic with a documented rounding rule.
 //! - [`payment`]: the payment a plugin decides on.
+//! - [`refund`]: a refund, the payment it gives money back from, and its fee ([`RefundFee`]).
 //! - [`decision`]: what a plugin answers: [`Rejection`], [`FeeQuote`], [`PluginInfo`].
 //! - [`limits`]: the per-currency amount limit check.
 //! - [`config`]: the read-only configuration the operator gives the plugin.
@@ -40,13 +41,16 @@ pub mod limits;
 pub mod log;
 pub mod money;
 pub mod payment;
+pub mod refund;
 
 pub use config::Config;
 pub use decision::{FeeBearer, FeeLine, FeeQuote, PluginInfo, Rejection};
 pub use money::{Money, MoneyError};
 pub use payment::Payment;
+pub use refund::{Refund, RefundFee, RefundedPayment};
 
-/// A payment-method plugin: one function per export of the `payment-method` world.
+/// A payment-method plugin: one function per export of the `payment-method-with-refunds`
+/// world.
 ///
 /// Every function is associated (no `self`): a plugin keeps no state between payments.
 pub trait Plugin {
@@ -58,13 +62,25 @@ pub trait Plugin {
 
     /// The fee for a payment that passed validation.
     fn quote_fee(payment: &Payment, config: &Config) -> Result<FeeQuote, Rejection>;
+
+    /// The fee of `refund`, of `payment` (one this plugin's method decided): keep the
+    /// payment's fee, give part of it back, or charge one. `Err` declines the refund.
+    ///
+    /// The default keeps the fee, which is also what the host does for a plugin built
+    /// without this export (against `wasmpay:plugin@0.1.0`): the payee paid for the work the
+    /// payment caused, and a refund cannot claw fees back (Stripe's rule).
+    fn quote_refund_fee(payment: &RefundedPayment, refund: &Refund, config: &Config) -> Result<RefundFee, Rejection> {
+        let _ = (payment, refund, config);
+        Ok(RefundFee::Keep)
+    }
 }
 
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod __private;
 
-/// Exports a type implementing [`Plugin`] as the component's `payment-method` world.
+/// Exports a type implementing [`Plugin`] as the component's `payment-method-with-refunds`
+/// world (`wasmpay:plugin@0.1.1`).
 ///
 /// On targets other than `wasm32` this expands to nothing, so the plugin crate builds and
 /// unit-tests natively.
@@ -97,7 +113,18 @@ macro_rules! export_plugin {
                     $crate::__private::quote_fee::<$plugin>(payment)
                 }
             }
-            $crate::__private::bindings::export_payment_method!(
+            impl $crate::__private::bindings::exports::wasmpay::plugin::refund_fee::Guest for Exports {
+                fn quote_refund_fee(
+                    payment: $crate::__private::bindings::exports::wasmpay::plugin::refund_fee::RefundedPayment,
+                    refund: $crate::__private::bindings::exports::wasmpay::plugin::refund_fee::Refund,
+                ) -> ::core::result::Result<
+                    $crate::__private::bindings::exports::wasmpay::plugin::refund_fee::RefundFeeOutcome,
+                    $crate::__private::bindings::wasmpay::plugin::types::Rejection,
+                > {
+                    $crate::__private::quote_refund_fee::<$plugin>(payment, refund)
+                }
+            }
+            $crate::__private::bindings::export_payment_method_with_refunds!(
                 Exports with_types_in $crate::__private::bindings
             );
         };

@@ -120,6 +120,16 @@ impl Harness {
         Harness::start_full(backend, config, None, |_| {}).await
     }
 
+    /// A node with `config` and whatever else `customize` sets, on a plain nats-server, on
+    /// `backend`.
+    pub async fn start_on_custom(
+        backend: Backend,
+        config: Config,
+        customize: impl FnOnce(&mut NodeSettings),
+    ) -> Harness {
+        Harness::start_full(backend, config, None, customize).await
+    }
+
     /// A node with `config`, on a nats-server started with `nats_config`.
     pub async fn start_with(config: Config, nats_config: Option<&Path>) -> Harness {
         Harness::start_custom(config, nats_config, |_| {}).await

@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use wasmpay_node::config::Config;
 use wasmpay_node::holds::{DEFAULT_EXPIRY_S, HoldSettings};
+use wasmpay_plugin_host::{PluginSettings, PluginSource};
+use wasmpay_protocol::money::FeeBearer;
 use wasmpay_protocol::{Code, PaymentId, Reply, Status};
 use wasmpay_tests::{Backend, Harness, card, next_message, on_both_backends, parse};
 
@@ -17,6 +19,7 @@ on_both_backends!(
     a_void_releases_the_hold_and_bad_captures_change_nothing,
     an_uncaptured_authorization_expires_and_a_late_capture_hears_so,
     refunds_move_money_back_on_the_payees_subject_up_to_what_was_paid,
+    a_refunds_fee_is_the_fee_policys_and_a_plugin_built_against_0_1_0_keeps_it,
     statements_page_through_entries_and_payments_and_a_record_shows_its_history,
     a_settlement_applies_every_leg_or_none_across_partitions,
     clients_pay_and_operate_over_http_with_keys_the_operator_issues_and_revokes,
@@ -191,7 +194,11 @@ async fn an_uncaptured_authorization_expires_and_a_late_capture_hears_so(backend
 }
 
 async fn refunds_move_money_back_on_the_payees_subject_up_to_what_was_paid(backend: Backend) {
-    let harness = funded(backend, Config::default()).await;
+    // The card's fee is kept on refunds, the default rule (the next test prices them).
+    let mut config = Config::default();
+    let keeps = PluginSettings { path: None, config: [("refund.reverse".to_owned(), "none".to_owned())].into() };
+    config.plugins.insert("card".into(), keeps);
+    let harness = funded(backend, config).await;
     let mut refunded = harness.client.subscribe("wasmpay.events.payment.refunded").await.unwrap();
     harness.client.flush().await.unwrap();
     assert_eq!(harness.pay(&card("p-1", "alice", "shop", 1_000)).await.code, Code::Ok);
@@ -229,6 +236,87 @@ async fn refunds_move_money_back_on_the_payees_subject_up_to_what_was_paid(backe
     // Only the payee refunds, and only on its own subject.
     rejected(send_as(&harness, "alice", &refund("r-8", "alice", "p-1", None)).await, Code::UnknownPayment);
     rejected(send_as(&harness, "alice", &refund("r-9", "shop", "p-1", None)).await, Code::WrongPartition);
+    let audit = harness.ledger.audit().await.unwrap();
+    assert_eq!(audit.first_violation(), None, "{audit:?}");
+}
+
+async fn a_refunds_fee_is_the_fee_policys_and_a_plugin_built_against_0_1_0_keeps_it(backend: Backend) {
+    let legacy = PluginSource::Builtin("contract_0_1_0", wasmpay_plugin_artifacts::CONTRACT_0_1_0, None);
+    let harness =
+        Harness::start_on_custom(backend, Config::default(), |settings| settings.plugin_sources.push(legacy)).await;
+    harness.open("alice", "EUR", 0).await;
+    harness.open("shop", "EUR", 0).await;
+    harness.deposit("alice", 100_000).await;
+    harness.deposit("shop", 10_000).await;
+    let (status, plugins) = harness.api("GET", "/v1/plugins", None).await;
+    assert_eq!(status, 200, "{plugins}");
+    let plugins: Value = serde_json::from_str(&plugins).unwrap();
+    let prices_refunds = |name: &str| {
+        let plugin =
+            plugins["plugins"].as_array().unwrap().iter().find(|plugin| plugin["name"] == name).expect("listed");
+        plugin["versions"][0]["prices_refunds"].as_bool()
+    };
+    // Built with the SDK (0.1.1) or by hand against 0.1.0: both load, one prices refunds.
+    assert_eq!((prices_refunds("card"), prices_refunds("legacy")), (Some(true), Some(false)), "{plugins}");
+
+    // card: 2.9 % + 0.25 borne by the shop; a refund gives back 2.9 % of itself, never the
+    // fixed part, never more than the fee prorated to what was refunded.
+    assert_eq!(harness.pay(&card("p-1", "alice", "shop", 1_000)).await.fee, Some(54));
+    let raw = send_raw_as(&harness, "shop", &refund("r-1", "shop", "p-1", Some(400))).await;
+    let first = parse(&raw);
+    assert_eq!((first.code, first.fee, first.fee_reversed), (Code::Refunded, Some(0), Some(12)), "{first:?}");
+    assert_eq!(first.plugins, ["card@0.1.0"]);
+    // Back to whoever bore the fee: the shop pays 400 and gets 12 of its fee back.
+    assert_eq!(harness.balance("shop").await, 10_000 + 946 - 400 + 12);
+    assert_eq!(harness.balance("_fees_EUR").await, 54 - 12);
+    assert_eq!(send_raw_as(&harness, "shop", &refund("r-1", "shop", "p-1", Some(400))).await, raw);
+    let rest = send_as(&harness, "shop", &refund("r-2", "shop", "p-1", None)).await;
+    assert_eq!((rest.code, rest.amount, rest.fee_reversed), (Code::Refunded, Some(600), Some(17)), "{rest:?}");
+    assert_eq!(harness.balance("_fees_EUR").await, 25, "the fixed part is kept");
+
+    // A plugin built against wasmpay:plugin@0.1.0 decides payments as before and, having no
+    // refund-fee export, keeps its fee.
+    let mut old = card("l-1", "alice", "shop", 1_000);
+    old["method"] = json!("legacy");
+    let paid = harness.pay(&old).await;
+    assert_eq!((paid.code, paid.fee, paid.plugins.clone()), (Code::Ok, Some(10), vec!["legacy@0.1.0".to_owned()]));
+    let kept = send_as(&harness, "shop", &refund("r-3", "shop", "l-1", None)).await;
+    assert_eq!((kept.code, kept.fee, kept.fee_reversed), (Code::Refunded, Some(0), None), "{kept:?}");
+    assert_eq!(harness.balance("_fees_EUR").await, 25 + 10);
+
+    // A hostile fee policy: what it charges is within the method's bound, what it gives back
+    // within the fee, a trap or a loop refuses the refund and records nothing.
+    let faulty = |id: &str, fault: &str, fee: u64| {
+        json!({"version": 1, "id": id, "payer": "alice", "payee": "shop", "amount": 500, "currency": "EUR",
+               "method": "faulty", "metadata": {"refund_fault": fault, "refund_fee": fee.to_string()}})
+    };
+    let fees = harness.balance("_fees_EUR").await;
+    for (id, fault, fee) in [("f-1", "charge", 30), ("f-2", "decline", 0), ("f-3", "reverse", 1), ("f-4", "trap", 0)] {
+        assert_eq!(harness.pay(&faulty(id, fault, fee)).await.code, Code::Ok);
+    }
+    let charged = send_as(&harness, "shop", &refund("r-f1", "shop", "f-1", None)).await;
+    assert_eq!((charged.code, charged.fee, charged.fee_bearer), (Code::Refunded, Some(30), Some(FeeBearer::Payer)));
+    assert_eq!(harness.balance("_fees_EUR").await, fees + 30);
+    let declined = send_as(&harness, "shop", &refund("r-f2", "shop", "f-2", None)).await;
+    assert_eq!((declined.status, declined.code), (Status::Declined, Code::PluginDeclined), "{declined:?}");
+    assert_eq!(declined.reason.as_deref(), Some("refund_window_closed"));
+    for (id, payment) in [("r-f3", "f-3"), ("r-f4", "f-4")] {
+        let failed = send_as(&harness, "shop", &refund(id, "shop", payment, None)).await;
+        assert_eq!(
+            (failed.status, failed.code, failed.retryable),
+            (Status::Error, Code::PluginFailed, true),
+            "{failed:?}"
+        );
+        assert_eq!(failed.plugins, ["faulty@0.1.0"]);
+        assert_eq!(harness.ledger.payment(id).await.unwrap(), None, "a failed plugin records nothing");
+    }
+    let charged_too_much = faulty("f-5", "charge", 1_000);
+    assert_eq!(harness.pay(&charged_too_much).await.code, Code::Ok);
+    let refused = send_as(&harness, "shop", &refund("r-f5", "shop", "f-5", None)).await;
+    assert_eq!(refused.code, Code::PluginFailed, "{refused:?}");
+    assert!(refused.message.contains("bound"), "{refused:?}");
+    assert_eq!(harness.balance("_fees_EUR").await, fees + 30);
+
     let audit = harness.ledger.audit().await.unwrap();
     assert_eq!(audit.first_violation(), None, "{audit:?}");
 }

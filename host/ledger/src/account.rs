@@ -67,7 +67,7 @@ pub struct NewAccount {
     pub floor: MinorUnits,
 }
 
-/// The fee account of a unit, credited with every fee.
+/// The fee account of a unit, credited with every fee and debited by what refunds give back.
 pub fn fee_account(currency: Unit) -> AccountId {
     system_account("fees", currency)
 }

@@ -12,16 +12,16 @@
 //! batch's working balances and holds, which the next transfer of the batch sees.
 //!
 //! Balances change in two ways. An account whose row the batch locks (every account on
-//! SQLite, whose write lock is the whole database; the payers on PostgreSQL) gets its net
-//! change (balance and held) added to its row. Any other account (a payee, the fee account) is
-//! only credited, and gets its credits as sub-balances keyed by the payment's partition: a hot
+//! SQLite, whose write lock is the whole database; the payers on PostgreSQL, and the fee
+//! account when a refund gives fee back) gets its net change (balance and held) added to its
+//! row. Any other account (a payee, the fee account) is only credited, and gets its credits as sub-balances keyed by the payment's partition: a hot
 //! payee credited by every batch then costs no lock on its account row, and credits never need
 //! a floor check. Holds are only ever opened and closed on a payer, under its row lock, by its
 //! partition's owner: the same lock orders a capture, a void and an expiry of one hold.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use wasmpay_protocol::money::{FeeBearer, MinorUnits, Unit};
+use wasmpay_protocol::money::{FeeBearer, MinorUnits, Unit, prorated_fee, reversible_fee};
 use wasmpay_protocol::routing::AccountId;
 use wasmpay_protocol::{Leg, PaymentId};
 
@@ -30,7 +30,7 @@ use crate::error::{LedgerError, checked};
 use crate::hold::{Hold, HoldState};
 use crate::refund::Refundable;
 use crate::transfer::{
-    Decision, Posting, Recorded, Replies, StoredReply, Transfer, TransferKind, postings, prorated_fee,
+    Decision, FeeReversal, Posting, Recorded, Replies, StoredReply, Transfer, TransferKind, postings,
 };
 
 /// The ids, accounts and holds a batch reads, computed before it is decided.
@@ -60,7 +60,7 @@ impl Keys {
         for transfer in transfers {
             match &transfer.kind {
                 TransferKind::Expiry => keys.holds.push(transfer.id.clone()),
-                TransferKind::Refund { payment } => {
+                TransferKind::Refund { payment, .. } => {
                     keys.ids.push(transfer.id.clone());
                     keys.refunds.push(payment.clone());
                 }
@@ -127,8 +127,11 @@ pub(crate) struct Writes {
     pub(crate) opened: Vec<OpenedHold>,
     /// Holds closed by captures, voids and expiries of the batch (each at most once).
     pub(crate) closed: Vec<ClosedHold>,
-    /// What the batch's refunds add to each refunded payment's `refunded`.
-    pub(crate) refunded: BTreeMap<PaymentId, MinorUnits>,
+    /// What the batch's refunds add to each refunded payment's `refunded` and `fee_reversed`.
+    pub(crate) refunded: BTreeMap<PaymentId, (MinorUnits, MinorUnits)>,
+    /// The batch's refunds that give part of their payment's fee back, and how much: written
+    /// to their own rows (a rare statement, not a column of every payment's insert).
+    pub(crate) reversals: Vec<(PaymentId, MinorUnits)>,
     /// Per partition, the oldest lease token its transfers carry: the batch is refused if the
     /// ledger has seen a newer one, and stores it otherwise.
     pub(crate) fences: BTreeMap<u32, i64>,
@@ -224,12 +227,19 @@ pub(crate) fn decide(
             }
         };
         let Decided { decision, changes, hold, held, refunded, legs } = decided;
-        if let Some((payment, amount, after)) = refunded {
-            if let Some(original) = refundables.get_mut(&payment) {
-                original.refunded = after;
+        if let Some(refunded) = refunded {
+            if let Some(original) = refundables.get_mut(&refunded.payment) {
+                original.refunded = refunded.after;
+                original.fee_reversed = refunded.fee_reversed_after;
             }
-            let total = writes.refunded.entry(payment).or_insert(MinorUnits::ZERO);
-            *total = MinorUnits(total.0.saturating_add(amount.0));
+            let total = writes.refunded.entry(refunded.payment).or_insert((MinorUnits::ZERO, MinorUnits::ZERO));
+            *total = (
+                MinorUnits(total.0.0.saturating_add(refunded.amount.0)),
+                MinorUnits(total.1.0.saturating_add(refunded.fee_reversed.0)),
+            );
+            if refunded.fee_reversed > MinorUnits::ZERO {
+                writes.reversals.push((transfer.id.clone(), refunded.fee_reversed));
+            }
         }
         if let (Some((_, after)), Some(state)) = (held, accounts.get_mut(&transfer.payer)) {
             state.held = after;
@@ -370,8 +380,8 @@ struct Decided {
     hold: Option<HoldChange>,
     /// How the hold changes what the payer's holds reserve: (change, total after).
     held: Option<(MinorUnits, MinorUnits)>,
-    /// A refund's payment, the amount it moves back, and its payment's refunded total after.
-    refunded: Option<(PaymentId, MinorUnits, MinorUnits)>,
+    /// What a refund gives back of its payment.
+    refunded: Option<Refunded>,
     /// A settlement's entries, leg by leg (its `changes` are netted per account).
     legs: Option<Vec<(AccountId, MinorUnits)>>,
 }
@@ -487,13 +497,27 @@ fn decide_one(
         return settle(transfer, legs, accounts);
     }
     let refunded = match &transfer.kind {
-        TransferKind::Refund { payment } => {
+        TransferKind::Refund { payment, reversal } => {
             let original = refunded_payment(transfer, payment, refundables)?;
             let after = checked(&transfer.payer, original.refunded.checked_add(transfer.amount))?;
             if after > original.amount {
                 return Ok(Decided::only(Decision::ExceedsRefundable));
             }
-            Some((payment.clone(), transfer.amount, after))
+            let fee_reversed = transfer.kind.fee_reversed();
+            if reversal.is_some() {
+                check_reversal(transfer, original)?;
+                if fee_reversed > reversible_fee(original.fee, original.amount, after, original.fee_reversed) {
+                    return Ok(Decided::only(Decision::ExceedsRefundable));
+                }
+            }
+            let fee_reversed_after = checked(&transfer.payer, original.fee_reversed.checked_add(fee_reversed))?;
+            Some(Refunded {
+                payment: payment.clone(),
+                amount: transfer.amount,
+                after,
+                fee_reversed,
+                fee_reversed_after,
+            })
         }
         _ => None,
     };
@@ -501,6 +525,41 @@ fn decide_one(
         Some(changes) => Ok(Decided { refunded, ..Decided::posting(changes) }),
         None => Ok(Decided::only(Decision::InsufficientFunds)),
     }
+}
+
+/// What a refund gives back of its payment, and the payment's totals after it.
+#[derive(Debug)]
+struct Refunded {
+    payment: PaymentId,
+    amount: MinorUnits,
+    after: MinorUnits,
+    fee_reversed: MinorUnits,
+    fee_reversed_after: MinorUnits,
+}
+
+/// A refund's fee reversal, checked against its payment: it charges no fee of its own, comes
+/// from the unit's fee account, and goes to whoever bore the payment's fee (the refund's
+/// payer if the payment's payee bore it, its payee otherwise). A mismatch is the caller's
+/// mistake, not a decision.
+fn check_reversal(transfer: &Transfer, original: &Refundable) -> Result<(), LedgerError> {
+    let TransferKind::Refund { reversal: Some(reversal), .. } = &transfer.kind else {
+        return Ok(());
+    };
+    let to_its_bearer = match original.fee_bearer {
+        FeeBearer::Payee => FeeBearer::Payer,
+        FeeBearer::Payer => FeeBearer::Payee,
+    };
+    if reversal.amount <= MinorUnits::ZERO
+        || transfer.fee != MinorUnits::ZERO
+        || transfer.fee_bearer != to_its_bearer
+        || reversal != &FeeReversal::new(reversal.amount, transfer.currency)
+    {
+        return Err(LedgerError::Invalid(format!(
+            "{}: a fee reversal is positive, charges no fee, and goes from the fee account to the fee's bearer",
+            transfer.id
+        )));
+    }
+    Ok(())
 }
 
 /// A settlement's legs, all or none: each leg's accounts exist and hold its currency; the

@@ -62,7 +62,7 @@ pub use queries::{Audit, HoldRecord, Posting, StoredPayment};
 pub use refund::Refundable;
 pub use settings::{Durability, LedgerSettings};
 pub use statements::{DEFAULT_PAGE, Entries, EntryLine, HoldLine, MAX_PAGE, OpenHolds, Page, PaymentLine, Payments};
-pub use transfer::{Decision, Recorded, Replies, StoredReply, Transfer, TransferKind, prorated_fee};
+pub use transfer::{Decision, FeeReversal, Recorded, Replies, StoredReply, Transfer, TransferKind};
 
 #[cfg(test)]
 mod tests;

@@ -56,6 +56,9 @@ pub struct StoredPayment {
     pub parent: Option<String>,
     /// What refunds have moved back of it.
     pub refunded: i64,
+    /// A refund's: what of its payment's fee it gave back. A payment's or capture's: what of
+    /// its fee its refunds gave back in all.
+    pub fee_reversed: i64,
     /// The client key it came with over HTTP, if any.
     pub client_key: Option<String>,
     /// An authorization's hold: its state and how it ended.
@@ -129,9 +132,14 @@ pub struct Audit {
     /// capture, a voided one by one void, an open or expired one by none), or that captured
     /// more than was authorized. Always empty.
     pub holds_not_closed_once: Vec<String>,
-    /// Payments whose refunds moved back more than they moved, or whose `refunded` differs
-    /// from the sum of their refunds, and refunds of payments that moved nothing. Always empty.
+    /// Payments whose refunds moved back more than they moved or gave back more than their
+    /// fee, or whose `refunded` or `fee_reversed` differs from the sum of their refunds', and
+    /// refunds of payments that moved nothing. Always empty.
     pub refunds_beyond_payments: Vec<String>,
+    /// Posted payments, captures, refunds and settlements whose entries on fee accounts differ
+    /// from their fee (a refund's: its fee less what it gave back of its payment's). Always
+    /// empty.
+    pub fees_off_entries: Vec<String>,
     /// Approved payments, captures, refunds and settlements without entries. Always empty.
     pub approved_without_entries: Vec<String>,
     /// Records that post nothing (declines, authorizations, voids) with entries. Always empty.
@@ -165,6 +173,7 @@ impl Audit {
             ("an account's held differs from its open holds", &self.drifted_holds),
             ("a hold was not closed exactly once", &self.holds_not_closed_once),
             ("refunds moved back what their payment did not move", &self.refunds_beyond_payments),
+            ("a payment's fee entries differ from its fee", &self.fees_off_entries),
             ("an approved payment has no entries", &self.approved_without_entries),
             ("a declined payment has entries", &self.declined_with_entries),
             ("a payment or entry references nothing", &self.dangling_references),
@@ -215,7 +224,23 @@ impl Ledger {
                 .bind(id)
                 .fetch_all(&mut *connection)
                 .await?;
-            let PaymentLine { id, kind, status, code, payer, payee, currency, amount, fee, fee_bearer, method, at_ms, parent, refunded } = line;
+            let PaymentLine {
+                id,
+                kind,
+                status,
+                code,
+                payer,
+                payee,
+                currency,
+                amount,
+                fee,
+                fee_bearer,
+                method,
+                at_ms,
+                parent,
+                refunded,
+                fee_reversed,
+            } = line;
             Ok(Some(StoredPayment {
                 id,
                 kind,
@@ -234,6 +259,7 @@ impl Ledger {
                 at_ms,
                 parent,
                 refunded,
+                fee_reversed,
                 client_key,
                 hold,
                 history,
@@ -323,6 +349,7 @@ impl Ledger {
                 drifted_holds: ids(text(DRIFTED_HOLDS).fetch_all(&mut *connection).await?),
                 holds_not_closed_once: ids(text(HOLDS_NOT_CLOSED_ONCE).fetch_all(&mut *connection).await?),
                 refunds_beyond_payments: ids(text(REFUNDS_BEYOND_PAYMENTS).fetch_all(&mut *connection).await?),
+                fees_off_entries: ids(text(FEES_OFF_ENTRIES).fetch_all(&mut *connection).await?),
                 approved_without_entries: ids(text(APPROVED_WITHOUT_ENTRIES).fetch_all(&mut *connection).await?),
                 declined_with_entries: ids(text(DECLINED_WITH_ENTRIES).fetch_all(&mut *connection).await?),
                 dangling_references: ids(text(DANGLING).fetch_all(&mut *connection).await?),
@@ -376,9 +403,19 @@ const REFUNDS_BEYOND_PAYMENTS: &str = "SELECT p.id FROM payments p
                                    WHERE r.parent = p.id AND r.kind = 'refund' AND r.status = 'refunded'), 0)
         OR (p.refunded > 0 AND NOT ((p.kind = 'payment' AND p.status = 'approved')
                                     OR (p.kind = 'capture' AND p.status = 'captured')))
+        OR (p.kind <> 'refund' AND p.fee_reversed > p.fee)
+        OR (p.kind <> 'refund' AND p.fee_reversed <> COALESCE((SELECT SUM(r.fee_reversed) FROM payments r
+                                   WHERE r.parent = p.id AND r.kind = 'refund' AND r.status = 'refunded'), 0))
+        OR (p.kind = 'refund' AND p.status <> 'refunded' AND p.fee_reversed > 0)
      UNION
      SELECT r.id FROM payments r WHERE r.kind = 'refund' AND r.status = 'refunded'
         AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.id = r.parent AND p.payer = r.payee AND p.payee = r.payer)";
+const FEES_OFF_ENTRIES: &str = "SELECT p.id FROM payments p
+     WHERE p.status IN ('approved', 'captured', 'refunded', 'settled')
+       AND COALESCE((SELECT SUM(e.amount) FROM entries e JOIN accounts a ON a.id = e.account_id
+                     WHERE e.payment_id = p.id AND a.kind = 'fees'), 0)
+           <> CASE WHEN p.kind = 'refund' THEN p.fee - p.fee_reversed ELSE p.fee END
+     ORDER BY p.id";
 const APPROVED_WITHOUT_ENTRIES: &str =
     "SELECT p.id FROM payments p WHERE p.status IN ('approved', 'captured', 'refunded', 'settled')
      AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.payment_id = p.id) ORDER BY p.id";

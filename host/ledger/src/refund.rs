@@ -3,7 +3,7 @@
 //! them.
 
 use wasmpay_protocol::PaymentId;
-use wasmpay_protocol::money::{MinorUnits, Unit};
+use wasmpay_protocol::money::{FeeBearer, MinorUnits, Unit};
 use wasmpay_protocol::routing::AccountId;
 
 /// A payment or capture that moved money, and what refunds have moved back of it.
@@ -25,4 +25,16 @@ pub struct Refundable {
     pub posted: bool,
     /// `name@version` of the plugins that decided it.
     pub plugins: String,
+    /// The fee it was charged.
+    pub fee: MinorUnits,
+    /// Who bore the fee.
+    pub fee_bearer: FeeBearer,
+    /// How much of the fee its refunds have given back so far.
+    pub fee_reversed: MinorUnits,
+    /// The method that decided it (a capture's is its authorization's).
+    pub method: Option<String>,
+    /// The client's metadata on it as a JSON object (a capture's is its authorization's).
+    pub metadata: Option<String>,
+    /// When it was decided, on the ledger's clock.
+    pub at_ms: i64,
 }

@@ -105,6 +105,9 @@ pub struct PaymentLine {
     pub parent: Option<String>,
     /// What refunds have moved back of it.
     pub refunded: i64,
+    /// A refund's: what of its payment's fee it gave back. A payment's or capture's: what of
+    /// its fee its refunds gave back in all.
+    pub fee_reversed: i64,
 }
 
 impl<'r, R: Row> sqlx::FromRow<'r, R> for PaymentLine
@@ -129,6 +132,7 @@ where
             at_ms: row.try_get("at_ms")?,
             parent: row.try_get("parent")?,
             refunded: row.try_get("refunded")?,
+            fee_reversed: row.try_get("fee_reversed")?,
         })
     }
 }
@@ -189,7 +193,7 @@ beside_a_payment_line!(HoldLine { authorization, held, expires_at_ms });
 
 /// The columns of a [`PaymentLine`], over `payments p`.
 pub(crate) const PAYMENT_LINE: &str = "p.id, p.kind, p.status, p.code, p.payer, p.payee, p.currency, p.amount, p.fee,
-     p.fee_bearer, p.method, p.created_at_ms AS at_ms, p.parent, p.refunded";
+     p.fee_bearer, p.method, p.created_at_ms AS at_ms, p.parent, p.refunded, p.fee_reversed";
 
 impl Ledger {
     /// A page of `account`'s entries, in id order.

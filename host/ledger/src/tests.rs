@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::*;
 use wasmpay_protocol::PaymentId;
-use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
+use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits, prorated_fee};
 use wasmpay_protocol::routing::AccountId;
 
 /// A database a test opens its ledgers on.
@@ -85,6 +85,7 @@ on_both_backends!(
     a_credit_is_seen_by_a_spend_submitted_after_it,
     an_authorization_holds_until_captured_voided_or_expired,
     refunds_move_money_back_up_to_what_was_paid,
+    refunds_give_fees_back_within_the_prorated_fee_or_charge_one,
     a_settlement_posts_every_leg_or_none,
 );
 
@@ -249,7 +250,7 @@ async fn refunds_move_money_back_up_to_what_was_paid(backend: Backend) {
     assert!(matches!(paid, Recorded::New { decision: Decision::Approved, .. }), "{paid:?}");
     let refund = |key: &str, amount: i64| {
         let mut refund = transfer(key, &shop, &alice, amount, 0);
-        refund.kind = TransferKind::Refund { payment: PaymentId::new("p1").expect("id") };
+        refund.kind = TransferKind::Refund { payment: PaymentId::new("p1").expect("id"), reversal: None };
         refund
     };
     let replies = || Replies::Refunding {
@@ -275,6 +276,80 @@ async fn refunds_move_money_back_up_to_what_was_paid(backend: Backend) {
     assert_eq!(balance(&ledger, "_fees_EUR").await, 20);
     let original = ledger.refundable(&PaymentId::new("p1").expect("id")).await.expect("read").expect("p1");
     assert_eq!((original.amount, original.refunded, original.posted), (MinorUnits(500), MinorUnits(500), true));
+    let audit = ledger.audit().await.expect("audit");
+    assert_eq!(audit.first_violation(), None, "{audit:?}");
+}
+
+/// A refund may give part of its payment's fee back, from the fee account to whoever bore it,
+/// at most the fee prorated to what the refunds give back in all (rechecked under the lock);
+/// or charge the refunding payee a fee. A reversal that does not go to the fee's bearer, or
+/// that also charges, is the caller's mistake and records nothing.
+async fn refunds_give_fees_back_within_the_prorated_fee_or_charge_one(backend: Backend) {
+    let (ledger, _db) = ledger(backend).await;
+    open(&ledger, "alice", 0).await;
+    open(&ledger, "shop", 0).await;
+    deposit(&ledger, "d1", "alice", 1_000).await;
+    let (alice, shop) = (id("alice"), id("shop"));
+    // 500 paid with a fee of 20 borne by the shop: it received 480.
+    ledger.record(transfer("p1", &alice, &shop, 500, 20), named()).await.expect("p1");
+    let refund = |key: &str, amount: i64, reversed: i64| {
+        let mut refund = transfer(key, &shop, &alice, amount, 0);
+        let reversal = (reversed > 0).then(|| FeeReversal::new(MinorUnits(reversed), eur().into()));
+        refund.kind = TransferKind::Refund { payment: PaymentId::new("p1").expect("id"), reversal };
+        // The shop bore the fee and is the refund's payer: the reversal is its.
+        refund.fee_bearer = FeeBearer::Payer;
+        refund
+    };
+    let replies = || Replies::Refunding {
+        approved: "refunded".into(),
+        insufficient_funds: "short".into(),
+        exceeds_refundable: "too much".into(),
+    };
+    let decided = |recorded: Result<Recorded, LedgerError>| match recorded.expect("recorded") {
+        Recorded::New { decision, .. } => decision,
+        other => panic!("expected a new decision, got {other:?}"),
+    };
+    // 250 refunded in all: at most 20 x 250 / 500 = 10 of the fee comes back.
+    assert_eq!(decided(ledger.record(refund("r1", 250, 11), replies()).await), Decision::ExceedsRefundable);
+    assert_eq!(decided(ledger.record(refund("r2", 250, 4), replies()).await), Decision::Approved);
+    assert_eq!((balance(&ledger, "shop").await, balance(&ledger, "_fees_EUR").await), (480 - 250 + 4, 16));
+    // Cumulative: the rest of the payment may bring back the rest of the fee.
+    assert_eq!(decided(ledger.record(refund("r3", 250, 16), replies()).await), Decision::Approved);
+    assert_eq!((balance(&ledger, "alice").await, balance(&ledger, "_fees_EUR").await), (1_000, 0));
+    let original = ledger.refundable(&PaymentId::new("p1").expect("id")).await.expect("read").expect("p1");
+    assert_eq!((original.refunded, original.fee_reversed), (MinorUnits(500), MinorUnits(20)));
+    let record = ledger.payment("r3").await.expect("read").expect("r3");
+    assert_eq!(record.fee_reversed, 16);
+
+    // Charged: the shop pays the refund and its fee (it has 100 of the payment and 7 more).
+    ledger.record(transfer("p2", &alice, &shop, 100, 0), named()).await.expect("p2");
+    deposit(&ledger, "d2", "shop", 7).await;
+    let mut charged = transfer("r4", &shop, &alice, 100, 7);
+    charged.kind = TransferKind::Refund { payment: PaymentId::new("p2").expect("id"), reversal: None };
+    charged.fee_bearer = FeeBearer::Payer;
+    let before = balance(&ledger, "shop").await;
+    assert_eq!(decided(ledger.record(charged, replies()).await), Decision::Approved);
+    assert_eq!((balance(&ledger, "shop").await, balance(&ledger, "_fees_EUR").await), (before - 107, 7));
+
+    // Back to the wrong side, or a reversal that charges too: refused, nothing recorded.
+    ledger.record(transfer("p3", &alice, &shop, 100, 10), named()).await.expect("p3");
+    let mut wrong_side = refund("r5", 100, 5);
+    (wrong_side.kind, wrong_side.fee_bearer) = (
+        TransferKind::Refund {
+            payment: PaymentId::new("p3").expect("id"),
+            reversal: Some(FeeReversal::new(MinorUnits(5), eur().into())),
+        },
+        FeeBearer::Payee,
+    );
+    assert!(matches!(ledger.record(wrong_side, replies()).await, Err(LedgerError::Invalid(_))));
+    let mut both = refund("r6", 100, 5);
+    both.kind = TransferKind::Refund {
+        payment: PaymentId::new("p3").expect("id"),
+        reversal: Some(FeeReversal::new(MinorUnits(5), eur().into())),
+    };
+    both.fee = MinorUnits(1);
+    assert!(matches!(ledger.record(both, replies()).await, Err(LedgerError::Invalid(_))));
+    assert_eq!(ledger.payment("r6").await.expect("read"), None);
     let audit = ledger.audit().await.expect("audit");
     assert_eq!(audit.first_violation(), None, "{audit:?}");
 }
@@ -729,8 +804,9 @@ mod model {
         Void { id: u8, of: u8 },
         /// The owner's sweep: expires authorization `of` if it is due.
         Expire { of: u8 },
-        /// Refunds `amount` of payment or capture `of` under `id`.
-        Refund { id: u8, of: u8, amount: i64 },
+        /// Refunds `amount` of payment or capture `of` under `id`, charging `fee` if positive,
+        /// giving `-fee` of the payment's fee back if negative.
+        Refund { id: u8, of: u8, amount: i64, fee: i64 },
         /// Settles `legs` (payer, payee, amount) under `id`: all or none.
         Settle { id: u8, legs: Vec<(usize, usize, i64)> },
         /// The clock moves on by one.
@@ -748,7 +824,7 @@ mod model {
             3 => (0..IDS, 0..IDS, 1_i64..160).prop_map(|(id, of, amount)| Step::Capture { id, of, amount }),
             1 => (0..IDS, 0..IDS).prop_map(|(id, of)| Step::Void { id, of }),
             1 => (0..IDS).prop_map(|of| Step::Expire { of }),
-            2 => (0..IDS, 0..IDS, 1_i64..120).prop_map(|(id, of, amount)| Step::Refund { id, of, amount }),
+            3 => (0..IDS, 0..IDS, 1_i64..120, prop_oneof![Just(0_i64), -25_i64..25]).prop_map(|(id, of, amount, fee)| Step::Refund { id, of, amount, fee }),
             2 => (0..IDS, proptest::collection::vec((0..ACCOUNTS, 1..ACCOUNTS, 1_i64..200), 1..4)).prop_map(|(id, legs)| Step::Settle {
                 id,
                 legs: legs.into_iter().map(|(payer, offset, amount)| (payer, (payer + offset) % ACCOUNTS, amount)).collect(),
@@ -775,8 +851,20 @@ mod model {
         recorded: HashMap<String, String>,
         /// The ledger's clock.
         now: i64,
-        /// Payments and captures that moved money: (payer, payee, amount, refunded).
-        refundable: HashMap<String, (String, String, i64, i64)>,
+        /// Payments and captures that moved money.
+        refundable: HashMap<String, Paid>,
+    }
+
+    /// A payment or capture that moved money, as the model keeps it.
+    #[derive(Clone, Debug)]
+    struct Paid {
+        payer: String,
+        payee: String,
+        amount: i64,
+        fee: i64,
+        payer_bears: bool,
+        refunded: i64,
+        fee_reversed: i64,
     }
 
     /// An authorization as the model keeps it.
@@ -907,7 +995,8 @@ mod model {
                 match (decision, expires) {
                     (Decision::Approved, None) => {
                         model.post(&payer, &payee, debit, credit, fee);
-                        model.refundable.insert(key, (payer, payee, amount, 0));
+                        let paid = Paid { payer, payee, amount, fee, payer_bears, refunded: 0, fee_reversed: 0 };
+                        model.refundable.insert(key, paid);
                     }
                     (Decision::Approved, Some(expires)) => {
                         *model.held.entry(payer.clone()).or_default() += debit;
@@ -945,7 +1034,7 @@ mod model {
                     model.release(&of, true);
                 }
             }
-            Step::Refund { id: key, of, amount } => refund_payment(ledger, model, key, of, amount).await?,
+            Step::Refund { id: key, of, amount, fee } => refund_payment(ledger, model, key, of, amount, fee).await?,
             Step::Settle { id: key, ref legs } => settle(ledger, model, key, legs).await?,
             Step::Tick => model.now += 1,
         }
@@ -1011,25 +1100,43 @@ mod model {
             let (debit, credit) =
                 if hold.payer_bears { (captured + fee, captured) } else { (captured, captured - fee) };
             model.post(&hold.payer, &hold.payee, debit, credit, fee);
-            model.refundable.insert(key, (hold.payer.clone(), hold.payee.clone(), captured, 0));
+            let paid = Paid {
+                payer: hold.payer.clone(),
+                payee: hold.payee.clone(),
+                amount: captured,
+                fee,
+                payer_bears: hold.payer_bears,
+                refunded: 0,
+                fee_reversed: 0,
+            };
+            model.refundable.insert(key, paid);
         }
         Ok(())
     }
 
-    /// A refund of `amount` of payment `of` under `key`.
+    /// A refund of `amount` of payment `of` under `key`, charging `fee` if positive, giving
+    /// `-fee` of the payment's fee back to whoever bore it if negative.
     async fn refund_payment(
         ledger: &Ledger,
         model: &mut Model,
         key: u8,
         of: u8,
         amount: i64,
+        fee: i64,
     ) -> Result<(), TestCaseError> {
-        let (key, of) = (format!("t{key}"), format!("t{of}"));
+        // Refunds have ids of their own (`r…`), so that most reach the ledger as new ones
+        // rather than as replays of a payment's id; they still replay each other.
+        let (key, of) = (format!("r{key}"), format!("t{of}"));
         // A node refuses a refund of what moved no money before the ledger.
-        let Some((payer, payee, paid, refunded)) = model.refundable.get(&of).cloned() else { return Ok(()) };
-        let mut transfer = transfer(&key, &id(&payee), &id(&payer), amount, 0);
-        transfer.kind = TransferKind::Refund { payment: PaymentId::new(of.as_str()).expect("id") };
-        transfer.request_hash = format!("refund:{of}:{amount}");
+        let Some(paid) = model.refundable.get(&of).cloned() else { return Ok(()) };
+        let Paid { payer, payee, refunded, .. } = paid.clone();
+        let (charged, reversed) = (fee.max(0), (-fee).max(0));
+        let mut transfer = transfer(&key, &id(&payee), &id(&payer), amount, charged);
+        let reversal = (reversed > 0).then(|| FeeReversal::new(MinorUnits(reversed), eur().into()));
+        transfer.kind = TransferKind::Refund { payment: PaymentId::new(of.as_str()).expect("id"), reversal };
+        // A charge is the refunding payee's; a reversal goes back to whoever bore the fee.
+        transfer.fee_bearer = if reversed > 0 && paid.payer_bears { FeeBearer::Payee } else { FeeBearer::Payer };
+        transfer.request_hash = format!("refund:{of}:{amount}:{fee}");
         let hash = transfer.request_hash.clone();
         let replies = Replies::Refunding {
             approved: "refunded".into(),
@@ -1053,18 +1160,28 @@ mod model {
         };
         let (balance, floor) = model.accounts[&payee];
         let held = model.held.get(&payee).copied().unwrap_or_default();
-        let expected = if refunded + amount > paid {
+        // Prorated in all: at most fee x (refunded + amount) / paid, less what came back before.
+        let reversible =
+            if refunded + amount >= paid.amount { paid.fee } else { paid.fee * (refunded + amount) / paid.amount }
+                - paid.fee_reversed;
+        let (debit, credit) = if paid.payer_bears {
+            (amount + charged, amount + reversed)
+        } else {
+            (amount + charged - reversed, amount)
+        };
+        let expected = if refunded + amount > paid.amount || reversed > reversible {
             Decision::ExceedsRefundable
-        } else if balance - held - amount < floor {
+        } else if debit > 0 && balance - held - debit < floor {
             Decision::InsufficientFunds
         } else {
             Decision::Approved
         };
         prop_assert_eq!(decision, expected);
         if decision == Decision::Approved {
-            model.post(&payee, &payer, amount, amount, 0);
+            model.post(&payee, &payer, debit, credit, charged - reversed);
             if let Some(original) = model.refundable.get_mut(&of) {
-                original.3 += amount;
+                original.refunded += amount;
+                original.fee_reversed += reversed;
             }
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! it, the ledger's decision on it, and its entries, which always sum to zero. Types and pure
 //! rules only: `decision` decides batches of them, the store writes them.
 
+use crate::account::fee_account;
 use crate::error::LedgerError;
 use wasmpay_protocol::money::{FeeBearer, MinorUnits, Unit};
 use wasmpay_protocol::routing::AccountId;
@@ -22,7 +23,7 @@ pub enum TransferKind {
         expires_at_ms: i64,
     },
     /// Posts (part of) an authorization: `amount` of it, with the fee prorated by
-    /// [`prorated_fee`], and releases the whole hold.
+    /// [`prorated_fee`](wasmpay_protocol::money::prorated_fee), and releases the whole hold.
     Capture {
         /// The authorization's id.
         authorization: PaymentId,
@@ -33,10 +34,14 @@ pub enum TransferKind {
         authorization: PaymentId,
     },
     /// Moves `amount` back from a payment's payee (this transfer's payer) to its payer (this
-    /// transfer's payee), up to what the payment (or capture) moved in all.
+    /// transfer's payee), up to what the payment (or capture) moved in all. Its `fee` is one
+    /// the fee policy charges the refunding payee; or, instead, `reversal` gives part of the
+    /// payment's fee back.
     Refund {
         /// The approved payment or the capture refunded.
         payment: PaymentId,
+        /// What of the payment's fee the refund gives back, if any.
+        reversal: Option<FeeReversal>,
     },
     /// Every leg posted, or none: a settlement (delivery versus payment). The transfer's own
     /// payer, payee, currency and amount are its first leg's; its fee is zero.
@@ -48,6 +53,27 @@ pub enum TransferKind {
     /// its own (the transfer's id is the authorization's) and records no payment row: it
     /// closes the hold, once, or does nothing.
     Expiry,
+}
+
+/// Part of a payment's fee given back by one of its refunds: debited from the unit's fee
+/// account and credited to whoever bore the fee, which is the refund's `fee_bearer` (its payer,
+/// the payment's payee, when the payee bore the fee; its payee otherwise). In all, a payment's
+/// refunds give back at most [`reversible_fee`](wasmpay_protocol::money::reversible_fee).
+///
+/// The fee account is debited, so the batch locks its row like a payer's: reversing refunds
+/// wait on each other, never on payments, which only credit it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeeReversal {
+    /// How much, positive.
+    pub amount: MinorUnits,
+    fee_account: AccountId,
+}
+
+impl FeeReversal {
+    /// `amount` of a fee in `unit`, given back from the unit's fee account.
+    pub fn new(amount: MinorUnits, unit: Unit) -> FeeReversal {
+        FeeReversal { amount, fee_account: fee_account(unit) }
+    }
 }
 
 impl TransferKind {
@@ -67,8 +93,16 @@ impl TransferKind {
     /// The payment this transfer acts on, recorded as its `parent`.
     pub(crate) fn parent(&self) -> Option<&PaymentId> {
         match self {
-            TransferKind::Refund { payment } => Some(payment),
+            TransferKind::Refund { payment, .. } => Some(payment),
             kind => kind.closes(),
+        }
+    }
+
+    /// What of its payment's fee a refund gives back (zero for every other transfer).
+    pub fn fee_reversed(&self) -> MinorUnits {
+        match self {
+            TransferKind::Refund { reversal: Some(reversal), .. } => reversal.amount,
+            _ => MinorUnits::ZERO,
         }
     }
 
@@ -79,20 +113,6 @@ impl TransferKind {
             _ => None,
         }
     }
-}
-
-/// The fee of a capture of `captured` out of `authorized` whose authorization quoted `fee`:
-/// `fee × captured / authorized`, rounded down. Prorating keeps the price the payer agreed to
-/// at authorization (re-quoting at capture would run the plugins twice for one payment and
-/// could change it); rounding down never charges more than the quote implied, by at most one
-/// minor unit. A full capture pays exactly the quoted fee.
-pub fn prorated_fee(fee: MinorUnits, captured: MinorUnits, authorized: MinorUnits) -> MinorUnits {
-    if authorized.0 <= 0 || captured >= authorized {
-        return fee;
-    }
-    let prorated = i128::from(fee.0) * i128::from(captured.0.max(0)) / i128::from(authorized.0);
-    // At most `fee`, which is an i64.
-    MinorUnits(i64::try_from(prorated).unwrap_or(fee.0))
 }
 
 /// One transfer to record. The caller has checked that both accounts exist and hold
@@ -138,14 +158,16 @@ pub struct Transfer {
 }
 
 impl Transfer {
-    /// Every account the transfer may debit: its payer, and a settlement's other legs' payers.
-    /// The batch locks them all, and a transfer waits while another writer holds any.
+    /// Every account the transfer may debit: its payer, a settlement's other legs' payers, and
+    /// the fee account a refund gives a fee back from. The batch locks them all, and a
+    /// transfer waits while another writer holds any.
     pub(crate) fn debited(&self) -> impl Iterator<Item = &AccountId> {
-        let legs = match &self.kind {
-            TransferKind::Settlement { legs } => legs.as_slice(),
-            _ => &[],
+        let (legs, fee_account) = match &self.kind {
+            TransferKind::Settlement { legs } => (legs.as_slice(), None),
+            TransferKind::Refund { reversal, .. } => (&[][..], reversal.as_ref().map(|reversal| &reversal.fee_account)),
+            _ => (&[][..], None),
         };
-        std::iter::once(&self.payer).chain(legs.iter().map(|leg| &leg.payer))
+        std::iter::once(&self.payer).chain(legs.iter().map(|leg| &leg.payer)).chain(fee_account)
     }
 
     /// Every account the transfer may post to, fee accounts aside.
@@ -286,26 +308,24 @@ pub(crate) struct Posting<'a> {
     pub(crate) amount: MinorUnits,
 }
 
-/// The entries of a transfer: they always sum to zero.
+/// The entries of a transfer: they always sum to zero. A fee goes from its bearer to the fee
+/// account; a refund's fee reversal comes back from it to the bearer.
 pub(crate) fn postings<'a>(
     transfer: &'a Transfer,
     fee_account: &'a AccountId,
 ) -> Result<Vec<Posting<'a>>, LedgerError> {
     let overflow = |account: &AccountId| LedgerError::Overflow(account.to_string());
+    let fee = transfer.fee.checked_sub(transfer.kind.fee_reversed()).map_err(|_| overflow(fee_account))?;
     let (debit, credit) = match transfer.fee_bearer {
-        FeeBearer::Payer => {
-            (transfer.amount.checked_add(transfer.fee).map_err(|_| overflow(&transfer.payer))?, transfer.amount)
-        }
-        FeeBearer::Payee => {
-            (transfer.amount, transfer.amount.checked_sub(transfer.fee).map_err(|_| overflow(&transfer.payee))?)
-        }
+        FeeBearer::Payer => (transfer.amount.checked_add(fee).map_err(|_| overflow(&transfer.payer))?, transfer.amount),
+        FeeBearer::Payee => (transfer.amount, transfer.amount.checked_sub(fee).map_err(|_| overflow(&transfer.payee))?),
     };
     let mut postings = vec![
         Posting { account: &transfer.payer, amount: debit.checked_neg().map_err(|_| overflow(&transfer.payer))? },
         Posting { account: &transfer.payee, amount: credit },
     ];
-    if transfer.fee > MinorUnits::ZERO {
-        postings.push(Posting { account: fee_account, amount: transfer.fee });
+    if fee != MinorUnits::ZERO {
+        postings.push(Posting { account: fee_account, amount: fee });
     }
     postings.retain(|posting| posting.amount != MinorUnits::ZERO);
     let sum = postings.iter().try_fold(MinorUnits::ZERO, |sum, posting| sum.checked_add(posting.amount));

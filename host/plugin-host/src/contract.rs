@@ -5,7 +5,7 @@
 
 use wasmpay_protocol::money::{Currency, FeeBearer, MAX_PAYMENT_MINOR_UNITS};
 
-use crate::bindings::types;
+use crate::bindings::{refund_fee, types};
 use crate::settings::FeeLimit;
 
 /// Longest rejection code: `[a-z][a-z0-9_]*`, at most this many bytes.
@@ -102,6 +102,47 @@ pub fn check_quote(
     Ok(CheckedFee { total: quote.total, bearer })
 }
 
+/// A refund's fee that passed the host's checks, in minor units of the payment's currency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefundFee {
+    /// No fee on the refund; the payment's fee stays charged.
+    Keep,
+    /// This much of the payment's fee goes back to whoever bore it.
+    Reverse(u64),
+    /// The refunding payee pays this fee.
+    Charge(u64),
+}
+
+/// The host does not trust a refund's fee either: a reversal within what the payment's
+/// refunds may give back (`reversible`), a charge within the method's bound for the refund's
+/// amount. Zero in either is [`RefundFee::Keep`].
+pub fn check_refund_fee(
+    outcome: &refund_fee::RefundFeeOutcome,
+    reversible: u64,
+    refund: u64,
+    currency: Currency,
+    limit: &FeeLimit,
+) -> Result<RefundFee, String> {
+    match *outcome {
+        refund_fee::RefundFeeOutcome::Keep
+        | refund_fee::RefundFeeOutcome::Reverse(0)
+        | refund_fee::RefundFeeOutcome::Charge(0) => Ok(RefundFee::Keep),
+        refund_fee::RefundFeeOutcome::Reverse(amount) if amount > reversible => Err(format!(
+            "reverses {amount} of the fee; this refund may give back at most {reversible} (the fee prorated to what was refunded)"
+        )),
+        refund_fee::RefundFeeOutcome::Reverse(amount) => Ok(RefundFee::Reverse(amount)),
+        refund_fee::RefundFeeOutcome::Charge(amount) => {
+            let bound = limit.bound(refund, currency).min(MAX_PAYMENT_MINOR_UNITS);
+            if amount > bound {
+                return Err(format!(
+                    "refund fee {amount} exceeds the method's bound of {bound} for an amount of {refund}"
+                ));
+            }
+            Ok(RefundFee::Charge(amount))
+        }
+    }
+}
+
 /// What a plugin says it is, checked.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PluginInfo {
@@ -117,6 +158,8 @@ pub struct PluginInfo {
     pub validates: bool,
     /// Whether it exports `fee-policy`.
     pub quotes_fees: bool,
+    /// Whether it exports `refund-fee` (0.1.1): without it, its refunds keep the fee.
+    pub prices_refunds: bool,
 }
 
 impl PluginInfo {
@@ -145,7 +188,12 @@ pub fn valid_plugin_version(version: &str) -> bool {
 }
 
 /// Checks what `describe` returned.
-pub fn check_info(raw: types::PluginInfo, validates: bool, quotes_fees: bool) -> Result<PluginInfo, String> {
+pub fn check_info(
+    raw: types::PluginInfo,
+    validates: bool,
+    quotes_fees: bool,
+    prices_refunds: bool,
+) -> Result<PluginInfo, String> {
     let shown = |text: &str| truncate(text, 64).escape_debug().to_string();
     if !valid_plugin_name(&raw.name) {
         return Err(format!("name `{}` must be 1-32 characters of a-z 0-9 -", shown(&raw.name)));
@@ -169,6 +217,7 @@ pub fn check_info(raw: types::PluginInfo, validates: bool, quotes_fees: bool) ->
         currencies: raw.currencies,
         validates,
         quotes_fees,
+        prices_refunds,
     })
 }
 

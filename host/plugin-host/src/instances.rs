@@ -11,12 +11,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmpay_protocol::PaymentRequest;
-use wasmpay_protocol::money::Currency;
+use std::collections::BTreeMap;
+
+use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits, reversible_fee};
+use wasmpay_protocol::{PaymentId, PaymentRequest};
+use wasmtime::component::Instance;
 use wasmtime::{Store, Trap};
 
-use crate::bindings::{fee_policy, types, validator};
-use crate::contract::{CheckedFee, check_quote, check_rejection};
+use crate::bindings::{fee_policy, refund_fee, types, validator};
+use crate::contract::{CheckedFee, RefundFee, check_quote, check_refund_fee, check_rejection};
 use crate::pipeline::Pipeline;
 use crate::runtime::PluginRuntime;
 use crate::sandbox::{self, PluginState, describe_error};
@@ -43,9 +46,7 @@ pub struct PaymentInput {
 impl PaymentInput {
     /// The plugin view of `request`, stamped with when the host accepted it.
     pub fn new(request: &PaymentRequest, received_at_ms: u64) -> PaymentInput {
-        let pairs = |map: &std::collections::BTreeMap<String, String>| {
-            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        };
+        let pairs = |map: &BTreeMap<String, String>| map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         PaymentInput {
             payment: types::Payment {
                 id: request.id.to_string(),
@@ -66,6 +67,90 @@ impl PaymentInput {
     pub(crate) fn made_up(payment: types::Payment, currency: Currency) -> PaymentInput {
         PaymentInput { id: Arc::from(payment.id.as_str()), payment, currency }
     }
+}
+
+/// The payment a refund gives money back from, as the ledger recorded it: what a fee policy
+/// is shown to price the refund (never its method details, which the host does not keep).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundedPayment {
+    /// Its id.
+    pub id: PaymentId,
+    /// The account it debited.
+    pub payer: String,
+    /// The account it credited.
+    pub payee: String,
+    /// What it moved, in minor units.
+    pub amount: u64,
+    /// Its currency.
+    pub currency: Currency,
+    /// The method that decided it.
+    pub method: String,
+    /// The client's metadata on it.
+    pub metadata: BTreeMap<String, String>,
+    /// When it was decided, milliseconds since the Unix epoch.
+    pub received_at_ms: u64,
+    /// Its fee, in minor units.
+    pub fee: u64,
+    /// Who bore the fee.
+    pub fee_bearer: FeeBearer,
+    /// What its refunds gave back so far.
+    pub refunded: u64,
+    /// What of its fee its refunds gave back so far.
+    pub fee_reversed: u64,
+}
+
+/// A refund as a fee policy sees it, with the payment it gives money back from.
+#[derive(Debug)]
+pub struct RefundInput {
+    payment: refund_fee::RefundedPayment,
+    refund: refund_fee::Refund,
+    id: Arc<str>,
+    currency: Currency,
+    /// The most of the fee this refund may give back.
+    reversible: u64,
+}
+
+impl RefundInput {
+    /// The plugin view of a refund `id` of `amount` minor units of `payment`, stamped with
+    /// when the host accepted it.
+    pub fn new(payment: &RefundedPayment, id: &PaymentId, amount: u64, received_at_ms: u64) -> RefundInput {
+        let units = |value: u64| MinorUnits(i64::try_from(value).unwrap_or(i64::MAX));
+        let refunded = units(payment.refunded.saturating_add(amount));
+        let reversible =
+            reversible_fee(units(payment.fee), units(payment.amount), refunded, units(payment.fee_reversed));
+        let money = |minor_units| types::Money { minor_units, currency: payment.currency.code().to_owned() };
+        RefundInput {
+            payment: refund_fee::RefundedPayment {
+                id: payment.id.to_string(),
+                payer: payment.payer.clone(),
+                payee: payment.payee.clone(),
+                amount: money(payment.amount),
+                method: payment.method.clone(),
+                metadata: payment.metadata.iter().map(|(key, value)| (key.clone(), value.clone())).collect(),
+                received_at_ms: payment.received_at_ms,
+                fee: payment.fee,
+                fee_bearer: match payment.fee_bearer {
+                    FeeBearer::Payer => types::FeeBearer::Payer,
+                    FeeBearer::Payee => types::FeeBearer::Payee,
+                },
+                refunded: payment.refunded,
+                fee_reversed: payment.fee_reversed,
+            },
+            refund: refund_fee::Refund { id: id.to_string(), amount: money(amount), received_at_ms },
+            id: Arc::from(id.as_str()),
+            currency: payment.currency,
+            reversible: u64::try_from(reversible.0).unwrap_or_default(),
+        }
+    }
+}
+
+/// What a method's fee policy decided on a refund.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefundVerdict {
+    /// The refund's fee, checked ([`RefundFee::Keep`] when the policy does not price refunds).
+    Priced(RefundFee),
+    /// The fee policy refused the refund.
+    Declined(PluginRejection),
 }
 
 /// A plugin's refusal.
@@ -150,6 +235,8 @@ pub struct PluginFailure {
 struct Fresh {
     plugin: Arc<LoadedPlugin>,
     store: Store<PluginState>,
+    /// Kept for the exports looked up only when called (`refund-fee`), not on every payment.
+    instance: Instance,
     validator: Option<validator::Guest>,
     fee_policy: Option<fee_policy::Guest>,
 }
@@ -189,13 +276,44 @@ impl Instances {
     /// thread then drops the used instances and makes the spares (guest code too: the
     /// share is held until then) while the caller records and answers the payment.
     pub async fn run_blocking(&mut self, pipeline: Pipeline, input: PaymentInput) -> Result<Verdict, PluginFailure> {
+        self.on_blocking_thread(pipeline, true, move |runner, pipeline| runner.run(pipeline, &input)).await
+    }
+
+    /// Asks `pipeline`'s fee policy the fee of a refund, on a blocking thread once its method
+    /// has a free share of the plugin CPU, as [`Instances::run_blocking`] does for payments.
+    /// A fee policy without the `refund-fee` export keeps the fee and is not called.
+    pub async fn quote_refund_blocking(
+        &mut self,
+        pipeline: Pipeline,
+        input: RefundInput,
+    ) -> Result<RefundVerdict, PluginFailure> {
+        if !pipeline.fee_policy.info.prices_refunds {
+            return Ok(RefundVerdict::Priced(RefundFee::Keep));
+        }
+        // Refunds are rare: their instances are dropped, not replaced by spares.
+        self.on_blocking_thread(pipeline, false, move |runner, pipeline| runner.quote_refund(pipeline, &input)).await
+    }
+
+    /// Runs `work` on a blocking thread with these instances once the pipeline's method has
+    /// a free share, answers as soon as it returns, then (on the same thread, the share still
+    /// held) drops the used instances and, if `replenish`, makes the spares.
+    async fn on_blocking_thread<T: Send + 'static>(
+        &mut self,
+        pipeline: Pipeline,
+        replenish: bool,
+        work: impl FnOnce(&mut Instances, &Pipeline) -> Result<T, PluginFailure> + Send + 'static,
+    ) -> Result<T, PluginFailure> {
         let mut runner = self.take_back().await;
         // The semaphore is never closed, so the permit always comes.
         let share = pipeline.share.clone().acquire_owned().await.ok();
         let (verdict_sender, verdict) = tokio::sync::oneshot::channel();
         self.replenishing = Some(tokio::task::spawn_blocking(move || {
-            let _ = verdict_sender.send(runner.run(&pipeline, &input));
-            runner.replenish(&pipeline);
+            let _ = verdict_sender.send(work(&mut runner, &pipeline));
+            if replenish {
+                runner.replenish(&pipeline);
+            } else {
+                runner.end_payment();
+            }
             drop(share);
             runner
         }));
@@ -223,27 +341,49 @@ impl Instances {
         self.used.clear();
         for plugin in &pipeline.validators {
             if let Err(rejection) = self.validate(plugin, input)? {
-                return self.declined(plugin, rejection);
+                return self.declined(plugin, rejection).map(Verdict::Declined);
             }
         }
         let plugin = &pipeline.fee_policy;
         match self.quote_fee(plugin, input)? {
-            Err(rejection) => self.declined(plugin, rejection),
+            Err(rejection) => self.declined(plugin, rejection).map(Verdict::Declined),
             Ok(quote) => check_quote(&quote, input.payment.amount.minor_units, input.currency, &pipeline.fee_limit)
                 .map(Verdict::Priced)
                 .map_err(|message| self.breach(plugin, message)),
         }
     }
 
-    /// A plugin's refusal as a verdict, or a breach if the refusal itself breaks the contract.
-    fn declined(&self, plugin: &LoadedPlugin, rejection: types::Rejection) -> Result<Verdict, PluginFailure> {
+    /// `quote-refund-fee` of `pipeline`'s fee policy on an instance made for this refund.
+    fn quote_refund(&mut self, pipeline: &Pipeline, input: &RefundInput) -> Result<RefundVerdict, PluginFailure> {
+        self.used.clear();
+        let plugin = &pipeline.fee_policy;
+        let answer = self.call(plugin, &input.id, |instance| {
+            let indices = instance.plugin.refund_fee.as_ref()?;
+            let guest = indices.load(&mut instance.store, &instance.instance);
+            Some(
+                guest.and_then(|guest| guest.call_quote_refund_fee(&mut instance.store, &input.payment, &input.refund)),
+            )
+        })?;
+        match answer {
+            Err(rejection) => self.declined(plugin, rejection).map(RefundVerdict::Declined),
+            Ok(outcome) => {
+                let amount = input.refund.amount.minor_units;
+                check_refund_fee(&outcome, input.reversible, amount, input.currency, &pipeline.fee_limit)
+                    .map(RefundVerdict::Priced)
+                    .map_err(|message| self.breach(plugin, message))
+            }
+        }
+    }
+
+    /// A plugin's refusal, checked, or a breach if the refusal itself breaks the contract.
+    fn declined(&self, plugin: &LoadedPlugin, rejection: types::Rejection) -> Result<PluginRejection, PluginFailure> {
         let checked = check_rejection(rejection).map_err(|message| self.breach(plugin, message))?;
-        Ok(Verdict::Declined(PluginRejection {
+        Ok(PluginRejection {
             plugin: plugin.key.clone(),
             code: checked.code,
             message: checked.message,
             retryable: checked.retryable,
-        }))
+        })
     }
 
     /// The failure of a call whose answer broke the contract, counted against the version.
@@ -281,7 +421,7 @@ impl Instances {
         plugin: &Arc<LoadedPlugin>,
         input: &PaymentInput,
     ) -> Result<Result<(), types::Rejection>, PluginFailure> {
-        self.call(plugin, input, |instance| {
+        self.call(plugin, &input.id, |instance| {
             instance.validator.as_ref().map(|guest| guest.call_validate(&mut instance.store, &input.payment))
         })
     }
@@ -292,17 +432,17 @@ impl Instances {
         plugin: &Arc<LoadedPlugin>,
         input: &PaymentInput,
     ) -> Result<Result<types::FeeQuote, types::Rejection>, PluginFailure> {
-        self.call(plugin, input, |instance| {
+        self.call(plugin, &input.id, |instance| {
             instance.fee_policy.as_ref().map(|guest| guest.call_quote_fee(&mut instance.store, &input.payment))
         })
     }
 
-    /// One call on this payment's instance of `plugin`: the one it already used, a spare, or
-    /// a new one.
+    /// One call on the instance of `plugin` of payment `id`: the one it already used, a
+    /// spare, or a new one.
     fn call<R>(
         &mut self,
         plugin: &Arc<LoadedPlugin>,
-        input: &PaymentInput,
+        id: &Arc<str>,
         invoke: impl FnOnce(&mut Fresh) -> Option<wasmtime::Result<R>>,
     ) -> Result<R, PluginFailure> {
         let failure = |kind| PluginFailure { plugin: plugin.key.clone(), kind };
@@ -324,7 +464,7 @@ impl Instances {
         let instance = &mut self.used[index];
         sandbox::arm(&mut instance.store, &plugin.limits)
             .map_err(|error| failure(FailureKind::Trap(describe_error(&error))))?;
-        instance.store.data_mut().begin_call(Some(input.id.clone()));
+        instance.store.data_mut().begin_call(Some(id.clone()));
         let started = Instant::now();
         let result = invoke(instance);
         let elapsed = started.elapsed();
@@ -368,7 +508,7 @@ fn instantiate(runtime: &PluginRuntime, plugin: &Arc<LoadedPlugin>) -> Result<Fr
         plugin.validator.as_ref().map(|indices| indices.load(&mut store, &instance)).transpose().map_err(load)?;
     let fee_policy =
         plugin.fee_policy.as_ref().map(|indices| indices.load(&mut store, &instance)).transpose().map_err(load)?;
-    Ok(Fresh { plugin: plugin.clone(), store, validator, fee_policy })
+    Ok(Fresh { plugin: plugin.clone(), store, instance, validator, fee_policy })
 }
 
 fn classify(error: &wasmtime::Error, state: &PluginState, fuel_per_call: u64) -> FailureKind {

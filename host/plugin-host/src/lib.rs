@@ -46,9 +46,12 @@ mod version;
 
 pub use activation::ActivationError;
 pub use census::Census;
-pub use contract::{CheckedFee, PluginInfo};
+pub use contract::{CheckedFee, PluginInfo, RefundFee};
 pub use health::HealthView;
-pub use instances::{CallObserver, FailureKind, Instances, PaymentInput, PluginFailure, PluginRejection, Verdict};
+pub use instances::{
+    CallObserver, FailureKind, Instances, PaymentInput, PluginFailure, PluginRejection, RefundInput, RefundVerdict,
+    RefundedPayment, Verdict,
+};
 pub use lifecycle::{PluginHost, PluginStatus, Refusal, Switched, VersionState, VersionStatus};
 pub use manifest::{Manifest, Sha256};
 pub use pipeline::{Pipeline, PipelineError, Pipelines};

@@ -68,6 +68,8 @@ pub struct VersionStatus {
     pub state: VersionState,
     /// Whether it was checked against a manifest (with its fixtures) when it was loaded.
     pub checked: bool,
+    /// Whether it prices refunds (exports `refund-fee`, WIT 0.1.1); if not, they keep the fee.
+    pub prices_refunds: bool,
     /// Calls, failures, latency.
     #[serde(flatten)]
     pub health: HealthView,
@@ -356,6 +358,7 @@ impl PluginHost {
                         sha256: plugin.sha256().clone(),
                         state,
                         checked: plugin.manifest().is_some(),
+                        prices_refunds: plugin.info().prices_refunds,
                         health,
                     }
                 };

@@ -32,6 +32,11 @@ impl Pipeline {
         self.validators.iter().chain([&self.fee_policy]).map(Arc::as_ref).find(|plugin| !plugin.info.accepts(currency))
     }
 
+    /// The method's fee policy.
+    pub fn fee_policy(&self) -> &LoadedPlugin {
+        &self.fee_policy
+    }
+
     /// `name@version` of every plugin in the pipeline, validators first, each once.
     pub fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.validators.iter().map(|plugin| plugin.key.clone()).collect();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{Component, InstancePre};
 
-use crate::bindings::{fee_policy, plugin, types, validator};
+use crate::bindings::{fee_policy, plugin, refund_fee, types, validator};
 use crate::census::Alive;
 use crate::contract::{PluginInfo, check_info};
 use crate::health::Health;
@@ -25,6 +25,7 @@ pub struct LoadedPlugin {
     pub(crate) pre: InstancePre<PluginState>,
     pub(crate) validator: Option<validator::GuestIndices>,
     pub(crate) fee_policy: Option<fee_policy::GuestIndices>,
+    pub(crate) refund_fee: Option<refund_fee::GuestIndices>,
     pub(crate) config: Arc<Vec<(String, String)>>,
     pub(crate) log_budget: Arc<LogBudget>,
     pub(crate) limits: Limits,
@@ -133,17 +134,18 @@ impl LoadedPlugin {
         let describe = plugin::GuestIndices::new(&pre).map_err(contract_error)?;
         let validator = validator::GuestIndices::new(&pre).ok();
         let fee_policy = fee_policy::GuestIndices::new(&pre).ok();
+        // Optional (0.1.1): a component without it, or built against 0.1.0, keeps refund fees.
+        let refund_fee = refund_fee::GuestIndices::new(&pre).ok();
         if validator.is_none() && fee_policy.is_none() {
             return Err(LoadError::Contract {
                 source_name: source_name.to_owned(),
                 message: "exports neither `validator` nor `fee-policy`".into(),
             });
         }
-        let raw = describe_itself(runtime, &pre, &describe, &limits).map_err(|error| LoadError::Describe {
-            source_name: source_name.to_owned(),
-            message: describe_error(&error),
+        let raw = describe_itself(runtime, &pre, &describe, refund_fee.as_ref(), &limits).map_err(|error| {
+            LoadError::Describe { source_name: source_name.to_owned(), message: describe_error(&error) }
         })?;
-        let info = check_info(raw, validator.is_some(), fee_policy.is_some())
+        let info = check_info(raw, validator.is_some(), fee_policy.is_some(), refund_fee.is_some())
             .map_err(|message| LoadError::Describe { source_name: source_name.to_owned(), message })?;
         let key = format!("{}@{}", info.name, info.version);
         Ok(LoadedPlugin {
@@ -153,6 +155,7 @@ impl LoadedPlugin {
             pre,
             validator,
             fee_policy,
+            refund_fee,
             config: Arc::default(),
             log_budget: Arc::new(LogBudget::default()),
             limits,
@@ -177,15 +180,21 @@ fn compile(runtime: &PluginRuntime, source_name: &str, sha256: &Sha256, bytes: &
     }
 }
 
-/// What the component says it is, asked on an instance made for the question.
+/// What the component says it is, asked on an instance made for the question. The same
+/// instance type-checks its `refund-fee` export, if it has one, so that a wrong signature
+/// refuses the version now rather than every refund later.
 fn describe_itself(
     runtime: &PluginRuntime,
     pre: &InstancePre<PluginState>,
     describe: &plugin::GuestIndices,
+    refund_fee: Option<&refund_fee::GuestIndices>,
     limits: &Limits,
 ) -> wasmtime::Result<types::PluginInfo> {
     let state = PluginState::new(Arc::from("loading"), Arc::default(), Arc::default(), limits, &runtime.census);
     let mut store = sandbox::store(&runtime.engine, state, limits)?;
     let instance = pre.instantiate(&mut store)?;
+    if let Some(refund_fee) = refund_fee {
+        refund_fee.load(&mut store, &instance)?;
+    }
     describe.load(&mut store, &instance)?.call_describe(&mut store)
 }

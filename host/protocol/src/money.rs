@@ -337,6 +337,39 @@ impl MinorUnits {
     }
 }
 
+/// The part of `fee` due on `part` of the `whole` amount it was quoted on: `fee × part /
+/// whole`, rounded down, and exactly `fee` for the whole amount or more.
+///
+/// Used twice. A capture of part of an authorization pays the authorized fee prorated:
+/// prorating keeps the price the payer agreed to at authorization (re-quoting at capture
+/// would run the plugins twice for one payment and could change it), and rounding down never
+/// charges more than the quote implied, by at most one minor unit. And the refunds of a
+/// payment may give back at most its fee prorated to what they refunded in all
+/// ([`reversible_fee`]).
+pub fn prorated_fee(fee: MinorUnits, part: MinorUnits, whole: MinorUnits) -> MinorUnits {
+    if whole.0 <= 0 || part >= whole {
+        return fee;
+    }
+    let prorated = i128::from(fee.0) * i128::from(part.0.max(0)) / i128::from(whole.0);
+    // At most `fee`, which is an i64.
+    MinorUnits(i64::try_from(prorated).unwrap_or(fee.0))
+}
+
+/// The most of a payment's `fee` that a refund may give back, when the payment's refunds,
+/// this one included, give back `refunded` of its `amount` and the earlier ones gave back
+/// `fee_reversed` of its fee: [`prorated_fee`] of the refunded total, less what was given
+/// back already (never below zero). The bound is cumulative, so a plugin that kept the fee on
+/// an early refund may give it back on a later one, and a full refund may give back all of it.
+pub fn reversible_fee(
+    fee: MinorUnits,
+    amount: MinorUnits,
+    refunded: MinorUnits,
+    fee_reversed: MinorUnits,
+) -> MinorUnits {
+    let due = prorated_fee(fee, refunded, amount);
+    MinorUnits(due.0.saturating_sub(fee_reversed.0).max(0))
+}
+
 impl fmt::Display for MinorUnits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

@@ -29,6 +29,10 @@ pub struct Reply {
     pub fee: Option<u64>,
     /// `payer` or `payee`, once quoted.
     pub fee_bearer: Option<FeeBearer>,
+    /// What of the refunded payment's fee a refund gave back to `fee_bearer`, in minor units
+    /// (absent otherwise: a refund that keeps the fee, every other reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee_reversed: Option<u64>,
     /// ISO 4217 code.
     pub currency: Option<String>,
     /// `name@version` of every plugin that took part in the decision, in order.
@@ -63,6 +67,7 @@ impl Reply {
             amount: None,
             fee: None,
             fee_bearer: None,
+            fee_reversed: None,
             currency: None,
             plugins: Vec::new(),
             partition,

@@ -69,7 +69,7 @@ fn demo_pays_through_nats_and_the_books_balance() {
         "captured, fee 2.48     cust-life: posted 420.00, held 0.00, available 420.00",
         "voided                 cust-life: posted 420.00, held 0.00, available 420.00",
         "expired                cust-life: posted 420.00, held 0.00, available 420.00",
-        "refunded, fee 0.00     cust-life: posted 445.00",
+        "refunded, fee 0.73 back cust-life: posted 445.00",
         "settled                cust-life: posted 395.00",
         "settle: 50.00 EUR for 4 ACME shares",
         "cust-life-acme now holds 4 ACME",

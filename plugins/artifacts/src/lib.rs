@@ -3,8 +3,9 @@
 //!
 //! `CARD` and `WALLET` are the built-in payment methods the host serves by default. The rest
 //! are test fixtures: `FAULTY` loops, grows memory or traps on demand, `STALLING` waits on
-//! host calls, `CARD_V2` is another version of `card` with another fee rule, and
-//! `BAD_DESCRIBE` traps in `describe`.
+//! host calls, `CARD_V2` is another version of `card` with another fee rule,
+//! `BAD_DESCRIBE` traps in `describe`, and `CONTRACT_0_1_0` was built against the frozen
+//! `wasmpay:plugin@0.1.0` contract without the SDK.
 
 include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
 

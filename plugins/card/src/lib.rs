@@ -4,7 +4,10 @@
 //! Configuration (`[plugins.card.config]`, all optional):
 //! - `fee.bps`: percentage part in basis points (default 290 = 2.9 %);
 //! - `fee.fixed.<CUR>`: fixed part in minor units (defaults in [`CURRENCIES`]);
-//! - `limit.<CUR>`: largest single payment in minor units (defaults in [`CURRENCIES`]).
+//! - `limit.<CUR>`: largest single payment in minor units (defaults in [`CURRENCIES`]);
+//! - `refund.reverse`: `percentage` (default) gives the percentage part of the fee back on a
+//!   refund, prorated to the refund's amount, and keeps the fixed part (the work of the
+//!   authorization was done); `none` keeps the whole fee.
 //!
 //! A currency without a limit, default or configured, is not served.
 
@@ -12,7 +15,9 @@ mod brand;
 mod expiry;
 
 use wasmpay_sdk::limits::check_amount_limit;
-use wasmpay_sdk::{Config, FeeBearer, FeeQuote, Payment, Plugin, PluginInfo, Rejection};
+use wasmpay_sdk::{
+    Config, FeeBearer, FeeQuote, Money, Payment, Plugin, PluginInfo, Refund, RefundFee, RefundedPayment, Rejection,
+};
 
 pub use brand::{Brand, luhn_valid};
 pub use expiry::Expiry;
@@ -64,6 +69,29 @@ impl Plugin for Card {
             .with_line("percentage", percentage)
             .and_then(|quote| quote.with_line("fixed", fixed))
             .map_err(overflow)
+    }
+
+    fn quote_refund_fee(payment: &RefundedPayment, refund: &Refund, config: &Config) -> Result<RefundFee, Rejection> {
+        match config.get("refund.reverse").unwrap_or("percentage") {
+            "none" => Ok(RefundFee::Keep),
+            "percentage" => {
+                // Of everything refunded so far, less what earlier refunds gave back: rounding
+                // each small refund's share up would return more than the percentage part.
+                let basis_points = config.parse_or("fee.bps", DEFAULT_FEE_BASIS_POINTS)?;
+                let overflow = || Rejection::decline("fee_overflow", "the fee does not fit in 64 bits");
+                let refunded = payment.refunded.checked_add(refund.amount.minor_units()).ok_or_else(overflow)?;
+                let percentage = Money::new(refunded, refund.amount.currency())
+                    .basis_points(basis_points)
+                    .map_err(|_| overflow())?
+                    .minor_units()
+                    .saturating_sub(payment.fee_reversed);
+                Ok(RefundFee::Reverse(percentage.min(payment.reversible(refund))))
+            }
+            other => Err(Rejection::retry_later(
+                "plugin_misconfigured",
+                format!("config `refund.reverse` = `{other}` is not `percentage` or `none`"),
+            )),
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use wasmpay_sdk::{Config, FeeBearer, Money, Payment, Plugin, Rejection};
+use wasmpay_sdk::{Config, FeeBearer, Money, Payment, Plugin, Refund, RefundFee, RefundedPayment, Rejection};
 
 use super::*;
 
@@ -98,4 +98,55 @@ fn fee_is_percentage_plus_fixed_rounded_half_up_borne_by_payee() {
 fn fee_never_exceeds_the_amount() {
     let quote = Card::quote_fee(&payment(10, "EUR", &[]), &Config::default()).expect("quote");
     assert_eq!(quote.total(), 10);
+}
+
+fn paid(amount: u64, fee: u64, refunded: u64, fee_reversed: u64) -> RefundedPayment {
+    RefundedPayment {
+        id: "p1".into(),
+        payer: "alice".into(),
+        payee: "shop".into(),
+        amount: Money::new(amount, "EUR"),
+        method: "card".into(),
+        metadata: BTreeMap::new(),
+        received_at_ms: NOW_MS,
+        fee,
+        fee_bearer: FeeBearer::Payee,
+        refunded,
+        fee_reversed,
+    }
+}
+
+fn refund(amount: u64) -> Refund {
+    Refund { id: "r1".into(), amount: Money::new(amount, "EUR"), received_at_ms: NOW_MS }
+}
+
+#[test]
+fn a_refund_gives_back_the_percentage_part_of_the_fee_and_keeps_the_fixed_part() {
+    // 100.00 EUR paid 2.90 + 0.25; refunding 40.00 gives back 2.9 % of it.
+    let fee = Card::quote_refund_fee(&paid(10_000, 315, 0, 0), &refund(4_000), &Config::default());
+    assert_eq!(fee, Ok(RefundFee::Reverse(116)));
+    // Never above the host's bound, whatever the configuration says.
+    let generous = Config::from_pairs([("fee.bps", "10000")]);
+    assert_eq!(
+        Card::quote_refund_fee(&paid(10_000, 315, 0, 0), &refund(4_000), &generous),
+        Ok(RefundFee::Reverse(126))
+    );
+    let keep = Config::from_pairs([("refund.reverse", "none")]);
+    assert_eq!(Card::quote_refund_fee(&paid(10_000, 315, 0, 0), &refund(4_000), &keep), Ok(RefundFee::Keep));
+    // Many small refunds give back the percentage part of what they refunded in all, not each
+    // one's share rounded up: 18 refunded of 1000 is 0.52, then 36 is 1.04, ...
+    let (mut payment, mut back) = (paid(1_000, 54, 0, 0), 0);
+    while payment.refunded < 1_000 {
+        let small = refund(18.min(1_000 - payment.refunded));
+        let Ok(RefundFee::Reverse(fee)) = Card::quote_refund_fee(&payment, &small, &Config::default()) else {
+            panic!("the card reverses");
+        };
+        payment.refunded += small.amount.minor_units();
+        payment.fee_reversed += fee;
+        back += fee;
+    }
+    assert_eq!(back, 29, "2.9 % of 10.00, the fixed 0.25 kept");
+    let wrong = Config::from_pairs([("refund.reverse", "all")]);
+    let refused = Card::quote_refund_fee(&paid(10_000, 315, 0, 0), &refund(4_000), &wrong);
+    assert_eq!(refused.map_err(|rejection| rejection.code), Err("plugin_misconfigured".to_owned()));
 }

@@ -194,7 +194,7 @@ impl Postgres {
             return Ok(Refundables::new());
         }
         let ids: Vec<&str> = ids.iter().map(PaymentId::as_str).collect();
-        let sql = format!("{SELECT_REFUNDABLES} id = ANY($1)");
+        let sql = format!("{SELECT_REFUNDABLES} p.id = ANY($1)");
         let rows: Vec<RefundableRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(ids).fetch_all(connection).await?;
         refundables(rows)
     }
@@ -367,14 +367,27 @@ async fn write_holds(connection: &mut PgConnection, writes: &Writes) -> Result<(
         }
     }
     if !writes.refunded.is_empty() {
-        let (ids, amounts): (Vec<&str>, Vec<i64>) =
-            writes.refunded.iter().map(|(id, amount)| (id.as_str(), amount.0)).unzip();
+        let ids: Vec<&str> = writes.refunded.keys().map(PaymentId::as_str).collect();
+        let (amounts, fees): (Vec<i64>, Vec<i64>) =
+            writes.refunded.values().map(|(amount, fee)| (amount.0, fee.0)).unzip();
         sqlx::query(
-            "UPDATE payments SET refunded = payments.refunded + r.amount
-             FROM unnest($1::text[], $2::bigint[]) AS r(id, amount) WHERE payments.id = r.id",
+            "UPDATE payments SET refunded = payments.refunded + r.amount, fee_reversed = payments.fee_reversed + r.fee
+             FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS r(id, amount, fee) WHERE payments.id = r.id",
         )
         .bind(ids)
         .bind(amounts)
+        .bind(fees)
+        .execute(&mut *connection)
+        .await?;
+    }
+    if !writes.reversals.is_empty() {
+        let (ids, fees): (Vec<&str>, Vec<i64>) = writes.reversals.iter().map(|(id, fee)| (id.as_str(), fee.0)).unzip();
+        sqlx::query(
+            "UPDATE payments SET fee_reversed = r.fee
+             FROM unnest($1::text[], $2::bigint[]) AS r(id, fee) WHERE payments.id = r.id",
+        )
+        .bind(ids)
+        .bind(fees)
         .execute(&mut *connection)
         .await?;
     }

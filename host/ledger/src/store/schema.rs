@@ -23,6 +23,7 @@ pub(crate) const SQLITE: Migrations = &[
     (6, "payment lifecycle", include_str!("../../migrations/sqlite/0006_payment_lifecycle.sql")),
     (7, "statements through entries", include_str!("../../migrations/sqlite/0007_statements_through_entries.sql")),
     (8, "assets", include_str!("../../migrations/sqlite/0008_assets.sql")),
+    (9, "fee reversals", include_str!("../../migrations/sqlite/0009_fee_reversals.sql")),
 ];
 
 /// The PostgreSQL schema: the same tables and meaning in PostgreSQL's types. Its history
@@ -35,6 +36,7 @@ pub(crate) const POSTGRES: Migrations = &[
     (5, "payment lifecycle", include_str!("../../migrations/postgres/0005_payment_lifecycle.sql")),
     (6, "statements through entries", include_str!("../../migrations/postgres/0006_statements_through_entries.sql")),
     (7, "assets", include_str!("../../migrations/postgres/0007_assets.sql")),
+    (8, "fee reversals", include_str!("../../migrations/postgres/0008_fee_reversals.sql")),
 ];
 
 /// The migrator of a backend's schema.

@@ -180,11 +180,7 @@ impl TryFrom<HoldRow> for Hold {
             currency: parse_currency(&row.currency)?,
             amount: MinorUnits(row.amount),
             fee: MinorUnits(row.fee),
-            fee_bearer: match row.fee_bearer.as_str() {
-                "payer" => FeeBearer::Payer,
-                "payee" => FeeBearer::Payee,
-                other => return Err(corrupt(format!("fee bearer `{other}`"))),
-            },
+            fee_bearer: parse_fee_bearer(&row.fee_bearer)?,
             held: MinorUnits(row.held),
             expires_at_ms: row.expires_at_ms,
             state: HoldState::parse(&row.state)?,
@@ -198,15 +194,27 @@ impl TryFrom<HoldRow> for Hold {
     }
 }
 
+/// A stored fee bearer.
+fn parse_fee_bearer(text: &str) -> Result<FeeBearer, LedgerError> {
+    match text {
+        "payer" => Ok(FeeBearer::Payer),
+        "payee" => Ok(FeeBearer::Payee),
+        other => Err(LedgerError::Corrupt(format!("fee bearer `{other}`"))),
+    }
+}
+
 /// Rows of [`HoldRow`] by authorization id: what every backend's hold read returns.
 pub(crate) fn holds(rows: Vec<HoldRow>) -> Result<Holds, LedgerError> {
     rows.into_iter().map(|row| Hold::try_from(row).map(|hold| (hold.id.clone(), hold))).collect()
 }
 
-/// The payments a refund may take back from, as [`RefundableRow`]s; a backend appends its `IN`
-/// list.
+/// The payments a refund may take back from, as [`RefundableRow`]s; a backend appends its
+/// condition on `p.id`. A capture's method and metadata are its authorization's.
 pub(crate) const SELECT_REFUNDABLES: &str =
-    "SELECT id, kind, status, payer, payee, currency, amount, refunded, plugins FROM payments WHERE ";
+    "SELECT p.id, p.kind, p.status, p.payer, p.payee, p.currency, p.amount, p.refunded, p.plugins, p.fee,
+            p.fee_bearer, p.fee_reversed, COALESCE(p.method, a.method) AS method,
+            COALESCE(p.metadata, a.metadata) AS metadata, p.created_at_ms
+     FROM payments p LEFT JOIN payments a ON a.id = p.parent WHERE ";
 
 /// A `payments` row as a refund reads it ([`SELECT_REFUNDABLES`]).
 #[derive(Debug)]
@@ -220,6 +228,12 @@ pub(crate) struct RefundableRow {
     amount: i64,
     refunded: i64,
     plugins: String,
+    fee: i64,
+    fee_bearer: String,
+    fee_reversed: i64,
+    method: Option<String>,
+    metadata: Option<String>,
+    created_at_ms: i64,
 }
 
 impl<'r, R: Row> sqlx::FromRow<'r, R> for RefundableRow
@@ -239,6 +253,12 @@ where
             amount: row.try_get("amount")?,
             refunded: row.try_get("refunded")?,
             plugins: row.try_get("plugins")?,
+            fee: row.try_get("fee")?,
+            fee_bearer: row.try_get("fee_bearer")?,
+            fee_reversed: row.try_get("fee_reversed")?,
+            method: row.try_get("method")?,
+            metadata: row.try_get("metadata")?,
+            created_at_ms: row.try_get("created_at_ms")?,
         })
     }
 }
@@ -258,6 +278,12 @@ impl TryFrom<RefundableRow> for Refundable {
             refunded: MinorUnits(row.refunded),
             posted,
             plugins: row.plugins,
+            fee: MinorUnits(row.fee),
+            fee_bearer: parse_fee_bearer(&row.fee_bearer)?,
+            fee_reversed: MinorUnits(row.fee_reversed),
+            method: row.method,
+            metadata: row.metadata,
+            at_ms: row.created_at_ms,
         })
     }
 }

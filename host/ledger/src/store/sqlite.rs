@@ -166,7 +166,7 @@ impl Sqlite {
         if ids.is_empty() {
             return Ok(Refundables::new());
         }
-        let sql = format!("{SELECT_REFUNDABLES} id IN ({})", placeholders(ids.len(), 1));
+        let sql = format!("{SELECT_REFUNDABLES} p.id IN ({})", placeholders(ids.len(), 1));
         let mut query = sqlx::query_as::<_, RefundableRow>(AssertSqlSafe(sql));
         for id in ids {
             query = query.bind(id.as_str());
@@ -310,9 +310,17 @@ async fn write_holds(connection: &mut SqliteConnection, writes: &Writes) -> Resu
             return Err(LedgerError::Corrupt(format!("hold {} was not open", hold.id)));
         }
     }
-    for (id, amount) in &writes.refunded {
-        sqlx::query("UPDATE payments SET refunded = refunded + $1 WHERE id = $2")
+    for (id, (amount, fee_reversed)) in &writes.refunded {
+        sqlx::query("UPDATE payments SET refunded = refunded + $1, fee_reversed = fee_reversed + $2 WHERE id = $3")
             .bind(amount.0)
+            .bind(fee_reversed.0)
+            .bind(id.as_str())
+            .execute(&mut *connection)
+            .await?;
+    }
+    for (id, fee_reversed) in &writes.reversals {
+        sqlx::query("UPDATE payments SET fee_reversed = $1 WHERE id = $2")
+            .bind(fee_reversed.0)
             .bind(id.as_str())
             .execute(&mut *connection)
             .await?;

@@ -9,8 +9,8 @@ use tracing::Instrument;
 use super::replies::{Echo, operation_reply, recorded, refused, submitted, unavailable};
 use super::{Answer, Decided, Processor, Route};
 use crate::clock;
-use wasmpay_ledger::{Decision, Hold, Recorded, Replies, Transfer, TransferKind, prorated_fee};
-use wasmpay_protocol::money::MinorUnits;
+use wasmpay_ledger::{Decision, Hold, Recorded, Replies, Transfer, TransferKind};
+use wasmpay_protocol::money::{MinorUnits, prorated_fee};
 use wasmpay_protocol::{Code, HoldAction, HoldRequest, PaymentId, Status};
 
 /// How long a partition's sweep waits for another partition's read of due holds before it
@@ -175,7 +175,7 @@ impl Processor {
 /// The replies of a capture, void or expiry of `hold`: what the ledger stores when it closes
 /// the hold, when it finds the hold expired, and when it finds it closed already.
 fn closing_replies(transfer: &Transfer, hold: &Hold, id: &PaymentId) -> Replies {
-    let render = |decision| operation_reply(transfer, id, &hold.id, &hold.plugins, decision);
+    let render = |decision| operation_reply(transfer, id, &hold.id, &hold.plugins, decision).to_json();
     Replies::Closing {
         closed: render(Decision::Approved),
         hold_expired: render(Decision::HoldExpired),

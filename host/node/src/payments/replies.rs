@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::Decided;
 use crate::metrics::Metrics;
 use wasmpay_ledger::{Decision, Ledger, LedgerError, Recorded, Replies, StoredReply, Transfer, TransferKind};
+use wasmpay_protocol::money::MinorUnits;
 use wasmpay_protocol::{Code, HoldRequest, PaymentId, PaymentRequest, RefundRequest, Refusal, Reply};
 
 /// What a reply echoes of the request it answers.
@@ -130,19 +131,22 @@ fn settled(
 
 /// The reply of operation `id` (a capture, void, expiry or refund) on payment `payment`, were
 /// the ledger to decide `decision`: it names the payment, echoes the amount, and states the fee
-/// of what it posts.
+/// of what it posts (and what of the payment's fee a refund gives back).
 pub(super) fn operation_reply(
     transfer: &Transfer,
     id: &PaymentId,
     payment: &PaymentId,
     plugins: &str,
     decision: Decision,
-) -> String {
+) -> Reply {
     let code = decision.code(&transfer.kind);
     let message = match decision {
         Decision::HoldExpired => format!("authorization `{payment}` expired; its hold is released"),
         Decision::HoldNotOpen => format!("authorization `{payment}` is no longer open"),
         Decision::InsufficientFunds => format!("`{}`'s available balance would fall below its floor", transfer.payer),
+        Decision::ExceedsRefundable if transfer.kind.fee_reversed() > MinorUnits::ZERO => {
+            format!("more than is left to refund of `{payment}`, or more of its fee than may be given back")
+        }
         Decision::ExceedsRefundable => format!("more than is left to refund of `{payment}`"),
         _ => code.as_str().to_owned(),
     };
@@ -153,12 +157,15 @@ pub(super) fn operation_reply(
         amount: u64::try_from(transfer.amount.0).ok(),
         fee: posted.then(|| u64::try_from(transfer.fee.0).ok()).flatten(),
         fee_bearer: posted.then_some(transfer.fee_bearer),
+        fee_reversed: posted
+            .then(|| u64::try_from(transfer.kind.fee_reversed().0).ok())
+            .flatten()
+            .filter(|reversed| *reversed > 0),
         currency: Some(transfer.currency.code().to_owned()),
         plugins: plugins.split(',').filter(|key| !key.is_empty()).map(str::to_owned).collect(),
         payment: Some(payment.to_string()),
         ..Reply::decided(Some(id.to_string()), code, message, transfer.partition)
     }
-    .to_json()
 }
 
 /// The refusal of a message that is not a readable request: nothing of it can be echoed.

@@ -144,8 +144,10 @@ async fn show(what: &str, reply: &Reply, expected: Status, ledger: &Ledger, euro
     }
     let account = ledger.account(&AccountId::new(PAYER)?).await?.context("the payer exists")?;
     let amount = reply.amount.and_then(|amount| i64::try_from(amount).ok()).unwrap_or_default();
-    let fee = match reply.fee {
-        Some(fee) if reply.status != Status::Authorized => {
+    let fee = match (reply.fee_reversed, reply.fee) {
+        // The card gives the percentage part of its fee back on a refund.
+        (Some(back), _) => format!(", fee {} back", euro.format(i64::try_from(back).unwrap_or_default())),
+        (None, Some(fee)) if reply.status != Status::Authorized => {
             format!(", fee {}", euro.format(i64::try_from(fee).unwrap_or_default()))
         }
         _ => String::new(),
