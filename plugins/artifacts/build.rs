@@ -13,9 +13,10 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
 /// (crate, constant, source directory)
-const GUESTS: [(&str, &str, &str); 7] = [
+const GUESTS: [(&str, &str, &str); 8] = [
     ("card", "CARD", "plugins/card"),
     ("wallet", "WALLET", "plugins/wallet"),
+    ("mobile", "MOBILE", "plugins/mobile"),
     ("faulty", "FAULTY", "tests/fixtures/faulty"),
     ("stalling", "STALLING", "tests/fixtures/stalling"),
     ("card_v2", "CARD_V2", "tests/fixtures/card_v2"),

@@ -25,6 +25,19 @@ impl Rejection {
     }
 }
 
+/// A fee that cannot be computed refuses the payment, so a fee policy can use `?` on money
+/// arithmetic: an overflow is this payment's (`fee_overflow`, permanent); an amount that does
+/// not fit the currency, or a currency without a minor unit, is the plugin's configuration
+/// (`plugin_misconfigured`, retryable, as a configuration value that does not parse).
+impl From<MoneyError> for Rejection {
+    fn from(error: MoneyError) -> Rejection {
+        match error {
+            MoneyError::Overflow => Rejection::decline("fee_overflow", error.to_string()),
+            other => Rejection::retry_later("plugin_misconfigured", other.to_string()),
+        }
+    }
+}
+
 /// Who bears a fee.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FeeBearer {

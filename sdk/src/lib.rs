@@ -19,7 +19,9 @@
 //! ```
 //!
 //! Layout:
-//! - [`money`]: minor-unit amounts and basis-point arithmetic with a documented rounding rule.
+//! - [`money`]: minor-unit amounts and basis-point arithmetic with a documented rounding rule,
+//!   ISO 4217 exponents, amounts written in major units.
+//! - [`fees`]: fee rules as a price list states them ("1.5 %, at least 0.05").
 //! - [`payment`]: the payment a plugin decides on.
 //! - [`refund`]: a refund, the payment it gives money back from, and its fee ([`RefundFee`]).
 //! - [`decision`]: what a plugin answers: [`Rejection`], [`FeeQuote`], [`PluginInfo`].
@@ -37,6 +39,7 @@ extern crate self as wasmpay_sdk;
 
 pub mod config;
 pub mod decision;
+pub mod fees;
 pub mod limits;
 pub mod log;
 pub mod money;
@@ -45,6 +48,7 @@ pub mod refund;
 
 pub use config::Config;
 pub use decision::{FeeBearer, FeeLine, FeeQuote, PluginInfo, Rejection};
+pub use fees::FeeRule;
 pub use money::{Money, MoneyError};
 pub use payment::Payment;
 pub use refund::{Refund, RefundFee, RefundedPayment};

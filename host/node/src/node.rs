@@ -80,6 +80,11 @@ pub fn builtin_plugins() -> Vec<PluginSource> {
             wasmpay_plugin_artifacts::WALLET,
             Some(wasmpay_plugin_artifacts::WALLET_MANIFEST),
         ),
+        PluginSource::Builtin(
+            "mobile",
+            wasmpay_plugin_artifacts::MOBILE,
+            Some(wasmpay_plugin_artifacts::MOBILE_MANIFEST),
+        ),
     ]
 }
 

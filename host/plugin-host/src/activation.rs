@@ -12,16 +12,20 @@
 //! 5. pipeline table: the node's method table, rebuilt with the version in place of the
 //!    serving one, still fits (`pipeline_invalid`). It needs the node's other versions, so
 //!    `lifecycle` runs it, on the table it then swaps in.
+//!
+//! [`test_version`] runs checks 1 to 4 off any node for `wasmpay plugin test`, reporting every
+//! fixture rather than stopping at the first failure.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::contract::PluginInfo;
 use crate::health::Health;
 use crate::manifest::{Manifest, ManifestError, Sha256};
 use crate::pipeline::PipelineError;
 use crate::runtime::PluginRuntime;
-use crate::selftest::{self, SelfTestError};
-use crate::settings::FeeLimit;
+use crate::selftest::{self, FixtureResult, SelfTestError};
+use crate::settings::{FeeLimit, SandboxSettings};
 use crate::version::{LoadError, LoadedPlugin};
 
 /// Why a plugin version was not activated. The version serving before stays.
@@ -117,11 +121,68 @@ pub(crate) fn prepare(
     overlay: &BTreeMap<String, String>,
     fee_limits: &BTreeMap<String, FeeLimit>,
 ) -> Result<LoadedPlugin, ActivationError> {
-    let expected = manifest.expected_hash()?;
+    check_hash(manifest.expected_hash()?, bytes)?;
+    let plugin = Arc::new(described_as_declared(runtime, source_name, manifest, bytes)?);
+    selftest::run(runtime, &plugin, manifest, fee_limits)?;
+    let mut plugin = Arc::into_inner(plugin).ok_or_else(|| ActivationError::SelfTest {
+        fixture: "-".into(),
+        message: "the self-test kept an instance of the plugin".into(),
+    })?;
+    let mut config = manifest.config.clone();
+    config.extend(overlay.iter().map(|(key, value)| (key.clone(), value.clone())));
+    plugin.config = Arc::new(config.into_iter().collect());
+    // The self-test's calls are not the version's record in service.
+    plugin.health = Health::default();
+    Ok(plugin)
+}
+
+/// What `wasmpay plugin test` found of a version.
+#[derive(Debug)]
+pub struct TestReport {
+    /// What it says it is.
+    pub info: PluginInfo,
+    /// The component's hash.
+    pub sha256: Sha256,
+    /// Every fixture's result, in the manifest's order.
+    pub fixtures: Vec<FixtureResult>,
+}
+
+/// Checks a version the way a node does before it may serve (the manifest's hash when it
+/// states one, the contract, what it describes itself as), with `settings`' sandbox tightened
+/// by the manifest's limits and the default fee bound, then runs *every* fixture `runs` times
+/// and reports each: an integrator sees all that fails, and verdicts that change between runs.
+pub fn test_version(
+    settings: &SandboxSettings,
+    source_name: &str,
+    manifest: &Manifest,
+    bytes: &[u8],
+    runs: usize,
+) -> Result<TestReport, ActivationError> {
+    if let Some(expected) = &manifest.sha256 {
+        check_hash(expected, bytes)?;
+    }
+    let runtime = PluginRuntime::new(settings).map_err(|error| ActivationError::NodeBusy(error.to_string()))?;
+    let plugin = Arc::new(described_as_declared(&runtime, source_name, manifest, bytes)?);
+    let fixtures = selftest::report(&runtime, &plugin, manifest, &BTreeMap::new(), runs)?;
+    Ok(TestReport { info: plugin.info.clone(), sha256: plugin.sha256().clone(), fixtures })
+}
+
+fn check_hash(expected: &Sha256, bytes: &[u8]) -> Result<(), ActivationError> {
     let actual = Sha256::of(bytes);
     if actual != *expected {
         return Err(ActivationError::HashMismatch { expected: expected.clone(), actual });
     }
+    Ok(())
+}
+
+/// The version in `bytes`, compiled and linked under the manifest's limits, with the
+/// manifest's configuration, if it describes itself as the manifest declares it.
+fn described_as_declared(
+    runtime: &Arc<PluginRuntime>,
+    source_name: &str,
+    manifest: &Manifest,
+    bytes: &[u8],
+) -> Result<LoadedPlugin, ActivationError> {
     let limits = runtime.limits.tightened(&manifest.limits);
     let mut plugin = LoadedPlugin::load_with(runtime, source_name, bytes, limits)?;
     let info = &plugin.info;
@@ -142,16 +203,5 @@ pub(crate) fn prepare(
     }
     plugin.config = Arc::new(manifest.config.clone().into_iter().collect());
     plugin.manifest = Some(manifest.clone());
-    let plugin = Arc::new(plugin);
-    selftest::run(runtime, &plugin, manifest, fee_limits)?;
-    let mut plugin = Arc::into_inner(plugin).ok_or_else(|| ActivationError::SelfTest {
-        fixture: "-".into(),
-        message: "the self-test kept an instance of the plugin".into(),
-    })?;
-    let mut config = manifest.config.clone();
-    config.extend(overlay.iter().map(|(key, value)| (key.clone(), value.clone())));
-    plugin.config = Arc::new(config.into_iter().collect());
-    // The self-test's calls are not the version's record in service.
-    plugin.health = Health::default();
     Ok(plugin)
 }

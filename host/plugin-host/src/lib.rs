@@ -10,6 +10,7 @@
 //! - `activation`: the ordered checks a version with a manifest passes before it may serve,
 //!   and the stable code of each refusal.
 //! - `selftest`: a version's bundled fixtures, run before it may serve.
+//! - `inspect`: what a component imports, exports and describes, for `wasmpay plugin inspect`.
 //! - `instances`: running a pipeline, one fresh instance per plugin per payment.
 //! - `pipeline`: which plugins decide each payment method, and its fee bound.
 //! - `version`: a loaded plugin version: compiled, linked, described, within the contract.
@@ -31,6 +32,7 @@ mod cache;
 mod census;
 mod contract;
 mod health;
+mod inspect;
 mod instances;
 mod lifecycle;
 mod logs;
@@ -44,10 +46,11 @@ mod shares;
 mod sources;
 mod version;
 
-pub use activation::ActivationError;
+pub use activation::{ActivationError, TestReport, test_version};
 pub use census::Census;
 pub use contract::{CheckedFee, PluginInfo, RefundFee};
 pub use health::HealthView;
+pub use inspect::{Import, Inspection, inspect};
 pub use instances::{
     CallObserver, FailureKind, Instances, PaymentInput, PluginFailure, PluginRejection, RefundInput, RefundVerdict,
     RefundedPayment, Verdict,
@@ -56,6 +59,7 @@ pub use lifecycle::{PluginHost, PluginStatus, Refusal, Switched, VersionState, V
 pub use manifest::{Manifest, Sha256};
 pub use pipeline::{Pipeline, PipelineError, Pipelines};
 pub use runtime::{PluginRuntime, RuntimeError};
+pub use selftest::FixtureResult;
 pub use settings::{FeeLimit, MethodSettings, PluginSettings, QuarantineSettings, SandboxSettings};
 pub use sources::{Origin, PluginError, PluginSource, directory_sources, load_pipelines};
 pub use version::{LoadError, LoadedPlugin};

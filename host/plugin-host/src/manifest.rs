@@ -225,6 +225,7 @@ mod tests {
         for text in [
             wasmpay_plugin_artifacts::CARD_MANIFEST,
             wasmpay_plugin_artifacts::WALLET_MANIFEST,
+            wasmpay_plugin_artifacts::MOBILE_MANIFEST,
             wasmpay_plugin_artifacts::CARD_V2_MANIFEST,
         ] {
             let manifest = Manifest::parse(text).expect("parses");

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmpay_protocol::money::{Currency, FeeBearer};
 
@@ -72,6 +72,18 @@ pub enum SelfTestError {
     NodeBusy(String),
 }
 
+/// What one fixture got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FixtureResult {
+    /// The fixture's name.
+    pub name: String,
+    /// What the plugin answered (`approved, fee 315 borne by the payee`), or why the fixture
+    /// failed.
+    pub result: Result<String, String>,
+    /// The longest of its runs, plugin calls included.
+    pub elapsed: Duration,
+}
+
 /// Runs every fixture of `manifest` on `plugin`; the first that does not get its expected
 /// verdict refuses the version. Fees are held to the node's bound of the fixture's method
 /// (`fee_limits`), as they will be in service.
@@ -81,28 +93,83 @@ pub fn run(
     manifest: &Manifest,
     fee_limits: &BTreeMap<String, FeeLimit>,
 ) -> Result<(), SelfTestError> {
+    let results = report(runtime, plugin, manifest, fee_limits, 1)?;
+    let total = results.len();
+    let mut failed =
+        results.into_iter().filter_map(|fixture| fixture.result.err().map(|message| (fixture.name, message)));
+    let Some((fixture, message)) = failed.next() else {
+        return Ok(());
+    };
+    // The first failure, and how the rest went: an operator pushing sees the whole picture.
+    let more = failed.count();
+    let message = format!("{message} ({} of {total} fixtures passed, {} failed)", total - more - 1, more + 1);
+    Err(SelfTestError::Failed { fixture, message })
+}
+
+/// Runs every fixture of `manifest` on `plugin` `runs` times (each run on instances of its
+/// own, as every payment is), and says what each got: a fixture fails when a run does not get
+/// its expected verdict, or when two runs do not get the same (a decision must be a pure
+/// function of the payment and the configuration). Only a node that cannot run fixtures at
+/// all (its pool full, its CPU starved) is an error.
+pub fn report(
+    runtime: &Arc<PluginRuntime>,
+    plugin: &Arc<LoadedPlugin>,
+    manifest: &Manifest,
+    fee_limits: &BTreeMap<String, FeeLimit>,
+    runs: usize,
+) -> Result<Vec<FixtureResult>, SelfTestError> {
     let mut instances = Instances::new(runtime.clone(), Arc::new(Unobserved));
+    let mut results = Vec::with_capacity(manifest.fixtures.len());
     for (index, fixture) in manifest.fixtures.iter().enumerate() {
-        let failed = |message: String| SelfTestError::Failed { fixture: fixture.name.clone(), message };
-        let outcome =
-            decide(&mut instances, plugin, manifest, fixture, index, fee_limits).map_err(|error| match error {
-                Undecided::Node(message) => SelfTestError::NodeBusy(message),
-                Undecided::Plugin(message) => failed(message),
-            })?;
-        let matches = match (&fixture.expect, &outcome) {
+        let mut outcomes: Vec<Result<Outcome, String>> = Vec::with_capacity(runs);
+        let mut elapsed = Duration::ZERO;
+        for _ in 0..runs.max(1) {
+            let started = Instant::now();
+            let outcome = match decide(&mut instances, plugin, manifest, fixture, index, fee_limits) {
+                Err(Undecided::Node(message)) => return Err(SelfTestError::NodeBusy(message)),
+                Err(Undecided::Plugin(message)) => Err(message),
+                Ok(outcome) => Ok(outcome),
+            };
+            elapsed = elapsed.max(started.elapsed());
+            outcomes.push(outcome);
+            // Every run gets instances of its own, as every payment does.
+            instances.end_payment();
+        }
+        let result = match outcomes.as_slice() {
+            [Err(message), ..] => Err(message.clone()),
+            [first, rest @ ..] if rest.iter().any(|other| other != first) => {
+                let seen: Vec<String> = outcomes.iter().map(shown).collect();
+                Err(format!("not deterministic: the same payment got {}", seen.join(", then ")))
+            }
+            [Ok(outcome), ..] if !fixture.expect.matches(outcome) => {
+                Err(format!("expected {}, got {outcome}", fixture.expect))
+            }
+            [Ok(outcome), ..] => Ok(outcome.to_string()),
+            [] => Err("no run".into()),
+        };
+        results.push(FixtureResult { name: fixture.name.clone(), result, elapsed });
+    }
+    Ok(results)
+}
+
+fn shown(outcome: &Result<Outcome, String>) -> String {
+    match outcome {
+        Ok(outcome) => outcome.to_string(),
+        Err(message) => message.clone(),
+    }
+}
+
+impl Expected {
+    /// Whether `outcome` is what this expects.
+    fn matches(&self, outcome: &Outcome) -> bool {
+        match (self, outcome) {
             (Expected::Approved { fee, bearer }, Outcome::Approved { fee: got_fee, bearer: got_bearer }) => {
                 fee.is_none_or(|fee| Some(fee) == *got_fee) && bearer.is_none_or(|bearer| Some(bearer) == *got_bearer)
             }
             (Expected::Declined { code }, Outcome::Declined { code: got }) => code == got,
             _ => false,
-        };
-        if !matches {
-            return Err(failed(format!("expected {}, got {outcome}", fixture.expect)));
         }
-        // Every fixture gets instances of its own, as every payment does.
-        instances.end_payment();
     }
-    Ok(())
 }
 
 /// Why a fixture got no outcome.

@@ -290,10 +290,12 @@ fn a_bad_version_is_refused_and_the_serving_one_stays() {
     assert_eq!(refused(&other_version, wasmpay_plugin_artifacts::CARD_V2).code(), "manifest_mismatch");
     // v2's component with v1's fixtures (2.9 % + 0.25 where v2 charges 1 % + 0.10).
     let v1 = Manifest::parse(wasmpay_plugin_artifacts::CARD_MANIFEST).expect("v1 manifest");
-    let failing = Manifest { fixtures: v1.fixtures[..1].to_vec(), ..v2.clone() };
+    let failing = Manifest { fixtures: v1.fixtures.clone(), ..v2.clone() };
     let error = refused(&failing, wasmpay_plugin_artifacts::CARD_V2);
     assert_eq!(error.code(), "self_test_failed", "{error}");
     assert!(error.to_string().contains("2.9 %"), "{error}");
+    // The first failure says how the others went.
+    assert!(error.to_string().contains("(0 of 3 fixtures passed, 3 failed)"), "{error}");
     // A component that traps in `describe`.
     let trapping = Manifest {
         name: "bad".into(),

@@ -11,64 +11,11 @@ use serde::{Deserialize, Serialize};
 /// The largest amount of one payment: 2^53 - 1 minor units.
 pub const MAX_PAYMENT_MINOR_UNITS: u64 = (1 << 53) - 1;
 
-/// ISO 4217 alphabetic codes this host accepts, with their minor-unit exponent.
-/// Funds and precious metals (XAU, XDR, ...) are deliberately absent.
-pub(crate) const ISO_4217: &[(&str, u8)] = &[
-    ("AED", 2),
-    ("ARS", 2),
-    ("AUD", 2),
-    ("BGN", 2),
-    ("BHD", 3),
-    ("BRL", 2),
-    ("CAD", 2),
-    ("CHF", 2),
-    ("CLP", 0),
-    ("CNY", 2),
-    ("COP", 2),
-    ("CZK", 2),
-    ("DKK", 2),
-    ("EGP", 2),
-    ("EUR", 2),
-    ("GBP", 2),
-    ("HKD", 2),
-    ("HUF", 2),
-    ("IDR", 2),
-    ("ILS", 2),
-    ("INR", 2),
-    ("ISK", 0),
-    ("JOD", 3),
-    ("JPY", 0),
-    ("KES", 2),
-    ("KRW", 0),
-    ("KWD", 3),
-    ("MAD", 2),
-    ("MXN", 2),
-    ("MYR", 2),
-    ("NGN", 2),
-    ("NOK", 2),
-    ("NZD", 2),
-    ("OMR", 3),
-    ("PEN", 2),
-    ("PHP", 2),
-    ("PKR", 2),
-    ("PLN", 2),
-    ("QAR", 2),
-    ("RON", 2),
-    ("SAR", 2),
-    ("SEK", 2),
-    ("SGD", 2),
-    ("THB", 2),
-    ("TND", 3),
-    ("TRY", 2),
-    ("TWD", 2),
-    ("UAH", 2),
-    ("USD", 2),
-    ("UYU", 2),
-    ("VND", 0),
-    ("ZAR", 2),
-];
-
-/// An ISO 4217 currency this host knows.
+/// An ISO 4217 currency this host accepts. The list and the exponents are the `iso_currency`
+/// crate's copy of ISO 4217 (kept current by a release of the crate, not by a table of ours):
+/// every code with a minor unit, except funds (BOV, CLF, ...: units of account, not money a
+/// payment moves), specials (precious metals, SDRs, test codes: no minor unit) and codes the
+/// list marks superseded (HRK, replaced by EUR).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Currency {
@@ -82,9 +29,34 @@ pub struct Currency {
 pub struct UnknownCurrency(pub String);
 
 impl Currency {
+    /// Every currency this host accepts, by code.
+    pub fn all() -> impl Iterator<Item = Currency> {
+        // ISO 4217 numeric codes are three digits: asking for each lists the whole table
+        // without the crate's iterator feature (and its dependency).
+        let mut all: Vec<Currency> =
+            (0..1_000).filter_map(iso_currency::Currency::from_numeric).filter_map(Currency::accepted).collect();
+        all.sort_unstable();
+        all.dedup();
+        all.into_iter()
+    }
+
+    /// `currency`, if it is one this host accepts (see [`Currency`]).
+    fn accepted(currency: iso_currency::Currency) -> Option<Currency> {
+        if currency.is_fund() || currency.is_special() || currency.is_superseded().is_some() {
+            return None;
+        }
+        let exponent = u8::try_from(currency.exponent()?).ok().filter(|exponent| *exponent <= MAX_EXPONENT)?;
+        Some(Currency { code: currency.code(), exponent })
+    }
+
     /// The alphabetic code, e.g. `EUR`.
     pub fn code(self) -> &'static str {
         self.code
+    }
+
+    /// Its English name, e.g. `Tanzanian shilling`.
+    pub fn name(self) -> String {
+        iso_currency::Currency::from_code(self.code).map(|currency| currency.name().to_owned()).unwrap_or_default()
     }
 
     /// Digits after the decimal point in the major unit (2 for EUR, 0 for JPY).
@@ -248,10 +220,9 @@ impl FromStr for Currency {
     type Err = UnknownCurrency;
 
     fn from_str(code: &str) -> Result<Self, Self::Err> {
-        ISO_4217
-            .binary_search_by(|(known, _)| (*known).cmp(code))
-            .map(|index| Currency { code: ISO_4217[index].0, exponent: ISO_4217[index].1 })
-            .map_err(|_| UnknownCurrency(code.to_owned()))
+        iso_currency::Currency::from_code(code)
+            .and_then(Currency::accepted)
+            .ok_or_else(|| UnknownCurrency(code.to_owned()))
     }
 }
 
@@ -381,18 +352,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_is_sorted_for_binary_search() {
-        assert!(ISO_4217.windows(2).all(|pair| pair[0].0 < pair[1].0));
-    }
-
-    #[test]
-    fn parses_known_codes_only() {
+    fn every_active_iso_4217_currency_parses_with_its_exponent() {
         let eur: Currency = "EUR".parse().expect("EUR");
         assert_eq!((eur.code(), eur.exponent()), ("EUR", 2));
-        assert_eq!("JPY".parse::<Currency>().map(Currency::exponent), Ok(0));
-        for bad in ["eur", "EURO", "", "XXX", "XAU", "E1R"] {
+        let exponent = |code: &str| code.parse::<Currency>().map(Currency::exponent);
+        // Beyond the ~50 a hand-written table once held: a mobile-money market's shilling.
+        for (code, expected) in [("JPY", 0), ("TZS", 2), ("KWD", 3), ("UGX", 0), ("XOF", 0), ("ZWG", 2)] {
+            assert_eq!(exponent(code), Ok(expected), "{code}");
+        }
+        // Funds, metals, SDRs, test codes and superseded codes are no money a payment moves.
+        for bad in ["eur", "EURO", "", "XXX", "XAU", "XDR", "XTS", "BOV", "CLF", "HRK", "E1R"] {
             assert!(bad.parse::<Currency>().is_err(), "{bad}");
         }
+        let all: Vec<Currency> = Currency::all().collect();
+        assert!(all.len() > 150, "{}", all.len());
+        assert!(all.windows(2).all(|pair| pair[0].code() < pair[1].code()));
+        assert!(all.iter().all(|currency| currency.code().parse() == Ok(*currency)));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 
 use crate::PaymentId;
-use crate::money::{AssetCode, Currency, ISO_4217, MAX_PAYMENT_MINOR_UNITS, Unit};
+use crate::money::{AssetCode, Currency, MAX_PAYMENT_MINOR_UNITS, Unit};
 use crate::routing::AccountId;
 
 /// A string schema that matches `pattern`.
@@ -49,7 +49,7 @@ impl PartialSchema for Currency {
         ObjectBuilder::new()
             .schema_type(Type::String)
             .description(Some("An ISO 4217 currency this host supports (its exponent: docs/protocol.md)."))
-            .enum_values(Some(ISO_4217.iter().map(|(code, _)| *code)))
+            .enum_values(Some(Currency::all().map(Currency::code)))
             .into()
     }
 }

@@ -14,7 +14,7 @@ use wasmpay_node::cluster::ClusterView;
 use wasmpay_node::config::Config;
 use wasmpay_node::node::{Node, NodeSettings, builtin_plugins};
 use wasmpay_plugin_host::directory_sources;
-use wasmpay_protocol::money::format_major;
+use wasmpay_protocol::money::{Currency, format_major};
 use wasmpay_protocol::routing::{AccountId, DEFAULT_PARTITIONS, Partitioner, subjects};
 use wasmpay_protocol::{PROTOCOL_VERSION, Reply, Status};
 
@@ -62,6 +62,12 @@ enum Command {
     Plugin(PluginCommand),
     /// Print the HTTP API's OpenAPI 3.1 document (what `GET /v1/openapi.json` serves).
     Openapi,
+    /// List the ISO 4217 currencies accounts and payments may be in, with their exponents.
+    Currencies {
+        /// One JSON object per line (`code`, `exponent`, `name`) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure the node, the ledger and the plugins beside their baselines (private NATS,
     /// SQLite and PostgreSQL, pgbench), in one run.
     Bench(wasmpay_tools::bench::BenchArgs),
@@ -340,6 +346,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Plugin(command) => plugins::run(command).await,
         Command::Openapi => {
             println!("{}", wasmpay_node::api::openapi::document());
+            Ok(())
+        }
+        Command::Currencies { json } => {
+            for currency in Currency::all() {
+                let (code, exponent, name) = (currency.code(), currency.exponent(), currency.name());
+                if json {
+                    println!("{}", json!({"code": code, "exponent": exponent, "name": name}));
+                } else {
+                    println!("{code}  {exponent}  {name}");
+                }
+            }
             Ok(())
         }
         Command::Bench(args) => wasmpay_tools::bench::run(args).await,

@@ -1,15 +1,16 @@
-//! `wasmpay plugin …`: the operators' plugin commands, over a node's `/v1/plugins` API. The
-//! node checks and stores; every node of the cluster follows the store (docs/operators.md).
+//! `wasmpay plugin …`: the operators' plugin commands, over a node's `/v1/plugins` API (the
+//! node checks and stores; every node of the cluster follows the store, docs/operators.md),
+//! and the integrators' `test`, which runs a version's fixtures here, without a node.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use clap::Subcommand;
 use serde_json::{Value, json};
 use wasmpay_node::client::http_call_within;
-use wasmpay_plugin_host::{Manifest, Sha256};
+use wasmpay_plugin_host::{Import, Inspection, Manifest, SandboxSettings, Sha256, inspect, test_version};
 
 use crate::api::ApiArgs;
 
@@ -35,6 +36,26 @@ pub enum PluginCommand {
         no_activate: bool,
         #[command(flatten)]
         api: ApiArgs,
+    },
+    /// Check a component and its manifest here, as a node would before it serves (hash when
+    /// the manifest has one, contract, what it describes), and run every fixture in the
+    /// production sandbox: each one's verdict and time, every failure, exit 1 if any failed.
+    Test {
+        /// The component (`.wasm`).
+        component: PathBuf,
+        /// Its manifest; by default the `.toml` beside the component.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Runs of each fixture, each on instances of its own: verdicts that differ between
+        /// runs fail (a decision must be a pure function of the payment and the configuration).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=100))]
+        runs: u16,
+    },
+    /// Show what a component is: the world of `wasmpay:plugin` it fits, its imports (which
+    /// the sandbox offers, traps or refuses) and exports, and what `describe` answers.
+    Inspect {
+        /// The component (`.wasm`).
+        component: PathBuf,
     },
     /// Make an uploaded version serve everywhere (the serving one again lifts a quarantine).
     Activate {
@@ -83,12 +104,15 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
             print!("{}", table(&body));
             Ok(())
         }
-        PluginCommand::Push { component, manifest, no_activate, api } => {
+        PluginCommand::Test { component, manifest, runs } => test(&component, manifest, runs),
+        PluginCommand::Inspect { component } => {
             let bytes = std::fs::read(&component).with_context(|| format!("reading {}", component.display()))?;
-            let manifest_path = manifest.unwrap_or_else(|| component.with_extension("toml"));
-            let mut text = std::fs::read_to_string(&manifest_path)
-                .with_context(|| format!("reading the manifest {}", manifest_path.display()))?;
-            let parsed = Manifest::parse(&text).with_context(|| format!("{}", manifest_path.display()))?;
+            let found = inspect(&SandboxSettings::default(), &component.display().to_string(), &bytes)?;
+            print!("{}", inspection(&found));
+            Ok(())
+        }
+        PluginCommand::Push { component, manifest, no_activate, api } => {
+            let Version { bytes, mut text, manifest: parsed } = Version::read(&component, manifest)?;
             let sha256 = Sha256::of(&bytes);
             if parsed.sha256.is_none() {
                 // A top-level key must come before any table: first is always right.
@@ -126,6 +150,100 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A component and its manifest, as read from files.
+struct Version {
+    bytes: Vec<u8>,
+    /// The manifest as written.
+    text: String,
+    manifest: Manifest,
+}
+
+impl Version {
+    /// `component`, and `manifest` or else the `.toml` beside it.
+    fn read(component: &Path, manifest: Option<PathBuf>) -> anyhow::Result<Version> {
+        let bytes = std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
+        let path = manifest.unwrap_or_else(|| component.with_extension("toml"));
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("reading the manifest {}", path.display()))?;
+        let manifest = Manifest::parse(&text).with_context(|| format!("{}", path.display()))?;
+        Ok(Version { bytes, text, manifest })
+    }
+}
+
+/// `wasmpay plugin test`: every fixture's verdict and time, then a summary; an error (exit 1)
+/// when the version would be refused or any fixture failed.
+fn test(component: &Path, manifest: Option<PathBuf>, runs: u16) -> anyhow::Result<()> {
+    let Version { bytes, manifest, .. } = Version::read(component, manifest)?;
+    let source = component.display().to_string();
+    let report = test_version(&SandboxSettings::default(), &source, &manifest, &bytes, usize::from(runs))
+        .map_err(|error| anyhow::anyhow!("{}: {error}", error.code()))?;
+    let info = &report.info;
+    println!(
+        "{} {} (sha256 {}), methods {}, {} fixtures, each run {runs} times in the sandbox",
+        info.name,
+        info.version,
+        report.sha256,
+        info.methods.join(", "),
+        report.fixtures.len()
+    );
+    let width = report.fixtures.iter().map(|fixture| fixture.name.chars().count()).max().unwrap_or(0);
+    for fixture in &report.fixtures {
+        let (mark, said) = match &fixture.result {
+            Ok(outcome) => ("ok  ", outcome),
+            Err(failure) => ("FAIL", failure),
+        };
+        let micros = fixture.elapsed.as_micros();
+        println!("  {mark}  {:<width$}  {micros:>7} µs  {said}", fixture.name);
+    }
+    let failed = report.fixtures.iter().filter(|fixture| fixture.result.is_err()).count();
+    let passed = report.fixtures.len() - failed;
+    if failed > 0 {
+        bail!("{passed} passed, {failed} failed");
+    }
+    println!("{passed} passed, 0 failed");
+    Ok(())
+}
+
+/// `wasmpay plugin inspect`'s report.
+fn inspection(found: &Inspection) -> String {
+    let mut out = String::new();
+    let world = found.world.map_or("none: it exports no plugin role of wasmpay:plugin@0.1.x".to_owned(), |world| {
+        format!("{world} (wasmpay:plugin@0.1.x)")
+    });
+    let _ = writeln!(out, "world: {world}");
+    match &found.described {
+        Ok(info) => {
+            let currencies = if info.currencies.is_empty() { "any".to_owned() } else { info.currencies.join(" ") };
+            let _ = writeln!(
+                out,
+                "describe: {} {}, methods {}, currencies {currencies}, refunds {}",
+                info.name,
+                info.version,
+                info.methods.join(" "),
+                if info.prices_refunds { "priced by the plugin" } else { "keep their fee" }
+            );
+        }
+        Err(refused) => {
+            let _ = writeln!(out, "refused at load: {refused}");
+        }
+    }
+    let _ = writeln!(out, "imports:");
+    let width = found.imports.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+    for (name, how) in &found.imports {
+        let how = match how {
+            Import::Offered => "offered",
+            Import::Trapped => "linked, every call traps (the payment fails with plugin_failed)",
+            Import::Refused => "REFUSED: not offered, the component cannot load",
+        };
+        let _ = writeln!(out, "  {name:<width$}  {how}");
+    }
+    let _ = writeln!(out, "exports:");
+    for name in &found.exports {
+        let _ = writeln!(out, "  {name}");
+    }
+    out
 }
 
 /// One command to the node. A command that changes something carries an idempotency key and

@@ -73,6 +73,8 @@ fn demo_pays_through_nats_and_the_books_balance() {
         "settled                cust-life: posted 395.00",
         "settle: 50.00 EUR for 4 ACME shares",
         "cust-life-acme now holds 4 ACME",
+        "pays 25000.00 TZS -> approved, fee 250.00 TZS paid by the sender; amina: posted 74750.00 TZS",
+        "(Safaricom KE) pays TZS -> declined (currency_not_of_country)",
     ] {
         assert!(printed.contains(step), "{step} missing from\n{printed}");
     }
@@ -272,6 +274,70 @@ fn serve_runs_without_a_cache_directory_it_cannot_open() {
 }
 
 /// `wasmpay ledger verify` passes sound books and names the first broken invariant.
+#[test]
+fn currencies_lists_every_active_iso_4217_currency_with_its_exponent() {
+    let output = run(&["currencies"], "");
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    let lines: Vec<&str> = printed.lines().collect();
+    assert!(lines.len() > 150, "{printed}");
+    for expected in ["EUR  2  Euro", "JPY  0  Japanese yen", "KWD  3  Kuwaiti dinar", "TZS  2  Tanzanian shilling"] {
+        assert!(lines.contains(&expected), "{expected} in {printed}");
+    }
+    assert!(!lines.iter().any(|line| line.starts_with("XAU") || line.starts_with("HRK")), "{printed}");
+    let json = text(&run(&["currencies", "--json"], ""));
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap_or_default()).unwrap();
+    assert_eq!((first["code"].as_str(), first["exponent"].as_u64()), (Some("AED"), Some(2)), "{json}");
+}
+
+/// `plugin test` runs a version's fixtures without a node: every verdict with its time, every
+/// failure (not only the first), exit 1 when any failed.
+#[test]
+fn plugin_test_runs_every_fixture_and_lists_every_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("card.wasm");
+    std::fs::write(&component, wasmpay_plugin_artifacts::CARD).unwrap();
+    std::fs::write(dir.path().join("card.toml"), wasmpay_plugin_artifacts::CARD_MANIFEST).unwrap();
+    let output = run(&["plugin", "test", component.to_str().unwrap()], "");
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains("ok    a valid card is approved"), "{printed}");
+    assert!(printed.contains("approved, fee 315 borne by the payee"), "{printed}");
+    assert!(printed.contains("3 passed, 0 failed"), "{printed}");
+
+    // Two wrong expectations: both reported, with what the plugin answered instead.
+    let wrong = wasmpay_plugin_artifacts::CARD_MANIFEST
+        .replace("fee = 315", "fee = 300")
+        .replace("code = \"card_expired\"", "code = \"expired\"");
+    let manifest = dir.path().join("wrong.toml");
+    std::fs::write(&manifest, wrong).unwrap();
+    let output = run(&["plugin", "test", component.to_str().unwrap(), "--manifest", manifest.to_str().unwrap()], "");
+    let printed = text(&output);
+    assert!(!output.status.success(), "{printed}");
+    assert!(printed.contains("expected approved, fee 300 borne by the payee, got approved, fee 315"), "{printed}");
+    assert!(printed.contains("expected declined with `expired`, got declined with `card_expired`"), "{printed}");
+    assert!(printed.contains("1 passed, 2 failed"), "{printed}");
+
+    // What it is: the world, the imports the sandbox offers, what it describes.
+    let printed = text(&run(&["plugin", "inspect", component.to_str().unwrap()], ""));
+    assert!(printed.contains("world: payment-method-with-refunds"), "{printed}");
+    assert!(printed.contains("describe: card 0.1.0, methods card, currencies EUR USD GBP CHF JPY"), "{printed}");
+    assert!(
+        printed.lines().any(|line| line.contains("wasmpay:plugin/log@0.1.1") && line.ends_with("offered")),
+        "{printed}"
+    );
+    let old = dir.path().join("old.wasm");
+    std::fs::write(&old, wasmpay_plugin_artifacts::CONTRACT_0_1_0).unwrap();
+    let printed = text(&run(&["plugin", "inspect", old.to_str().unwrap()], ""));
+    assert!(printed.contains("world: payment-method (") && printed.contains("refunds keep their fee"), "{printed}");
+
+    // A manifest that does not describe the component is refused as a node would refuse it.
+    let other = wasmpay_plugin_artifacts::CARD_MANIFEST.replace("name = \"card\"", "name = \"wallet\"");
+    std::fs::write(&manifest, other).unwrap();
+    let output = run(&["plugin", "test", component.to_str().unwrap(), "--manifest", manifest.to_str().unwrap()], "");
+    assert!(text(&output).contains("manifest_mismatch"), "{}", text(&output));
+}
+
 #[test]
 fn ledger_verify_finds_a_tampered_balance() {
     let workdir = tempfile::tempdir().unwrap();

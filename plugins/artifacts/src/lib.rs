@@ -1,7 +1,7 @@
 //! The repository's guest crates compiled to WebAssembly components by `build.rs`, and the
 //! manifests beside them.
 //!
-//! `CARD` and `WALLET` are the built-in payment methods the host serves by default. The rest
+//! `CARD`, `WALLET` and `MOBILE` are the built-in payment methods the host serves by default. The rest
 //! are test fixtures: `FAULTY` loops, grows memory or traps on demand, `STALLING` waits on
 //! host calls, `CARD_V2` is another version of `card` with another fee rule,
 //! `BAD_DESCRIBE` traps in `describe`, and `CONTRACT_0_1_0` was built against the frozen
@@ -13,5 +13,7 @@ include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
 pub const CARD_MANIFEST: &str = include_str!("../../card/wasmpay-plugin.toml");
 /// The manifest of [`WALLET`].
 pub const WALLET_MANIFEST: &str = include_str!("../../wallet/wasmpay-plugin.toml");
+/// The manifest of [`MOBILE`].
+pub const MOBILE_MANIFEST: &str = include_str!("../../mobile/wasmpay-plugin.toml");
 /// The manifest of [`CARD_V2`].
 pub const CARD_V2_MANIFEST: &str = include_str!("../../../tests/fixtures/card_v2/wasmpay-plugin.toml");

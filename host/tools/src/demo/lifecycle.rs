@@ -119,7 +119,7 @@ fn hold(kind: &str, id: &str, authorization: &str, amount: Option<u64>) -> Value
 }
 
 /// Sends `body` on `account`'s subject with the protocol's retry rule.
-async fn send(
+pub(super) async fn send(
     client: &async_nats::Client,
     partitioner: Partitioner,
     account: &str,

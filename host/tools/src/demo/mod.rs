@@ -3,13 +3,14 @@
 //! funds accounts, pays a few hundred payments over NATS across both built-in methods (some
 //! declined on purpose), replays some, walks one customer's payments through their lifecycle
 //! (an authorization captured in part, one voided, one expired, a partial refund, a
-//! two-currency settlement), and prints
+//! two-currency settlement), pays by mobile money in shillings, and prints
 //! what happened and whether the books balance.
 //! `--nodes N` does the same on a cluster (`cluster`): N `serve` processes on PostgreSQL, one
 //! of which is killed mid-run.
 
 mod cluster;
 mod lifecycle;
+mod mobile;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -118,6 +119,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await;
     let (tally, replays) = summarize(&client, partitioner, replies).await?;
     lifecycle::run(&client, partitioner, node.ledger(), euro).await?;
+    mobile::run(&client, partitioner, node.ledger()).await?;
     let audit = node.ledger().audit().await?;
     print_summary(&tally, replays, &audit, node.ledger(), euro).await?;
     node.shutdown().await;
