@@ -398,6 +398,10 @@ fn bench_measures_every_scenario_beside_its_baseline() {
     for scenario in ["plugins_on_path", "plugin_load_compiled", "plugin_load_cached"] {
         assert!(scenarios.contains(&("-", scenario)), "{scenario} missing: {scenarios:?}");
     }
+    // A row on the payment's path for every built-in method.
+    let on_path: Vec<&str> =
+        rows.iter().filter(|row| row["scenario"] == "plugins_on_path").filter_map(|row| row["load"].as_str()).collect();
+    assert_eq!(on_path, ["card, 1 thread", "wallet, 1 thread", "mobile_money, 1 thread"], "{rows:?}");
     for row in rows {
         assert_eq!(row["failed"].as_u64(), Some(0), "{row}");
         assert!(row["requests"].as_u64().unwrap() > 0 && row["per_second"].as_u64().unwrap() > 0, "{row}");

@@ -1,4 +1,4 @@
-//! The plugins' cost per payment, under the node's isolation model: the card method's
+//! The plugins' cost per payment, under the node's isolation model: each built-in method's
 //! validate + quote-fee on instances never used before, as a partition worker runs them
 //! (`Instances`: the spares are made after the previous payment, the used ones dropped after
 //! this one). Measured in process on one thread, like `benches/payment_path.rs`, because the
@@ -41,12 +41,40 @@ const SLOW_CALL: Duration = Duration::from_millis(38);
 /// Card payments timed beside the slow method, one after another.
 const BESIDE: u32 = 200;
 
-/// Four rows: on the payment's path (the calls), in all (plus dropping the used instances
-/// and making the next spares, which a worker does while the ledger commits), and loading the
-/// plugin compiled and from the disk cache.
+/// A payment of each built-in method, as the rows on the payment's path time it.
+const METHOD_PAYMENTS: [(&str, &str); 3] = [
+    (
+        "card",
+        r#"{"version":1,"id":"bench","payer":"payer-00000","payee":"shop-0","amount":100,"currency":"EUR",
+            "method":"card","details":{"pan":"4242424242424242","expiry":"12/30"}}"#,
+    ),
+    (
+        "wallet",
+        r#"{"version":1,"id":"bench","payer":"payer-00000","payee":"shop-0","amount":100,"currency":"EUR",
+            "method":"wallet","details":{"wallet_id":"wal_bench0001"}}"#,
+    ),
+    (
+        "mobile_money",
+        r#"{"version":1,"id":"bench","payer":"payer-00000","payee":"shop-0","amount":2500000,"currency":"TZS",
+            "method":"mobile_money","details":{"msisdn":"+255754123456"}}"#,
+    ),
+];
+
+/// Rows: each built-in method on the payment's path (the calls); the card's in all (plus
+/// dropping the used instances and making the next spares, which a worker does while the
+/// ledger commits); loading the card plugin compiled and from the disk cache; the card beside
+/// a slow method.
 pub async fn measure() -> anyhow::Result<Vec<Row>> {
-    // Guest code is synchronous: off the async threads, as the node runs it.
-    let (mut on_path, mut in_all) = tokio::task::spawn_blocking(time_payments).await??;
+    let mut rows = Vec::new();
+    let mut card_in_all = Vec::new();
+    for (method, body) in METHOD_PAYMENTS {
+        // Guest code is synchronous: off the async threads, as the node runs it.
+        let (mut on_path, in_all) = tokio::task::spawn_blocking(move || time_payments(method, body)).await??;
+        rows.push(row(Scenario::PluginsOnPath, &mut on_path, format!("{method}, 1 thread")));
+        if method == "card" {
+            card_in_all = in_all;
+        }
+    }
     eprintln!("{:<58} done", Scenario::PluginsOnPath.label());
     let (mut compiled, mut cached) = tokio::task::spawn_blocking(time_loads).await??;
     eprintln!("{:<58} done", Scenario::PluginLoadCached.label());
@@ -54,14 +82,14 @@ pub async fn measure() -> anyhow::Result<Vec<Row>> {
     let mut unbounded = beside_a_slow_method(Some(SLOW_PARTITIONS + 1)).await?;
     eprintln!("{:<58} done", Scenario::PluginsBesideSlow.label());
     let beside = |share: &str| format!("{SLOW_PARTITIONS} slow, {share}");
-    Ok(vec![
-        row(Scenario::PluginsOnPath, &mut on_path, "1 thread".to_owned()),
-        row(Scenario::PluginsInAll, &mut in_all, "1 thread".to_owned()),
+    rows.extend([
+        row(Scenario::PluginsInAll, &mut card_in_all, "card, 1 thread".to_owned()),
         row(Scenario::PluginLoadCompiled, &mut compiled, "1 thread".to_owned()),
         row(Scenario::PluginLoadCached, &mut cached, "1 thread".to_owned()),
         row(Scenario::PluginsBesideSlow, &mut bounded, beside("bounded")),
         row(Scenario::PluginsBesideSlow, &mut unbounded, beside("unbounded")),
-    ])
+    ]);
+    Ok(rows)
 }
 
 /// Card payments' plugin time, as a partition worker waits for it, while `SLOW_PARTITIONS`
@@ -129,10 +157,13 @@ fn slow_payment(id: &str, iterations: u64) -> anyhow::Result<PaymentInput> {
     Ok(PaymentInput::new(&request, clock::unix_ms()))
 }
 
-/// The card payment every row of this module times.
+/// The card payment the rows beside a slow method time.
 fn card_payment() -> anyhow::Result<PaymentInput> {
-    let body = r#"{"version":1,"id":"bench","payer":"payer-00000","payee":"shop-0","amount":100,"currency":"EUR",
-                   "method":"card","details":{"pan":"4242424242424242","expiry":"12/30"}}"#;
+    payment(METHOD_PAYMENTS[0].1)
+}
+
+/// The plugins' view of the payment `body`.
+fn payment(body: &str) -> anyhow::Result<PaymentInput> {
     let request = wasmpay_protocol::decode(body.as_bytes()).map_err(|refusal| anyhow!("{}", refusal.message))?;
     Ok(PaymentInput::new(&request, clock::unix_ms()))
 }
@@ -173,13 +204,14 @@ fn time_loads() -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     Ok((compiled, cached))
 }
 
-/// The time of each payment's calls, and of the calls plus the replenishing after them.
-fn time_payments() -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+/// The time of each of `method`'s payments' calls (paying `body`), and of the calls plus the
+/// replenishing after them.
+fn time_payments(method: &str, body: &str) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let config = Config::default();
     let runtime = PluginRuntime::new(&config.sandbox)?;
     let pipelines = load_pipelines(&runtime, &builtin_plugins(), &config.plugins, &config.methods, &config.fee_limits)?;
-    let pipeline = pipelines.get("card").context("the built-in plugins serve no `card` method")?;
-    let input = card_payment()?;
+    let pipeline = pipelines.get(method).with_context(|| format!("the built-in plugins serve no `{method}` method"))?;
+    let input = payment(body)?;
     let mut instances = Instances::new(Arc::clone(&runtime), Arc::new(Metrics::default()));
     let (mut on_path, mut in_all) = (Vec::new(), Vec::new());
     for payment in 0..2 * PAYMENTS {
@@ -188,7 +220,7 @@ fn time_payments() -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
         let called = started.elapsed();
         instances.replenish(pipeline);
         if !matches!(verdict, Verdict::Priced(_)) {
-            bail!("the card plugin declined the bench payment: {verdict:?}");
+            bail!("the {method} plugin declined the bench payment: {verdict:?}");
         }
         if payment >= PAYMENTS {
             on_path.push(called);

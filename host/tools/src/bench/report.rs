@@ -39,7 +39,7 @@ impl Scenario {
             Scenario::OpenLoop => "latency under load (open loop)",
             Scenario::LedgerAlone => "ledger alone (record, no NATS)",
             Scenario::Pgbench => "pgbench TPC-B-like",
-            Scenario::PluginsOnPath => "plugins: card, on the payment's path",
+            Scenario::PluginsOnPath => "plugins on the payment's path",
             Scenario::PluginsInAll => "plugins: card, + drop and next spares",
             Scenario::PluginLoadCompiled => "plugin load: card, compiled (cold)",
             Scenario::PluginLoadCached => "plugin load: card, from the disk cache",
@@ -183,7 +183,7 @@ impl Report {
     pub fn print_table(&self) {
         self.print_facts();
         println!(
-            "{:<8} {:<38} {:<16} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9}  vs",
+            "{:<8} {:<38} {:<22} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9}  vs",
             "backend", "scenario", "load", "requests", "failed", "per s", "p50", "p99", "p999"
         );
         for row in &self.rows {
@@ -191,7 +191,7 @@ impl Report {
                 |pick: fn(&Latency) -> u64| row.latency.as_ref().map_or_else(|| "-".to_owned(), |l| duration(pick(l)));
             let ratios: Vec<String> = row.ratios.iter().map(|r| format!("{:.3} of {}", r.value, r.to)).collect();
             println!(
-                "{:<8} {:<38} {:<16} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9}  {}",
+                "{:<8} {:<38} {:<22} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9}  {}",
                 row.backend.map_or("-", Backend::name),
                 row.scenario.label(),
                 row.load,
