@@ -139,6 +139,23 @@ fn named() -> Replies {
     Replies::Posting { approved: "Approved".to_owned(), insufficient_funds: "InsufficientFunds".to_owned() }
 }
 
+/// A refund's replies, one per decision the ledger may make.
+fn refund_replies() -> Replies {
+    Replies::Refunding {
+        approved: "refunded".into(),
+        insufficient_funds: "short".into(),
+        exceeds_refundable: "too much".into(),
+    }
+}
+
+/// The decision of a transfer this call recorded.
+fn decided(recorded: Result<Recorded, LedgerError>) -> Decision {
+    match recorded.expect("recorded") {
+        Recorded::New { decision, .. } => decision,
+        other => panic!("expected a new decision, got {other:?}"),
+    }
+}
+
 /// The same reply whatever the decision.
 fn fixed(reply: &str) -> Replies {
     Replies::Posting { approved: reply.to_owned(), insufficient_funds: reply.to_owned() }
@@ -186,10 +203,6 @@ async fn an_authorization_holds_until_captured_voided_or_expired(backend: Backen
     let void = |authorization| TransferKind::Void { authorization };
     let replies =
         || Replies::Closing { closed: "closed".into(), hold_expired: "expired".into(), not_open: "shut".into() };
-    let decided = |recorded: Result<Recorded, LedgerError>| match recorded.expect("recorded") {
-        Recorded::New { decision, .. } => decision,
-        other => panic!("expected a new decision, got {other:?}"),
-    };
 
     let a1 = authorization("a1", 600, 10, FeeBearer::Payer, 100);
     assert_eq!(decided(ledger.record(a1, named()).await), Decision::Approved);
@@ -253,24 +266,15 @@ async fn refunds_move_money_back_up_to_what_was_paid(backend: Backend) {
         refund.kind = TransferKind::Refund { payment: PaymentId::new("p1").expect("id"), reversal: None };
         refund
     };
-    let replies = || Replies::Refunding {
-        approved: "refunded".into(),
-        insufficient_funds: "short".into(),
-        exceeds_refundable: "too much".into(),
-    };
-    let decided = |recorded: Result<Recorded, LedgerError>| match recorded.expect("recorded") {
-        Recorded::New { decision, .. } => decision,
-        other => panic!("expected a new decision, got {other:?}"),
-    };
-    assert_eq!(decided(ledger.record(refund("r1", 200), replies()).await), Decision::Approved);
+    assert_eq!(decided(ledger.record(refund("r1", 200), refund_replies()).await), Decision::Approved);
     assert_eq!((balance(&ledger, "alice").await, balance(&ledger, "shop").await), (700, 280));
     // The shop has 280 left of the 480 it received: a refund of 300 is within what was paid
     // (300 left) but not what the shop holds.
-    assert_eq!(decided(ledger.record(refund("r2", 300), replies()).await), Decision::InsufficientFunds);
+    assert_eq!(decided(ledger.record(refund("r2", 300), refund_replies()).await), Decision::InsufficientFunds);
     deposit(&ledger, "d2", "shop", 100).await;
-    assert_eq!(decided(ledger.record(refund("r3", 301), replies()).await), Decision::ExceedsRefundable);
-    assert_eq!(decided(ledger.record(refund("r4", 300), replies()).await), Decision::Approved);
-    assert_eq!(decided(ledger.record(refund("r5", 1), replies()).await), Decision::ExceedsRefundable);
+    assert_eq!(decided(ledger.record(refund("r3", 301), refund_replies()).await), Decision::ExceedsRefundable);
+    assert_eq!(decided(ledger.record(refund("r4", 300), refund_replies()).await), Decision::Approved);
+    assert_eq!(decided(ledger.record(refund("r5", 1), refund_replies()).await), Decision::ExceedsRefundable);
     assert_eq!((balance(&ledger, "alice").await, balance(&ledger, "shop").await), (1_000, 80));
     // The original fee stays collected.
     assert_eq!(balance(&ledger, "_fees_EUR").await, 20);
@@ -300,21 +304,12 @@ async fn refunds_give_fees_back_within_the_prorated_fee_or_charge_one(backend: B
         refund.fee_bearer = FeeBearer::Payer;
         refund
     };
-    let replies = || Replies::Refunding {
-        approved: "refunded".into(),
-        insufficient_funds: "short".into(),
-        exceeds_refundable: "too much".into(),
-    };
-    let decided = |recorded: Result<Recorded, LedgerError>| match recorded.expect("recorded") {
-        Recorded::New { decision, .. } => decision,
-        other => panic!("expected a new decision, got {other:?}"),
-    };
     // 250 refunded in all: at most 20 x 250 / 500 = 10 of the fee comes back.
-    assert_eq!(decided(ledger.record(refund("r1", 250, 11), replies()).await), Decision::ExceedsRefundable);
-    assert_eq!(decided(ledger.record(refund("r2", 250, 4), replies()).await), Decision::Approved);
+    assert_eq!(decided(ledger.record(refund("r1", 250, 11), refund_replies()).await), Decision::ExceedsRefundable);
+    assert_eq!(decided(ledger.record(refund("r2", 250, 4), refund_replies()).await), Decision::Approved);
     assert_eq!((balance(&ledger, "shop").await, balance(&ledger, "_fees_EUR").await), (480 - 250 + 4, 16));
     // Cumulative: the rest of the payment may bring back the rest of the fee.
-    assert_eq!(decided(ledger.record(refund("r3", 250, 16), replies()).await), Decision::Approved);
+    assert_eq!(decided(ledger.record(refund("r3", 250, 16), refund_replies()).await), Decision::Approved);
     assert_eq!((balance(&ledger, "alice").await, balance(&ledger, "_fees_EUR").await), (1_000, 0));
     let original = ledger.refundable(&PaymentId::new("p1").expect("id")).await.expect("read").expect("p1");
     assert_eq!((original.refunded, original.fee_reversed), (MinorUnits(500), MinorUnits(20)));
@@ -328,7 +323,7 @@ async fn refunds_give_fees_back_within_the_prorated_fee_or_charge_one(backend: B
     charged.kind = TransferKind::Refund { payment: PaymentId::new("p2").expect("id"), reversal: None };
     charged.fee_bearer = FeeBearer::Payer;
     let before = balance(&ledger, "shop").await;
-    assert_eq!(decided(ledger.record(charged, replies()).await), Decision::Approved);
+    assert_eq!(decided(ledger.record(charged, refund_replies()).await), Decision::Approved);
     assert_eq!((balance(&ledger, "shop").await, balance(&ledger, "_fees_EUR").await), (before - 107, 7));
 
     // Back to the wrong side, or a reversal that charges too: refused, nothing recorded.
@@ -341,14 +336,14 @@ async fn refunds_give_fees_back_within_the_prorated_fee_or_charge_one(backend: B
         },
         FeeBearer::Payee,
     );
-    assert!(matches!(ledger.record(wrong_side, replies()).await, Err(LedgerError::Invalid(_))));
+    assert!(matches!(ledger.record(wrong_side, refund_replies()).await, Err(LedgerError::Invalid(_))));
     let mut both = refund("r6", 100, 5);
     both.kind = TransferKind::Refund {
         payment: PaymentId::new("p3").expect("id"),
         reversal: Some(FeeReversal::new(MinorUnits(5), eur().into())),
     };
     both.fee = MinorUnits(1);
-    assert!(matches!(ledger.record(both, replies()).await, Err(LedgerError::Invalid(_))));
+    assert!(matches!(ledger.record(both, refund_replies()).await, Err(LedgerError::Invalid(_))));
     assert_eq!(ledger.payment("r6").await.expect("read"), None);
     let audit = ledger.audit().await.expect("audit");
     assert_eq!(audit.first_violation(), None, "{audit:?}");
@@ -378,10 +373,6 @@ async fn a_settlement_posts_every_leg_or_none(backend: Backend) {
         settlement.currency = first.currency;
         settlement.kind = TransferKind::Settlement { legs };
         settlement
-    };
-    let decided = |recorded: Result<Recorded, LedgerError>| match recorded.expect("recorded") {
-        Recorded::New { decision, .. } => decision,
-        other => panic!("expected a new decision, got {other:?}"),
     };
     let trade = settlement("s1", vec![leg("buyer", "seller", 600, eur()), leg("seller-usd", "buyer-usd", 30, usd)]);
     assert_eq!(decided(ledger.record(trade, named()).await), Decision::Approved);
@@ -1138,11 +1129,7 @@ mod model {
         transfer.fee_bearer = if reversed > 0 && paid.payer_bears { FeeBearer::Payee } else { FeeBearer::Payer };
         transfer.request_hash = format!("refund:{of}:{amount}:{fee}");
         let hash = transfer.request_hash.clone();
-        let replies = Replies::Refunding {
-            approved: "refunded".into(),
-            insufficient_funds: "short".into(),
-            exceeds_refundable: "too much".into(),
-        };
+        let replies = refund_replies();
         let recorded = ledger.record(transfer, replies).await;
         if let Some(existing) = model.recorded.get(&key) {
             prop_assert!(
