@@ -599,7 +599,8 @@ async fn the_audit_sees_each_broken_invariant(backend: Backend) {
 
 /// A SQLite ledger written before holds existed keeps its accounts, payments and entries when
 /// the migrations rebuild `payments` and `entries`, then `accounts` (SQLite cannot change a
-/// CHECK in place; assets widened the currency's), and its foreign keys still hold afterwards.
+/// CHECK in place; assets widened the currency's), then `payments` and `holds` again (checks
+/// without `IN` lists), and its foreign keys and checks still hold afterwards.
 #[tokio::test]
 async fn a_sqlite_ledger_from_before_holds_keeps_its_books() {
     let fresh = Backend::Sqlite.fresh();
@@ -636,10 +637,49 @@ async fn a_sqlite_ledger_from_before_holds_keeps_its_books() {
             .execute(&backend.pool)
             .await;
         assert!(refused.is_err(), "entries must still reference accounts");
+        let refused = sqlx::query("UPDATE payments SET kind = 'gift' WHERE id = 'p1'").execute(&backend.pool).await;
+        assert!(refused.is_err(), "payments must still check their kind");
+        let refused = sqlx::query(
+            "INSERT INTO holds (id, account_id, held, expires_at_ms, state) VALUES ('ghost', 'alice', 1, 0, 'open')",
+        )
+        .execute(&backend.pool)
+        .await;
+        assert!(refused.is_err(), "holds must still reference payments");
     });
     let (alice, shop) = (id("alice"), id("shop"));
     let recorded = ledger.record(transfer("p2", &alice, &shop, 50, 0), named()).await.expect("p2");
     assert!(matches!(recorded, Recorded::New { decision: Decision::Approved, .. }), "{recorded:?}");
+}
+
+/// SQLite builds a temporary B-tree for an `IN` list of more than two constants in a CHECK
+/// constraint, again for every row written: on the rows every payment and hold writes, that
+/// cost the ledger 12 % of its rate (docs/performance.md, step 11). Their plans open none.
+#[tokio::test]
+async fn sqlite_writes_payments_and_holds_without_temporary_b_trees() {
+    let (ledger, _fresh) = ledger(Backend::Sqlite).await;
+    let writes = [
+        "INSERT INTO payments (id, kind, request_hash, status, code, payer, payee, currency, amount, fee, fee_bearer,
+                               plugins, partition, reply, created_at_ms, parent, method, metadata, client_key)
+         VALUES ('p', 'payment', 'h', 'approved', 'ok', 'a', 'b', 'EUR', 1, 0, 'payer', 'card@1', 0, '{}', 0,
+                 NULL, NULL, NULL, NULL)",
+        "INSERT INTO holds (id, account_id, held, expires_at_ms, partition, state) VALUES ('p', 'a', 1, 0, 0, 'open')",
+        "UPDATE holds SET state = 'captured', captured = 1, closed_by = 'c', closed_at_ms = 0
+         WHERE id = 'p' AND state = 'open'",
+        "UPDATE accounts SET balance = balance + 1, held = held + 1 WHERE id = 'a'",
+    ];
+    let store::Store::Sqlite(backend) = &ledger.store else { panic!("a SQLite ledger") };
+    for write in writes {
+        let plan: Vec<(i64, String)> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {write}")))
+            .fetch_all(&backend.pool)
+            .await
+            .expect("explain")
+            .iter()
+            .map(|row| (sqlx::Row::get::<i64, _>(row, 0), sqlx::Row::get::<String, _>(row, 1)))
+            .collect();
+        assert!(!plan.is_empty(), "no plan for {write}");
+        let temporary: Vec<_> = plan.iter().filter(|(_, opcode)| opcode == "OpenEphemeral").collect();
+        assert!(temporary.is_empty(), "{write} opens temporary B-trees at {temporary:?}");
+    }
 }
 
 /// Batch sizes as the committer reports them.

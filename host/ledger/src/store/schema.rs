@@ -24,6 +24,7 @@ pub(crate) const SQLITE: Migrations = &[
     (7, "statements through entries", include_str!("../../migrations/sqlite/0007_statements_through_entries.sql")),
     (8, "assets", include_str!("../../migrations/sqlite/0008_assets.sql")),
     (9, "fee reversals", include_str!("../../migrations/sqlite/0009_fee_reversals.sql")),
+    (10, "checks without in lists", include_str!("../../migrations/sqlite/0010_checks_without_in_lists.sql")),
 ];
 
 /// The PostgreSQL schema: the same tables and meaning in PostgreSQL's types. Its history

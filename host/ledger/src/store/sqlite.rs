@@ -272,10 +272,9 @@ impl Sqlite {
     }
 }
 
-/// Locks `<database>.lock` (created if missing) for this ledger alone, or says which node's
-/// file it is: [`LedgerError::SqliteInUse`] while another ledger holds it.
-/// Opens and closes the batch's holds and adds its refunds to their payments. A hold closed twice would release its amount twice: the
-/// update takes only open holds and the batch fails unless each was.
+/// Opens and closes the batch's holds and adds its refunds to their payments. A hold closed
+/// twice would release its amount twice: the update takes only open holds and the batch fails
+/// unless each was.
 async fn write_holds(connection: &mut SqliteConnection, writes: &Writes) -> Result<(), LedgerError> {
     if !writes.opened.is_empty() {
         let sql = format!(
@@ -328,6 +327,8 @@ async fn write_holds(connection: &mut SqliteConnection, writes: &Writes) -> Resu
     Ok(())
 }
 
+/// Locks `<database>.lock` (created if missing) for this ledger alone, or says which node's
+/// file it is: [`LedgerError::SqliteInUse`] while another ledger holds it.
 fn lock_for_one_node(database: &Path) -> Result<File, LedgerError> {
     // The file's real path when it exists, so that two names of one file (a symlink, a
     // relative path) lock one lock file.
