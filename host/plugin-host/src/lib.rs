@@ -48,7 +48,7 @@ mod version;
 
 pub use activation::{ActivationError, TestReport, test_version};
 pub use census::Census;
-pub use contract::{CheckedFee, PluginInfo, RefundFee};
+pub use contract::{CheckedFee, PluginInfo, RefundFee, valid_plugin_name};
 pub use health::HealthView;
 pub use inspect::{Import, Inspection, inspect};
 pub use instances::{

@@ -141,6 +141,12 @@ pub enum ManifestError {
 }
 
 impl Manifest {
+    /// `text`, a manifest without a `sha256`, with `sha256` added as its first line (a
+    /// top-level key must come before any table: first is always right), comments kept.
+    pub fn stamped(text: &str, sha256: &Sha256) -> String {
+        format!("sha256 = \"{}\"\n{text}", sha256.as_str())
+    }
+
     /// Parses a manifest's TOML text.
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
         if text.len() > MAX_MANIFEST_BYTES {

@@ -6,7 +6,7 @@ use clap::Args;
 #[derive(Args, Debug)]
 pub struct ApiArgs {
     /// Base URL of a node's HTTP API.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "WASMPAY_API", default_value = "http://127.0.0.1:8080")]
     pub api: String,
     /// Admin bearer token.
     #[arg(long, env = "WASMPAY_ADMIN_TOKEN", hide_env_values = true)]

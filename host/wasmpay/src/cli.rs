@@ -84,7 +84,7 @@ enum ClusterCommand {
     /// node to start binds them to its own. Refused while the bound ledger has live nodes.
     Unbind {
         /// NATS server URL.
-        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats: String,
     },
     /// Move the deployment to the ledger at `--db`: records in that ledger that the
@@ -94,7 +94,7 @@ enum ClusterCommand {
     /// nodes on this NATS again (they would serve nothing and say why).
     Adopt {
         /// NATS server URL.
-        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats: String,
         /// The ledger that takes the deployment over.
         #[arg(long)]
@@ -121,7 +121,7 @@ enum LedgerCommand {
 #[derive(Args, Debug)]
 struct ServeArgs {
     /// NATS server URL, or a cluster's servers separated by commas.
-    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats: String,
     /// Ledger database URL.
     #[arg(long, default_value = "sqlite://wasmpay.db")]
@@ -153,7 +153,7 @@ struct ServeArgs {
 #[derive(Args, Debug)]
 struct PayArgs {
     /// NATS server URL.
-    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats: String,
     /// Payment id (idempotency key); a random one by default.
     #[arg(long)]

@@ -2,12 +2,14 @@
 //! the program, the one place errors become `anyhow` reports.
 //!
 //! Layout: `cli` parses the command line and runs `serve`, `pay`, `account`, `ledger` and
-//! `cluster`; `plugins` defines and runs `plugin list|push|activate|rollback|remove`; `api`
+//! `cluster`; `plugins` defines and runs `plugin …`, `plugin_crate` holds `plugin new` and
+//! `plugin build` (an integrator's plugin crate); `api`
 //! holds the arguments every command that calls a node's HTTP API takes. `demo` and `bench`
 //! live in `wasmpay-tools`. Every command talks to nodes through `wasmpay_node::client`.
 
 mod api;
 mod cli;
+mod plugin_crate;
 mod plugins;
 
 fn main() -> std::process::ExitCode {

@@ -13,6 +13,7 @@ use wasmpay_node::client::http_call_within;
 use wasmpay_plugin_host::{Import, Inspection, Manifest, SandboxSettings, Sha256, inspect, test_version};
 
 use crate::api::ApiArgs;
+use crate::plugin_crate;
 
 /// `wasmpay plugin …`: a plugin's versions across the cluster.
 #[derive(Subcommand, Debug)]
@@ -36,6 +37,27 @@ pub enum PluginCommand {
         no_activate: bool,
         #[command(flatten)]
         api: ApiArgs,
+    },
+    /// Start a plugin: a crate of its own in NAME/ (a working method `NAME` with a manifest,
+    /// fixtures and a README) that `wasmpay plugin build` turns into a component.
+    New {
+        /// The plugin's name, which is also its method's: 1-32 characters of a-z 0-9 -,
+        /// starting with a letter.
+        name: String,
+        /// Where to write it (empty or new); by default `./NAME`.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The wasmpay SDK it depends on (the `sdk/` directory of a checkout); by default the
+        /// one of the checkout this binary was built from.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build the plugin crate in DIR for `wasm32-wasip2` (added when missing): writes
+    /// `dist/<name>.wasm` and its manifest `dist/<name>.toml` with the component's sha256.
+    Build {
+        /// The crate (holding `wasmpay-plugin.toml`).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
     },
     /// Check a component and its manifest here, as a node would before it serves (hash when
     /// the manifest has one, contract, what it describes), and run every fixture in the
@@ -104,6 +126,28 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
             print!("{}", table(&body));
             Ok(())
         }
+        PluginCommand::New { name, dir, sdk } => {
+            let directory = plugin_crate::new(&name, dir, sdk)?;
+            println!("{name}: a plugin crate in {}", directory.display());
+            println!(
+                "next: cd {} && wasmpay plugin build && wasmpay plugin test dist/{name}.wasm",
+                directory.display()
+            );
+            Ok(())
+        }
+        PluginCommand::Build { dir } => {
+            let built = plugin_crate::build(&dir)?;
+            println!(
+                "{} {}: {} ({} bytes, sha256 {})",
+                built.name,
+                built.version,
+                built.component.display(),
+                built.bytes,
+                built.sha256
+            );
+            println!("manifest: {}", built.manifest.display());
+            Ok(())
+        }
         PluginCommand::Test { component, manifest, runs } => test(&component, manifest, runs),
         PluginCommand::Inspect { component } => {
             let bytes = std::fs::read(&component).with_context(|| format!("reading {}", component.display()))?;
@@ -115,8 +159,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
             let Version { bytes, mut text, manifest: parsed } = Version::read(&component, manifest)?;
             let sha256 = Sha256::of(&bytes);
             if parsed.sha256.is_none() {
-                // A top-level key must come before any table: first is always right.
-                text = format!("sha256 = \"{sha256}\"\n{text}");
+                text = Manifest::stamped(&text, &sha256);
             }
             let body = json!({
                 "manifest": text,

@@ -415,3 +415,51 @@ fn bench_measures_every_scenario_beside_its_baseline() {
     assert!(ratio("authorize_capture", "uniform") && ratio("pay_refund", "uniform"), "{rows:?}");
     assert!(ratio("settlement", "uniform"), "{rows:?}");
 }
+
+/// The tutorial that opens docs/plugins.md, run as written: its `sh` block's commands, one by
+/// one, in a temporary directory, against a node of its own (`WASMPAY_API`, `NATS_URL` and
+/// `WASMPAY_ADMIN_TOKEN` point them at it), ending with a payment the new plugin approved.
+#[test]
+fn the_plugin_tutorial_runs_as_written() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/plugins.md");
+    let docs = std::fs::read_to_string(docs).unwrap();
+    let tutorial = docs.split("\n## Tutorial").nth(1).expect("docs/plugins.md has a Tutorial section");
+    let block = tutorial.split("```sh\n").nth(1).and_then(|rest| rest.split("```").next()).expect("an sh block");
+    let commands: Vec<&str> =
+        block.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')).collect();
+    assert!(commands.len() >= 6, "{commands:?}");
+
+    let nats = NatsServer::start(None).expect("nats-server");
+    let workdir = tempfile::tempdir().unwrap();
+    let (mut node, http) = spawn_serve(Command::new(BINARY), &nats, workdir.path(), &[]);
+    // The plugin crate builds in a target directory kept between runs, like the workspace's.
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugin-tutorial");
+    let mut cwd = workdir.path().to_owned();
+    let mut last = String::new();
+    for command in commands {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        if let ["cd", directory] = words.as_slice() {
+            cwd = cwd.join(directory);
+            continue;
+        }
+        assert_eq!(words.first(), Some(&"wasmpay"), "the tutorial runs only wasmpay: {command}");
+        let started = Instant::now();
+        let output = Command::new(BINARY)
+            .args(&words[1..])
+            .current_dir(&cwd)
+            .env("WASMPAY_API", format!("http://{http}"))
+            .env("NATS_URL", nats.url())
+            .env("WASMPAY_ADMIN_TOKEN", "secret")
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .unwrap();
+        last = text(&output);
+        println!("$ {command}   ({} ms)\n{last}", started.elapsed().as_millis());
+        assert!(output.status.success(), "`{command}` failed:\n{last}");
+    }
+    node.kill().unwrap();
+    node.wait().unwrap();
+    let reply: serde_json::Value = serde_json::from_str(last.trim()).unwrap_or_else(|_| panic!("a reply: {last}"));
+    assert_eq!((&reply["status"], &reply["fee"]), (&"approved".into(), &38.into()), "{reply}");
+    assert_eq!(reply["plugins"][0].as_str().map(|plugin| plugin.starts_with("voucher@")), Some(true), "{reply}");
+}
