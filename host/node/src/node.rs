@@ -45,6 +45,11 @@ pub struct NodeSettings {
     pub config: Config,
     /// Bearer token of the `/v1` API; `None` refuses every `/v1` call.
     pub admin_token: Option<String>,
+    /// A node for developing plugins (`serve --dev`): a push may replace a stored version in
+    /// place, and a plugin directory's manifests need no `sha256`. Only on a SQLite ledger (one
+    /// node), and a replacement only while the node serves its deployment alone: elsewhere a
+    /// version's name must say what decided a payment.
+    pub development: bool,
 }
 
 impl NodeSettings {
@@ -61,6 +66,7 @@ impl NodeSettings {
             node_id: "node-1".into(),
             config: Config::default(),
             admin_token: None,
+            development: false,
         }
     }
 }
@@ -100,6 +106,12 @@ pub enum NodeError {
     /// The ledger could not be opened.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// `development` on a ledger that is not SQLite.
+    #[error(
+        "--dev replaces plugin versions in place, which a cluster that serves real money must never do: it runs \
+         only on a SQLite ledger (one node), not on {0}"
+    )]
+    DevelopmentLedger(String),
     /// NATS could not be reached.
     #[error("cannot connect to NATS at {url}")]
     Connect {
@@ -150,6 +162,10 @@ impl Node {
     /// Opens the ledger, loads the plugins, subscribes and listens. Returns once the node
     /// is ready to take payments.
     pub async fn start(settings: NodeSettings) -> Result<Node, NodeError> {
+        if settings.development && !settings.database_url.starts_with("sqlite:") {
+            let scheme = settings.database_url.split(':').next().unwrap_or_default();
+            return Err(NodeError::DevelopmentLedger(format!("a {scheme} ledger")));
+        }
         let partitioner = Partitioner::new(settings.partitions)?;
         let metrics = Arc::new(Metrics::default());
         let runtime = PluginRuntime::new(&settings.config.sandbox).map_err(PluginError::from)?;
@@ -218,7 +234,7 @@ impl Node {
         )];
         if let Some(directory) = &settings.plugin_directory {
             plugin_tasks.push(plugins::directory::watch(
-                directory.clone(),
+                plugins::directory::Watched { directory: directory.clone(), development: settings.development },
                 plugin_host.clone(),
                 metrics.clone(),
                 shutdown_signal.clone(),
@@ -237,7 +253,12 @@ impl Node {
             (client.clone(), partitioner),
             ledger.clone(),
             metrics.clone(),
-            PluginParts { host: plugin_host, store: plugin_store, sources: &settings.plugin_sources },
+            PluginParts {
+                host: plugin_host,
+                store: plugin_store,
+                sources: &settings.plugin_sources,
+                development: settings.development,
+            },
             (views.clone(), intake.clone()),
             settings.admin_token.clone(),
         ));

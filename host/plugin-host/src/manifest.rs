@@ -147,6 +147,12 @@ impl Manifest {
         format!("sha256 = \"{}\"\n{text}", sha256.as_str())
     }
 
+    /// This manifest, stating `bytes`'s hash when it states none: for a development node,
+    /// where the file is whatever was built last.
+    pub fn hashed_if_unstated(self, bytes: &[u8]) -> Manifest {
+        Manifest { sha256: self.sha256.or_else(|| Some(Sha256::of(bytes))), ..self }
+    }
+
     /// Parses a manifest's TOML text.
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
         if text.len() > MAX_MANIFEST_BYTES {

@@ -92,6 +92,9 @@ pub enum PluginSource {
     Builtin(&'static str, &'static [u8], Option<&'static str>),
     /// A file, with its manifest beside it (`card.wasm`, `card.toml`) if there is one.
     File(std::path::PathBuf),
+    /// A file of a development node's plugin directory (`serve --dev`): as [`PluginSource::File`],
+    /// but a manifest without `sha256` is taken to describe the file as it is.
+    Development(std::path::PathBuf),
 }
 
 impl PluginSource {
@@ -107,7 +110,7 @@ impl PluginSource {
                     .map(|manifest| Manifest { sha256: Some(Sha256::of(bytes)), ..manifest });
                 Ok((source_name, bytes.to_vec(), manifest))
             }
-            PluginSource::File(path) => {
+            PluginSource::File(path) | PluginSource::Development(path) => {
                 let read = |path: &std::path::Path| {
                     std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_owned(), source })
                 };
@@ -125,6 +128,10 @@ impl PluginSource {
                         })?;
                         Some(manifest)
                     }
+                };
+                let manifest = match self {
+                    PluginSource::Development(_) => manifest.map(|manifest| manifest.hashed_if_unstated(&bytes)),
+                    _ => manifest,
                 };
                 Ok((path.display().to_string(), bytes, manifest))
             }
@@ -150,8 +157,9 @@ impl PluginSource {
     }
 }
 
-/// Every `*.wasm` file in `directory`, sorted by name.
-pub fn directory_sources(directory: &std::path::Path) -> Result<Vec<PluginSource>, PluginError> {
+/// Every `*.wasm` file in `directory`, sorted by name; as [`PluginSource::Development`] files
+/// when `development`.
+pub fn directory_sources(directory: &std::path::Path, development: bool) -> Result<Vec<PluginSource>, PluginError> {
     let read_error = |source| PluginError::Read { path: directory.to_owned(), source };
     let mut files: Vec<_> = std::fs::read_dir(directory)
         .map_err(read_error)?
@@ -159,7 +167,8 @@ pub fn directory_sources(directory: &std::path::Path) -> Result<Vec<PluginSource
         .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
         .collect();
     files.sort();
-    Ok(files.into_iter().map(PluginSource::File).collect())
+    let source = if development { PluginSource::Development } else { PluginSource::File };
+    Ok(files.into_iter().map(source).collect())
 }
 
 /// Loads `sources` plus every plugin with a `path` in `plugins`, and builds the pipelines of
@@ -187,7 +196,7 @@ pub(crate) fn load_plugins(
     for source in sources {
         let origin = match source {
             PluginSource::Builtin(..) => Origin::Builtin,
-            PluginSource::File(path) => Origin::File(path.display().to_string()),
+            PluginSource::File(path) | PluginSource::Development(path) => Origin::File(path.display().to_string()),
         };
         loaded.push((Arc::new(source.load(runtime, plugins, fee_limits)?), origin));
     }

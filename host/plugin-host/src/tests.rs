@@ -35,7 +35,7 @@ fn a_plugin_directory_replaces_the_builtins() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("card.wasm"), wasmpay_plugin_artifacts::CARD).expect("write");
     std::fs::write(dir.path().join("notes.txt"), "not a plugin").expect("write");
-    let sources = directory_sources(dir.path()).expect("list");
+    let sources = directory_sources(dir.path(), false).expect("list");
     let pipelines = load(&sources, &BTreeMap::new()).expect("load");
     assert_eq!(pipelines.methods().collect::<Vec<_>>(), ["card"]);
     let card = pipelines.get("card").expect("card pipeline");

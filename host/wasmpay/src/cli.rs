@@ -144,6 +144,12 @@ struct ServeArgs {
     /// Configuration file (wasmpay.toml).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// A node for developing plugins: `plugin push` may replace a stored version in place
+    /// (while this node serves its deployment alone) and `--plugins` manifests need no
+    /// `sha256`. Only on a SQLite ledger: a cluster that serves real money must keep every
+    /// version as it decided payments.
+    #[arg(long)]
+    dev: bool,
     /// Compile every plugin at every start instead of keeping compiled plugins in the cache
     /// (`[sandbox] cache_dir`, by default `$XDG_CACHE_HOME/wasmpay` or `~/.cache/wasmpay`).
     #[arg(long)]
@@ -374,7 +380,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.sandbox.cache_dir = default_cache_dir();
     }
     let plugin_sources = match &args.plugins {
-        Some(directory) => directory_sources(directory)?,
+        Some(directory) => directory_sources(directory, args.dev)?,
         None => builtin_plugins(),
     };
     let admin_token = std::env::var("WASMPAY_ADMIN_TOKEN").ok().filter(|token| !token.is_empty());
@@ -391,6 +397,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         node_id: args.node_id.unwrap_or_else(default_node_id),
         config,
         admin_token,
+        development: args.dev,
         ..NodeSettings::new()
     };
     // Listening for the signals from the start: joining can wait for the binding's grace

@@ -316,11 +316,22 @@ async fn a_watched_directory_swaps_a_plugin_replaced_in_place() {
 
 /// Pays `payer-0` → `shop` with the `faulty` method and `fault`, and waits for the reply.
 async fn pay_faulty(client: &async_nats::Client, id: &str, fault: &str) -> wasmpay_protocol::Reply {
+    pay_as(client, id, ("faulty", 100), serde_json::json!({"fault": fault})).await
+}
+
+/// Pays `payer-0` → `shop` `amount` minor units of EUR with `method` and `details`, and waits
+/// for the reply.
+async fn pay_as(
+    client: &async_nats::Client,
+    id: &str,
+    (method, amount): (&str, u64),
+    details: Value,
+) -> wasmpay_protocol::Reply {
     let payer = payer(0);
     let partitioner = wasmpay_protocol::routing::Partitioner::new(PARTITIONS).unwrap();
     let partition = partitioner.partition_of(&wasmpay_protocol::routing::AccountId::new(payer.as_str()).unwrap());
-    let body = serde_json::json!({"version": 1, "id": id, "payer": payer, "payee": "shop", "amount": 100,
-        "currency": "EUR", "method": "faulty", "details": {"fault": fault}});
+    let body = serde_json::json!({"version": 1, "id": id, "payer": payer, "payee": "shop", "amount": amount,
+        "currency": "EUR", "method": method, "details": details});
     let subject = wasmpay_protocol::routing::subjects::pay(partition, &payer);
     // As docs/protocol.md tells a client: no responder, or no reply in time, is retried with
     // the same id. Right after a NATS server failover the partition's lease may be taken again
@@ -425,4 +436,73 @@ async fn a_push_during_a_nats_restart_arrives_and_a_quarantine_stays() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_quarantined(&node, &client, "after-restart").await;
     drop(ledger);
+}
+
+/// A development node (`serve --dev`, SQLite): its plugin directory's manifests need no
+/// `sha256`, and a push replaces a stored version in place, the next payment decided by the
+/// new terms under the same version (here a lower limit). `--dev` on PostgreSQL does not
+/// start. (A node that is not for development refuses the same push:
+/// `bad_versions_are_refused_and_the_serving_one_stays`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_development_node_replaces_a_version_in_place() {
+    let Stage { nats, workdir, db, ledger: _ledger } = Stage::new(Backend::Sqlite).await;
+    let directory = workdir.path().join("plugins");
+    std::fs::create_dir(&directory).unwrap();
+    std::fs::write(directory.join("card.wasm"), wasmpay_plugin_artifacts::CARD).unwrap();
+    std::fs::write(directory.join("card.toml"), wasmpay_plugin_artifacts::CARD_MANIFEST).unwrap();
+    let plugins = directory.to_str().unwrap();
+    let node = Member::start_with(&nats.url(), &db, "dev", workdir.path(), &["--plugins", plugins, "--dev"]);
+    converged(&[&node]).await;
+    assert_eq!(serving(&node, "card").await.0.as_deref(), Some("0.1.0"));
+
+    let client = connect(&nats.url()).await;
+    let card = || serde_json::json!({"pan": "4242424242424242", "expiry": "12/30"});
+    let before = pay_as(&client, "dev-1", ("card", 20_000), card()).await;
+    assert_eq!((before.status, before.plugins.as_slice()), (Status::Approved, ["card@0.1.0".to_owned()].as_slice()));
+
+    // card 0.1.0 into the store, then again with a lower limit: the second replaces the first.
+    let pushed = workdir.path().join("card.wasm");
+    std::fs::write(&pushed, wasmpay_plugin_artifacts::CARD).unwrap();
+    let mut replies = Vec::new();
+    for (limit, id) in [("30000", "dev-2"), ("10000", "dev-3")] {
+        let limited = format!("[config]\n\"limit.EUR\" = \"{limit}\"");
+        std::fs::write(
+            workdir.path().join("card.toml"),
+            wasmpay_plugin_artifacts::CARD_MANIFEST.replace("[config]", &limited),
+        )
+        .unwrap();
+        let pushed = plugin_command(&node, &["push", pushed.to_str().unwrap()]);
+        assert!(pushed.as_ref().is_ok_and(|printed| printed.contains("card 0.1.0")), "{pushed:?}");
+        replies.push(pay_as(&client, id, ("card", 20_000), card()).await);
+    }
+    assert_eq!(replies[0].status, Status::Approved, "{:?}", replies[0]);
+    let over = (replies[1].status, replies[1].reason.as_deref());
+    assert_eq!(over, (Status::Declined, Some("amount_over_limit")), "{:?}", replies[1]);
+    assert!(replies.iter().all(|reply| reply.plugins == ["card@0.1.0"]), "{replies:?}");
+    let log = std::fs::read_to_string(&node.log).unwrap();
+    assert!(log.contains("plugin version replaced in place"), "{log}");
+
+    // The watched directory's manifest, still without `sha256`, rewritten with a higher limit:
+    // the next poll installs it, and the payment over the pushed limit is approved again.
+    let higher = wasmpay_plugin_artifacts::CARD_MANIFEST.replace("[config]", "[config]\n\"limit.EUR\" = \"30000\"");
+    std::fs::write(directory.join("card.toml"), higher).unwrap();
+    let started = Instant::now();
+    for attempt in 0.. {
+        let reply = pay_as(&client, &format!("dev-4-{attempt}"), ("card", 20_000), card()).await;
+        if reply.status == Status::Approved {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the directory's manifest was not installed: {reply:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(node);
+
+    let postgres = Backend::Postgres.fresh_database(workdir.path());
+    let output = Command::new(BINARY)
+        .args(["serve", "--nats", &nats.url(), "--db", &postgres, "--http", "127.0.0.1:0", "--dev"])
+        .env("WASMPAY_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && printed.contains("only on a SQLite ledger"), "{printed}");
 }

@@ -47,6 +47,8 @@ pub struct PluginParts<'a> {
     pub store: PluginStore,
     /// Where the node's plugins came from at start (the built-in components among them).
     pub sources: &'a [PluginSource],
+    /// A development node: an upload may replace a stored version ([`NodeSettings::development`](crate::node::NodeSettings::development)).
+    pub development: bool,
 }
 
 /// What the handlers share.
@@ -65,6 +67,8 @@ pub struct ApiState {
     uploads: tokio::sync::Semaphore,
     /// The built-in components by SHA-256, so that a built-in version can enter the store.
     builtins: std::collections::BTreeMap<Sha256, &'static [u8]>,
+    /// Whether an upload may replace a stored version in place.
+    development: bool,
     cluster: Views,
     /// The bus's partitions, whose confirmed subscriptions readiness checks.
     intake: Intake,
@@ -83,12 +87,12 @@ impl ApiState {
     ) -> ApiState {
         let admin_token = admin_token.filter(|token| !token.is_empty());
         let uploads = tokio::sync::Semaphore::new(1);
-        let PluginParts { host: plugins, store: plugin_store, sources } = plugins;
+        let PluginParts { host: plugins, store: plugin_store, sources, development } = plugins;
         let builtins = sources
             .iter()
             .filter_map(|source| match source {
                 PluginSource::Builtin(_, bytes, _) => Some((Sha256::of(bytes), *bytes)),
-                PluginSource::File(_) => None,
+                PluginSource::File(_) | PluginSource::Development(_) => None,
             })
             .collect();
         ApiState {
@@ -100,6 +104,7 @@ impl ApiState {
             plugin_store,
             uploads,
             builtins,
+            development,
             cluster,
             intake,
             admin_token,

@@ -14,7 +14,7 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 use wasmpay_plugin_host::manifest::valid_plugin_version;
-use wasmpay_plugin_host::{Manifest, Origin, PluginStatus, Refusal, Sha256, VersionState};
+use wasmpay_plugin_host::{Manifest, Origin, PluginStatus, Refusal, Sha256};
 
 use super::{ApiState, Body, Problem, json_response, problem};
 use crate::plugins::store::{MAX_COMPONENT_BYTES, Pointer, StoreError};
@@ -104,16 +104,21 @@ pub async fn upload(state: &ApiState, name: &str, key: Option<&str>, body: serde
         Err(error) => return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", &error.to_string()),
     };
     // A version never changes: other terms under a stored version are refused before any
-    // work is spent on them.
-    match state.plugin_store.stored_version(name, &manifest.version).await {
-        Ok(Some(stored)) if stored != manifest => {
-            let message =
-                format!("{} is stored with other terms: a version never changes, publish a new one", manifest.key());
-            return problem(StatusCode::CONFLICT, "conflict", &message);
-        }
-        Ok(_) => {}
+    // work is spent on them, except on a development node that serves its deployment alone.
+    let replaces = match state.plugin_store.stored_version(name, &manifest.version).await {
+        Ok(Some(stored)) if stored != manifest => match replacement_refused(state) {
+            None => true,
+            Some(why) => {
+                let message = format!(
+                    "{} is stored with other terms: a version never changes, publish a new one{why}",
+                    manifest.key()
+                );
+                return problem(StatusCode::CONFLICT, "conflict", &message);
+            }
+        },
+        Ok(_) => false,
         Err(error) => return store_problem(&error),
-    }
+    };
     // The whole check, on this node, before anything is stored: a version the store holds
     // passed it once.
     let (host, checked_manifest, checked_bytes) = (state.plugins.clone(), manifest.clone(), bytes.clone());
@@ -127,10 +132,18 @@ pub async fn upload(state: &ApiState, name: &str, key: Option<&str>, body: serde
         }
         Err(error) => return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", &error.to_string()),
     }
-    if let Err(error) = state.plugin_store.upload(&manifest, &bytes).await {
+    let stored = match replaces {
+        true => state.plugin_store.replace(&manifest, &bytes).await,
+        false => state.plugin_store.upload(&manifest, &bytes).await,
+    };
+    if let Err(error) = stored {
         return store_problem(&error);
     }
-    tracing::info!(plugin = %manifest.key(), sha256 = manifest.sha256.as_ref().map(Sha256::as_str).unwrap_or_default(), "plugin version uploaded");
+    let sha256 = manifest.sha256.as_ref().map(Sha256::as_str).unwrap_or_default();
+    match replaces {
+        true => tracing::warn!(plugin = %manifest.key(), sha256, "plugin version replaced in place (development node)"),
+        false => tracing::info!(plugin = %manifest.key(), sha256, "plugin version uploaded"),
+    }
     if upload.activate {
         let serving = serving(state, name).await;
         let since = state.plugins.attempts();
@@ -247,20 +260,45 @@ async fn storable(state: &ApiState, manifest: Manifest) -> Option<Manifest> {
 
 /// Waits until this node serves what `pointer` says (that very component), or refused it
 /// after `since` ([`wasmpay_plugin_host::PluginHost::attempts`] before the change).
+/// Why this node may not replace a stored version in place (appended to the refusal), or
+/// `None` when it may: it is a development node and serves its deployment alone, so no other
+/// node can have decided a payment with the version being replaced.
+fn replacement_refused(state: &ApiState) -> Option<String> {
+    if !state.development {
+        return Some(String::new());
+    }
+    let view = state.cluster.current();
+    if let Some(refused) = view.refused {
+        return Some(format!(" (this development node serves nothing: {refused})"));
+    }
+    let others: Vec<&str> =
+        view.members.iter().map(|member| member.node.as_str()).filter(|node| *node != view.node).collect();
+    match others.is_empty() {
+        true => None,
+        false => Some(format!(
+            " (a development node replaces versions only while it is alone; also live: {})",
+            others.join(", ")
+        )),
+    }
+}
+
 async fn settle(state: &ApiState, name: &str, since: u64, pointer: Result<Pointer, StoreError>) -> Response {
     let pointer = match pointer {
         Ok(pointer) => pointer,
         Err(error) => return store_problem(&error),
     };
-    let wanted = pointer.active.as_ref().map(|manifest| (manifest.version.clone(), manifest.sha256.clone()));
     let deadline = tokio::time::Instant::now() + CONVERGE_TIMEOUT;
     loop {
         let status = state.plugins.status().into_iter().find(|status| status.name == name);
-        let active =
-            status.as_ref().filter(|status| status.active.is_some()).and_then(|status| status.versions.first());
-        let serving = active.map(|version| (version.version.clone(), Some(version.sha256.clone())));
-        let quarantined = active.is_some_and(|version| version.state == VersionState::Quarantined);
-        if serving == wanted && !quarantined {
+        let serving = status.as_ref().and_then(|status| status.active.as_ref().and(status.versions.first()));
+        // The very manifest, not only its version and component: other terms (a development
+        // node's replacement, a built-in's component under another configuration) switch too.
+        // A quarantined version does not serve.
+        let switched = match &pointer.active {
+            Some(manifest) => state.plugins.serves(manifest),
+            None => serving.is_none(),
+        };
+        if switched {
             return json_response(StatusCode::OK, &json!({"plugin": status, "pointer": pointer}));
         }
         if let Some(refusal) = status.as_ref().and_then(|status| refused(status, &pointer, since)) {
@@ -269,8 +307,8 @@ async fn settle(state: &ApiState, name: &str, since: u64, pointer: Result<Pointe
         if tokio::time::Instant::now() >= deadline {
             let message = format!(
                 "the cluster store now says {name} {}, but this node still serves {} after {CONVERGE_TIMEOUT:?}",
-                wanted.map_or("(removed)".to_owned(), |(version, _)| version),
-                serving.map_or("nothing".to_owned(), |(version, _)| version)
+                pointer.active.as_ref().map_or("(removed)", |manifest| manifest.version.as_str()),
+                serving.map_or("nothing", |version| version.version.as_str())
             );
             return problem(StatusCode::ACCEPTED, "pending", &message);
         }

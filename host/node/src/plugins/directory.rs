@@ -40,10 +40,20 @@ struct Seen {
     name: Option<String>,
 }
 
-/// Polls `directory` until shutdown. What it holds at the start was loaded with the node, so
-/// it is not loaded again.
+/// A watched plugin directory.
+#[derive(Clone, Debug)]
+pub struct Watched {
+    /// The directory.
+    pub directory: PathBuf,
+    /// A development node's: a manifest without `sha256` describes the component beside it
+    /// as it is, so a rebuilt component replaces its version in place.
+    pub development: bool,
+}
+
+/// Polls the directory until shutdown. What it holds at the start was loaded with the node,
+/// so it is not loaded again.
 pub fn watch(
-    directory: PathBuf,
+    Watched { directory, development }: Watched,
     host: Arc<PluginHost>,
     metrics: Arc<Metrics>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -63,14 +73,19 @@ pub fn watch(
             // A poll may wait for a compile and self-test; shutdown does not wait for it (the
             // load finishes on its blocking thread, into a node that is stopping).
             tokio::select! {
-                () = poll(&directory, &mut seen, &host, &metrics) => {}
+                () = poll((&directory, development), &mut seen, &host, &metrics) => {}
                 () = shutdown::requested(&mut shutdown) => return,
             }
         }
     })
 }
 
-async fn poll(directory: &Path, seen: &mut BTreeMap<PathBuf, Seen>, host: &Arc<PluginHost>, metrics: &Metrics) {
+async fn poll(
+    (directory, development): (&Path, bool),
+    seen: &mut BTreeMap<PathBuf, Seen>,
+    host: &Arc<PluginHost>,
+    metrics: &Metrics,
+) {
     let present = components(directory);
     for path in &present {
         let stamps = stamps(path);
@@ -83,7 +98,7 @@ async fn poll(directory: &Path, seen: &mut BTreeMap<PathBuf, Seen>, host: &Arc<P
         entry.acted_on = Some(stamps);
         // Reading, hashing and checking a component is blocking work.
         let (host, file) = (host.clone(), path.clone());
-        let loaded = tokio::task::spawn_blocking(move || load(&host, &file)).await;
+        let loaded = tokio::task::spawn_blocking(move || load(&host, &file, development)).await;
         match loaded {
             Ok(Ok(name)) => {
                 metrics.plugin_switches.fetch_add(1, Ordering::Relaxed);
@@ -119,10 +134,13 @@ async fn poll(directory: &Path, seen: &mut BTreeMap<PathBuf, Seen>, host: &Arc<P
 }
 
 /// Loads the component at `path` with its manifest beside it; the plugin's name.
-fn load(host: &PluginHost, path: &Path) -> Result<String, String> {
+fn load(host: &PluginHost, path: &Path, development: bool) -> Result<String, String> {
     let component = std::fs::read(path).map_err(|error| error.to_string())?;
     let text = std::fs::read_to_string(path.with_extension("toml")).map_err(|error| error.to_string())?;
-    let manifest = Manifest::parse(&text).map_err(|error| error.to_string())?;
+    let mut manifest = Manifest::parse(&text).map_err(|error| error.to_string())?;
+    if development {
+        manifest = manifest.hashed_if_unstated(&component);
+    }
     let switched = host
         .install(&manifest, &component, Origin::File(path.display().to_string()))
         .map_err(|error| format!("{}: {error}", error.code()))?;

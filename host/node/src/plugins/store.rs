@@ -119,14 +119,7 @@ impl PluginStore {
             }
             None => {}
         }
-        // Checked against the bytes by the uploading node's checks.
-        let sha256 = manifest.expected_hash().map_err(|error| StoreError::Conflict(error.to_string()))?.as_str();
-        // Its metadata says whether the store has it (no need to read the component); the
-        // same bytes stored again would only cost the transfer.
-        if js::request("reading a component's metadata", self.objects.info(sha256)).await.is_err() {
-            let mut reader = bytes;
-            js::bounded("storing a component", TRANSFER_TIMEOUT, self.objects.put(sha256, &mut reader)).await?;
-        }
+        self.store_component(manifest, bytes).await?;
         let value = serde_json::to_vec(manifest).map_err(|error| unencodable("encoding a manifest", error))?;
         let key = version_key(&manifest.name, &manifest.version);
         let created = js::request("storing a manifest", async {
@@ -143,6 +136,31 @@ impl PluginStore {
                 "{} was uploaded meanwhile with other terms: a version never changes, publish a new one",
                 manifest.key()
             )));
+        }
+        Ok(())
+    }
+
+    /// Stores a version that passed its checks, replacing what `name@version` named before:
+    /// only for a development node that serves its deployment alone (the API checks), where a
+    /// rebuilt plugin keeps its version. The component it replaces stays in the object store
+    /// (content-addressed: another version may name it).
+    pub async fn replace(&self, manifest: &Manifest, bytes: &[u8]) -> Result<(), StoreError> {
+        self.store_component(manifest, bytes).await?;
+        let value = serde_json::to_vec(manifest).map_err(|error| unencodable("encoding a manifest", error))?;
+        let key = version_key(&manifest.name, &manifest.version);
+        js::request("replacing a manifest", self.pointers.put(key, value.into())).await?;
+        Ok(())
+    }
+
+    /// Stores `manifest`'s component, `bytes`, unless the store has it.
+    async fn store_component(&self, manifest: &Manifest, bytes: &[u8]) -> Result<(), StoreError> {
+        // Checked against the bytes by the uploading node's checks.
+        let sha256 = manifest.expected_hash().map_err(|error| StoreError::Conflict(error.to_string()))?.as_str();
+        // Its metadata says whether the store has it (no need to read the component); the
+        // same bytes stored again would only cost the transfer.
+        if js::request("reading a component's metadata", self.objects.info(sha256)).await.is_err() {
+            let mut reader = bytes;
+            js::bounded("storing a component", TRANSFER_TIMEOUT, self.objects.put(sha256, &mut reader)).await?;
         }
         Ok(())
     }
