@@ -2,7 +2,8 @@
 //! order, and what a page's cursor means.
 //!
 //! Entries are ordered by their id; payments by the id of their first entry on the account,
-//! so a statement is read through `entries_by_account` and the payment path pays for no index
+//! so a statement is read through the entries' index by account (SQLite's `entries_by_account`,
+//! PostgreSQL's primary key `(account_id, id)`) and the payment path pays for no index
 //! of its own (two indexes on `payments` by payer and payee cost the ledger 40 % of its rate
 //! on SQLite, docs/performance.md); open holds by (expiry, id). A page's `next` cursor is the
 //! last row's key, so the next page starts exactly after it however many rows arrive

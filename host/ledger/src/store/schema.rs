@@ -38,6 +38,7 @@ pub(crate) const POSTGRES: Migrations = &[
     (6, "statements through entries", include_str!("../../migrations/postgres/0006_statements_through_entries.sql")),
     (7, "assets", include_str!("../../migrations/postgres/0007_assets.sql")),
     (8, "fee reversals", include_str!("../../migrations/postgres/0008_fee_reversals.sql")),
+    (9, "entries keyed by account", include_str!("../../migrations/postgres/0009_entries_keyed_by_account.sql")),
 ];
 
 /// The migrator of a backend's schema.

@@ -1,7 +1,7 @@
 //! A node on one backend, loaded over NATS: at each in-flight level the bus limit, card
 //! payments to ten merchants and to one hot payee, back to back so each ratio compares
 //! neighbours; then open-loop arrivals at half the best end-to-end rate, for the latency a
-//! client sees under load.
+//! client sees under load; last, on a node started again, the lifecycle's pairs.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,8 +22,8 @@ use super::{Backend, BenchArgs};
 /// Amount of every payment, in minor units.
 const AMOUNT: u64 = 100;
 
-/// Starts a node on the ledger at `url`, opens and funds its accounts, measures, and stops
-/// the node whatever the outcome.
+/// Starts a node on the ledger at `url`, opens and funds its accounts, measures the plain
+/// payment's rows, and stops the node whatever the outcome.
 pub async fn measure(
     args: &BenchArgs,
     backend: Backend,
@@ -31,15 +31,7 @@ pub async fn measure(
     nats_url: &str,
     client: &async_nats::Client,
 ) -> anyhow::Result<Vec<Row>> {
-    let settings = NodeSettings {
-        nats_url: nats_url.to_owned(),
-        database_url: url.to_owned(),
-        http_address: SocketAddr::from(([127, 0, 0, 1], 0)),
-        node_id: format!("bench-{}", backend.name()),
-        ..NodeSettings::new()
-    };
-    let payers = Payers::new(args.payers, Partitioner::new(settings.partitions)?)?;
-    let node = Node::start(settings).await.with_context(|| format!("starting a node on {}", backend.name()))?;
+    let (node, payers) = start(args, backend, url, nats_url).await?;
     let measured = async {
         setup::open_and_fund(node.ledger(), &payers).await?;
         let _responder = load::noop_responder(nats_url).await?;
@@ -52,6 +44,58 @@ pub async fn measure(
     .await;
     node.shutdown().await;
     measured
+}
+
+/// Starts a node again on the ledger [`measure`] funded and measures the lifecycle's rows at
+/// the highest in-flight level, each beside `uniform`, the plain payment's rate at that level.
+/// They run after every plain payment row of the backend, its ledger alone included, so that
+/// those see the same history in every build: the lifecycle's rows add some 15,000 transfers.
+pub async fn measure_lifecycle(
+    args: &BenchArgs,
+    backend: Backend,
+    (url, nats_url): (&str, &str),
+    client: &async_nats::Client,
+    uniform: u64,
+) -> anyhow::Result<Vec<Row>> {
+    let (node, payers) = start(args, backend, url, nats_url).await?;
+    let level = args.in_flight.iter().copied().max().unwrap_or(1);
+    let what = |scenario: Scenario| format!("{} {}, {level} in flight", backend.name(), scenario.label());
+    let tag = format!("life-{level}");
+    let pairs = |scenario: Scenario, index| lifecycle_pair(client, &payers, scenario, &tag, index);
+    let captured = closed_loop(&what(Scenario::AuthorizeCapture), level, args.limits(), |index| {
+        pairs(Scenario::AuthorizeCapture, index)
+    })
+    .await;
+    let refunded =
+        closed_loop(&what(Scenario::PayRefund), level, args.limits(), |index| pairs(Scenario::PayRefund, index)).await;
+    let settled =
+        closed_loop(&what(Scenario::Settlement), level, args.limits(), |index| settle(client, &payers, &tag, index))
+            .await;
+    node.shutdown().await;
+    let row = |scenario: Scenario, measured: &Measured| {
+        Row::measured(scenario, Some(backend), format!("{level} in flight"), measured)
+            .in_flight(level)
+            .compare("uniform", uniform)
+    };
+    Ok(vec![
+        row(Scenario::AuthorizeCapture, &captured),
+        row(Scenario::PayRefund, &refunded),
+        row(Scenario::Settlement, &settled),
+    ])
+}
+
+/// A node on the ledger at `url`, ready, and the payers it serves.
+async fn start(args: &BenchArgs, backend: Backend, url: &str, nats_url: &str) -> anyhow::Result<(Node, Payers)> {
+    let settings = NodeSettings {
+        nats_url: nats_url.to_owned(),
+        database_url: url.to_owned(),
+        http_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        node_id: format!("bench-{}", backend.name()),
+        ..NodeSettings::new()
+    };
+    let payers = Payers::new(args.payers, Partitioner::new(settings.partitions)?)?;
+    let node = Node::start(settings).await.with_context(|| format!("starting a node on {}", backend.name()))?;
+    Ok((node, payers))
 }
 
 /// The bus limit, ten merchants and hot payee at each in-flight level.
@@ -78,27 +122,6 @@ async fn closed_loop_rows(
         rows.push(row(Scenario::BusLimit, &bus));
         rows.push(row(Scenario::Uniform, &uniform).compare("bus", bus.per_second));
         rows.push(row(Scenario::HotPayee, &hot).compare("uniform", uniform.per_second).compare("bus", bus.per_second));
-        // The lifecycle at the highest level only: two round trips each, beside the plain
-        // payments of the same level.
-        if Some(&level) == args.in_flight.iter().max() {
-            let tag = format!("life-{level}");
-            let pairs = |scenario: Scenario, index| lifecycle_pair(client, payers, scenario, &tag, index);
-            let captured = closed_loop(&what(Scenario::AuthorizeCapture), level, args.limits(), |index| {
-                pairs(Scenario::AuthorizeCapture, index)
-            })
-            .await;
-            let refunded = closed_loop(&what(Scenario::PayRefund), level, args.limits(), |index| {
-                pairs(Scenario::PayRefund, index)
-            })
-            .await;
-            let settled = closed_loop(&what(Scenario::Settlement), level, args.limits(), |index| {
-                settle(client, payers, &tag, index)
-            })
-            .await;
-            rows.push(row(Scenario::AuthorizeCapture, &captured).compare("uniform", uniform.per_second));
-            rows.push(row(Scenario::PayRefund, &refunded).compare("uniform", uniform.per_second));
-            rows.push(row(Scenario::Settlement, &settled).compare("uniform", uniform.per_second));
-        }
     }
     rows
 }

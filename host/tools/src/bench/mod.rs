@@ -145,10 +145,17 @@ async fn measure_all(args: &BenchArgs, server: Option<&PgServer>) -> anyhow::Res
             Backend::Sqlite => format!("sqlite://{}", workdir.path().join("bench.db").display()),
             Backend::Postgres => server.context("PostgreSQL is not connected")?.ledger_url(),
         };
-        rows.extend(end_to_end::measure(args, backend, &url, &nats.url, &client).await?);
+        let plain = end_to_end::measure(args, backend, &url, &nats.url, &client).await?;
+        let level = args.in_flight.iter().max();
+        let uniform = plain.iter().find(|row| row.scenario == Scenario::Uniform && row.in_flight.as_ref() == level);
+        let uniform = uniform.map_or(0, |row| row.per_second);
+        rows.extend(plain);
         // The node bound the NATS server to its ledger; the next backend's node writes another.
-        wasmpay_node::cluster::unbind(client.clone(), None).await.context("unbinding the private nats-server")?;
+        let unbind = || wasmpay_node::cluster::unbind(client.clone(), None);
+        unbind().await.context("unbinding the private nats-server")?;
         rows.push(ledger::measure(args, backend, &url).await?);
+        rows.extend(end_to_end::measure_lifecycle(args, backend, (&url, &nats.url), &client, uniform).await?);
+        unbind().await.context("unbinding the private nats-server")?;
     }
     if let Some(server) = server
         && args.pgbench_seconds > 0
