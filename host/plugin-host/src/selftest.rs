@@ -80,8 +80,11 @@ pub struct FixtureResult {
     /// What the plugin answered (`approved, fee 315 borne by the payee`), or why the fixture
     /// failed.
     pub result: Result<String, String>,
-    /// The longest of its runs, plugin calls included.
-    pub elapsed: Duration,
+    /// The median of its runs' times, each on instances made for it (plugin calls included,
+    /// as a payment pays them).
+    pub median: Duration,
+    /// The longest of its runs.
+    pub slowest: Duration,
 }
 
 /// Runs every fixture of `manifest` on `plugin`; the first that does not get its expected
@@ -122,7 +125,7 @@ pub fn report(
     let mut results = Vec::with_capacity(manifest.fixtures.len());
     for (index, fixture) in manifest.fixtures.iter().enumerate() {
         let mut outcomes: Vec<Result<Outcome, String>> = Vec::with_capacity(runs);
-        let mut elapsed = Duration::ZERO;
+        let mut times = Vec::with_capacity(runs.max(1));
         for _ in 0..runs.max(1) {
             let started = Instant::now();
             let outcome = match decide(&mut instances, plugin, manifest, fixture, index, fee_limits) {
@@ -130,7 +133,7 @@ pub fn report(
                 Err(Undecided::Plugin(message)) => Err(message),
                 Ok(outcome) => Ok(outcome),
             };
-            elapsed = elapsed.max(started.elapsed());
+            times.push(started.elapsed());
             outcomes.push(outcome);
             // Every run gets instances of its own, as every payment does.
             instances.end_payment();
@@ -147,7 +150,9 @@ pub fn report(
             [Ok(outcome), ..] => Ok(outcome.to_string()),
             [] => Err("no run".into()),
         };
-        results.push(FixtureResult { name: fixture.name.clone(), result, elapsed });
+        times.sort();
+        let (median, slowest) = (times[times.len() / 2], times[times.len() - 1]);
+        results.push(FixtureResult { name: fixture.name.clone(), result, median, slowest });
     }
     Ok(results)
 }

@@ -224,7 +224,7 @@ fn test(component: &Path, manifest: Option<PathBuf>, runs: u16) -> anyhow::Resul
         .map_err(|error| anyhow::anyhow!("{}: {error}", error.code()))?;
     let info = &report.info;
     println!(
-        "{} {} (sha256 {}), methods {}, {} fixtures, each run {runs} times in the sandbox",
+        "{} {} (sha256 {}), methods {}, {} fixtures, each run {runs} times in the sandbox (median, slowest)",
         info.name,
         info.version,
         report.sha256,
@@ -237,8 +237,8 @@ fn test(component: &Path, manifest: Option<PathBuf>, runs: u16) -> anyhow::Resul
             Ok(outcome) => ("ok  ", outcome),
             Err(failure) => ("FAIL", failure),
         };
-        let micros = fixture.elapsed.as_micros();
-        println!("  {mark}  {:<width$}  {micros:>7} µs  {said}", fixture.name);
+        let (median, slowest) = (fixture.median.as_micros(), fixture.slowest.as_micros());
+        println!("  {mark}  {:<width$}  {median:>7} µs {slowest:>7} µs  {said}", fixture.name);
     }
     let failed = report.fixtures.iter().filter(|fixture| fixture.result.is_err()).count();
     let passed = report.fixtures.len() - failed;
