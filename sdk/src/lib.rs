@@ -4,7 +4,7 @@
 //! [`export_plugin!`]. The SDK hides the WIT bindings (`wit/` in the repository) and gives you
 //! typed [`Payment`], [`Money`], [`Rejection`] and [`FeeQuote`] values.
 //!
-//! ```ignore
+//! ```
 //! use wasmpay_sdk::{Config, FeeBearer, FeeQuote, Payment, Plugin, PluginInfo, Rejection};
 //!
 //! struct Cash;
