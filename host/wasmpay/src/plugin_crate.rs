@@ -56,6 +56,9 @@ pub fn new(name: &str, directory: Option<PathBuf>, sdk: Option<PathBuf>) -> anyh
         bail!("{} already exists and is not empty: choose another --dir", directory.display());
     }
     let sdk_text = sdk.to_str().with_context(|| format!("the SDK's path {} is not UTF-8", sdk.display()))?;
+    if sdk_text.chars().any(char::is_control) {
+        bail!("the SDK's path {sdk_text:?} holds control characters, which Cargo.toml cannot carry");
+    }
     for (path, template) in TEMPLATE {
         let text = template
             .replace("{{name}}", name)
