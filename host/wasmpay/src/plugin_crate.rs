@@ -203,6 +203,11 @@ mod tests {
             let refused = new(bad, Some(directory.path().join("x")), None);
             assert!(refused.is_err(), "{bad:?} was accepted");
         }
+        let odd = directory.path().join("sdk\nhere");
+        std::fs::create_dir(&odd).expect("a directory");
+        std::fs::write(odd.join("Cargo.toml"), "").expect("a manifest");
+        let refused = new("voucher", Some(directory.path().join("y")), Some(odd)).expect_err("a newline");
+        assert!(refused.to_string().contains("control characters"), "{refused}");
         std::fs::write(directory.path().join("file"), "").expect("a file");
         let refused = new("voucher", Some(directory.path().to_owned()), None).expect_err("not empty");
         assert!(refused.to_string().contains("not empty"), "{refused}");
