@@ -32,16 +32,19 @@ def setting(key: str, default: int) -> int:
     value = config.get(key)
     if value is None:
         return default
-    if not value.isdigit() or len(value) > 15:
+    if not (value.isascii() and value.isdigit()) or len(value) > 15:
         raise Err(types.Rejection(code="plugin_misconfigured", message=f"{key} must be a whole number of minor units", retryable=True))
     return int(value)
 
 
 def valid_iban(iban: str) -> bool:
+    # ASCII first: `upper()` maps some other letters to two ASCII ones ("ﬁ" to "FI").
+    if not iban.isascii():
+        return False
     compact = iban.replace(" ", "").upper()
     if len(compact) < 4 or IBAN_LENGTHS.get(compact[:2]) != len(compact):
         return False
-    if not compact[2:4].isdigit() or not compact.isalnum() or not compact.isascii():
+    if not compact.isalnum() or not compact[2:4].isdigit() or not 2 <= int(compact[2:4]) <= 98:
         return False
     rearranged = compact[4:] + compact[:4]
     digits = "".join(str(int(char, 36)) for char in rearranged)

@@ -44,6 +44,9 @@ pub fn new(name: &str, directory: Option<PathBuf>, sdk: Option<PathBuf>) -> anyh
     if !wasmpay_plugin_host::valid_plugin_name(name) || !starts_with_letter {
         bail!("a plugin name is 1-32 characters of a-z 0-9 -, starting with a letter (`{name}` is not)");
     }
+    if KEYWORDS.contains(&name) {
+        bail!("`{name}` is a Rust keyword, which Cargo refuses as a crate's name: choose another");
+    }
     let sdk = match sdk.or_else(default_sdk) {
         Some(sdk) => sdk.canonicalize().with_context(|| format!("the SDK at {}", sdk.display()))?,
         None => bail!("no wasmpay SDK found beside this binary: pass --sdk PATH (the sdk/ directory of a checkout)"),
@@ -73,15 +76,23 @@ pub fn new(name: &str, directory: Option<PathBuf>, sdk: Option<PathBuf>) -> anyh
     Ok(directory)
 }
 
-/// `card-plus` → `CardPlus`: the template's plugin type.
+/// `card-plus` → `CardPlusPlugin`: the template's plugin type. The suffix keeps it clear of
+/// the SDK's types the template imports (`Payment`, `Config`, ...) and of `Self`.
 fn type_name(name: &str) -> String {
-    name.split('-')
-        .flat_map(|word| {
-            let mut chars = word.chars();
-            chars.next().map(|first| first.to_ascii_uppercase()).into_iter().chain(chars)
-        })
-        .collect()
+    let words = name.split('-').flat_map(|word| {
+        let mut chars = word.chars();
+        chars.next().map(|first| first.to_ascii_uppercase()).into_iter().chain(chars)
+    });
+    words.chain("Plugin".chars()).collect()
 }
+
+/// Rust's keywords, which Cargo refuses as package names.
+const KEYWORDS: [&str; 51] = [
+    "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "crate", "do", "dyn", "else",
+    "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "macro", "match", "mod",
+    "move", "mut", "override", "priv", "pub", "ref", "return", "self", "static", "struct", "super", "trait", "true",
+    "try", "type", "typeof", "unsafe", "unsized", "use", "virtual", "where", "while", "yield",
+];
 
 /// What `build` made.
 #[derive(Debug)]
@@ -109,8 +120,15 @@ pub fn build(directory: &Path) -> anyhow::Result<Built> {
         format!("reading {}: is this a plugin crate? (`wasmpay plugin new NAME` makes one)", source.display())
     })?;
     let manifest = Manifest::parse(&text).with_context(|| source.display().to_string())?;
-    add_target_when_missing()?;
-    let built = compile(directory)?;
+    add_target_when_missing(directory)?;
+    let (built, version) = compile(directory)?;
+    if version != manifest.version {
+        bail!(
+            "Cargo.toml says version {version} (what `describe` reports), {} says {}: make them the same",
+            source.display(),
+            manifest.version
+        );
+    }
     let component = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
     let sha256 = Sha256::of(&component);
     let text = match &manifest.sha256 {
@@ -136,50 +154,73 @@ pub fn build(directory: &Path) -> anyhow::Result<Built> {
     })
 }
 
-/// `rustup target add wasm32-wasip2` unless it is installed.
-fn add_target_when_missing() -> anyhow::Result<()> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running `rustup target list` (is rustup installed? https://rustup.rs)")?;
+/// `rustup target add wasm32-wasip2` unless it is installed, for the toolchain the crate
+/// builds with (its `rust-toolchain.toml`, if any). Without rustup, cargo says what is missing.
+fn add_target_when_missing(directory: &Path) -> anyhow::Result<()> {
+    let Ok(installed) = Command::new("rustup").args(["target", "list", "--installed"]).current_dir(directory).output()
+    else {
+        eprintln!("rustup not found: building with the toolchain on PATH, which needs the {TARGET} target");
+        return Ok(());
+    };
     if String::from_utf8_lossy(&installed.stdout).lines().any(|line| line.trim() == TARGET) {
         return Ok(());
     }
     eprintln!("adding the Rust target {TARGET}");
-    let added = Command::new("rustup").args(["target", "add", TARGET]).status().context("running rustup")?;
+    let added = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .current_dir(directory)
+        .status()
+        .context("running rustup")?;
     if !added.success() {
         bail!("`rustup target add {TARGET}` failed ({added})");
     }
     Ok(())
 }
 
-/// Runs cargo on the crate and returns the component it wrote, as cargo reports it (wherever
-/// the target directory is: `CARGO_TARGET_DIR`, a workspace's, the crate's own).
-fn compile(directory: &Path) -> anyhow::Result<PathBuf> {
+/// Runs cargo in the crate and returns the component it wrote for the crate itself (not a
+/// dependency), as cargo reports it wherever the target directory is (`CARGO_TARGET_DIR`, a
+/// workspace's, the crate's own), with the crate's version.
+fn compile(directory: &Path) -> anyhow::Result<(PathBuf, String)> {
+    let cargo_toml = directory.join("Cargo.toml");
+    let cargo_toml = cargo_toml.canonicalize().with_context(|| format!("{}", cargo_toml.display()))?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
         .args(["build", "--release", "--target", TARGET, "--message-format", "json-render-diagnostics"])
         .arg("--manifest-path")
-        .arg(directory.join("Cargo.toml"))
+        .arg(&cargo_toml)
+        .current_dir(directory)
         .stderr(Stdio::inherit())
         .output()
         .context("running cargo")?;
     if !output.status.success() {
         bail!("cargo build failed ({}): its errors are above", output.status);
     }
-    let components: Vec<PathBuf> = String::from_utf8_lossy(&output.stdout)
+    let ours = |message: &serde_json::Value| {
+        message["reason"] == "compiler-artifact"
+            && message["manifest_path"].as_str().map(Path::new) == Some(cargo_toml.as_path())
+            && message["target"]["kind"].as_array().is_some_and(|kinds| kinds.contains(&"cdylib".into()))
+    };
+    let messages: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
         .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| message["reason"] == "compiler-artifact")
-        .filter(|message| message["target"]["kind"].as_array().is_some_and(|kinds| kinds.contains(&"cdylib".into())))
-        .filter_map(|message| message["filenames"].as_array().cloned())
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(ours)
+        .collect();
+    let components: Vec<PathBuf> = messages
+        .iter()
+        .filter_map(|message| message["filenames"].as_array())
         .flatten()
         .filter_map(|file| file.as_str().map(PathBuf::from))
         .filter(|file| file.extension().is_some_and(|extension| extension == "wasm"))
         .collect();
+    // `path+file:///…/voucher#0.1.0`, or `…#voucher@0.1.0` when the directory's name differs.
+    let version = messages
+        .first()
+        .and_then(|message| message["package_id"].as_str())
+        .and_then(|id| id.rsplit(['#', '@']).next())
+        .unwrap_or_default()
+        .to_owned();
     match components.as_slice() {
-        [component] => Ok(component.clone()),
+        [component] => Ok((component.clone(), version)),
         [] => bail!("cargo built no component: the crate needs `crate-type = [\"cdylib\", ...]` under [lib]"),
         _ => bail!("cargo built {} components; a plugin crate builds one", components.len()),
     }
@@ -191,15 +232,15 @@ mod tests {
 
     #[test]
     fn type_names_are_the_name_in_upper_camel_case() {
-        assert_eq!(type_name("card-plus"), "CardPlus");
-        assert_eq!(type_name("voucher"), "Voucher");
-        assert_eq!(type_name("pay-2-go"), "Pay2Go");
+        assert_eq!(type_name("card-plus"), "CardPlusPlugin");
+        assert_eq!(type_name("payment"), "PaymentPlugin");
+        assert_eq!(type_name("pay-2-go"), "Pay2GoPlugin");
     }
 
     #[test]
     fn new_refuses_bad_names_and_a_directory_with_files() {
         let directory = tempfile::tempdir().expect("temp dir");
-        for bad in ["", "Card", "9lives", "under_score", "a/b", &"x".repeat(33)] {
+        for bad in ["", "Card", "9lives", "under_score", "a/b", "type", &"x".repeat(33)] {
             let refused = new(bad, Some(directory.path().join("x")), None);
             assert!(refused.is_err(), "{bad:?} was accepted");
         }

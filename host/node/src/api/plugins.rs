@@ -106,7 +106,7 @@ pub async fn upload(state: &ApiState, name: &str, key: Option<&str>, body: serde
     // A version never changes: other terms under a stored version are refused before any
     // work is spent on them, except on a development node that serves its deployment alone.
     let replaces = match state.plugin_store.stored_version(name, &manifest.version).await {
-        Ok(Some(stored)) if stored != manifest => match replacement_refused(state) {
+        Ok(Some(stored)) if stored != manifest => match replacement_refused(state, &stored) {
             None => true,
             Some(why) => {
                 let message = format!(
@@ -258,14 +258,16 @@ async fn storable(state: &ApiState, manifest: Manifest) -> Option<Manifest> {
     }
 }
 
-/// Waits until this node serves what `pointer` says (that very component), or refused it
-/// after `since` ([`wasmpay_plugin_host::PluginHost::attempts`] before the change).
-/// Why this node may not replace a stored version in place (appended to the refusal), or
-/// `None` when it may: it is a development node and serves its deployment alone, so no other
-/// node can have decided a payment with the version being replaced.
-fn replacement_refused(state: &ApiState) -> Option<String> {
+/// Why this node may not replace `stored` in place (appended to the refusal), or `None` when
+/// it may: it is a development node and serves its deployment alone, so no other node can
+/// have decided a payment with the version being replaced, and the version is not one this
+/// binary ships (a replaced built-in would shadow it for every later node on this NATS).
+fn replacement_refused(state: &ApiState, stored: &Manifest) -> Option<String> {
     if !state.development {
         return Some(String::new());
+    }
+    if stored.sha256.as_ref().is_some_and(|sha256| state.builtins.contains_key(sha256)) {
+        return Some(" (a built-in version is never replaced, even on a development node)".to_owned());
     }
     let view = state.cluster.current();
     if let Some(refused) = view.refused {
@@ -282,6 +284,8 @@ fn replacement_refused(state: &ApiState) -> Option<String> {
     }
 }
 
+/// Waits until this node serves what `pointer` says (that very manifest), or refused it
+/// after `since` ([`wasmpay_plugin_host::PluginHost::attempts`] before the change).
 async fn settle(state: &ApiState, name: &str, since: u64, pointer: Result<Pointer, StoreError>) -> Response {
     let pointer = match pointer {
         Ok(pointer) => pointer,
