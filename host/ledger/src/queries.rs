@@ -371,8 +371,10 @@ const SUMS: &str = concat!(
     balance_with_credits!(),
     " AS balance FROM accounts) AS a GROUP BY currency ORDER BY currency"
 );
+/// Per unit: a settlement's legs in two units must each sum to zero, not only together.
 const UNBALANCED: &str =
-    "SELECT payment_id FROM entries GROUP BY payment_id HAVING SUM(amount) <> 0 ORDER BY payment_id";
+    "SELECT payment_id FROM (SELECT e.payment_id FROM entries e LEFT JOIN accounts a ON a.id = e.account_id
+     GROUP BY e.payment_id, a.currency HAVING SUM(e.amount) <> 0) AS u GROUP BY payment_id ORDER BY payment_id";
 const DRIFTED: &str = concat!(
     "SELECT id FROM (SELECT id, ",
     balance_with_credits!(),

@@ -568,6 +568,17 @@ async fn the_audit_sees_each_broken_invariant(backend: Backend) {
     tamper("UPDATE payments SET status = 'declined' WHERE id = 'fund'").await;
     assert_eq!(ledger.audit().await.expect("audit").declined_with_entries, ["fund"]);
     tamper("UPDATE payments SET status = 'approved' WHERE id = 'fund'").await;
+    // Entries of two units that sum to zero together but not each: unbalanced.
+    let dollars = NewAccount {
+        id: id("usd"),
+        currency: "USD".parse::<Currency>().expect("USD").into(),
+        floor: MinorUnits(-1_000),
+    };
+    ledger.open_account(&dollars, 0).await.expect("a dollar account");
+    tamper("INSERT INTO entries (payment_id, account_id, amount) VALUES ('fund', 'alice', 7), ('fund', 'usd', -7)")
+        .await;
+    assert_eq!(ledger.audit().await.expect("audit").unbalanced_payments, ["fund"]);
+    tamper("DELETE FROM entries WHERE payment_id = 'fund' AND amount IN (7, -7)").await;
     // SQLite's schema refuses this too (a CHECK constraint); the audit must not rely on it.
     tamper(match backend {
         Backend::Sqlite => "PRAGMA ignore_check_constraints = ON; UPDATE accounts SET floor = 2000 WHERE id = 'alice'",
