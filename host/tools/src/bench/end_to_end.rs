@@ -58,6 +58,17 @@ pub async fn measure_lifecycle(
     uniform: u64,
 ) -> anyhow::Result<Vec<Row>> {
     let (node, payers) = start(args, backend, url, nats_url).await?;
+    // Serving, not only started: its partitions taken again and subscribed.
+    let started = std::time::Instant::now();
+    let mut attempt = 0;
+    while !pay(client, &payers, Payees::Uniform, "life-warmup", attempt).await {
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            node.shutdown().await;
+            anyhow::bail!("the {} node started again did not approve a payment within 30 s", backend.name());
+        }
+        attempt += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let level = args.in_flight.iter().copied().max().unwrap_or(1);
     let what = |scenario: Scenario| format!("{} {}, {level} in flight", backend.name(), scenario.label());
     let tag = format!("life-{level}");

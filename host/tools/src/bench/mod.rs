@@ -150,12 +150,11 @@ async fn measure_all(args: &BenchArgs, server: Option<&PgServer>) -> anyhow::Res
         let uniform = plain.iter().find(|row| row.scenario == Scenario::Uniform && row.in_flight.as_ref() == level);
         let uniform = uniform.map_or(0, |row| row.per_second);
         rows.extend(plain);
-        // The node bound the NATS server to its ledger; the next backend's node writes another.
-        let unbind = || wasmpay_node::cluster::unbind(client.clone(), None);
-        unbind().await.context("unbinding the private nats-server")?;
         rows.push(ledger::measure(args, backend, &url).await?);
+        // The NATS server stays bound to this ledger, so the lifecycle's node serves at once.
         rows.extend(end_to_end::measure_lifecycle(args, backend, (&url, &nats.url), &client, uniform).await?);
-        unbind().await.context("unbinding the private nats-server")?;
+        // The next backend's node binds it to its own ledger.
+        wasmpay_node::cluster::unbind(client.clone(), None).await.context("unbinding the private nats-server")?;
     }
     if let Some(server) = server
         && args.pgbench_seconds > 0
