@@ -460,6 +460,21 @@ fn the_plugin_tutorial_runs_as_written() {
     node.kill().unwrap();
     node.wait().unwrap();
     let reply: serde_json::Value = serde_json::from_str(last.trim()).unwrap_or_else(|_| panic!("a reply: {last}"));
+
+    // A version bumped in Cargo.toml only (what `describe` reports) is refused at build, not
+    // found later at a push.
+    let cargo_toml = cwd.join("Cargo.toml");
+    let bumped =
+        std::fs::read_to_string(&cargo_toml).unwrap().replacen("version = \"0.1.0\"", "version = \"0.1.1\"", 1);
+    std::fs::write(&cargo_toml, bumped).unwrap();
+    let output = Command::new(BINARY)
+        .args(["plugin", "build"])
+        .current_dir(&cwd)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    let printed = text(&output);
+    assert!(!output.status.success() && printed.contains("Cargo.toml says version 0.1.1"), "{printed}");
     assert_eq!((&reply["status"], &reply["fee"]), (&"approved".into(), &38.into()), "{reply}");
     assert_eq!(reply["plugins"][0].as_str().map(|plugin| plugin.starts_with("voucher@")), Some(true), "{reply}");
 }
