@@ -35,6 +35,8 @@ use crate::settings::Identity;
 /// end, several round trips, so it is bounded more loosely than one request (it runs for an
 /// operator's command only).
 const LISTING_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many times a listing that timed out is started again (so at most 30 s in all).
+const LISTING_ATTEMPTS: u32 = 3;
 
 /// What a node knows about its deployment's binding in one round: [`decide`]'s input.
 #[derive(Clone, Copy, Debug)]
@@ -205,9 +207,20 @@ async fn live_members(
     members: &Store,
     blocking: impl Fn(&str) -> bool,
 ) -> Result<Vec<(String, String)>, JetStreamError> {
-    let listing =
-        async { members.keys().await.map_err(Cause::from)?.try_collect::<Vec<String>>().await.map_err(Cause::from) };
-    let keys = js::bounded("listing the members", LISTING_TIMEOUT, listing).await?;
+    // A listing is an ordered push consumer, whose first messages the server may push before
+    // the client's subscription to them exists; async-nats then recovers only at a missed
+    // heartbeat, which under load can outlast the bound. A listing is a read: a stalled one
+    // is tried afresh, at most LISTING_ATTEMPTS times in all.
+    let mut attempt = 1;
+    let keys = loop {
+        let listing = async {
+            members.keys().await.map_err(Cause::from)?.try_collect::<Vec<String>>().await.map_err(Cause::from)
+        };
+        match js::bounded("listing the members", LISTING_TIMEOUT, listing).await {
+            Err(JetStreamError::Timeout { .. }) if attempt < LISTING_ATTEMPTS => attempt += 1,
+            listed => break listed?,
+        }
+    };
     let mut live = Vec::new();
     for key in keys {
         let record = js::request("reading a member", members.get(&key)).await?;
