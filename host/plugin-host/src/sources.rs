@@ -98,8 +98,16 @@ pub enum PluginSource {
 }
 
 impl PluginSource {
-    /// Reads the component and its manifest.
-    fn read(&self) -> Result<(String, Vec<u8>, Option<Manifest>), PluginError> {
+    /// The file at `path`: a [`PluginSource::Development`] one on a development node.
+    pub fn of_file(path: std::path::PathBuf, development: bool) -> PluginSource {
+        match development {
+            true => PluginSource::Development(path),
+            false => PluginSource::File(path),
+        }
+    }
+
+    /// Reads the component and its manifest: where it came from, its bytes, its manifest.
+    pub fn read(&self) -> Result<(String, Vec<u8>, Option<Manifest>), PluginError> {
         match self {
             PluginSource::Builtin(name, bytes, manifest) => {
                 let source_name = format!("builtin:{name}");
@@ -167,8 +175,7 @@ pub fn directory_sources(directory: &std::path::Path, development: bool) -> Resu
         .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
         .collect();
     files.sort();
-    let source = if development { PluginSource::Development } else { PluginSource::File };
-    Ok(files.into_iter().map(source).collect())
+    Ok(files.into_iter().map(|path| PluginSource::of_file(path, development)).collect())
 }
 
 /// Loads `sources` plus every plugin with a `path` in `plugins`, and builds the pipelines of

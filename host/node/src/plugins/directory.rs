@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinHandle;
-use wasmpay_plugin_host::{Manifest, Origin, PluginHost};
+use wasmpay_plugin_host::{Origin, PluginHost, PluginSource};
 
 use crate::metrics::Metrics;
 use crate::shutdown;
@@ -53,14 +53,14 @@ pub struct Watched {
 /// Polls the directory until shutdown. What it holds at the start was loaded with the node,
 /// so it is not loaded again.
 pub fn watch(
-    Watched { directory, development }: Watched,
+    watched: Watched,
     host: Arc<PluginHost>,
     metrics: Arc<Metrics>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut seen: BTreeMap<PathBuf, Seen> = BTreeMap::new();
-        for path in components(&directory) {
+        for path in components(&watched.directory) {
             let stamps = stamps(&path);
             let name = serving_name(&host, &path);
             seen.insert(path, Seen { stamps, acted_on: Some(stamps), name });
@@ -73,19 +73,16 @@ pub fn watch(
             // A poll may wait for a compile and self-test; shutdown does not wait for it (the
             // load finishes on its blocking thread, into a node that is stopping).
             tokio::select! {
-                () = poll((&directory, development), &mut seen, &host, &metrics) => {}
+                () = poll(&watched, &mut seen, &host, &metrics) => {}
                 () = shutdown::requested(&mut shutdown) => return,
             }
         }
     })
 }
 
-async fn poll(
-    (directory, development): (&Path, bool),
-    seen: &mut BTreeMap<PathBuf, Seen>,
-    host: &Arc<PluginHost>,
-    metrics: &Metrics,
-) {
+async fn poll(watched: &Watched, seen: &mut BTreeMap<PathBuf, Seen>, host: &Arc<PluginHost>, metrics: &Metrics) {
+    let Watched { directory, development } = watched;
+    let development = *development;
     let present = components(directory);
     for path in &present {
         let stamps = stamps(path);
@@ -133,14 +130,13 @@ async fn poll(
     }
 }
 
-/// Loads the component at `path` with its manifest beside it; the plugin's name.
+/// Loads the component at `path` with its manifest beside it, read as the node read its
+/// directory at start; the plugin's name.
 fn load(host: &PluginHost, path: &Path, development: bool) -> Result<String, String> {
-    let component = std::fs::read(path).map_err(|error| error.to_string())?;
-    let text = std::fs::read_to_string(path.with_extension("toml")).map_err(|error| error.to_string())?;
-    let mut manifest = Manifest::parse(&text).map_err(|error| error.to_string())?;
-    if development {
-        manifest = manifest.hashed_if_unstated(&component);
-    }
+    let (_, component, manifest) =
+        PluginSource::of_file(path.to_owned(), development).read().map_err(|error| error.to_string())?;
+    let manifest =
+        manifest.ok_or_else(|| format!("no manifest {} beside it", path.with_extension("toml").display()))?;
     let switched = host
         .install(&manifest, &component, Origin::File(path.display().to_string()))
         .map_err(|error| format!("{}: {error}", error.code()))?;
