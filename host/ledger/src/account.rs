@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::error::LedgerError;
-use wasmpay_protocol::money::{MinorUnits, Unit};
+use wasmpay_protocol::money::{Currency, MinorUnits, Unit};
 use wasmpay_protocol::routing::AccountId;
 
 /// What an account is for.
@@ -17,6 +17,11 @@ pub enum AccountKind {
     Fees,
     /// Where deposits come from; no floor.
     External,
+    /// The ledger's position in one currency from cross-border payments: credited with what
+    /// payers pay in it, debited by what payees are paid in it. No floor: it is the money
+    /// changed, and its balance, currency by currency, is what the operator settles with its
+    /// FX provider.
+    Fx,
 }
 
 impl AccountKind {
@@ -25,6 +30,7 @@ impl AccountKind {
             AccountKind::Customer => "customer",
             AccountKind::Fees => "fees",
             AccountKind::External => "external",
+            AccountKind::Fx => "fx",
         }
     }
 
@@ -33,6 +39,7 @@ impl AccountKind {
             "customer" => Ok(AccountKind::Customer),
             "fees" => Ok(AccountKind::Fees),
             "external" => Ok(AccountKind::External),
+            "fx" => Ok(AccountKind::Fx),
             other => Err(LedgerError::Corrupt(format!("account kind `{other}`"))),
         }
     }
@@ -76,6 +83,12 @@ pub fn fee_account(currency: Unit) -> AccountId {
 /// negative balance is the money (or the asset) that entered the ledger.
 pub fn external_account(currency: Unit) -> AccountId {
     system_account("external", currency)
+}
+
+/// The FX account of a currency: the source side of a cross-border payment is credited to it,
+/// the counter side debited from it, so every currency's entries still sum to zero.
+pub fn fx_account(currency: Currency) -> AccountId {
+    system_account("fx", Unit::Currency(currency))
 }
 
 fn system_account(kind: &str, currency: Unit) -> AccountId {

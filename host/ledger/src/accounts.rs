@@ -5,19 +5,24 @@ use std::collections::HashMap;
 use wasmpay_protocol::money::Unit;
 use wasmpay_protocol::routing::AccountId;
 
-use crate::account::{Account, AccountKind, NewAccount, external_account, fee_account};
+use crate::account::{Account, AccountKind, NewAccount, external_account, fee_account, fx_account};
 use crate::error::LedgerError;
 use crate::handle::Ledger;
 use crate::store::on_store;
 
 impl Ledger {
-    /// Opens a customer account, and the fee and external accounts of its currency if this is
-    /// the currency's first account. An asset's account needs the asset registered first
+    /// Opens a customer account, and the fee, external and (for a currency) FX accounts of its
+    /// unit if this is the unit's first account. An asset's account needs the asset registered first
     /// ([`LedgerError::UnknownAsset`]). Opening the same account again with the same terms is a
     /// no-op (so a client can retry); with other terms it is [`LedgerError::AccountExists`].
     pub async fn open_account(&self, new: &NewAccount, now_ms: i64) -> Result<Account, LedgerError> {
+        // A currency's FX account too: a cross-border payment may pay into or out of it.
+        let fx = new.currency.currency().map(|currency| (fx_account(currency), AccountKind::Fx));
         let system =
-            [(fee_account(new.currency), AccountKind::Fees), (external_account(new.currency), AccountKind::External)];
+            [(fee_account(new.currency), AccountKind::Fees), (external_account(new.currency), AccountKind::External)]
+                .into_iter()
+                .chain(fx)
+                .collect::<Vec<_>>();
         let account = on_store!(&self.store, backend => {
             let mut transaction = backend.begin_write().await?;
             // Assets are never removed, so a registration seen here holds when this commits.

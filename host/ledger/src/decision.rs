@@ -26,6 +26,7 @@ use wasmpay_protocol::routing::AccountId;
 use wasmpay_protocol::{Leg, PaymentId};
 
 use crate::account::{Account, fee_account};
+use crate::conversion::QuoteState;
 use crate::error::{LedgerError, checked};
 use crate::hold::{Hold, HoldState};
 use crate::refund::Refundable;
@@ -46,6 +47,8 @@ pub(crate) struct Keys {
     pub(crate) holds: Vec<PaymentId>,
     /// The payments and captures a refund of the batch takes back from.
     pub(crate) refunds: Vec<PaymentId>,
+    /// The FX quotes its cross-border payments were made with.
+    pub(crate) quotes: Vec<String>,
 }
 
 impl Keys {
@@ -56,6 +59,7 @@ impl Keys {
             payers: BTreeSet::new(),
             holds: Vec::new(),
             refunds: Vec::new(),
+            quotes: Vec::new(),
         };
         for transfer in transfers {
             match &transfer.kind {
@@ -69,6 +73,7 @@ impl Keys {
                     keys.holds.extend(kind.closes().cloned());
                 }
             }
+            keys.quotes.extend(transfer.kind.conversion().and_then(|conversion| conversion.quote.clone()));
             keys.touched.extend(transfer.accounts().cloned());
             keys.touched.insert(fee_account(transfer.currency));
             keys.payers.extend(transfer.debited().cloned());
@@ -86,6 +91,9 @@ pub(crate) type Holds = HashMap<PaymentId, Hold>;
 /// The payments and captures a batch's refunds take back from, by id.
 pub(crate) type Refundables = HashMap<PaymentId, Refundable>;
 
+/// The FX quotes a batch's cross-border payments were made with, by id.
+pub(crate) type Quotes = HashMap<String, QuoteState>;
+
 /// What a batch read before it is decided, as its transaction found it.
 #[derive(Debug, Default)]
 pub(crate) struct Found {
@@ -97,6 +105,8 @@ pub(crate) struct Found {
     pub(crate) holds: Holds,
     /// What its refunds take back from.
     pub(crate) refundables: Refundables,
+    /// The quotes its cross-border payments were made with, and whether each was used.
+    pub(crate) quotes: Quotes,
 }
 
 /// Partition → the newest fencing token the ledger has seen for it.
@@ -183,7 +193,7 @@ pub(crate) fn decide(
     locked: &BTreeSet<AccountId>,
     fences: &Fences,
 ) -> (Vec<Result<Recorded, LedgerError>>, Writes) {
-    let Found { mut existing, mut accounts, mut holds, mut refundables } = found;
+    let Found { mut existing, mut accounts, mut holds, mut refundables, mut quotes } = found;
     let mut writes = Writes::default();
     let mut outcomes = Vec::with_capacity(jobs.len());
     // A transfer under a token older than its partition's newest is refused alone: an old
@@ -211,7 +221,7 @@ pub(crate) fn decide(
             outcomes.push(Ok(Recorded::Existing(stored.clone())));
             continue;
         }
-        let parents = (&holds, &refundables);
+        let parents = (&holds, &refundables, &quotes);
         let decided = decide_one(&transfer, replies.declined_by_plugin(), &accounts, parents).and_then(|decided| {
             let totals = writes.totals_after(&transfer, &decided, locked)?;
             let reply = replies.into_reply(decided.decision).ok_or_else(|| {
@@ -240,6 +250,12 @@ pub(crate) fn decide(
             if refunded.fee_reversed > MinorUnits::ZERO {
                 writes.reversals.push((transfer.id.clone(), refunded.fee_reversed));
             }
+        }
+        if decision == Decision::Approved
+            && let Some(quote) = transfer.kind.conversion().and_then(|conversion| conversion.quote.as_ref())
+            && let Some(state) = quotes.get_mut(quote)
+        {
+            state.used = true;
         }
         if let (Some((_, after)), Some(state)) = (held, accounts.get_mut(&transfer.payer)) {
             state.held = after;
@@ -402,7 +418,7 @@ fn decide_one(
     transfer: &Transfer,
     declined_by_plugin: bool,
     accounts: &HashMap<AccountId, Account>,
-    (holds, refundables): (&Holds, &Refundables),
+    (holds, refundables, quotes): (&Holds, &Refundables, &Quotes),
 ) -> Result<Decided, LedgerError> {
     // What the schema would refuse is refused here, for this transfer alone: at commit it
     // would fail the whole batch.
@@ -421,11 +437,13 @@ fn decide_one(
     }
     // Both accounts must exist and hold the transfer's currency: checked before a plugin's
     // decline is recorded, since a payment between these accounts cannot exist at all.
-    for account in [&transfer.payer, &transfer.payee] {
+    let payee_unit =
+        transfer.kind.conversion().map_or(transfer.currency, |conversion| Unit::Currency(conversion.counter));
+    for (account, unit) in [(&transfer.payer, transfer.currency), (&transfer.payee, payee_unit)] {
         let Some(state) = accounts.get(account) else {
             return Err(LedgerError::UnknownAccount(account.to_string()));
         };
-        if state.currency != transfer.currency {
+        if state.currency != unit {
             return Err(LedgerError::CurrencyMismatch { account: account.to_string(), holds: state.currency });
         }
     }
@@ -450,6 +468,9 @@ fn decide_one(
         return Ok(Decided::only(Decision::PluginDeclined));
     }
     let payer = accounts.get(&transfer.payer).ok_or_else(|| LedgerError::UnknownAccount(transfer.payer.to_string()))?;
+    if let Some(decision) = quoted(transfer, quotes)? {
+        return Ok(Decided::only(decision));
+    }
     if let Some(hold) = closing {
         match (hold.state, &transfer.kind) {
             (HoldState::Open, _) => {}
@@ -525,6 +546,31 @@ fn decide_one(
         Some(changes) => Ok(Decided { refunded, ..Decided::posting(changes) }),
         None => Ok(Decided::only(Decision::InsufficientFunds)),
     }
+}
+
+/// The decision on a cross-border payment's quote, if it declines the payment: expired at
+/// the payment's time, or used by another payment already. A quote that does not exist or
+/// whose terms are not the payment's is the caller's mistake (it read the quote to price the
+/// payment), not a decision.
+fn quoted(transfer: &Transfer, quotes: &Quotes) -> Result<Option<Decision>, LedgerError> {
+    let Some(conversion) = transfer.kind.conversion() else {
+        return Ok(None);
+    };
+    let Some(id) = &conversion.quote else {
+        return Ok(None);
+    };
+    let invalid = |what: &str| LedgerError::Invalid(format!("{}: {what} quote `{id}`", transfer.id));
+    let state = quotes.get(id).ok_or_else(|| invalid("no"))?;
+    if !state.quote.fits(&transfer.payer, &transfer.payee, transfer.amount, conversion) {
+        return Err(invalid("not the terms of"));
+    }
+    Ok(if state.quote.expires_at_ms < transfer.now_ms {
+        Some(Decision::QuoteExpired)
+    } else if state.used {
+        Some(Decision::QuoteUsed)
+    } else {
+        None
+    })
 }
 
 /// What a refund gives back of its payment, and the payment's totals after it.
@@ -663,12 +709,9 @@ fn changes(
     for posting in postings {
         let state =
             accounts.get(posting.account).ok_or_else(|| LedgerError::UnknownAccount(posting.account.to_string()))?;
-        if state.currency != transfer.currency {
-            // The fee account is per currency, so this is not a caller's mistake.
-            return Err(LedgerError::Corrupt(format!(
-                "{} holds {}, not {}",
-                state.id, state.currency, transfer.currency
-            )));
+        if state.currency != posting.unit {
+            // The fee and FX accounts are per currency, so this is not a caller's mistake.
+            return Err(LedgerError::Corrupt(format!("{} holds {}, not {}", state.id, state.currency, posting.unit)));
         }
         let balance = checked(posting.account, state.balance.checked_add(posting.amount))?;
         let held = if posting.account == &transfer.payer { payer_held } else { state.held };
@@ -826,7 +869,11 @@ mod tests {
                     Ok(Recorded::New { decision: Decision::InsufficientFunds, .. }) => "insufficient_funds",
                     Ok(Recorded::New { decision: Decision::PluginDeclined, .. }) => "plugin_declined",
                     Ok(Recorded::New {
-                        decision: Decision::HoldExpired | Decision::HoldNotOpen | Decision::ExceedsRefundable,
+                        decision: Decision::HoldExpired
+                            | Decision::HoldNotOpen
+                            | Decision::ExceedsRefundable
+                            | Decision::QuoteExpired
+                            | Decision::QuoteUsed,
                         ..
                     }) => "not a payment's",
                     Err(_) => "failed",

@@ -13,7 +13,7 @@
 //! Layout, from the top down (a module imports only modules below it):
 //! - operations on the handle: `accounts` (open and read accounts), `assets` (units beyond
 //!   ISO 4217), `funding` (deposits), `fencing` (partition claims, the ledger's identity),
-//!   `client_keys` (who may pay over HTTP), `queries` (a recorded payment, the audit of the
+//!   `client_keys` (who may pay over HTTP), `quotes` (FX quotes), `queries` (a recorded payment, the audit of the
 //!   books), `statements` (an account's entries, payments and open holds, a page at a time);
 //! - `handle`: the [`Ledger`] handle (open, record and submit transfers, probe, close);
 //! - `commit`: group commit, the committer task that [`Ledger::record`] and
@@ -24,7 +24,8 @@
 //! - `decision`: one batch decided in memory, pure code with no I/O;
 //! - the types everything above decides on and stores: `transfer` (a transfer, the replies its
 //!   caller stores with it, the decision, the entries' rule), `hold` (an authorization's
-//!   reservation), `refund` (what a refund takes back), `account`, `names` (what an operator
+//!   reservation), `refund` (what a refund takes back), `conversion` (a cross-border
+//!   payment's other currency, and quotes), `account`, `names` (what an operator
 //!   may call an asset or a key), `settings`, `error`.
 //!
 //! Money and account ids come from `wasmpay-protocol`; nothing here knows about plugins, NATS
@@ -36,6 +37,7 @@ mod accounts;
 mod assets;
 mod client_keys;
 mod commit;
+mod conversion;
 mod decision;
 mod error;
 mod fencing;
@@ -44,16 +46,18 @@ mod handle;
 mod hold;
 mod names;
 mod queries;
+mod quotes;
 mod refund;
 mod settings;
 mod statements;
 mod store;
 mod transfer;
 
-pub use account::{Account, AccountKind, NewAccount, external_account, fee_account};
+pub use account::{Account, AccountKind, NewAccount, external_account, fee_account, fx_account};
 pub use assets::Asset;
 pub use client_keys::{ClientKey, IssuedKey};
 pub use commit::CommitObserver;
+pub use conversion::{Conversion, ConversionRecord, Quote};
 pub use error::LedgerError;
 pub use funding::{DepositReceipt, Deposited};
 pub use handle::{BATCH_FAILURE_WINDOW, Ledger, PROBE_INTERVAL, PROBE_TIMEOUT};

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::conversion::ConversionRecord;
 use crate::error::LedgerError;
 use crate::handle::Ledger;
 use crate::hold::{Hold, HoldState};
@@ -63,6 +64,10 @@ pub struct StoredPayment {
     pub client_key: Option<String>,
     /// An authorization's hold: its state and how it ended.
     pub hold: Option<HoldRecord>,
+    /// A cross-border payment's conversion: what its payee was paid in its own currency, at
+    /// which rate. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversion: Option<ConversionRecord>,
     /// What acted on it since, oldest first: captures, voids and refunds.
     pub history: Vec<PaymentLine>,
     /// The reply sent when it was decided, as JSON text (shown as the JSON it is).
@@ -140,6 +145,11 @@ pub struct Audit {
     /// from their fee (a refund's: its fee less what it gave back of its payment's). Always
     /// empty.
     pub fees_off_entries: Vec<String>,
+    /// Cross-border payments whose entries are not their conversion (the payee paid its
+    /// recorded amount in its currency from that currency's FX account), conversions of
+    /// anything but an approved payment, and approved payments into an account of another
+    /// currency without a conversion. Always empty.
+    pub conversions_off_entries: Vec<String>,
     /// Approved payments, captures, refunds and settlements without entries. Always empty.
     pub approved_without_entries: Vec<String>,
     /// Records that post nothing (declines, authorizations, voids) with entries. Always empty.
@@ -174,6 +184,7 @@ impl Audit {
             ("a hold was not closed exactly once", &self.holds_not_closed_once),
             ("refunds moved back what their payment did not move", &self.refunds_beyond_payments),
             ("a payment's fee entries differ from its fee", &self.fees_off_entries),
+            ("a cross-border payment's entries differ from its conversion", &self.conversions_off_entries),
             ("an approved payment has no entries", &self.approved_without_entries),
             ("a declined payment has entries", &self.declined_with_entries),
             ("a payment or entry references nothing", &self.dangling_references),
@@ -218,6 +229,15 @@ impl Ledger {
                     })
                 })
                 .transpose()?;
+            let conversion: Option<(String, i64, String, String, Option<String>)> = sqlx::query_as(
+                "SELECT currency, amount, rate, fx_plugin, quote_id FROM conversions WHERE payment_id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&mut *connection)
+            .await?;
+            let conversion = conversion.map(|(counter_currency, counter_amount, rate, fx_plugin, quote)| {
+                ConversionRecord { counter_currency, counter_amount, rate, quote, fx_plugin }
+            });
             let sql = format!("SELECT {PAYMENT_LINE} FROM payments p WHERE parent = $1 ORDER BY created_at_ms, id");
             let history = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(&mut *connection).await?;
             let entries = sqlx::query_as("SELECT account_id, amount FROM entries WHERE payment_id = $1 ORDER BY id")
@@ -262,6 +282,7 @@ impl Ledger {
                 fee_reversed,
                 client_key,
                 hold,
+                conversion,
                 history,
                 reply,
                 entries,
@@ -350,6 +371,7 @@ impl Ledger {
                 holds_not_closed_once: ids(text(HOLDS_NOT_CLOSED_ONCE).fetch_all(&mut *connection).await?),
                 refunds_beyond_payments: ids(text(REFUNDS_BEYOND_PAYMENTS).fetch_all(&mut *connection).await?),
                 fees_off_entries: ids(text(FEES_OFF_ENTRIES).fetch_all(&mut *connection).await?),
+                conversions_off_entries: ids(text(CONVERSIONS_OFF_ENTRIES).fetch_all(&mut *connection).await?),
                 approved_without_entries: ids(text(APPROVED_WITHOUT_ENTRIES).fetch_all(&mut *connection).await?),
                 declined_with_entries: ids(text(DECLINED_WITH_ENTRIES).fetch_all(&mut *connection).await?),
                 dangling_references: ids(text(DANGLING).fetch_all(&mut *connection).await?),
@@ -418,6 +440,17 @@ const FEES_OFF_ENTRIES: &str = "SELECT p.id FROM payments p
                      WHERE e.payment_id = p.id AND a.kind = 'fees'), 0)
            <> CASE WHEN p.kind = 'refund' THEN p.fee - p.fee_reversed ELSE p.fee END
      ORDER BY p.id";
+const CONVERSIONS_OFF_ENTRIES: &str =
+    "SELECT c.payment_id FROM conversions c LEFT JOIN payments p ON p.id = c.payment_id
+     WHERE p.id IS NULL OR p.kind <> 'payment' OR p.status <> 'approved' OR c.currency = p.currency
+        OR c.amount <> COALESCE((SELECT SUM(e.amount) FROM entries e JOIN accounts a ON a.id = e.account_id
+                                 WHERE e.payment_id = p.id AND e.account_id = p.payee AND a.currency = c.currency), 0)
+        OR c.amount <> -COALESCE((SELECT SUM(e.amount) FROM entries e JOIN accounts a ON a.id = e.account_id
+                                  WHERE e.payment_id = p.id AND a.kind = 'fx' AND a.currency = c.currency), 0)
+     UNION
+     SELECT p.id FROM payments p JOIN accounts b ON b.id = p.payee
+     WHERE p.kind = 'payment' AND p.status = 'approved' AND b.currency <> p.currency
+       AND NOT EXISTS (SELECT 1 FROM conversions c WHERE c.payment_id = p.id)";
 const APPROVED_WITHOUT_ENTRIES: &str =
     "SELECT p.id FROM payments p WHERE p.status IN ('approved', 'captured', 'refunded', 'settled')
      AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.payment_id = p.id) ORDER BY p.id";

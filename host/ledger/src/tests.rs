@@ -87,6 +87,8 @@ on_both_backends!(
     refunds_move_money_back_up_to_what_was_paid,
     refunds_give_fees_back_within_the_prorated_fee_or_charge_one,
     a_settlement_posts_every_leg_or_none,
+    a_cross_border_payment_books_each_currency_through_its_fx_account,
+    a_quote_converts_one_payment_at_its_terms_until_it_expires,
 );
 
 fn id(text: &str) -> AccountId {
@@ -172,6 +174,152 @@ async fn deposit(ledger: &Ledger, deposit_id: &str, account: &str, amount: i64) 
 
 async fn balance(ledger: &Ledger, account: &str) -> i64 {
     ledger.account(&id(account)).await.expect("read").expect("exists").balance.0
+}
+
+fn usd() -> Currency {
+    "USD".parse().expect("USD")
+}
+
+/// `amount` EUR cents from `payer` (EUR) to `payee` (USD) at `rate`, with `fee` borne by
+/// `bearer`, quoted by `quote` if given.
+fn converted(id: &str, amount: i64, fee: i64, bearer: FeeBearer, rate: &str, quote: Option<&str>) -> Transfer {
+    let conversion =
+        Conversion::new(eur(), usd(), rate.parse().expect("rate"), quote.map(str::to_owned), "fx-table@1.0.0".into());
+    Transfer {
+        kind: TransferKind::CrossBorder(Box::new(conversion)),
+        fee_bearer: bearer,
+        ..transfer(id, &self::id("alice"), &self::id("bob"), amount, fee)
+    }
+}
+
+/// Opens `alice` in EUR with 1,000.00 and `bob` in USD.
+async fn two_currencies(ledger: &Ledger) {
+    open(ledger, "alice", 0).await;
+    deposit(ledger, "fund", "alice", 100_000).await;
+    let bob = NewAccount { id: id("bob"), currency: usd().into(), floor: MinorUnits(0) };
+    ledger.open_account(&bob, 0).await.expect("a dollar account");
+}
+
+/// A payment from a euro account to a dollar account: the payer pays euros (and a payer-borne
+/// fee) into `_fx_EUR`, the payee is paid the conversion, rounded down, out of `_fx_USD`; a
+/// payee-borne fee is taken off before the conversion. Each currency sums to zero, the
+/// payment's record shows the conversion, and a payer short of funds converts nothing.
+async fn a_cross_border_payment_books_each_currency_through_its_fx_account(backend: Backend) {
+    let (ledger, _db) = ledger(backend).await;
+    two_currencies(&ledger).await;
+    let payer_pays = converted("x-1", 10_000, 50, FeeBearer::Payer, "1.0832", None);
+    assert_eq!(decided(ledger.record(payer_pays, named()).await), Decision::Approved);
+    assert_eq!(
+        (balance(&ledger, "alice").await, balance(&ledger, "_fx_EUR").await, balance(&ledger, "_fees_EUR").await),
+        (100_000 - 10_050, 10_000, 50)
+    );
+    assert_eq!((balance(&ledger, "_fx_USD").await, balance(&ledger, "bob").await), (-10_832, 10_832));
+    // 99.00 EUR at 1.0832 is 107.2368 USD: the payee gets 107.23.
+    let payee_pays = converted("x-2", 10_000, 100, FeeBearer::Payee, "1.0832", None);
+    assert_eq!(decided(ledger.record(payee_pays, named()).await), Decision::Approved);
+    assert_eq!(balance(&ledger, "bob").await, 10_832 + 10_723);
+    let record = ledger.payment("x-2").await.expect("read").expect("recorded");
+    let conversion = record.conversion.expect("a conversion");
+    assert_eq!(
+        (conversion.counter_currency.as_str(), conversion.counter_amount, conversion.rate.as_str()),
+        ("USD", 10_723, "1.0832")
+    );
+    assert_eq!(record.entries.len(), 5, "{:?}", record.entries);
+    let too_much = converted("x-3", 1_000_000, 0, FeeBearer::Payer, "1.0832", None);
+    assert_eq!(decided(ledger.record(too_much, named()).await), Decision::InsufficientFunds);
+    assert!(ledger.payment("x-3").await.expect("read").expect("recorded").conversion.is_none());
+    // A payment into the dollar account without a conversion is refused, as before.
+    let plain = transfer("x-4", &id("alice"), &id("bob"), 100, 0);
+    assert!(matches!(ledger.record(plain, named()).await, Err(LedgerError::CurrencyMismatch { .. })));
+    // A conversion into the payer's own currency, or to nothing, is the caller's mistake.
+    let mut same = converted("x-5", 100, 0, FeeBearer::Payer, "1", None);
+    same.payee = id("alice2");
+    open(&ledger, "alice2", 0).await;
+    same.kind = TransferKind::CrossBorder(Box::new(Conversion::new(
+        eur(),
+        eur(),
+        "1".parse().expect("rate"),
+        None,
+        "fx-table@1.0.0".into(),
+    )));
+    assert!(matches!(ledger.record(same, named()).await, Err(LedgerError::Invalid(_))));
+    let dust = converted("x-6", 1, 0, FeeBearer::Payer, "0.5", None);
+    assert!(matches!(ledger.record(dust, named()).await, Err(LedgerError::Invalid(_))));
+
+    let audit = ledger.audit().await.expect("audit");
+    assert_eq!(audit.first_violation(), None, "{audit:?}");
+    assert_eq!(
+        (audit.balance_sum_by_currency.get("EUR"), audit.balance_sum_by_currency.get("USD")),
+        (Some(&0), Some(&0))
+    );
+    let tamper = |sql: &'static str| {
+        let store = ledger.store.clone();
+        async move {
+            store::on_store!(&store, backend => { sqlx::raw_sql(sql).execute(&backend.pool).await.expect("tamper"); });
+        }
+    };
+    tamper("UPDATE conversions SET amount = amount + 1 WHERE payment_id = 'x-1'").await;
+    assert_eq!(ledger.audit().await.expect("audit").conversions_off_entries, ["x-1"]);
+    tamper("UPDATE conversions SET amount = amount - 1 WHERE payment_id = 'x-1'").await;
+    tamper("DELETE FROM conversions WHERE payment_id = 'x-2'").await;
+    assert_eq!(ledger.audit().await.expect("audit").conversions_off_entries, ["x-2"]);
+}
+
+/// A quote fixes a payment's rate: a payment on its terms before it expires is converted at
+/// it; a second payment with it, or one after its expiry, is declined and recorded; a payment
+/// on other terms is the caller's mistake.
+async fn a_quote_converts_one_payment_at_its_terms_until_it_expires(backend: Backend) {
+    let (ledger, _db) = ledger(backend).await;
+    two_currencies(&ledger).await;
+    let rate: wasmpay_protocol::money::Rate = "1.0832".parse().expect("rate");
+    let quote = |id: &str, expires_at_ms: i64| Quote {
+        id: id.to_owned(),
+        payer: self::id("alice"),
+        payee: self::id("bob"),
+        currency: eur(),
+        amount: MinorUnits(5_000),
+        counter_currency: usd(),
+        counter_amount: MinorUnits(5_416),
+        rate,
+        fx_plugin: "fx-table@1.0.0".to_owned(),
+        created_at_ms: 0,
+        expires_at_ms,
+    };
+    ledger.store_quote(&quote("q-1", 1_000)).await.expect("store");
+    ledger.store_quote(&quote("q-2", 1_000)).await.expect("store");
+    assert_eq!(ledger.quote("q-1").await.expect("read"), Some((quote("q-1", 1_000), false)));
+    assert_eq!(ledger.quote("q-9").await.expect("read"), None);
+    let replies = || Replies::Quoted {
+        approved: "approved".into(),
+        insufficient_funds: "short".into(),
+        quote_expired: "expired".into(),
+        quote_used: "used".into(),
+    };
+    let paid = |id: &str, quote: &str, amount: i64, now_ms: i64| Transfer {
+        now_ms,
+        ..converted(id, amount, 0, FeeBearer::Payer, "1.0832", Some(quote))
+    };
+    // Two payments with one quote in one batch: the first converts, the second is declined.
+    let (first, second) = tokio::join!(
+        ledger.record(paid("q-pay-1", "q-1", 5_000, 1_000), replies()),
+        ledger.record(paid("q-pay-2", "q-1", 5_000, 1_000), replies())
+    );
+    let mut decisions = [decided(first), decided(second)];
+    decisions.sort_by_key(|decision| format!("{decision:?}"));
+    assert_eq!(decisions, [Decision::Approved, Decision::QuoteUsed]);
+    assert_eq!(balance(&ledger, "bob").await, 5_416);
+    assert_eq!(ledger.quote("q-1").await.expect("read").map(|(_, used)| used), Some(true));
+    let late = ledger.record(paid("q-pay-3", "q-2", 5_000, 1_001), replies()).await;
+    assert!(
+        matches!(late, Ok(Recorded::New { decision: Decision::QuoteExpired, ref reply }) if reply == "expired"),
+        "{late:?}"
+    );
+    assert!(matches!(ledger.record(paid("q-pay-4", "q-2", 4_999, 0), replies()).await, Err(LedgerError::Invalid(_))));
+    assert!(matches!(ledger.record(paid("q-pay-5", "q-9", 5_000, 0), replies()).await, Err(LedgerError::Invalid(_))));
+    // The expired decline did not use the quote: on time, it converts.
+    assert_eq!(decided(ledger.record(paid("q-pay-6", "q-2", 5_000, 999), replies()).await), Decision::Approved);
+    assert_eq!(balance(&ledger, "bob").await, 2 * 5_416);
+    assert_eq!(ledger.audit().await.expect("audit").first_violation(), None);
 }
 
 /// One authorization's life, each way it can end: a hold lowers the available balance (a

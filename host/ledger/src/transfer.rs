@@ -3,6 +3,7 @@
 //! rules only: `decision` decides batches of them, the store writes them.
 
 use crate::account::fee_account;
+use crate::conversion::Conversion;
 use crate::error::LedgerError;
 use wasmpay_protocol::money::{FeeBearer, MinorUnits, Unit};
 use wasmpay_protocol::routing::AccountId;
@@ -15,6 +16,10 @@ pub enum TransferKind {
     Payment,
     /// Funding from the currency's external account.
     Deposit,
+    /// A client payment decided by plugins into an account of another currency: the payer
+    /// pays the amount (and a payer-borne fee) in the transfer's currency, the payee is paid
+    /// [`Conversion::counter_amount`] in its own, through the two currencies' FX accounts.
+    CrossBorder(Box<Conversion>),
     /// A client payment decided by plugins whose amount and payer-borne fee are held on the
     /// payer (its available balance drops) until a capture posts it, a void releases it, or
     /// the ledger releases it at `expires_at_ms`.
@@ -79,7 +84,7 @@ impl FeeReversal {
 impl TransferKind {
     pub(crate) fn as_str(&self) -> &'static str {
         match self {
-            TransferKind::Payment => "payment",
+            TransferKind::Payment | TransferKind::CrossBorder(_) => "payment",
             TransferKind::Deposit => "deposit",
             TransferKind::Authorization { .. } => "authorization",
             TransferKind::Capture { .. } => "capture",
@@ -103,6 +108,14 @@ impl TransferKind {
         match self {
             TransferKind::Refund { reversal: Some(reversal), .. } => reversal.amount,
             _ => MinorUnits::ZERO,
+        }
+    }
+
+    /// A cross-border payment's conversion.
+    pub fn conversion(&self) -> Option<&Conversion> {
+        match self {
+            TransferKind::CrossBorder(conversion) => Some(conversion),
+            _ => None,
         }
     }
 
@@ -158,25 +171,31 @@ pub struct Transfer {
 }
 
 impl Transfer {
-    /// Every account the transfer may debit: its payer, a settlement's other legs' payers, and
-    /// the fee account a refund gives a fee back from. The batch locks them all, and a
-    /// transfer waits while another writer holds any.
+    /// Every account the transfer may debit: its payer, a settlement's other legs' payers, the
+    /// fee account a refund gives a fee back from, and the FX account a cross-border payment
+    /// pays its payee from. The batch locks them all, and a transfer waits while another
+    /// writer holds any.
     pub(crate) fn debited(&self) -> impl Iterator<Item = &AccountId> {
-        let (legs, fee_account) = match &self.kind {
+        let (legs, system) = match &self.kind {
             TransferKind::Settlement { legs } => (legs.as_slice(), None),
             TransferKind::Refund { reversal, .. } => (&[][..], reversal.as_ref().map(|reversal| &reversal.fee_account)),
+            TransferKind::CrossBorder(conversion) => (&[][..], Some(conversion.fx_counter())),
             _ => (&[][..], None),
         };
-        std::iter::once(&self.payer).chain(legs.iter().map(|leg| &leg.payer)).chain(fee_account)
+        std::iter::once(&self.payer).chain(legs.iter().map(|leg| &leg.payer)).chain(system)
     }
 
     /// Every account the transfer may post to, fee accounts aside.
     pub(crate) fn accounts(&self) -> impl Iterator<Item = &AccountId> {
-        let legs = match &self.kind {
-            TransferKind::Settlement { legs } => legs.as_slice(),
-            _ => &[],
+        let (legs, fx) = match &self.kind {
+            TransferKind::Settlement { legs } => (legs.as_slice(), None),
+            TransferKind::CrossBorder(conversion) => (&[][..], Some([conversion.fx_source(), conversion.fx_counter()])),
+            _ => (&[][..], None),
         };
-        [&self.payer, &self.payee].into_iter().chain(legs.iter().flat_map(|leg| [&leg.payer, &leg.payee]))
+        [&self.payer, &self.payee]
+            .into_iter()
+            .chain(legs.iter().flat_map(|leg| [&leg.payer, &leg.payee]))
+            .chain(fx.into_iter().flatten())
     }
 }
 
@@ -207,6 +226,20 @@ pub enum Replies {
         /// The reply of a refund of more than is left to refund.
         exceeds_refundable: String,
     },
+    /// A cross-border payment made with an FX quote: `approved` if it posts,
+    /// `insufficient_funds` if the payer's floor declines it, `quote_expired` if the ledger
+    /// decides it after the quote's expiry, `quote_used` if another payment converted with the
+    /// quote already.
+    Quoted {
+        /// The reply of an approval.
+        approved: String,
+        /// The reply of a decline for insufficient funds.
+        insufficient_funds: String,
+        /// The reply when the quote expired.
+        quote_expired: String,
+        /// The reply when the quote was used already.
+        quote_used: String,
+    },
     /// A capture, void or expiry of an authorization: the ledger decides on the hold's state
     /// under the payer's lock.
     Closing {
@@ -236,6 +269,10 @@ impl Replies {
             (Replies::Refunding { approved, .. }, Decision::Approved) => Some(approved),
             (Replies::Refunding { insufficient_funds, .. }, Decision::InsufficientFunds) => Some(insufficient_funds),
             (Replies::Refunding { exceeds_refundable, .. }, Decision::ExceedsRefundable) => Some(exceeds_refundable),
+            (Replies::Quoted { approved, .. }, Decision::Approved) => Some(approved),
+            (Replies::Quoted { insufficient_funds, .. }, Decision::InsufficientFunds) => Some(insufficient_funds),
+            (Replies::Quoted { quote_expired, .. }, Decision::QuoteExpired) => Some(quote_expired),
+            (Replies::Quoted { quote_used, .. }, Decision::QuoteUsed) => Some(quote_used),
             (Replies::Closing { closed, .. }, Decision::Approved) => Some(closed),
             (Replies::Closing { hold_expired, .. }, Decision::HoldExpired) => Some(hold_expired),
             (Replies::Closing { not_open, .. }, Decision::HoldNotOpen) => Some(not_open),
@@ -263,6 +300,12 @@ pub enum Decision {
     /// A refund would take back more than the payment moved, with the refunds before it;
     /// recorded, nothing posted.
     ExceedsRefundable,
+    /// A cross-border payment's quote expired before the ledger decided it; recorded, nothing
+    /// posted.
+    QuoteExpired,
+    /// A cross-border payment's quote converted another payment already; recorded, nothing
+    /// posted.
+    QuoteUsed,
 }
 
 impl Decision {
@@ -271,7 +314,9 @@ impl Decision {
     /// reply code.
     pub fn code(self, kind: &TransferKind) -> Code {
         match (self, kind) {
-            (Decision::Approved, TransferKind::Payment | TransferKind::Deposit) => Code::Ok,
+            (Decision::Approved, TransferKind::Payment | TransferKind::CrossBorder(_) | TransferKind::Deposit) => {
+                Code::Ok
+            }
             (Decision::Approved, TransferKind::Authorization { .. }) => Code::Authorized,
             (Decision::Approved, TransferKind::Capture { .. }) => Code::Captured,
             (Decision::Approved, TransferKind::Void { .. }) => Code::Voided,
@@ -283,6 +328,8 @@ impl Decision {
             (Decision::HoldExpired, _) => Code::HoldExpired,
             (Decision::HoldNotOpen, _) => Code::InvalidState,
             (Decision::ExceedsRefundable, _) => Code::ExceedsRefundable,
+            (Decision::QuoteExpired, _) => Code::QuoteExpired,
+            (Decision::QuoteUsed, _) => Code::QuoteUsed,
         }
     }
 }
@@ -302,14 +349,18 @@ pub enum Recorded {
     Existing(StoredReply),
 }
 
-/// One balance change, before it is written.
+/// One balance change, before it is written: `amount` of `unit` on `account`, which must hold
+/// `unit`.
 pub(crate) struct Posting<'a> {
     pub(crate) account: &'a AccountId,
     pub(crate) amount: MinorUnits,
+    pub(crate) unit: Unit,
 }
 
-/// The entries of a transfer: they always sum to zero. A fee goes from its bearer to the fee
-/// account; a refund's fee reversal comes back from it to the bearer.
+/// The entries of a transfer: they always sum to zero, unit by unit. A fee goes from its
+/// bearer to the fee account; a refund's fee reversal comes back from it to the bearer. A
+/// cross-border payment credits what its payee would get to the FX account of its currency,
+/// and pays the payee its conversion from the FX account of the payee's.
 pub(crate) fn postings<'a>(
     transfer: &'a Transfer,
     fee_account: &'a AccountId,
@@ -320,16 +371,50 @@ pub(crate) fn postings<'a>(
         FeeBearer::Payer => (transfer.amount.checked_add(fee).map_err(|_| overflow(&transfer.payer))?, transfer.amount),
         FeeBearer::Payee => (transfer.amount, transfer.amount.checked_sub(fee).map_err(|_| overflow(&transfer.payee))?),
     };
-    let mut postings = vec![
-        Posting { account: &transfer.payer, amount: debit.checked_neg().map_err(|_| overflow(&transfer.payer))? },
-        Posting { account: &transfer.payee, amount: credit },
-    ];
+    let unit = transfer.currency;
+    let mut postings = vec![Posting {
+        account: &transfer.payer,
+        amount: debit.checked_neg().map_err(|_| overflow(&transfer.payer))?,
+        unit,
+    }];
+    match &transfer.kind {
+        TransferKind::CrossBorder(conversion) => {
+            if unit != Unit::Currency(conversion.source) || conversion.counter == conversion.source {
+                return Err(LedgerError::Invalid(format!(
+                    "{}: a conversion from the payment's currency to another one",
+                    transfer.id
+                )));
+            }
+            let paid = conversion.counter_amount(credit).ok_or_else(|| {
+                LedgerError::Invalid(format!("{}: {credit} converts to no payable amount", transfer.id))
+            })?;
+            let counter = Unit::Currency(conversion.counter);
+            postings.push(Posting { account: conversion.fx_source(), amount: credit, unit });
+            postings.push(Posting {
+                account: conversion.fx_counter(),
+                amount: paid.checked_neg().map_err(|_| overflow(conversion.fx_counter()))?,
+                unit: counter,
+            });
+            postings.push(Posting { account: &transfer.payee, amount: paid, unit: counter });
+        }
+        _ => postings.push(Posting { account: &transfer.payee, amount: credit, unit }),
+    }
     if fee != MinorUnits::ZERO {
-        postings.push(Posting { account: fee_account, amount: fee });
+        postings.push(Posting { account: fee_account, amount: fee, unit });
     }
     postings.retain(|posting| posting.amount != MinorUnits::ZERO);
-    let sum = postings.iter().try_fold(MinorUnits::ZERO, |sum, posting| sum.checked_add(posting.amount));
-    assert_eq!(sum, Ok(MinorUnits::ZERO), "entries of {} must sum to zero", transfer.id);
+    let mut sums: Vec<(Unit, MinorUnits)> = Vec::with_capacity(2);
+    for posting in &postings {
+        match sums.iter_mut().find(|(unit, _)| *unit == posting.unit) {
+            Some((_, sum)) => *sum = sum.checked_add(posting.amount).map_err(|_| overflow(posting.account))?,
+            None => sums.push((posting.unit, posting.amount)),
+        }
+    }
+    assert!(
+        sums.iter().all(|(_, sum)| *sum == MinorUnits::ZERO),
+        "entries of {} must sum to zero per unit",
+        transfer.id
+    );
     Ok(postings)
 }
 

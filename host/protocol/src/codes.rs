@@ -103,6 +103,14 @@ pub enum Code {
     NotRefundable,
     /// Settled: every leg of the settlement is posted.
     Settled,
+    /// The payment named an FX quote that does not exist.
+    UnknownQuote,
+    /// The payment differs from the FX quote it names (payer, payee, currencies or amount).
+    QuoteMismatch,
+    /// The FX quote expired before the ledger decided the payment; ask for a new one.
+    QuoteExpired,
+    /// The FX quote converted another payment already: a quote converts one payment.
+    QuoteUsed,
 }
 
 impl Code {
@@ -120,7 +128,9 @@ impl Code {
             | Code::PluginDeclined
             | Code::HoldExpired
             | Code::InvalidState
-            | Code::ExceedsRefundable => Status::Declined,
+            | Code::ExceedsRefundable
+            | Code::QuoteExpired
+            | Code::QuoteUsed => Status::Declined,
             Code::PluginFailed | Code::Unavailable => Status::Error,
             Code::InvalidRequest
             | Code::UnsupportedVersion
@@ -133,7 +143,9 @@ impl Code {
             | Code::WrongPartition
             | Code::UnknownPayment
             | Code::ExceedsAuthorized
-            | Code::NotRefundable => Status::Rejected,
+            | Code::NotRefundable
+            | Code::UnknownQuote
+            | Code::QuoteMismatch => Status::Rejected,
         }
     }
 
@@ -166,6 +178,10 @@ impl Code {
             Code::ExceedsRefundable => "exceeds_refundable",
             Code::NotRefundable => "not_refundable",
             Code::Settled => "settled",
+            Code::UnknownQuote => "unknown_quote",
+            Code::QuoteMismatch => "quote_mismatch",
+            Code::QuoteExpired => "quote_expired",
+            Code::QuoteUsed => "quote_used",
         }
     }
 }

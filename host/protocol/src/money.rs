@@ -341,6 +341,139 @@ pub fn reversible_fee(
     MinorUnits(due.0.saturating_sub(fee_reversed.0).max(0))
 }
 
+/// An exchange rate: how many major units of the counter currency one major unit of the source
+/// currency buys, as an exact decimal `mantissa × 10^-scale` (`1.0832` is 10832 at scale 4).
+/// Never a float: a conversion is integer arithmetic on minor units ([`Rate::convert`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Rate {
+    mantissa: u64,
+    scale: u8,
+}
+
+/// A rate that is zero, has more than [`Rate::MAX_SCALE`] decimals or more than
+/// [`Rate::MAX_DIGITS`] significant digits, or is not written as a decimal.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an exchange rate: a positive decimal of at most 18 digits, 12 after the point")]
+pub struct InvalidRate(pub String);
+
+impl Rate {
+    /// The most digits after the point. Twelve is far beyond any quoted rate (six to eight is
+    /// the market's usual), and keeps a rate with a markup applied within 16.
+    pub const MAX_SCALE: u8 = 12;
+    /// The most significant digits: `10^18 - 1` still fits a `u64`.
+    pub const MAX_DIGITS: u32 = 18;
+
+    /// `mantissa × 10^-scale`, positive and within the bounds above.
+    pub fn new(mantissa: u64, scale: u8) -> Result<Rate, InvalidRate> {
+        let invalid = || InvalidRate(format!("{mantissa}e-{scale}"));
+        if mantissa == 0 || scale > Rate::MAX_SCALE || mantissa >= 10_u64.pow(Rate::MAX_DIGITS) {
+            return Err(invalid());
+        }
+        Ok(Rate { mantissa, scale }.normalized())
+    }
+
+    /// The rate less a markup of `bps` basis points (1 bp = 0.01 %), rounded down at the
+    /// 16th decimal: what a provider that quotes the mid-market rate and keeps `bps` of every
+    /// conversion pays out. The markup is below 100 %.
+    pub fn with_markup(self, bps: u32) -> Result<Rate, InvalidRate> {
+        let invalid = || InvalidRate(format!("{self} less {bps} bp"));
+        if bps >= 10_000 {
+            return Err(invalid());
+        }
+        let mut mantissa = u128::from(self.mantissa) * u128::from(10_000 - bps);
+        let mut scale = self.scale + 4;
+        // Down to 16 decimals (at most 18 digits): drop whole digits, rounding down.
+        while mantissa % 10 == 0 && scale > 0 {
+            (mantissa, scale) = (mantissa / 10, scale - 1);
+        }
+        while scale > Rate::MAX_SCALE + 4 || mantissa >= u128::from(10_u64.pow(Rate::MAX_DIGITS)) {
+            if scale == 0 {
+                return Err(invalid());
+            }
+            (mantissa, scale) = (mantissa / 10, scale - 1);
+        }
+        let mantissa = u64::try_from(mantissa).map_err(|_| invalid())?;
+        if mantissa == 0 {
+            return Err(invalid());
+        }
+        Ok(Rate { mantissa, scale }.normalized())
+    }
+
+    /// `amount` minor units of `from` in minor units of `to` at this rate, **rounded down**:
+    /// `amount × rate × 10^(exponent(to) − exponent(from))`, exact in 128-bit integers. The
+    /// rounding never pays out more than the rate buys; what it keeps (under one minor unit of
+    /// `to`) stays with the ledger's FX position. `None` when the result is not a payment
+    /// amount (zero, or above [`MAX_PAYMENT_MINOR_UNITS`]).
+    pub fn convert(self, amount: MinorUnits, from: Currency, to: Currency) -> Option<MinorUnits> {
+        let amount = u128::try_from(amount.0).ok()?;
+        let mut numerator = amount.checked_mul(u128::from(self.mantissa))?;
+        let mut denominator = 10_u128.pow(u32::from(self.scale));
+        match to.exponent().cmp(&from.exponent()) {
+            std::cmp::Ordering::Greater => {
+                numerator = numerator.checked_mul(10_u128.pow(u32::from(to.exponent() - from.exponent())))?;
+            }
+            std::cmp::Ordering::Less => {
+                denominator = denominator.checked_mul(10_u128.pow(u32::from(from.exponent() - to.exponent())))?;
+            }
+            std::cmp::Ordering::Equal => {}
+        }
+        MinorUnits::payment_amount(u64::try_from(numerator / denominator).ok()?)
+    }
+
+    /// Without trailing zeros, so that one rate has one representation (and one spelling).
+    fn normalized(self) -> Rate {
+        let Rate { mut mantissa, mut scale } = self;
+        while scale > 0 && mantissa % 10 == 0 {
+            (mantissa, scale) = (mantissa / 10, scale - 1);
+        }
+        Rate { mantissa, scale }
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.scale == 0 {
+            return self.mantissa.fmt(f);
+        }
+        let unit = 10_u64.pow(u32::from(self.scale));
+        let width = usize::from(self.scale);
+        write!(f, "{}.{:0width$}", self.mantissa / unit, self.mantissa % unit)
+    }
+}
+
+impl FromStr for Rate {
+    type Err = InvalidRate;
+
+    /// `DIGITS[.DIGITS]`, e.g. `1.0832` or `157`: at most 12 decimals and 18 digits in all.
+    fn from_str(text: &str) -> Result<Rate, InvalidRate> {
+        let invalid = || InvalidRate(text.to_owned());
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        let digits = |part: &str| part.bytes().all(|byte| byte.is_ascii_digit());
+        if whole.is_empty() || !digits(whole) || !digits(fraction) || (text.contains('.') && fraction.is_empty()) {
+            return Err(invalid());
+        }
+        let whole = whole.trim_start_matches('0');
+        if whole.len() + fraction.len() > Rate::MAX_DIGITS as usize {
+            return Err(invalid());
+        }
+        let mantissa = format!("{whole}{fraction}").parse::<u64>().unwrap_or(0);
+        Rate::new(mantissa, u8::try_from(fraction.len()).map_err(|_| invalid())?).map_err(|_| invalid())
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Rate, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for MinorUnits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -402,6 +535,41 @@ mod tests {
         }
         assert_eq!(format_major(-123_456_789, 8), "-1.23456789");
         assert_eq!(format_major(7, 0), "7");
+    }
+
+    #[test]
+    fn rates_convert_exactly_and_round_down() {
+        let currency = |code: &str| code.parse::<Currency>().expect(code);
+        let (eur, usd, jpy, kwd) = (currency("EUR"), currency("USD"), currency("JPY"), currency("KWD"));
+        let rate: Rate = "1.0832".parse().expect("rate");
+        assert_eq!(rate.to_string(), "1.0832");
+        // 100.00 EUR → 108.32 USD; 0.01 EUR → 0.0108 USD, rounded down to 0.01.
+        assert_eq!(rate.convert(MinorUnits(10_000), eur, usd), Some(MinorUnits(10_832)));
+        assert_eq!(rate.convert(MinorUnits(1), eur, usd), Some(MinorUnits(1)));
+        // Exponents differ: 1.00 EUR at 162.35 is 162 JPY; 1,000 JPY at 0.0061 is 6.10 EUR.
+        let to_yen: Rate = "162.35".parse().expect("rate");
+        assert_eq!(to_yen.convert(MinorUnits(100), eur, jpy), Some(MinorUnits(162)));
+        let from_yen: Rate = "0.0061".parse().expect("rate");
+        assert_eq!(from_yen.convert(MinorUnits(1_000), jpy, eur), Some(MinorUnits(610)));
+        assert_eq!(
+            "0.3071".parse::<Rate>().expect("rate").convert(MinorUnits(1_000), eur, kwd),
+            Some(MinorUnits(3_071))
+        );
+        // Nothing, or more than one payment may move, is no conversion.
+        assert_eq!(from_yen.convert(MinorUnits(1), jpy, eur), None);
+        assert_eq!(to_yen.convert(MinorUnits(MAX_PAYMENT_MINOR_UNITS.cast_signed()), eur, jpy), None);
+        assert_eq!(rate.convert(MinorUnits(-5), eur, usd), None);
+        // A markup in basis points, exact: 1.0832 less 0.5 % is 1.077784.
+        assert_eq!(rate.with_markup(50).map(|rate| rate.to_string()), Ok("1.077784".to_owned()));
+        assert_eq!(rate.with_markup(0), Ok(rate));
+        assert!(rate.with_markup(10_000).is_err());
+        // One spelling per rate; floats, signs, exponents and zero are refused.
+        assert_eq!("1.50".parse::<Rate>(), "1.5".parse::<Rate>());
+        assert_eq!("001.5".parse::<Rate>().map(|rate| rate.to_string()), Ok("1.5".to_owned()));
+        for bad in ["0", "0.000", "-1.2", "1e3", "1.", ".5", "", "1.0000000000001", "1234567890123456789", "NaN"] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad}");
+        }
+        assert_eq!(serde_json::to_string(&rate).expect("json"), "\"1.0832\"");
     }
 
     #[test]

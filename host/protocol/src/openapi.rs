@@ -11,7 +11,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 
 use crate::PaymentId;
-use crate::money::{AssetCode, Currency, MAX_PAYMENT_MINOR_UNITS, Unit};
+use crate::money::{AssetCode, Currency, MAX_PAYMENT_MINOR_UNITS, Rate, Unit};
 use crate::routing::AccountId;
 
 /// A string schema that matches `pattern`.
@@ -77,6 +77,21 @@ impl PartialSchema for Unit {
     }
 }
 impl utoipa::ToSchema for Unit {}
+
+/// The rule of [`Rate`]'s parser: a positive decimal, at most 12 digits after the point.
+pub const RATE_PATTERN: &str = "^[0-9]{1,18}(\\.[0-9]{1,12})?$";
+
+impl PartialSchema for Rate {
+    fn schema() -> RefOr<Schema> {
+        text(
+            "An exchange rate as an exact decimal: major units of the counter currency per major unit of the source.",
+            RATE_PATTERN,
+            "1.077784",
+        )
+        .into()
+    }
+}
+impl utoipa::ToSchema for Rate {}
 
 /// A payment's amount in minor units, as every message and body carries it.
 pub fn amount_schema() -> Schema {

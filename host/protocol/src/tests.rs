@@ -86,6 +86,10 @@ fn every_code_has_one_status_and_its_wire_name() {
         (Code::ExceedsRefundable, Status::Declined),
         (Code::NotRefundable, Status::Rejected),
         (Code::Settled, Status::Settled),
+        (Code::UnknownQuote, Status::Rejected),
+        (Code::QuoteMismatch, Status::Rejected),
+        (Code::QuoteExpired, Status::Declined),
+        (Code::QuoteUsed, Status::Declined),
     ];
     for (code, status) in lifecycle {
         assert_eq!(

@@ -18,11 +18,14 @@ use std::collections::BTreeSet;
 use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::routing::AccountId;
 
-use crate::decision::{Fences, Found, Holds, Keys, Refundables, Writes};
+use crate::conversion::Conversion;
+use crate::decision::{Fences, Found, Holds, Keys, Quotes, Refundables, Writes};
 use crate::error::LedgerError;
 use crate::settings::LedgerSettings;
+use crate::transfer::Decision;
 pub(crate) use postgres::Postgres;
 pub(crate) use sqlite::Sqlite;
+use wasmpay_protocol::money::MinorUnits;
 
 /// Runs `$body` with `$backend` bound to whichever backend `$store` is. The body is compiled
 /// once per backend, so the same SQL text and bind calls run on either connection type.
@@ -116,6 +119,7 @@ impl Store {
         let fences = transaction.fences().await?;
         let holds = transaction.holds(&keys.holds).await?;
         let refundables = transaction.refundables(&keys.refunds).await?;
+        let quotes = transaction.quotes(&keys.quotes).await?;
         // A payer this batch does not hold is never debited: its transfers wait (`commit`). It
         // stays among the accounts, since another transfer of the batch may credit it, which
         // takes no lock (a credit sub-balance).
@@ -125,7 +129,7 @@ impl Store {
             .filter(|payer| accounts.contains_key(*payer) && !held.contains(*payer))
             .cloned()
             .collect();
-        let found = Found { existing, accounts, holds, refundables };
+        let found = Found { existing, accounts, holds, refundables, quotes };
         Ok(Begun { transaction, found, held, fences, busy })
     }
 
@@ -176,11 +180,63 @@ impl Transaction {
         }
     }
 
-    /// Writes a decided batch and commits it.
-    pub(crate) async fn write_batch(self, writes: &Writes) -> Result<(), LedgerError> {
+    /// The FX quotes among `ids` with whether each was used, read after the payers' rows were
+    /// locked: a quote is its payer's, and only its payer's payments use it.
+    async fn quotes(&mut self, ids: &[String]) -> Result<Quotes, LedgerError> {
         match self {
-            Transaction::Sqlite(transaction) => Sqlite::write_batch(transaction, writes).await,
-            Transaction::Postgres(transaction) => Postgres::write_batch(transaction, writes).await,
+            Transaction::Sqlite(transaction) => Sqlite::quotes_in(transaction, ids).await,
+            Transaction::Postgres(transaction) => Postgres::quotes_in(transaction, ids).await,
         }
     }
+
+    /// Writes a decided batch and commits it.
+    pub(crate) async fn write_batch(mut self, writes: &Writes) -> Result<(), LedgerError> {
+        match &mut self {
+            Transaction::Sqlite(transaction) => Sqlite::write_batch(transaction, writes).await?,
+            Transaction::Postgres(transaction) => Postgres::write_batch(transaction, writes).await?,
+        }
+        // The same statement on either connection type (as `on_store!` runs one body on either).
+        macro_rules! insert_conversions {
+            ($connection:expr) => {
+                for (id, conversion, paid) in conversions(writes) {
+                    sqlx::query(INSERT_CONVERSION)
+                        .bind(id)
+                        .bind(conversion.counter.code())
+                        .bind(paid.0)
+                        .bind(conversion.rate.to_string())
+                        .bind(conversion.fx_plugin.as_str())
+                        .bind(conversion.quote.as_deref())
+                        .execute(&mut *$connection)
+                        .await?;
+                }
+            };
+        }
+        match self {
+            Transaction::Sqlite(mut transaction) => {
+                insert_conversions!(transaction);
+                transaction.commit().await
+            }
+            Transaction::Postgres(mut transaction) => {
+                insert_conversions!(transaction);
+                Ok(transaction.commit().await?)
+            }
+        }
+    }
+}
+
+/// A conversion's row: one per approved cross-border payment. They are few beside plain
+/// payments, so a statement each costs less than widening every batch's statements.
+const INSERT_CONVERSION: &str = "INSERT INTO conversions (payment_id, currency, amount, rate, fx_plugin, quote_id)
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// The batch's approved cross-border payments: (id, conversion, what the payee was paid).
+fn conversions(writes: &Writes) -> impl Iterator<Item = (&str, &Conversion, MinorUnits)> {
+    writes.payments.iter().filter(|payment| payment.decision == Decision::Approved).filter_map(|payment| {
+        let conversion = payment.transfer.kind.conversion()?;
+        let paid = writes
+            .entries
+            .iter()
+            .find(|entry| entry.payment_id == payment.transfer.id && entry.account == payment.transfer.payee)?;
+        Some((payment.transfer.id.as_str(), conversion, paid.amount))
+    })
 }

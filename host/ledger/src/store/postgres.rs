@@ -27,11 +27,11 @@ use wasmpay_protocol::routing::AccountId;
 
 use super::schema;
 use super::sql::{
-    AccountRow, HoldRow, RecordedRow, RefundableRow, SELECT_HOLDS, SELECT_REFUNDABLES, account_columns, accounts_by_id,
-    existing, holds, parse_account_id, refundables,
+    AccountRow, HoldRow, QuoteRow, RecordedRow, RefundableRow, SELECT_HOLDS, SELECT_QUOTES, SELECT_REFUNDABLES,
+    account_columns, accounts_by_id, existing, holds, parse_account_id, quotes, refundables,
 };
 use crate::account::Account;
-use crate::decision::{Existing, Holds, Keys, NewPayment, Refundables, Writes, fenced};
+use crate::decision::{Existing, Holds, Keys, NewPayment, Quotes, Refundables, Writes, fenced};
 use crate::error::LedgerError;
 use crate::settings::{Durability, LedgerSettings};
 
@@ -199,6 +199,16 @@ impl Postgres {
         refundables(rows)
     }
 
+    /// The FX quotes among `ids`, by id, with whether each was used.
+    pub(crate) async fn quotes_in(connection: &mut PgConnection, ids: &[String]) -> Result<Quotes, LedgerError> {
+        if ids.is_empty() {
+            return Ok(Quotes::new());
+        }
+        let sql = format!("{SELECT_QUOTES} q.id = ANY($1)");
+        let rows: Vec<QuoteRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(ids).fetch_all(connection).await?;
+        quotes(rows)
+    }
+
     /// The accounts among `ids`, by id, their credits included.
     pub(crate) async fn accounts_in(
         &self,
@@ -213,12 +223,12 @@ impl Postgres {
         accounts_by_id(rows)
     }
 
-    /// Writes a decided batch (held balances, credits, payments, entries: one statement each)
-    /// and commits it.
-    pub(crate) async fn write_batch(mut transaction: WriteTransaction, writes: &Writes) -> Result<(), LedgerError> {
+    /// Writes a decided batch (held balances, credits, payments, entries: one statement each),
+    /// uncommitted.
+    pub(crate) async fn write_batch(transaction: &mut WriteTransaction, writes: &Writes) -> Result<(), LedgerError> {
         // First, so that a fenced batch stops before writing anything. The upsert holds each
         // partition's row until commit: an old and a new owner are ordered by it.
-        take_fences(&mut transaction, &writes.fences).await?;
+        take_fences(transaction, &writes.fences).await?;
         // The four writes as one statement (one round trip instead of four): PostgreSQL runs
         // every data-modifying CTE to completion whether or not the query reads it, and an
         // empty array writes nothing.
@@ -252,12 +262,11 @@ impl Postgres {
         let clients: Vec<Option<&str>> =
             writes.payments.iter().map(|payment| payment.transfer.client.as_deref()).collect();
         let query = query.bind(parents).bind(methods).bind(metadata).bind(clients);
-        let (updated,) = query.fetch_one(&mut *transaction).await?;
+        let (updated,) = query.fetch_one(&mut **transaction).await?;
         if usize::try_from(updated).ok() != Some(writes.balances.len()) {
             return Err(LedgerError::Corrupt("an account of the batch vanished".into()));
         }
-        write_holds(&mut transaction, writes).await?;
-        Ok(transaction.commit().await?)
+        write_holds(transaction, writes).await
     }
 }
 

@@ -25,6 +25,7 @@ pub(crate) const SQLITE: Migrations = &[
     (8, "assets", include_str!("../../migrations/sqlite/0008_assets.sql")),
     (9, "fee reversals", include_str!("../../migrations/sqlite/0009_fee_reversals.sql")),
     (10, "checks without in lists", include_str!("../../migrations/sqlite/0010_checks_without_in_lists.sql")),
+    (11, "cross border", include_str!("../../migrations/sqlite/0011_cross_border.sql")),
 ];
 
 /// The PostgreSQL schema: the same tables and meaning in PostgreSQL's types. Its history
@@ -39,6 +40,7 @@ pub(crate) const POSTGRES: Migrations = &[
     (7, "assets", include_str!("../../migrations/postgres/0007_assets.sql")),
     (8, "fee reversals", include_str!("../../migrations/postgres/0008_fee_reversals.sql")),
     (9, "entries keyed by account", include_str!("../../migrations/postgres/0009_entries_keyed_by_account.sql")),
+    (10, "cross border", include_str!("../../migrations/postgres/0010_cross_border.sql")),
 ];
 
 /// The migrator of a backend's schema.

@@ -10,7 +10,8 @@ use wasmpay_protocol::money::{FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::AccountId;
 
 use crate::account::{Account, AccountKind};
-use crate::decision::{Existing, Holds, Refundables};
+use crate::conversion::{Quote, QuoteState};
+use crate::decision::{Existing, Holds, Quotes, Refundables};
 use crate::error::LedgerError;
 use crate::hold::{Hold, HoldState};
 use crate::refund::Refundable;
@@ -291,4 +292,79 @@ impl TryFrom<RefundableRow> for Refundable {
 /// Rows of [`RefundableRow`] by id: what every backend's refundable read returns.
 pub(crate) fn refundables(rows: Vec<RefundableRow>) -> Result<Refundables, LedgerError> {
     rows.into_iter().map(|row| Refundable::try_from(row).map(|found| (found.id.clone(), found))).collect()
+}
+
+/// The FX quotes with how many payments converted with each, as [`QuoteRow`]s; a backend
+/// appends its condition on `q.id`.
+pub(crate) const SELECT_QUOTES: &str =
+    "SELECT q.id, q.payer, q.payee, q.currency, q.amount, q.counter_currency, q.counter_amount, q.rate,
+            q.fx_plugin, q.created_at_ms, q.expires_at_ms,
+            (SELECT COUNT(*) FROM conversions c WHERE c.quote_id = q.id) AS uses
+     FROM fx_quotes q WHERE ";
+
+/// An `fx_quotes` row as [`SELECT_QUOTES`] reads it.
+#[derive(Debug)]
+pub(crate) struct QuoteRow {
+    id: String,
+    payer: String,
+    payee: String,
+    currency: String,
+    amount: i64,
+    counter_currency: String,
+    counter_amount: i64,
+    rate: String,
+    fx_plugin: String,
+    created_at_ms: i64,
+    expires_at_ms: i64,
+    uses: i64,
+}
+
+impl<'r, R: Row> sqlx::FromRow<'r, R> for QuoteRow
+where
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(QuoteRow {
+            id: row.try_get("id")?,
+            payer: row.try_get("payer")?,
+            payee: row.try_get("payee")?,
+            currency: row.try_get("currency")?,
+            amount: row.try_get("amount")?,
+            counter_currency: row.try_get("counter_currency")?,
+            counter_amount: row.try_get("counter_amount")?,
+            rate: row.try_get("rate")?,
+            fx_plugin: row.try_get("fx_plugin")?,
+            created_at_ms: row.try_get("created_at_ms")?,
+            expires_at_ms: row.try_get("expires_at_ms")?,
+            uses: row.try_get("uses")?,
+        })
+    }
+}
+
+impl TryFrom<QuoteRow> for QuoteState {
+    type Error = LedgerError;
+
+    fn try_from(row: QuoteRow) -> Result<QuoteState, LedgerError> {
+        let quote = Quote {
+            id: row.id,
+            payer: parse_account_id(row.payer)?,
+            payee: parse_account_id(row.payee)?,
+            currency: parse_currency(&row.currency)?,
+            amount: MinorUnits(row.amount),
+            counter_currency: parse_currency(&row.counter_currency)?,
+            counter_amount: MinorUnits(row.counter_amount),
+            rate: row.rate.parse().map_err(|_| LedgerError::Corrupt(format!("rate `{}`", row.rate)))?,
+            fx_plugin: row.fx_plugin,
+            created_at_ms: row.created_at_ms,
+            expires_at_ms: row.expires_at_ms,
+        };
+        Ok(QuoteState { quote, used: row.uses > 0 })
+    }
+}
+
+/// Rows of [`QuoteRow`] by id: what every backend's quote read returns.
+pub(crate) fn quotes(rows: Vec<QuoteRow>) -> Result<Quotes, LedgerError> {
+    rows.into_iter().map(|row| QuoteState::try_from(row).map(|state| (state.quote.id.clone(), state))).collect()
 }

@@ -36,11 +36,11 @@ use wasmpay_protocol::routing::AccountId;
 
 use super::schema;
 use super::sql::{
-    AccountRow, HoldRow, RecordedRow, RefundableRow, SELECT_HOLDS, SELECT_REFUNDABLES, account_columns, accounts_by_id,
-    existing, holds, refundables,
+    AccountRow, HoldRow, QuoteRow, RecordedRow, RefundableRow, SELECT_HOLDS, SELECT_QUOTES, SELECT_REFUNDABLES,
+    account_columns, accounts_by_id, existing, holds, quotes, refundables,
 };
 use crate::account::Account;
-use crate::decision::{Existing, Holds, Keys, NewPayment, Refundables, Writes, fenced};
+use crate::decision::{Existing, Holds, Keys, NewPayment, Quotes, Refundables, Writes, fenced};
 use crate::error::LedgerError;
 use crate::settings::{Durability, LedgerSettings};
 
@@ -174,6 +174,19 @@ impl Sqlite {
         refundables(query.fetch_all(&mut *connection).await?)
     }
 
+    /// The FX quotes among `ids`, by id, with whether each was used.
+    pub(crate) async fn quotes_in(connection: &mut SqliteConnection, ids: &[String]) -> Result<Quotes, LedgerError> {
+        if ids.is_empty() {
+            return Ok(Quotes::new());
+        }
+        let sql = format!("{SELECT_QUOTES} q.id IN ({})", placeholders(ids.len(), 1));
+        let mut query = sqlx::query_as::<_, QuoteRow>(AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(id.as_str());
+        }
+        quotes(query.fetch_all(&mut *connection).await?)
+    }
+
     /// The accounts among `ids`, by id, their credits included.
     pub(crate) async fn accounts_in(
         &self,
@@ -193,9 +206,9 @@ impl Sqlite {
     }
 
     /// Writes a decided batch (held balances, credits, payments, entries: one statement
-    /// each) and commits it.
-    pub(crate) async fn write_batch(mut transaction: WriteTransaction, writes: &Writes) -> Result<(), LedgerError> {
-        take_fences(&mut transaction, &writes.fences).await?;
+    /// each), uncommitted.
+    pub(crate) async fn write_batch(transaction: &mut WriteTransaction, writes: &Writes) -> Result<(), LedgerError> {
+        take_fences(transaction, &writes.fences).await?;
         if !writes.balances.is_empty() {
             let sql = format!(
                 "UPDATE accounts SET balance = balance + new.column2, held = held + new.column3
@@ -206,7 +219,7 @@ impl Sqlite {
             for (account, change) in &writes.balances {
                 query = query.bind(account.as_str()).bind(change.balance.0).bind(change.held.0);
             }
-            let updated = query.execute(&mut *transaction).await?;
+            let updated = query.execute(&mut **transaction).await?;
             if usize::try_from(updated.rows_affected()).ok() != Some(writes.balances.len()) {
                 return Err(LedgerError::Corrupt("an account of the batch vanished".into()));
             }
@@ -221,7 +234,7 @@ impl Sqlite {
             for ((account, shard), amount) in &writes.credits {
                 query = query.bind(account.as_str()).bind(shard).bind(amount.0);
             }
-            query.execute(&mut *transaction).await?;
+            query.execute(&mut **transaction).await?;
         }
         if !writes.payments.is_empty() {
             let sql = format!(
@@ -254,7 +267,7 @@ impl Sqlite {
                     .bind(transfer.metadata.as_deref())
                     .bind(transfer.client.as_deref());
             }
-            query.execute(&mut *transaction).await?;
+            query.execute(&mut **transaction).await?;
         }
         if !writes.entries.is_empty() {
             let sql = format!(
@@ -265,10 +278,9 @@ impl Sqlite {
             for entry in &writes.entries {
                 query = query.bind(entry.payment_id.as_str()).bind(entry.account.as_str()).bind(entry.amount.0);
             }
-            query.execute(&mut *transaction).await?;
+            query.execute(&mut **transaction).await?;
         }
-        write_holds(&mut transaction, writes).await?;
-        transaction.commit().await
+        write_holds(transaction, writes).await
     }
 }
 

@@ -1,0 +1,48 @@
+//! FX quotes: stored when a client asks for one, read when it pays with one. The ledger
+//! decides whether a payment may still use its quote (`decision`); here a quote is only kept
+//! and looked up.
+
+use crate::conversion::Quote;
+use crate::error::LedgerError;
+use crate::handle::Ledger;
+use crate::store::on_store;
+use crate::store::sql::{QuoteRow, SELECT_QUOTES};
+
+impl Ledger {
+    /// Stores `quote`, whose id the caller made unique (a random one).
+    pub async fn store_quote(&self, quote: &Quote) -> Result<(), LedgerError> {
+        on_store!(&self.store, backend => {
+            let mut transaction = backend.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO fx_quotes (id, payer, payee, currency, amount, counter_currency, counter_amount, rate,
+                                        fx_plugin, created_at_ms, expires_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(quote.id.as_str())
+            .bind(quote.payer.as_str())
+            .bind(quote.payee.as_str())
+            .bind(quote.currency.code())
+            .bind(quote.amount.0)
+            .bind(quote.counter_currency.code())
+            .bind(quote.counter_amount.0)
+            .bind(quote.rate.to_string())
+            .bind(quote.fx_plugin.as_str())
+            .bind(quote.created_at_ms)
+            .bind(quote.expires_at_ms)
+            .execute(&mut *transaction)
+            .await?;
+            transaction.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The quote `id` and whether a payment converted with it already, as last committed.
+    pub async fn quote(&self, id: &str) -> Result<Option<(Quote, bool)>, LedgerError> {
+        let sql = format!("{SELECT_QUOTES} q.id = $1");
+        let row: Option<QuoteRow> = on_store!(&self.store, backend => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&backend.pool)
+            .await?);
+        row.map(|row| crate::conversion::QuoteState::try_from(row).map(|state| (state.quote, state.used))).transpose()
+    }
+}
