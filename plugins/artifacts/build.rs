@@ -13,15 +13,19 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
 /// (crate, constant, source directory)
-const GUESTS: [(&str, &str, &str); 8] = [
+const GUESTS: [(&str, &str, &str); 12] = [
     ("card", "CARD", "plugins/card"),
     ("wallet", "WALLET", "plugins/wallet"),
     ("mobile", "MOBILE", "plugins/mobile"),
+    ("fx_table", "FX_TABLE", "plugins/fx-table"),
+    ("xborder", "XBORDER", "plugins/xborder"),
     ("faulty", "FAULTY", "tests/fixtures/faulty"),
     ("stalling", "STALLING", "tests/fixtures/stalling"),
     ("card_v2", "CARD_V2", "tests/fixtures/card_v2"),
     ("bad_describe", "BAD_DESCRIBE", "tests/fixtures/bad_describe"),
     ("contract_0_1_0", "CONTRACT_0_1_0", "tests/fixtures/contract_0_1_0"),
+    ("screen", "SCREEN", "tests/fixtures/screen"),
+    ("flat_fee", "FLAT_FEE", "tests/fixtures/flat_fee"),
 ];
 
 fn main() {

@@ -1,27 +1,25 @@
-//! Glue between the generated bindings and the SDK's types. Used by [`crate::export_plugin!`].
+//! Glue between the generated bindings and the SDK's types. Used by the export macros, which
+//! generate their world's export bindings in the plugin's crate (`build.rs` says why) with the
+//! types, log and config bindings generated here.
 #![allow(missing_docs, unsafe_code)]
 
 use std::sync::OnceLock;
 
 use crate::{
-    Config, FeeBearer, FeeQuote, Payment, Plugin, PluginInfo, Refund, RefundFee, RefundedPayment, Rejection,
-    money::Money,
+    Config, FeeBearer, FeeQuote, FxRate, Payment, PluginInfo, RateRequest, Refund, RefundFee, RefundedPayment,
+    Rejection, money::Money,
 };
 
 pub use wit_bindgen;
 
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "payment-method-with-refunds",
+        world: "plugin-imports",
         path: "../wit",
-        pub_export_macro: true,
-        export_macro_name: "export_payment_method_with_refunds",
-        default_bindings_module: "wasmpay_sdk::__private::bindings",
         runtime_path: "wasmpay_sdk::__private::wit_bindgen::rt",
     });
 }
 
-use bindings::exports::wasmpay::plugin::refund_fee;
 use bindings::wasmpay::plugin::{config, types as wit};
 
 /// The configuration never changes during an instance's life, so it is read from the host once.
@@ -40,20 +38,26 @@ fn report_panics() {
     });
 }
 
-pub fn describe<P: Plugin>() -> wit::PluginInfo {
+pub fn describe(describe: fn() -> PluginInfo) -> wit::PluginInfo {
     report_panics();
-    let info: PluginInfo = P::describe();
+    let info = describe();
     wit::PluginInfo { name: info.name, version: info.version, methods: info.methods, currencies: info.currencies }
 }
 
-pub fn validate<P: Plugin>(payment: wit::Payment) -> Result<(), wit::Rejection> {
+pub fn validate(
+    validate: fn(&Payment, &Config) -> Result<(), Rejection>,
+    payment: wit::Payment,
+) -> Result<(), wit::Rejection> {
     report_panics();
-    P::validate(&from_wit(payment), plugin_config()).map_err(to_wit_rejection)
+    validate(&from_wit(payment), plugin_config()).map_err(to_wit_rejection)
 }
 
-pub fn quote_fee<P: Plugin>(payment: wit::Payment) -> Result<wit::FeeQuote, wit::Rejection> {
+pub fn quote_fee(
+    quote_fee: fn(&Payment, &Config) -> Result<FeeQuote, Rejection>,
+    payment: wit::Payment,
+) -> Result<wit::FeeQuote, wit::Rejection> {
     report_panics();
-    let quote: FeeQuote = P::quote_fee(&from_wit(payment), plugin_config()).map_err(to_wit_rejection)?;
+    let quote: FeeQuote = quote_fee(&from_wit(payment), plugin_config()).map_err(to_wit_rejection)?;
     Ok(wit::FeeQuote {
         total: quote.total(),
         lines: quote
@@ -68,37 +72,42 @@ pub fn quote_fee<P: Plugin>(payment: wit::Payment) -> Result<wit::FeeQuote, wit:
     })
 }
 
-pub fn quote_refund_fee<P: Plugin>(
-    payment: refund_fee::RefundedPayment,
-    refund: refund_fee::Refund,
-) -> Result<refund_fee::RefundFeeOutcome, wit::Rejection> {
+/// A refund's fee, from the records the `refund-fee` export receives. Those are defined in the
+/// exported interface, so the export macro (which has their generated types) reads their
+/// fields into the SDK's [`RefundedPayment`] and [`Refund`], and maps the outcome back.
+pub fn quote_refund_fee(
+    quote_refund_fee: fn(&RefundedPayment, &Refund, &Config) -> Result<RefundFee, Rejection>,
+    payment: &RefundedPayment,
+    refund: &Refund,
+) -> Result<RefundFee, wit::Rejection> {
     report_panics();
-    let payment = RefundedPayment {
-        id: payment.id,
-        payer: payment.payer,
-        payee: payment.payee,
-        amount: Money::new(payment.amount.minor_units, payment.amount.currency),
-        method: payment.method,
-        metadata: payment.metadata.into_iter().collect(),
-        received_at_ms: payment.received_at_ms,
-        fee: payment.fee,
-        fee_bearer: match payment.fee_bearer {
-            wit::FeeBearer::Payer => FeeBearer::Payer,
-            wit::FeeBearer::Payee => FeeBearer::Payee,
-        },
-        refunded: payment.refunded,
-        fee_reversed: payment.fee_reversed,
-    };
-    let refund = Refund {
-        id: refund.id,
-        amount: Money::new(refund.amount.minor_units, refund.amount.currency),
-        received_at_ms: refund.received_at_ms,
-    };
-    match P::quote_refund_fee(&payment, &refund, plugin_config()).map_err(to_wit_rejection)? {
-        RefundFee::Keep => Ok(refund_fee::RefundFeeOutcome::Keep),
-        RefundFee::Reverse(amount) => Ok(refund_fee::RefundFeeOutcome::Reverse(amount)),
-        RefundFee::Charge(amount) => Ok(refund_fee::RefundFeeOutcome::Charge(amount)),
+    quote_refund_fee(payment, refund, plugin_config()).map_err(to_wit_rejection)
+}
+
+pub fn money(money: wit::Money) -> Money {
+    Money::new(money.minor_units, money.currency)
+}
+
+pub fn fee_bearer(bearer: wit::FeeBearer) -> FeeBearer {
+    match bearer {
+        wit::FeeBearer::Payer => FeeBearer::Payer,
+        wit::FeeBearer::Payee => FeeBearer::Payee,
     }
+}
+
+pub fn quote_rate(
+    quote_rate: fn(&RateRequest, &Config) -> Result<FxRate, Rejection>,
+    request: wit::RateRequest,
+) -> Result<wit::FxRate, wit::Rejection> {
+    report_panics();
+    let request = RateRequest {
+        source: request.source,
+        target: request.target,
+        amount: money(request.amount),
+        received_at_ms: request.received_at_ms,
+    };
+    let rate = quote_rate(&request, plugin_config()).map_err(to_wit_rejection)?;
+    Ok(wit::FxRate { digits: rate.digits(), scale: rate.scale(), markup_bps: rate.markup_bps() })
 }
 
 fn from_wit(payment: wit::Payment) -> Payment {
@@ -106,7 +115,7 @@ fn from_wit(payment: wit::Payment) -> Payment {
         id: payment.id,
         payer: payment.payer,
         payee: payment.payee,
-        amount: Money::new(payment.amount.minor_units, payment.amount.currency),
+        amount: money(payment.amount),
         method: payment.method,
         details: payment.details.into_iter().collect(),
         metadata: payment.metadata.into_iter().collect(),

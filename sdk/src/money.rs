@@ -60,6 +60,11 @@ pub(crate) struct Decimal {
 }
 
 impl Decimal {
+    /// Its digits and how many of them follow the point.
+    pub(crate) fn parts(self) -> (u64, u32) {
+        (self.digits, self.scale)
+    }
+
     /// `text` as `DIGITS[.DIGITS]`, at most 18 digits in all.
     pub(crate) fn parse(text: &str) -> Result<Decimal, MoneyError> {
         let invalid = || MoneyError::InvalidAmount(format!("`{text}` is not a decimal amount like 12 or 0.05"));

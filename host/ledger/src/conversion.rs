@@ -24,8 +24,10 @@ pub struct Conversion {
     pub source: Currency,
     /// The payee's currency.
     pub counter: Currency,
-    /// How many major units of `counter` one of `source` buys, the FX plugin's markup applied.
-    pub rate: Rate,
+    /// How many major units of `counter` one of `source` buys, the FX plugin's markup applied;
+    /// `None` only for a payment a plugin declined before a rate was quoted (the FX plugin
+    /// itself, or the method's plugins): it is recorded, and never posted.
+    pub rate: Option<Rate>,
     /// The quote the payment was made with, if it was.
     pub quote: Option<String>,
     /// `name@version` of the FX plugin that priced it.
@@ -40,7 +42,7 @@ impl Conversion {
     pub fn new(
         source: Currency,
         counter: Currency,
-        rate: Rate,
+        rate: Option<Rate>,
         quote: Option<String>,
         fx_plugin: String,
     ) -> Conversion {
@@ -59,7 +61,7 @@ impl Conversion {
     /// in `source`: rounded down ([`Rate::convert`]). `None` when that is not a payment
     /// amount (nothing, or more than one payment may move).
     pub fn counter_amount(&self, credited: MinorUnits) -> Option<MinorUnits> {
-        self.rate.convert(credited, self.source, self.counter)
+        self.rate?.convert(credited, self.source, self.counter)
     }
 
     /// The FX account credited in the payer's currency.
@@ -73,53 +75,25 @@ impl Conversion {
     }
 }
 
-/// An FX quote: the rate one payment from `payer` to `payee` of `amount` gets, and what the
-/// payee is paid with a payer-borne fee, until `expires_at_ms`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Quote {
-    /// Its id, which the payment names (`quote`).
-    pub id: String,
-    /// The paying account.
-    pub payer: AccountId,
-    /// The paid account, which holds `counter_currency`.
-    pub payee: AccountId,
-    /// The payer's currency.
-    pub currency: Currency,
-    /// What the payer sends, before fees, in minor units of `currency`.
-    pub amount: MinorUnits,
-    /// The payee's currency.
-    pub counter_currency: Currency,
-    /// What the payee is paid, in minor units of `counter_currency`, when the payer bears the
-    /// fee (a payee-borne fee is taken off `amount` before it is converted).
-    pub counter_amount: MinorUnits,
-    /// Major units of `counter_currency` per major unit of `currency`, markup applied.
-    pub rate: Rate,
-    /// `name@version` of the FX plugin that priced it.
-    pub fx_plugin: String,
-    /// When it was made (Unix milliseconds).
-    pub created_at_ms: i64,
-    /// The last instant a payment may be decided with it (Unix milliseconds).
-    pub expires_at_ms: i64,
-}
+/// An FX quote, as the protocol carries it and the ledger keeps it.
+pub use wasmpay_protocol::quote::FxQuote as Quote;
 
-impl Quote {
-    /// Whether `transfer`'s terms are the quote's: the same accounts, currencies, amount and
-    /// rate.
-    pub(crate) fn fits(
-        &self,
-        payer: &AccountId,
-        payee: &AccountId,
-        amount: MinorUnits,
-        conversion: &Conversion,
-    ) -> bool {
-        self.payer == *payer
-            && self.payee == *payee
-            && self.amount == amount
-            && self.currency == conversion.source
-            && self.counter_currency == conversion.counter
-            && self.rate == conversion.rate
-            && self.fx_plugin == conversion.fx_plugin
-    }
+/// Whether a payment of `amount` from `payer` to `payee` converted by `conversion` is on
+/// `quote`'s terms: the same accounts, currencies, amount, rate and FX plugin.
+pub(crate) fn fits(
+    quote: &Quote,
+    payer: &AccountId,
+    payee: &AccountId,
+    amount: MinorUnits,
+    conversion: &Conversion,
+) -> bool {
+    quote.payer == *payer
+        && quote.payee == *payee
+        && quote.amount == amount
+        && quote.currency == conversion.source
+        && quote.counter_currency == conversion.counter
+        && Some(quote.rate) == conversion.rate
+        && quote.fx_plugin == conversion.fx_plugin
 }
 
 /// A quote a batch found, and whether a payment converted with it already.

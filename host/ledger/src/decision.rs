@@ -26,7 +26,7 @@ use wasmpay_protocol::routing::AccountId;
 use wasmpay_protocol::{Leg, PaymentId};
 
 use crate::account::{Account, fee_account};
-use crate::conversion::QuoteState;
+use crate::conversion::{QuoteState, fits};
 use crate::error::{LedgerError, checked};
 use crate::hold::{Hold, HoldState};
 use crate::refund::Refundable;
@@ -448,7 +448,9 @@ fn decide_one(
         }
     }
     let fee_account = fee_account(transfer.currency);
-    let postings = postings(transfer, &fee_account)?;
+    // A cross-border payment declined before its rate was quoted has no conversion to post.
+    let unpriced = transfer.kind.conversion().is_some_and(|conversion| conversion.rate.is_none());
+    let postings = if declined_by_plugin && unpriced { Vec::new() } else { postings(transfer, &fee_account)? };
     // Each posting is computed from the balance before the transfer, so each account may
     // appear once.
     let twice = postings.iter().enumerate().find_map(|(index, posting)| {
@@ -561,7 +563,7 @@ fn quoted(transfer: &Transfer, quotes: &Quotes) -> Result<Option<Decision>, Ledg
     };
     let invalid = |what: &str| LedgerError::Invalid(format!("{}: {what} quote `{id}`", transfer.id));
     let state = quotes.get(id).ok_or_else(|| invalid("no"))?;
-    if !state.quote.fits(&transfer.payer, &transfer.payee, transfer.amount, conversion) {
+    if !fits(&state.quote, &transfer.payer, &transfer.payee, transfer.amount, conversion) {
         return Err(invalid("not the terms of"));
     }
     Ok(if state.quote.expires_at_ms < transfer.now_ms {

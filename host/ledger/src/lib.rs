@@ -63,6 +63,7 @@ pub use funding::{DepositReceipt, Deposited};
 pub use handle::{BATCH_FAILURE_WINDOW, Ledger, PROBE_INTERVAL, PROBE_TIMEOUT};
 pub use hold::{Hold, HoldState};
 pub use queries::{Audit, HoldRecord, Posting, StoredPayment};
+pub use quotes::new_quote_id;
 pub use refund::Refundable;
 pub use settings::{Durability, LedgerSettings};
 pub use statements::{DEFAULT_PAGE, Entries, EntryLine, HoldLine, MAX_PAGE, OpenHolds, Page, PaymentLine, Payments};

@@ -8,6 +8,15 @@ use crate::handle::Ledger;
 use crate::store::on_store;
 use crate::store::sql::{QuoteRow, SELECT_QUOTES};
 
+/// A new quote's id: `q_` and 24 random hex digits, so that nobody can guess another
+/// client's quote (its id is all a payment needs to use it).
+pub fn new_quote_id() -> Result<String, LedgerError> {
+    let mut random = [0_u8; 12];
+    getrandom::getrandom(&mut random)
+        .map_err(|error| LedgerError::Invalid(format!("no randomness for a quote id: {error}")))?;
+    Ok(std::iter::once("q_".to_owned()).chain(random.iter().map(|byte| format!("{byte:02x}"))).collect())
+}
+
 impl Ledger {
     /// Stores `quote`, whose id the caller made unique (a random one).
     pub async fn store_quote(&self, quote: &Quote) -> Result<(), LedgerError> {

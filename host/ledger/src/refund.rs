@@ -37,4 +37,6 @@ pub struct Refundable {
     pub metadata: Option<String>,
     /// When it was decided, on the ledger's clock.
     pub at_ms: i64,
+    /// Whether it was a cross-border payment (its payee was paid in another currency).
+    pub converted: bool,
 }

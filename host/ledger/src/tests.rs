@@ -184,7 +184,7 @@ fn usd() -> Currency {
 /// `bearer`, quoted by `quote` if given.
 fn converted(id: &str, amount: i64, fee: i64, bearer: FeeBearer, rate: &str, quote: Option<&str>) -> Transfer {
     let conversion =
-        Conversion::new(eur(), usd(), rate.parse().expect("rate"), quote.map(str::to_owned), "fx-table@1.0.0".into());
+        Conversion::new(eur(), usd(), rate.parse().ok(), quote.map(str::to_owned), "fx-table@1.0.0".into());
     Transfer {
         kind: TransferKind::CrossBorder(Box::new(conversion)),
         fee_bearer: bearer,
@@ -238,13 +238,20 @@ async fn a_cross_border_payment_books_each_currency_through_its_fx_account(backe
     same.kind = TransferKind::CrossBorder(Box::new(Conversion::new(
         eur(),
         eur(),
-        "1".parse().expect("rate"),
+        "1".parse().ok(),
         None,
         "fx-table@1.0.0".into(),
     )));
     assert!(matches!(ledger.record(same, named()).await, Err(LedgerError::Invalid(_))));
     let dust = converted("x-6", 1, 0, FeeBearer::Payer, "0.5", None);
     assert!(matches!(ledger.record(dust, named()).await, Err(LedgerError::Invalid(_))));
+    // Declined before a rate was quoted (the pair is not quoted): recorded, nothing posted; the
+    // same payment approved without a rate is the caller's mistake.
+    let unpriced = || converted("x-7", 100, 0, FeeBearer::Payer, "no rate", None);
+    assert!(matches!(ledger.record(unpriced(), named()).await, Err(LedgerError::Invalid(_))));
+    let declined = ledger.record(unpriced(), Replies::DeclinedByPlugin("pair_not_quoted".into())).await;
+    assert_eq!(decided(declined), Decision::PluginDeclined);
+    assert!(ledger.payment("x-7").await.expect("read").expect("recorded").entries.is_empty());
 
     let audit = ledger.audit().await.expect("audit");
     assert_eq!(audit.first_violation(), None, "{audit:?}");

@@ -385,6 +385,9 @@ pub(crate) fn postings<'a>(
                     transfer.id
                 )));
             }
+            if conversion.rate.is_none() {
+                return Err(LedgerError::Invalid(format!("{}: a conversion posts only at a rate", transfer.id)));
+            }
             let paid = conversion.counter_amount(credit).ok_or_else(|| {
                 LedgerError::Invalid(format!("{}: {credit} converts to no payable amount", transfer.id))
             })?;

@@ -59,6 +59,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::quotes::FxSettings;
 use serde::Deserialize;
 use wasmpay_plugin_host::{FeeLimit, MethodSettings, PluginSettings, SandboxSettings};
 
@@ -100,6 +101,9 @@ pub struct Config {
     /// How long authorizations hold money, and how their expiry is swept.
     #[serde(default)]
     pub holds: HoldSettings,
+    /// How long FX quotes hold.
+    #[serde(default)]
+    pub fx: FxSettings,
 }
 
 /// A configuration file that cannot be used.
@@ -145,6 +149,7 @@ impl Config {
     /// back, and its row locks freed, before its leases can expire and its partitions move.
     fn check(&self) -> Result<(), String> {
         self.holds.check()?;
+        self.fx.check()?;
         if !self.ledger.frees_locks_within(self.cluster.lease_ttl_ms) {
             return Err(format!(
                 "[ledger] idle_transaction_timeout_ms = {} must be at most half of [cluster] lease_ttl_ms = {}: \

@@ -21,6 +21,7 @@
 //! - [`bus`]: NATS subscriptions of owned partitions, per-partition workers, forwarding, events;
 //!   its `Intake` is the partitions `wasmpay-cluster` opens and closes.
 //! - [`payments`]: deciding one payment, from message bytes to reply bytes.
+//! - [`quotes`]: FX quotes, priced by the FX plugin and kept by the ledger, for any node to answer.
 //! - [`holds`]: how long authorizations hold money, and the sweep that releases them.
 //! - [`durable`]: durable ingestion (JetStream payments stream, per-partition consumers).
 //! - [`cluster`]: the ledger's fences for `wasmpay-cluster`, and the names the node's users
@@ -41,4 +42,5 @@ pub mod metrics;
 pub mod node;
 pub mod payments;
 pub mod plugins;
+pub mod quotes;
 pub mod shutdown;

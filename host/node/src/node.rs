@@ -16,6 +16,7 @@ use crate::durable::{Durable, DurableError};
 use crate::metrics::Metrics;
 use crate::payments::Processor;
 use crate::plugins::{self, store::PluginStore, store::StoreError};
+use crate::quotes::Quoter;
 use wasmpay_cluster::{bounds, jetstream as js};
 use wasmpay_ledger::{CommitObserver, Ledger, LedgerError};
 use wasmpay_plugin_host::{PluginError, PluginHost, PluginRuntime, PluginSource};
@@ -77,7 +78,9 @@ impl Default for NodeSettings {
     }
 }
 
-/// The repository's own plugins (`plugins/`), compiled into this binary at build time.
+/// The repository's own plugins (`plugins/`), compiled into this binary at build time: the
+/// card, wallet, mobile-money and cross-border methods, and the FX plugin (which quotes no pair until an
+/// operator configures its rate table).
 pub fn builtin_plugins() -> Vec<PluginSource> {
     vec![
         PluginSource::Builtin("card", wasmpay_plugin_artifacts::CARD, Some(wasmpay_plugin_artifacts::CARD_MANIFEST)),
@@ -90,6 +93,16 @@ pub fn builtin_plugins() -> Vec<PluginSource> {
             "mobile",
             wasmpay_plugin_artifacts::MOBILE,
             Some(wasmpay_plugin_artifacts::MOBILE_MANIFEST),
+        ),
+        PluginSource::Builtin(
+            "xborder",
+            wasmpay_plugin_artifacts::XBORDER,
+            Some(wasmpay_plugin_artifacts::XBORDER_MANIFEST),
+        ),
+        PluginSource::Builtin(
+            "fx-table",
+            wasmpay_plugin_artifacts::FX_TABLE,
+            Some(wasmpay_plugin_artifacts::FX_TABLE_MANIFEST),
         ),
     ]
 }
@@ -240,7 +253,9 @@ impl Node {
                 shutdown_signal.clone(),
             ));
         }
-        let (bus, intake) = Bus::new(client.clone(), processor, metrics.clone(), bus_settings)
+        let quoter =
+            Arc::new(Quoter::new(ledger.clone(), plugin_host.clone(), metrics.clone(), settings.config.fx.clone()));
+        let (bus, intake) = Bus::new(client.clone(), (processor, quoter), metrics.clone(), bus_settings)
             .start(shutdown_signal.clone(), failed)
             .await?;
         let listener = TcpListener::bind(settings.http_address)

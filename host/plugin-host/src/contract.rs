@@ -3,7 +3,7 @@
 //! where it was cut), lists are bounded, money adds up and stays within the method's bound.
 //! A breach is the plugin's failure (`plugin_failed`), never a stored oversize reply.
 
-use wasmpay_protocol::money::{Currency, FeeBearer, MAX_PAYMENT_MINOR_UNITS};
+use wasmpay_protocol::money::{Currency, FeeBearer, MAX_PAYMENT_MINOR_UNITS, Rate};
 
 use crate::bindings::{refund_fee, types};
 use crate::settings::FeeLimit;
@@ -160,6 +160,8 @@ pub struct PluginInfo {
     pub quotes_fees: bool,
     /// Whether it exports `refund-fee` (0.1.1): without it, its refunds keep the fee.
     pub prices_refunds: bool,
+    /// Whether it exports `fx` (0.1.2): it prices cross-border payments' conversions.
+    pub quotes_rates: bool,
 }
 
 impl PluginInfo {
@@ -193,6 +195,7 @@ pub fn check_info(
     validates: bool,
     quotes_fees: bool,
     prices_refunds: bool,
+    quotes_rates: bool,
 ) -> Result<PluginInfo, String> {
     let shown = |text: &str| truncate(text, 64).escape_debug().to_string();
     if !valid_plugin_name(&raw.name) {
@@ -218,7 +221,16 @@ pub fn check_info(
         validates,
         quotes_fees,
         prices_refunds,
+        quotes_rates,
     })
+}
+
+/// An FX plugin's rate, checked and with its markup applied: a positive decimal of at most 18
+/// digits and 12 decimals, a markup below 100 %. Anything else breaks the contract.
+pub fn check_rate(rate: &types::FxRate) -> Result<Rate, String> {
+    Rate::new(rate.digits, rate.scale)
+        .and_then(|mid| mid.with_markup(rate.markup_bps))
+        .map_err(|error| format!("{error} (markup {} bp)", rate.markup_bps))
 }
 
 /// `MAJOR.MINOR.PATCH` with an optional `-pre` or `+build` suffix.
@@ -283,6 +295,18 @@ mod tests {
         assert!(long.message.len() <= MAX_MESSAGE_BYTES && long.message.ends_with(TRUNCATED));
         for bad in ["", "Card", "card-expired", "9lives", "a\nb", &"a".repeat(65)] {
             assert!(check_rejection(rejection(bad, String::new())).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rates_are_exact_decimals_with_a_markup_below_all_of_it() {
+        let rate = |digits, scale, markup_bps| check_rate(&types::FxRate { digits, scale, markup_bps });
+        assert_eq!(rate(10_832, 4, 50).map(|rate| rate.to_string()), Ok("1.077784".to_owned()));
+        assert_eq!(rate(157, 0, 0).map(|rate| rate.to_string()), Ok("157".to_owned()));
+        for (digits, scale, markup_bps) in
+            [(0, 0, 0), (1, 13, 0), (10_u64.pow(18), 0, 0), (1, 0, 10_000), (1, 0, u32::MAX)]
+        {
+            assert!(rate(digits, scale, markup_bps).is_err(), "{digits}e-{scale} less {markup_bps} bp");
         }
     }
 

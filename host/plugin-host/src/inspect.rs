@@ -63,12 +63,15 @@ pub fn inspect(settings: &SandboxSettings, source_name: &str, bytes: &[u8]) -> R
         .collect();
     let exports: Vec<String> = component_type.exports(&runtime.engine).map(|(name, _)| name.to_owned()).collect();
     let exported = |interface: &str| exports.iter().any(|name| is_interface(name, interface));
-    let world = match (exported("plugin"), exported("validator"), exported("fee-policy"), exported("refund-fee")) {
-        (true, true, true, true) => Some("payment-method-with-refunds"),
-        (true, true, true, false) => Some("payment-method"),
-        (true, false, true, true) => Some("fee-policy-with-refunds"),
-        (true, false, true, false) => Some("fee-policy-plugin"),
-        (true, true, false, _) => Some("validator-plugin"),
+    let roles = (exported("validator"), exported("fee-policy"), exported("refund-fee"), exported("fx"));
+    let world = match (exported("plugin"), roles) {
+        (true, (true, true, true, false)) => Some("payment-method-with-refunds"),
+        (true, (true, true, false, false)) => Some("payment-method"),
+        (true, (false, true, true, false)) => Some("fee-policy-with-refunds"),
+        (true, (false, true, false, false)) => Some("fee-policy-plugin"),
+        (true, (true, false, _, false)) => Some("validator-plugin"),
+        (true, (false, false, false, true)) => Some("fx-plugin"),
+        (true, (_, _, _, true)) => Some("host-view"),
         _ => None,
     };
     let described = LoadedPlugin::load(&runtime, source_name, bytes, &|_| Default::default())

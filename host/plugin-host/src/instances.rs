@@ -13,14 +13,15 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
 
-use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits, reversible_fee};
+use tokio::sync::Semaphore;
+use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits, Rate, reversible_fee};
 use wasmpay_protocol::{PaymentId, PaymentRequest};
 use wasmtime::component::Instance;
 use wasmtime::{Store, Trap};
 
 use crate::bindings::{fee_policy, refund_fee, types, validator};
-use crate::contract::{CheckedFee, RefundFee, check_quote, check_refund_fee, check_rejection};
-use crate::pipeline::Pipeline;
+use crate::contract::{CheckedFee, RefundFee, check_quote, check_rate, check_refund_fee, check_rejection};
+use crate::pipeline::{FxPipeline, Pipeline};
 use crate::runtime::PluginRuntime;
 use crate::sandbox::{self, PluginState, describe_error};
 use crate::version::LoadedPlugin;
@@ -142,6 +143,39 @@ impl RefundInput {
             reversible: u64::try_from(reversible.0).unwrap_or_default(),
         }
     }
+}
+
+/// A conversion as the FX plugin sees it: the pair and the amount, nothing of the accounts.
+#[derive(Debug)]
+pub struct RateInput {
+    request: types::RateRequest,
+    id: Arc<str>,
+}
+
+impl RateInput {
+    /// The rate request for converting `amount` minor units of `source` into `target`, for
+    /// the payment or quote `id` (which tags the plugin's log lines), stamped with when the
+    /// host accepted it.
+    pub fn new(id: &str, source: Currency, target: Currency, amount: u64, received_at_ms: u64) -> RateInput {
+        RateInput {
+            request: types::RateRequest {
+                source: source.code().to_owned(),
+                target: target.code().to_owned(),
+                amount: types::Money { minor_units: amount, currency: source.code().to_owned() },
+                received_at_ms,
+            },
+            id: Arc::from(id),
+        }
+    }
+}
+
+/// What the FX plugin decided on a conversion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RateVerdict {
+    /// The rate, checked, its markup applied.
+    Quoted(Rate),
+    /// The plugin does not quote the pair (or the amount).
+    Declined(PluginRejection),
 }
 
 /// What a method's fee policy decided on a refund.
@@ -276,7 +310,21 @@ impl Instances {
     /// thread then drops the used instances and makes the spares (guest code too: the
     /// share is held until then) while the caller records and answers the payment.
     pub async fn run_blocking(&mut self, pipeline: Pipeline, input: PaymentInput) -> Result<Verdict, PluginFailure> {
-        self.on_blocking_thread(pipeline, true, move |runner, pipeline| runner.run(pipeline, &input)).await
+        let share = pipeline.share.clone();
+        let work = move |runner: &mut Instances, pipeline: &Pipeline| runner.run(pipeline, &input);
+        self.on_blocking_thread(share, pipeline, work, Instances::replenish).await
+    }
+
+    /// Asks the FX plugin the rate of one conversion, on a blocking thread once conversions
+    /// have a free share of the plugin CPU, on an instance made for it and dropped after it.
+    pub async fn quote_rate_blocking(
+        &mut self,
+        fx: FxPipeline,
+        input: RateInput,
+    ) -> Result<RateVerdict, PluginFailure> {
+        let share = fx.share.clone();
+        let work = move |runner: &mut Instances, fx: &FxPipeline| runner.quote_rate(&fx.plugin, &input);
+        self.on_blocking_thread(share, fx, work, |runner, _| runner.end_payment()).await
     }
 
     /// Asks `pipeline`'s fee policy the fee of a refund, on a blocking thread once its method
@@ -291,29 +339,28 @@ impl Instances {
             return Ok(RefundVerdict::Priced(RefundFee::Keep));
         }
         // Refunds are rare: their instances are dropped, not replaced by spares.
-        self.on_blocking_thread(pipeline, false, move |runner, pipeline| runner.quote_refund(pipeline, &input)).await
+        let share = pipeline.share.clone();
+        let work = move |runner: &mut Instances, pipeline: &Pipeline| runner.quote_refund(pipeline, &input);
+        self.on_blocking_thread(share, pipeline, work, |runner, _| runner.end_payment()).await
     }
 
-    /// Runs `work` on a blocking thread with these instances once the pipeline's method has
-    /// a free share, answers as soon as it returns, then (on the same thread, the share still
-    /// held) drops the used instances and, if `replenish`, makes the spares.
-    async fn on_blocking_thread<T: Send + 'static>(
+    /// Runs `work` on a blocking thread with these instances once `share` has a free place,
+    /// answers as soon as it returns, then (on the same thread, the share still held) runs
+    /// `after`: drops the used instances and, for a payment, makes the spares.
+    async fn on_blocking_thread<C: Send + 'static, T: Send + 'static>(
         &mut self,
-        pipeline: Pipeline,
-        replenish: bool,
-        work: impl FnOnce(&mut Instances, &Pipeline) -> Result<T, PluginFailure> + Send + 'static,
+        share: Arc<Semaphore>,
+        context: C,
+        work: impl FnOnce(&mut Instances, &C) -> Result<T, PluginFailure> + Send + 'static,
+        after: impl FnOnce(&mut Instances, &C) + Send + 'static,
     ) -> Result<T, PluginFailure> {
         let mut runner = self.take_back().await;
         // The semaphore is never closed, so the permit always comes.
-        let share = pipeline.share.clone().acquire_owned().await.ok();
+        let share = share.acquire_owned().await.ok();
         let (verdict_sender, verdict) = tokio::sync::oneshot::channel();
         self.replenishing = Some(tokio::task::spawn_blocking(move || {
-            let _ = verdict_sender.send(work(&mut runner, &pipeline));
-            if replenish {
-                runner.replenish(&pipeline);
-            } else {
-                runner.end_payment();
-            }
+            let _ = verdict_sender.send(work(&mut runner, &context));
+            after(&mut runner, &context);
             drop(share);
             runner
         }));
@@ -372,6 +419,21 @@ impl Instances {
                     .map(RefundVerdict::Priced)
                     .map_err(|message| self.breach(plugin, message))
             }
+        }
+    }
+
+    /// `quote-rate` of `plugin` (an FX plugin) on an instance made for this conversion, on
+    /// this thread: what [`Instances::quote_rate_blocking`] runs off the async threads.
+    pub fn quote_rate(&mut self, plugin: &Arc<LoadedPlugin>, input: &RateInput) -> Result<RateVerdict, PluginFailure> {
+        self.used.clear();
+        let answer = self.call(plugin, &input.id, |instance| {
+            let indices = instance.plugin.fx.as_ref()?;
+            let guest = indices.load(&mut instance.store, &instance.instance);
+            Some(guest.and_then(|guest| guest.call_quote_rate(&mut instance.store, &input.request)))
+        })?;
+        match answer {
+            Err(rejection) => self.declined(plugin, rejection).map(RateVerdict::Declined),
+            Ok(rate) => check_rate(&rate).map(RateVerdict::Quoted).map_err(|message| self.breach(plugin, message)),
         }
     }
 

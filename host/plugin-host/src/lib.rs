@@ -12,7 +12,7 @@
 //! - `selftest`: a version's bundled fixtures, run before it may serve.
 //! - `inspect`: what a component imports, exports and describes, for `wasmpay plugin inspect`.
 //! - `instances`: running a pipeline, one fresh instance per plugin per payment.
-//! - `pipeline`: which plugins decide each payment method, and its fee bound.
+//! - `pipeline`: which plugins decide each payment method, and its fee bound; the FX plugin.
 //! - `version`: a loaded plugin version: compiled, linked, described, within the contract.
 //! - `runtime`: the engine, linker, limits and census every plugin of a node shares.
 //! - `shares`: how many of a method's payments may run plugins at once.
@@ -52,12 +52,12 @@ pub use contract::{CheckedFee, PluginInfo, RefundFee, valid_plugin_name};
 pub use health::HealthView;
 pub use inspect::{Import, Inspection, inspect};
 pub use instances::{
-    CallObserver, FailureKind, Instances, PaymentInput, PluginFailure, PluginRejection, RefundInput, RefundVerdict,
-    RefundedPayment, Verdict,
+    CallObserver, FailureKind, Instances, PaymentInput, PluginFailure, PluginRejection, RateInput, RateVerdict,
+    RefundInput, RefundVerdict, RefundedPayment, Verdict,
 };
 pub use lifecycle::{PluginHost, PluginStatus, Refusal, Switched, VersionState, VersionStatus};
 pub use manifest::{Manifest, Sha256};
-pub use pipeline::{Pipeline, PipelineError, Pipelines};
+pub use pipeline::{FxPipeline, Pipeline, PipelineError, Pipelines};
 pub use runtime::{PluginRuntime, RuntimeError};
 pub use selftest::FixtureResult;
 pub use settings::{FeeLimit, MethodSettings, PluginSettings, QuarantineSettings, SandboxSettings};

@@ -70,6 +70,8 @@ pub struct VersionStatus {
     pub checked: bool,
     /// Whether it prices refunds (exports `refund-fee`, WIT 0.1.1); if not, they keep the fee.
     pub prices_refunds: bool,
+    /// Whether it prices conversions (exports `fx`, WIT 0.1.2): the deployment's FX plugin.
+    pub quotes_rates: bool,
     /// Calls, failures, latency.
     #[serde(flatten)]
     pub health: HealthView,
@@ -359,6 +361,7 @@ impl PluginHost {
                         state,
                         checked: plugin.manifest().is_some(),
                         prices_refunds: plugin.info().prices_refunds,
+                        quotes_rates: plugin.info().quotes_rates,
                         health,
                     }
                 };

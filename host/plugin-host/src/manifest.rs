@@ -93,6 +93,10 @@ pub struct FixturePayment {
     /// When the host received it; by default [`FIXTURE_RECEIVED_AT_MS`].
     #[serde(default = "fixture_received_at")]
     pub received_at_ms: u64,
+    /// For an FX plugin: the currency `amount` is converted into. The fixture then asks the
+    /// plugin's rate, and nothing else.
+    #[serde(default)]
+    pub counter_currency: Option<String>,
 }
 
 fn fixture_received_at() -> u64 {
@@ -112,6 +116,9 @@ pub enum Expected {
         /// Who bears it.
         #[serde(default)]
         bearer: Option<FeeBearer>,
+        /// An FX plugin's rate, markup applied, as the host writes it (`1.077784`).
+        #[serde(default)]
+        rate: Option<String>,
     },
     /// The plugin declined with this code.
     Declined {

@@ -14,6 +14,10 @@ use crate::settings::{FeeLimit, MethodSettings};
 use crate::shares::MethodShares;
 use crate::version::LoadedPlugin;
 
+/// The share of the plugin CPU that conversions run under: no method can be named so (a
+/// method is `[a-z0-9_-]`).
+const FX_SHARE: &str = "@fx";
+
 /// The plugins of one method.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
@@ -47,10 +51,32 @@ impl Pipeline {
     }
 }
 
+/// The deployment's FX plugin: it prices the conversion of every cross-border payment and
+/// quote, whatever the method.
+#[derive(Clone, Debug)]
+pub struct FxPipeline {
+    /// Its own share of the plugin CPU, like a method's.
+    pub(crate) share: Arc<Semaphore>,
+    pub(crate) plugin: Arc<LoadedPlugin>,
+}
+
+impl FxPipeline {
+    /// `name@version` of the FX plugin, recorded with every conversion it prices.
+    pub fn key(&self) -> &str {
+        &self.plugin.key
+    }
+
+    /// The FX plugin.
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+}
+
 /// Every method this node serves, and the plugins behind them.
 #[derive(Clone, Debug, Default)]
 pub struct Pipelines {
     by_method: BTreeMap<String, Pipeline>,
+    fx: Option<FxPipeline>,
     plugins: Vec<Arc<LoadedPlugin>>,
 }
 
@@ -81,6 +107,9 @@ pub enum PipelineError {
     /// Two plugins claim the same method and no `[methods]` entry settles it.
     #[error("plugins `{0}` and `{1}` both serve method `{2}`: configure [methods.{2}]")]
     AmbiguousMethod(String, String, String),
+    /// Two plugins export `fx`: a deployment prices conversions with one.
+    #[error("plugins `{0}` and `{1}` both export `fx`: a deployment has one FX plugin, remove one")]
+    AmbiguousFx(String, String),
 }
 
 impl Pipelines {
@@ -140,7 +169,17 @@ impl Pipelines {
                 by_method.insert(method.clone(), pipeline);
             }
         }
-        Ok(Pipelines { by_method, plugins })
+        let mut rates = plugins.iter().filter(|plugin| plugin.info.quotes_rates);
+        let fx = rates.next().map(|plugin| FxPipeline { share: shares.of(FX_SHARE), plugin: plugin.clone() });
+        if let (Some(first), Some(second)) = (&fx, rates.next()) {
+            return Err(PipelineError::AmbiguousFx(first.plugin.info.name.clone(), second.info.name.clone()));
+        }
+        Ok(Pipelines { by_method, fx, plugins })
+    }
+
+    /// The FX plugin, if one is loaded: without it, cross-border payments are refused.
+    pub fn fx(&self) -> Option<&FxPipeline> {
+        self.fx.as_ref()
     }
 
     /// The pipeline of `method`.

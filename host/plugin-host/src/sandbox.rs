@@ -21,7 +21,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceType};
 use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store};
 
-use super::bindings::{self, PaymentMethodWithRefunds};
+use super::bindings::{self, HostView};
 use crate::census::{Alive, Census};
 use crate::logs::{self, LogBudget};
 use crate::manifest::ManifestLimits;
@@ -204,7 +204,7 @@ pub fn engine(limits: &Limits) -> wasmtime::Result<Engine> {
 /// The linker every plugin is instantiated with: the wasmpay imports and nothing else.
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<PluginState>> {
     let mut linker = Linker::new(engine);
-    PaymentMethodWithRefunds::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |state| state)?;
+    HostView::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |state| state)?;
     Ok(linker)
 }
 

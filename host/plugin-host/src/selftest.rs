@@ -10,7 +10,7 @@ use wasmpay_protocol::money::{Currency, FeeBearer};
 
 use crate::bindings::types;
 use crate::contract::{check_quote, check_rejection};
-use crate::instances::{CallObserver, Instances, PaymentInput, PluginFailure};
+use crate::instances::{CallObserver, Instances, PaymentInput, PluginFailure, RateInput, RateVerdict};
 use crate::manifest::{Expected, Fixture, Manifest};
 use crate::runtime::PluginRuntime;
 use crate::settings::FeeLimit;
@@ -28,14 +28,14 @@ impl CallObserver for Unobserved {
 /// What a fixture got.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
-    Approved { fee: Option<u64>, bearer: Option<FeeBearer> },
+    Approved { fee: Option<u64>, bearer: Option<FeeBearer>, rate: Option<String> },
     Declined { code: String },
 }
 
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Outcome::Approved { fee, bearer } => write!(f, "approved{}", priced(*fee, *bearer)),
+            Outcome::Approved { fee, bearer, rate } => write!(f, "approved{}", priced(*fee, *bearer, rate.as_deref())),
             Outcome::Declined { code } => write!(f, "declined with `{code}`"),
         }
     }
@@ -44,17 +44,18 @@ impl std::fmt::Display for Outcome {
 impl std::fmt::Display for Expected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Expected::Approved { fee, bearer } => write!(f, "approved{}", priced(*fee, *bearer)),
+            Expected::Approved { fee, bearer, rate } => write!(f, "approved{}", priced(*fee, *bearer, rate.as_deref())),
             Expected::Declined { code } => write!(f, "declined with `{code}`"),
         }
     }
 }
 
-/// ", fee 110 borne by the payee", as far as it is known.
-fn priced(fee: Option<u64>, bearer: Option<FeeBearer>) -> String {
+/// ", fee 110 borne by the payee" (or ", rate 1.077784"), as far as it is known.
+fn priced(fee: Option<u64>, bearer: Option<FeeBearer>, rate: Option<&str>) -> String {
     let fee = fee.map(|fee| format!(", fee {fee}")).unwrap_or_default();
     let bearer = bearer.map(|bearer| format!(" borne by the {}", bearer.as_str())).unwrap_or_default();
-    format!("{fee}{bearer}")
+    let rate = rate.map(|rate| format!(", rate {rate}")).unwrap_or_default();
+    format!("{fee}{bearer}{rate}")
 }
 
 /// Why the fixtures did not all pass.
@@ -168,8 +169,13 @@ impl Expected {
     /// Whether `outcome` is what this expects.
     fn matches(&self, outcome: &Outcome) -> bool {
         match (self, outcome) {
-            (Expected::Approved { fee, bearer }, Outcome::Approved { fee: got_fee, bearer: got_bearer }) => {
-                fee.is_none_or(|fee| Some(fee) == *got_fee) && bearer.is_none_or(|bearer| Some(bearer) == *got_bearer)
+            (
+                Expected::Approved { fee, bearer, rate },
+                Outcome::Approved { fee: got_fee, bearer: got_bearer, rate: got_rate },
+            ) => {
+                fee.is_none_or(|fee| Some(fee) == *got_fee)
+                    && bearer.is_none_or(|bearer| Some(bearer) == *got_bearer)
+                    && rate.as_ref().is_none_or(|rate| Some(rate) == got_rate.as_ref())
             }
             (Expected::Declined { code }, Outcome::Declined { code: got }) => code == got,
             _ => false,
@@ -224,6 +230,21 @@ fn decide(
         currency,
     );
     let info = &plugin.info;
+    if let Some(counter) = &payment.counter_currency {
+        let counter: Currency =
+            counter.parse().map_err(|_| Undecided::Plugin(format!("counter currency `{counter}` is not supported")))?;
+        if !info.quotes_rates {
+            return Err(Undecided::Plugin("a fixture with a counter currency needs a plugin that exports `fx`".into()));
+        }
+        let id = format!("selftest-{index}");
+        let input = RateInput::new(&id, currency, counter, payment.amount, payment.received_at_ms);
+        return match instances.quote_rate(plugin, &input)? {
+            RateVerdict::Quoted(rate) => {
+                Ok(Outcome::Approved { fee: None, bearer: None, rate: Some(rate.to_string()) })
+            }
+            RateVerdict::Declined(rejection) => Ok(Outcome::Declined { code: rejection.code }),
+        };
+    }
     if info.validates
         && let Err(rejection) = instances.validate(plugin, &input)?
     {
@@ -232,12 +253,15 @@ fn decide(
             .map_err(Undecided::Plugin);
     }
     if !info.quotes_fees {
-        return Ok(Outcome::Approved { fee: None, bearer: None });
+        return Ok(Outcome::Approved { fee: None, bearer: None, rate: None });
     }
     match instances.quote_fee(plugin, &input)? {
         Err(rejection) => check_rejection(rejection).map(|checked| Outcome::Declined { code: checked.code }),
-        Ok(quote) => check_quote(&quote, payment.amount, currency, &fee_limit)
-            .map(|fee| Outcome::Approved { fee: Some(fee.total), bearer: Some(fee.bearer) }),
+        Ok(quote) => check_quote(&quote, payment.amount, currency, &fee_limit).map(|fee| Outcome::Approved {
+            fee: Some(fee.total),
+            bearer: Some(fee.bearer),
+            rate: None,
+        }),
     }
     .map_err(Undecided::Plugin)
 }

@@ -422,3 +422,79 @@ fn an_unusable_cache_directory_is_skipped() {
     let plugin = load_bare(&runtime, "card", wasmpay_plugin_artifacts::CARD).expect("load");
     assert_eq!(plugin.key(), "card@0.1.0");
 }
+
+fn configured(pairs: &[(&str, &str, &str)]) -> BTreeMap<String, PluginSettings> {
+    let mut plugins: BTreeMap<String, PluginSettings> = BTreeMap::new();
+    for (plugin, key, value) in pairs {
+        plugins.entry((*plugin).to_owned()).or_default().config.insert((*key).to_owned(), (*value).to_owned());
+    }
+    plugins
+}
+
+/// A validator and a fee policy built with the SDK's single-role macros (`export_validator!`,
+/// `export_fee_policy!`) load with exactly their role, and a configured pipeline runs them in
+/// turn.
+#[test]
+fn single_role_plugins_built_with_the_sdk_form_a_configured_pipeline() {
+    let sources = [
+        PluginSource::Builtin("screen", wasmpay_plugin_artifacts::SCREEN, None),
+        PluginSource::Builtin("flat-fee", wasmpay_plugin_artifacts::FLAT_FEE, None),
+    ];
+    let methods = BTreeMap::from([(
+        "screened".to_owned(),
+        MethodSettings { validators: vec!["screen".into()], fee: "flat-fee".into() },
+    )]);
+    let runtime = runtime();
+    let plugins = configured(&[("screen", "deny", "mallory, eve"), ("flat-fee", "fee", "40")]);
+    let pipelines = load_pipelines(&runtime, &sources, &plugins, &methods, &BTreeMap::new()).expect("load");
+    let roles: Vec<(bool, bool, bool, bool)> = pipelines
+        .plugins()
+        .iter()
+        .map(|plugin| {
+            let info = plugin.info();
+            (info.validates, info.quotes_fees, info.prices_refunds, info.quotes_rates)
+        })
+        .collect();
+    assert_eq!(roles, [(true, false, false, false), (false, true, true, false)]);
+    let pipeline = pipelines.get("screened").expect("the configured method").clone();
+    assert_eq!(pipeline.keys(), ["screen@0.1.0", "flat-fee@0.1.0"]);
+    let mut instances = Instances::new(runtime, Arc::new(Calls::default()));
+    let pay = |payer: &str| {
+        let body = format!(
+            r#"{{"version":1,"id":"s-{payer}","payer":"{payer}","payee":"shop","amount":1000,"currency":"EUR","method":"screened"}}"#
+        );
+        PaymentInput::new(&wasmpay_protocol::decode(body.as_bytes()).expect("valid request"), 0)
+    };
+    let verdict = instances.run(&pipeline, &pay("alice")).expect("decided");
+    assert_eq!(verdict, Verdict::Priced(CheckedFee { total: 40, bearer: wasmpay_protocol::money::FeeBearer::Payer }));
+    match instances.run(&pipeline, &pay("eve")).expect("decided") {
+        Verdict::Declined(rejection) => {
+            assert_eq!((rejection.plugin.as_str(), rejection.code.as_str()), ("screen@0.1.0", "payer_denied"))
+        }
+        other => panic!("expected a decline, got {other:?}"),
+    }
+}
+
+/// The FX plugin built with `export_fx!` serves no method, quotes a pair of its table with
+/// the markup applied, and declines one it does not quote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fx_plugin_quotes_its_table() {
+    let fx = PluginSource::Builtin("fx-table", wasmpay_plugin_artifacts::FX_TABLE, None);
+    let runtime = runtime();
+    let plugins = configured(&[("fx-table", "EUR/USD", "1.0832"), ("fx-table", "markup_bps", "50")]);
+    let pipelines = load_pipelines(&runtime, &[fx], &plugins, &BTreeMap::new(), &BTreeMap::new()).expect("load");
+    assert_eq!(pipelines.methods().count(), 0, "an FX plugin serves no method");
+    let fx_pipeline = pipelines.fx().expect("the FX plugin").clone();
+    assert_eq!(fx_pipeline.key(), "fx-table@0.1.0");
+    let mut instances = Instances::new(runtime.clone(), Arc::new(Calls::default()));
+    let (eur, usd, gbp) = ("EUR".parse().expect("EUR"), "USD".parse().expect("USD"), "GBP".parse().expect("GBP"));
+    let quoted = instances.quote_rate_blocking(fx_pipeline.clone(), RateInput::new("x-1", eur, usd, 10_000, 0)).await;
+    assert_eq!(
+        quoted.map(|verdict| format!("{verdict:?}")),
+        Ok("Quoted(Rate { mantissa: 1077784, scale: 6 })".to_owned())
+    );
+    match instances.quote_rate_blocking(fx_pipeline, RateInput::new("x-2", eur, gbp, 10_000, 0)).await {
+        Ok(RateVerdict::Declined(rejection)) => assert_eq!(rejection.code, "pair_not_quoted"),
+        other => panic!("expected a decline, got {other:?}"),
+    }
+}

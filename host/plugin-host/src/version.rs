@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{Component, InstancePre};
 
-use crate::bindings::{fee_policy, plugin, refund_fee, types, validator};
+use crate::bindings::{fee_policy, fx, plugin, refund_fee, types, validator};
 use crate::census::Alive;
 use crate::contract::{PluginInfo, check_info};
 use crate::health::Health;
@@ -26,6 +26,7 @@ pub struct LoadedPlugin {
     pub(crate) validator: Option<validator::GuestIndices>,
     pub(crate) fee_policy: Option<fee_policy::GuestIndices>,
     pub(crate) refund_fee: Option<refund_fee::GuestIndices>,
+    pub(crate) fx: Option<fx::GuestIndices>,
     pub(crate) config: Arc<Vec<(String, String)>>,
     pub(crate) log_budget: Arc<LogBudget>,
     pub(crate) limits: Limits,
@@ -136,16 +137,19 @@ impl LoadedPlugin {
         let fee_policy = fee_policy::GuestIndices::new(&pre).ok();
         // Optional (0.1.1): a component without it, or built against 0.1.0, keeps refund fees.
         let refund_fee = refund_fee::GuestIndices::new(&pre).ok();
-        if validator.is_none() && fee_policy.is_none() {
+        // 0.1.2: a plugin that prices conversions, alone or beside the other roles.
+        let fx = fx::GuestIndices::new(&pre).ok();
+        if validator.is_none() && fee_policy.is_none() && fx.is_none() {
             return Err(LoadError::Contract {
                 source_name: source_name.to_owned(),
-                message: "exports neither `validator` nor `fee-policy`".into(),
+                message: "exports none of `validator`, `fee-policy` and `fx`".into(),
             });
         }
-        let raw = describe_itself(runtime, &pre, &describe, refund_fee.as_ref(), &limits).map_err(|error| {
+        let optional = (refund_fee.as_ref(), fx.as_ref());
+        let raw = describe_itself(runtime, &pre, &describe, optional, &limits).map_err(|error| {
             LoadError::Describe { source_name: source_name.to_owned(), message: describe_error(&error) }
         })?;
-        let info = check_info(raw, validator.is_some(), fee_policy.is_some(), refund_fee.is_some())
+        let info = check_info(raw, validator.is_some(), fee_policy.is_some(), refund_fee.is_some(), fx.is_some())
             .map_err(|message| LoadError::Describe { source_name: source_name.to_owned(), message })?;
         let key = format!("{}@{}", info.name, info.version);
         Ok(LoadedPlugin {
@@ -156,6 +160,7 @@ impl LoadedPlugin {
             validator,
             fee_policy,
             refund_fee,
+            fx,
             config: Arc::default(),
             log_budget: Arc::new(LogBudget::default()),
             limits,
@@ -181,13 +186,13 @@ fn compile(runtime: &PluginRuntime, source_name: &str, sha256: &Sha256, bytes: &
 }
 
 /// What the component says it is, asked on an instance made for the question. The same
-/// instance type-checks its `refund-fee` export, if it has one, so that a wrong signature
-/// refuses the version now rather than every refund later.
+/// instance type-checks its `refund-fee` and `fx` exports, if it has them, so that a wrong
+/// signature refuses the version now rather than every refund or conversion later.
 fn describe_itself(
     runtime: &PluginRuntime,
     pre: &InstancePre<PluginState>,
     describe: &plugin::GuestIndices,
-    refund_fee: Option<&refund_fee::GuestIndices>,
+    (refund_fee, fx): (Option<&refund_fee::GuestIndices>, Option<&fx::GuestIndices>),
     limits: &Limits,
 ) -> wasmtime::Result<types::PluginInfo> {
     let state = PluginState::new(Arc::from("loading"), Arc::default(), Arc::default(), limits, &runtime.census);
@@ -195,6 +200,9 @@ fn describe_itself(
     let instance = pre.instantiate(&mut store)?;
     if let Some(refund_fee) = refund_fee {
         refund_fee.load(&mut store, &instance)?;
+    }
+    if let Some(fx) = fx {
+        fx.load(&mut store, &instance)?;
     }
     describe.load(&mut store, &instance)?.call_describe(&mut store)
 }

@@ -27,6 +27,8 @@ pub enum Status {
     Refunded,
     /// A settlement applied all its legs.
     Settled,
+    /// An FX quote was given (`wasmpay.fx.quote`); nothing was recorded but the quote.
+    Quoted,
 }
 
 impl Status {
@@ -43,6 +45,7 @@ impl Status {
             Status::Expired => "expired",
             Status::Refunded => "refunded",
             Status::Settled => "settled",
+            Status::Quoted => "quoted",
         }
     }
 }
@@ -111,6 +114,8 @@ pub enum Code {
     QuoteExpired,
     /// The FX quote converted another payment already: a quote converts one payment.
     QuoteUsed,
+    /// Quoted: the reply's `quote` holds the rate and both amounts until its expiry.
+    Quoted,
 }
 
 impl Code {
@@ -124,6 +129,7 @@ impl Code {
             Code::Expired => Status::Expired,
             Code::Refunded => Status::Refunded,
             Code::Settled => Status::Settled,
+            Code::Quoted => Status::Quoted,
             Code::InsufficientFunds
             | Code::PluginDeclined
             | Code::HoldExpired
@@ -182,6 +188,7 @@ impl Code {
             Code::QuoteMismatch => "quote_mismatch",
             Code::QuoteExpired => "quote_expired",
             Code::QuoteUsed => "quote_used",
+            Code::Quoted => "quoted",
         }
     }
 }

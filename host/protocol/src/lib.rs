@@ -7,6 +7,7 @@
 //! Layout (dependencies point down the list, never up):
 //! - [`request`]: decoding a message strictly, into a checked [`Operation`] (a payment or
 //!   authorization, a capture or void) or a [`Refusal`].
+//! - [`quote`]: decoding a request for an FX quote, before a cross-border payment.
 //! - [`reply`]: the [`Reply`], byte for byte what a client receives.
 //! - [`cluster`]: what `wasmpay.cluster.info` answers.
 //! - [`codes`]: the coarse [`Status`] and the stable [`Code`] of every reply.
@@ -20,13 +21,14 @@ pub mod codes;
 pub mod json;
 pub mod money;
 pub mod openapi;
+pub mod quote;
 pub mod reply;
 pub mod request;
 pub mod routing;
 
 pub use cluster::ClusterInfo;
 pub use codes::{Code, Status};
-pub use reply::Reply;
+pub use reply::{Converted, Reply};
 pub use request::{
     HoldAction, HoldRequest, ID_RULE, InvalidPaymentId, Leg, MAX_LEGS, Operation, PaymentId, PaymentKind,
     PaymentMessage, PaymentRequest, RefundRequest, Refusal, SettlementMessage, SettlementRequest, decode,

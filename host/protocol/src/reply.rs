@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::money::FeeBearer;
+use crate::money::{FeeBearer, Rate};
+use crate::quote::FxQuote;
 use crate::{Code, Leg, PROTOCOL_VERSION, Refusal, Status};
 
 /// A reply, exactly as published. For recorded payments the bytes are stored with the payment
@@ -49,6 +50,28 @@ pub struct Reply {
     /// A settlement's legs, as requested (absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legs: Option<Vec<Leg>>,
+    /// A cross-border payment's other side: what the payee is (or, declined, would have been)
+    /// paid in its currency, at which rate (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion: Option<Converted>,
+    /// The FX quote given, in the reply to a quote request (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<FxQuote>,
+}
+
+/// What a cross-border payment pays its payee.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Converted {
+    /// The payee's currency.
+    pub currency: String,
+    /// Minor units of `currency` paid to the payee: the amount (less a payee-borne fee) at
+    /// `rate`, rounded down.
+    pub amount: u64,
+    /// Major units of `currency` per major unit of the payment's, the FX markup applied.
+    pub rate: Rate,
+    /// The quote it converted at, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<String>,
 }
 
 impl Reply {
@@ -74,6 +97,8 @@ impl Reply {
             payment: None,
             expires_at_ms: None,
             legs: None,
+            conversion: None,
+            quote: None,
         }
     }
 

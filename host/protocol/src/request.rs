@@ -50,6 +50,16 @@ pub struct PaymentMessage {
     /// The client's own data, recorded with the payment.
     #[serde(default)]
     metadata: BTreeMap<String, String>,
+    /// A cross-border payment's payee currency, when it differs from `currency`: the payer
+    /// pays `amount` in `currency`, the payee is paid its conversion at the FX plugin's rate.
+    #[serde(default)]
+    #[schema(value_type = Option<Currency>)]
+    counter_currency: Option<String>,
+    /// The FX quote to convert at (`POST /v1/fx/quotes`): its rate, if the payment is its terms
+    /// and is decided before it expires. Implies the quote's counter currency.
+    #[serde(default)]
+    #[schema(value_type = Option<PaymentId>)]
+    quote: Option<String>,
 }
 
 /// Whether a payment is posted at once or only authorized (held on the payer until captured).
@@ -92,6 +102,20 @@ pub struct PaymentRequest {
     pub details: BTreeMap<String, String>,
     /// Client metadata.
     pub metadata: BTreeMap<String, String>,
+    /// A cross-border payment's payee currency (left out of the fingerprint when absent, so
+    /// every payment's fingerprint from before cross-border payments still matches).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counter_currency: Option<Currency>,
+    /// The FX quote the payment converts at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quote: Option<PaymentId>,
+}
+
+impl PaymentRequest {
+    /// Whether the payee is paid in another currency: a counter currency or a quote was named.
+    pub fn is_cross_border(&self) -> bool {
+        self.counter_currency.is_some() || self.quote.is_some()
+    }
 }
 
 impl PaymentRequest {
@@ -190,7 +214,7 @@ pub struct Leg {
     pub currency: Unit,
 }
 
-fn deserialize_account<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<AccountId, D::Error> {
+pub(crate) fn deserialize_account<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<AccountId, D::Error> {
     AccountId::new(String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
 }
 
@@ -494,6 +518,20 @@ fn check(wire: PaymentMessage, kind: PaymentKind) -> Result<PaymentRequest, Refu
     if !method_ok {
         return Err(invalid("`method` must be 1-32 characters of a-z 0-9 _ -".into()));
     }
+    let counter_currency: Option<Currency> = wire
+        .counter_currency
+        .map(|code| code.parse().map_err(|error: UnknownCurrency| invalid(format!("counter_currency: {error}"))))
+        .transpose()?;
+    if counter_currency == Some(currency) {
+        return Err(invalid("`counter_currency` is the payee's currency when it differs from `currency`".into()));
+    }
+    let quote = wire
+        .quote
+        .map(|quote| PaymentId::new(quote).map_err(|error| invalid(format!("quote: {error}"))))
+        .transpose()?;
+    if kind == PaymentKind::Authorize && (counter_currency.is_some() || quote.is_some()) {
+        return Err(invalid("an authorization holds one currency: a cross-border payment is posted at once".into()));
+    }
     Ok(PaymentRequest {
         kind,
         id: checked_id,
@@ -504,10 +542,12 @@ fn check(wire: PaymentMessage, kind: PaymentKind) -> Result<PaymentRequest, Refu
         method: wire.method,
         details: wire.details,
         metadata: wire.metadata,
+        counter_currency,
+        quote,
     })
 }
 
-fn check_amount(amount: &serde_json::Number) -> Result<u64, (Code, String)> {
+pub(crate) fn check_amount(amount: &serde_json::Number) -> Result<u64, (Code, String)> {
     if let Some(minor_units) = amount.as_u64() {
         if (1..=MAX_PAYMENT_MINOR_UNITS).contains(&minor_units) {
             return Ok(minor_units);

@@ -24,6 +24,11 @@ pub mod subjects {
     pub const EVENTS_PREFIX: &str = "wasmpay.events.payment";
     /// Queue group in which nodes share `wasmpay.submit.*`.
     pub const SUBMIT_QUEUE_GROUP: &str = "wasmpay-submit";
+    /// Request/reply: an FX quote for a cross-border payment, answered by any node (in the
+    /// queue group [`FX_QUOTE_QUEUE_GROUP`]).
+    pub const FX_QUOTE: &str = "wasmpay.fx.quote";
+    /// Queue group in which nodes share [`FX_QUOTE`].
+    pub const FX_QUOTE_QUEUE_GROUP: &str = "wasmpay-fx";
 
     /// Durable payments (JetStream, `Nats-Msg-Id` = payment id): `wasmpay.durable.<p>.<a>`.
     pub const DURABLE_PREFIX: &str = "wasmpay.durable";

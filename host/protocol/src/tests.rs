@@ -90,6 +90,7 @@ fn every_code_has_one_status_and_its_wire_name() {
         (Code::QuoteMismatch, Status::Rejected),
         (Code::QuoteExpired, Status::Declined),
         (Code::QuoteUsed, Status::Declined),
+        (Code::Quoted, Status::Quoted),
     ];
     for (code, status) in lifecycle {
         assert_eq!(

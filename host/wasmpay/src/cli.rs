@@ -494,9 +494,13 @@ async fn verify(db: &str) -> anyhow::Result<()> {
         bail!("the ledger at {db} breaks an invariant: {violation}");
     }
     let payments: u64 = audit.payments_by_outcome.values().sum();
+    // Every unit sums to zero on its own: a cross-border payment's two currencies, a
+    // settlement's cash and asset, each balance through its own FX, fee and external accounts.
+    let units: Vec<&str> = audit.balance_sum_by_currency.keys().map(String::as_str).collect();
     println!(
-        "ledger OK: {payments} transfers; money is conserved in {} currencies",
-        audit.balance_sum_by_currency.len()
+        "ledger OK: {payments} transfers; money is conserved in each of {} units ({})",
+        units.len(),
+        units.join(" ")
     );
     for (outcome, count) in &audit.payments_by_outcome {
         println!("  {outcome:<40} {count:>8}");

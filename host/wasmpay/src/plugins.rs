@@ -228,7 +228,7 @@ fn test(component: &Path, manifest: Option<PathBuf>, runs: u16) -> anyhow::Resul
         info.name,
         info.version,
         report.sha256,
-        info.methods.join(", "),
+        if info.methods.is_empty() { "none (an FX plugin)".to_owned() } else { info.methods.join(", ") },
         report.fixtures.len()
     );
     let width = report.fixtures.iter().map(|fixture| fixture.name.chars().count()).max().unwrap_or(0);
@@ -259,13 +259,17 @@ fn inspection(found: &Inspection) -> String {
     match &found.described {
         Ok(info) => {
             let currencies = if info.currencies.is_empty() { "any".to_owned() } else { info.currencies.join(" ") };
+            let methods = if info.methods.is_empty() { "none".to_owned() } else { info.methods.join(" ") };
+            let refunds = match (info.quotes_fees, info.prices_refunds) {
+                (false, _) => "",
+                (true, true) => ", refunds priced by the plugin",
+                (true, false) => ", refunds keep their fee",
+            };
+            let fx = if info.quotes_rates { ", prices conversions (fx)" } else { "" };
             let _ = writeln!(
                 out,
-                "describe: {} {}, methods {}, currencies {currencies}, refunds {}",
-                info.name,
-                info.version,
-                info.methods.join(" "),
-                if info.prices_refunds { "priced by the plugin" } else { "keep their fee" }
+                "describe: {} {}, methods {methods}, currencies {currencies}{refunds}{fx}",
+                info.name, info.version
             );
         }
         Err(refused) => {

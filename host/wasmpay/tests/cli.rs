@@ -75,6 +75,13 @@ fn demo_pays_through_nats_and_the_books_balance() {
         "cust-life-acme now holds 4 ACME",
         "pays 25000.00 TZS -> approved, fee 250.00 TZS paid by the sender; amina: posted 74750.00 TZS",
         "(Safaricom KE) pays TZS -> declined (currency_not_of_country)",
+        "200.00 EUR pays 215.55 USD at 1.077784",
+        "pays with the quote -> approved, fee 2.00 EUR (two lines) paid by her; studio-nyc gets 215.55 USD, as quoted",
+        "pays with the same quote again -> declined (quote_used)",
+        "pays 50.00 EUR without a quote -> approved at the rate of the moment: 53.88 USD",
+        "pays into North Korea -> declined (sanctioned_country)",
+        "FX position: _fx_EUR 250.00 EUR, _fx_USD -269.43 USD",
+        "EUR 0, ",
     ] {
         assert!(printed.contains(step), "{step} missing from\n{printed}");
     }
@@ -290,6 +297,45 @@ fn currencies_lists_every_active_iso_4217_currency_with_its_exponent() {
     assert_eq!((first["code"].as_str(), first["exponent"].as_u64()), (Some("AED"), Some(2)), "{json}");
 }
 
+/// An FX plugin's fixtures name a counter currency and expect a rate: `plugin test` asks the
+/// plugin (with the manifest's configuration) and compares the rate, markup applied.
+#[test]
+fn plugin_test_checks_an_fx_plugins_rates() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("fx.wasm");
+    std::fs::write(&component, wasmpay_plugin_artifacts::FX_TABLE).unwrap();
+    let manifest = r#"name = "fx-table"
+version = "0.1.0"
+methods = []
+config = { "EUR/USD" = "1.0832", markup_bps = "50" }
+
+[[fixture]]
+name = "euros to dollars less 50 bp"
+payment = { amount = 10000, currency = "EUR", counter_currency = "USD" }
+expect = { verdict = "approved", rate = "1.077784" }
+
+[[fixture]]
+name = "a pair the table lacks"
+payment = { amount = 10000, currency = "EUR", counter_currency = "GBP" }
+expect = { verdict = "declined", code = "pair_not_quoted" }
+
+[[fixture]]
+name = "a wrong expectation"
+payment = { amount = 10000, currency = "USD", counter_currency = "EUR" }
+expect = { verdict = "approved", rate = "0.92" }
+"#;
+    std::fs::write(dir.path().join("fx.toml"), manifest).unwrap();
+    let output = run(&["plugin", "test", component.to_str().unwrap()], "");
+    let printed = text(&output);
+    assert!(!output.status.success(), "{printed}");
+    assert!(printed.contains("methods none (an FX plugin)"), "{printed}");
+    assert!(printed.contains("approved, rate 1.077784"), "{printed}");
+    assert!(printed.contains("declined with `pair_not_quoted`"), "{printed}");
+    // 1 / 1.0832 to 12 decimals, less 50 bp.
+    assert!(printed.contains("expected approved, rate 0.92, got approved, rate 0.91857459379536"), "{printed}");
+    assert!(printed.contains("2 passed, 1 failed"), "{printed}");
+}
+
 /// `plugin test` runs a version's fixtures without a node: every verdict with its time, every
 /// failure (not only the first), exit 1 when any failed.
 #[test]
@@ -323,7 +369,7 @@ fn plugin_test_runs_every_fixture_and_lists_every_failure() {
     assert!(printed.contains("world: payment-method-with-refunds"), "{printed}");
     assert!(printed.contains("describe: card 0.1.0, methods card, currencies EUR USD GBP CHF JPY"), "{printed}");
     assert!(
-        printed.lines().any(|line| line.contains("wasmpay:plugin/log@0.1.1") && line.ends_with("offered")),
+        printed.lines().any(|line| line.contains("wasmpay:plugin/log@0.1.2") && line.ends_with("offered")),
         "{printed}"
     );
     let old = dir.path().join("old.wasm");
@@ -401,7 +447,17 @@ fn bench_measures_every_scenario_beside_its_baseline() {
     // A row on the payment's path for every built-in method.
     let on_path: Vec<&str> =
         rows.iter().filter(|row| row["scenario"] == "plugins_on_path").filter_map(|row| row["load"].as_str()).collect();
-    assert_eq!(on_path, ["card, 1 thread", "wallet, 1 thread", "mobile_money, 1 thread"], "{rows:?}");
+    assert_eq!(
+        on_path,
+        [
+            "card, 1 thread",
+            "wallet, 1 thread",
+            "mobile_money, 1 thread",
+            "cross_border, 1 thread",
+            "fx-table rate, 1 thread"
+        ],
+        "{rows:?}"
+    );
     for row in rows {
         assert_eq!(row["failed"].as_u64(), Some(0), "{row}");
         assert!(row["requests"].as_u64().unwrap() > 0 && row["per_second"].as_u64().unwrap() > 0, "{row}");

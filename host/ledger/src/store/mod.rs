@@ -203,7 +203,7 @@ impl Transaction {
                         .bind(id)
                         .bind(conversion.counter.code())
                         .bind(paid.0)
-                        .bind(conversion.rate.to_string())
+                        .bind(conversion.rate.map(|rate| rate.to_string()))
                         .bind(conversion.fx_plugin.as_str())
                         .bind(conversion.quote.as_deref())
                         .execute(&mut *$connection)

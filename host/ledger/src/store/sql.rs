@@ -214,7 +214,8 @@ pub(crate) fn holds(rows: Vec<HoldRow>) -> Result<Holds, LedgerError> {
 pub(crate) const SELECT_REFUNDABLES: &str =
     "SELECT p.id, p.kind, p.status, p.payer, p.payee, p.currency, p.amount, p.refunded, p.plugins, p.fee,
             p.fee_bearer, p.fee_reversed, COALESCE(p.method, a.method) AS method,
-            COALESCE(p.metadata, a.metadata) AS metadata, p.created_at_ms
+            COALESCE(p.metadata, a.metadata) AS metadata, p.created_at_ms,
+            (SELECT COUNT(*) FROM conversions c WHERE c.payment_id = p.id) AS conversions
      FROM payments p LEFT JOIN payments a ON a.id = p.parent WHERE ";
 
 /// A `payments` row as a refund reads it ([`SELECT_REFUNDABLES`]).
@@ -235,6 +236,7 @@ pub(crate) struct RefundableRow {
     method: Option<String>,
     metadata: Option<String>,
     created_at_ms: i64,
+    conversions: i64,
 }
 
 impl<'r, R: Row> sqlx::FromRow<'r, R> for RefundableRow
@@ -260,6 +262,7 @@ where
             method: row.try_get("method")?,
             metadata: row.try_get("metadata")?,
             created_at_ms: row.try_get("created_at_ms")?,
+            conversions: row.try_get("conversions")?,
         })
     }
 }
@@ -285,6 +288,7 @@ impl TryFrom<RefundableRow> for Refundable {
             method: row.method,
             metadata: row.metadata,
             at_ms: row.created_at_ms,
+            converted: row.conversions > 0,
         })
     }
 }

@@ -56,6 +56,7 @@ pub(super) async fn dispatch(state: &ApiState, path: &[&str], caller: Caller<'_>
         ["payments", payment, "void"] => void(state, payment, caller, body).await,
         ["payments", payment, "refunds"] => refund(state, payment, caller, body).await,
         ["settlements"] => settle(state, caller, body).await,
+        ["fx", "quotes"] => quote(state, body).await,
         _ => problem(StatusCode::NOT_FOUND, "not_found", "no such route"),
     }
 }
@@ -292,6 +293,29 @@ async fn forward(state: &ApiState, message: Value, account: String, client: Opti
     };
     let replayed = stored.is_some_and(|stored| stored.reply == reply);
     answered(reply, replayed)
+}
+
+/// An FX quote for a cross-border payment: the `wasmpay.fx.quote` request, answered by any
+/// node. Nothing but the quote is stored, so asking again gives a new quote.
+#[utoipa::path(post, path = "/v1/fx/quotes", operation_id = "create_fx_quote", tag = "payments",
+    request_body(content = wasmpay_protocol::quote::QuoteMessage,
+                 description = "The quote request of docs/protocol.md: payer, payee, amount, currency, counter_currency"),
+    responses(
+        (status = 201, description = "Quoted: the reply's `quote` holds its id, rate, both amounts and expiry", body = Reply),
+        (status = 402, description = "The FX plugin does not quote the pair or the amount (`plugin_declined`)", body = Reply),
+        (status = 400, description = "Refused: an invalid request, a currency an account does not hold, no FX plugin", body = Reply),
+        (status = 401, description = "No valid client key or admin token", body = Problem),
+        (status = 404, description = "An unknown account", body = Reply),
+        (status = 503, description = "No answer now: ask again", body = Problem),
+    ),
+    security(("client_key" = []), ("admin_token" = [])))]
+pub(super) async fn quote(state: &ApiState, body: Value) -> Response<Body> {
+    match request_with_headers(&state.nats, subjects::FX_QUOTE, async_nats::HeaderMap::new(), body.to_string()).await {
+        Ok(reply) => answered(reply, false),
+        Err(error) => {
+            problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &format!("no node answered the quote: {error}"))
+        }
+    }
 }
 
 /// A reply as an HTTP answer: 201 for what was decided now, 200 for a replay, 402 for a

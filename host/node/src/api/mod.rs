@@ -151,7 +151,9 @@ async fn route(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Respo
         // A client key reaches the payment routes and nothing else. Not settlements: they run
         // no plugin and charge no fee, and a key is not scoped to accounts, so a key that could
         // settle could move any customer's money anywhere.
-        (&Method::POST, ["v1", "payments", ..]) if !incoming::authorized(state.admin_token.as_deref(), &request) => {
+        (&Method::POST, ["v1", "payments" | "fx", ..])
+            if !incoming::authorized(state.admin_token.as_deref(), &request) =>
+        {
             match clients::client(&state, &request).await {
                 Ok(client) => match incoming::read_json(request).await {
                     Ok(body) => {
@@ -166,7 +168,7 @@ async fn route(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Respo
         (_, ["v1", ..]) if !incoming::authorized(state.admin_token.as_deref(), &request) => {
             problem(StatusCode::UNAUTHORIZED, "unauthorized", "send `Authorization: Bearer <WASMPAY_ADMIN_TOKEN>`")
         }
-        (&Method::POST, ["v1", "payments" | "settlements", ..]) => match incoming::read_json(request).await {
+        (&Method::POST, ["v1", "payments" | "settlements" | "fx", ..]) => match incoming::read_json(request).await {
             Ok(body) => {
                 let caller = clients::Caller { idempotency_key: key, client: None };
                 clients::dispatch(&state, &segments[1..], caller, body).await

@@ -37,6 +37,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::durable::Durable;
 use crate::metrics::Metrics;
 use crate::payments::Processor;
+use crate::quotes::Quoter;
 use crate::shutdown::{self, Signal};
 use wasmpay_cluster::bounds;
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
@@ -118,6 +119,7 @@ pub enum BusError {
 pub struct Bus {
     client: Client,
     processor: Arc<Processor>,
+    quoter: Arc<Quoter>,
     metrics: Arc<Metrics>,
     settings: BusSettings,
 }
@@ -127,8 +129,13 @@ pub type Serving = JoinHandle<JoinSet<()>>;
 
 impl Bus {
     /// A bus for `processor` on `client`.
-    pub fn new(client: Client, processor: Arc<Processor>, metrics: Arc<Metrics>, settings: BusSettings) -> Bus {
-        Bus { client, processor, metrics, settings }
+    pub fn new(
+        client: Client,
+        (processor, quoter): (Arc<Processor>, Arc<Quoter>),
+        metrics: Arc<Metrics>,
+        settings: BusSettings,
+    ) -> Bus {
+        Bus { client, processor, quoter, metrics, settings }
     }
 
     /// Starts one worker per partition and subscribes to the subjects every node serves;
@@ -153,6 +160,11 @@ impl Bus {
             .subscribe(subjects::CLUSTER_INFO)
             .await
             .map_err(|source| BusError::Subscribe { subject: subjects::CLUSTER_INFO.to_owned(), source })?;
+        let quotes = self
+            .client
+            .queue_subscribe(subjects::FX_QUOTE, subjects::FX_QUOTE_QUEUE_GROUP.to_owned())
+            .await
+            .map_err(|source| BusError::Subscribe { subject: subjects::FX_QUOTE.to_owned(), source })?;
         self.client.flush().await.map_err(BusError::Flush)?;
         let mut workers = JoinSet::new();
         let queues: Vec<mpsc::Sender<Job>> = (0..self.settings.partitioner.partitions())
@@ -173,13 +185,12 @@ impl Bus {
             openings: Arc::default(),
             hold_sweep: self.settings.hold_sweep,
         };
-        Ok((tokio::spawn(self.serve(submit, info, workers, shutdown, failure)), intake))
+        Ok((tokio::spawn(self.serve([submit, info, quotes], workers, shutdown, failure)), intake))
     }
 
     async fn serve(
         self,
-        mut submit: Subscriber,
-        mut info: Subscriber,
+        [mut submit, mut info, mut quotes]: [Subscriber; 3],
         mut workers: JoinSet<()>,
         mut shutdown: Signal,
         failure: watch::Sender<Option<String>>,
@@ -201,6 +212,7 @@ impl Bus {
                         publish(&self.client, reply.to_string(), info_reply.clone()).await;
                     }
                 }
+                Some(message) = quotes.next() => self.quote(message),
                 else => break,
             }
         }
@@ -211,12 +223,25 @@ impl Bus {
                 self.forward(message).await;
             }
             let _ = info.drain().await;
+            let _ = quotes.drain().await;
         })
         .await;
         if drained.is_err() {
             tracing::warn!("NATS did not confirm the drain within {DRAIN_TIMEOUT:?}; stopping with what was received");
         }
         workers
+    }
+
+    /// Answers a quote request on a task of its own: pricing runs the FX plugin, which must
+    /// not hold up the payments this loop forwards. The quoter bounds how many run at once.
+    fn quote(&self, message: Message) {
+        let (client, quoter) = (self.client.clone(), self.quoter.clone());
+        tokio::spawn(async move {
+            let reply = quoter.answer(&message.payload).await;
+            if let Some(subject) = message.reply {
+                publish(&client, subject.to_string(), reply.to_json().into()).await;
+            }
+        });
     }
 
     /// Forwards `wasmpay.submit.<payer>` to the payer's partition subject, keeping the reply

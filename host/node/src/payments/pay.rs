@@ -6,10 +6,98 @@ use tracing::Instrument;
 use super::replies::{Echo, recorded, refused, submitted};
 use super::{Answer, Processor, Route, now};
 use crate::clock;
-use wasmpay_ledger::{Decision, Replies, Transfer, TransferKind};
-use wasmpay_plugin_host::{CheckedFee, Instances, PaymentInput, Pipeline, PluginRejection, Verdict};
-use wasmpay_protocol::money::{FeeBearer, MinorUnits};
-use wasmpay_protocol::{Code, PaymentKind, PaymentRequest, Reply};
+use wasmpay_ledger::{Conversion, Decision, Quote, Replies, Transfer, TransferKind};
+use wasmpay_plugin_host::{
+    CheckedFee, FxPipeline, Instances, PaymentInput, Pipelines, PluginRejection, RateInput, RateVerdict, Verdict,
+};
+use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
+use wasmpay_protocol::{Code, Converted, PaymentKind, PaymentRequest, Reply};
+
+/// A refusal before the ledger: (code, message, plugins that took part).
+type Refusal = (Code, String, Vec<String>);
+
+/// How a cross-border payment converts, as far as is known before its plugins run.
+enum Terms {
+    /// At its quote's rate.
+    Quoted(Quote),
+    /// At the FX plugin's rate into this currency, asked once the method's plugins priced it.
+    Live(FxPipeline, Currency),
+}
+
+/// What the plugins decided on a payment: the plugins that took part (the FX plugin last),
+/// their verdict, and a cross-border payment's conversion.
+struct Decided {
+    plugins: Vec<String>,
+    verdict: Verdict,
+    conversion: Option<Conversion>,
+}
+
+/// What the payee is credited in the payment's currency, before any conversion: the amount,
+/// less a fee the payee bears.
+fn credited(amount: MinorUnits, fee: MinorUnits, bearer: FeeBearer) -> MinorUnits {
+    match bearer {
+        FeeBearer::Payer => amount,
+        FeeBearer::Payee => MinorUnits(amount.0.saturating_sub(fee.0).max(0)),
+    }
+}
+
+/// Fills in `decided`'s conversion on `terms`: a quote's rate, or the FX plugin's, asked for
+/// what the payee is credited once the method's plugins priced the payment (a payment they
+/// declined is recorded without asking). The FX plugin's decline is the payment's; a failure
+/// of it, or a conversion to no payable amount, refuses the payment unrecorded.
+async fn convert(
+    instances: &mut Instances,
+    request: &PaymentRequest,
+    terms: Terms,
+    decided: &mut Decided,
+    received_at_ms: u64,
+) -> Result<(), Refusal> {
+    let (rate, counter, quote, fx_plugin) = match terms {
+        Terms::Quoted(quote) => (Some(quote.rate), quote.counter_currency, Some(quote.id), quote.fx_plugin),
+        Terms::Live(fx, counter) => {
+            let key = fx.key().to_owned();
+            let Verdict::Priced(fee) = decided.verdict else {
+                let conversion = Conversion::new(request.currency, counter, None, None, key);
+                decided.conversion = Some(conversion);
+                return Ok(());
+            };
+            decided.plugins.push(key.clone());
+            let amount = u64::try_from(credited_of(request, fee).0).unwrap_or_default();
+            let input = RateInput::new(request.id.as_str(), request.currency, counter, amount, received_at_ms);
+            match instances.quote_rate_blocking(fx, input).await {
+                Ok(RateVerdict::Quoted(rate)) => (Some(rate), counter, None, key),
+                Ok(RateVerdict::Declined(rejection)) => {
+                    decided.verdict = Verdict::Declined(rejection);
+                    decided.conversion = Some(Conversion::new(request.currency, counter, None, None, key));
+                    return Ok(());
+                }
+                Err(failure) => {
+                    tracing::warn!(%failure, "FX plugin failed; payment refused, nothing recorded");
+                    return Err((Code::PluginFailed, failure.to_string(), decided.plugins.clone()));
+                }
+            }
+        }
+    };
+    let conversion = Conversion::new(request.currency, counter, rate, quote, fx_plugin);
+    if let Verdict::Priced(fee) = decided.verdict
+        && conversion.counter_amount(credited_of(request, fee)).is_none()
+    {
+        let message = format!(
+            "{} {} converts to no amount of {counter} a payment can move (nothing, or more than 2^53 - 1 minor units)",
+            request.currency.format(i64::try_from(request.amount).unwrap_or(i64::MAX)),
+            request.currency
+        );
+        return Err((Code::AmountOutOfRange, message, decided.plugins.clone()));
+    }
+    decided.conversion = Some(conversion);
+    Ok(())
+}
+
+/// What the payee of `request` is credited in its currency at `fee`.
+fn credited_of(request: &PaymentRequest, fee: CheckedFee) -> MinorUnits {
+    let amount = MinorUnits::from_unsigned(request.amount).unwrap_or(MinorUnits::ZERO);
+    credited(amount, MinorUnits::from_unsigned(fee.total).unwrap_or(MinorUnits::ZERO), fee.bearer)
+}
 
 impl Processor {
     pub(super) async fn decide_request(
@@ -44,6 +132,10 @@ impl Processor {
             let refusal = (Code::UnsupportedCurrency, message, Vec::new());
             return self.refuse_unless_recorded(&request, partition, &fingerprint, refusal);
         }
+        let terms = match self.conversion_terms(&request, &pipelines).await {
+            Ok(terms) => terms,
+            Err(refusal) => return self.refuse_unless_recorded(&request, partition, &fingerprint, refusal),
+        };
         let received_at_ms = clock::unix_ms();
         let input = PaymentInput::new(&request, received_at_ms);
         let verdict = match instances.run_blocking(pipeline.clone(), input).await {
@@ -54,7 +146,61 @@ impl Processor {
                 return self.refuse_unless_recorded(&request, partition, &fingerprint, refusal);
             }
         };
-        self.record(request, route, pipeline, &verdict, fingerprint, received_at_ms).await
+        let mut decided = Decided { plugins: pipeline.keys(), verdict, conversion: None };
+        if let Some(terms) = terms
+            && let Err(refusal) = convert(instances, &request, terms, &mut decided, received_at_ms).await
+        {
+            return self.refuse_unless_recorded(&request, partition, &fingerprint, refusal);
+        }
+        self.record(request, route, decided, fingerprint, received_at_ms).await
+    }
+
+    /// How `request` converts, if it is a cross-border payment: at its quote's rate (the
+    /// quote read here, its expiry and single use left to the ledger's decision), or at the
+    /// FX plugin's, asked once the method's plugins priced it. A quote that does not exist or
+    /// that is not this payment's, or a deployment without an FX plugin, refuses it.
+    async fn conversion_terms(
+        &self,
+        request: &PaymentRequest,
+        pipelines: &Pipelines,
+    ) -> Result<Option<Terms>, Refusal> {
+        let Some(id) = &request.quote else {
+            let Some(counter) = request.counter_currency else {
+                return Ok(None);
+            };
+            let Some(fx) = pipelines.fx() else {
+                let message = format!(
+                    "no FX plugin is loaded: a payment from {} to {counter} needs one (a plugin that exports `fx`)",
+                    request.currency
+                );
+                return Err((Code::UnsupportedCurrency, message, Vec::new()));
+            };
+            return Ok(Some(Terms::Live(fx.clone(), counter)));
+        };
+        let quote = match self.ledger.quote(id.as_str()).await {
+            Ok(Some((quote, _))) => quote,
+            Ok(None) => return Err((Code::UnknownQuote, format!("no FX quote `{id}` exists"), Vec::new())),
+            Err(error) => {
+                let message = format!("the quote could not be read: {error}; retry with the same id");
+                return Err((Code::Unavailable, message, Vec::new()));
+            }
+        };
+        let terms = (&quote.payer, &quote.payee, quote.amount.0, quote.currency);
+        let counter_differs = request.counter_currency.is_some_and(|counter| counter != quote.counter_currency);
+        if terms != (&request.payer, &request.payee, i64::try_from(request.amount).unwrap_or(-1), request.currency)
+            || counter_differs
+        {
+            let message = format!(
+                "quote `{id}` is for {} {} from `{}` to `{}` in {}",
+                quote.currency.format(quote.amount.0),
+                quote.currency,
+                quote.payer,
+                quote.payee,
+                quote.counter_currency
+            );
+            return Err((Code::QuoteMismatch, message, Vec::new()));
+        }
+        Ok(Some(Terms::Quoted(quote)))
     }
 
     /// Refuses `request` with `(code, message, plugins)`, unless its id is recorded: then the
@@ -83,15 +229,14 @@ impl Processor {
         &self,
         request: PaymentRequest,
         route: Route<'_>,
-        pipeline: &Pipeline,
-        verdict: &Verdict,
+        decided: Decided,
         fingerprint: String,
         received_at_ms: u64,
     ) -> Answer {
         let partition = route.partition;
-        let plugins = pipeline.keys();
+        let Decided { plugins, verdict, conversion } = decided;
         let plugins_joined = plugins.join(",");
-        let (fee, rejection) = match verdict {
+        let (fee, rejection) = match &verdict {
             Verdict::Priced(fee) => (*fee, None),
             Verdict::Declined(rejection) => (CheckedFee { total: 0, bearer: FeeBearer::Payee }, Some(rejection)),
         };
@@ -100,9 +245,20 @@ impl Processor {
         else {
             unreachable!("amounts and fees are bounded by 2^53 - 1 before they get here");
         };
-        let kind = match request.kind {
-            PaymentKind::Payment => TransferKind::Payment,
-            PaymentKind::Authorize => {
+        let quoted = conversion.as_ref().is_some_and(|conversion| conversion.quote.is_some());
+        let converted = conversion.as_ref().and_then(|conversion| {
+            let amount = conversion.counter_amount(credited(amount, fee_units, fee.bearer))?;
+            Some(Converted {
+                currency: conversion.counter.code().to_owned(),
+                amount: u64::try_from(amount.0).ok()?,
+                rate: conversion.rate?,
+                quote: conversion.quote.clone(),
+            })
+        });
+        let kind = match (request.kind, conversion) {
+            (PaymentKind::Payment, Some(conversion)) => TransferKind::CrossBorder(Box::new(conversion)),
+            (PaymentKind::Payment, None) => TransferKind::Payment,
+            (PaymentKind::Authorize, _) => {
                 let expiry = self.holds.expiry_of(&request.method);
                 let expires_at_ms =
                     received_at_ms.saturating_add(u64::try_from(expiry.as_millis()).unwrap_or(u64::MAX));
@@ -136,11 +292,23 @@ impl Processor {
         // picks and runs none of this node's code inside its transaction.
         let render = |decision: Decision| {
             let reply = recorded_reply(&request, &transfer.kind, partition, &plugins, decision, fee, rejection);
-            Reply { expires_at_ms: expires_at_ms.filter(|_| decision == Decision::Approved), ..reply }.to_json()
+            let priced = matches!(decision, Decision::Approved | Decision::InsufficientFunds);
+            Reply {
+                expires_at_ms: expires_at_ms.filter(|_| decision == Decision::Approved),
+                conversion: converted.clone().filter(|_| priced),
+                ..reply
+            }
+            .to_json()
         };
-        let replies = match rejection {
-            Some(_) => Replies::DeclinedByPlugin(render(Decision::PluginDeclined)),
-            None => Replies::Posting {
+        let replies = match (rejection, quoted) {
+            (Some(_), _) => Replies::DeclinedByPlugin(render(Decision::PluginDeclined)),
+            (None, true) => Replies::Quoted {
+                approved: render(Decision::Approved),
+                insufficient_funds: render(Decision::InsufficientFunds),
+                quote_expired: render(Decision::QuoteExpired),
+                quote_used: render(Decision::QuoteUsed),
+            },
+            (None, false) => Replies::Posting {
                 approved: render(Decision::Approved),
                 insufficient_funds: render(Decision::InsufficientFunds),
             },
@@ -169,6 +337,12 @@ fn recorded_reply(
         ),
         (Decision::InsufficientFunds, _) => {
             ("the payer's available balance would fall below its floor".to_owned(), None, true)
+        }
+        (Decision::QuoteExpired, _) => {
+            ("the FX quote expired before the payment was decided; ask for a new one".to_owned(), None, true)
+        }
+        (Decision::QuoteUsed, _) => {
+            ("the FX quote converted another payment already; ask for a new one".to_owned(), None, true)
         }
         _ => (code.as_str().replace("ok", "approved"), None, false),
     };

@@ -53,6 +53,17 @@ impl Processor {
                     format!("`{}` moved no money: only an approved payment or a capture is refunded", original.id);
                 return refused(&echo, partition, Code::NotRefundable, message, Vec::new());
             }
+            if original.converted {
+                // Its payee holds another currency: giving money back means converting it back,
+                // at a rate nobody has quoted yet. Until refunds convert, the payee pays the
+                // payer back with a cross-border payment of its own.
+                let message = format!(
+                    "`{}` was a cross-border payment: refunds of converted payments are not supported yet; pay the \
+                     payer back with a cross-border payment",
+                    original.id
+                );
+                return refused(&echo, partition, Code::NotRefundable, message, Vec::new());
+            }
             let left = MinorUnits(original.amount.0.saturating_sub(original.refunded.0));
             let amount = request.amount.map_or(left, |amount| MinorUnits(i64::try_from(amount).unwrap_or(i64::MAX)));
             if amount <= MinorUnits::ZERO {

@@ -24,7 +24,8 @@ use wasmpay_node::config::Config;
 use wasmpay_node::metrics::Metrics;
 use wasmpay_node::node::builtin_plugins;
 use wasmpay_plugin_host::{
-    Instances, PaymentInput, Pipeline, PluginRuntime, PluginSource, SandboxSettings, Verdict, load_pipelines,
+    Instances, PaymentInput, Pipeline, PluginRuntime, PluginSettings, PluginSource, RateInput, RateVerdict,
+    SandboxSettings, Verdict, load_pipelines,
 };
 
 use super::load::{Latency, Measured};
@@ -42,7 +43,7 @@ const SLOW_CALL: Duration = Duration::from_millis(38);
 const BESIDE: u32 = 200;
 
 /// A payment of each built-in method, as the rows on the payment's path time it.
-const METHOD_PAYMENTS: [(&str, &str); 3] = [
+const METHOD_PAYMENTS: [(&str, &str); 4] = [
     (
         "card",
         r#"{"version":1,"id":"bench","payer":"payer-00000","payee":"shop-0","amount":100,"currency":"EUR",
@@ -57,6 +58,11 @@ const METHOD_PAYMENTS: [(&str, &str); 3] = [
         "mobile_money",
         r#"{"version":1,"id":"bench","payer":"payer-00000","payee":"shop-0","amount":2500000,"currency":"TZS",
             "method":"mobile_money","details":{"msisdn":"+255754123456"}}"#,
+    ),
+    (
+        "cross_border",
+        r#"{"version":1,"id":"bench","payer":"payer-00000","payee":"shop-0","amount":10000,"currency":"EUR",
+            "method":"cross_border","details":{"payer_country":"DE","payee_country":"US"}}"#,
     ),
 ];
 
@@ -75,6 +81,8 @@ pub async fn measure() -> anyhow::Result<Vec<Row>> {
             card_in_all = in_all;
         }
     }
+    let mut rates = tokio::task::spawn_blocking(time_rates).await??;
+    rows.push(row(Scenario::PluginsOnPath, &mut rates, "fx-table rate, 1 thread".to_owned()));
     eprintln!("{:<58} done", Scenario::PluginsOnPath.label());
     let (mut compiled, mut cached) = tokio::task::spawn_blocking(time_loads).await??;
     eprintln!("{:<58} done", Scenario::PluginLoadCached.label());
@@ -202,6 +210,38 @@ fn time_loads() -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
         cached.push(load(Some(cache.path().to_owned()))?);
     }
     Ok((compiled, cached))
+}
+
+/// The time of each FX rate call a cross-border payment adds (EUR to USD, from `fx-table`'s
+/// table), on an instance made for it, as a payment's.
+fn time_rates() -> anyhow::Result<Vec<Duration>> {
+    let config = Config::default();
+    let runtime = PluginRuntime::new(&config.sandbox)?;
+    let table = PluginSettings {
+        path: None,
+        config: [("EUR/USD", "1.0832"), ("markup_bps", "50")]
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .into(),
+    };
+    let plugins = [("fx-table".to_owned(), table)].into();
+    let pipelines = load_pipelines(&runtime, &builtin_plugins(), &plugins, &config.methods, &config.fee_limits)?;
+    let fx = pipelines.fx().context("the built-in plugins have no FX plugin")?;
+    let (eur, usd) = ("EUR".parse()?, "USD".parse()?);
+    let mut instances = Instances::new(Arc::clone(&runtime), Arc::new(Metrics::default()));
+    let mut times = Vec::new();
+    for call in 0..2 * PAYMENTS {
+        let input = RateInput::new("bench", eur, usd, 10_000, clock::unix_ms());
+        let started = Instant::now();
+        let verdict = instances.quote_rate(fx.plugin(), &input)?;
+        let called = started.elapsed();
+        if !matches!(verdict, RateVerdict::Quoted(_)) {
+            bail!("the FX plugin did not quote the bench pair: {verdict:?}");
+        }
+        if call >= PAYMENTS {
+            times.push(called);
+        }
+    }
+    Ok(times)
 }
 
 /// The time of each of `method`'s payments' calls (paying `body`), and of the calls plus the

@@ -3,12 +3,13 @@
 //! funds accounts, pays a few hundred payments over NATS across both built-in methods (some
 //! declined on purpose), replays some, walks one customer's payments through their lifecycle
 //! (an authorization captured in part, one voided, one expired, a partial refund, a
-//! two-currency settlement), pays by mobile money in shillings, and prints
-//! what happened and whether the books balance.
+//! two-currency settlement), pays by mobile money in shillings, pays across a border from
+//! euros to dollars with a quote, and prints what happened and whether the books balance.
 //! `--nodes N` does the same on a cluster (`cluster`): N `serve` processes on PostgreSQL, one
 //! of which is killed mid-run.
 
 mod cluster;
+mod cross_border;
 mod lifecycle;
 mod mobile;
 
@@ -79,7 +80,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         http_address: SocketAddr::from(([127, 0, 0, 1], 0)),
         node_id: format!("demo-{}", std::process::id()),
         admin_token: Some(format!("demo-{}", std::process::id())),
-        config: Config { holds: demo_holds(), ..Config::default() },
+        config: Config { holds: demo_holds(), plugins: [cross_border::fx_table()].into(), ..Config::default() },
         ..NodeSettings::new()
     };
     let node = Node::start(settings).await.context("starting the node")?;
@@ -120,6 +121,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (tally, replays) = summarize(&client, partitioner, replies).await?;
     lifecycle::run(&client, partitioner, node.ledger(), euro).await?;
     mobile::run(&client, partitioner, node.ledger()).await?;
+    cross_border::run(&client, partitioner, node.ledger()).await?;
     let audit = node.ledger().audit().await?;
     print_summary(&tally, replays, &audit, node.ledger(), euro).await?;
     node.shutdown().await;
@@ -281,5 +283,7 @@ async fn print_summary(
         audit.unbalanced_payments.len(),
         audit.drifted_accounts.len()
     );
+    let sums: Vec<String> = audit.balance_sum_by_currency.iter().map(|(unit, sum)| format!("{unit} {sum}")).collect();
+    println!("conservation per unit (minor units): {}", sums.join(", "));
     Ok(())
 }
