@@ -30,7 +30,7 @@ fn config() -> Config {
         ("fx-table".to_owned(), settings(&[("EUR/USD", "1.0832"), ("markup_bps", "50")])),
         ("xborder".to_owned(), settings(&[("denied_names", "ACME Shell Co")])),
     ]);
-    Config { plugins, fx: FxSettings { quote_ttl_ms: 2_000 }, ..Config::default() }
+    Config { plugins, fx: FxSettings { quote_ttl_ms: 2_000, ..FxSettings::default() }, ..Config::default() }
 }
 
 /// `alice` in EUR with 1,000.00, `bob` in USD, `gbp` in GBP.
@@ -86,11 +86,13 @@ async fn a_cross_border_payment_converts_at_the_fx_plugins_rate_and_balances_per
     assert_eq!(harness.pay_raw(&transfer("x-1", "bob", 10_000, Some("USD"), None)).await, raw);
     assert_eq!(harness.balance("bob").await, 10_777);
 
-    // Any method may convert: a card payment into the dollar account.
+    // Only the methods of `[fx] methods` convert (by default `cross_border`, whose plugin
+    // screens sanctions): a card payment into the dollar account is refused, not recorded.
     let mut by_card = card("x-card", "alice", "bob", 1_000);
     by_card["counter_currency"] = json!("USD");
     let reply = harness.pay(&by_card).await;
-    assert_eq!((reply.status, reply.conversion.map(|conversion| conversion.amount)), (Status::Approved, Some(1_019)));
+    assert_eq!((reply.status, reply.code), (Status::Rejected, Code::UnsupportedCurrency), "{reply:?}");
+    assert!(harness.ledger.payment("x-card").await.unwrap().is_none());
 
     // The FX plugin does not quote EUR/GBP: declined with its reason, recorded, nothing posted.
     let reply = harness.pay(&transfer("x-gbp", "gbp", 1_000, Some("GBP"), None)).await;

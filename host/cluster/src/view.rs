@@ -32,9 +32,10 @@ pub struct ClusterView {
 
 impl ClusterView {
     /// The view as the tables `wasmpay cluster status` prints: the members with how many
-    /// partitions each holds, then every partition's owner, lease token and assigned member
-    /// (which differ only while a partition moves).
-    pub fn table(&self) -> String {
+    /// partitions each holds and the partitions moving or unowned; with `partitions`, every
+    /// partition's owner, lease token and assigned member (which differ only while a partition
+    /// moves).
+    pub fn table(&self, partitions: bool) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
         let _ = writeln!(
@@ -52,6 +53,16 @@ impl ClusterView {
         }
         let unowned = self.leases.iter().filter(|lease| lease.owner.is_none()).count();
         let _ = writeln!(out, "{:<24} {:<34} {:<22} {unowned:>6}", "(no owner)", "", "");
+        let moving = self.leases.iter().filter(|lease| lease.owner.is_some() && lease.owner != lease.assigned).count();
+        let lagging = self.leases.iter().filter(|lease| lease.lag.is_some_and(|lag| lag > 0)).count();
+        let _ = writeln!(
+            out,
+            "\npartitions moving: {moving}, unowned: {unowned}, with durable payments waiting: {lagging}"
+        );
+        if !partitions {
+            let _ = writeln!(out, "(every partition: wasmpay cluster status --partitions)");
+            return out;
+        }
         let number = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |value| value.to_string());
         let _ =
             writeln!(out, "\n{:>9} {:<24} {:>12} {:<24} {:>8}", "partition", "owner", "token", "assigned to", "lag");

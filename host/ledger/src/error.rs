@@ -73,7 +73,7 @@ pub enum LedgerError {
         lock: String,
     },
     /// The database URL names no backend this ledger has.
-    #[error("unsupported database `{0}:`: use sqlite://… or postgres://…")]
+    #[error("`{0}` is not a database URL: write sqlite://PATH (sqlite://wasmpay.db) or postgres://USER@HOST/DATABASE")]
     UnsupportedUrl(String),
 }
 

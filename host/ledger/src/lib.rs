@@ -67,6 +67,7 @@ pub use quotes::new_quote_id;
 pub use refund::Refundable;
 pub use settings::{Durability, LedgerSettings};
 pub use statements::{DEFAULT_PAGE, Entries, EntryLine, HoldLine, MAX_PAGE, OpenHolds, Page, PaymentLine, Payments};
+pub use store::redacted as redacted_url;
 pub use transfer::{Decision, FeeReversal, Recorded, Replies, StoredReply, Transfer, TransferKind};
 
 #[cfg(test)]

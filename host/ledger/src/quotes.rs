@@ -45,13 +45,14 @@ impl Ledger {
         Ok(())
     }
 
-    /// The quote `id` and whether a payment converted with it already, as last committed.
-    pub async fn quote(&self, id: &str) -> Result<Option<(Quote, bool)>, LedgerError> {
+    /// The quote `id`, as stored. Whether a payment may still use it is the ledger's decision
+    /// on that payment (`quote_used`, `quote_expired`), not a reader's.
+    pub async fn quote(&self, id: &str) -> Result<Option<Quote>, LedgerError> {
         let sql = format!("{SELECT_QUOTES} q.id = $1");
         let row: Option<QuoteRow> = on_store!(&self.store, backend => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&backend.pool)
             .await?);
-        row.map(|row| crate::conversion::QuoteState::try_from(row).map(|state| (state.quote, state.used))).transpose()
+        row.map(|row| crate::conversion::QuoteState::try_from(row).map(|state| state.quote)).transpose()
     }
 }

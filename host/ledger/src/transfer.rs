@@ -171,6 +171,18 @@ pub struct Transfer {
 }
 
 impl Transfer {
+    /// What the payee is credited in the transfer's currency, before any conversion: the
+    /// amount, less the fee (net of a refund's reversal) when the payee bears it. A cross-border
+    /// payment converts exactly this.
+    pub fn credited(&self) -> Result<MinorUnits, LedgerError> {
+        let overflow = || LedgerError::Overflow(self.payee.to_string());
+        let fee = self.fee.checked_sub(self.kind.fee_reversed()).map_err(|_| overflow())?;
+        match self.fee_bearer {
+            FeeBearer::Payer => Ok(self.amount),
+            FeeBearer::Payee => self.amount.checked_sub(fee).map_err(|_| overflow()),
+        }
+    }
+
     /// Every account the transfer may debit: its payer, a settlement's other legs' payers, the
     /// fee account a refund gives a fee back from, and the FX account a cross-border payment
     /// pays its payee from. The batch locks them all, and a transfer waits while another
@@ -367,9 +379,10 @@ pub(crate) fn postings<'a>(
 ) -> Result<Vec<Posting<'a>>, LedgerError> {
     let overflow = |account: &AccountId| LedgerError::Overflow(account.to_string());
     let fee = transfer.fee.checked_sub(transfer.kind.fee_reversed()).map_err(|_| overflow(fee_account))?;
-    let (debit, credit) = match transfer.fee_bearer {
-        FeeBearer::Payer => (transfer.amount.checked_add(fee).map_err(|_| overflow(&transfer.payer))?, transfer.amount),
-        FeeBearer::Payee => (transfer.amount, transfer.amount.checked_sub(fee).map_err(|_| overflow(&transfer.payee))?),
+    let credit = transfer.credited()?;
+    let debit = match transfer.fee_bearer {
+        FeeBearer::Payer => transfer.amount.checked_add(fee).map_err(|_| overflow(&transfer.payer))?,
+        FeeBearer::Payee => transfer.amount,
     };
     let unit = transfer.currency;
     let mut postings = vec![Posting {

@@ -134,6 +134,12 @@ pub enum NodeError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The NATS server runs without JetStream, which the node cannot do without.
+    #[error(
+        "the NATS server at {0} runs without JetStream: start it with `nats-server -js` (JetStream keeps the \
+         cluster's leases, the plugin store and durable payments)"
+    )]
+    NoJetStream(String),
     /// Subscribing failed.
     #[error(transparent)]
     Bus(#[from] BusError),
@@ -192,7 +198,7 @@ impl Node {
             .map_err(|error| PluginError::Runtime(error.to_string()))??
         };
         for plugin in plugin_host.pipelines().plugins() {
-            tracing::info!(plugin = plugin.key(), methods = ?plugin.info().methods, checked = plugin.manifest().is_some(), "plugin loaded");
+            tracing::info!(plugin = plugin.key(), methods = %plugin.info().methods.join(","), checked = plugin.manifest().is_some(), "plugin loaded");
         }
         let _ = metrics.plugin_census.set(plugin_host.runtime().census().clone());
         let plugin_host = Arc::new(plugin_host);
@@ -215,13 +221,22 @@ impl Node {
             .connect(servers)
             .await
             .map_err(|error| connect_failed(error.into()))?;
+        // Said at once, rather than after half a minute of JetStream requests that cannot succeed.
+        if !client.server_info().jetstream {
+            return Err(NodeError::NoJetStream(settings.nats_url.clone()));
+        }
         // Serve what the cluster serves before taking a payment, then follow its changes.
         let replicas = js::replicas(&client, settings.config.cluster.replicas);
         let plugin_store = PluginStore::open(client.clone(), replicas).await?;
         let applied = plugins::catch_up(&plugin_host, &plugin_store, &metrics).await?;
         let holds = settings.config.holds.clone();
-        let processor =
-            Arc::new(Processor::new(ledger.clone(), plugin_host.clone(), partitioner, metrics.clone(), holds));
+        let processor = Arc::new(Processor::new(
+            ledger.clone(),
+            plugin_host.clone(),
+            partitioner,
+            metrics.clone(),
+            (holds, settings.config.fx.clone()),
+        ));
         let (shutdown, shutdown_signal) = watch::channel(false);
         let (failed, failure) = watch::channel(None);
         let durable = match settings.config.delivery.durable {
@@ -352,7 +367,10 @@ impl Node {
     /// Stops taking messages, hands its partitions over (answering what they took), stops the
     /// API and closes the ledger.
     pub async fn shutdown(self) {
-        tracing::info!(bound = ?Node::stop_timeout(), "stopping (at most this long, and the HTTP API's grace)");
+        tracing::info!(
+            bound_ms = Node::stop_timeout().as_millis(),
+            "stopping (at most this long, and the HTTP API's grace)"
+        );
         let _ = self.shutdown.send(true);
         // Submissions first: what they forward still reaches the partitions' owners.
         let workers = self.bus.await.unwrap_or_else(|error| {

@@ -18,18 +18,29 @@ use wasmpay_protocol::money::{MinorUnits, Unit};
 use wasmpay_protocol::quote::decode_quote;
 use wasmpay_protocol::{Code, Reply};
 
-/// `[fx]`: how long a quote holds.
+/// `[fx]`: which methods may convert, and how long a quote holds.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FxSettings {
     /// How long a quote may be paid with, in milliseconds (at most a day): long enough for a
     /// person to confirm a transfer, short enough that the FX provider's rate still stands.
     pub quote_ttl_ms: u64,
+    /// The methods whose payments may convert: by default `cross_border` alone, whose plugin
+    /// screens corridors and sanctions. A method listed here sends money abroad without that
+    /// screen unless its own plugins do it.
+    pub methods: Vec<String>,
 }
 
 impl Default for FxSettings {
     fn default() -> FxSettings {
-        FxSettings { quote_ttl_ms: 60_000 }
+        FxSettings { quote_ttl_ms: 60_000, methods: vec!["cross_border".to_owned()] }
+    }
+}
+
+impl FxSettings {
+    /// Whether payments of `method` may convert.
+    pub fn converts(&self, method: &str) -> bool {
+        self.methods.iter().any(|converting| converting == method)
     }
 }
 

@@ -228,6 +228,9 @@ pub fn check_info(
 /// An FX plugin's rate, checked and with its markup applied: a positive decimal of at most 18
 /// digits and 12 decimals, a markup below 100 %. Anything else breaks the contract.
 pub fn check_rate(rate: &types::FxRate) -> Result<Rate, String> {
+    if rate.scale > Rate::MAX_QUOTED_SCALE {
+        return Err(format!("a rate has at most {} decimals, not {}", Rate::MAX_QUOTED_SCALE, rate.scale));
+    }
     Rate::new(rate.digits, rate.scale)
         .and_then(|mid| mid.with_markup(rate.markup_bps))
         .map_err(|error| format!("{error} (markup {} bp)", rate.markup_bps))

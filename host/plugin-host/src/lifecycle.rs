@@ -418,7 +418,12 @@ impl PluginHost {
             slot.retained.drain(..excess);
         }
         *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(pipelines);
-        tracing::info!(plugin = name, active = ?switched.active, previous = ?switched.previous, "plugin switched");
+        tracing::info!(
+            plugin = name,
+            active = switched.active.as_deref().unwrap_or("none"),
+            previous = switched.previous.as_deref().unwrap_or("none"),
+            "plugin switched"
+        );
         Ok(switched)
     }
 

@@ -84,6 +84,32 @@ pub fn format_major(minor_units: i64, exponent: u8) -> String {
     format!("{sign}{}.{:0width$}", magnitude / scale, magnitude % scale)
 }
 
+/// `text`, an amount written in major units (`12.50`, `-3`, `0.005`), as minor units of a unit
+/// with `exponent` decimals: exact, or an error that says why (more decimals than the unit
+/// has, not a number, beyond 64 bits). The inverse of [`format_major`].
+pub fn parse_major(text: &str, exponent: u8) -> Result<i64, String> {
+    let trimmed = text.trim();
+    let (negative, digits) = match trimmed.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, trimmed),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let all_digits = |part: &str| part.bytes().all(|byte| byte.is_ascii_digit());
+    if whole.is_empty() || !all_digits(whole) || !all_digits(fraction) || (digits.contains('.') && fraction.is_empty())
+    {
+        return Err(format!("`{text}` is not an amount like 12.50"));
+    }
+    if fraction.len() > usize::from(exponent) {
+        return Err(format!(
+            "`{text}` has {} decimals; this currency has {exponent} (its minor unit is 10^-{exponent})",
+            fraction.len()
+        ));
+    }
+    let padded = format!("{whole}{fraction:0<width$}", width = usize::from(exponent));
+    let magnitude: i64 = padded.parse().map_err(|_| format!("`{text}` is beyond what 64-bit minor units hold"))?;
+    Ok(if negative { -magnitude } else { magnitude })
+}
+
 /// The most decimals a registered asset may have: one whole unit, 10^15 minor units, must fit
 /// in one transfer, whose amount is at most 2^53 - 1 (about 9.007 × 10^15); at 16 not even
 /// one unit could be deposited or moved at once.
@@ -353,17 +379,21 @@ pub struct Rate {
 /// A rate that is zero, has more than [`Rate::MAX_SCALE`] decimals or more than
 /// [`Rate::MAX_DIGITS`] significant digits, or is not written as a decimal.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not an exchange rate: a positive decimal of at most 18 digits, 12 after the point")]
+#[error("`{0}` is not an exchange rate: a positive decimal of at most 18 digits, 16 after the point")]
 pub struct InvalidRate(pub String);
 
 impl Rate {
-    /// The most digits after the point. Twelve is far beyond any quoted rate (six to eight is
-    /// the market's usual), and keeps a rate with a markup applied within 16.
-    pub const MAX_SCALE: u8 = 12;
+    /// The most digits after the point an FX plugin may state. Twelve is far beyond any quoted
+    /// rate (six to eight is the market's usual).
+    pub const MAX_QUOTED_SCALE: u8 = 12;
+    /// The most digits after the point of any rate: a quoted one with a markup applied (four
+    /// more, for basis points). Every rate the host makes parses back (`Display`, `FromStr`).
+    pub const MAX_SCALE: u8 = Rate::MAX_QUOTED_SCALE + 4;
     /// The most significant digits: `10^18 - 1` still fits a `u64`.
     pub const MAX_DIGITS: u32 = 18;
 
-    /// `mantissa × 10^-scale`, positive and within the bounds above.
+    /// `mantissa × 10^-scale`, positive and within the bounds above (an FX plugin's answer is
+    /// further held to [`Rate::MAX_QUOTED_SCALE`] decimals by the host's contract check).
     pub fn new(mantissa: u64, scale: u8) -> Result<Rate, InvalidRate> {
         let invalid = || InvalidRate(format!("{mantissa}e-{scale}"));
         if mantissa == 0 || scale > Rate::MAX_SCALE || mantissa >= 10_u64.pow(Rate::MAX_DIGITS) {
@@ -386,7 +416,7 @@ impl Rate {
         while mantissa % 10 == 0 && scale > 0 {
             (mantissa, scale) = (mantissa / 10, scale - 1);
         }
-        while scale > Rate::MAX_SCALE + 4 || mantissa >= u128::from(10_u64.pow(Rate::MAX_DIGITS)) {
+        while scale > Rate::MAX_SCALE || mantissa >= u128::from(10_u64.pow(Rate::MAX_DIGITS)) {
             if scale == 0 {
                 return Err(invalid());
             }
@@ -444,7 +474,7 @@ impl fmt::Display for Rate {
 impl FromStr for Rate {
     type Err = InvalidRate;
 
-    /// `DIGITS[.DIGITS]`, e.g. `1.0832` or `157`: at most 12 decimals and 18 digits in all.
+    /// `DIGITS[.DIGITS]`, e.g. `1.0832` or `157`: at most 16 decimals and 18 digits in all.
     fn from_str(text: &str) -> Result<Rate, InvalidRate> {
         let invalid = || InvalidRate(text.to_owned());
         let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
@@ -516,6 +546,24 @@ mod tests {
     }
 
     #[test]
+    fn amounts_in_major_units_parse_exactly() {
+        assert_eq!(parse_major("12.50", 2), Ok(1_250));
+        assert_eq!(parse_major("12.5", 2), Ok(1_250));
+        assert_eq!(parse_major("12", 2), Ok(1_200));
+        assert_eq!(parse_major("-0.05", 2), Ok(-5));
+        assert_eq!(parse_major("1500", 0), Ok(1_500));
+        assert_eq!(parse_major("1.005", 3), Ok(1_005));
+        for bad in ["12.505", "1.5", "abc", "", "1.", ".5", "1e3", "--1", "+1", "1,50", "99999999999999999999"] {
+            let exponent = if bad == "1.5" { 0 } else { 2 };
+            assert!(parse_major(bad, exponent).is_err(), "{bad}");
+        }
+        assert!(parse_major("12.505", 2).is_err_and(|why| why.contains("3 decimals")));
+        for minor in [0_i64, 5, -5, 1_250, i64::MAX / 10] {
+            assert_eq!(parse_major(&format_major(minor, 2), 2), Ok(minor));
+        }
+    }
+
+    #[test]
     fn units_are_currencies_or_well_formed_asset_codes() {
         assert_eq!("EUR".parse::<Unit>(), Ok(Unit::Currency("EUR".parse().expect("EUR"))));
         for asset in ["AAPL", "POINTS", "ACME_SH", "GOLD_1G", "B-2025-03-XX"] {
@@ -563,10 +611,24 @@ mod tests {
         assert_eq!(rate.with_markup(50).map(|rate| rate.to_string()), Ok("1.077784".to_owned()));
         assert_eq!(rate.with_markup(0), Ok(rate));
         assert!(rate.with_markup(10_000).is_err());
+        // Every rate a markup makes is written and read back as itself, however many decimals
+        // it took (an inverse quoted to 12 decimals, less 50 bp, has 14).
+        let inverse: Rate = "0.923190546528".parse().expect("rate");
+        let marked = inverse.with_markup(50).expect("marked up");
+        assert_eq!(marked.to_string(), "0.91857459379536");
+        for digits in [1_u64, 7, 923_190_546_528, 999_999_999_999, 10_832, 123_456_789_012] {
+            for scale in [0_u8, 4, 9, 12] {
+                let Ok(quoted) = Rate::new(digits, scale) else { continue };
+                for bps in [1_u32, 33, 50, 999, 9_999] {
+                    let marked = quoted.with_markup(bps).expect("a markup below 100 %");
+                    assert_eq!(marked.to_string().parse::<Rate>(), Ok(marked), "{quoted} less {bps} bp");
+                }
+            }
+        }
         // One spelling per rate; floats, signs, exponents and zero are refused.
         assert_eq!("1.50".parse::<Rate>(), "1.5".parse::<Rate>());
         assert_eq!("001.5".parse::<Rate>().map(|rate| rate.to_string()), Ok("1.5".to_owned()));
-        for bad in ["0", "0.000", "-1.2", "1e3", "1.", ".5", "", "1.0000000000001", "1234567890123456789", "NaN"] {
+        for bad in ["0", "0.000", "-1.2", "1e3", "1.", ".5", "", "1.00000000000000001", "1234567890123456789", "NaN"] {
             assert!(bad.parse::<Rate>().is_err(), "{bad}");
         }
         assert_eq!(serde_json::to_string(&rate).expect("json"), "\"1.0832\"");

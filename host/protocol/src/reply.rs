@@ -114,4 +114,16 @@ impl Reply {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
     }
+
+    /// The status and code of a reply's JSON, reading nothing else: what a node needs to
+    /// replay stored bytes or map them to an HTTP status, so that no other field of a recorded
+    /// reply can ever make its payment unanswerable.
+    pub fn outcome_of(text: &str) -> Result<(Status, Code), serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Outcome {
+            status: Status,
+            code: Code,
+        }
+        serde_json::from_str::<Outcome>(text).map(|outcome| (outcome.status, outcome.code))
+    }
 }

@@ -112,13 +112,6 @@ pub struct PaymentRequest {
 }
 
 impl PaymentRequest {
-    /// Whether the payee is paid in another currency: a counter currency or a quote was named.
-    pub fn is_cross_border(&self) -> bool {
-        self.counter_currency.is_some() || self.quote.is_some()
-    }
-}
-
-impl PaymentRequest {
     /// SHA-256 over the canonical JSON of the checked request (sorted maps, no `version`):
     /// two requests with the same id are "the same payment" exactly when their hashes match.
     pub fn fingerprint(&self) -> String {

@@ -1,4 +1,7 @@
-//! The `wasmpay` command line: `serve`, `demo`, `pay`, `account open|show|deposit`.
+//! The `wasmpay` command line: `serve`, `demo`, `pay`, `account`, `asset`, `client-key`,
+//! `ledger`, `cluster`, `currencies`; `plugin` is in `plugins`. Every command prints a table
+//! for people or JSON for scripts (`-o json`), and ends with an exit code of the contract in
+//! `exit`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,18 +10,20 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use serde_json::json;
+use serde_json::{Value, json};
 use wasmpay_ledger::Ledger;
-use wasmpay_node::client::{cluster_info, http_call, request};
+use wasmpay_node::client::{self, cluster_info};
 use wasmpay_node::cluster::ClusterView;
 use wasmpay_node::config::Config;
-use wasmpay_node::node::{Node, NodeSettings, builtin_plugins};
+use wasmpay_node::node::{Node, NodeError, NodeSettings, builtin_plugins};
 use wasmpay_plugin_host::directory_sources;
-use wasmpay_protocol::money::{Currency, format_major};
+use wasmpay_protocol::money::{Currency, format_major, parse_major};
 use wasmpay_protocol::routing::{AccountId, DEFAULT_PARTITIONS, Partitioner, subjects};
 use wasmpay_protocol::{PROTOCOL_VERSION, Reply, Status};
 
-use crate::api::ApiArgs;
+use crate::api::{ApiArgs, call};
+use crate::exit::{Exit, code_of, fail};
+use crate::output::{Format, Table, amount, tinted};
 use crate::plugins::{self, PluginCommand};
 
 #[derive(Parser, Debug)]
@@ -28,6 +33,17 @@ use crate::plugins::{self, PluginCommand};
     about = "Payment orchestration: NATS in, WebAssembly plugins, double-entry ledger."
 )]
 struct Cli {
+    /// What to print: `table` for people, `json` (the node's answer) for scripts.
+    #[arg(short = 'o', long, global = true, value_enum, env = "WASMPAY_OUTPUT", default_value = "table")]
+    output: Format,
+    /// How log lines are written to standard error: `text` for people, `json` (one object per
+    /// line) for a log pipeline.
+    #[arg(long, global = true, value_enum, env = "WASMPAY_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    /// Which log lines: a level (`debug`) or `target=level` pairs (`warn,wasmpay_ledger=debug`);
+    /// overrides `RUST_LOG`. Default: `info` for `serve`, `warn` for other commands.
+    #[arg(long, global = true, env = "WASMPAY_LOG_LEVEL")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,8 +54,12 @@ enum Command {
     Serve(ServeArgs),
     /// Run a node on embedded defaults, pay a few hundred payments through it, print a summary.
     Demo(wasmpay_tools::demo::DemoArgs),
-    /// Send one payment over NATS and print the reply.
+    /// Send one payment over NATS, retrying with the same id while the answer is not final,
+    /// and print the id and the outcome.
     Pay(PayArgs),
+    /// Ask for an FX quote over NATS: the rate and what the payee would be paid, until it
+    /// expires; pay with it with `wasmpay pay --quote ID`.
+    Quote(QuoteArgs),
     /// Open, show or fund accounts through a node's HTTP API.
     #[command(subcommand)]
     Account(AccountCommand),
@@ -71,12 +91,22 @@ enum Command {
     /// Measure the node, the ledger and the plugins beside their baselines (private NATS,
     /// SQLite and PostgreSQL, pgbench), in one run.
     Bench(wasmpay_tools::bench::BenchArgs),
+    /// Print a shell's completion script: `wasmpay completions bash > /etc/bash_completion.d/wasmpay`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum ClusterCommand {
-    /// The live members, and every partition's owner and lease token (`GET /v1/cluster`).
+    /// The live members and how many partitions each owns (`GET /v1/cluster`); with
+    /// `--partitions`, every partition's owner, lease token and lag too.
     Status {
+        /// Also list every partition.
+        #[arg(long)]
+        partitions: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -97,7 +127,7 @@ enum ClusterCommand {
         #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats: String,
         /// The ledger that takes the deployment over.
-        #[arg(long)]
+        #[arg(long, env = "WASMPAY_DB")]
         db: String,
         /// The deployment's name (`[cluster] deployment`).
         #[arg(long, default_value = wasmpay_node::cluster::DEFAULT_DEPLOYMENT)]
@@ -113,7 +143,7 @@ enum LedgerCommand {
     /// database: it reads one consistent snapshot.
     Verify {
         /// Ledger database URL.
-        #[arg(long, default_value = "sqlite://wasmpay.db")]
+        #[arg(long, env = "WASMPAY_DB", default_value = "sqlite://wasmpay.db")]
         db: String,
     },
 }
@@ -124,25 +154,25 @@ struct ServeArgs {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats: String,
     /// Ledger database URL.
-    #[arg(long, default_value = "sqlite://wasmpay.db")]
+    #[arg(long, env = "WASMPAY_DB", default_value = "sqlite://wasmpay.db")]
     db: String,
     /// HTTP listen address.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "WASMPAY_HTTP", default_value = "127.0.0.1:8080")]
     http: SocketAddr,
     /// Load every `*.wasm` in this directory (with its manifest `<name>.toml`, if any)
     /// instead of the built-in plugins, and watch it: adding, replacing or removing a
     /// component with its manifest loads, swaps or retires that plugin.
-    #[arg(long)]
+    #[arg(long, env = "WASMPAY_PLUGINS")]
     plugins: Option<PathBuf>,
     /// Partition count P (fixed for the life of a cluster).
     #[arg(long, default_value_t = DEFAULT_PARTITIONS)]
     partitions: u32,
     /// This node's name in the cluster, unique among the nodes on one NATS (A-Z a-z 0-9 _ -);
     /// by default `<host>-<process id>`, so a second `serve` joins as another member.
-    #[arg(long)]
+    #[arg(long, env = "WASMPAY_NODE_ID")]
     node_id: Option<String>,
-    /// Configuration file (wasmpay.toml).
-    #[arg(long)]
+    /// Configuration file; without one, `./wasmpay.toml` if it exists, else the defaults.
+    #[arg(long, env = "WASMPAY_CONFIG")]
     config: Option<PathBuf>,
     /// A node for developing plugins: `plugin push` may replace a stored version in place
     /// (while this node serves its deployment alone) and `--plugins` manifests need no
@@ -161,7 +191,7 @@ struct PayArgs {
     /// NATS server URL.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats: String,
-    /// Payment id (idempotency key); a random one by default.
+    /// Payment id (idempotency key); a random one by default, printed either way.
     #[arg(long)]
     id: Option<String>,
     /// Payer account.
@@ -170,12 +200,22 @@ struct PayArgs {
     /// Payee account.
     #[arg(long)]
     to: String,
-    /// Amount in minor units.
+    /// Amount in major units of the currency, exactly: `12.50` EUR; more decimals than the
+    /// currency has are refused.
+    #[arg(long, required_unless_present = "amount_minor", conflicts_with = "amount_minor")]
+    amount: Option<String>,
+    /// Amount in minor units instead: `1250` EUR cents.
     #[arg(long)]
-    amount: u64,
+    amount_minor: Option<u64>,
     /// ISO 4217 currency.
     #[arg(long)]
     currency: String,
+    /// A cross-border payment: the payee's currency (converted at the FX plugin's rate).
+    #[arg(long)]
+    counter_currency: Option<String>,
+    /// A cross-border payment at this FX quote's rate.
+    #[arg(long)]
+    quote: Option<String>,
     /// Payment method.
     #[arg(long)]
     method: String,
@@ -185,6 +225,28 @@ struct PayArgs {
     /// Publish on `wasmpay.submit.<payer>` instead of hashing to the partition subject.
     #[arg(long)]
     submit: bool,
+}
+
+#[derive(Args, Debug)]
+struct QuoteArgs {
+    /// NATS server URL.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// Payer account.
+    #[arg(long)]
+    from: String,
+    /// Payee account, in the counter currency.
+    #[arg(long)]
+    to: String,
+    /// Amount in major units of the currency, exactly.
+    #[arg(long)]
+    amount: String,
+    /// The payer's ISO 4217 currency.
+    #[arg(long)]
+    currency: String,
+    /// The payee's ISO 4217 currency.
+    #[arg(long)]
+    counter_currency: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -241,9 +303,9 @@ enum AccountCommand {
         /// ISO 4217 currency, or a registered asset's code (`wasmpay asset register`).
         #[arg(long)]
         currency: String,
-        /// Lowest balance allowed, in minor units (0, or negative for credit).
-        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-        floor: i64,
+        /// Lowest balance allowed, in major units of its unit (`0`, or `-500.00` for credit).
+        #[arg(long, default_value = "0", allow_negative_numbers = true)]
+        floor: String,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -281,9 +343,12 @@ enum AccountCommand {
     Deposit {
         /// Account id.
         id: String,
-        /// Amount in minor units.
+        /// Amount in major units of the account's unit, exactly: `50.00`.
+        #[arg(long, required_unless_present = "amount_minor", conflicts_with = "amount_minor")]
+        amount: Option<String>,
+        /// Amount in minor units instead.
         #[arg(long)]
-        amount: u64,
+        amount_minor: Option<u64>,
         /// Deposit id (idempotency key); a random one by default.
         #[arg(long = "deposit-id")]
         deposit_id: Option<String>,
@@ -296,10 +361,20 @@ fn parse_pair(text: &str) -> Result<(String, String), String> {
     text.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("`{text}` is not key=value"))
 }
 
-/// Runs the command line; the exit code is non-zero on any failure.
+/// Runs the command line; the exit code says how it ended (`exit`: 0 done, 1 an unexpected
+/// failure, 2 a usage error, 3 refused or declined, 4 retry later, 5 unreachable or
+/// misconfigured, 6 broken books).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Serve(_)));
+    let logging = Logging {
+        verbose: matches!(cli.command, Command::Serve(_)),
+        filter: cli.log_level.clone(),
+        format: cli.log_format,
+    };
+    if let Err(error) = init_tracing(logging) {
+        eprintln!("error: {error}");
+        return ExitCode::from(Exit::Unreachable.code());
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -307,72 +382,143 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, cli.output)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {}", one_line(&error));
+            ExitCode::from(code_of(&error))
         }
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (`level` or `target=level,...`, e.g.
-/// `info,wasmpay_ledger=debug`); `info` for `serve` and `warn` for the other commands otherwise.
-fn init_tracing(verbose: bool) {
+/// `error` and its causes on one line, each said once: many errors repeat their source's text
+/// in their own (`database error: … at line 948`), and `{:#}` would print it again for every
+/// level of the chain.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// How the log is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line: time, level, target, message, fields, spans.
+    Json,
+}
+
+/// What `init_tracing` sets up.
+struct Logging {
+    /// Whether the command is a server (`info` by default rather than `warn`).
+    verbose: bool,
+    /// `--log-level`, which wins over `RUST_LOG`.
+    filter: Option<String>,
+    format: LogFormat,
+}
+
+/// Logs to stderr as text or JSON lines, filtered by `--log-level` or else `RUST_LOG`
+/// (`level` or `target=level,...`, e.g. `info,wasmpay_ledger=debug`); `info` for `serve` and
+/// `warn` for the other commands otherwise. A filter that does not parse is an error, not
+/// silently the default.
+fn init_tracing(logging: Logging) -> Result<(), String> {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
 
-    let default = Targets::new().with_default(if verbose { LevelFilter::INFO } else { LevelFilter::WARN });
-    let filter = std::env::var("RUST_LOG").ok().and_then(|text| text.parse::<Targets>().ok()).unwrap_or(default);
-    let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::io::stderr))
-        .with(filter)
-        .try_init();
+    let default = Targets::new().with_default(if logging.verbose { LevelFilter::INFO } else { LevelFilter::WARN });
+    let given = match logging.filter {
+        Some(text) => Some(("--log-level", text)),
+        None => std::env::var("RUST_LOG").ok().filter(|text| !text.trim().is_empty()).map(|text| ("RUST_LOG", text)),
+    };
+    let filter = match given {
+        Some((name, text)) => text.parse::<Targets>().map_err(|error| {
+            format!("{name} {text:?} is not a log filter ({error}): write `info` or `warn,wasmpay_ledger=debug`")
+        })?,
+        None => default,
+    };
+    let text = (logging.format == LogFormat::Text)
+        .then(|| tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::io::stderr));
+    let json = (logging.format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+    });
+    let _ = tracing_subscriber::registry().with(text).with(json).with(filter).try_init();
+    Ok(())
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, format: Format) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(args).await,
         Command::Demo(args) => wasmpay_tools::demo::run(args).await,
-        Command::Pay(args) => pay(args).await,
-        Command::Account(command) => account(command).await,
-        Command::Asset(AssetCommand::Register { code, exponent, name, api }) => {
-            let body = json!({"code": code, "exponent": exponent, "name": name});
-            call_api(hyper::Method::POST, &api, "/v1/assets", Some(body)).await
-        }
-        Command::Asset(AssetCommand::List { api }) => call_api(hyper::Method::GET, &api, "/v1/assets", None).await,
-        Command::ClientKey(command) => client_key(command).await,
-        Command::Ledger(LedgerCommand::Verify { db }) => verify(&db).await,
-        Command::Cluster(ClusterCommand::Status { api }) => cluster_status(&api).await,
+        Command::Pay(args) => pay(args, format).await,
+        Command::Quote(args) => quote(args, format).await,
+        Command::Account(command) => account(command, format).await,
+        Command::Asset(command) => asset(command, format).await,
+        Command::ClientKey(command) => client_key(command, format).await,
+        Command::Ledger(LedgerCommand::Verify { db }) => verify(&db, format).await,
+        Command::Cluster(ClusterCommand::Status { partitions, api }) => cluster_status(&api, partitions, format).await,
         Command::Cluster(ClusterCommand::Unbind { nats }) => cluster_unbind(&nats).await,
         Command::Cluster(ClusterCommand::Adopt { nats, db, deployment }) => {
             cluster_adopt(&nats, &db, &deployment).await
         }
-        Command::Plugin(command) => plugins::run(command).await,
+        Command::Plugin(command) => plugins::run(command, format).await,
         Command::Openapi => {
             println!("{}", wasmpay_node::api::openapi::document());
             Ok(())
         }
         Command::Currencies { json } => {
+            let mut table = Table::new(["code", "exponent", "name"]);
             for currency in Currency::all() {
                 let (code, exponent, name) = (currency.code(), currency.exponent(), currency.name());
-                if json {
+                if json || format == Format::Json {
                     println!("{}", json!({"code": code, "exponent": exponent, "name": name}));
                 } else {
-                    println!("{code}  {exponent}  {name}");
+                    table.row(vec![code.to_owned(), exponent.to_string(), name]);
                 }
+            }
+            if !(json || format == Format::Json) {
+                print!("{}", table.render());
             }
             Ok(())
         }
         Command::Bench(args) => wasmpay_tools::bench::run(args).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "wasmpay", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
+    // --config (or WASMPAY_CONFIG), else ./wasmpay.toml when there is one, else the defaults:
+    // said in the log either way, so a node never runs on a file nobody meant.
+    let discovered = PathBuf::from("wasmpay.toml");
+    let path = args.config.clone().or_else(|| discovered.is_file().then_some(discovered));
+    let mut config = match &path {
+        Some(path) => {
+            let config = Config::load(path).map_err(|error| fail(Exit::Unreachable, error.to_string()))?;
+            tracing::info!(config = %path.display(), "configuration read");
+            config
+        }
+        None => {
+            tracing::info!("no --config and no ./wasmpay.toml: the default configuration");
+            Config::default()
+        }
     };
     if args.no_plugin_cache {
         config.sandbox.cache_dir = None;
@@ -387,6 +533,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if admin_token.is_none() {
         tracing::warn!("WASMPAY_ADMIN_TOKEN is not set: every /v1 call will be refused");
     }
+    let database = wasmpay_ledger::redacted_url(&args.db);
     let settings = NodeSettings {
         nats_url: args.nats,
         database_url: args.db,
@@ -406,7 +553,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let mut node = tokio::select! {
-        started = Node::start(settings) => started?,
+        started = Node::start(settings) => started.map_err(|error| match error {
+            // The ledger's errors do not know which database they are about: say it here.
+            NodeError::Ledger(_) => anyhow::Error::new(error).context(format!("the ledger at {database}")),
+            error => anyhow::Error::new(error),
+        })?,
         () = &mut stop => {
             tracing::info!("stopped while starting");
             return Ok(());
@@ -424,14 +575,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn cluster_status(api: &ApiArgs) -> anyhow::Result<()> {
-    let url = format!("{}/v1/cluster", api.api.trim_end_matches('/'));
-    let (status, body) = http_call(hyper::Method::GET, &url, &api.token, None).await?;
-    if !status.is_success() {
-        bail!("{url} answered {status}: {body}");
+async fn cluster_status(api: &ApiArgs, partitions: bool, format: Format) -> anyhow::Result<()> {
+    let answer = call(api, hyper::Method::GET, "/v1/cluster", None).await?;
+    if format == Format::Json {
+        println!("{answer}");
+        return Ok(());
     }
-    let view: ClusterView = serde_json::from_str(&body).with_context(|| format!("{url} answered {body}"))?;
-    print!("{}", view.table());
+    let view: ClusterView = serde_json::from_value(answer.clone()).with_context(|| format!("reading {answer}"))?;
+    print!("{}", view.table(partitions));
     Ok(())
 }
 
@@ -485,13 +636,19 @@ fn default_node_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-async fn verify(db: &str) -> anyhow::Result<()> {
-    let ledger = Ledger::open_existing(db).await.with_context(|| format!("opening {db}"))?;
+async fn verify(db: &str, format: Format) -> anyhow::Result<()> {
+    let ledger = Ledger::open_existing(db).await.with_context(|| format!("opening the ledger at {db}"))?;
     let audit = ledger.audit().await;
     ledger.close().await;
     let audit = audit?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string(&audit)?);
+    }
     if let Some(violation) = audit.first_violation() {
-        bail!("the ledger at {db} breaks an invariant: {violation}");
+        return Err(fail(Exit::BrokenBooks, format!("the ledger at {db} breaks an invariant: {violation}")));
+    }
+    if format == Format::Json {
+        return Ok(());
     }
     let payments: u64 = audit.payments_by_outcome.values().sum();
     // Every unit sums to zero on its own: a cross-border payment's two currencies, a
@@ -525,9 +682,25 @@ async fn shutdown_signal() {
     }
 }
 
-async fn pay(args: PayArgs) -> anyhow::Result<()> {
-    let client = async_nats::connect(&args.nats).await.with_context(|| format!("connecting to {}", args.nats))?;
-    let payer = AccountId::new(args.from.clone())?;
+/// `wasmpay pay`: sends the payment as docs/protocol.md tells a client to (the same id again
+/// while the answer is not final, for at most [`client::PAY_RETRY_BOUND`]), then prints the
+/// outcome under the payment's id; a payment without a final answer names its id in the
+/// error, so an operator can look it up or send it again.
+async fn pay(args: PayArgs, format: Format) -> anyhow::Result<()> {
+    let currency: Currency =
+        args.currency.parse().map_err(|error| fail(Exit::Refused, format!("--currency: {error}")))?;
+    let amount = match (&args.amount, args.amount_minor) {
+        (Some(major), _) => {
+            let minor = parse_major(major, currency.exponent())
+                .map_err(|why| fail(Exit::Refused, format!("--amount: {why}")))?;
+            u64::try_from(minor).map_err(|_| fail(Exit::Refused, format!("--amount: {major} is not positive")))?
+        }
+        (None, Some(minor)) => minor,
+        (None, None) => return Err(fail(Exit::Refused, "give --amount (major units) or --amount-minor")),
+    };
+    let client =
+        async_nats::connect(&args.nats).await.with_context(|| format!("connecting to NATS at {}", args.nats))?;
+    let payer = AccountId::new(args.from.clone()).map_err(|error| fail(Exit::Refused, format!("--from: {error}")))?;
     let subject = if args.submit {
         format!("{}.{payer}", subjects::SUBMIT_PREFIX)
     } else {
@@ -536,67 +709,258 @@ async fn pay(args: PayArgs) -> anyhow::Result<()> {
     };
     let id = args.id.unwrap_or_else(random_id);
     let details: BTreeMap<String, String> = args.details.into_iter().collect();
-    let payment = json!({"version": PROTOCOL_VERSION, "id": id, "payer": args.from, "payee": args.to,
-                         "amount": args.amount, "currency": args.currency, "method": args.method, "details": details});
-    let reply = request(&client, &subject, payment.to_string()).await?;
-    println!("{reply}");
-    let parsed: Reply = serde_json::from_str(&reply)?;
-    if parsed.status != Status::Approved {
-        bail!("payment {}: {}", parsed.status.as_str(), parsed.code.as_str());
+    let mut payment = json!({"version": PROTOCOL_VERSION, "id": id, "payer": args.from, "payee": args.to,
+                             "amount": amount, "currency": currency.code(), "method": args.method, "details": details});
+    for (key, value) in [("counter_currency", args.counter_currency), ("quote", args.quote)] {
+        if let Some(value) = value {
+            payment[key] = json!(value);
+        }
+    }
+    let (reply, retries) = client::pay(&client, &subject, payment.to_string().into()).await.map_err(|error| {
+        fail(
+            Exit::Retryable,
+            format!(
+                "payment {id} has no final answer after {} s ({error}): nothing may have moved, or it may have; send \
+                 it again with --id {id}, which is safe",
+                client::PAY_RETRY_BOUND.as_secs()
+            ),
+        )
+    })?;
+    let parsed: Reply = serde_json::from_str(&reply).with_context(|| format!("reading the reply {reply}"))?;
+    match format {
+        Format::Json => println!("{reply}"),
+        Format::Table => print!("{}", described(&parsed, currency, retries)),
+    }
+    match parsed.status {
+        Status::Approved => Ok(()),
+        status => Err(fail(Exit::Refused, format!("payment {id} {}: {}", status.as_str(), parsed.code.as_str()))),
+    }
+}
+
+/// `wasmpay quote`: one request on `wasmpay.fx.quote` (a quote changes nothing, so there is
+/// nothing to retry with the same id: ask again).
+async fn quote(args: QuoteArgs, format: Format) -> anyhow::Result<()> {
+    let currency: Currency =
+        args.currency.parse().map_err(|error| fail(Exit::Refused, format!("--currency: {error}")))?;
+    let minor = parse_major(&args.amount, currency.exponent())
+        .map_err(|why| fail(Exit::Refused, format!("--amount: {why}")))?;
+    let client =
+        async_nats::connect(&args.nats).await.with_context(|| format!("connecting to NATS at {}", args.nats))?;
+    let ask = json!({"payer": args.from, "payee": args.to, "amount": minor, "currency": currency.code(),
+                     "counter_currency": args.counter_currency});
+    let reply = client::request(&client, subjects::FX_QUOTE, ask.to_string()).await?;
+    let parsed: Reply = serde_json::from_str(&reply).with_context(|| format!("reading the reply {reply}"))?;
+    if format == Format::Json {
+        println!("{reply}");
+    }
+    let Some(quote) = parsed.quote else {
+        let exit = if parsed.status == Status::Error { Exit::Retryable } else { Exit::Refused };
+        let why = parsed
+            .reason
+            .map_or_else(|| parsed.code.as_str().to_owned(), |reason| format!("{}: {reason}", parsed.code.as_str()));
+        return Err(fail(exit, format!("no quote ({why}): {}", parsed.message)));
+    };
+    if format == Format::Table {
+        let counter = quote.counter_currency;
+        println!("quote {}", quote.id);
+        println!(
+            "  {} pays {} at {} (by {})",
+            amount(quote.amount.0, Some(currency.exponent()), currency.code()),
+            amount(quote.counter_amount.0, Some(counter.exponent()), counter.code()),
+            quote.rate,
+            quote.fx_plugin
+        );
+        println!("  until {} UTC; pay with: wasmpay pay ... --quote {}", utc(quote.expires_at_ms), quote.id);
     }
     Ok(())
 }
 
-async fn account(command: AccountCommand) -> anyhow::Result<()> {
-    let (method, api, path, body) = match command {
+/// A payment's reply for people: its outcome, then what moved.
+fn described(reply: &Reply, currency: Currency, retries: u32) -> String {
+    let id = reply.id.as_deref().unwrap_or("?");
+    let status = reply.status.as_str();
+    let why = match (&reply.reason, reply.code) {
+        (Some(reason), code) => format!("{}: {reason}", code.as_str()),
+        (None, code) => code.as_str().to_owned(),
+    };
+    let mut out = format!("payment {id}: {} ({why})\n", tinted(status, status));
+    if reply.status != Status::Approved {
+        out.push_str(&format!("  {}\n", reply.message));
+    }
+    let money =
+        |minor: u64| amount(i64::try_from(minor).unwrap_or(i64::MAX), Some(currency.exponent()), currency.code());
+    if let Some(minor) = reply.amount {
+        let mut line = format!("  {}", money(minor));
+        if let (Some(fee), Some(bearer)) = (reply.fee, reply.fee_bearer) {
+            line.push_str(&format!(", fee {} borne by the {}", money(fee), bearer.as_str()));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if let Some(conversion) = &reply.conversion {
+        let exponent = conversion.currency.parse::<Currency>().ok().map(Currency::exponent);
+        let paid = amount(i64::try_from(conversion.amount).unwrap_or(i64::MAX), exponent, &conversion.currency);
+        out.push_str(&format!("  the payee is paid {paid} at {}\n", conversion.rate));
+    }
+    if !reply.plugins.is_empty() {
+        out.push_str(&format!("  decided by {}\n", reply.plugins.join(", ")));
+    }
+    if retries > 0 {
+        out.push_str(&format!("  sent {} times with the same id before the answer was final\n", retries + 1));
+    }
+    out
+}
+
+async fn account(command: AccountCommand, format: Format) -> anyhow::Result<()> {
+    let (api, answer) = match command {
         AccountCommand::Statement { id, limit, after, from_ms, to_ms, json, api } => {
             let query = StatementQuery { limit, after, from_ms, to_ms };
-            return statement(&id, &query, json, &api).await;
+            return statement(&id, &query, json || format == Format::Json, &api).await;
         }
-        AccountCommand::Open { id, currency, floor, api } => (
-            hyper::Method::POST,
-            api,
-            "/v1/accounts".to_owned(),
-            Some(json!({"id": id, "currency": currency, "floor": floor})),
-        ),
-        AccountCommand::Show { id, api } => (hyper::Method::GET, api, format!("/v1/accounts/{id}"), None),
-        AccountCommand::Deposit { id, amount, deposit_id, api } => {
+        AccountCommand::Open { id, currency, floor, api } => {
+            let exponent = exponent_of(&api, &currency).await?;
+            let floor = parse_major(&floor, exponent).map_err(|why| fail(Exit::Refused, format!("--floor: {why}")))?;
+            let body = json!({"id": id, "currency": currency, "floor": floor});
+            let answer = call(&api, hyper::Method::POST, "/v1/accounts", Some(body)).await?;
+            (api, answer)
+        }
+        AccountCommand::Show { id, api } => {
+            let answer = call(&api, hyper::Method::GET, &format!("/v1/accounts/{}", percent_encode(&id)), None).await?;
+            (api, answer)
+        }
+        AccountCommand::Deposit { id, amount, amount_minor, deposit_id, api } => {
+            let path = format!("/v1/accounts/{}", percent_encode(&id));
+            let account = call(&api, hyper::Method::GET, &path, None).await?;
+            let minor = match (amount, amount_minor) {
+                (Some(major), _) => {
+                    let exponent = account_exponent(&account)?;
+                    let minor =
+                        parse_major(&major, exponent).map_err(|why| fail(Exit::Refused, format!("--amount: {why}")))?;
+                    u64::try_from(minor)
+                        .map_err(|_| fail(Exit::Refused, format!("--amount: {major} is not positive")))?
+                }
+                (None, Some(minor)) => minor,
+                (None, None) => return Err(fail(Exit::Refused, "give --amount (major units) or --amount-minor")),
+            };
             let deposit_id = deposit_id.unwrap_or_else(random_id);
-            (
-                hyper::Method::POST,
-                api,
-                format!("/v1/accounts/{id}/deposits"),
-                Some(json!({"id": deposit_id, "amount": amount})),
-            )
+            let body = json!({"id": deposit_id, "amount": minor});
+            call(&api, hyper::Method::POST, &format!("{path}/deposits"), Some(body)).await?;
+            // What a person wants to see after a deposit is the balance it made.
+            let answer = call(&api, hyper::Method::GET, &path, None).await?;
+            if format == Format::Table {
+                println!("deposit {deposit_id}");
+            }
+            (api, answer)
         }
     };
-    call_api(method, &api, &path, body).await
-}
-
-async fn client_key(command: ClientKeyCommand) -> anyhow::Result<()> {
-    let (method, api, path, body) = match command {
-        ClientKeyCommand::Issue { name, api } => {
-            (hyper::Method::POST, api, "/v1/client-keys".to_owned(), Some(json!({"name": name})))
-        }
-        ClientKeyCommand::List { api } => (hyper::Method::GET, api, "/v1/client-keys".to_owned(), None),
-        ClientKeyCommand::Revoke { id, api } => (hyper::Method::DELETE, api, format!("/v1/client-keys/{id}"), None),
-    };
-    call_api(method, &api, &path, body).await
-}
-
-/// One call of the node's HTTP API: prints the answer, fails on an error status.
-async fn call_api(
-    method: hyper::Method,
-    api: &ApiArgs,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> anyhow::Result<()> {
-    let (status, text) =
-        http_call(method, &format!("{}{path}", api.api.trim_end_matches('/')), &api.token, body).await?;
-    println!("{text}");
-    if !status.is_success() {
-        bail!("HTTP {status}");
+    let _ = api;
+    match format {
+        Format::Json => println!("{answer}"),
+        Format::Table => print!("{}", account_table(&answer)?),
     }
+    Ok(())
+}
+
+/// The exponent of `unit`: an ISO 4217 currency's, or a registered asset's (from the node).
+async fn exponent_of(api: &ApiArgs, unit: &str) -> anyhow::Result<u8> {
+    if let Ok(currency) = unit.parse::<Currency>() {
+        return Ok(currency.exponent());
+    }
+    let assets = call(api, hyper::Method::GET, "/v1/assets", None).await?;
+    assets["assets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|asset| asset["code"].as_str() == Some(unit))
+        .and_then(|asset| asset["exponent"].as_u64())
+        .and_then(|exponent| u8::try_from(exponent).ok())
+        .ok_or_else(|| fail(Exit::Refused, format!("`{unit}` is neither an ISO 4217 currency nor a registered asset")))
+}
+
+/// The exponent the node gave with an account.
+fn account_exponent(account: &Value) -> anyhow::Result<u8> {
+    account["exponent"]
+        .as_u64()
+        .and_then(|exponent| u8::try_from(exponent).ok())
+        .with_context(|| format!("the node gave no exponent for account {account}"))
+}
+
+/// An account for people: one row, amounts in major units of its unit.
+fn account_table(account: &Value) -> anyhow::Result<String> {
+    let unit = account["currency"].as_str().unwrap_or("?");
+    let exponent = account_exponent(account).ok();
+    let money = |key: &str| account[key].as_i64().map_or_else(|| "-".to_owned(), |minor| amount(minor, exponent, unit));
+    let mut table = Table::new(["account", "kind", "posted", "held", "available", "floor"]);
+    table.row(vec![
+        account["id"].as_str().unwrap_or("?").to_owned(),
+        account["kind"].as_str().unwrap_or("?").to_owned(),
+        money("balance"),
+        money("held"),
+        money("available"),
+        if account["floor"].is_null() { "none".to_owned() } else { money("floor") },
+    ]);
+    Ok(table.render())
+}
+
+async fn asset(command: AssetCommand, format: Format) -> anyhow::Result<()> {
+    let (answer, assets) = match command {
+        AssetCommand::Register { code, exponent, name, api } => {
+            let body = json!({"code": code, "exponent": exponent, "name": name});
+            let answer = call(&api, hyper::Method::POST, "/v1/assets", Some(body)).await?;
+            (answer.clone(), vec![answer])
+        }
+        AssetCommand::List { api } => {
+            let answer = call(&api, hyper::Method::GET, "/v1/assets", None).await?;
+            let assets = answer["assets"].as_array().cloned().unwrap_or_default();
+            (answer, assets)
+        }
+    };
+    if format == Format::Json {
+        println!("{answer}");
+        return Ok(());
+    }
+    let mut table = Table::new(["asset", "exponent", "name", "registered (UTC)"]);
+    for asset in assets {
+        table.row(vec![
+            asset["code"].as_str().unwrap_or("?").to_owned(),
+            asset["exponent"].as_u64().map_or_else(|| "?".to_owned(), |exponent| exponent.to_string()),
+            asset["name"].as_str().unwrap_or_default().to_owned(),
+            utc(asset["created_at_ms"].as_i64().unwrap_or_default()),
+        ]);
+    }
+    print!("{}", table.render());
+    Ok(())
+}
+
+async fn client_key(command: ClientKeyCommand, format: Format) -> anyhow::Result<()> {
+    let answer = match &command {
+        ClientKeyCommand::Issue { name, api } => {
+            call(api, hyper::Method::POST, "/v1/client-keys", Some(json!({"name": name}))).await?
+        }
+        ClientKeyCommand::List { api } => call(api, hyper::Method::GET, "/v1/client-keys", None).await?,
+        ClientKeyCommand::Revoke { id, api } => {
+            call(api, hyper::Method::DELETE, &format!("/v1/client-keys/{}", percent_encode(id)), None).await?
+        }
+    };
+    if format == Format::Json {
+        println!("{answer}");
+        return Ok(());
+    }
+    if let Some(secret) = answer["secret"].as_str() {
+        println!("secret (shown this once): {secret}");
+    }
+    // A list answers `{"keys": [...]}`; an issue or a revocation answers the one key.
+    let keys = answer["keys"].as_array().cloned().unwrap_or_else(|| vec![answer.clone()]);
+    let mut table = Table::new(["key", "name", "issued (UTC)", "revoked (UTC)"]);
+    for key in keys {
+        table.row(vec![
+            key["id"].as_str().unwrap_or("?").to_owned(),
+            key["name"].as_str().unwrap_or_default().to_owned(),
+            utc(key["created_at_ms"].as_i64().unwrap_or_default()),
+            key["revoked_at_ms"].as_i64().map_or_else(|| "-".to_owned(), utc),
+        ]);
+    }
+    print!("{}", table.render());
     Ok(())
 }
 
@@ -610,14 +974,7 @@ struct StatementQuery {
 
 /// `wasmpay account statement`: the account, then a page of its entries.
 async fn statement(id: &str, query: &StatementQuery, as_json: bool, api: &ApiArgs) -> anyhow::Result<()> {
-    let base = api.api.trim_end_matches('/');
-    let get = |path: String| async move {
-        let (status, text) = http_call(hyper::Method::GET, &format!("{base}{path}"), &api.token, None).await?;
-        if !status.is_success() {
-            bail!("HTTP {status}: {text}");
-        }
-        serde_json::from_str::<serde_json::Value>(&text).context("reading the node's answer")
-    };
+    let get = |path: String| async move { call(api, hyper::Method::GET, &path, None).await };
     let mut path = format!("/v1/accounts/{id}/entries?limit={}", query.limit);
     for (name, value) in [("from_ms", query.from_ms), ("to_ms", query.to_ms)] {
         if let Some(value) = value {
@@ -639,7 +996,7 @@ async fn statement(id: &str, query: &StatementQuery, as_json: bool, api: &ApiArg
         .and_then(|exponent| u8::try_from(exponent).ok())
         .with_context(|| format!("the node gave no exponent for `{code}`"))?;
     let in_major = |amount: i64| format_major(amount, exponent);
-    let major = |field: &serde_json::Value| in_major(field.as_i64().unwrap_or_default());
+    let major = |field: &Value| in_major(field.as_i64().unwrap_or_default());
     println!(
         "account {id} ({code}): posted {}, held {}, available {}",
         major(&account["balance"]),

@@ -5,14 +5,16 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use base64::Engine as _;
 use clap::Subcommand;
 use serde_json::{Value, json};
 use wasmpay_node::client::http_call_within;
 use wasmpay_plugin_host::{Import, Inspection, Manifest, SandboxSettings, Sha256, inspect, test_version};
 
-use crate::api::ApiArgs;
+use crate::api::{ApiArgs, answer};
+use crate::exit::{Exit, fail};
+use crate::output::Format;
 use crate::plugin_crate;
 
 /// `wasmpay plugin …`: a plugin's versions across the cluster.
@@ -119,11 +121,14 @@ fn command_key() -> String {
 }
 
 /// Runs one plugin command.
-pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
+pub async fn run(command: PluginCommand, format: Format) -> anyhow::Result<()> {
     match command {
         PluginCommand::List { api } => {
             let body = call(&api, hyper::Method::GET, "/v1/plugins", None).await?;
-            print!("{}", table(&body));
+            match format {
+                Format::Table => print!("{}", table(&body)),
+                Format::Json => println!("{body}"),
+            }
             Ok(())
         }
         PluginCommand::New { name, dir, sdk } => {
@@ -221,7 +226,7 @@ fn test(component: &Path, manifest: Option<PathBuf>, runs: u16) -> anyhow::Resul
     let Version { bytes, manifest, .. } = Version::read(component, manifest)?;
     let source = component.display().to_string();
     let report = test_version(&SandboxSettings::default(), &source, &manifest, &bytes, usize::from(runs))
-        .map_err(|error| anyhow::anyhow!("{}: {error}", error.code()))?;
+        .map_err(|error| fail(Exit::Refused, format!("{}: {error}", error.code())))?;
     let info = &report.info;
     println!(
         "{} {} (sha256 {}), methods {}, {} fixtures, each run {runs} times in the sandbox (median, slowest)",
@@ -243,7 +248,7 @@ fn test(component: &Path, manifest: Option<PathBuf>, runs: u16) -> anyhow::Resul
     let failed = report.fixtures.iter().filter(|fixture| fixture.result.is_err()).count();
     let passed = report.fixtures.len() - failed;
     if failed > 0 {
-        bail!("{passed} passed, {failed} failed");
+        return Err(fail(Exit::Refused, format!("{passed} passed, {failed} failed")));
     }
     println!("{passed} passed, 0 failed");
     Ok(())
@@ -312,13 +317,10 @@ async fn call(api: &ApiArgs, method: hyper::Method, path: &str, body: Option<Val
         }
         tokio::time::sleep(RETRY_PAUSE).await;
     };
-    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+    let value = answer(&url, status, &text)?;
     if status == hyper::StatusCode::ACCEPTED {
-        bail!("{}", value["message"].as_str().unwrap_or(&text));
-    }
-    if !status.is_success() {
-        let code = value["code"].as_str().unwrap_or("error");
-        bail!("{url} answered {status}: {code}: {}", value["message"].as_str().unwrap_or(&text));
+        // Stored, but not serving everywhere yet: nothing failed, and nothing is done.
+        return Err(fail(Exit::Retryable, value["message"].as_str().unwrap_or(&text).to_owned()));
     }
     Ok(value)
 }

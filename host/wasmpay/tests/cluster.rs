@@ -56,7 +56,7 @@ async fn members_join_leave_and_die_under_load_and_no_payment_is_lost_or_doubled
     assert_paid_exactly_once(&ledger, &answered).await;
     verify(&db);
     let status = Command::new(BINARY)
-        .args(["cluster", "status", "--api", &format!("http://{}", one.http), "--token", TOKEN])
+        .args(["cluster", "status", "--partitions", "--api", &format!("http://{}", one.http), "--token", TOKEN])
         .output()
         .unwrap();
     let printed = String::from_utf8_lossy(&status.stdout);

@@ -39,6 +39,17 @@ macro_rules! on_store {
 }
 pub(crate) use on_store;
 
+/// `url` without its password, to name a database in a message or a log line.
+pub fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.find('@')) {
+        (Some((scheme, rest)), Some(_)) => match rest.split_once('@') {
+            Some((user, host)) => format!("{scheme}://{}@{host}", user.split(':').next().unwrap_or_default()),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
 /// A ledger database.
 #[derive(Clone, Debug)]
 pub(crate) enum Store {

@@ -94,7 +94,7 @@ impl Postgres {
                 sqlx::query_as("SELECT to_regclass('accounts') IS NOT NULL").fetch_one(&pool).await?;
             if !found {
                 pool.close().await;
-                return Err(LedgerError::NoLedger(redacted(url)));
+                return Err(LedgerError::NoLedger(crate::store::redacted(url)));
             }
         }
         schema::migrator(schema::POSTGRES).run(&pool).await?;
@@ -417,17 +417,6 @@ async fn create_schema(pool: &PgPool) -> Result<(), LedgerError> {
     let (quoted,): (String,) = sqlx::query_as("SELECT quote_ident($1)").bind(name).fetch_one(pool).await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))).execute(pool).await?;
     Ok(())
-}
-
-/// `url` without its password, for messages.
-fn redacted(url: &str) -> String {
-    match (url.split_once("://"), url.find('@')) {
-        (Some((scheme, rest)), Some(_)) => match rest.split_once('@') {
-            Some((user, host)) => format!("{scheme}://{}@{host}", user.split(':').next().unwrap_or_default()),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
-    }
 }
 
 /// Locks the rows of `payers` that exist and no other transaction holds, in id order, and

@@ -306,7 +306,7 @@ async fn forward(state: &ApiState, message: Value, account: String, client: Opti
         (status = 400, description = "Refused: an invalid request, a currency an account does not hold, no FX plugin", body = Reply),
         (status = 401, description = "No valid client key or admin token", body = Problem),
         (status = 404, description = "An unknown account", body = Reply),
-        (status = 503, description = "No answer now: ask again", body = Problem),
+        (status = 503, description = "No answer now: ask again (a `Reply` when a node answered `unavailable`, a `Problem` when none answered)", body = Reply),
     ),
     security(("client_key" = []), ("admin_token" = [])))]
 pub(super) async fn quote(state: &ApiState, body: Value) -> Response<Body> {
@@ -321,14 +321,16 @@ pub(super) async fn quote(state: &ApiState, body: Value) -> Response<Body> {
 /// A reply as an HTTP answer: 201 for what was decided now, 200 for a replay, 402 for a
 /// decline, 4xx for a refusal by its code, 503 for an error (retry with the same id).
 fn answered(reply: String, replayed: bool) -> Response<Body> {
-    let Ok(parsed) = serde_json::from_str::<Reply>(&reply) else {
+    let Ok(outcome) = Reply::outcome_of(&reply) else {
         return problem(StatusCode::BAD_GATEWAY, "unavailable", "the owner's reply does not parse");
     };
-    let status = match (parsed.status, parsed.code) {
+    let status = match outcome {
         (Status::Error, _) => StatusCode::SERVICE_UNAVAILABLE,
         (Status::Declined, _) => StatusCode::PAYMENT_REQUIRED,
         (Status::Rejected, Code::Conflict) => StatusCode::CONFLICT,
-        (Status::Rejected, Code::UnknownAccount | Code::UnknownPayment | Code::UnknownMethod) => StatusCode::NOT_FOUND,
+        (Status::Rejected, Code::UnknownAccount | Code::UnknownPayment | Code::UnknownMethod | Code::UnknownQuote) => {
+            StatusCode::NOT_FOUND
+        }
         (Status::Rejected, Code::NotRefundable | Code::ExceedsAuthorized) => StatusCode::UNPROCESSABLE_ENTITY,
         (Status::Rejected, _) => StatusCode::BAD_REQUEST,
         _ if replayed => StatusCode::OK,

@@ -269,7 +269,7 @@ struct OpenAccount {
 
 /// Opens a customer account; the same terms again return it (a retry).
 #[utoipa::path(post, path = "/v1/accounts", operation_id = "open_account", tag = "accounts", request_body = OpenAccount,
-    responses((status = 201, description = "Opened (or already open with these terms)", body = Account),
+    responses((status = 201, description = "Opened (or already open with these terms), as `GET` shows it", body = AccountView),
               (status = 400, description = "Not a valid id, unit or floor; an unregistered asset (`unknown_asset`)", body = Problem),
               (status = 409, description = "Open with other terms", body = Problem)),
     security(("admin_token" = [])))]
@@ -296,7 +296,10 @@ async fn open_account(state: &ApiState, body: serde_json::Value) -> Response<Bod
     }
     let new = NewAccount { id, currency, floor: MinorUnits(request.floor) };
     match state.ledger.open_account(&new, clock::ledger_ms()).await {
-        Ok(account) => json_response(StatusCode::CREATED, &account),
+        Ok(account) => match state.ledger.exponent_of(account.currency).await {
+            Ok(exponent) => json_response(StatusCode::CREATED, &AccountView::new(account, exponent)),
+            Err(other) => ledger_error(&other),
+        },
         Err(LedgerError::AccountExists(id)) => {
             problem(StatusCode::CONFLICT, "conflict", &format!("account `{id}` exists with other terms"))
         }

@@ -34,6 +34,7 @@ use tracing::Instrument;
 
 use crate::holds::HoldSettings;
 use crate::metrics::Metrics;
+use crate::quotes::FxSettings;
 use replies::{Echo, refused, unreadable};
 use wasmpay_ledger::Ledger;
 use wasmpay_plugin_host::{Instances, PluginHost};
@@ -96,6 +97,8 @@ pub struct Processor {
     partitioner: Partitioner,
     metrics: Arc<Metrics>,
     holds: HoldSettings,
+    /// Which methods may convert currencies.
+    fx: FxSettings,
     /// One sweep's read of due holds at a time, node-wide: every owned partition asks every
     /// second, and while the ledger is stalled (a table lock, a slow disk) those reads would
     /// each hold a pooled connection and starve the payments and the readiness probe. A sweep
@@ -111,9 +114,9 @@ impl Processor {
         plugins: Arc<PluginHost>,
         partitioner: Partitioner,
         metrics: Arc<Metrics>,
-        holds: HoldSettings,
+        (holds, fx): (HoldSettings, FxSettings),
     ) -> Processor {
-        Processor { ledger, plugins, partitioner, metrics, holds, sweeping: tokio::sync::Semaphore::new(1) }
+        Processor { ledger, plugins, partitioner, metrics, holds, fx, sweeping: tokio::sync::Semaphore::new(1) }
     }
 
     /// The plugin instances of one worker: each worker decides one payment at a time.

@@ -32,19 +32,10 @@ struct Decided {
     conversion: Option<Conversion>,
 }
 
-/// What the payee is credited in the payment's currency, before any conversion: the amount,
-/// less a fee the payee bears.
-fn credited(amount: MinorUnits, fee: MinorUnits, bearer: FeeBearer) -> MinorUnits {
-    match bearer {
-        FeeBearer::Payer => amount,
-        FeeBearer::Payee => MinorUnits(amount.0.saturating_sub(fee.0).max(0)),
-    }
-}
-
-/// Fills in `decided`'s conversion on `terms`: a quote's rate, or the FX plugin's, asked for
-/// what the payee is credited once the method's plugins priced the payment (a payment they
-/// declined is recorded without asking). The FX plugin's decline is the payment's; a failure
-/// of it, or a conversion to no payable amount, refuses the payment unrecorded.
+/// Fills in `decided`'s conversion on `terms`: a quote's rate, or the FX plugin's, asked once
+/// the method's plugins priced the payment (a payment they declined is recorded without
+/// asking). The FX plugin's decline is the payment's; its failure refuses the payment
+/// unrecorded.
 async fn convert(
     instances: &mut Instances,
     request: &PaymentRequest,
@@ -56,14 +47,13 @@ async fn convert(
         Terms::Quoted(quote) => (Some(quote.rate), quote.counter_currency, Some(quote.id), quote.fx_plugin),
         Terms::Live(fx, counter) => {
             let key = fx.key().to_owned();
-            let Verdict::Priced(fee) = decided.verdict else {
+            let Verdict::Priced(_) = decided.verdict else {
                 let conversion = Conversion::new(request.currency, counter, None, None, key);
                 decided.conversion = Some(conversion);
                 return Ok(());
             };
             decided.plugins.push(key.clone());
-            let amount = u64::try_from(credited_of(request, fee).0).unwrap_or_default();
-            let input = RateInput::new(request.id.as_str(), request.currency, counter, amount, received_at_ms);
+            let input = RateInput::new(request.id.as_str(), request.currency, counter, request.amount, received_at_ms);
             match instances.quote_rate_blocking(fx, input).await {
                 Ok(RateVerdict::Quoted(rate)) => (Some(rate), counter, None, key),
                 Ok(RateVerdict::Declined(rejection)) => {
@@ -78,25 +68,37 @@ async fn convert(
             }
         }
     };
-    let conversion = Conversion::new(request.currency, counter, rate, quote, fx_plugin);
-    if let Verdict::Priced(fee) = decided.verdict
-        && conversion.counter_amount(credited_of(request, fee)).is_none()
-    {
-        let message = format!(
-            "{} {} converts to no amount of {counter} a payment can move (nothing, or more than 2^53 - 1 minor units)",
-            request.currency.format(i64::try_from(request.amount).unwrap_or(i64::MAX)),
-            request.currency
-        );
-        return Err((Code::AmountOutOfRange, message, decided.plugins.clone()));
-    }
-    decided.conversion = Some(conversion);
+    decided.conversion = Some(Conversion::new(request.currency, counter, rate, quote, fx_plugin));
     Ok(())
 }
 
-/// What the payee of `request` is credited in its currency at `fee`.
-fn credited_of(request: &PaymentRequest, fee: CheckedFee) -> MinorUnits {
-    let amount = MinorUnits::from_unsigned(request.amount).unwrap_or(MinorUnits::ZERO);
-    credited(amount, MinorUnits::from_unsigned(fee.total).unwrap_or(MinorUnits::ZERO), fee.bearer)
+/// What a cross-border `transfer` pays its payee, for its reply: the ledger's own rule (what
+/// the payee is credited, converted at the rate, rounded down). `None` for a transfer that
+/// converts nothing, or one declined before a rate was quoted; an error when the rate gives
+/// no amount a payment can move.
+fn converted(transfer: &Transfer) -> Result<Option<Converted>, String> {
+    let Some(conversion) = transfer.kind.conversion() else {
+        return Ok(None);
+    };
+    let Some(rate) = conversion.rate else {
+        return Ok(None);
+    };
+    let nothing = || {
+        let (currency, counter) = (conversion.source, conversion.counter);
+        format!(
+            "{} {currency} converts to no amount of {counter} a payment can move (nothing, or more than 2^53 - 1 \
+             minor units)",
+            currency.format(transfer.amount.0)
+        )
+    };
+    let credited = transfer.credited().map_err(|error| error.to_string())?;
+    let amount = conversion.counter_amount(credited).ok_or_else(nothing)?;
+    Ok(Some(Converted {
+        currency: conversion.counter.code().to_owned(),
+        amount: u64::try_from(amount.0).map_err(|_| nothing())?,
+        rate,
+        quote: conversion.quote.clone(),
+    }))
 }
 
 impl Processor {
@@ -164,6 +166,14 @@ impl Processor {
         request: &PaymentRequest,
         pipelines: &Pipelines,
     ) -> Result<Option<Terms>, Refusal> {
+        if (request.quote.is_some() || request.counter_currency.is_some()) && !self.fx.converts(&request.method) {
+            let message = format!(
+                "method `{}` does not convert currencies (`[fx] methods`: {})",
+                request.method,
+                self.fx.methods.join(", ")
+            );
+            return Err((Code::UnsupportedCurrency, message, Vec::new()));
+        }
         let Some(id) = &request.quote else {
             let Some(counter) = request.counter_currency else {
                 return Ok(None);
@@ -178,7 +188,7 @@ impl Processor {
             return Ok(Some(Terms::Live(fx.clone(), counter)));
         };
         let quote = match self.ledger.quote(id.as_str()).await {
-            Ok(Some((quote, _))) => quote,
+            Ok(Some(quote)) => quote,
             Ok(None) => return Err((Code::UnknownQuote, format!("no FX quote `{id}` exists"), Vec::new())),
             Err(error) => {
                 let message = format!("the quote could not be read: {error}; retry with the same id");
@@ -190,14 +200,8 @@ impl Processor {
         if terms != (&request.payer, &request.payee, i64::try_from(request.amount).unwrap_or(-1), request.currency)
             || counter_differs
         {
-            let message = format!(
-                "quote `{id}` is for {} {} from `{}` to `{}` in {}",
-                quote.currency.format(quote.amount.0),
-                quote.currency,
-                quote.payer,
-                quote.payee,
-                quote.counter_currency
-            );
+            // Its terms are not repeated: the quote's id is all a caller needs to see them.
+            let message = format!("the payment is not on the terms of quote `{id}` (payer, payee, amount, currencies)");
             return Err((Code::QuoteMismatch, message, Vec::new()));
         }
         Ok(Some(Terms::Quoted(quote)))
@@ -246,15 +250,6 @@ impl Processor {
             unreachable!("amounts and fees are bounded by 2^53 - 1 before they get here");
         };
         let quoted = conversion.as_ref().is_some_and(|conversion| conversion.quote.is_some());
-        let converted = conversion.as_ref().and_then(|conversion| {
-            let amount = conversion.counter_amount(credited(amount, fee_units, fee.bearer))?;
-            Some(Converted {
-                currency: conversion.counter.code().to_owned(),
-                amount: u64::try_from(amount.0).ok()?,
-                rate: conversion.rate?,
-                quote: conversion.quote.clone(),
-            })
-        });
         let kind = match (request.kind, conversion) {
             (PaymentKind::Payment, Some(conversion)) => TransferKind::CrossBorder(Box::new(conversion)),
             (PaymentKind::Payment, None) => TransferKind::Payment,
@@ -287,6 +282,15 @@ impl Processor {
             client: route.client_key.map(str::to_owned),
             lease_token: Some(route.lease_token),
             now_ms: i64::try_from(received_at_ms).unwrap_or(i64::MAX),
+        };
+        let converted = match converted(&transfer) {
+            Ok(converted) => converted,
+            // A plugin's decline converts nothing, and is recorded as it is.
+            Err(_) if rejection.is_some() => None,
+            Err(message) => {
+                let refusal = (Code::AmountOutOfRange, message, plugins);
+                return self.refuse_unless_recorded(&request, partition, &fingerprint, refusal);
+            }
         };
         // Rendered here, before the ledger decides: the ledger stores the reply its decision
         // picks and runs none of this node's code inside its transaction.

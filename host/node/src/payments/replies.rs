@@ -197,8 +197,8 @@ pub(super) fn replay(echo: &Echo, partition: u32, fingerprint: &str, stored: Sto
         let message = format!("id `{}` was already used for a different request", echo.id);
         return refused(echo, partition, Code::Conflict, message, Vec::new());
     }
-    match serde_json::from_str::<Reply>(&reply) {
-        Ok(parsed) => Decided { reply, status: parsed.status, code: parsed.code, newly_recorded: false },
+    match Reply::outcome_of(&reply) {
+        Ok((status, code)) => Decided { reply, status, code, newly_recorded: false },
         Err(error) => unreadable_reply(echo, partition, &error),
     }
 }

@@ -140,7 +140,7 @@ fn load(host: &PluginHost, path: &Path, development: bool) -> Result<String, Str
     let switched = host
         .install(&manifest, &component, Origin::File(path.display().to_string()))
         .map_err(|error| format!("{}: {error}", error.code()))?;
-    tracing::info!(file = %path.display(), active = ?switched.active, "plugin loaded from the directory");
+    tracing::info!(file = %path.display(), active = switched.active.as_deref().unwrap_or("none"), "plugin loaded from the directory");
     Ok(manifest.name)
 }
 

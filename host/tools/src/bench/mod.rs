@@ -62,7 +62,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Backend::Sqlite, Backend::Postgres])]
     backends: Vec<Backend>,
     /// PostgreSQL server, on 127.0.0.1; the bench uses a fresh schema on it and drops it after.
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(long, env = "WASMPAY_POSTGRES", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     postgres: String,
     /// Transfers of the ledger-alone measurement (also bounded by --seconds-max).
     #[arg(long, default_value_t = 100_000)]

@@ -42,7 +42,8 @@ pub struct DemoArgs {
     /// Payments in flight at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Use this NATS server (with JetStream) instead of starting a private one.
+    /// Use this NATS server (with JetStream) instead of starting a private one. (Not
+    /// `NATS_URL`: the demo's payments belong on a server of their own unless asked.)
     #[arg(long)]
     nats: Option<String>,
     /// Run a cluster of this many `serve` processes on PostgreSQL (and a private NATS server),
@@ -51,7 +52,7 @@ pub struct DemoArgs {
     nodes: u32,
     /// The PostgreSQL server of `--nodes` (on this machine): the demo works in a fresh schema
     /// there and drops it at the end.
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(long, env = "WASMPAY_POSTGRES", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     postgres: String,
 }
 
