@@ -15,7 +15,7 @@ fn run(args: &[&str], token: &str) -> Output {
 
 /// Starts `wasmpay serve` through `launcher` (the binary, or a wrapper given the binary) with a
 /// ledger in `workdir` and a free HTTP port, and waits until it listens; the node and its
-/// HTTP address.
+/// HTTP address. Its log goes to `workdir/serve.log`.
 fn spawn_serve(mut launcher: Command, nats: &NatsServer, workdir: &std::path::Path, extra: &[&str]) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let http = format!("127.0.0.1:{port}");
@@ -25,7 +25,7 @@ fn spawn_serve(mut launcher: Command, nats: &NatsServer, workdir: &std::path::Pa
         .args(extra)
         .env("WASMPAY_ADMIN_TOKEN", "secret")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(workdir.join("serve.log")).unwrap())
         .spawn()
         .unwrap();
     // Ready, not only listening: a new deployment is bound after a grace period
@@ -179,6 +179,22 @@ fn serve_takes_commands_and_stops_cleanly_on_sigterm() {
     assert!(killed.success());
     let status = node.wait().unwrap();
     assert!(status.success(), "serve exits 0 after SIGTERM: {status}");
+    // Every call of the API is in the log: who called what, and how it ended; never a secret.
+    let log = std::fs::read_to_string(workdir.path().join("serve.log")).unwrap();
+    let calls: Vec<&str> = log.lines().filter(|line| line.contains("api call")).collect();
+    assert!(
+        calls.iter().any(|line| line.contains("path=/v1/accounts/alice")
+            && line.contains("caller=\"wrong token\"")
+            && line.contains("status=401")),
+        "{log}"
+    );
+    assert!(
+        calls.iter().any(|line| line.contains("method=POST")
+            && line.contains("caller=\"admin\"")
+            && line.contains("status=201")),
+        "{log}"
+    );
+    assert!(!log.contains("secret") && !log.contains("wrong\n"), "no token in the log: {log}");
 }
 
 /// A node with few file descriptors (`prlimit`) and many idle clients: at the cap a new

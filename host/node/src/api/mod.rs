@@ -125,11 +125,36 @@ static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let number = REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let id = format!("req-{:x}-{number:x}", std::process::id());
+    // Who called what, and how it ended: every call of the API is an operator's or a client's
+    // act on the ledger or the cluster, so each is logged (probes and metrics at debug only).
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let caller = caller(state.admin_token.as_deref(), &request);
+    let started = std::time::Instant::now();
     let mut response = REQUEST_ID.scope(id.clone(), route(state, request)).await?;
+    let (status, elapsed_ms) = (response.status().as_u16(), started.elapsed().as_millis());
+    if path.starts_with("/v1/") {
+        tracing::info!(request = %id, %method, %path, caller, status, elapsed_ms, "api call");
+    } else {
+        tracing::debug!(request = %id, %method, %path, caller, status, elapsed_ms, "api call");
+    }
     if let Ok(value) = hyper::header::HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }
     Ok(response)
+}
+
+/// Who a request says it is: `admin` (the admin token), `client` (a client key, checked by the
+/// route), or `anonymous`. Never the secret itself.
+fn caller(admin_token: Option<&str>, request: &Request<Incoming>) -> &'static str {
+    if incoming::authorized(admin_token, request) {
+        return "admin";
+    }
+    let bearer = request.headers().get(hyper::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    match bearer {
+        Some(value) if value.contains("wpk_") => "client",
+        Some(_) => "wrong token",
+        None => "anonymous",
+    }
 }
 
 async fn route(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {

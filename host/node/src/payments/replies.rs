@@ -112,6 +112,8 @@ fn settled(
     match recorded {
         Ok(Recorded::New { decision, reply }) => {
             let code = decision.code(kind);
+            // Inside the message's span (its id, partition and method): what the ledger decided.
+            tracing::debug!(status = code.status().as_str(), code = code.as_str(), "decided");
             Decided { reply, status: code.status(), code, newly_recorded: true }
         }
         Ok(Recorded::Existing(stored)) => replay(echo, partition, fingerprint, stored),
