@@ -8,6 +8,13 @@ use crate::handle::Ledger;
 use crate::store::on_store;
 use crate::store::sql::{QuoteRow, SELECT_QUOTES};
 
+/// How long a quote that converted nothing is kept after its expiry: long enough to answer
+/// `quote_expired` to a late payment and to look it up, short enough that quotes do not pile up.
+pub const QUOTE_RETENTION_MS: i64 = 24 * 60 * 60 * 1_000;
+
+/// Old quotes deleted with each new one: more than one, so that deletion outpaces creation.
+const PRUNED_PER_QUOTE: i64 = 4;
+
 /// A new quote's id: `q_` and 24 random hex digits, so that nobody can guess another
 /// client's quote (its id is all a payment needs to use it).
 pub fn new_quote_id() -> Result<String, LedgerError> {
@@ -18,10 +25,23 @@ pub fn new_quote_id() -> Result<String, LedgerError> {
 }
 
 impl Ledger {
-    /// Stores `quote`, whose id the caller made unique (a random one).
+    /// Stores `quote`, whose id the caller made unique (a random one), and deletes a few quotes
+    /// that expired more than [`QUOTE_RETENTION_MS`] ago and converted nothing: quotes cost a
+    /// row each, and anyone with a client key may ask for them, so they must not pile up.
     pub async fn store_quote(&self, quote: &Quote) -> Result<(), LedgerError> {
         on_store!(&self.store, backend => {
             let mut transaction = backend.begin_write().await?;
+            sqlx::query(
+                "DELETE FROM fx_quotes WHERE id IN (
+                     SELECT q.id FROM fx_quotes q
+                     WHERE q.expires_at_ms < $1
+                       AND NOT EXISTS (SELECT 1 FROM conversions c WHERE c.quote_id = q.id)
+                     ORDER BY q.expires_at_ms LIMIT $2)",
+            )
+            .bind(quote.created_at_ms.saturating_sub(QUOTE_RETENTION_MS))
+            .bind(PRUNED_PER_QUOTE)
+            .execute(&mut *transaction)
+            .await?;
             sqlx::query(
                 "INSERT INTO fx_quotes (id, payer, payee, currency, amount, counter_currency, counter_amount, rate,
                                         fx_plugin, created_at_ms, expires_at_ms)

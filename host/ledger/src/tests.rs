@@ -292,8 +292,11 @@ async fn a_quote_converts_one_payment_at_its_terms_until_it_expires(backend: Bac
         created_at_ms: 0,
         expires_at_ms,
     };
+    // A quote long expired and never used is deleted when later quotes are stored.
+    ledger.store_quote(&Quote { created_at_ms: -200_000_000, ..quote("q-old", -199_000_000) }).await.expect("store");
     ledger.store_quote(&quote("q-1", 1_000)).await.expect("store");
     ledger.store_quote(&quote("q-2", 1_000)).await.expect("store");
+    assert_eq!(ledger.quote("q-old").await.expect("read"), None);
     assert_eq!(ledger.quote("q-1").await.expect("read"), Some(quote("q-1", 1_000)));
     assert_eq!(ledger.quote("q-9").await.expect("read"), None);
     let replies = || Replies::Quoted {
