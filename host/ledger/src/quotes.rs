@@ -8,8 +8,8 @@ use crate::handle::Ledger;
 use crate::store::on_store;
 use crate::store::sql::{QuoteRow, SELECT_QUOTES};
 
-/// How long a quote that converted nothing is kept after its expiry: long enough to answer
-/// `quote_expired` to a late payment and to look it up, short enough that quotes do not pile up.
+/// How long a quote is kept after its expiry: long enough to answer `quote_expired` to a late
+/// payment and to look it up, short enough that quotes do not pile up.
 pub const QUOTE_RETENTION_MS: i64 = 24 * 60 * 60 * 1_000;
 
 /// Old quotes deleted with each new one: more than one, so that deletion outpaces creation.
@@ -26,17 +26,16 @@ pub fn new_quote_id() -> Result<String, LedgerError> {
 
 impl Ledger {
     /// Stores `quote`, whose id the caller made unique (a random one), and deletes a few quotes
-    /// that expired more than [`QUOTE_RETENTION_MS`] ago and converted nothing: quotes cost a
-    /// row each, and anyone with a client key may ask for them, so they must not pile up.
+    /// that expired more than [`QUOTE_RETENTION_MS`] ago, oldest first (through the index on
+    /// expiry): quotes cost a row each, and anyone with a client key may ask for them, so they
+    /// must not pile up. A used quote's terms stay in its payment's `conversions` row; a retry of
+    /// that payment gets its stored reply before any quote is read.
     pub async fn store_quote(&self, quote: &Quote) -> Result<(), LedgerError> {
         on_store!(&self.store, backend => {
             let mut transaction = backend.begin_write().await?;
             sqlx::query(
                 "DELETE FROM fx_quotes WHERE id IN (
-                     SELECT q.id FROM fx_quotes q
-                     WHERE q.expires_at_ms < $1
-                       AND NOT EXISTS (SELECT 1 FROM conversions c WHERE c.quote_id = q.id)
-                     ORDER BY q.expires_at_ms LIMIT $2)",
+                     SELECT id FROM fx_quotes WHERE expires_at_ms < $1 ORDER BY expires_at_ms LIMIT $2)",
             )
             .bind(quote.created_at_ms.saturating_sub(QUOTE_RETENTION_MS))
             .bind(PRUNED_PER_QUOTE)

@@ -1813,3 +1813,14 @@ async fn failed_batches_make_the_ledger_unwritable_until_one_commits() {
     tokio::time::sleep(BATCH_FAILURE_WINDOW).await;
     assert_eq!(ledger.writable().await, Ok(()), "a failure older than the window no longer counts");
 }
+
+#[test]
+fn urls_are_shown_without_their_passwords() {
+    assert_eq!(redacted_url("postgres://app:hunter2@db:5432/ledger"), "postgres://app@db:5432/ledger");
+    assert_eq!(redacted_url("postgres://app:p@ss@db/ledger"), "postgres://app@db/ledger");
+    assert_eq!(
+        redacted_url("postgres://db/ledger?user=app&password=hunter2"),
+        "postgres://db/ledger?user=app&password=***"
+    );
+    assert_eq!(redacted_url("sqlite://wasmpay.db"), "sqlite://wasmpay.db");
+}

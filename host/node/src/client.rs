@@ -80,6 +80,21 @@ pub async fn cluster_info(client: &async_nats::Client) -> Result<ClusterInfo, Cl
     })
 }
 
+/// NATS server URLs (one, or several separated by commas) as they may be shown: a user,
+/// password or token (`nats://user:pass@host`, `nats://token@host`) becomes `***`.
+pub fn shown_nats(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| match url.trim().split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => url.trim().to_owned(),
+            },
+            None => url.trim().to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// How long [`pay`] keeps retrying one payment: longer than a partition takes to move after
 /// its owner died (a lease TTL, 3 s by default, and a round).
 pub const PAY_RETRY_BOUND: Duration = Duration::from_secs(30);
@@ -173,4 +188,13 @@ pub async fn http_call_within(
     tokio::time::timeout(limit, exchange)
         .await
         .map_err(|_| ClientError::Timeout { target: url.to_owned(), after: limit })?
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nats_credentials_are_never_shown() {
+        assert_eq!(super::shown_nats("nats://tok3n@a:4222, nats://u:p@b:4222"), "nats://***@a:4222,nats://***@b:4222");
+        assert_eq!(super::shown_nats("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
 }

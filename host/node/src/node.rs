@@ -205,7 +205,7 @@ impl Node {
         let observer: Arc<dyn CommitObserver> = metrics.clone();
         let ledger = Ledger::open_with(&settings.database_url, settings.config.ledger, Some(observer)).await?;
         let connect_failed = |source: Box<dyn std::error::Error + Send + Sync>| NodeError::Connect {
-            url: settings.nats_url.clone(),
+            url: crate::client::shown_nats(&settings.nats_url),
             source,
         };
         // A NATS cluster is given as its servers' URLs, comma-separated: the client fails over
@@ -223,7 +223,7 @@ impl Node {
             .map_err(|error| connect_failed(error.into()))?;
         // Said at once, rather than after half a minute of JetStream requests that cannot succeed.
         if !client.server_info().jetstream {
-            return Err(NodeError::NoJetStream(settings.nats_url.clone()));
+            return Err(NodeError::NoJetStream(crate::client::shown_nats(&settings.nats_url)));
         }
         // Serve what the cluster serves before taking a payment, then follow its changes.
         let replicas = js::replicas(&client, settings.config.cluster.replicas);
@@ -322,7 +322,7 @@ impl Node {
                 return Err(error.into());
             }
         };
-        tracing::info!(node = %settings.node_id, %http_address, nats = %settings.nats_url, partitions = settings.partitions, "node ready");
+        tracing::info!(node = %settings.node_id, %http_address, nats = %crate::client::shown_nats(&settings.nats_url), partitions = settings.partitions, "node ready");
         Ok(Node { ledger, http_address, shutdown, failure, bus, intake, cluster, views, http, plugin_tasks })
     }
 

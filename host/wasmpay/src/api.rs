@@ -38,7 +38,11 @@ pub fn answer(url: &str, status: hyper::StatusCode, text: &str) -> anyhow::Resul
     if !status.is_success() {
         let code = value["code"].as_str().unwrap_or("error");
         let message = value["message"].as_str().unwrap_or(text);
-        return Err(fail(of_http(status), format!("{url} answered {status}: {code}: {message}")));
+        let said = format!("{url} answered {status}: {code}: {message}");
+        return Err(match of_http(status) {
+            Some(exit) => fail(exit, said),
+            None => anyhow::anyhow!(said),
+        });
     }
     Ok(value)
 }

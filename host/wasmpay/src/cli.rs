@@ -586,8 +586,9 @@ async fn cluster_status(api: &ApiArgs, partitions: bool, format: Format) -> anyh
     Ok(())
 }
 
-async fn cluster_unbind(nats: &str) -> anyhow::Result<()> {
-    let client = async_nats::connect(nats).await.with_context(|| format!("connecting to {nats}"))?;
+async fn cluster_unbind(given: &str) -> anyhow::Result<()> {
+    let nats = client::shown_nats(given);
+    let client = async_nats::connect(given).await.with_context(|| format!("connecting to {nats}"))?;
     match wasmpay_node::cluster::unbind(client, None).await? {
         Some(ledger) => println!(
             "unbound ledger {ledger}: its nodes bind {nats} again if they start; a node of a ledger that recorded \
@@ -600,10 +601,12 @@ async fn cluster_unbind(nats: &str) -> anyhow::Result<()> {
 
 /// Unbinds NATS first (refused while another ledger's nodes are live), then records the
 /// adoption in the ledger: a refusal leaves the ledger's record as it was.
-async fn cluster_adopt(nats: &str, db: &str, deployment: &str) -> anyhow::Result<()> {
-    let ledger = Ledger::open_existing(db).await.with_context(|| format!("opening the ledger {db}"))?;
+async fn cluster_adopt(given: &str, db: &str, deployment: &str) -> anyhow::Result<()> {
+    let shown = wasmpay_ledger::redacted_url(db);
+    let ledger = Ledger::open_existing(db).await.with_context(|| format!("opening the ledger {shown}"))?;
     let identity = ledger.identity().await?;
-    let client = async_nats::connect(nats).await.with_context(|| format!("connecting to {nats}"))?;
+    let nats = client::shown_nats(given);
+    let client = async_nats::connect(given).await.with_context(|| format!("connecting to {nats}"))?;
     let unbound = wasmpay_node::cluster::unbind(client, Some(&identity)).await?;
     let before = ledger.adopt_deployment(deployment).await?;
     ledger.close().await;
@@ -637,7 +640,8 @@ fn default_node_id() -> String {
 }
 
 async fn verify(db: &str, format: Format) -> anyhow::Result<()> {
-    let ledger = Ledger::open_existing(db).await.with_context(|| format!("opening the ledger at {db}"))?;
+    let shown = wasmpay_ledger::redacted_url(db);
+    let ledger = Ledger::open_existing(db).await.with_context(|| format!("opening the ledger at {shown}"))?;
     let audit = ledger.audit().await;
     ledger.close().await;
     let audit = audit?;
@@ -645,7 +649,7 @@ async fn verify(db: &str, format: Format) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&audit)?);
     }
     if let Some(violation) = audit.first_violation() {
-        return Err(fail(Exit::BrokenBooks, format!("the ledger at {db} breaks an invariant: {violation}")));
+        return Err(fail(Exit::BrokenBooks, format!("the ledger at {shown} breaks an invariant: {violation}")));
     }
     if format == Format::Json {
         return Ok(());
@@ -693,13 +697,17 @@ async fn pay(args: PayArgs, format: Format) -> anyhow::Result<()> {
         (Some(major), _) => {
             let minor = parse_major(major, currency.exponent())
                 .map_err(|why| fail(Exit::Refused, format!("--amount: {why}")))?;
-            u64::try_from(minor).map_err(|_| fail(Exit::Refused, format!("--amount: {major} is not positive")))?
+            u64::try_from(minor)
+                .ok()
+                .filter(|minor| *minor > 0)
+                .ok_or_else(|| fail(Exit::Refused, format!("--amount: {major} is not positive")))?
         }
         (None, Some(minor)) => minor,
         (None, None) => return Err(fail(Exit::Refused, "give --amount (major units) or --amount-minor")),
     };
-    let client =
-        async_nats::connect(&args.nats).await.with_context(|| format!("connecting to NATS at {}", args.nats))?;
+    let client = async_nats::connect(&args.nats)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", client::shown_nats(&args.nats)))?;
     let payer = AccountId::new(args.from.clone()).map_err(|error| fail(Exit::Refused, format!("--from: {error}")))?;
     let subject = if args.submit {
         format!("{}.{payer}", subjects::SUBMIT_PREFIX)
@@ -744,8 +752,9 @@ async fn quote(args: QuoteArgs, format: Format) -> anyhow::Result<()> {
         args.currency.parse().map_err(|error| fail(Exit::Refused, format!("--currency: {error}")))?;
     let minor = parse_major(&args.amount, currency.exponent())
         .map_err(|why| fail(Exit::Refused, format!("--amount: {why}")))?;
-    let client =
-        async_nats::connect(&args.nats).await.with_context(|| format!("connecting to NATS at {}", args.nats))?;
+    let client = async_nats::connect(&args.nats)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", client::shown_nats(&args.nats)))?;
     let ask = json!({"payer": args.from, "payee": args.to, "amount": minor, "currency": currency.code(),
                      "counter_currency": args.counter_currency});
     let reply = client::request(&client, subjects::FX_QUOTE, ask.to_string()).await?;
@@ -844,7 +853,11 @@ async fn account(command: AccountCommand, format: Format) -> anyhow::Result<()> 
             };
             let deposit_id = deposit_id.unwrap_or_else(random_id);
             let body = json!({"id": deposit_id, "amount": minor});
-            call(&api, hyper::Method::POST, &format!("{path}/deposits"), Some(body)).await?;
+            // A deposit without a final answer may have landed: sent again with its id, it
+            // lands once.
+            call(&api, hyper::Method::POST, &format!("{path}/deposits"), Some(body)).await.with_context(|| {
+                format!("deposit {deposit_id} (send it again with --deposit-id {deposit_id}, which is safe)")
+            })?;
             // What a person wants to see after a deposit is the balance it made.
             let answer = call(&api, hyper::Method::GET, &path, None).await?;
             if format == Format::Table {
@@ -975,7 +988,8 @@ struct StatementQuery {
 /// `wasmpay account statement`: the account, then a page of its entries.
 async fn statement(id: &str, query: &StatementQuery, as_json: bool, api: &ApiArgs) -> anyhow::Result<()> {
     let get = |path: String| async move { call(api, hyper::Method::GET, &path, None).await };
-    let mut path = format!("/v1/accounts/{id}/entries?limit={}", query.limit);
+    let encoded = percent_encode(id);
+    let mut path = format!("/v1/accounts/{encoded}/entries?limit={}", query.limit);
     for (name, value) in [("from_ms", query.from_ms), ("to_ms", query.to_ms)] {
         if let Some(value) = value {
             path.push_str(&format!("&{name}={value}"));
@@ -984,7 +998,7 @@ async fn statement(id: &str, query: &StatementQuery, as_json: bool, api: &ApiArg
     if let Some(after) = &query.after {
         path.push_str(&format!("&after={}", percent_encode(after)));
     }
-    let account = get(format!("/v1/accounts/{id}")).await?;
+    let account = get(format!("/v1/accounts/{encoded}")).await?;
     let page = get(path).await?;
     if as_json {
         println!("{}", json!({"account": account, "entries": page["entries"], "next": page["next"]}));

@@ -68,6 +68,12 @@ pub fn code_of(error: &anyhow::Error) -> u8 {
                 ClientError::Unreadable { .. } => 1,
             };
         }
+        // A file that cannot be read, a plugin source that cannot be loaded.
+        if cause.downcast_ref::<std::io::Error>().is_some()
+            || cause.downcast_ref::<wasmpay_plugin_host::PluginError>().is_some()
+        {
+            return Exit::Unreachable.code();
+        }
         if cause.downcast_ref::<async_nats::ConnectError>().is_some() {
             return Exit::Unreachable.code();
         }
@@ -90,11 +96,14 @@ pub fn code_of(error: &anyhow::Error) -> u8 {
 }
 
 /// The exit kind of an HTTP answer that is not a success: 401/403 cannot be retried into
-/// success (the token is wrong), 5xx may succeed later, any other 4xx is a refusal.
-pub fn of_http(status: hyper::StatusCode) -> Exit {
+/// success (the token is wrong); 408, 429 and 502-504 may succeed later (the node was busy,
+/// the body came late, a node was unreachable); 500 is a bug, not something to retry; any
+/// other 4xx is a refusal.
+pub fn of_http(status: hyper::StatusCode) -> Option<Exit> {
     match status.as_u16() {
-        401 | 403 => Exit::Unreachable,
-        500..=599 => Exit::Retryable,
-        _ => Exit::Refused,
+        401 | 403 => Some(Exit::Unreachable),
+        408 | 429 | 502..=504 => Some(Exit::Retryable),
+        500..=599 => None,
+        _ => Some(Exit::Refused),
     }
 }

@@ -63,7 +63,7 @@ pub enum PluginCommand {
     },
     /// Check a component and its manifest here, as a node would before it serves (hash when
     /// the manifest has one, contract, what it describes), and run every fixture in the
-    /// production sandbox: each one's verdict and time, every failure, exit 1 if any failed.
+    /// production sandbox: each one's verdict and time, every failure, exit 3 if any failed.
     Test {
         /// The component (`.wasm`).
         component: PathBuf,
@@ -173,6 +173,10 @@ pub async fn run(command: PluginCommand, format: Format) -> anyhow::Result<()> {
             });
             let path = format!("/v1/plugins/{}", parsed.name);
             let answer = call(&api, hyper::Method::PUT, &path, Some(body)).await?;
+            if format == Format::Json {
+                println!("{answer}");
+                return Ok(());
+            }
             let state = if no_activate { "uploaded; activate it with `wasmpay plugin activate`" } else { "active" };
             println!("{} {} (sha256 {sha256}) {state}", parsed.name, parsed.version);
             print_pointer(&answer);
@@ -181,19 +185,31 @@ pub async fn run(command: PluginCommand, format: Format) -> anyhow::Result<()> {
         PluginCommand::Activate { name, version, api } => {
             let path = format!("/v1/plugins/{name}/activate");
             let answer = call(&api, hyper::Method::POST, &path, Some(json!({"version": version}))).await?;
+            if format == Format::Json {
+                println!("{answer}");
+                return Ok(());
+            }
             println!("{name} {version} active");
             print_pointer(&answer);
             Ok(())
         }
         PluginCommand::Rollback { name, api } => {
             let answer = call(&api, hyper::Method::POST, &format!("/v1/plugins/{name}/rollback"), None).await?;
+            if format == Format::Json {
+                println!("{answer}");
+                return Ok(());
+            }
             let active = answer["pointer"]["active"]["version"].as_str().unwrap_or("?").to_owned();
             println!("{name} rolled back to {active}");
             print_pointer(&answer);
             Ok(())
         }
         PluginCommand::Remove { name, api } => {
-            call(&api, hyper::Method::DELETE, &format!("/v1/plugins/{name}"), None).await?;
+            let answer = call(&api, hyper::Method::DELETE, &format!("/v1/plugins/{name}"), None).await?;
+            if format == Format::Json {
+                println!("{answer}");
+                return Ok(());
+            }
             println!("{name} removed: its methods are no longer served (`wasmpay plugin rollback {name}` restores it)");
             Ok(())
         }
@@ -220,7 +236,7 @@ impl Version {
     }
 }
 
-/// `wasmpay plugin test`: every fixture's verdict and time, then a summary; an error (exit 1)
+/// `wasmpay plugin test`: every fixture's verdict and time, then a summary; an error (exit 3)
 /// when the version would be refused or any fixture failed.
 fn test(component: &Path, manifest: Option<PathBuf>, runs: u16) -> anyhow::Result<()> {
     let Version { bytes, manifest, .. } = Version::read(component, manifest)?;

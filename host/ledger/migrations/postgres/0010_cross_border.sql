@@ -30,5 +30,5 @@ CREATE TABLE fx_quotes (
     created_at_ms    BIGINT NOT NULL,
     expires_at_ms    BIGINT NOT NULL
 );
--- Quotes nobody used are deleted a day after they expire (`store_quote`), oldest first.
+-- Quotes are deleted a day after they expire (`store_quote`), oldest first.
 CREATE INDEX fx_quotes_by_expiry ON fx_quotes (expires_at_ms);

@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS fx_quotes (
     created_at_ms    INTEGER NOT NULL,
     expires_at_ms    INTEGER NOT NULL
 ) STRICT;
--- Quotes nobody used are deleted a day after they expire (`store_quote`), oldest first.
+-- Quotes are deleted a day after they expire (`store_quote`), oldest first.
 CREATE INDEX IF NOT EXISTS fx_quotes_by_expiry ON fx_quotes (expires_at_ms);
 COMMIT;
 PRAGMA foreign_keys = ON;

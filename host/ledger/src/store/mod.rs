@@ -39,15 +39,29 @@ macro_rules! on_store {
 }
 pub(crate) use on_store;
 
-/// `url` without its password, to name a database in a message or a log line.
+/// `url` without its password, to name a database (or a NATS server) in a message or a log
+/// line: the user part keeps its user name (`postgres://app@host/db`), a `password=` query
+/// parameter is starred, and a password holding an unencoded `@` is cut at the last `@`.
 pub fn redacted(url: &str) -> String {
-    match (url.split_once("://"), url.find('@')) {
-        (Some((scheme, rest)), Some(_)) => match rest.split_once('@') {
-            Some((user, host)) => format!("{scheme}://{}@{host}", user.split(':').next().unwrap_or_default()),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
-    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (rest, query) = rest.split_once('?').map_or((rest, None), |(rest, query)| (rest, Some(query)));
+    let rest = match rest.rsplit_once('@') {
+        Some((user, host)) => format!("{}@{host}", user.split(':').next().unwrap_or_default()),
+        None => rest.to_owned(),
+    };
+    let Some(query) = query else {
+        return format!("{scheme}://{rest}");
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{scheme}://{rest}?{}", query.join("&"))
 }
 
 /// A ledger database.
