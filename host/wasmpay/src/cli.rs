@@ -195,11 +195,11 @@ struct PayArgs {
     #[arg(long)]
     id: Option<String>,
     /// Payer account.
-    #[arg(long)]
-    from: String,
+    #[arg(long, value_parser = account_arg)]
+    from: AccountId,
     /// Payee account.
-    #[arg(long)]
-    to: String,
+    #[arg(long, value_parser = account_arg)]
+    to: AccountId,
     /// Amount in major units of the currency, exactly: `12.50` EUR; more decimals than the
     /// currency has are refused.
     #[arg(long, required_unless_present = "amount_minor", conflicts_with = "amount_minor")]
@@ -208,11 +208,11 @@ struct PayArgs {
     #[arg(long)]
     amount_minor: Option<u64>,
     /// ISO 4217 currency.
-    #[arg(long)]
-    currency: String,
+    #[arg(long, value_parser = currency_arg)]
+    currency: Currency,
     /// A cross-border payment: the payee's currency (converted at the FX plugin's rate).
-    #[arg(long)]
-    counter_currency: Option<String>,
+    #[arg(long, value_parser = currency_arg)]
+    counter_currency: Option<Currency>,
     /// A cross-border payment at this FX quote's rate.
     #[arg(long)]
     quote: Option<String>,
@@ -233,20 +233,20 @@ struct QuoteArgs {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats: String,
     /// Payer account.
-    #[arg(long)]
-    from: String,
+    #[arg(long, value_parser = account_arg)]
+    from: AccountId,
     /// Payee account, in the counter currency.
-    #[arg(long)]
-    to: String,
+    #[arg(long, value_parser = account_arg)]
+    to: AccountId,
     /// Amount in major units of the currency, exactly.
     #[arg(long)]
     amount: String,
     /// The payer's ISO 4217 currency.
-    #[arg(long)]
-    currency: String,
+    #[arg(long, value_parser = currency_arg)]
+    currency: Currency,
     /// The payee's ISO 4217 currency.
-    #[arg(long)]
-    counter_currency: String,
+    #[arg(long, value_parser = currency_arg)]
+    counter_currency: Currency,
 }
 
 #[derive(Subcommand, Debug)]
@@ -355,6 +355,16 @@ enum AccountCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+}
+
+/// An account id given on the command line: a malformed one is a usage error (exit 2).
+fn account_arg(text: &str) -> Result<AccountId, String> {
+    AccountId::new(text).map_err(|error| error.to_string())
+}
+
+/// An ISO 4217 currency given on the command line: an unknown one is a usage error (exit 2).
+fn currency_arg(text: &str) -> Result<Currency, String> {
+    text.parse::<Currency>().map_err(|error| error.to_string())
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {
@@ -691,8 +701,7 @@ async fn shutdown_signal() {
 /// outcome under the payment's id; a payment without a final answer names its id in the
 /// error, so an operator can look it up or send it again.
 async fn pay(args: PayArgs, format: Format) -> anyhow::Result<()> {
-    let currency: Currency =
-        args.currency.parse().map_err(|error| fail(Exit::Refused, format!("--currency: {error}")))?;
+    let currency = args.currency;
     let amount = match (&args.amount, args.amount_minor) {
         (Some(major), _) => {
             let minor = parse_major(major, currency.exponent())
@@ -708,21 +717,22 @@ async fn pay(args: PayArgs, format: Format) -> anyhow::Result<()> {
     let client = async_nats::connect(&args.nats)
         .await
         .with_context(|| format!("connecting to NATS at {}", client::shown_nats(&args.nats)))?;
-    let payer = AccountId::new(args.from.clone()).map_err(|error| fail(Exit::Refused, format!("--from: {error}")))?;
+    let payer = &args.from;
     let subject = if args.submit {
         format!("{}.{payer}", subjects::SUBMIT_PREFIX)
     } else {
         let info = cluster_info(&client).await?;
-        subjects::pay(Partitioner::new(info.partitions)?.partition_of(&payer), payer.as_str())
+        subjects::pay(Partitioner::new(info.partitions)?.partition_of(payer), payer.as_str())
     };
     let id = args.id.unwrap_or_else(random_id);
     let details: BTreeMap<String, String> = args.details.into_iter().collect();
-    let mut payment = json!({"version": PROTOCOL_VERSION, "id": id, "payer": args.from, "payee": args.to,
+    let mut payment = json!({"version": PROTOCOL_VERSION, "id": id, "payer": payer.as_str(), "payee": args.to.as_str(),
                              "amount": amount, "currency": currency.code(), "method": args.method, "details": details});
-    for (key, value) in [("counter_currency", args.counter_currency), ("quote", args.quote)] {
-        if let Some(value) = value {
-            payment[key] = json!(value);
-        }
+    if let Some(counter) = args.counter_currency {
+        payment["counter_currency"] = json!(counter.code());
+    }
+    if let Some(quote) = args.quote {
+        payment["quote"] = json!(quote);
     }
     let (reply, retries) = client::pay(&client, &subject, payment.to_string().into()).await.map_err(|error| {
         fail(
@@ -748,15 +758,14 @@ async fn pay(args: PayArgs, format: Format) -> anyhow::Result<()> {
 /// `wasmpay quote`: one request on `wasmpay.fx.quote` (a quote changes nothing, so there is
 /// nothing to retry with the same id: ask again).
 async fn quote(args: QuoteArgs, format: Format) -> anyhow::Result<()> {
-    let currency: Currency =
-        args.currency.parse().map_err(|error| fail(Exit::Refused, format!("--currency: {error}")))?;
+    let currency = args.currency;
     let minor = parse_major(&args.amount, currency.exponent())
         .map_err(|why| fail(Exit::Refused, format!("--amount: {why}")))?;
     let client = async_nats::connect(&args.nats)
         .await
         .with_context(|| format!("connecting to NATS at {}", client::shown_nats(&args.nats)))?;
-    let ask = json!({"payer": args.from, "payee": args.to, "amount": minor, "currency": currency.code(),
-                     "counter_currency": args.counter_currency});
+    let ask = json!({"payer": args.from.as_str(), "payee": args.to.as_str(), "amount": minor,
+                     "currency": currency.code(), "counter_currency": args.counter_currency.code()});
     let reply = client::request(&client, subjects::FX_QUOTE, ask.to_string()).await?;
     let parsed: Reply = serde_json::from_str(&reply).with_context(|| format!("reading the reply {reply}"))?;
     if format == Format::Json {

@@ -486,6 +486,16 @@ fn exit_codes_logs_and_completions_are_a_contract() {
     let filtered = Command::new(BINARY).args(["currencies"]).env("RUST_LOG", "info,=nonsense").output().unwrap();
     assert_eq!(filtered.status.code(), Some(5), "{}", text(&filtered));
     assert!(text(&filtered).contains("is not a log filter"), "{}", text(&filtered));
+    // Input the command can check itself is a usage error, before any server is asked.
+    for (flag, bad) in [("--currency", "EURO"), ("--from", "not an account")] {
+        let mut args = vec!["pay", "--nats", "nats://127.0.0.1:1", "--from", "a", "--to", "b", "--amount", "1"];
+        args.extend(["--currency", "EUR", "--method", "card"]);
+        let at = args.iter().position(|arg| *arg == flag).unwrap_or_default();
+        args[at + 1] = bad;
+        let refused = run(&args, "");
+        assert_eq!(refused.status.code(), Some(2), "{flag} {bad}: {}", text(&refused));
+        assert!(text(&refused).contains(bad), "{}", text(&refused));
+    }
     let typo = run(&["serv"], "");
     assert_eq!(typo.status.code(), Some(2), "{}", text(&typo));
     assert!(text(&typo).contains("similar subcommand exists: 'serve'"), "{}", text(&typo));
