@@ -419,15 +419,15 @@ pub(crate) fn postings<'a>(
         postings.push(Posting { account: fee_account, amount: fee, unit });
     }
     postings.retain(|posting| posting.amount != MinorUnits::ZERO);
-    let mut sums: Vec<(Unit, MinorUnits)> = Vec::with_capacity(2);
+    // At most two units (the transfer's, and a conversion's counter): summed without a
+    // collection, since this runs for every payment.
+    let (mut own, mut counter) = (MinorUnits::ZERO, MinorUnits::ZERO);
     for posting in &postings {
-        match sums.iter_mut().find(|(unit, _)| *unit == posting.unit) {
-            Some((_, sum)) => *sum = sum.checked_add(posting.amount).map_err(|_| overflow(posting.account))?,
-            None => sums.push((posting.unit, posting.amount)),
-        }
+        let sum = if posting.unit == unit { &mut own } else { &mut counter };
+        *sum = sum.checked_add(posting.amount).map_err(|_| overflow(posting.account))?;
     }
     assert!(
-        sums.iter().all(|(_, sum)| *sum == MinorUnits::ZERO),
+        own == MinorUnits::ZERO && counter == MinorUnits::ZERO,
         "entries of {} must sum to zero per unit",
         transfer.id
     );

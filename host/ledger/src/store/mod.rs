@@ -254,14 +254,13 @@ impl Transaction {
 const INSERT_CONVERSION: &str = "INSERT INTO conversions (payment_id, currency, amount, rate, fx_plugin, quote_id)
      VALUES ($1, $2, $3, $4, $5, $6)";
 
-/// The batch's approved cross-border payments: (id, conversion, what the payee was paid).
+/// The batch's approved cross-border payments: (id, conversion, what the payee was paid),
+/// the amount by the same rule the postings used (an approved one posted it, so it exists),
+/// not by searching the batch's entries.
 fn conversions(writes: &Writes) -> impl Iterator<Item = (&str, &Conversion, MinorUnits)> {
     writes.payments.iter().filter(|payment| payment.decision == Decision::Approved).filter_map(|payment| {
         let conversion = payment.transfer.kind.conversion()?;
-        let paid = writes
-            .entries
-            .iter()
-            .find(|entry| entry.payment_id == payment.transfer.id && entry.account == payment.transfer.payee)?;
-        Some((payment.transfer.id.as_str(), conversion, paid.amount))
+        let paid = conversion.counter_amount(payment.transfer.credited().ok()?)?;
+        Some((payment.transfer.id.as_str(), conversion, paid))
     })
 }
