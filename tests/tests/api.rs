@@ -61,6 +61,33 @@ async fn accounts_deposits_and_payments_over_http() {
     assert!(body.contains("card") && body.contains("wallet"), "{body}");
 }
 
+/// Labels come from what the node knows, never from what a caller sends: a method nobody
+/// serves and paths nobody routes add no series of their own.
+#[tokio::test]
+async fn metrics_labels_stay_bounded_whatever_a_caller_sends() {
+    let harness = Harness::start().await;
+    harness.open_pair("alice", "shop", 1_000).await;
+    for n in 0..5 {
+        let mut payment = card(&format!("m-{n}"), "alice", "shop", 100);
+        payment["method"] = json!(format!("invented-{n}"));
+        assert_eq!(harness.pay(&payment).await.code, wasmpay_protocol::Code::UnknownMethod);
+        let (status, _) = harness.api("GET", &format!("/v1/nowhere-{n}/x"), None).await;
+        assert_eq!(status, 404);
+        let (status, _) = harness.api("GET", &format!("/v1/accounts/ghost-{n}"), None).await;
+        assert_eq!(status, 404);
+    }
+    let (_, text) = harness.api("GET", "/metrics", None).await;
+    assert!(!text.contains("invented") && !text.contains("nowhere") && !text.contains("ghost"), "{text}");
+    let expected = [
+        "wasmpay_payments_total{operation=\"pay\",method=\"\",status=\"rejected\",code=\"unknown_method\"} 5",
+        "wasmpay_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 5",
+        "wasmpay_http_requests_total{route=\"/v1/accounts/{id}\",method=\"GET\",status=\"404\"} 5",
+    ];
+    for needle in expected {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+}
+
 #[tokio::test]
 async fn health_readiness_and_metrics_need_no_token() {
     let harness = Harness::start().await;
@@ -69,9 +96,14 @@ async fn health_readiness_and_metrics_need_no_token() {
     for (path, needle) in [
         ("/healthz", "ok"),
         ("/readyz", "ready"),
-        ("/metrics", "wasmpay_payments_total{status=\"approved\",code=\"ok\"} 1"),
-        ("/metrics", "wasmpay_plugin_call_seconds_count 2"),
+        ("/metrics", "wasmpay_payments_total{operation=\"pay\",method=\"card\",status=\"approved\",code=\"ok\"} 1"),
+        ("/metrics", "wasmpay_payment_seconds_count{operation=\"pay\",method=\"card\",status=\"approved\"} 1"),
+        ("/metrics", "wasmpay_plugin_call_seconds_count{plugin=\"card\",version=\"0.1.0\"} 2"),
         ("/metrics", "wasmpay_ledger_commit_seconds_count 1"),
+        // The probes answered above, each under its route.
+        ("/metrics", "wasmpay_http_requests_total{route=\"/readyz\",method=\"GET\",status=\"200\"} 1"),
+        ("/metrics", "wasmpay_build_info{version=\""),
+        ("/metrics", "process_cpu_seconds_total "),
     ] {
         let url = format!("{}{path}", harness.http());
         let (status, body) = wasmpay_node::client::http_call(hyper::Method::GET, &url, "", None).await.unwrap();

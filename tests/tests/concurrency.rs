@@ -63,7 +63,7 @@ async fn many_payers_paying_one_merchant_share_batches_and_stay_exact(backend: B
     assert_eq!(harness.balance("merchant").await, 3 * 32 * (1_000 - 54));
     assert_eq!(harness.balance("_fees_EUR").await, 3 * 32 * 54);
     let (_, metrics) = harness.api("GET", "/metrics", None).await;
-    let single_batches = metric(&metrics, "wasmpay_ledger_batch_size_bucket{le=\"1\"}");
+    let single_batches = metric(&metrics, "wasmpay_ledger_batch_size_bucket{le=\"1.0\"}");
     let batches = metric(&metrics, "wasmpay_ledger_batch_size_count");
     assert!(single_batches < batches, "every batch held one transfer: {single_batches} of {batches}");
     assert!(harness.ledger.audit().await.unwrap().is_balanced());

@@ -59,7 +59,7 @@ fn plugin_pipeline(method: &str, details: &str) -> (Duration, Duration) {
     );
     let request = wasmpay_protocol::decode(body.as_bytes()).unwrap();
     let input = PaymentInput::new(&request, wasmpay_node::clock::unix_ms());
-    let mut instances = Instances::new(Arc::clone(&runtime), Arc::new(Metrics::default()));
+    let mut instances = Instances::new(Arc::clone(&runtime), Arc::new(Metrics::new("bench")));
     instances.run(pipeline, &input).unwrap();
     instances.replenish(pipeline);
     let total = median_per_run(500, || {

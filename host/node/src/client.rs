@@ -62,6 +62,9 @@ pub async fn request_with_headers(
     body: impl Into<Bytes>,
 ) -> Result<String, ClientError> {
     let target = || subject.to_owned();
+    let mut headers = headers;
+    // The caller's span is the parent of what the node does for the request.
+    crate::traces::context::inject(&tracing::Span::current(), &mut headers);
     let sent = client.request_with_headers(subject.to_owned(), headers, body.into());
     let message = tokio::time::timeout(REQUEST_TIMEOUT, sent)
         .await
@@ -169,8 +172,22 @@ pub async fn http_call_within(
         .header(CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body.map(|value| value.to_string()).unwrap_or_default())))
         .map_err(|error| failed(&error))?;
+    let (status, bytes) = send_http(url, authority.as_str(), request, limit).await?;
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// Sends `request` to `authority` (`host:port`) over one plain HTTP/1 connection, within
+/// `limit`; its status and body. `target` names the call in errors.
+pub async fn send_http(
+    target: &str,
+    authority: &str,
+    request: hyper::Request<Full<Bytes>>,
+    limit: Duration,
+) -> Result<(StatusCode, Bytes), ClientError> {
+    let failed =
+        |error: &dyn std::fmt::Display| ClientError::Failed { target: target.to_owned(), message: error.to_string() };
     let exchange = async {
-        let stream = TcpStream::connect(authority.as_str()).await.map_err(|error| failed(&error))?;
+        let stream = TcpStream::connect(authority).await.map_err(|error| failed(&error))?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|error| failed(&error))?;
         let response = async move {
@@ -182,12 +199,11 @@ pub async fn http_call_within(
             Ok::<_, hyper::Error>((status, bytes))
         };
         let (response, _closed) = tokio::join!(response, connection);
-        let (status, bytes) = response.map_err(|error| failed(&error))?;
-        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+        response.map_err(|error| failed(&error))
     };
     tokio::time::timeout(limit, exchange)
         .await
-        .map_err(|_| ClientError::Timeout { target: url.to_owned(), after: limit })?
+        .map_err(|_| ClientError::Timeout { target: target.to_owned(), after: limit })?
 }
 
 #[cfg(test)]

@@ -27,8 +27,9 @@
 //! - [`cluster`]: the ledger's fences for `wasmpay-cluster`, and the names the node's users
 //!   take from it.
 //! - [`client`]: a client of running nodes (NATS request/reply, the HTTP API).
-//! - [`metrics`], [`shutdown`], [`clock`]: Prometheus counters (also the cluster's observer),
-//!   the stop signal, the wall clock.
+//! - [`metrics`], [`traces`], [`shutdown`], [`clock`]: Prometheus metrics (also the plugins',
+//!   the ledger's and the cluster's observer), OpenTelemetry traces and W3C trace context in
+//!   NATS headers, the stop signal, the wall clock.
 
 pub mod api;
 pub mod bus;
@@ -44,3 +45,4 @@ pub mod payments;
 pub mod plugins;
 pub mod quotes;
 pub mod shutdown;
+pub mod traces;

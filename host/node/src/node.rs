@@ -186,7 +186,7 @@ impl Node {
             return Err(NodeError::DevelopmentLedger(format!("a {scheme} ledger")));
         }
         let partitioner = Partitioner::new(settings.partitions)?;
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(&settings.node_id));
         let runtime = PluginRuntime::new(&settings.config.sandbox).map_err(PluginError::from)?;
         // Compiling is CPU work and `describe` runs guest code: both stay off the async threads.
         let plugin_host = {
@@ -270,6 +270,7 @@ impl Node {
         }
         let quoter =
             Arc::new(Quoter::new(ledger.clone(), plugin_host.clone(), metrics.clone(), settings.config.fx.clone()));
+        let recent = processor.recent().clone();
         let (bus, intake) = Bus::new(client.clone(), (processor, quoter), metrics.clone(), bus_settings)
             .start(shutdown_signal.clone(), failed)
             .await?;
@@ -282,7 +283,7 @@ impl Node {
         let state = Arc::new(ApiState::new(
             (client.clone(), partitioner),
             ledger.clone(),
-            metrics.clone(),
+            (metrics.clone(), recent),
             PluginParts {
                 host: plugin_host,
                 store: plugin_store,

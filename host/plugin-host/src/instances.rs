@@ -24,16 +24,16 @@ use crate::contract::{CheckedFee, RefundFee, check_quote, check_rate, check_refu
 use crate::pipeline::{FxPipeline, Pipeline};
 use crate::runtime::PluginRuntime;
 use crate::sandbox::{self, PluginState, describe_error};
-use crate::version::LoadedPlugin;
+use crate::version::{LoadedPlugin, PluginId};
 
 /// Told of every plugin call, so the node can count and time calls without this crate
 /// knowing how they are reported.
 pub trait CallObserver: Send + Sync + std::fmt::Debug {
-    /// One export call of `plugin` (`name@version`) finished after `elapsed`.
-    fn plugin_called(&self, plugin: &str, elapsed: Duration);
+    /// One export call of `plugin` finished after `elapsed`, with `failure` if it failed.
+    fn plugin_called(&self, plugin: &PluginId, elapsed: Duration, failure: Option<&FailureKind>);
 
-    /// `plugin` (`name@version`) failed too often and is quarantined on this node.
-    fn plugin_quarantined(&self, plugin: &str);
+    /// `plugin` failed too often and is quarantined on this node.
+    fn plugin_quarantined(&self, plugin: &PluginId);
 }
 
 /// A payment as the plugins see it.
@@ -239,6 +239,21 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// A stable one-word name of the kind, for metrics: `fuel`, `timeout`, `denied`,
+    /// `memory`, `trap`, `contract`, `instantiation`, `quarantined`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            FailureKind::OutOfFuel(_) => "fuel",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Denied(_) => "denied",
+            FailureKind::MemoryLimit => "memory",
+            FailureKind::Trap(_) => "trap",
+            FailureKind::Contract(_) => "contract",
+            FailureKind::Instantiation(_) => "instantiation",
+            FailureKind::Quarantined(_) => "quarantined",
+        }
+    }
+
     /// Whether the plugin caused it whatever the machine was doing, so that it counts toward
     /// quarantine. A time-out is not: fuel, not the clock, bounds a plugin's work, and the
     /// wall-clock backstop fires only when the machine is starved. Nor is an instance that
@@ -358,8 +373,10 @@ impl Instances {
         // The semaphore is never closed, so the permit always comes.
         let share = share.acquire_owned().await.ok();
         let (verdict_sender, verdict) = tokio::sync::oneshot::channel();
+        // The payment's span goes with its work to the blocking thread; the spares are not its.
+        let span = tracing::Span::current();
         self.replenishing = Some(tokio::task::spawn_blocking(move || {
-            let _ = verdict_sender.send(work(&mut runner, &context));
+            let _ = verdict_sender.send(span.in_scope(|| work(&mut runner, &context)));
             after(&mut runner, &context);
             drop(share);
             runner
@@ -404,7 +421,7 @@ impl Instances {
     fn quote_refund(&mut self, pipeline: &Pipeline, input: &RefundInput) -> Result<RefundVerdict, PluginFailure> {
         self.used.clear();
         let plugin = &pipeline.fee_policy;
-        let answer = self.call(plugin, &input.id, |instance| {
+        let answer = self.call(plugin, &input.id, "refund-fee", |instance| {
             let indices = instance.plugin.refund_fee.as_ref()?;
             let guest = indices.load(&mut instance.store, &instance.instance);
             Some(
@@ -426,7 +443,7 @@ impl Instances {
     /// this thread: what [`Instances::quote_rate_blocking`] runs off the async threads.
     pub fn quote_rate(&mut self, plugin: &Arc<LoadedPlugin>, input: &RateInput) -> Result<RateVerdict, PluginFailure> {
         self.used.clear();
-        let answer = self.call(plugin, &input.id, |instance| {
+        let answer = self.call(plugin, &input.id, "quote-rate", |instance| {
             let indices = instance.plugin.fx.as_ref()?;
             let guest = indices.load(&mut instance.store, &instance.instance);
             Some(guest.and_then(|guest| guest.call_quote_rate(&mut instance.store, &input.request)))
@@ -483,7 +500,7 @@ impl Instances {
         plugin: &Arc<LoadedPlugin>,
         input: &PaymentInput,
     ) -> Result<Result<(), types::Rejection>, PluginFailure> {
-        self.call(plugin, &input.id, |instance| {
+        self.call(plugin, &input.id, "validate", |instance| {
             instance.validator.as_ref().map(|guest| guest.call_validate(&mut instance.store, &input.payment))
         })
     }
@@ -494,19 +511,22 @@ impl Instances {
         plugin: &Arc<LoadedPlugin>,
         input: &PaymentInput,
     ) -> Result<Result<types::FeeQuote, types::Rejection>, PluginFailure> {
-        self.call(plugin, &input.id, |instance| {
+        self.call(plugin, &input.id, "quote-fee", |instance| {
             instance.fee_policy.as_ref().map(|guest| guest.call_quote_fee(&mut instance.store, &input.payment))
         })
     }
 
-    /// One call on the instance of `plugin` of payment `id`: the one it already used, a
-    /// spare, or a new one.
+    /// One call of `export` on the instance of `plugin` of payment `id`: the one it already
+    /// used, a spare, or a new one. A span of its own, inside the payment's: a trace shows
+    /// each plugin's share of a payment.
     fn call<R>(
         &mut self,
         plugin: &Arc<LoadedPlugin>,
         id: &Arc<str>,
+        export: &'static str,
         invoke: impl FnOnce(&mut Fresh) -> Option<wasmtime::Result<R>>,
     ) -> Result<R, PluginFailure> {
+        let _span = tracing::info_span!("plugin call", plugin = %plugin.key, export).entered();
         let failure = |kind| PluginFailure { plugin: plugin.key.clone(), kind };
         if let Some(reason) = plugin.health.quarantined() {
             return Err(failure(FailureKind::Quarantined(reason)));
@@ -530,12 +550,12 @@ impl Instances {
         let started = Instant::now();
         let result = invoke(instance);
         let elapsed = started.elapsed();
-        self.observer.plugin_called(&plugin.key, elapsed);
         let outcome = match result {
             None => Err(FailureKind::Contract("does not export the interface its pipeline role needs".into())),
             Some(Ok(value)) => Ok(value),
             Some(Err(error)) => Err(classify(&error, instance.store.data(), plugin.limits.fuel_per_call)),
         };
+        self.observer.plugin_called(&plugin.id, elapsed, outcome.as_ref().err());
         let its_fault = outcome.as_ref().err().is_some_and(FailureKind::is_the_plugins);
         if let Some(reason) = plugin.health.record(elapsed, its_fault, &self.runtime.quarantine) {
             self.quarantined(plugin, &reason);
@@ -545,13 +565,13 @@ impl Instances {
 
     fn quarantined(&self, plugin: &LoadedPlugin, reason: &str) {
         tracing::error!(plugin = %plugin.key, %reason, "plugin quarantined on this node: its method is refused at once until an operator rolls back or re-activates it");
-        self.observer.plugin_quarantined(&plugin.key);
+        self.observer.plugin_quarantined(&plugin.id);
     }
 }
 
 fn instantiate(runtime: &PluginRuntime, plugin: &Arc<LoadedPlugin>) -> Result<Fresh, FailureKind> {
     let state = PluginState::new(
-        plugin.name.clone(),
+        plugin.id.name.clone(),
         plugin.config.clone(),
         plugin.log_budget.clone(),
         &plugin.limits,

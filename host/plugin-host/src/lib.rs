@@ -46,6 +46,10 @@ mod shares;
 mod sources;
 mod version;
 
+/// The version of the `wasmpay:plugin` WIT package this host serves (components built against
+/// its older minor versions load unchanged), as `wit/` declares it.
+pub const CONTRACT_VERSION: &str = "0.1.2";
+
 pub use activation::{ActivationError, TestReport, test_version};
 pub use census::Census;
 pub use contract::{CheckedFee, PluginInfo, RefundFee, valid_plugin_name};
@@ -62,7 +66,7 @@ pub use runtime::{PluginRuntime, RuntimeError};
 pub use selftest::FixtureResult;
 pub use settings::{FeeLimit, MethodSettings, PluginSettings, QuarantineSettings, SandboxSettings};
 pub use sources::{Origin, PluginError, PluginSource, directory_sources, load_pipelines};
-pub use version::{LoadError, LoadedPlugin};
+pub use version::{LoadError, LoadedPlugin, PluginId};
 
 #[cfg(test)]
 mod tests;

@@ -10,19 +10,19 @@ use wasmpay_protocol::money::{Currency, FeeBearer};
 
 use crate::bindings::types;
 use crate::contract::{check_quote, check_rejection};
-use crate::instances::{CallObserver, Instances, PaymentInput, PluginFailure, RateInput, RateVerdict};
+use crate::instances::{CallObserver, FailureKind, Instances, PaymentInput, PluginFailure, RateInput, RateVerdict};
 use crate::manifest::{Expected, Fixture, Manifest};
 use crate::runtime::PluginRuntime;
 use crate::settings::FeeLimit;
-use crate::version::LoadedPlugin;
+use crate::version::{LoadedPlugin, PluginId};
 
 /// Self-test calls are not payments: they are not counted as such.
 #[derive(Debug)]
 struct Unobserved;
 
 impl CallObserver for Unobserved {
-    fn plugin_called(&self, _: &str, _: Duration) {}
-    fn plugin_quarantined(&self, _: &str) {}
+    fn plugin_called(&self, _: &PluginId, _: Duration, _: Option<&FailureKind>) {}
+    fn plugin_quarantined(&self, _: &PluginId) {}
 }
 
 /// What a fixture got.

@@ -71,11 +71,11 @@ fn two_plugins_claiming_one_method_need_a_configured_pipeline() {
 struct Calls(std::sync::atomic::AtomicU64);
 
 impl CallObserver for Calls {
-    fn plugin_called(&self, _plugin: &str, _elapsed: std::time::Duration) {
+    fn plugin_called(&self, _plugin: &PluginId, _elapsed: std::time::Duration, _failure: Option<&FailureKind>) {
         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn plugin_quarantined(&self, _plugin: &str) {}
+    fn plugin_quarantined(&self, _plugin: &PluginId) {}
 }
 
 fn faulty_payment(id: &str, fault: &str) -> PaymentInput {
@@ -132,12 +132,12 @@ fn a_small_pool_serves_many_plugins_and_payments() {
 struct Spans(std::sync::Mutex<Vec<(std::time::Instant, std::time::Instant)>>);
 
 impl CallObserver for Spans {
-    fn plugin_called(&self, _plugin: &str, elapsed: std::time::Duration) {
+    fn plugin_called(&self, _plugin: &PluginId, elapsed: std::time::Duration, _failure: Option<&FailureKind>) {
         let ended = std::time::Instant::now();
         self.0.lock().expect("spans").push((ended - elapsed, ended));
     }
 
-    fn plugin_quarantined(&self, _plugin: &str) {}
+    fn plugin_quarantined(&self, _plugin: &PluginId) {}
 }
 
 impl Spans {
@@ -497,4 +497,10 @@ async fn the_fx_plugin_quotes_its_table() {
         Ok(RateVerdict::Declined(rejection)) => assert_eq!(rejection.code, "pair_not_quoted"),
         other => panic!("expected a decline, got {other:?}"),
     }
+}
+
+#[test]
+fn the_contract_version_is_the_wit_packages() {
+    let worlds = include_str!("../../../wit/worlds.wit");
+    assert!(worlds.starts_with(&format!("package wasmpay:plugin@{CONTRACT_VERSION};")), "{worlds}");
 }

@@ -21,7 +21,7 @@ use crate::sandbox::{self, Limits, PluginState, describe_error};
 pub struct LoadedPlugin {
     pub(crate) info: PluginInfo,
     pub(crate) key: String,
-    pub(crate) name: Arc<str>,
+    pub(crate) id: PluginId,
     pub(crate) pre: InstancePre<PluginState>,
     pub(crate) validator: Option<validator::GuestIndices>,
     pub(crate) fee_policy: Option<fee_policy::GuestIndices>,
@@ -67,6 +67,16 @@ impl std::fmt::Debug for LoadedPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedPlugin").field("key", &self.key).finish_non_exhaustive()
     }
+}
+
+/// A plugin version as an observer names it: shared strings, so that counting a call copies
+/// no text.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PluginId {
+    /// Its name.
+    pub name: Arc<str>,
+    /// Its version.
+    pub version: Arc<str>,
 }
 
 /// A plugin that cannot be loaded. Nothing of it is used.
@@ -153,7 +163,7 @@ impl LoadedPlugin {
             .map_err(|message| LoadError::Describe { source_name: source_name.to_owned(), message })?;
         let key = format!("{}@{}", info.name, info.version);
         Ok(LoadedPlugin {
-            name: Arc::from(info.name.as_str()),
+            id: PluginId { name: Arc::from(info.name.as_str()), version: Arc::from(info.version.as_str()) },
             info,
             key,
             pre,

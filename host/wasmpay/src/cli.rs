@@ -11,11 +11,13 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 use wasmpay_ledger::Ledger;
 use wasmpay_node::client::{self, cluster_info};
 use wasmpay_node::cluster::ClusterView;
 use wasmpay_node::config::Config;
 use wasmpay_node::node::{Node, NodeError, NodeSettings, builtin_plugins};
+use wasmpay_node::traces::Traces;
 use wasmpay_plugin_host::directory_sources;
 use wasmpay_protocol::money::{Currency, format_major, parse_major};
 use wasmpay_protocol::routing::{AccountId, DEFAULT_PARTITIONS, Partitioner, subjects};
@@ -381,10 +383,6 @@ pub fn main() -> ExitCode {
         filter: cli.log_level.clone(),
         format: cli.log_format,
     };
-    if let Err(error) = init_tracing(logging) {
-        eprintln!("error: {error}");
-        return ExitCode::from(Exit::Unreachable.code());
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -392,13 +390,25 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, cli.output)) {
+    let traces = match init_tracing(logging, runtime.handle().clone()) {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(Exit::Unreachable.code());
+        }
+    };
+    let exit = match runtime.block_on(run(cli.command, cli.output)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", one_line(&error));
             ExitCode::from(code_of(&error))
         }
+    };
+    // The last spans go out on the runtime, which is still alive here.
+    if let Some(traces) = traces {
+        traces.finish();
     }
+    exit
 }
 
 /// `error` and its causes on one line, each said once: many errors repeat their source's text
@@ -440,8 +450,10 @@ struct Logging {
 /// Logs to stderr as text or JSON lines, filtered by `--log-level` or else `RUST_LOG`
 /// (`level` or `target=level,...`, e.g. `info,wasmpay_ledger=debug`); `info` for `serve` and
 /// `warn` for the other commands otherwise. A filter that does not parse is an error, not
-/// silently the default.
-fn init_tracing(logging: Logging) -> Result<(), String> {
+/// silently the default. With an OTLP endpoint in the environment, wasmpay's spans (the
+/// `info` ones, whatever the log filter) are exported too; what it returns flushes them.
+fn init_tracing(logging: Logging, runtime: tokio::runtime::Handle) -> Result<Option<Traces>, String> {
+    use tracing_subscriber::Layer as _;
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -457,17 +469,27 @@ fn init_tracing(logging: Logging) -> Result<(), String> {
         })?,
         None => default,
     };
-    let text = (logging.format == LogFormat::Text)
-        .then(|| tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::io::stderr));
+    let text = (logging.format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::io::stderr).with_filter(filter.clone())
+    });
     let json = (logging.format == LogFormat::Json).then(|| {
         tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
             .with_writer(std::io::stderr)
+            .with_filter(filter.clone())
     });
-    let _ = tracing_subscriber::registry().with(text).with(json).with(filter).try_init();
-    Ok(())
+    let (traces, exported) = match Traces::from_env("wasmpay", runtime).map_err(|error| error.to_string())? {
+        Some((traces, tracer)) => {
+            let ours = ["wasmpay", "wasmpay_node", "wasmpay_plugin_host", "wasmpay_ledger", "wasmpay_tools"];
+            let spans = Targets::new().with_targets(ours.map(|target| (target, LevelFilter::INFO)));
+            (Some(traces), Some(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(spans)))
+        }
+        None => (None, None),
+    };
+    let _ = tracing_subscriber::registry().with(text).with(json).with(exported).try_init();
+    Ok(traces)
 }
 
 async fn run(command: Command, format: Format) -> anyhow::Result<()> {
@@ -734,7 +756,10 @@ async fn pay(args: PayArgs, format: Format) -> anyhow::Result<()> {
     if let Some(quote) = args.quote {
         payment["quote"] = json!(quote);
     }
-    let (reply, retries) = client::pay(&client, &subject, payment.to_string().into()).await.map_err(|error| {
+    // The client's span: with an OTLP endpoint set, the root of the payment's trace.
+    let span = tracing::info_span!("wasmpay pay", payment = %id, subject = %subject);
+    let paid = client::pay(&client, &subject, payment.to_string().into()).instrument(span).await;
+    let (reply, retries) = paid.map_err(|error| {
         fail(
             Exit::Retryable,
             format!(

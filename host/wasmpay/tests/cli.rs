@@ -49,6 +49,18 @@ fn ready(http: &str) -> bool {
         && answer.starts_with("HTTP/1.1 200")
 }
 
+/// Opens `alice` (funded with 50.00 EUR) and `shop` through the node at `api`, as a user does.
+fn open_alice_and_shop(api: &str) {
+    for args in [
+        vec!["account", "open", "alice", "--currency", "EUR", "--api", api],
+        vec!["account", "open", "shop", "--currency", "EUR", "--api", api],
+        vec!["account", "deposit", "alice", "--amount", "50.00", "--api", api],
+    ] {
+        let output = run(&args, "secret");
+        assert!(output.status.success(), "{args:?}: {}", text(&output));
+    }
+}
+
 fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
@@ -106,14 +118,7 @@ fn serve_takes_commands_and_stops_cleanly_on_sigterm() {
     let workdir = tempfile::tempdir().unwrap();
     let (mut node, http) = spawn_serve(Command::new(BINARY), &nats, workdir.path(), &["--node-id", "cli-test"]);
     let api = format!("http://{http}");
-    for args in [
-        vec!["account", "open", "alice", "--currency", "EUR", "--api", &api],
-        vec!["account", "open", "shop", "--currency", "EUR", "--api", &api],
-        vec!["account", "deposit", "alice", "--amount", "50.00", "--api", &api],
-    ] {
-        let output = run(&args, "secret");
-        assert!(output.status.success(), "{args:?}: {}", text(&output));
-    }
+    open_alice_and_shop(&api);
     let denied = run(&["account", "show", "alice", "--api", &api], "wrong");
     assert!(text(&denied).contains("401"), "{}", text(&denied));
     assert_eq!(denied.status.code(), Some(5), "a refused token exits 5: {}", text(&denied));
@@ -673,4 +678,179 @@ fn the_plugin_tutorial_runs_as_written() {
     for line in [": approved (ok)", "25.00 EUR, fee 0.38 EUR borne by the payer", "decided by voucher@0.1.0"] {
         assert!(last.contains(line), "{line} missing from the payment's output:\n{last}");
     }
+}
+
+/// One span an OTLP receiver got: which process sent it, its name, ids (hex) and attributes.
+#[derive(Clone, Debug)]
+struct ReceivedSpan {
+    service: String,
+    name: String,
+    trace: String,
+    id: String,
+    parent: String,
+    attributes: Vec<(String, String)>,
+}
+
+impl ReceivedSpan {
+    fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.iter().find(|(name, _)| name == key).map(|(_, value)| value.as_str())
+    }
+}
+
+/// An OTLP/HTTP trace receiver on a free port: it decodes each export's protobuf as a
+/// collector does and keeps the spans.
+async fn otlp_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<ReceivedSpan>>>) {
+    use http_body_util::BodyExt as _;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use prost::Message as _;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = spans.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let kept = kept.clone();
+            let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let kept = kept.clone();
+                async move {
+                    assert_eq!(request.uri().path(), "/v1/traces");
+                    let body = request.into_body().collect().await?.to_bytes();
+                    let export = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export");
+                    let text = |value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>| match value
+                        .and_then(|value| value.value.as_ref())
+                    {
+                        Some(Any::StringValue(text)) => text.clone(),
+                        Some(Any::IntValue(number)) => number.to_string(),
+                        other => format!("{other:?}"),
+                    };
+                    for resource in export.resource_spans {
+                        let attributes = resource.resource.map(|resource| resource.attributes).unwrap_or_default();
+                        let service = attributes
+                            .iter()
+                            .find(|attribute| attribute.key == "service.name")
+                            .map(|attribute| text(attribute.value.as_ref()))
+                            .unwrap_or_default();
+                        for span in resource.scope_spans.into_iter().flat_map(|scope| scope.spans) {
+                            let hex = |bytes: &[u8]| bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>();
+                            kept.lock().unwrap().push(ReceivedSpan {
+                                service: service.clone(),
+                                name: span.name,
+                                trace: hex(&span.trace_id),
+                                id: hex(&span.span_id),
+                                parent: hex(&span.parent_span_id),
+                                attributes: span
+                                    .attributes
+                                    .iter()
+                                    .map(|attribute| (attribute.key.clone(), text(attribute.value.as_ref())))
+                                    .collect(),
+                            });
+                        }
+                    }
+                    let mut answer = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                    answer.headers_mut().insert("content-type", "application/x-protobuf".parse().unwrap());
+                    Ok::<_, hyper::Error>(answer)
+                }
+            });
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    (url, spans)
+}
+
+/// Issue 19: one payment is one trace, from the client's span through the node's payment
+/// span, its plugin calls and its ledger commit, exported over OTLP by both processes; the
+/// payment's event carries the trace on; an HTTP client's `traceparent` is the parent of what
+/// the node does for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_is_one_trace_from_the_client_to_the_ledger() {
+    use futures::StreamExt as _;
+
+    let (endpoint, spans) = otlp_receiver().await;
+    let nats = NatsServer::start(None).expect("nats-server");
+    let workdir = tempfile::tempdir().unwrap();
+    let mut launcher = Command::new(BINARY);
+    launcher.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint).env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let (mut node, http) = spawn_serve(launcher, &nats, workdir.path(), &["--node-id", "traced"]);
+    let api = format!("http://{http}");
+    open_alice_and_shop(&api);
+    let watcher = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = watcher.subscribe("wasmpay.events.>").await.unwrap();
+    watcher.flush().await.unwrap();
+
+    let nats_url = nats.url();
+    let mut args = vec!["pay", "--nats", &nats_url, "--id", "traced-1", "--from", "alice", "--to", "shop"];
+    args.extend_from_slice(&["--amount", "10.00", "--currency", "EUR", "--method", "card"]);
+    args.extend_from_slice(&["--detail", "pan=4242424242424242", "--detail", "expiry=12/30"]);
+    let paid = Command::new(BINARY)
+        .args(&args)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_SERVICE_NAME", "shop-client")
+        .output()
+        .unwrap();
+    assert!(paid.status.success(), "{}", text(&paid));
+    let event = tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap();
+    let traceparent = event.headers.as_ref().and_then(|headers| headers.get("traceparent")).expect("a traced event");
+
+    // Through the API, under a trace of the caller's own.
+    let (trace, caller) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let mut request = std::net::TcpStream::connect(&http).unwrap();
+    let body = r#"{"id":"traced-2","payer":"alice","payee":"shop","amount":500,"currency":"EUR","method":"card","details":{"pan":"4242424242424242","expiry":"12/30"}}"#;
+    let head = format!(
+        "POST /v1/payments HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\nContent-Type: application/json\r\n\
+         traceparent: 00-{trace}-{caller}-01\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    std::io::Write::write_all(&mut request, head.as_bytes()).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut request, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+
+    let named = |spans: &[ReceivedSpan], name: &str, payment: &str| {
+        spans
+            .iter()
+            .find(|span| span.name == name && span.attribute("payment").or(span.attribute("id")) == Some(payment))
+            .cloned()
+    };
+    let started = Instant::now();
+    let (client, payment, http_span, api_payment) = loop {
+        let seen = spans.lock().unwrap().clone();
+        let found = (
+            named(&seen, "wasmpay pay", "traced-1"),
+            named(&seen, "payment", "traced-1"),
+            seen.iter().find(|span| span.name == "http request" && span.trace == trace).cloned(),
+            named(&seen, "payment", "traced-2"),
+        );
+        if let (Some(client), Some(payment), Some(http_span), Some(api_payment)) = found {
+            break (client, payment, http_span, api_payment);
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "spans missing; received: {seen:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Node spans come in batches: the children may follow their parent's batch.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = spans.lock().unwrap().clone();
+    node.kill().unwrap();
+    let _ = node.wait();
+
+    assert_eq!(client.service, "shop-client");
+    assert_eq!(payment.service, "wasmpay");
+    assert_eq!(payment.trace, client.trace, "the node's payment continues the client's trace");
+    assert_eq!(payment.parent, client.id, "{seen:#?}");
+    let children: Vec<&ReceivedSpan> = seen.iter().filter(|span| span.parent == payment.id).collect();
+    let exports: Vec<&str> =
+        children.iter().filter(|span| span.name == "plugin call").filter_map(|span| span.attribute("export")).collect();
+    assert_eq!(exports, ["validate", "quote-fee"], "{children:#?}");
+    assert!(children.iter().all(|span| span.trace == client.trace));
+    assert!(children.iter().any(|span| span.name == "ledger commit"), "{children:#?}");
+    assert!(traceparent.as_str().contains(&client.trace), "the event carries the trace on: {traceparent:?}");
+
+    assert_eq!((http_span.parent.as_str(), http_span.service.as_str()), (caller, "wasmpay"));
+    assert_eq!(api_payment.trace, trace, "{seen:#?}");
+    assert_eq!(api_payment.parent, http_span.id, "the HTTP call forwarded its trace over NATS");
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use wasmpay_plugin_host::Sha256;
 use wasmpay_protocol::Status;
+use wasmpay_protocol::routing::AccountId;
 use wasmpay_tests::Backend;
 
 mod support;
@@ -329,7 +330,7 @@ async fn pay_as(
 ) -> wasmpay_protocol::Reply {
     let payer = payer(0);
     let partitioner = wasmpay_protocol::routing::Partitioner::new(PARTITIONS).unwrap();
-    let partition = partitioner.partition_of(&wasmpay_protocol::routing::AccountId::new(payer.as_str()).unwrap());
+    let partition = partitioner.partition_of(&AccountId::new(payer.as_str()).unwrap());
     let body = serde_json::json!({"version": 1, "id": id, "payer": payer, "payee": "shop", "amount": amount,
         "currency": "EUR", "method": method, "details": details});
     let subject = wasmpay_protocol::routing::subjects::pay(partition, &payer);
@@ -505,4 +506,116 @@ async fn a_development_node_replaces_a_version_in_place() {
         .unwrap();
     let printed = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && printed.contains("only on a SQLite ledger"), "{printed}");
+}
+
+/// Issue 19: the operators' console in a real browser (headless Chromium through its
+/// WebDriver) against a running two-node cluster: it signs in with the admin token, shows
+/// both members, the plugins with their versions, the payments just made and an account's
+/// statement, and rolls `card` back after a confirmation; the other node follows. The
+/// screenshots land in the target directory's `console` folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_the_cluster_and_rolls_a_plugin_back_on_every_node() {
+    let stage = Stage::new(Backend::Postgres).await;
+    let one = Member::start(&stage.nats, &stage.db, "n1", stage.workdir.path());
+    let two = Member::start(&stage.nats, &stage.db, "n2", stage.workdir.path());
+    converged(&[&one, &two]).await;
+    let v2 = write_v2(stage.workdir.path());
+    plugin_command(&one, &["push", v2.to_str().unwrap()]).unwrap();
+    all_serve(&[&one, &two], Some("2.0.0")).await;
+    let client = connect(&stage.nats.url()).await;
+    let partitioner = wasmpay_protocol::routing::Partitioner::new(PARTITIONS).unwrap();
+    let retries = std::sync::atomic::AtomicU64::new(0);
+    let mut paid_on_one = None;
+    for n in 0..8 {
+        let id = format!("console-{n}");
+        let reply = pay_until_answered(&client, &partitioner, &id, n, &retries).await;
+        assert_eq!(reply.status, Status::Approved);
+        // The console lists the answers of its own node's partitions.
+        let payer = AccountId::new(payer(n)).unwrap();
+        let on_one = one.view().await.unwrap().owned.contains(&partitioner.partition_of(&payer));
+        if on_one && paid_on_one.is_none() {
+            paid_on_one = Some(id);
+        }
+    }
+    let paid_on_one = paid_on_one.expect("n1 owns some of eight payers' partitions");
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console");
+    std::fs::create_dir_all(&shots).unwrap();
+
+    let browser = browser::Browser::start().await;
+    browser.go(&format!("http://{}/", one.http)).await;
+    let bound = Duration::from_secs(20);
+    browser.wait_for("the sign-in form", "return document.querySelector('#token') !== null", bound).await;
+    browser.type_into("#token", "wrong").await;
+    browser.click("#login button").await;
+    let refused = "return document.querySelector('#login-error').textContent || null";
+    assert_eq!(browser.wait_for("a refused token", refused, bound).await, "the token was refused");
+    browser.script("document.querySelector('#token').value = ''; return null").await;
+    browser.type_into("#token", TOKEN).await;
+    browser.click("#login button").await;
+
+    let members = "const rows = [...document.querySelectorAll('#members tbody tr')].map(row => row.dataset.node); \
+                   return rows.length === 2 ? rows.sort() : null";
+    assert_eq!(browser.wait_for("both members", members, bound).await, serde_json::json!(["n1", "n2"]));
+    let owned = "return [...document.querySelectorAll('#members tbody tr td:last-child')].map(cell => Number(cell.textContent))";
+    let owned: Vec<u64> = serde_json::from_value(browser.script(owned).await).unwrap();
+    assert_eq!(owned.iter().sum::<u64>(), u64::from(PARTITIONS), "every partition has an owner: {owned:?}");
+    let cells = "return document.querySelectorAll('#partition-map span').length";
+    assert_eq!(browser.script(cells).await, serde_json::json!(PARTITIONS));
+    let card = |version: &str| {
+        format!(
+            "const row = document.querySelector('#plugins tr[data-plugin=card][data-version=\"{version}\"]'); \
+                 return row ? row.dataset.state : null"
+        )
+    };
+    assert_eq!(browser.wait_for("card 2.0.0", &card("2.0.0"), bound).await, "active");
+    let recent = format!(
+        "return document.querySelector('#recent tr[data-payment=\"{paid_on_one}\"] td:nth-child(2)')?.textContent ?? null"
+    );
+    assert_eq!(browser.wait_for("the payment just made", &recent, bound).await, "approved");
+    // Clients paying while the console watches: its charts move.
+    let load = Load::start(&stage.nats.url(), 2).await;
+    let charted = "const rate = document.querySelector('#rate-now').textContent; \
+                   const latency = document.querySelector('#latency-now').textContent; \
+                   return rate && rate !== '0.0/s' && latency ? [rate, latency] : null";
+    browser.wait_for("the payment rate and latency", charted, bound).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    browser.script("window.scrollTo(0, 0); return null").await;
+    browser.screenshot(&shots.join("overview.png")).await;
+    let (answered, _) = load.finish().await;
+    assert!(!answered.is_empty());
+
+    browser.type_into("#account", &payer(0)).await;
+    browser.click("#lookup button").await;
+    let balance = "return document.querySelector('#account-balance')?.textContent ?? null";
+    let balance = browser.wait_for("an account's balance", balance, bound).await;
+    let account: Value = serde_json::from_str(&one.get("/v1/accounts/payer-0").await.unwrap()).unwrap();
+    let exact = wasmpay_protocol::money::format_major(account["balance"].as_i64().unwrap(), 2);
+    assert!(balance.as_str().unwrap().starts_with(&format!("payer-0: balance {exact} EUR")), "{balance} {account}");
+    let statement = "return document.querySelectorAll('#account-view table tr').length";
+    assert!(browser.script(statement).await.as_u64().unwrap() >= 3, "a header, the deposit and the payment");
+    browser.screenshot(&shots.join("account.png")).await;
+    browser.script("window.scrollTo(0, 0); return null").await;
+
+    browser.click("#plugins tr[data-plugin=card][data-state=active] button.rollback").await;
+    let asked =
+        "const dialog = document.querySelector('#confirm'); return dialog.open ? dialog.textContent.trim() : null";
+    let asked = browser.wait_for("the confirmation", asked, bound).await;
+    assert!(asked.as_str().unwrap().contains("Roll card back from 2.0.0"), "{asked}");
+    browser.screenshot(&shots.join("confirm.png")).await;
+    // Cancelling changes nothing.
+    browser.click("#confirm-no").await;
+    let cancelled = "return document.querySelector('#status').textContent === 'cancelled' || null";
+    browser.wait_for("the cancellation", cancelled, bound).await;
+    assert_eq!(serving(&two, "card").await.0.as_deref(), Some("2.0.0"));
+
+    browser.click("#plugins tr[data-plugin=card][data-state=active] button.rollback").await;
+    browser.wait_for("the confirmation", "return document.querySelector('#confirm').open || null", bound).await;
+    browser.click("#confirm-yes").await;
+    let done = "const text = document.querySelector('#status').textContent; return text.includes('done on every node') ? text : null";
+    browser.wait_for("the rollback's outcome", done, bound).await;
+    // The other node followed, and the console shows the version before as active.
+    all_serve(&[&one, &two], Some("0.1.0")).await;
+    assert_eq!(browser.wait_for("card 0.1.0 active", &card("0.1.0"), bound).await, "active");
+    browser.screenshot(&shots.join("rolled-back.png")).await;
+    eprintln!("screenshots: {}", shots.display());
 }

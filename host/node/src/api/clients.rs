@@ -47,17 +47,46 @@ pub(super) struct Caller<'a> {
     pub(super) client: Option<&'a ClientKey>,
 }
 
-/// Routes `POST /v1/payments…` and `POST /v1/settlements` (`path` after `v1`) to the operation
-/// it names.
-pub(super) async fn dispatch(state: &ApiState, path: &[&str], caller: Caller<'_>, body: Value) -> Response<Body> {
-    match path {
-        ["payments"] => create(state, caller, body).await,
-        ["payments", payment, "capture"] => capture(state, payment, caller, body).await,
-        ["payments", payment, "void"] => void(state, payment, caller, body).await,
-        ["payments", payment, "refunds"] => refund(state, payment, caller, body).await,
-        ["settlements"] => settle(state, caller, body).await,
-        ["fx", "quotes"] => quote(state, body).await,
-        _ => problem(StatusCode::NOT_FOUND, "not_found", "no such route"),
+/// What a client may ask under `POST /v1/payments…`, `/v1/settlements` and `/v1/fx/quotes`.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Operation<'a> {
+    Pay,
+    Capture(&'a str),
+    Void(&'a str),
+    Refund(&'a str),
+    Settle,
+    Quote,
+}
+
+impl<'a> Operation<'a> {
+    /// The operation `path` (after `v1`) names, with its route's template; `None` for no route.
+    pub(super) fn of(path: &[&'a str]) -> Option<(&'static str, Operation<'a>)> {
+        Some(match *path {
+            ["payments"] => ("/v1/payments", Operation::Pay),
+            ["payments", payment, "capture"] => ("/v1/payments/{id}/capture", Operation::Capture(payment)),
+            ["payments", payment, "void"] => ("/v1/payments/{id}/void", Operation::Void(payment)),
+            ["payments", payment, "refunds"] => ("/v1/payments/{id}/refunds", Operation::Refund(payment)),
+            ["settlements"] => ("/v1/settlements", Operation::Settle),
+            ["fx", "quotes"] => ("/v1/fx/quotes", Operation::Quote),
+            _ => return None,
+        })
+    }
+}
+
+/// Answers `operation`.
+pub(super) async fn dispatch(
+    state: &ApiState,
+    operation: Operation<'_>,
+    caller: Caller<'_>,
+    body: Value,
+) -> Response<Body> {
+    match operation {
+        Operation::Pay => create(state, caller, body).await,
+        Operation::Capture(payment) => capture(state, payment, caller, body).await,
+        Operation::Void(payment) => void(state, payment, caller, body).await,
+        Operation::Refund(payment) => refund(state, payment, caller, body).await,
+        Operation::Settle => settle(state, caller, body).await,
+        Operation::Quote => quote(state, body).await,
     }
 }
 

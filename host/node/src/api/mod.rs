@@ -1,12 +1,14 @@
-//! The operators' HTTP API (hyper): health, readiness, Prometheus metrics, and under `/v1`
-//! (bearer token required) accounts, deposits, payments, plugins and the cluster.
+//! The operators' HTTP API (hyper): health, readiness, metrics, the console's files, and
+//! under `/v1` (bearer token required) accounts, deposits, payments, plugins and the cluster.
 //!
 //! Layout: this module routes and answers; [`server`] accepts connections within bounds
 //! (how many, how long); `incoming` reads what a request says (path, token, JSON body);
-//! [`readiness`] decides whether the node is ready from what `/readyz` observed.
+//! [`readiness`] decides whether the node is ready from what `/readyz` observed; `console`
+//! serves the operators' console.
 
 mod assets;
 mod clients;
+mod console;
 mod incoming;
 pub mod openapi;
 mod plugins;
@@ -24,11 +26,13 @@ use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 
 use crate::bus::Intake;
 use crate::clock;
 use crate::cluster::Views;
 use crate::metrics::Metrics;
+use crate::payments::RecentPayments;
 use crate::plugins::store::PluginStore;
 use wasmpay_ledger::{Account, Deposited, Ledger, LedgerError, MAX_PAGE, NewAccount, Page};
 use wasmpay_plugin_host::{PluginHost, PluginSource, Sha256};
@@ -59,6 +63,8 @@ pub struct ApiState {
     partitioner: Partitioner,
     ledger: Ledger,
     metrics: Arc<Metrics>,
+    /// The last answers of this node's partitions.
+    recent: Arc<RecentPayments>,
     plugins: Arc<PluginHost>,
     plugin_store: PluginStore,
     /// One plugin upload at a time: an upload is held in memory (up to 43 MiB of base64) and
@@ -80,7 +86,7 @@ impl ApiState {
     pub fn new(
         (nats, partitioner): (async_nats::Client, Partitioner),
         ledger: Ledger,
-        metrics: Arc<Metrics>,
+        (metrics, recent): (Arc<Metrics>, Arc<RecentPayments>),
         plugins: PluginParts<'_>,
         (cluster, intake): (Views, Intake),
         admin_token: Option<String>,
@@ -100,6 +106,7 @@ impl ApiState {
             partitioner,
             ledger,
             metrics,
+            recent,
             plugins,
             plugin_store,
             uploads,
@@ -130,8 +137,19 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let caller = caller(state.admin_token.as_deref(), &request);
     let started = std::time::Instant::now();
-    let mut response = REQUEST_ID.scope(id.clone(), route(state, request)).await?;
-    let (status, elapsed_ms) = (response.status().as_u16(), started.elapsed().as_millis());
+    let metrics = state.metrics.clone();
+    // A client's trace context makes its span the parent of what the node does for it.
+    // Probes and scrapes are not worth a trace.
+    let span = if path.starts_with("/v1/") {
+        tracing::info_span!("http request", request = %id, %method)
+    } else {
+        tracing::debug_span!("http request", request = %id, %method)
+    };
+    crate::traces::adopt_http(&span, request.headers());
+    let (template, mut response) = REQUEST_ID.scope(id.clone(), route(state, request)).instrument(span).await;
+    let (status, elapsed) = (response.status().as_u16(), started.elapsed());
+    metrics.http_answered(template, &method, status, elapsed);
+    let elapsed_ms = elapsed.as_millis();
     if path.starts_with("/v1/") {
         tracing::info!(request = %id, %method, %path, caller, status, elapsed_ms, "api call");
     } else {
@@ -157,103 +175,148 @@ fn caller(admin_token: Option<&str>, request: &Request<Incoming>) -> &'static st
     }
 }
 
-async fn route(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+/// Answers `request`, with the template of the route that answered it (`/v1/accounts/{id}`):
+/// the metrics' label, never the path itself, which a caller chooses.
+async fn route(state: Arc<ApiState>, request: Request<Incoming>) -> (&'static str, Response<Body>) {
     let method = request.method().clone();
     let Some(segments) = incoming::path_segments(request.uri().path()) else {
-        return Ok(problem(StatusCode::BAD_REQUEST, "invalid_request", "the path is not valid percent-encoded UTF-8"));
+        let response =
+            problem(StatusCode::BAD_REQUEST, "invalid_request", "the path is not valid percent-encoded UTF-8");
+        return ("unmatched", response);
     };
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let key = match incoming::idempotency_key(&request) {
         Ok(key) => key,
-        Err(message) => return Ok(problem(StatusCode::BAD_REQUEST, "invalid_request", message)),
+        Err(message) => return ("unmatched", problem(StatusCode::BAD_REQUEST, "invalid_request", message)),
     };
     let key = key.as_deref();
-    let response = match (&method, segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => healthz(),
-        (&Method::GET, ["readyz"]) => readiness(&state).await,
-        (&Method::GET, ["metrics"]) => metrics(&state),
-        (&Method::GET, ["v1", "openapi.json"]) => openapi::serve(),
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => ("/healthz", healthz()),
+        (&Method::GET, ["readyz"]) => ("/readyz", readiness(&state).await),
+        (&Method::GET, ["metrics"]) => ("/metrics", metrics(&state)),
+        (&Method::GET, ["v1", "openapi.json"]) => ("/v1/openapi.json", openapi::serve()),
+        (&Method::GET, [""]) => ("/", console::home()),
+        (&Method::GET, ["console"]) => ("/console", console::file(None)),
+        (&Method::GET, ["console", name]) => ("/console/{file}", console::file(Some(name))),
         // A client key reaches the payment routes and nothing else. Not settlements: they run
         // no plugin and charge no fee, and a key is not scoped to accounts, so a key that could
         // settle could move any customer's money anywhere.
         (&Method::POST, ["v1", "payments" | "fx", ..])
             if !incoming::authorized(state.admin_token.as_deref(), &request) =>
         {
-            match clients::client(&state, &request).await {
+            let Some((template, operation)) = clients::Operation::of(&segments[1..]) else {
+                return ("unmatched", problem(StatusCode::NOT_FOUND, "not_found", "no such route"));
+            };
+            let response = match clients::client(&state, &request).await {
                 Ok(client) => match incoming::read_json(request).await {
                     Ok(body) => {
                         let caller = clients::Caller { idempotency_key: key, client: client.as_ref() };
-                        clients::dispatch(&state, &segments[1..], caller, body).await
+                        clients::dispatch(&state, operation, caller, body).await
                     }
                     Err(response) => response,
                 },
                 Err(response) => response,
-            }
+            };
+            (template, response)
         }
         (_, ["v1", ..]) if !incoming::authorized(state.admin_token.as_deref(), &request) => {
-            problem(StatusCode::UNAUTHORIZED, "unauthorized", "send `Authorization: Bearer <WASMPAY_ADMIN_TOKEN>`")
+            let message = "send `Authorization: Bearer <WASMPAY_ADMIN_TOKEN>`";
+            ("unauthorized", problem(StatusCode::UNAUTHORIZED, "unauthorized", message))
         }
-        (&Method::POST, ["v1", "payments" | "settlements" | "fx", ..]) => match incoming::read_json(request).await {
-            Ok(body) => {
-                let caller = clients::Caller { idempotency_key: key, client: None };
-                clients::dispatch(&state, &segments[1..], caller, body).await
-            }
-            Err(response) => response,
-        },
-        (&Method::POST, ["v1", "client-keys"]) => match incoming::read_json(request).await {
-            Ok(body) => clients::issue(&state, body).await,
-            Err(response) => response,
-        },
-        (&Method::GET, ["v1", "client-keys"]) => clients::list(&state).await,
-        (&Method::DELETE, ["v1", "client-keys", id]) => clients::revoke(&state, id).await,
-        (&Method::POST, ["v1", "assets"]) => match incoming::read_json(request).await {
-            Ok(body) => assets::register(&state, body).await,
-            Err(response) => response,
-        },
-        (&Method::GET, ["v1", "assets"]) => assets::list(&state).await,
-        (&Method::POST, ["v1", "accounts"]) => match incoming::read_json(request).await {
-            Ok(body) => open_account(&state, body).await,
-            Err(response) => response,
-        },
-        (&Method::GET, ["v1", "accounts", id]) => show_account(&state, id).await,
-        (&Method::GET, ["v1", "accounts", id, "entries"]) => entries(&state, id, request.uri().query()).await,
-        (&Method::GET, ["v1", "accounts", id, "payments"]) => payments(&state, id, request.uri().query()).await,
-        (&Method::GET, ["v1", "accounts", id, "holds"]) => holds(&state, id, request.uri().query()).await,
+        (&Method::POST, ["v1", "payments" | "settlements" | "fx", ..]) => {
+            let Some((template, operation)) = clients::Operation::of(&segments[1..]) else {
+                return ("unmatched", problem(StatusCode::NOT_FOUND, "not_found", "no such route"));
+            };
+            let response = match incoming::read_json(request).await {
+                Ok(body) => {
+                    let caller = clients::Caller { idempotency_key: key, client: None };
+                    clients::dispatch(&state, operation, caller, body).await
+                }
+                Err(response) => response,
+            };
+            (template, response)
+        }
+        (&Method::POST, ["v1", "client-keys"]) => (
+            "/v1/client-keys",
+            match incoming::read_json(request).await {
+                Ok(body) => clients::issue(&state, body).await,
+                Err(response) => response,
+            },
+        ),
+        (&Method::GET, ["v1", "client-keys"]) => ("/v1/client-keys", clients::list(&state).await),
+        (&Method::DELETE, ["v1", "client-keys", id]) => ("/v1/client-keys/{id}", clients::revoke(&state, id).await),
+        (&Method::POST, ["v1", "assets"]) => (
+            "/v1/assets",
+            match incoming::read_json(request).await {
+                Ok(body) => assets::register(&state, body).await,
+                Err(response) => response,
+            },
+        ),
+        (&Method::GET, ["v1", "assets"]) => ("/v1/assets", assets::list(&state).await),
+        (&Method::POST, ["v1", "accounts"]) => (
+            "/v1/accounts",
+            match incoming::read_json(request).await {
+                Ok(body) => open_account(&state, body).await,
+                Err(response) => response,
+            },
+        ),
+        (&Method::GET, ["v1", "accounts", id]) => ("/v1/accounts/{id}", show_account(&state, id).await),
+        (&Method::GET, ["v1", "accounts", id, "entries"]) => {
+            ("/v1/accounts/{id}/entries", entries(&state, id, request.uri().query()).await)
+        }
+        (&Method::GET, ["v1", "accounts", id, "payments"]) => {
+            ("/v1/accounts/{id}/payments", payments(&state, id, request.uri().query()).await)
+        }
+        (&Method::GET, ["v1", "accounts", id, "holds"]) => {
+            ("/v1/accounts/{id}/holds", holds(&state, id, request.uri().query()).await)
+        }
         (&Method::POST, ["v1", "accounts", id, "deposits"]) => {
             let id = (*id).to_owned();
-            match incoming::read_json(request).await {
-                Ok(body) => deposit(&state, &id, body).await,
-                Err(response) => response,
-            }
-        }
-        (&Method::GET, ["v1", "payments", id]) => show_payment(&state, id).await,
-        (&Method::GET, ["v1", "plugins"]) => plugins::list(&state),
-        (_, ["v1", "plugins", name, ..]) if !wasmpay_plugin_host::manifest::valid_plugin_name(name) => {
-            problem(StatusCode::NOT_FOUND, "unknown_plugin", "a plugin name is 1-32 characters of a-z 0-9 -")
-        }
-        (&Method::PUT, ["v1", "plugins", name]) => match state.uploads.try_acquire() {
-            Err(_) => problem(StatusCode::TOO_MANY_REQUESTS, "busy", "another plugin upload is in progress; retry"),
-            Ok(_permit) => {
-                let name = (*name).to_owned();
-                match incoming::read_json_up_to(request, plugins::MAX_UPLOAD_BYTES).await {
-                    Ok(body) => plugins::upload(&state, &name, key, body).await,
+            (
+                "/v1/accounts/{id}/deposits",
+                match incoming::read_json(request).await {
+                    Ok(body) => deposit(&state, &id, body).await,
                     Err(response) => response,
+                },
+            )
+        }
+        (&Method::GET, ["v1", "payments"]) => ("/v1/payments", console::recent(&state)),
+        (&Method::GET, ["v1", "payments", id]) => ("/v1/payments/{id}", show_payment(&state, id).await),
+        (&Method::GET, ["v1", "plugins"]) => ("/v1/plugins", plugins::list(&state)),
+        (_, ["v1", "plugins", name, ..]) if !wasmpay_plugin_host::manifest::valid_plugin_name(name) => {
+            let message = "a plugin name is 1-32 characters of a-z 0-9 -";
+            ("unmatched", problem(StatusCode::NOT_FOUND, "unknown_plugin", message))
+        }
+        (&Method::PUT, ["v1", "plugins", name]) => (
+            "/v1/plugins/{name}",
+            match state.uploads.try_acquire() {
+                Err(_) => problem(StatusCode::TOO_MANY_REQUESTS, "busy", "another plugin upload is in progress; retry"),
+                Ok(_permit) => {
+                    let name = (*name).to_owned();
+                    match incoming::read_json_up_to(request, plugins::MAX_UPLOAD_BYTES).await {
+                        Ok(body) => plugins::upload(&state, &name, key, body).await,
+                        Err(response) => response,
+                    }
                 }
-            }
-        },
+            },
+        ),
         (&Method::POST, ["v1", "plugins", name, "activate"]) => {
             let name = (*name).to_owned();
-            match incoming::read_json(request).await {
-                Ok(body) => plugins::activate(&state, &name, key, body).await,
-                Err(response) => response,
-            }
+            (
+                "/v1/plugins/{name}/activate",
+                match incoming::read_json(request).await {
+                    Ok(body) => plugins::activate(&state, &name, key, body).await,
+                    Err(response) => response,
+                },
+            )
         }
-        (&Method::POST, ["v1", "plugins", name, "rollback"]) => plugins::rollback(&state, name, key).await,
-        (&Method::DELETE, ["v1", "plugins", name]) => plugins::remove(&state, name, key).await,
-        (&Method::GET, ["v1", "cluster"]) => cluster(&state),
-        _ => problem(StatusCode::NOT_FOUND, "not_found", "no such route"),
-    };
-    Ok(response)
+        (&Method::POST, ["v1", "plugins", name, "rollback"]) => {
+            ("/v1/plugins/{name}/rollback", plugins::rollback(&state, name, key).await)
+        }
+        (&Method::DELETE, ["v1", "plugins", name]) => ("/v1/plugins/{name}", plugins::remove(&state, name, key).await),
+        (&Method::GET, ["v1", "cluster"]) => ("/v1/cluster", cluster(&state)),
+        _ => ("unmatched", problem(StatusCode::NOT_FOUND, "not_found", "no such route")),
+    }
 }
 
 /// The process is up.
@@ -262,11 +325,12 @@ fn healthz() -> Response<Body> {
     text(StatusCode::OK, "ok\n")
 }
 
-/// Prometheus metrics.
+/// The node's metrics, in the OpenMetrics text format (which Prometheus scrapes natively).
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
-    responses((status = 200, description = "The Prometheus text format", body = String, content_type = "text/plain")))]
+    responses((status = 200, description = "The OpenMetrics text format; docs/operators.md lists every metric", body = String,
+        content_type = "application/openmetrics-text")))]
 fn metrics(state: &ApiState) -> Response<Body> {
-    text(StatusCode::OK, &state.metrics.render())
+    response(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", state.metrics.render())
 }
 
 /// The cluster as this node sees it: members, partitions, leases.
@@ -627,7 +691,7 @@ fn raw_json(status: StatusCode, body: String) -> Response<Body> {
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
-    response(status, "text/plain; version=0.0.4", body.to_owned())
+    response(status, "text/plain; charset=utf-8", body.to_owned())
 }
 
 fn response(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {

@@ -41,7 +41,7 @@ impl utoipa::Modify for Security {
     paths(
         super::healthz, super::readiness, super::metrics,
         clients::create, clients::capture, clients::void, clients::refund, clients::settle, clients::quote,
-        super::show_payment,
+        super::show_payment, super::console::recent,
         super::open_account, super::show_account, super::deposit,
         super::entries, super::payments, super::holds,
         assets::register, assets::list,

@@ -127,7 +127,7 @@ pub async fn upload(state: &ApiState, name: &str, key: Option<&str>, body: serde
     match checked {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
-            state.metrics.plugin_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state.metrics.plugin_refusals.inc();
             return problem(StatusCode::UNPROCESSABLE_ENTITY, error.code(), &error.to_string());
         }
         Err(error) => return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", &error.to_string()),

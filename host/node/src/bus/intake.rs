@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::{Client, Message, Subscriber};
 use futures::future::join_all;
@@ -271,14 +271,14 @@ impl Taker {
     /// (`unavailable`, retry with the same id), so one payer's flood cannot hold up the rest.
     async fn dispatch(&self, message: Message, depth: usize, queue: &mpsc::Sender<Job>) {
         let partition = self.partition;
-        let refused = match queue.try_send(Job::Pay(Incoming::Core(message), self.token)) {
+        let refused = match queue.try_send(Job::Pay(Incoming::Core(message), self.token, Instant::now())) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(job)) => {
                 (job, format!("partition {partition} is saturated ({depth} payments waiting); retry with the same id"))
             }
             Err(mpsc::error::TrySendError::Closed(job)) => (job, "the node is shutting down".to_owned()),
         };
-        if let (Job::Pay(Incoming::Core(message), _), text) = refused {
+        if let (Job::Pay(Incoming::Core(message), ..), text) = refused {
             refuse(&self.client, &self.metrics, &message, Code::Unavailable, text).await;
         }
     }
@@ -340,7 +340,7 @@ async fn consume(
                     }
                     tokio::select! {
                         () = shutdown::requested(&mut stop) => return,
-                        sent = queue.send(Job::Pay(Incoming::Durable(Box::new(message)), token)) => if sent.is_err() { return },
+                        sent = queue.send(Job::Pay(Incoming::Durable(Box::new(message)), token, Instant::now())) => if sent.is_err() { return },
                     }
                 }
                 Some(Err(error)) => {

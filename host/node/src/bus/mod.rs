@@ -35,10 +35,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::durable::Durable;
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::payments::Processor;
 use crate::quotes::Quoter;
 use crate::shutdown::{self, Signal};
+use crate::traces;
 use wasmpay_cluster::bounds;
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
 use wasmpay_protocol::{ClusterInfo, Code, Refusal, Reply};
@@ -245,7 +246,8 @@ impl Bus {
     }
 
     /// Forwards `wasmpay.submit.<payer>` to the payer's partition subject, keeping the reply
-    /// subject so the owner answers the client directly.
+    /// subject so the owner answers the client directly, and the trace context (no other
+    /// header: the client key header is the HTTP node's to set).
     async fn forward(&self, message: Message) {
         let payer = message.subject.strip_prefix(subjects::SUBMIT_PREFIX).and_then(|rest| rest.strip_prefix('.'));
         let Some(payer) = payer.and_then(|token| AccountId::new(token).ok()) else {
@@ -253,9 +255,12 @@ impl Bus {
             return refuse(&self.client, &self.metrics, &message, Code::InvalidRequest, text).await;
         };
         let subject = subjects::pay(self.settings.partitioner.partition_of(&payer), payer.as_str());
+        let headers = traces::carried(message.headers.as_ref());
         let forwarded = match message.reply {
-            Some(reply) => bounded(self.client.publish_with_reply(subject, reply, message.payload)).await,
-            None => bounded(self.client.publish(subject, message.payload)).await,
+            Some(reply) => {
+                bounded(self.client.publish_with_reply_and_headers(subject, reply, headers, message.payload)).await
+            }
+            None => bounded(self.client.publish_with_headers(subject, headers, message.payload)).await,
         };
         if let Err(error) = forwarded {
             tracing::warn!(%error, "could not forward a submitted payment");
@@ -264,7 +269,7 @@ impl Bus {
 }
 
 async fn refuse(client: &Client, metrics: &Metrics, message: &Message, code: Code, text: String) {
-    metrics.count_payment(code.status(), code);
+    metrics.answered(&metrics::Operation::named("unread"), code.status(), code, None);
     if let Some(reply) = &message.reply {
         let body = Reply::refused(&Refusal { id: None, code, message: text }, None).to_json();
         publish(client, reply.to_string(), body.into()).await;

@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_nats::{Client, Message, Subject, jetstream};
 use bytes::Bytes;
@@ -12,7 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::bounded;
 use crate::durable::Durable;
-use crate::payments::{Decided, Processor, Route};
+use crate::payments::{Decided, Processor, RecentPayments, Route};
+use crate::traces;
 use wasmpay_protocol::Status;
 use wasmpay_protocol::routing::subjects;
 
@@ -23,8 +25,8 @@ const LEDGER_PIPELINE_DEPTH: usize = 128;
 /// What a partition worker is asked to do.
 #[derive(Debug)]
 pub(super) enum Job {
-    /// Decide a payment taken under the lease with this fencing token.
-    Pay(Incoming, u64),
+    /// Decide a payment taken (at that instant) under the lease with this fencing token.
+    Pay(Incoming, u64, Instant),
     /// Release the partition's due holds under the lease with this fencing token.
     Expire(u64),
     /// Answer every payment taken before this, then say so: a handover is complete.
@@ -60,7 +62,7 @@ pub(super) async fn worker(
     client: Client,
     durable: Option<Durable>,
 ) {
-    let respond = Responder { client, durable };
+    let respond = Responder { client, durable, recent: processor.recent().clone() };
     let mut instances = processor.instances();
     let mut committing = FuturesOrdered::new();
     let mut open = true;
@@ -71,7 +73,7 @@ pub(super) async fn worker(
                 respond.send(answer, decided).await;
             }
             job = queue.recv(), if open && committing.len() < LEDGER_PIPELINE_DEPTH => match job {
-                Some(Job::Pay(incoming, lease_token)) => {
+                Some(Job::Pay(incoming, lease_token, taken)) => {
                     let message = match &incoming {
                         Incoming::Core(message) => message,
                         Incoming::Durable(stored) => &stored.message,
@@ -82,12 +84,14 @@ pub(super) async fn worker(
                         .as_ref()
                         .and_then(|headers| headers.get(subjects::CLIENT_KEY_HEADER))
                         .and_then(|key| subjects::client_key_id(key.as_str()));
-                    let route = Route { partition, payer, lease_token, client_key };
+                    let headers = message.headers.as_ref();
+                    let route = Route { partition, payer, lease_token, client_key, taken, headers };
                     let decision = processor.decide(&mut instances, route, &message.payload).await;
                     let answer = match incoming {
                         Incoming::Core(message) => Answer::Reply(message.reply),
                         Incoming::Durable(stored) => Answer::Result(stored),
                     };
+                    let answer = (answer, decision.span);
                     if decision.after_earlier {
                         // It looks its id up: a retry of a payment still committing must find it.
                         answer_all(&respond, &mut committing).await;
@@ -100,7 +104,7 @@ pub(super) async fn worker(
                     let room = LEDGER_PIPELINE_DEPTH.saturating_sub(committing.len());
                     for expiry in processor.expire_due(partition, lease_token, room).await {
                         // No one asked: only its event is published.
-                        committing.push_back(answered(expiry, Answer::Reply(None)));
+                        committing.push_back(answered(expiry, (Answer::Reply(None), tracing::Span::none())));
                     }
                 }
                 Some(Job::Flush(flushed)) => {
@@ -113,13 +117,22 @@ pub(super) async fn worker(
     }
 }
 
+/// Where a reply goes, and the span of the message it answers.
+type Destination = (Answer, tracing::Span);
+
 /// A submitted payment's reply, with where it goes.
-async fn answered(reply: Pin<Box<dyn Future<Output = Decided> + Send>>, answer: Answer) -> (Decided, Answer) {
-    (reply.await, answer)
+async fn answered(
+    reply: Pin<Box<dyn Future<Output = Decided> + Send>>,
+    destination: Destination,
+) -> (Decided, Destination) {
+    (reply.await, destination)
 }
 
 /// Answers every payment the worker has submitted, in order.
-async fn answer_all<F: Future<Output = (Decided, Answer)>>(respond: &Responder, committing: &mut FuturesOrdered<F>) {
+async fn answer_all<F: Future<Output = (Decided, Destination)>>(
+    respond: &Responder,
+    committing: &mut FuturesOrdered<F>,
+) {
     while let Some((decided, answer)) = committing.next().await {
         respond.send(answer, decided).await;
     }
@@ -129,13 +142,17 @@ async fn answer_all<F: Future<Output = (Decided, Answer)>>(respond: &Responder, 
 struct Responder {
     client: Client,
     durable: Option<Durable>,
+    recent: Arc<RecentPayments>,
 }
 
 impl Responder {
     /// Sends a payment's reply (or stores a durable payment's result and acknowledges it) and,
-    /// if this call recorded it, its event.
-    async fn send(&self, answer: Answer, decided: Decided) {
+    /// if this call recorded it, its event, which carries the payment's trace context on.
+    async fn send(&self, (answer, span): Destination, decided: Decided) {
         let body = Bytes::from(decided.reply);
+        if !body.is_empty() {
+            self.recent.record(&body);
+        }
         match answer {
             // A reply that cannot be sent is not lost: the payment is recorded, and the
             // client's retry with the same id gets the stored reply.
@@ -149,7 +166,14 @@ impl Responder {
         }
         if decided.newly_recorded {
             let subject = format!("{}.{}", subjects::EVENTS_PREFIX, decided.status.as_str());
-            if let Err(error) = bounded(self.client.publish(subject, body)).await {
+            let mut headers = async_nats::HeaderMap::new();
+            traces::inject(&span, &mut headers);
+            let published = if headers.is_empty() {
+                bounded(self.client.publish(subject, body)).await
+            } else {
+                bounded(self.client.publish_with_headers(subject, headers, body)).await
+            };
+            if let Err(error) = published {
                 tracing::warn!(%error, "could not publish an event");
             }
         }

@@ -9,6 +9,7 @@ use tracing::Instrument;
 use super::replies::{Echo, operation_reply, recorded, refused, submitted, unavailable};
 use super::{Answer, Decided, Processor, Route};
 use crate::clock;
+use crate::metrics::Operation;
 use wasmpay_ledger::{Decision, Hold, Recorded, Replies, Transfer, TransferKind};
 use wasmpay_protocol::money::{MinorUnits, prorated_fee};
 use wasmpay_protocol::{Code, HoldAction, HoldRequest, PaymentId, Status};
@@ -83,7 +84,7 @@ impl Processor {
             let echo = Echo { amount: u64::try_from(amount.0).ok(), ..echo };
             submitted(&ledger, &metrics, transfer, replies, echo, fingerprint).await.await
         };
-        Answer { reply: Box::pin(reply.in_current_span()), after_earlier: true }
+        Answer { reply: Box::pin(reply.in_current_span()), after_earlier: true, span: tracing::Span::current() }
     }
 
     /// Releases the holds of `partition` that are due, under the lease with `lease_token`: at
@@ -163,7 +164,7 @@ impl Processor {
                     }
                 };
                 if decided.newly_recorded {
-                    metrics.count_payment(decided.status, decided.code);
+                    metrics.answered(&Operation::named("expire"), decided.status, decided.code, None);
                 }
                 decided
             }));

@@ -22,6 +22,7 @@
 
 mod holds;
 mod pay;
+mod recent;
 mod refunds;
 mod replies;
 mod settlements;
@@ -29,12 +30,15 @@ mod settlements;
 use std::future::{Future, ready};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tracing::Instrument;
 
 use crate::holds::HoldSettings;
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::quotes::FxSettings;
+use crate::traces;
+pub use recent::RecentPayments;
 use replies::{Echo, refused, unreadable};
 use wasmpay_ledger::Ledger;
 use wasmpay_plugin_host::{Instances, PluginHost};
@@ -54,6 +58,10 @@ pub struct Route<'a> {
     /// The client key the message came with (the `Wasmpay-Client-Key` header an HTTP node
     /// sets), recorded on what it creates.
     pub client_key: Option<&'a str>,
+    /// When the node took the message off NATS: its answer's latency is counted from here.
+    pub taken: Instant,
+    /// The message's headers: a client's trace context, which the message's span continues.
+    pub headers: Option<&'a async_nats::HeaderMap>,
 }
 
 /// The answer to one message.
@@ -77,6 +85,8 @@ pub struct Answer {
     /// its id up (a refusal before the ledger), and a retry of a payment still on its way to
     /// the ledger must find it there, not refuse it.
     pub after_earlier: bool,
+    /// The message's span, which its event's trace context continues.
+    pub span: tracing::Span,
 }
 
 impl std::fmt::Debug for Answer {
@@ -86,7 +96,7 @@ impl std::fmt::Debug for Answer {
 }
 
 fn now(decided: Decided) -> Answer {
-    Answer { reply: Box::pin(ready(decided)), after_earlier: false }
+    Answer { reply: Box::pin(ready(decided)), after_earlier: false, span: tracing::Span::current() }
 }
 
 /// Decides payments; shared by every partition worker of a node.
@@ -105,6 +115,8 @@ pub struct Processor {
     /// that waits [`SWEEP_WAIT`] for another's read skips its turn; the holds stay due for the
     /// next.
     sweeping: tokio::sync::Semaphore,
+    /// The last answers, for the console.
+    recent: Arc<RecentPayments>,
 }
 
 impl Processor {
@@ -116,7 +128,13 @@ impl Processor {
         metrics: Arc<Metrics>,
         (holds, fx): (HoldSettings, FxSettings),
     ) -> Processor {
-        Processor { ledger, plugins, partitioner, metrics, holds, fx, sweeping: tokio::sync::Semaphore::new(1) }
+        let (sweeping, recent) = (tokio::sync::Semaphore::new(1), Arc::default());
+        Processor { ledger, plugins, partitioner, metrics, holds, fx, sweeping, recent }
+    }
+
+    /// The last answers the partition workers gave, which they record as they send them.
+    pub fn recent(&self) -> &Arc<RecentPayments> {
+        &self.recent
     }
 
     /// The plugin instances of one worker: each worker decides one payment at a time.
@@ -130,35 +148,52 @@ impl Processor {
     /// decides transfers in the order they were submitted, which keeps an account's payments
     /// in order.
     pub async fn decide(&self, instances: &mut Instances, route: Route<'_>, body: &[u8]) -> Answer {
-        let answer = match wasmpay_protocol::decode_operation(body) {
-            Err(refusal) => now(unreadable(&refusal)),
+        let (taken, headers) = (route.taken, route.headers);
+        // The message's span continues the trace its sender started, if any.
+        let traced = |span: tracing::Span| {
+            traces::adopt(&span, headers);
+            span
+        };
+        let (answer, operation) = match wasmpay_protocol::decode_operation(body) {
+            Err(refusal) => (now(unreadable(&refusal)), metrics::Operation::named("unreadable")),
             Ok(Operation::Pay(request)) => {
-                let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, method = %request.method);
-                self.decide_request(instances, route, request).instrument(span).await
+                // Only a method the plugins serve becomes a label: the message names any.
+                let served = self.plugins.pipelines().get(&request.method).map(|_| Arc::from(request.method.as_str()));
+                let operation = served.map_or_else(|| metrics::Operation::named("pay"), metrics::Operation::pay);
+                let span = traced(
+                    tracing::info_span!("payment", id = %request.id, partition = route.partition, method = %request.method),
+                );
+                (self.decide_request(instances, route, request).instrument(span).await, operation)
             }
             Ok(Operation::Refund(request)) => {
-                let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, refunds = %request.payment);
+                let span = traced(
+                    tracing::info_span!("payment", id = %request.id, partition = route.partition, refunds = %request.payment),
+                );
                 let _entered = span.enter();
-                self.decide_refund(route, request)
+                (self.decide_refund(route, request), metrics::Operation::named("refund"))
             }
             Ok(Operation::Settle(request)) => {
-                let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, legs = request.legs.len());
-                self.decide_settlement(route, request).instrument(span).await
+                let span = traced(
+                    tracing::info_span!("payment", id = %request.id, partition = route.partition, legs = request.legs.len()),
+                );
+                (self.decide_settlement(route, request).instrument(span).await, metrics::Operation::named("settle"))
             }
             Ok(Operation::Hold(request)) => {
-                let span = tracing::info_span!("payment", id = %request.id, partition = route.partition, authorization = %request.payment);
+                let span = traced(
+                    tracing::info_span!("payment", id = %request.id, partition = route.partition, authorization = %request.payment),
+                );
                 let _entered = span.enter();
-                self.decide_hold(route, request)
+                (self.decide_hold(route, request), metrics::Operation::named("hold"))
             }
         };
         let metrics = self.metrics.clone();
-        let Answer { reply, after_earlier } = answer;
+        let Answer { reply, after_earlier, span } = answer;
         let reply = Box::pin(async move {
             let decided = reply.await;
-            metrics.count_payment(decided.status, decided.code);
+            metrics.answered(&operation, decided.status, decided.code, Some(taken.elapsed()));
             decided
         });
-        Answer { reply, after_earlier }
+        Answer { reply, after_earlier, span }
     }
 
     /// The refusal of a message about `account` that does not belong on `route`, if it does

@@ -224,7 +224,7 @@ impl Processor {
                 None => refused(&echo, partition, code, message, plugins),
             }
         };
-        Answer { reply: Box::pin(reply.in_current_span()), after_earlier: true }
+        Answer { reply: Box::pin(reply.in_current_span()), after_earlier: true, span: tracing::Span::current() }
     }
 
     /// Submits the decided payment to the ledger, under the lease of `route`'s partition (the
@@ -319,7 +319,7 @@ impl Processor {
         };
         let echo = Echo::from(&request);
         let reply = submitted(&self.ledger, &self.metrics, transfer, replies, echo, fingerprint).await;
-        Answer { reply: Box::pin(reply.in_current_span()), after_earlier: false }
+        Answer { reply: Box::pin(reply.in_current_span()), after_earlier: false, span: tracing::Span::current() }
     }
 }
 

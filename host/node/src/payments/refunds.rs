@@ -119,7 +119,7 @@ impl Processor {
             let replies = refund_replies(&transfer, &original, priced.declined.as_ref());
             submitted(&ledger, &metrics, transfer, replies, echo, fingerprint).await.await
         };
-        Answer { reply: Box::pin(reply.in_current_span()), after_earlier: true }
+        Answer { reply: Box::pin(reply.in_current_span()), after_earlier: true, span: tracing::Span::current() }
     }
 }
 

@@ -94,10 +94,11 @@ pub(super) async fn submitted(
     Box::pin(
         async move {
             let recorded = committed.await;
-            metrics.ledger_commit.observe(started.elapsed());
+            metrics.ledger_waited(started.elapsed());
             settled(&echo, &kind, partition, &fingerprint, recorded)
         }
-        .in_current_span(),
+        // Inside the message's span: a trace shows the payment's wait for its batch.
+        .instrument(tracing::info_span!("ledger commit")),
     )
 }
 

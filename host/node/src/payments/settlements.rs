@@ -70,6 +70,6 @@ impl Processor {
             insufficient_funds: render(Decision::InsufficientFunds),
         };
         let reply = submitted(&self.ledger, &self.metrics, transfer, replies, echo, fingerprint).await;
-        Answer { reply: Box::pin(reply.in_current_span()), after_earlier: false }
+        Answer { reply: Box::pin(reply.in_current_span()), after_earlier: false, span: tracing::Span::current() }
     }
 }

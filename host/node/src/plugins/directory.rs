@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinHandle;
@@ -98,11 +97,11 @@ async fn poll(watched: &Watched, seen: &mut BTreeMap<PathBuf, Seen>, host: &Arc<
         let loaded = tokio::task::spawn_blocking(move || load(&host, &file, development)).await;
         match loaded {
             Ok(Ok(name)) => {
-                metrics.plugin_switches.fetch_add(1, Ordering::Relaxed);
+                metrics.plugin_switches.inc();
                 entry.name = Some(name);
             }
             Ok(Err(error)) => {
-                metrics.plugin_refusals.fetch_add(1, Ordering::Relaxed);
+                metrics.plugin_refusals.inc();
                 tracing::error!(file = %path.display(), %error, "plugin file refused; the serving version stays");
             }
             Err(error) => tracing::error!(%error, "loading a plugin file panicked"),
@@ -122,7 +121,7 @@ async fn poll(watched: &Watched, seen: &mut BTreeMap<PathBuf, Seen>, host: &Arc<
         match removed.map_err(|error| error.to_string()).and_then(|removed| removed.map_err(|error| error.to_string()))
         {
             Ok(_) => {
-                metrics.plugin_switches.fetch_add(1, Ordering::Relaxed);
+                metrics.plugin_switches.inc();
                 tracing::info!(file = %path.display(), plugin = %name, "plugin file removed: plugin retired");
             }
             Err(error) => tracing::error!(file = %path.display(), %error, "the plugin cannot be retired"),

@@ -9,7 +9,6 @@ pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Watch};
@@ -97,11 +96,11 @@ pub async fn apply(
 fn count(metrics: &Metrics, outcome: Result<(), ActivationError>) -> Result<(), NotApplied> {
     match outcome {
         Ok(()) => {
-            metrics.plugin_switches.fetch_add(1, Ordering::Relaxed);
+            metrics.plugin_switches.inc();
             Ok(())
         }
         Err(error) => {
-            metrics.plugin_refusals.fetch_add(1, Ordering::Relaxed);
+            metrics.plugin_refusals.inc();
             Err(NotApplied::Refused(format!("{}: {error}", error.code())))
         }
     }

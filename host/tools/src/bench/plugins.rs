@@ -115,7 +115,7 @@ async fn beside_a_slow_method(method_threads: Option<usize>) -> anyhow::Result<V
         .map(|partition| {
             let (runtime, slow, stop) = (runtime.clone(), slow.clone(), stop.clone());
             tokio::spawn(async move {
-                let mut instances = Instances::new(runtime, Arc::new(Metrics::default()));
+                let mut instances = Instances::new(runtime, Arc::new(Metrics::new("bench")));
                 while !stop.load(Ordering::Relaxed) {
                     let input = slow_payment(&format!("slow-{partition}"), iterations)?;
                     instances.run_blocking(slow.clone(), input).await?;
@@ -125,7 +125,7 @@ async fn beside_a_slow_method(method_threads: Option<usize>) -> anyhow::Result<V
         })
         .collect();
     tokio::time::sleep(SLOW_CALL * 2).await;
-    let mut instances = Instances::new(runtime.clone(), Arc::new(Metrics::default()));
+    let mut instances = Instances::new(runtime.clone(), Arc::new(Metrics::new("bench")));
     let mut latencies = Vec::new();
     for _ in 0..BESIDE {
         let input = card_payment()?;
@@ -147,7 +147,7 @@ async fn beside_a_slow_method(method_threads: Option<usize>) -> anyhow::Result<V
 /// The `faulty` fixture's iterations that take about [`SLOW_CALL`] on this machine, alone.
 async fn calibrate(runtime: &Arc<PluginRuntime>, slow: &Pipeline) -> anyhow::Result<u64> {
     const PROBE: u64 = 2_000_000;
-    let mut instances = Instances::new(runtime.clone(), Arc::new(Metrics::default()));
+    let mut instances = Instances::new(runtime.clone(), Arc::new(Metrics::new("bench")));
     let started = Instant::now();
     instances.run_blocking(slow.clone(), slow_payment("calibrate", PROBE)?).await?;
     let per_probe = started.elapsed().as_micros().max(1);
@@ -227,7 +227,7 @@ fn time_rates() -> anyhow::Result<Vec<Duration>> {
     let pipelines = load_pipelines(&runtime, &builtin_plugins(), &plugins, &config.methods, &config.fee_limits)?;
     let fx = pipelines.fx().context("the built-in plugins have no FX plugin")?;
     let (eur, usd) = ("EUR".parse()?, "USD".parse()?);
-    let mut instances = Instances::new(Arc::clone(&runtime), Arc::new(Metrics::default()));
+    let mut instances = Instances::new(Arc::clone(&runtime), Arc::new(Metrics::new("bench")));
     let mut times = Vec::new();
     for call in 0..2 * PAYMENTS {
         let input = RateInput::new("bench", eur, usd, 10_000, clock::unix_ms());
@@ -252,7 +252,7 @@ fn time_payments(method: &str, body: &str) -> anyhow::Result<(Vec<Duration>, Vec
     let pipelines = load_pipelines(&runtime, &builtin_plugins(), &config.plugins, &config.methods, &config.fee_limits)?;
     let pipeline = pipelines.get(method).with_context(|| format!("the built-in plugins serve no `{method}` method"))?;
     let input = payment(body)?;
-    let mut instances = Instances::new(Arc::clone(&runtime), Arc::new(Metrics::default()));
+    let mut instances = Instances::new(Arc::clone(&runtime), Arc::new(Metrics::new("bench")));
     let (mut on_path, mut in_all) = (Vec::new(), Vec::new());
     for payment in 0..2 * PAYMENTS {
         let started = Instant::now();

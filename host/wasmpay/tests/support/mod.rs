@@ -19,6 +19,8 @@ use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
 use wasmpay_protocol::{PaymentId, Reply, Status};
 use wasmpay_tests::{Backend, NatsCluster, NatsServer, card};
 
+pub mod browser;
+
 pub const BINARY: &str = env!("CARGO_BIN_EXE_wasmpay");
 pub const TOKEN: &str = "cluster-secret";
 pub const PARTITIONS: u32 = 64;
@@ -94,11 +96,13 @@ impl Member {
         serde_json::from_str(&self.get("/v1/cluster").await?).ok()
     }
 
-    /// A counter from the node's `/metrics`.
+    /// The sum of every series of counter or gauge `name`, whatever their labels.
     pub async fn metric(&self, name: &str) -> u64 {
         let text = self.get("/metrics").await.unwrap_or_default();
-        let line = text.lines().find(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ')));
-        line.and_then(|line| line.rsplit(' ').next()?.parse().ok()).unwrap_or_default()
+        text.lines()
+            .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
     }
 
     pub fn signal(&self, signal: &str) {
