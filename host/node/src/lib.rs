@@ -27,15 +27,17 @@
 //! - [`cluster`]: the ledger's fences for `wasmpay-cluster`, and the names the node's users
 //!   take from it.
 //! - [`client`]: a client of running nodes (NATS request/reply, the HTTP API).
-//! - [`metrics`], [`traces`], [`shutdown`], [`clock`]: Prometheus metrics (also the plugins',
-//!   the ledger's and the cluster's observer), OpenTelemetry traces and W3C trace context in
-//!   NATS headers, the stop signal, the wall clock.
+//! - [`metrics`], [`traces`], [`complaints`], [`shutdown`], [`clock`]: Prometheus metrics
+//!   (also the plugins', the ledger's and the cluster's observer), OpenTelemetry traces and W3C
+//!   trace context in NATS headers, a complaint said once while its cause lasts, the stop
+//!   signal, the wall clock.
 
 pub mod api;
 pub mod bus;
 pub mod client;
 pub mod clock;
 pub mod cluster;
+pub mod complaints;
 pub mod config;
 pub mod durable;
 pub mod holds;

@@ -526,7 +526,7 @@ impl Instances {
         export: &'static str,
         invoke: impl FnOnce(&mut Fresh) -> Option<wasmtime::Result<R>>,
     ) -> Result<R, PluginFailure> {
-        let _span = tracing::info_span!("plugin call", plugin = %plugin.key, export).entered();
+        let _span = tracing::info_span!("plugin call", plugin = %plugin.key, export = %export).entered();
         let failure = |kind| PluginFailure { plugin: plugin.key.clone(), kind };
         if let Some(reason) = plugin.health.quarantined() {
             return Err(failure(FailureKind::Quarantined(reason)));

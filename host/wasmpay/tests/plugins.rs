@@ -389,6 +389,13 @@ async fn a_failing_version_is_quarantined_until_the_operator_reenables_it() {
     let client = connect(&nats.url()).await;
     push_and_quarantine_faulty(&node, &client, workdir.path()).await;
     assert_eq!(node.metric("wasmpay_plugin_quarantines_total").await, 1);
+    // Five payments failed on the plugin (four traps, one refused while quarantined): the
+    // log says so once, not once per payment (a complaint is said once per 10 s).
+    let log = std::fs::read_to_string(&node.log).unwrap();
+    let said = log.lines().filter(|line| line.contains("plugin failed; payment refused")).count();
+    assert!((1..=2).contains(&said), "said {said} times:\n{log}");
+    let failures = node.metric("wasmpay_plugin_failures_total").await;
+    assert_eq!(failures, 4, "the traps, counted by kind, each");
 
     assert!(plugin_command(&node, &["activate", "faulty", "0.1.0"]).is_ok());
     assert_eq!(serving(&node, "faulty").await, (Some("0.1.0".to_owned()), Some("active".to_owned())));

@@ -34,6 +34,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::complaints::complain;
 use crate::durable::Durable;
 use crate::metrics::{self, Metrics};
 use crate::payments::Processor;
@@ -263,7 +264,7 @@ impl Bus {
             None => bounded(self.client.publish_with_headers(subject, headers, message.payload)).await,
         };
         if let Err(error) = forwarded {
-            tracing::warn!(%error, "could not forward a submitted payment");
+            complain!(warn, "could not forward a submitted payment", %error);
         }
     }
 }
@@ -278,7 +279,7 @@ async fn refuse(client: &Client, metrics: &Metrics, message: &Message, code: Cod
 
 async fn publish(client: &Client, subject: String, body: Bytes) {
     if let Err(error) = bounded(client.publish(subject, body)).await {
-        tracing::warn!(%error, "could not publish a reply");
+        complain!(warn, "could not publish a reply", %error);
     }
 }
 

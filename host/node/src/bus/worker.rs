@@ -12,6 +12,7 @@ use futures::stream::FuturesOrdered;
 use tokio::sync::{mpsc, oneshot};
 
 use super::bounded;
+use crate::complaints::complain;
 use crate::durable::Durable;
 use crate::payments::{Decided, Processor, RecentPayments, Route};
 use crate::traces;
@@ -158,7 +159,7 @@ impl Responder {
             // client's retry with the same id gets the stored reply.
             Answer::Reply(Some(reply)) => {
                 if let Err(error) = bounded(self.client.publish(reply, body.clone())).await {
-                    tracing::warn!(%error, "could not publish a reply");
+                    complain!(warn, "could not publish a reply", %error);
                 }
             }
             Answer::Reply(None) => {}
@@ -174,7 +175,7 @@ impl Responder {
                 bounded(self.client.publish_with_headers(subject, headers, body)).await
             };
             if let Err(error) = published {
-                tracing::warn!(%error, "could not publish an event");
+                complain!(warn, "could not publish an event", %error);
             }
         }
     }
@@ -189,18 +190,18 @@ impl Responder {
     async fn store_result(&self, stored: Box<jetstream::Message>, status: Status, body: Bytes) {
         let Some(durable) = &self.durable else { return };
         if status == Status::Error {
-            tracing::warn!(subject = %stored.message.subject, "a durable payment was not posted; it will be delivered again");
+            complain!(warn, "a durable payment was not posted; it will be delivered again", subject = %stored.message.subject);
             return;
         }
         let payer = parse_partition_subject(&stored.message.subject).map_or("", |(_, payer)| payer);
         let id = stored.message.headers.as_ref().and_then(|headers| headers.get("Nats-Msg-Id")).map(|id| id.as_str());
         if let Err(error) = durable.publish_result(payer, id, body).await {
-            tracing::warn!(%error, "could not store a durable payment's result; it will be delivered again");
+            complain!(warn, "could not store a durable payment's result; it will be delivered again", %error);
             return;
         }
         let acknowledged = wasmpay_cluster::jetstream::request("acknowledging a durable payment", stored.ack());
         if let Err(error) = acknowledged.await {
-            tracing::warn!(%error, "could not acknowledge a durable payment; it will come again");
+            complain!(warn, "could not acknowledge a durable payment; it will come again", %error);
         }
     }
 }

@@ -9,6 +9,7 @@ use tracing::Instrument;
 use super::replies::{Echo, operation_reply, recorded, refused, submitted, unavailable};
 use super::{Answer, Decided, Processor, Route};
 use crate::clock;
+use crate::complaints::complain;
 use crate::metrics::Operation;
 use wasmpay_ledger::{Decision, Hold, Recorded, Replies, Transfer, TransferKind};
 use wasmpay_protocol::money::{MinorUnits, prorated_fee};
@@ -109,7 +110,7 @@ impl Processor {
         let due = match self.ledger.due_holds(partition, now_ms, limit).await {
             Ok(due) => due,
             Err(error) => {
-                tracing::warn!(%error, partition, "could not read the holds due; the next sweep tries again");
+                complain!(warn, "could not read the holds due; the next sweep tries again", %error, partition);
                 return Vec::new();
             }
         };
@@ -137,7 +138,7 @@ impl Processor {
             let committed = match self.ledger.submit(transfer, replies).await {
                 Ok(committed) => committed,
                 Err(error) => {
-                    tracing::warn!(%error, partition, "could not submit an expiry; the next sweep tries again");
+                    complain!(warn, "could not submit an expiry; the next sweep tries again", %error, partition);
                     break;
                 }
             };
@@ -154,7 +155,7 @@ impl Processor {
                         newly_recorded: false,
                     },
                     Err(error) => {
-                        tracing::warn!(%error, "an expiry was not recorded; the next sweep tries again");
+                        complain!(warn, "an expiry was not recorded; the next sweep tries again", %error);
                         Decided {
                             reply: String::new(),
                             status: Status::Error,

@@ -6,6 +6,7 @@ use tracing::Instrument;
 use super::replies::{Echo, recorded, refused, submitted};
 use super::{Answer, Processor, Route, now};
 use crate::clock;
+use crate::complaints::complain;
 use wasmpay_ledger::{Conversion, Decision, Quote, Replies, Transfer, TransferKind};
 use wasmpay_plugin_host::{
     CheckedFee, FxPipeline, Instances, PaymentInput, Pipelines, PluginRejection, RateInput, RateVerdict, Verdict,
@@ -62,7 +63,7 @@ async fn convert(
                     return Ok(());
                 }
                 Err(failure) => {
-                    tracing::warn!(%failure, "FX plugin failed; payment refused, nothing recorded");
+                    complain!(warn, "FX plugin failed; payment refused, nothing recorded", %failure);
                     return Err((Code::PluginFailed, failure.to_string(), decided.plugins.clone()));
                 }
             }
@@ -143,7 +144,7 @@ impl Processor {
         let verdict = match instances.run_blocking(pipeline.clone(), input).await {
             Ok(verdict) => verdict,
             Err(failure) => {
-                tracing::warn!(%failure, "plugin failed; payment refused, nothing recorded");
+                complain!(warn, "plugin failed; payment refused, nothing recorded", %failure);
                 let refusal = (Code::PluginFailed, failure.to_string(), pipeline.keys());
                 return self.refuse_unless_recorded(&request, partition, &fingerprint, refusal);
             }

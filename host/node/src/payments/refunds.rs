@@ -11,6 +11,7 @@ use tracing::Instrument;
 use super::replies::{Echo, operation_reply, recorded, refused, submitted, unavailable};
 use super::{Answer, Processor, Route};
 use crate::clock;
+use crate::complaints::complain;
 use crate::metrics::Metrics;
 use wasmpay_ledger::{Decision, FeeReversal, Refundable, Replies, Transfer, TransferKind};
 use wasmpay_plugin_host::{
@@ -82,7 +83,7 @@ impl Processor {
             let priced = match priced {
                 Ok(priced) => priced,
                 Err((plugin, failure)) => {
-                    tracing::warn!(%failure, "refund fee policy failed; refund refused, nothing recorded");
+                    complain!(warn, "refund fee policy failed; refund refused, nothing recorded", %failure);
                     return refused(&echo, partition, Code::PluginFailed, failure, vec![plugin]);
                 }
             };

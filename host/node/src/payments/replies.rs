@@ -10,6 +10,7 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::Decided;
+use crate::complaints::complain;
 use crate::metrics::Metrics;
 use wasmpay_ledger::{Decision, Ledger, LedgerError, Recorded, Replies, StoredReply, Transfer, TransferKind};
 use wasmpay_protocol::money::MinorUnits;
@@ -223,7 +224,7 @@ pub(super) fn unavailable(echo: &Echo, partition: u32, error: &LedgerError) -> D
         let message = format!("the payment cannot be posted: {error}");
         return refused(echo, partition, Code::AmountOutOfRange, message, Vec::new());
     }
-    tracing::error!(%error, transient = error.is_transient(), "ledger failed; payment not recorded");
+    complain!(error, "ledger failed; payment not recorded", %error, transient = error.is_transient());
     let message = format!("ledger unavailable, retry with the same id: {error}");
     refused(echo, partition, Code::Unavailable, message, Vec::new())
 }
