@@ -32,6 +32,10 @@ pub trait CallObserver: Send + Sync + std::fmt::Debug {
     /// One export call of `plugin` finished after `elapsed`, with `failure` if it failed.
     fn plugin_called(&self, plugin: &PluginId, elapsed: Duration, failure: Option<&FailureKind>);
 
+    /// A call of `plugin` could not be made (`failure`: it is quarantined, or no instance
+    /// could be made or armed): the payment failed without guest code running.
+    fn plugin_not_called(&self, plugin: &PluginId, failure: &FailureKind);
+
     /// `plugin` failed too often and is quarantined on this node.
     fn plugin_quarantined(&self, plugin: &PluginId);
 }
@@ -528,8 +532,13 @@ impl Instances {
     ) -> Result<R, PluginFailure> {
         let _span = tracing::info_span!("plugin call", plugin = %plugin.key, export = %export).entered();
         let failure = |kind| PluginFailure { plugin: plugin.key.clone(), kind };
+        // A call that could not be made is counted too, without a duration.
+        let not_called = |observer: &dyn CallObserver, kind: FailureKind| {
+            observer.plugin_not_called(&plugin.id, &kind);
+            failure(kind)
+        };
         if let Some(reason) = plugin.health.quarantined() {
-            return Err(failure(FailureKind::Quarantined(reason)));
+            return Err(not_called(&*self.observer, FailureKind::Quarantined(reason)));
         }
         let index = match self.used.iter().position(|instance| Arc::ptr_eq(&instance.plugin, plugin)) {
             Some(index) => index,
@@ -537,15 +546,16 @@ impl Instances {
                 let spare = self.spares.iter().position(|spare| Arc::ptr_eq(&spare.plugin, plugin));
                 let instance = match spare {
                     Some(index) => self.spares.swap_remove(index),
-                    None => instantiate(&self.runtime, plugin).map_err(failure)?,
+                    None => instantiate(&self.runtime, plugin).map_err(|kind| not_called(&*self.observer, kind))?,
                 };
                 self.used.push(instance);
                 self.used.len() - 1
             }
         };
+        let observer = &*self.observer;
         let instance = &mut self.used[index];
         sandbox::arm(&mut instance.store, &plugin.limits)
-            .map_err(|error| failure(FailureKind::Trap(describe_error(&error))))?;
+            .map_err(|error| not_called(observer, FailureKind::Trap(describe_error(&error))))?;
         instance.store.data_mut().begin_call(Some(id.clone()));
         let started = Instant::now();
         let result = invoke(instance);

@@ -22,6 +22,7 @@ struct Unobserved;
 
 impl CallObserver for Unobserved {
     fn plugin_called(&self, _: &PluginId, _: Duration, _: Option<&FailureKind>) {}
+    fn plugin_not_called(&self, _: &PluginId, _: &FailureKind) {}
     fn plugin_quarantined(&self, _: &PluginId) {}
 }
 

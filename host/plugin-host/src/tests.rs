@@ -75,6 +75,7 @@ impl CallObserver for Calls {
         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    fn plugin_not_called(&self, _plugin: &PluginId, _failure: &FailureKind) {}
     fn plugin_quarantined(&self, _plugin: &PluginId) {}
 }
 
@@ -137,6 +138,7 @@ impl CallObserver for Spans {
         self.0.lock().expect("spans").push((ended - elapsed, ended));
     }
 
+    fn plugin_not_called(&self, _plugin: &PluginId, _failure: &FailureKind) {}
     fn plugin_quarantined(&self, _plugin: &PluginId) {}
 }
 

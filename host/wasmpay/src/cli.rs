@@ -480,7 +480,13 @@ fn init_tracing(logging: Logging, runtime: tokio::runtime::Handle) -> Result<Opt
             .with_writer(std::io::stderr)
             .with_filter(filter.clone())
     });
-    let (traces, exported) = match Traces::from_env("wasmpay", runtime).map_err(|error| error.to_string())? {
+    // A tracing setting the process cannot honour never stops it (a payment node least of
+    // all): it is said, and nothing is exported.
+    let (setup, refused) = match Traces::from_env("wasmpay", runtime) {
+        Ok(setup) => (setup, None),
+        Err(error) => (None, Some(error)),
+    };
+    let (traces, exported) = match setup {
         Some((traces, tracer)) => {
             let ours = ["wasmpay", "wasmpay_node", "wasmpay_plugin_host", "wasmpay_ledger", "wasmpay_tools"];
             let spans = Targets::new().with_targets(ours.map(|target| (target, LevelFilter::INFO)));
@@ -489,6 +495,9 @@ fn init_tracing(logging: Logging, runtime: tokio::runtime::Handle) -> Result<Opt
         None => (None, None),
     };
     let _ = tracing_subscriber::registry().with(text).with(json).with(exported).try_init();
+    if let Some(error) = refused {
+        tracing::warn!(%error, "traces are not exported");
+    }
     Ok(traces)
 }
 

@@ -48,8 +48,8 @@ const HTTP_BUCKETS: [f64; 12] = [0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Operation {
     /// `pay`, `refund`, `settle`, `hold` (a capture or a void), `expire`, `unreadable` (a
-    /// message that is not one), or `unread` (refused before a worker read it: a saturated
-    /// partition, a node shutting down).
+    /// message that is not one), or `unread` (refused before a partition worker took it: a
+    /// saturated partition, a node shutting down, a submit subject naming no account).
     operation: &'static str,
     /// A payment's method, if the plugins served it when it arrived; empty otherwise.
     method: Option<Arc<str>>,
@@ -185,7 +185,7 @@ impl Metrics {
         let plugin_failures = Family::<PluginFailureLabels, Counter>::default();
         registry.register(
             "plugin_failures",
-            "Plugin calls that failed, by kind (fuel, timeout, denied, memory, trap, contract)",
+            "Plugin calls that failed, by kind (fuel, timeout, denied, memory, trap, contract; instantiation, quarantined: not called)",
             plugin_failures.clone(),
         );
         let plugin_quarantines = Family::<PluginLabels, Counter>::default();
@@ -362,6 +362,12 @@ impl CallObserver for Metrics {
         }
     }
 
+    fn plugin_not_called(&self, plugin: &PluginId, failure: &FailureKind) {
+        let labels =
+            PluginFailureLabels { plugin: plugin.name.clone(), version: plugin.version.clone(), kind: failure.label() };
+        self.plugin_failures.get_or_create(&labels).inc();
+    }
+
     fn plugin_quarantined(&self, plugin: &PluginId) {
         self.plugin_quarantines.get_or_create(&PluginLabels::from(plugin)).inc();
     }
@@ -382,7 +388,7 @@ mod tests {
         metrics.answered(&card, Status::Approved, Code::Ok, Some(Duration::from_micros(700)));
         metrics.answered(&card, Status::Approved, Code::Ok, Some(Duration::from_millis(40)));
         metrics.answered(&Operation::named("pay"), Status::Rejected, Code::UnknownMethod, Some(Duration::ZERO));
-        metrics.answered(&Operation::named("unreadable"), Status::Rejected, Code::InvalidRequest, None);
+        metrics.answered(&Operation::named("unread"), Status::Rejected, Code::Unavailable, None);
         metrics.plugin_called(&plugin("card", "2.0.0"), Duration::from_micros(20), None);
         let fuel = FailureKind::OutOfFuel(10);
         metrics.plugin_called(&plugin("card", "2.0.0"), Duration::from_millis(3), Some(&fuel));
@@ -394,7 +400,7 @@ mod tests {
             "wasmpay_build_info{version=\"0.1.0\",contract=\"0.1.2\",node=\"node-a\"} 1",
             "wasmpay_payments_total{operation=\"pay\",method=\"card\",status=\"approved\",code=\"ok\"} 2",
             "wasmpay_payments_total{operation=\"pay\",method=\"\",status=\"rejected\",code=\"unknown_method\"} 1",
-            "wasmpay_payments_total{operation=\"unreadable\",method=\"\",status=\"rejected\",code=\"invalid_request\"} 1",
+            "wasmpay_payments_total{operation=\"unread\",method=\"\",status=\"rejected\",code=\"unavailable\"} 1",
             "wasmpay_payment_seconds_bucket{le=\"0.001\",operation=\"pay\",method=\"card\",status=\"approved\"} 1",
             "wasmpay_payment_seconds_bucket{le=\"0.05\",operation=\"pay\",method=\"card\",status=\"approved\"} 2",
             "wasmpay_payment_seconds_bucket{le=\"30.0\",operation=\"pay\",method=\"card\",status=\"approved\"} 2",
@@ -415,8 +421,8 @@ mod tests {
             assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
         }
         assert!(text.contains("wasmpay_http_request_seconds_count{route=\"/v1/accounts/{id}\"} 1"), "{text}");
-        // An unreadable message waited for nothing: it has no latency series.
-        assert!(!text.contains("wasmpay_payment_seconds_count{operation=\"unreadable\""), "{text}");
+        // A message refused before a worker took it waited for nothing: no latency series.
+        assert!(!text.contains("wasmpay_payment_seconds_count{operation=\"unread\""), "{text}");
         metrics.batch_fenced(&[3]);
         assert!(metrics.render().contains("wasmpay_fenced_batches_total 1\n"));
     }

@@ -63,7 +63,7 @@ async fn convert(
                     return Ok(());
                 }
                 Err(failure) => {
-                    complain!(warn, "FX plugin failed; payment refused, nothing recorded", %failure);
+                    complain!(warn, "FX plugin failed; payment refused, nothing recorded" for &failure.plugin, %failure);
                     return Err((Code::PluginFailed, failure.to_string(), decided.plugins.clone()));
                 }
             }
@@ -144,7 +144,7 @@ impl Processor {
         let verdict = match instances.run_blocking(pipeline.clone(), input).await {
             Ok(verdict) => verdict,
             Err(failure) => {
-                complain!(warn, "plugin failed; payment refused, nothing recorded", %failure);
+                complain!(warn, "plugin failed; payment refused, nothing recorded" for &failure.plugin, %failure);
                 let refusal = (Code::PluginFailed, failure.to_string(), pipeline.keys());
                 return self.refuse_unless_recorded(&request, partition, &fingerprint, refusal);
             }

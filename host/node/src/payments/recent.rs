@@ -17,11 +17,16 @@ pub struct RecentPayments(Mutex<VecDeque<Bytes>>);
 impl RecentPayments {
     /// Remembers `reply`, forgetting the oldest beyond [`RECENT`].
     pub fn record(&self, reply: &Bytes) {
-        let mut recent = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if recent.len() == RECENT {
-            recent.pop_back();
-        }
-        recent.push_front(reply.clone());
+        // A first clone may allocate (a `Bytes` made from a `Vec` becomes shared): not under
+        // the lock every partition worker takes.
+        let reply = reply.clone();
+        let forgotten = {
+            let mut recent = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let forgotten = if recent.len() == RECENT { recent.pop_back() } else { None };
+            recent.push_front(reply);
+            forgotten
+        };
+        drop(forgotten);
     }
 
     /// The answers kept, newest first, each as its reply JSON.

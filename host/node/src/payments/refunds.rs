@@ -83,7 +83,7 @@ impl Processor {
             let priced = match priced {
                 Ok(priced) => priced,
                 Err((plugin, failure)) => {
-                    complain!(warn, "refund fee policy failed; refund refused, nothing recorded", %failure);
+                    complain!(warn, "refund fee policy failed; refund refused, nothing recorded" for &plugin, %failure);
                     return refused(&echo, partition, Code::PluginFailed, failure, vec![plugin]);
                 }
             };

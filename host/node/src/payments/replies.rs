@@ -224,7 +224,12 @@ pub(super) fn unavailable(echo: &Echo, partition: u32, error: &LedgerError) -> D
         let message = format!("the payment cannot be posted: {error}");
         return refused(echo, partition, Code::AmountOutOfRange, message, Vec::new());
     }
-    complain!(error, "ledger failed; payment not recorded", %error, transient = error.is_transient());
+    if error.is_transient() {
+        complain!(error, "ledger failed; payment not recorded", %error, transient = true);
+    } else {
+        // Not an outage: each one is said.
+        tracing::error!(%error, transient = false, "ledger failed; payment not recorded");
+    }
     let message = format!("ledger unavailable, retry with the same id: {error}");
     refused(echo, partition, Code::Unavailable, message, Vec::new())
 }
