@@ -180,6 +180,20 @@ fn serve_takes_commands_and_stops_cleanly_on_sigterm() {
     assert_eq!(page["entries"].as_array().map(Vec::len), Some(1), "{page}");
     assert_eq!((page["entries"][0]["payment"].as_str(), page["next"].as_str()), (Some("cli-2"), None), "{page}");
 
+    // A client pays over HTTP with a key of its own.
+    let issue = run(&["client-key", "issue", "shop-app", "--api", &api, "-o", "json"], "secret");
+    assert!(issue.status.success(), "{}", text(&issue));
+    let issued: serde_json::Value = serde_json::from_slice(&issue.stdout).unwrap();
+    let body = serde_json::json!({"id": "cli-key-1", "payer": "alice", "payee": "shop", "amount": 100, "currency": "EUR",
+                                  "method": "card", "details": {"pan": "4242424242424242", "expiry": "12/30"}});
+    let url = format!("{api}/v1/payments");
+    let paid_with_key = tokio::runtime::Runtime::new().unwrap().block_on(wasmpay_node::client::http_call(
+        hyper::Method::POST,
+        &url,
+        issued["secret"].as_str().unwrap(),
+        Some(body),
+    ));
+    assert_eq!(paid_with_key.unwrap().0.as_u16(), 201);
     let killed = Command::new("kill").args(["-TERM", &node.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let status = node.wait().unwrap();
@@ -187,6 +201,15 @@ fn serve_takes_commands_and_stops_cleanly_on_sigterm() {
     // Every call of the API is in the log: who called what, and how it ended; never a secret.
     let log = std::fs::read_to_string(workdir.path().join("serve.log")).unwrap();
     let calls: Vec<&str> = log.lines().filter(|line| line.contains("api call")).collect();
+    // A client key's call names the key's id.
+    let key_id = issued["id"].as_str().unwrap();
+    assert!(
+        calls.iter().any(|line| line.contains(&format!("client_key={key_id}"))
+            && line.contains("caller=\"client\"")
+            && line.contains("path=/v1/payments")),
+        "{log}"
+    );
+    assert!(!log.contains(issued["secret"].as_str().unwrap()), "a secret is never logged");
     assert!(
         calls.iter().any(|line| line.contains("path=/v1/accounts/alice")
             && line.contains("caller=\"wrong token\"")

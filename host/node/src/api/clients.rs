@@ -33,7 +33,11 @@ pub(super) async fn client(state: &ApiState, request: &Request<Incoming>) -> Res
         return Err(refused());
     }
     match state.ledger.client_key(secret).await {
-        Ok(Some(key)) => Ok(Some(key)),
+        Ok(Some(key)) => {
+            // The request's log line names the key (its id, never its secret).
+            tracing::Span::current().record("client_key", tracing::field::display(&key.id));
+            Ok(Some(key))
+        }
         Ok(None) => Err(refused()),
         Err(error) => Err(ledger_error(&error)),
     }

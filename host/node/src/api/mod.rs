@@ -140,21 +140,26 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
     let metrics = state.metrics.clone();
     // A client's trace context makes its span the parent of what the node does for it.
     // Probes and scrapes are not worth a trace.
+    // A client key's id is recorded on the span once the route has checked it.
     let span = if path.starts_with("/v1/") {
-        tracing::info_span!("http request", request = %id, %method)
+        tracing::info_span!("http request", request = %id, %method, client_key = tracing::field::Empty)
     } else {
-        tracing::debug_span!("http request", request = %id, %method)
+        tracing::debug_span!("http request", request = %id, %method, client_key = tracing::field::Empty)
     };
     crate::traces::adopt_http(&span, request.headers());
-    let (template, mut response) = REQUEST_ID.scope(id.clone(), route(state, request)).instrument(span).await;
+    let routed = REQUEST_ID.scope(id.clone(), route(state, request)).instrument(span.clone()).await;
+    let (template, mut response) = routed;
     let (status, elapsed) = (response.status().as_u16(), started.elapsed());
     metrics.http_answered(template, &method, status, elapsed);
     let elapsed_ms = elapsed.as_millis();
-    if path.starts_with("/v1/") {
-        tracing::info!(request = %id, %method, %path, caller, status, elapsed_ms, "api call");
-    } else {
-        tracing::debug!(request = %id, %method, %path, caller, status, elapsed_ms, "api call");
-    }
+    // Inside the request's span: the line names the client key that called, if one did.
+    span.in_scope(|| {
+        if path.starts_with("/v1/") {
+            tracing::info!(%path, caller, status, elapsed_ms, "api call");
+        } else {
+            tracing::debug!(%path, caller, status, elapsed_ms, "api call");
+        }
+    });
     if let Ok(value) = hyper::header::HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }
