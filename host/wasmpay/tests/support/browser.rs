@@ -1,6 +1,7 @@
 //! A real browser for the console's test: Debian's headless Chromium driven through its
 //! ChromeDriver over the W3C WebDriver protocol (JSON over HTTP), with nothing between.
 
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,15 +13,19 @@ const COMMAND_BOUND: Duration = Duration::from_secs(30);
 /// The key of an element reference in WebDriver answers.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// A ChromeDriver process and one session of a headless Chromium; both end when dropped.
+/// A ChromeDriver process and one session of a headless Chromium; both end when dropped,
+/// the test passed or not.
 pub struct Browser {
     driver: Child,
     session: String,
 }
 
 impl Drop for Browser {
+    /// Kills the driver's process group: Chromium and its helpers are in it, and outlive the
+    /// driver otherwise (each left polling a console whose node is gone).
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.wait();
     }
 }
@@ -32,6 +37,8 @@ impl Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            // A group of its own, which Chromium joins: dropping the browser kills it whole.
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
