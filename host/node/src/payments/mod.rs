@@ -157,13 +157,15 @@ impl Processor {
         let (answer, operation) = match wasmpay_protocol::decode_operation(body) {
             Err(refusal) => (now(unreadable(&refusal)), metrics::Operation::named("unreadable")),
             Ok(Operation::Pay(request)) => {
-                // Only a method the plugins serve becomes a label: the message names any.
-                let served = self.plugins.pipelines().get(&request.method).map(|_| Arc::from(request.method.as_str()));
+                // One read of the plugins' table for the label and the decision, so both see the
+                // same one. Only a method the plugins serve becomes a label: a message names any.
+                let pipelines = self.plugins.pipelines();
+                let served = pipelines.get(&request.method).map(|_| Arc::from(request.method.as_str()));
                 let operation = served.map_or_else(|| metrics::Operation::named("pay"), metrics::Operation::pay);
                 let span = traced(
                     tracing::info_span!("payment", id = %request.id, partition = route.partition, method = %request.method),
                 );
-                (self.decide_request(instances, route, request).instrument(span).await, operation)
+                (self.decide_request(instances, route, request, pipelines).instrument(span).await, operation)
             }
             Ok(Operation::Refund(request)) => {
                 let span = traced(

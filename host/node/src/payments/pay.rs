@@ -1,6 +1,8 @@
 //! Payments and authorizations: the method's plugins decide them, the ledger posts a payment
 //! or holds an authorization's amount (and payer-borne fee) on the payer until it expires.
 
+use std::sync::Arc;
+
 use tracing::Instrument;
 
 use super::replies::{Echo, recorded, refused, submitted};
@@ -108,6 +110,7 @@ impl Processor {
         instances: &mut Instances,
         route: Route<'_>,
         request: PaymentRequest,
+        pipelines: Arc<Pipelines>,
     ) -> Answer {
         let partition = self.partitioner.partition_of(&request.payer);
         let refuse =
@@ -122,7 +125,6 @@ impl Processor {
                 return refuse(Code::UnknownAccount, format!("{role} `{id}` does not exist"));
             }
         }
-        let pipelines = self.plugins.pipelines();
         let Some(pipeline) = pipelines.get(&request.method) else {
             let served: Vec<&str> = pipelines.methods().collect();
             let message = format!("method `{}` is not served; served: {}", request.method, served.join(", "));
