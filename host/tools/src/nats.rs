@@ -54,6 +54,13 @@ impl PrivateNats {
     }
 }
 
+impl PrivateNats {
+    /// The server's process id, for its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for PrivateNats {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1,48 +1,59 @@
-//! A node on one backend, loaded over NATS: at each in-flight level the bus limit, card
+//! A node on one backend, in a process of its own (`node`), loaded over NATS: at each in-flight level the bus limit, card
 //! payments to ten merchants and to one hot payee, back to back so each ratio compares
 //! neighbours; then open-loop arrivals at half the best end-to-end rate, for the latency a
 //! client sees under load; last, on a node started again, the lifecycle's pairs.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::path::Path;
 
 use anyhow::Context;
 use bytes::Bytes;
 use serde_json::json;
+use wasmpay_ledger::Ledger;
 use wasmpay_node::client::request;
-use wasmpay_node::node::{Node, NodeSettings};
-use wasmpay_protocol::routing::Partitioner;
+use wasmpay_node::config::Config;
+use wasmpay_protocol::routing::{DEFAULT_PARTITIONS, Partitioner};
 use wasmpay_protocol::{PROTOCOL_VERSION, Reply, Status};
 
 use super::load::{self, Expect, Measured, closed_loop, nats_request, noop_request, open_loop};
+use super::node::{CpuClock, NodeProcess};
 use super::report::{Row, Scenario};
 use super::setup::{self, Payees, Payers};
 use super::{Backend, BenchArgs};
+use crate::nats::PrivateNats;
 
 /// Amount of every payment, in minor units.
 const AMOUNT: u64 = 100;
 
-/// Starts a node on the ledger at `url`, opens and funds its accounts, measures the plain
-/// payment's rows, and stops the node whatever the outcome.
+/// Opens and funds the accounts on the ledger at `url`, starts a node on it, measures the
+/// plain payment's rows, and stops the node whatever the outcome.
 pub async fn measure(
     args: &BenchArgs,
     backend: Backend,
-    url: &str,
-    nats_url: &str,
+    (url, workdir): (&str, &Path),
+    nats: &PrivateNats,
     client: &async_nats::Client,
 ) -> anyhow::Result<Vec<Row>> {
-    let (node, payers) = start(args, backend, url, nats_url).await?;
+    let payers = Payers::new(args.payers, Partitioner::new(DEFAULT_PARTITIONS)?)?;
+    let ledger = Ledger::open_with(url, Config::default().ledger, None)
+        .await
+        .with_context(|| format!("opening the {} ledger", backend.name()))?;
+    let funded = setup::open_and_fund(&ledger, &payers).await;
+    ledger.close().await;
+    funded?;
+    let mut node = NodeProcess::start(backend, url, &nats.url, workdir)?;
     let measured = async {
-        setup::open_and_fund(node.ledger(), &payers).await?;
-        let _responder = load::noop_responder(nats_url).await?;
+        node.until_serving(|attempt| pay(client, &payers, Payees::Uniform, "warmup", attempt)).await?;
+        let _responder = load::noop_responder(&nats.url).await?;
         load::until_answered(client).await?;
-        let mut rows = closed_loop_rows(args, backend, client, &payers).await;
+        let processes = (&node, nats);
+        let mut rows = closed_loop_rows(args, backend, client, &payers, processes).await?;
         let best = rows.iter().filter(|row| row.scenario == Scenario::Uniform).map(|row| row.per_second).max();
-        rows.push(open_loop_row(args, backend, client, &payers, best.unwrap_or_default() / 2).await);
+        rows.push(open_loop_row(args, backend, client, &payers, best.unwrap_or_default() / 2, processes).await?);
         anyhow::Ok(rows)
     }
     .await;
-    node.shutdown().await;
+    node.stop().await;
     measured
 }
 
@@ -53,60 +64,67 @@ pub async fn measure(
 pub async fn measure_lifecycle(
     args: &BenchArgs,
     backend: Backend,
-    (url, nats_url): (&str, &str),
+    (url, workdir): (&str, &Path),
+    nats: &PrivateNats,
     client: &async_nats::Client,
     uniform: u64,
 ) -> anyhow::Result<Vec<Row>> {
-    let (node, payers) = start(args, backend, url, nats_url).await?;
-    // Serving, not only started: its partitions taken again and subscribed.
-    let started = std::time::Instant::now();
-    let mut attempt = 0;
-    while !pay(client, &payers, Payees::Uniform, "life-warmup", attempt).await {
-        if started.elapsed() > std::time::Duration::from_secs(30) {
-            node.shutdown().await;
-            anyhow::bail!("the {} node started again did not approve a payment within 30 s", backend.name());
-        }
-        attempt += 1;
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let payers = Payers::new(args.payers, Partitioner::new(DEFAULT_PARTITIONS)?)?;
+    let mut node = NodeProcess::start(backend, url, &nats.url, workdir)?;
+    let measured = async {
+        node.until_serving(|attempt| pay(client, &payers, Payees::Uniform, "life-warmup", attempt)).await?;
+        let level = args.in_flight.iter().copied().max().unwrap_or(1);
+        let what = |scenario: Scenario| format!("{} {}, {level} in flight", backend.name(), scenario.label());
+        let tag = format!("life-{level}");
+        let pairs = |scenario: Scenario, index| lifecycle_pair(client, &payers, scenario, &tag, index);
+        let processes = (&node, nats);
+        let row = async |scenario: Scenario, measured: Metered| {
+            let (measured, cpu) = measured?;
+            anyhow::Ok(
+                Row::measured(scenario, Some(backend), format!("{level} in flight"), &measured)
+                    .in_flight(level)
+                    .compare("uniform", uniform)
+                    .cpu(cpu),
+            )
+        };
+        let captured = metered(
+            processes,
+            closed_loop(&what(Scenario::AuthorizeCapture), level, args.limits(), |index| {
+                pairs(Scenario::AuthorizeCapture, index)
+            }),
+        )
+        .await;
+        let captured = row(Scenario::AuthorizeCapture, captured).await?;
+        let refunded = metered(
+            processes,
+            closed_loop(&what(Scenario::PayRefund), level, args.limits(), |index| pairs(Scenario::PayRefund, index)),
+        )
+        .await;
+        let refunded = row(Scenario::PayRefund, refunded).await?;
+        let settled = metered(
+            processes,
+            closed_loop(&what(Scenario::Settlement), level, args.limits(), |index| {
+                settle(client, &payers, &tag, index)
+            }),
+        )
+        .await;
+        let settled = row(Scenario::Settlement, settled).await?;
+        anyhow::Ok(vec![captured, refunded, settled])
     }
-    let level = args.in_flight.iter().copied().max().unwrap_or(1);
-    let what = |scenario: Scenario| format!("{} {}, {level} in flight", backend.name(), scenario.label());
-    let tag = format!("life-{level}");
-    let pairs = |scenario: Scenario, index| lifecycle_pair(client, &payers, scenario, &tag, index);
-    let captured = closed_loop(&what(Scenario::AuthorizeCapture), level, args.limits(), |index| {
-        pairs(Scenario::AuthorizeCapture, index)
-    })
     .await;
-    let refunded =
-        closed_loop(&what(Scenario::PayRefund), level, args.limits(), |index| pairs(Scenario::PayRefund, index)).await;
-    let settled =
-        closed_loop(&what(Scenario::Settlement), level, args.limits(), |index| settle(client, &payers, &tag, index))
-            .await;
-    node.shutdown().await;
-    let row = |scenario: Scenario, measured: &Measured| {
-        Row::measured(scenario, Some(backend), format!("{level} in flight"), measured)
-            .in_flight(level)
-            .compare("uniform", uniform)
-    };
-    Ok(vec![
-        row(Scenario::AuthorizeCapture, &captured),
-        row(Scenario::PayRefund, &refunded),
-        row(Scenario::Settlement, &settled),
-    ])
+    node.stop().await;
+    measured
 }
 
-/// A node on the ledger at `url`, ready, and the payers it serves.
-async fn start(args: &BenchArgs, backend: Backend, url: &str, nats_url: &str) -> anyhow::Result<(Node, Payers)> {
-    let settings = NodeSettings {
-        nats_url: nats_url.to_owned(),
-        database_url: url.to_owned(),
-        http_address: SocketAddr::from(([127, 0, 0, 1], 0)),
-        node_id: format!("bench-{}", backend.name()),
-        ..NodeSettings::new()
-    };
-    let payers = Payers::new(args.payers, Partitioner::new(settings.partitions)?)?;
-    let node = Node::start(settings).await.with_context(|| format!("starting a node on {}", backend.name()))?;
-    Ok((node, payers))
+/// A measurement and the CPU each process spent per request served in it.
+type Metered = anyhow::Result<(Measured, Option<(u64, u64)>)>;
+
+/// Runs `measurement` and reads the node's and the NATS server's CPU clocks around it.
+async fn metered((node, nats): (&NodeProcess, &PrivateNats), measurement: impl Future<Output = Measured>) -> Metered {
+    let before = CpuClock::read(node, nats)?;
+    let measured = measurement.await;
+    let after = CpuClock::read(node, nats)?;
+    Ok((measured, before.per_request(after, measured.requests.saturating_sub(measured.failed))))
 }
 
 /// The bus limit, ten merchants and hot payee at each in-flight level.
@@ -115,26 +133,35 @@ async fn closed_loop_rows(
     backend: Backend,
     client: &async_nats::Client,
     payers: &Payers,
-) -> Vec<Row> {
+    processes: (&NodeProcess, &PrivateNats),
+) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for &level in &args.in_flight {
         let what = |scenario: Scenario| format!("{} {}, {level} in flight", backend.name(), scenario.label());
-        let bus =
-            closed_loop(&what(Scenario::BusLimit), level, args.limits(), |index| noop_request(client, index)).await;
+        let bus = |index| noop_request(client, index);
+        let (bus, bus_cpu) =
+            metered(processes, closed_loop(&what(Scenario::BusLimit), level, args.limits(), bus)).await?;
         let pay = |payees: Payees| {
             let tag = format!("{}-{level}", payees.tag());
             move |index| pay(client, payers, payees, &tag, index)
         };
-        let uniform = closed_loop(&what(Scenario::Uniform), level, args.limits(), pay(Payees::Uniform)).await;
-        let hot = closed_loop(&what(Scenario::HotPayee), level, args.limits(), pay(Payees::Hot)).await;
-        let row = |scenario: Scenario, measured: &Measured| {
-            Row::measured(scenario, Some(backend), format!("{level} in flight"), measured).in_flight(level)
+        let (uniform, uniform_cpu) =
+            metered(processes, closed_loop(&what(Scenario::Uniform), level, args.limits(), pay(Payees::Uniform)))
+                .await?;
+        let (hot, hot_cpu) =
+            metered(processes, closed_loop(&what(Scenario::HotPayee), level, args.limits(), pay(Payees::Hot))).await?;
+        let row = |scenario: Scenario, measured: &Measured, cpu| {
+            Row::measured(scenario, Some(backend), format!("{level} in flight"), measured).in_flight(level).cpu(cpu)
         };
-        rows.push(row(Scenario::BusLimit, &bus));
-        rows.push(row(Scenario::Uniform, &uniform).compare("bus", bus.per_second));
-        rows.push(row(Scenario::HotPayee, &hot).compare("uniform", uniform.per_second).compare("bus", bus.per_second));
+        rows.push(row(Scenario::BusLimit, &bus, bus_cpu));
+        rows.push(row(Scenario::Uniform, &uniform, uniform_cpu).compare("bus", bus.per_second));
+        rows.push(
+            row(Scenario::HotPayee, &hot, hot_cpu)
+                .compare("uniform", uniform.per_second)
+                .compare("bus", bus.per_second),
+        );
     }
-    rows
+    Ok(rows)
 }
 
 /// Settlement `index`: the payer pays a merchant [`AMOUNT`] and the merchant pays one minor
@@ -204,15 +231,19 @@ async fn open_loop_row(
     client: &async_nats::Client,
     payers: &Payers,
     rate: u64,
-) -> Row {
+    processes: (&NodeProcess, &PrivateNats),
+) -> anyhow::Result<Row> {
     let rate = rate.max(1);
     let count = u64::from(args.payments).min(rate.saturating_mul(args.seconds_max)).max(1);
     let count = u32::try_from(count).unwrap_or(u32::MAX);
     let what = format!("{} {}, {rate}/s", backend.name(), Scenario::OpenLoop.label());
-    let measured = open_loop(&what, rate, count, |index| pay(client, payers, Payees::Uniform, "open", index)).await;
-    Row::measured(Scenario::OpenLoop, Some(backend), format!("{}/s offered", super::report::thousands(rate)), &measured)
+    let measured = open_loop(&what, rate, count, |index| pay(client, payers, Payees::Uniform, "open", index));
+    let (measured, cpu) = metered(processes, measured).await?;
+    let load = format!("{}/s offered", super::report::thousands(rate));
+    Ok(Row::measured(Scenario::OpenLoop, Some(backend), load, &measured)
         .offered(rate)
         .compare("offered", rate)
+        .cpu(cpu))
 }
 
 /// Payment `index` of the measurement `tag` to `payees`, over NATS; served when approved.

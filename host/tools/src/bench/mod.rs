@@ -25,8 +25,10 @@
 //! every request times out), and goes to 127.0.0.1 only.
 
 mod end_to_end;
+mod floors;
 mod ledger;
 mod load;
+mod node;
 mod pgbench;
 mod plugins;
 mod report;
@@ -73,6 +75,11 @@ pub struct BenchArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Fail if an end-to-end row's rate, as a share of the bus limit beside it, falls below
+    /// half of what this file records for its backend and in-flight level, in lines
+    /// `bench-floor: <backend> <in flight> <share>` (docs/performance.md holds CI's).
+    #[arg(long, value_name = "FILE")]
+    floors: Option<std::path::PathBuf>,
 }
 
 impl BenchArgs {
@@ -125,7 +132,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         report.print_table();
     }
-    Ok(())
+    match &args.floors {
+        Some(path) => {
+            let recorded = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            floors::check(&floors::parse(&recorded)?, report.rows())
+        }
+        None => Ok(()),
+    }
 }
 
 /// Every measurement, in order: plugins first on a quiet machine, then each backend (its
@@ -145,14 +158,15 @@ async fn measure_all(args: &BenchArgs, server: Option<&PgServer>) -> anyhow::Res
             Backend::Sqlite => format!("sqlite://{}", workdir.path().join("bench.db").display()),
             Backend::Postgres => server.context("PostgreSQL is not connected")?.ledger_url(),
         };
-        let plain = end_to_end::measure(args, backend, &url, &nats.url, &client).await?;
+        let plain = end_to_end::measure(args, backend, (&url, workdir.path()), &nats, &client).await?;
         let level = args.in_flight.iter().max();
         let uniform = plain.iter().find(|row| row.scenario == Scenario::Uniform && row.in_flight.as_ref() == level);
         let uniform = uniform.map_or(0, |row| row.per_second);
         rows.extend(plain);
         rows.push(ledger::measure(args, backend, &url).await?);
         // The NATS server stays bound to this ledger, so the lifecycle's node serves at once.
-        rows.extend(end_to_end::measure_lifecycle(args, backend, (&url, &nats.url), &client, uniform).await?);
+        let lifecycle = end_to_end::measure_lifecycle(args, backend, (&url, workdir.path()), &nats, &client, uniform);
+        rows.extend(lifecycle.await?);
         // The next backend's node binds it to its own ledger.
         wasmpay_node::cluster::unbind(client.clone(), None).await.context("unbinding the private nats-server")?;
     }

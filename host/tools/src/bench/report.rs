@@ -77,6 +77,12 @@ pub struct Row {
     pub per_second: u64,
     #[serde(flatten)]
     pub latency: Option<Latency>,
+    /// CPU time (user + system) the node's process spent over the row, per request served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_cpu_ns_per_request: Option<u64>,
+    /// The same for the NATS server's process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_cpu_ns_per_request: Option<u64>,
     pub ratios: Vec<Ratio>,
 }
 
@@ -92,8 +98,16 @@ impl Row {
             failed: measured.failed,
             per_second: measured.per_second,
             latency: measured.latency,
+            node_cpu_ns_per_request: None,
+            nats_cpu_ns_per_request: None,
             ratios: Vec::new(),
         }
+    }
+
+    /// With the CPU the node and the NATS server spent per request served, if known.
+    pub fn cpu(mut self, per_request: Option<(u64, u64)>) -> Row {
+        (self.node_cpu_ns_per_request, self.nats_cpu_ns_per_request) = per_request.unzip();
+        self
     }
 
     pub fn in_flight(mut self, level: usize) -> Row {
@@ -179,19 +193,25 @@ impl Report {
         }
     }
 
+    /// Its rows, in the order they were measured.
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+
     /// The facts, then one line per row.
     pub fn print_table(&self) {
         self.print_facts();
         println!(
-            "{:<8} {:<38} {:<22} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9}  vs",
-            "backend", "scenario", "load", "requests", "failed", "per s", "p50", "p99", "p999"
+            "{:<8} {:<38} {:<22} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  vs",
+            "backend", "scenario", "load", "requests", "failed", "per s", "p50", "p99", "p999", "node CPU", "NATS CPU"
         );
         for row in &self.rows {
             let latency =
                 |pick: fn(&Latency) -> u64| row.latency.as_ref().map_or_else(|| "-".to_owned(), |l| duration(pick(l)));
+            let cpu = |ns: Option<u64>| ns.map_or_else(|| "-".to_owned(), cpu_per_request);
             let ratios: Vec<String> = row.ratios.iter().map(|r| format!("{:.3} of {}", r.value, r.to)).collect();
             println!(
-                "{:<8} {:<38} {:<22} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9}  {}",
+                "{:<8} {:<38} {:<22} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {}",
                 row.backend.map_or("-", Backend::name),
                 row.scenario.label(),
                 row.load,
@@ -201,6 +221,8 @@ impl Report {
                 latency(|l| l.p50_us),
                 latency(|l| l.p99_us),
                 latency(|l| l.p999_us),
+                cpu(row.node_cpu_ns_per_request),
+                cpu(row.nats_cpu_ns_per_request),
                 ratios.join(", ")
             );
         }
@@ -211,7 +233,8 @@ impl Report {
         let postgres_version = self.postgres.as_ref().map(|pg| format!(" and PostgreSQL {}", pg.version));
         println!(
             "machine: {} cores (available_parallelism), shared by the load generator, nats-server {} (private), \
-             the node{}; everything on 127.0.0.1",
+             the node (a `wasmpay serve` process){}; everything on 127.0.0.1; CPU columns: user + system time of \
+             the node's and of nats-server's process over the row, per request served",
             self.cores,
             self.nats_server,
             postgres_version.unwrap_or_default()
@@ -269,6 +292,14 @@ pub fn thousands(value: u64) -> String {
     out
 }
 
+/// CPU time per request, from nanoseconds: `4.2 µs`, `16.5 µs`, `144 µs`.
+fn cpu_per_request(nanos: u64) -> String {
+    match nanos {
+        0..100_000 => format!("{}.{} µs", nanos / 1_000, nanos % 1_000 / 100),
+        _ => format!("{} µs", thousands(nanos / 1_000)),
+    }
+}
+
 /// Microseconds for people: `48 µs`, `2.41 ms`, `31.6 ms`, `290 ms`, `1,400 ms`.
 fn duration(micros: u64) -> String {
     match micros {
@@ -281,7 +312,7 @@ fn duration(micros: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{duration, thousands};
+    use super::{cpu_per_request, duration, thousands};
 
     #[test]
     fn formats_numbers() {
@@ -293,5 +324,8 @@ mod tests {
         assert_eq!(duration(2_414), "2.41 ms");
         assert_eq!(duration(31_650), "31.6 ms");
         assert_eq!(duration(1_400_000), "1,400 ms");
+        assert_eq!(cpu_per_request(4_250), "4.2 µs");
+        assert_eq!(cpu_per_request(16_549), "16.5 µs");
+        assert_eq!(cpu_per_request(144_900), "144 µs");
     }
 }
