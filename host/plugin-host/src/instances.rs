@@ -21,9 +21,10 @@ use wasmtime::{Store, Trap};
 
 use crate::bindings::{fee_policy, refund_fee, types, validator};
 use crate::contract::{CheckedFee, RefundFee, check_quote, check_rate, check_refund_fee, check_rejection};
+use crate::inline::INLINE_FUEL;
 use crate::pipeline::{FxPipeline, Pipeline};
 use crate::runtime::PluginRuntime;
-use crate::sandbox::{self, PluginState, describe_error};
+use crate::sandbox::{self, Limits, PluginState, describe_error};
 use crate::version::{LoadedPlugin, PluginId};
 
 /// Told of every plugin call, so the node can count and time calls without this crate
@@ -309,6 +310,11 @@ pub struct Instances {
     used: Vec<Fresh>,
     /// The blocking task that ran the last payment and is now replacing its instances.
     replenishing: Option<tokio::task::JoinHandle<Instances>>,
+    /// The fuel each call and instantiation gets while running on the partition's thread
+    /// (`inline`); `None` on a plugin thread, where each gets its version's full budget.
+    slice: Option<u64>,
+    /// The version whose call outgrew `slice` in the run on the partition's thread, if one did.
+    outgrown: Option<Arc<LoadedPlugin>>,
 }
 
 impl std::fmt::Debug for Instances {
@@ -320,15 +326,32 @@ impl std::fmt::Debug for Instances {
 impl Instances {
     /// A runner over `runtime` that reports every call to `observer`.
     pub fn new(runtime: Arc<PluginRuntime>, observer: Arc<dyn CallObserver>) -> Instances {
-        Instances { runtime, observer, spares: Vec::new(), used: Vec::new(), replenishing: None }
+        let (spares, used) = (Vec::new(), Vec::new());
+        Instances { runtime, observer, spares, used, replenishing: None, slice: None, outgrown: None }
     }
 
-    /// Runs `pipeline` on a blocking thread, outside the async runtime (guest code is
-    /// synchronous and may run until its budget ends), once its method has a free share of
-    /// the plugin CPU (`shares`). The verdict is returned as soon as it is known; the same
-    /// thread then drops the used instances and makes the spares (guest code too: the
-    /// share is held until then) while the caller records and answers the payment.
-    pub async fn run_blocking(&mut self, pipeline: Pipeline, input: PaymentInput) -> Result<Verdict, PluginFailure> {
+    /// Runs `pipeline` on the caller's thread on a small fuel budget per call (`inline`), or,
+    /// if a call outgrows it or one of its versions did lately, on a blocking thread, outside
+    /// the async runtime (guest code is synchronous and may run until its budget ends), once
+    /// its method has a free share of the plugin CPU (`shares`). There the verdict is returned
+    /// as soon as it is known; the same thread then drops the used instances and makes the
+    /// spares (guest code too: the share is held until then) while the caller records and
+    /// answers the payment.
+    pub async fn run_payment(&mut self, pipeline: Pipeline, input: PaymentInput) -> Result<Verdict, PluginFailure> {
+        let plugins = pipeline.validators.iter().chain([&pipeline.fee_policy]);
+        // Every version is asked, so each counts its backoff down.
+        if plugins.filter(|plugin| !plugin.inline.allowed()).count() == 0 {
+            let runner = self.take_back().await;
+            *self = runner;
+            self.slice = Some(INLINE_FUEL);
+            let verdict = self.run(&pipeline, &input);
+            self.slice = None;
+            self.end_payment();
+            match self.outgrown.take() {
+                None => return verdict,
+                Some(plugin) => plugin.inline.outgrown(),
+            }
+        }
         let share = pipeline.share.clone();
         let work = move |runner: &mut Instances, pipeline: &Pipeline| runner.run(pipeline, &input);
         self.on_blocking_thread(share, pipeline, work, Instances::replenish).await
@@ -347,7 +370,8 @@ impl Instances {
     }
 
     /// Asks `pipeline`'s fee policy the fee of a refund, on a blocking thread once its method
-    /// has a free share of the plugin CPU, as [`Instances::run_blocking`] does for payments.
+    /// has a free share of the plugin CPU, as [`Instances::run_payment`] does for a payment's
+    /// plugins that outgrow the partition's thread.
     /// A fee policy without the `refund-fee` export keeps the fee and is not called.
     pub async fn quote_refund_blocking(
         &mut self,
@@ -491,7 +515,7 @@ impl Instances {
         for plugin in plugins {
             if !self.spares.iter().any(|spare| Arc::ptr_eq(&spare.plugin, plugin)) {
                 // A failure here is met again, and reported, when a payment needs the instance.
-                if let Ok(spare) = instantiate(&self.runtime, plugin) {
+                if let Ok(spare) = instantiate(&self.runtime, plugin, &plugin.limits) {
                     self.spares.push(spare);
                 }
             }
@@ -540,13 +564,24 @@ impl Instances {
         if let Some(reason) = plugin.health.quarantined() {
             return Err(not_called(&*self.observer, FailureKind::Quarantined(reason)));
         }
+        // On the partition's thread, a budget smaller than the version's: running out of it
+        // is not the plugin's failure, and is neither counted nor reported (`inline`).
+        let sliced = self.slice.filter(|slice| *slice < plugin.limits.fuel_per_call);
+        let limits = Limits { fuel_per_call: sliced.unwrap_or(plugin.limits.fuel_per_call), ..plugin.limits };
         let index = match self.used.iter().position(|instance| Arc::ptr_eq(&instance.plugin, plugin)) {
             Some(index) => index,
             None => {
                 let spare = self.spares.iter().position(|spare| Arc::ptr_eq(&spare.plugin, plugin));
                 let instance = match spare {
                     Some(index) => self.spares.swap_remove(index),
-                    None => instantiate(&self.runtime, plugin).map_err(|kind| not_called(&*self.observer, kind))?,
+                    None => match instantiate(&self.runtime, plugin, &limits) {
+                        Ok(instance) => instance,
+                        Err(kind @ FailureKind::OutOfFuel(_)) if sliced.is_some() => {
+                            self.outgrown = Some(plugin.clone());
+                            return Err(failure(kind));
+                        }
+                        Err(kind) => return Err(not_called(&*self.observer, kind)),
+                    },
                 };
                 self.used.push(instance);
                 self.used.len() - 1
@@ -554,7 +589,7 @@ impl Instances {
         };
         let observer = &*self.observer;
         let instance = &mut self.used[index];
-        sandbox::arm(&mut instance.store, &plugin.limits)
+        sandbox::arm(&mut instance.store, &limits)
             .map_err(|error| not_called(observer, FailureKind::Trap(describe_error(&error))))?;
         instance.store.data_mut().begin_call(Some(id.clone()));
         let started = Instant::now();
@@ -563,8 +598,12 @@ impl Instances {
         let outcome = match result {
             None => Err(FailureKind::Contract("does not export the interface its pipeline role needs".into())),
             Some(Ok(value)) => Ok(value),
-            Some(Err(error)) => Err(classify(&error, instance.store.data(), plugin.limits.fuel_per_call)),
+            Some(Err(error)) => Err(classify(&error, instance.store.data(), limits.fuel_per_call)),
         };
+        if sliced.is_some() && matches!(outcome, Err(FailureKind::OutOfFuel(_))) {
+            self.outgrown = Some(plugin.clone());
+            return outcome.map_err(failure);
+        }
         self.observer.plugin_called(&plugin.id, elapsed, outcome.as_ref().err());
         let its_fault = outcome.as_ref().err().is_some_and(FailureKind::is_the_plugins);
         if let Some(reason) = plugin.health.record(elapsed, its_fault, &self.runtime.quarantine) {
@@ -579,7 +618,8 @@ impl Instances {
     }
 }
 
-fn instantiate(runtime: &PluginRuntime, plugin: &Arc<LoadedPlugin>) -> Result<Fresh, FailureKind> {
+/// A new instance of `plugin`, its initialisation within `limits`.
+fn instantiate(runtime: &PluginRuntime, plugin: &Arc<LoadedPlugin>, limits: &Limits) -> Result<Fresh, FailureKind> {
     let state = PluginState::new(
         plugin.id.name.clone(),
         plugin.config.clone(),
@@ -587,10 +627,10 @@ fn instantiate(runtime: &PluginRuntime, plugin: &Arc<LoadedPlugin>) -> Result<Fr
         &plugin.limits,
         &runtime.census,
     );
-    let mut store = sandbox::store(&runtime.engine, state, &plugin.limits)
+    let mut store = sandbox::store(&runtime.engine, state, limits)
         .map_err(|error| FailureKind::Instantiation(describe_error(&error)))?;
     let instance = plugin.pre.instantiate(&mut store).map_err(|error| {
-        match classify(&error, store.data(), plugin.limits.fuel_per_call) {
+        match classify(&error, store.data(), limits.fuel_per_call) {
             FailureKind::Trap(message) => FailureKind::Instantiation(message),
             other => other,
         }

@@ -32,6 +32,7 @@ mod cache;
 mod census;
 mod contract;
 mod health;
+mod inline;
 mod inspect;
 mod instances;
 mod lifecycle;

@@ -1,7 +1,8 @@
 //! The node's plugin CPU, shared among payment methods.
 //!
-//! A payment's plugins run on a blocking thread of their own, and a node decides one payment
-//! per partition at a time. Without a bound, a method whose plugin is slow but legal (tens of
+//! A payment's plugins that outgrow the small budget of the partition's own thread (`inline`)
+//! run on a blocking thread of their own, and a node decides one payment per partition at a
+//! time. Without a bound, a method whose plugin is slow but legal (tens of
 //! milliseconds of CPU per call, within its fuel) holds one thread per busy partition: with 8
 //! partitions busy on 2 cores, the operating system shares the CPU among 8 of its threads,
 //! every other method's plugin thread and the node's own async workers, and a card payment on

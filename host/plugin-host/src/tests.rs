@@ -179,7 +179,7 @@ async fn a_slow_method_runs_at_most_its_share_of_calls_at_once() {
                     r#"{{"version":1,"id":"slow-{partition}","payer":"alice","payee":"shop","amount":100,"currency":"EUR","method":"faulty","details":{{"fault":"work","iterations":"20000000"}}}}"#
                 );
                 let input = PaymentInput::new(&wasmpay_protocol::decode(body.as_bytes()).expect("valid request"), 0);
-                instances.run_blocking(pipeline, input).await
+                instances.run_payment(pipeline, input).await
             })
         }).collect();
         for partition in partitions {
@@ -187,6 +187,60 @@ async fn a_slow_method_runs_at_most_its_share_of_calls_at_once() {
         }
         assert_eq!(spans.most_at_once(), threads, "calls of one method running at once");
     }
+}
+
+/// Records the thread each counted call ran on.
+#[derive(Debug, Default)]
+struct Threads(std::sync::Mutex<Vec<std::thread::ThreadId>>);
+
+impl CallObserver for Threads {
+    fn plugin_called(&self, _plugin: &PluginId, _elapsed: std::time::Duration, failure: Option<&FailureKind>) {
+        assert!(failure.is_none(), "{failure:?}");
+        self.0.lock().expect("threads").push(std::thread::current().id());
+    }
+
+    fn plugin_not_called(&self, _plugin: &PluginId, failure: &FailureKind) {
+        panic!("not called: {failure:?}");
+    }
+
+    fn plugin_quarantined(&self, _plugin: &PluginId) {}
+}
+
+/// A payment's plugins run on the partition's own thread while their calls fit its small
+/// budget; a call that outgrows it is stopped uncounted, and the payment is decided again on a
+/// plugin thread with the full budget, unharmed; the version's next calls then go to a plugin
+/// thread at once (`inline`).
+#[tokio::test(flavor = "current_thread")]
+async fn plugins_run_on_the_partitions_thread_until_a_call_outgrows_its_budget() {
+    let runtime = runtime();
+    let plugin = Arc::new(load_bare(&runtime, "faulty", wasmpay_plugin_artifacts::FAULTY).expect("load"));
+    let pipeline = Pipeline {
+        share: runtime.shares.of("faulty"),
+        validators: vec![plugin.clone()],
+        fee_policy: plugin.clone(),
+        fee_limit: FeeLimit::default(),
+    };
+    let threads = Arc::new(Threads::default());
+    let mut instances = Instances::new(runtime.clone(), threads.clone());
+    let here = std::thread::current().id();
+    let calls_on = |ran: &[std::thread::ThreadId], thread| ran.iter().filter(|id| **id == thread).count();
+    for index in 0..3 {
+        let verdict = instances.run_payment(pipeline.clone(), faulty_payment(&format!("quick-{index}"), "none")).await;
+        assert!(matches!(verdict, Ok(Verdict::Priced(_))), "{verdict:?}");
+    }
+    assert_eq!(calls_on(&threads.0.lock().expect("threads"), here), 6, "validate and quote-fee, three times, here");
+    let body = r#"{"version":1,"id":"slow","payer":"alice","payee":"shop","amount":100,"currency":"EUR","method":"faulty","details":{"fault":"work","iterations":"1000000"}}"#;
+    let slow = PaymentInput::new(&wasmpay_protocol::decode(body.as_bytes()).expect("valid request"), 0);
+    let verdict = instances.run_payment(pipeline.clone(), slow).await;
+    assert!(matches!(verdict, Ok(Verdict::Priced(_))), "{verdict:?}");
+    let ran = threads.0.lock().expect("threads").clone();
+    assert_eq!(ran.len(), 8, "the stopped call is not counted: {ran:?}");
+    assert!(ran[6..].iter().all(|id| *id != here), "decided again on a plugin thread: {ran:?}");
+    assert_eq!(plugin.health.view().failures, 0, "outgrowing the budget is not a failure");
+    let verdict = instances.run_payment(pipeline, faulty_payment("quick-after", "none")).await;
+    assert!(matches!(verdict, Ok(Verdict::Priced(_))), "{verdict:?}");
+    let ran = threads.0.lock().expect("threads").clone();
+    assert!(ran[8..].iter().all(|id| *id != here), "the version's next calls go to a plugin thread: {ran:?}");
 }
 
 /// Collects what the `fmt` subscriber writes.

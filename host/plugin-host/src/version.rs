@@ -12,6 +12,7 @@ use crate::bindings::{fee_policy, fx, plugin, refund_fee, types, validator};
 use crate::census::Alive;
 use crate::contract::{PluginInfo, check_info};
 use crate::health::Health;
+use crate::inline::InlineRuns;
 use crate::logs::LogBudget;
 use crate::manifest::{Manifest, Sha256};
 use crate::runtime::PluginRuntime;
@@ -31,6 +32,8 @@ pub struct LoadedPlugin {
     pub(crate) log_budget: Arc<LogBudget>,
     pub(crate) limits: Limits,
     pub(crate) health: Health,
+    /// Whether its calls try the partition's thread first (`inline`).
+    pub(crate) inline: InlineRuns,
     sha256: Sha256,
     pub(crate) manifest: Option<Manifest>,
     _alive: Alive,
@@ -175,6 +178,7 @@ impl LoadedPlugin {
             log_budget: Arc::new(LogBudget::default()),
             limits,
             health: Health::default(),
+            inline: InlineRuns::default(),
             sha256,
             manifest: None,
             _alive: runtime.census.version(),

@@ -452,6 +452,14 @@ struct Logging {
 /// `warn` for the other commands otherwise. A filter that does not parse is an error, not
 /// silently the default. With an OTLP endpoint in the environment, wasmpay's spans (the
 /// `info` ones, whatever the log filter) are exported too; what it returns flushes them.
+/// What a log layer takes: what `filter` lets through, and of the spans only those that say
+/// whose line it is (a payment, an HTTP request).
+fn logged<S>(filter: tracing_subscriber::filter::Targets) -> impl tracing_subscriber::layer::Filter<S> {
+    use tracing_subscriber::filter::{FilterExt as _, filter_fn};
+    const LOGGED_SPANS: [&str; 2] = ["payment", "http request"];
+    filter.and(filter_fn(|metadata| !metadata.is_span() || LOGGED_SPANS.contains(&metadata.name())))
+}
+
 fn init_tracing(logging: Logging, runtime: tokio::runtime::Handle) -> Result<Option<Traces>, String> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -469,8 +477,15 @@ fn init_tracing(logging: Logging, runtime: tokio::runtime::Handle) -> Result<Opt
         })?,
         None => default,
     };
+    // The log lines carry only the spans that say whose line it is (a payment, an HTTP
+    // request); the finer ones (a plugin call, a ledger commit) are for traces. A log layer
+    // formats the fields of every span it takes when the span opens, logged or not: that was
+    // three spans per payment formatted for nothing (docs/performance.md, step 13).
     let text = (logging.format == LogFormat::Text).then(|| {
-        tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::io::stderr).with_filter(filter.clone())
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .with_filter(logged(filter.clone()))
     });
     let json = (logging.format == LogFormat::Json).then(|| {
         tracing_subscriber::fmt::layer()
@@ -478,7 +493,7 @@ fn init_tracing(logging: Logging, runtime: tokio::runtime::Handle) -> Result<Opt
             .with_current_span(true)
             .with_span_list(false)
             .with_writer(std::io::stderr)
-            .with_filter(filter.clone())
+            .with_filter(logged(filter.clone()))
     });
     // A tracing setting the process cannot honour never stops it (a payment node least of
     // all): it is said, and nothing is exported.

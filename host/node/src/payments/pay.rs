@@ -143,7 +143,7 @@ impl Processor {
         };
         let received_at_ms = clock::unix_ms();
         let input = PaymentInput::new(&request, received_at_ms);
-        let verdict = match instances.run_blocking(pipeline.clone(), input).await {
+        let verdict = match instances.run_payment(pipeline.clone(), input).await {
             Ok(verdict) => verdict,
             Err(failure) => {
                 complain!(warn, "plugin failed; payment refused, nothing recorded" for &failure.plugin, %failure);

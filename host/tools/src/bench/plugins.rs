@@ -12,7 +12,7 @@
 //! about 38 ms of CPU per call, within its fuel) busy on 8 partitions: with each method's
 //! share of the plugin CPU bounded (`[sandbox] method_threads`, the default) and without it
 //! (as many threads as busy partitions, as before issue 16's finding 8), timed as a partition
-//! worker waits for them (`Instances::run_blocking`).
+//! worker waits for them (`Instances::run_payment`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,7 +118,7 @@ async fn beside_a_slow_method(method_threads: Option<usize>) -> anyhow::Result<V
                 let mut instances = Instances::new(runtime, Arc::new(Metrics::new("bench")));
                 while !stop.load(Ordering::Relaxed) {
                     let input = slow_payment(&format!("slow-{partition}"), iterations)?;
-                    instances.run_blocking(slow.clone(), input).await?;
+                    instances.run_payment(slow.clone(), input).await?;
                 }
                 anyhow::Ok(())
             })
@@ -130,7 +130,7 @@ async fn beside_a_slow_method(method_threads: Option<usize>) -> anyhow::Result<V
     for _ in 0..BESIDE {
         let input = card_payment()?;
         let started = Instant::now();
-        let verdict = instances.run_blocking(card.clone(), input).await?;
+        let verdict = instances.run_payment(card.clone(), input).await?;
         latencies.push(started.elapsed());
         if !matches!(verdict, Verdict::Priced(_)) {
             bail!("the card plugin declined the bench payment: {verdict:?}");
@@ -149,7 +149,7 @@ async fn calibrate(runtime: &Arc<PluginRuntime>, slow: &Pipeline) -> anyhow::Res
     const PROBE: u64 = 2_000_000;
     let mut instances = Instances::new(runtime.clone(), Arc::new(Metrics::new("bench")));
     let started = Instant::now();
-    instances.run_blocking(slow.clone(), slow_payment("calibrate", PROBE)?).await?;
+    instances.run_payment(slow.clone(), slow_payment("calibrate", PROBE)?).await?;
     let per_probe = started.elapsed().as_micros().max(1);
     let iterations = u128::from(PROBE) * SLOW_CALL.as_micros() / per_probe;
     Ok(u64::try_from(iterations).unwrap_or(u64::MAX))
