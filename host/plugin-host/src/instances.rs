@@ -21,7 +21,7 @@ use wasmtime::{Store, Trap};
 
 use crate::bindings::{fee_policy, refund_fee, types, validator};
 use crate::contract::{CheckedFee, RefundFee, check_quote, check_rate, check_refund_fee, check_rejection};
-use crate::inline::INLINE_FUEL;
+use crate::inline::{INLINE_DEADLINE_TICKS, INLINE_FUEL};
 use crate::pipeline::{FxPipeline, Pipeline};
 use crate::runtime::PluginRuntime;
 use crate::sandbox::{self, Limits, PluginState, describe_error};
@@ -315,6 +315,15 @@ pub struct Instances {
     slice: Option<u64>,
     /// The version whose call outgrew `slice` in the run on the partition's thread, if one did.
     outgrown: Option<Arc<LoadedPlugin>>,
+    /// The calls of the run on the partition's thread, counted once it ends within its budget.
+    unreported: Vec<Made>,
+}
+
+/// A plugin call that was made: what it costs and how it ended.
+struct Made {
+    plugin: Arc<LoadedPlugin>,
+    elapsed: Duration,
+    failure: Option<FailureKind>,
 }
 
 impl std::fmt::Debug for Instances {
@@ -327,7 +336,16 @@ impl Instances {
     /// A runner over `runtime` that reports every call to `observer`.
     pub fn new(runtime: Arc<PluginRuntime>, observer: Arc<dyn CallObserver>) -> Instances {
         let (spares, used) = (Vec::new(), Vec::new());
-        Instances { runtime, observer, spares, used, replenishing: None, slice: None, outgrown: None }
+        Instances {
+            runtime,
+            observer,
+            spares,
+            used,
+            replenishing: None,
+            slice: None,
+            outgrown: None,
+            unreported: Vec::new(),
+        }
     }
 
     /// Runs `pipeline` on the caller's thread on a small fuel budget per call (`inline`), or,
@@ -338,17 +356,29 @@ impl Instances {
     /// spares (guest code too: the share is held until then) while the caller records and
     /// answers the payment.
     pub async fn run_payment(&mut self, pipeline: Pipeline, input: PaymentInput) -> Result<Verdict, PluginFailure> {
-        let plugins = pipeline.validators.iter().chain([&pipeline.fee_policy]);
-        // Every version is asked, so each counts its backoff down.
-        if plugins.filter(|plugin| !plugin.inline.allowed()).count() == 0 {
+        // Every version is asked once, so each counts its backoff down once per payment.
+        if pipeline.plugins().into_iter().filter(|plugin| !plugin.inline.allowed()).count() == 0 {
             let runner = self.take_back().await;
             *self = runner;
             self.slice = Some(INLINE_FUEL);
-            let verdict = self.run(&pipeline, &input);
+            // A panic in the host's own code refuses this payment, as on a plugin thread,
+            // rather than ending the partition's worker (and with it the node).
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&pipeline, &input)));
+            let Ok(verdict) = ran else {
+                *self = Instances::new(self.runtime.clone(), self.observer.clone());
+                return Err(host_panicked());
+            };
             self.slice = None;
             self.end_payment();
+            self.keep_spares_of(&pipeline);
+            let made = std::mem::take(&mut self.unreported);
             match self.outgrown.take() {
-                None => return verdict,
+                None => {
+                    for call in made {
+                        self.report(call);
+                    }
+                    return verdict;
+                }
                 Some(plugin) => plugin.inline.outgrown(),
             }
         }
@@ -409,10 +439,8 @@ impl Instances {
             drop(share);
             runner
         }));
-        verdict.await.unwrap_or_else(|_| {
-            // Only a panic in the host's own code gets here; the spares are lost with it.
-            Err(PluginFailure { plugin: "host".into(), kind: FailureKind::Trap("the plugin thread panicked".into()) })
-        })
+        // Only a panic in the host's own code gets here; the spares are lost with it.
+        verdict.await.unwrap_or_else(|_| Err(host_panicked()))
     }
 
     /// The instances back from the last blocking run (a new, empty set if it panicked).
@@ -510,9 +538,8 @@ impl Instances {
     /// not use, then makes a spare for each plugin of `pipeline` that has none.
     pub fn replenish(&mut self, pipeline: &Pipeline) {
         self.used.clear();
-        let plugins: Vec<&Arc<LoadedPlugin>> = pipeline.validators.iter().chain([&pipeline.fee_policy]).collect();
-        self.spares.retain(|spare| plugins.iter().any(|plugin| Arc::ptr_eq(&spare.plugin, plugin)));
-        for plugin in plugins {
+        self.keep_spares_of(pipeline);
+        for plugin in pipeline.plugins() {
             if !self.spares.iter().any(|spare| Arc::ptr_eq(&spare.plugin, plugin)) {
                 // A failure here is met again, and reported, when a payment needs the instance.
                 if let Ok(spare) = instantiate(&self.runtime, plugin, &plugin.limits) {
@@ -520,6 +547,13 @@ impl Instances {
                 }
             }
         }
+    }
+
+    /// Drops the spares of plugins `pipeline` does not use (a version replaced since, another
+    /// method's), so they hold no pool slot and no old version.
+    fn keep_spares_of(&mut self, pipeline: &Pipeline) {
+        let plugins = pipeline.plugins();
+        self.spares.retain(|spare| plugins.iter().any(|plugin| Arc::ptr_eq(&spare.plugin, plugin)));
     }
 
     /// `validate` of `plugin` on this payment's instance of it.
@@ -564,10 +598,19 @@ impl Instances {
         if let Some(reason) = plugin.health.quarantined() {
             return Err(not_called(&*self.observer, FailureKind::Quarantined(reason)));
         }
-        // On the partition's thread, a budget smaller than the version's: running out of it
-        // is not the plugin's failure, and is neither counted nor reported (`inline`).
-        let sliced = self.slice.filter(|slice| *slice < plugin.limits.fuel_per_call);
-        let limits = Limits { fuel_per_call: sliced.unwrap_or(plugin.limits.fuel_per_call), ..plugin.limits };
+        // On the partition's thread, a budget smaller than the version's, in fuel and in time
+        // (bulk memory instructions and host calls cost little fuel for their time): running
+        // out of it is not the plugin's failure, and is neither counted nor reported (`inline`).
+        let limits = match self.slice {
+            Some(fuel) => Limits {
+                fuel_per_call: fuel.min(plugin.limits.fuel_per_call),
+                deadline_ticks: INLINE_DEADLINE_TICKS.min(plugin.limits.deadline_ticks),
+                ..plugin.limits
+            },
+            None => plugin.limits,
+        };
+        let sliced = limits != plugin.limits;
+        let outgrew = |kind: &FailureKind| sliced && matches!(kind, FailureKind::OutOfFuel(_) | FailureKind::Timeout);
         let index = match self.used.iter().position(|instance| Arc::ptr_eq(&instance.plugin, plugin)) {
             Some(index) => index,
             None => {
@@ -576,7 +619,7 @@ impl Instances {
                     Some(index) => self.spares.swap_remove(index),
                     None => match instantiate(&self.runtime, plugin, &limits) {
                         Ok(instance) => instance,
-                        Err(kind @ FailureKind::OutOfFuel(_)) if sliced.is_some() => {
+                        Err(kind) if outgrew(&kind) => {
                             self.outgrown = Some(plugin.clone());
                             return Err(failure(kind));
                         }
@@ -600,22 +643,39 @@ impl Instances {
             Some(Ok(value)) => Ok(value),
             Some(Err(error)) => Err(classify(&error, instance.store.data(), limits.fuel_per_call)),
         };
-        if sliced.is_some() && matches!(outcome, Err(FailureKind::OutOfFuel(_))) {
+        if outcome.as_ref().err().is_some_and(outgrew) {
             self.outgrown = Some(plugin.clone());
             return outcome.map_err(failure);
         }
-        self.observer.plugin_called(&plugin.id, elapsed, outcome.as_ref().err());
-        let its_fault = outcome.as_ref().err().is_some_and(FailureKind::is_the_plugins);
-        if let Some(reason) = plugin.health.record(elapsed, its_fault, &self.runtime.quarantine) {
-            self.quarantined(plugin, &reason);
+        let made = Made { plugin: plugin.clone(), elapsed, failure: outcome.as_ref().err().cloned() };
+        if self.slice.is_some() {
+            // Reported once the run on the partition's thread ends without outgrowing its
+            // budget: if it does outgrow it, this call is made again on a plugin thread.
+            self.unreported.push(made);
+        } else {
+            self.report(made);
         }
         outcome.map_err(failure)
+    }
+
+    /// Counts a call that was made, in the observer and the version's health.
+    fn report(&self, Made { plugin, elapsed, failure }: Made) {
+        self.observer.plugin_called(&plugin.id, elapsed, failure.as_ref());
+        let its_fault = failure.as_ref().is_some_and(FailureKind::is_the_plugins);
+        if let Some(reason) = plugin.health.record(elapsed, its_fault, &self.runtime.quarantine) {
+            self.quarantined(&plugin, &reason);
+        }
     }
 
     fn quarantined(&self, plugin: &LoadedPlugin, reason: &str) {
         tracing::error!(plugin = %plugin.key, %reason, "plugin quarantined on this node: its method is refused at once until an operator rolls back or re-activates it");
         self.observer.plugin_quarantined(&plugin.id);
     }
+}
+
+/// The failure of a payment whose plugins' host code panicked.
+fn host_panicked() -> PluginFailure {
+    PluginFailure { plugin: "host".into(), kind: FailureKind::Trap("the plugin thread panicked".into()) }
 }
 
 /// A new instance of `plugin`, its initialisation within `limits`.

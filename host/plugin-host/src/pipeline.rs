@@ -41,6 +41,17 @@ impl Pipeline {
         &self.fee_policy
     }
 
+    /// Every plugin of the pipeline, validators first, each once (a plugin may fill both roles).
+    pub(crate) fn plugins(&self) -> Vec<&Arc<LoadedPlugin>> {
+        let mut plugins: Vec<&Arc<LoadedPlugin>> = Vec::with_capacity(self.validators.len() + 1);
+        for plugin in self.validators.iter().chain([&self.fee_policy]) {
+            if !plugins.iter().any(|seen| Arc::ptr_eq(seen, plugin)) {
+                plugins.push(plugin);
+            }
+        }
+        plugins
+    }
+
     /// `name@version` of every plugin in the pipeline, validators first, each once.
     pub fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.validators.iter().map(|plugin| plugin.key.clone()).collect();

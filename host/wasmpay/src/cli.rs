@@ -438,6 +438,16 @@ enum LogFormat {
     Json,
 }
 
+/// What a log layer takes: what `filter` lets through, and of the spans only those that say
+/// whose line it is (a payment, an HTTP request). The span test keeps `filter`'s level as the
+/// layer's (it narrows nothing by level), so disabled events stay cheap.
+fn logged<S>(filter: tracing_subscriber::filter::Targets) -> impl tracing_subscriber::layer::Filter<S> {
+    use tracing_subscriber::filter::{FilterExt as _, LevelFilter, filter_fn};
+    const LOGGED_SPANS: [&str; 2] = ["payment", "http request"];
+    let spans = filter_fn(|metadata| !metadata.is_span() || LOGGED_SPANS.contains(&metadata.name()));
+    filter.and(spans.with_max_level_hint(LevelFilter::TRACE))
+}
+
 /// What `init_tracing` sets up.
 struct Logging {
     /// Whether the command is a server (`info` by default rather than `warn`).
@@ -452,14 +462,6 @@ struct Logging {
 /// `warn` for the other commands otherwise. A filter that does not parse is an error, not
 /// silently the default. With an OTLP endpoint in the environment, wasmpay's spans (the
 /// `info` ones, whatever the log filter) are exported too; what it returns flushes them.
-/// What a log layer takes: what `filter` lets through, and of the spans only those that say
-/// whose line it is (a payment, an HTTP request).
-fn logged<S>(filter: tracing_subscriber::filter::Targets) -> impl tracing_subscriber::layer::Filter<S> {
-    use tracing_subscriber::filter::{FilterExt as _, filter_fn};
-    const LOGGED_SPANS: [&str; 2] = ["payment", "http request"];
-    filter.and(filter_fn(|metadata| !metadata.is_span() || LOGGED_SPANS.contains(&metadata.name())))
-}
-
 fn init_tracing(logging: Logging, runtime: tokio::runtime::Handle) -> Result<Option<Traces>, String> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::filter::{LevelFilter, Targets};

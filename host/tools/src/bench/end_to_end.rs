@@ -41,7 +41,7 @@ pub async fn measure(
     let funded = setup::open_and_fund(&ledger, &payers).await;
     ledger.close().await;
     funded?;
-    let mut node = NodeProcess::start(backend, url, &nats.url, workdir)?;
+    let mut node = NodeProcess::start((backend, "plain"), url, &nats.url, workdir)?;
     let measured = async {
         node.until_serving(|attempt| pay(client, &payers, Payees::Uniform, "warmup", attempt)).await?;
         let _responder = load::noop_responder(&nats.url).await?;
@@ -70,7 +70,7 @@ pub async fn measure_lifecycle(
     uniform: u64,
 ) -> anyhow::Result<Vec<Row>> {
     let payers = Payers::new(args.payers, Partitioner::new(DEFAULT_PARTITIONS)?)?;
-    let mut node = NodeProcess::start(backend, url, &nats.url, workdir)?;
+    let mut node = NodeProcess::start((backend, "lifecycle"), url, &nats.url, workdir)?;
     let measured = async {
         node.until_serving(|attempt| pay(client, &payers, Payees::Uniform, "life-warmup", attempt)).await?;
         let level = args.in_flight.iter().copied().max().unwrap_or(1);

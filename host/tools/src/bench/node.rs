@@ -28,10 +28,15 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts the node of `backend` on the ledger at `url` and the NATS server at
     /// `nats_url`, this binary's `serve` with its defaults (the built-in plugins), writing
-    /// its log under `workdir`. Ready only once [`NodeProcess::until_serving`] says so.
-    pub fn start(backend: Backend, url: &str, nats_url: &str, workdir: &Path) -> anyhow::Result<NodeProcess> {
+    /// its log under `workdir`, named after the bench's `phase`. Ready only once [`NodeProcess::until_serving`] says so.
+    pub fn start(
+        (backend, phase): (Backend, &str),
+        url: &str,
+        nats_url: &str,
+        workdir: &Path,
+    ) -> anyhow::Result<NodeProcess> {
         let binary = std::env::current_exe().context("finding this program, which runs the node")?;
-        let log = workdir.join(format!("node-{}.log", backend.name()));
+        let log = workdir.join(format!("node-{}-{phase}.log", backend.name()));
         let output = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(binary)
             .args(["serve", "--nats", nats_url, "--db", url, "--http", "127.0.0.1:0", "--node-id"])
@@ -98,7 +103,7 @@ impl NodeProcess {
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }

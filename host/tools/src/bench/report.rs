@@ -234,7 +234,7 @@ impl Report {
         println!(
             "machine: {} cores (available_parallelism), shared by the load generator, nats-server {} (private), \
              the node (a `wasmpay serve` process){}; everything on 127.0.0.1; CPU columns: user + system time of \
-             the node's and of nats-server's process over the row, per request served",
+             the node's and of nats-server's process over the row, per request served (a pair, in the pair rows)",
             self.cores,
             self.nats_server,
             postgres_version.unwrap_or_default()
