@@ -357,7 +357,7 @@ impl Instances {
     /// answers the payment.
     pub async fn run_payment(&mut self, pipeline: Pipeline, input: PaymentInput) -> Result<Verdict, PluginFailure> {
         // Every version is asked once, so each counts its backoff down once per payment.
-        if pipeline.plugins().into_iter().filter(|plugin| !plugin.inline.allowed()).count() == 0 {
+        if pipeline.plugins().filter(|plugin| !plugin.inline.allowed()).count() == 0 {
             let runner = self.take_back().await;
             *self = runner;
             self.slice = Some(INLINE_FUEL);
@@ -371,14 +371,18 @@ impl Instances {
             self.slice = None;
             self.end_payment();
             self.keep_spares_of(&pipeline);
-            let made = std::mem::take(&mut self.unreported);
-            match self.outgrown.take() {
-                None => {
-                    for call in made {
-                        self.report(call);
-                    }
-                    return verdict;
+            // Taken out and put back, so its allocation serves the next payment too.
+            let mut made = std::mem::take(&mut self.unreported);
+            let outgrown = self.outgrown.take();
+            if outgrown.is_none() {
+                for call in made.drain(..) {
+                    self.report(call);
                 }
+            }
+            made.clear();
+            self.unreported = made;
+            match outgrown {
+                None => return verdict,
                 Some(plugin) => plugin.inline.outgrown(),
             }
         }
@@ -552,8 +556,7 @@ impl Instances {
     /// Drops the spares of plugins `pipeline` does not use (a version replaced since, another
     /// method's), so they hold no pool slot and no old version.
     fn keep_spares_of(&mut self, pipeline: &Pipeline) {
-        let plugins = pipeline.plugins();
-        self.spares.retain(|spare| plugins.iter().any(|plugin| Arc::ptr_eq(&spare.plugin, plugin)));
+        self.spares.retain(|spare| pipeline.plugins().any(|plugin| Arc::ptr_eq(&spare.plugin, plugin)));
     }
 
     /// `validate` of `plugin` on this payment's instance of it.

@@ -42,14 +42,14 @@ impl Pipeline {
     }
 
     /// Every plugin of the pipeline, validators first, each once (a plugin may fill both roles).
-    pub(crate) fn plugins(&self) -> Vec<&Arc<LoadedPlugin>> {
-        let mut plugins: Vec<&Arc<LoadedPlugin>> = Vec::with_capacity(self.validators.len() + 1);
-        for plugin in self.validators.iter().chain([&self.fee_policy]) {
-            if !plugins.iter().any(|seen| Arc::ptr_eq(seen, plugin)) {
-                plugins.push(plugin);
-            }
-        }
-        plugins
+    /// Asked on every payment, so it allocates nothing: a plugin is skipped if a validator
+    /// before it is the same one.
+    pub(crate) fn plugins(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
+        let earlier = |index: usize, plugin: &Arc<LoadedPlugin>| {
+            self.validators[..index].iter().any(|seen| Arc::ptr_eq(seen, plugin))
+        };
+        let all = self.validators.iter().chain([&self.fee_policy]).enumerate();
+        all.filter(move |(index, plugin)| !earlier(*index, plugin)).map(|(_, plugin)| plugin)
     }
 
     /// `name@version` of every plugin in the pipeline, validators first, each once.

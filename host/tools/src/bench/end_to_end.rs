@@ -6,12 +6,10 @@
 use std::future::Future;
 use std::path::Path;
 
-use anyhow::Context;
 use bytes::Bytes;
+use futures::FutureExt as _;
 use serde_json::json;
-use wasmpay_ledger::Ledger;
 use wasmpay_node::client::request;
-use wasmpay_node::config::Config;
 use wasmpay_protocol::routing::{DEFAULT_PARTITIONS, Partitioner};
 use wasmpay_protocol::{PROTOCOL_VERSION, Reply, Status};
 
@@ -35,9 +33,7 @@ pub async fn measure(
     client: &async_nats::Client,
 ) -> anyhow::Result<Vec<Row>> {
     let payers = Payers::new(args.payers, Partitioner::new(DEFAULT_PARTITIONS)?)?;
-    let ledger = Ledger::open_with(url, Config::default().ledger, None)
-        .await
-        .with_context(|| format!("opening the {} ledger", backend.name()))?;
+    let ledger = setup::ledger(backend, url).await?;
     let funded = setup::open_and_fund(&ledger, &payers).await;
     ledger.close().await;
     funded?;
@@ -76,40 +72,18 @@ pub async fn measure_lifecycle(
         let level = args.in_flight.iter().copied().max().unwrap_or(1);
         let what = |scenario: Scenario| format!("{} {}, {level} in flight", backend.name(), scenario.label());
         let tag = format!("life-{level}");
-        let pairs = |scenario: Scenario, index| lifecycle_pair(client, &payers, scenario, &tag, index);
-        let processes = (&node, nats);
-        let row = async |scenario: Scenario, measured: Metered| {
-            let (measured, cpu) = measured?;
-            anyhow::Ok(
-                Row::measured(scenario, Some(backend), format!("{level} in flight"), &measured)
-                    .in_flight(level)
-                    .compare("uniform", uniform)
-                    .cpu(cpu),
-            )
-        };
-        let captured = metered(
-            processes,
-            closed_loop(&what(Scenario::AuthorizeCapture), level, args.limits(), |index| {
-                pairs(Scenario::AuthorizeCapture, index)
-            }),
-        )
-        .await;
-        let captured = row(Scenario::AuthorizeCapture, captured).await?;
-        let refunded = metered(
-            processes,
-            closed_loop(&what(Scenario::PayRefund), level, args.limits(), |index| pairs(Scenario::PayRefund, index)),
-        )
-        .await;
-        let refunded = row(Scenario::PayRefund, refunded).await?;
-        let settled = metered(
-            processes,
-            closed_loop(&what(Scenario::Settlement), level, args.limits(), |index| {
-                settle(client, &payers, &tag, index)
-            }),
-        )
-        .await;
-        let settled = row(Scenario::Settlement, settled).await?;
-        anyhow::Ok(vec![captured, refunded, settled])
+        let mut rows = Vec::new();
+        for scenario in [Scenario::AuthorizeCapture, Scenario::PayRefund, Scenario::Settlement] {
+            let load = |index| match scenario {
+                Scenario::Settlement => settle(client, &payers, &tag, index).boxed(),
+                _ => lifecycle_pair(client, &payers, scenario, &tag, index).boxed(),
+            };
+            let (measured, cpu) =
+                metered((&node, nats), closed_loop(&what(scenario), level, args.limits(), load)).await?;
+            let row = Row::measured(scenario, Some(backend), format!("{level} in flight"), &measured);
+            rows.push(row.in_flight(level).compare("uniform", uniform).cpu(cpu));
+        }
+        anyhow::Ok(rows)
     }
     .await;
     node.stop().await;

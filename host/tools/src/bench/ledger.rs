@@ -3,10 +3,8 @@
 //! accounts the end-to-end phase opened and funded. pgbench is its baseline: what the same
 //! PostgreSQL does with a textbook small write transaction.
 
-use anyhow::Context;
-use wasmpay_ledger::{Decision, Ledger, Recorded, Replies, Transfer, TransferKind};
+use wasmpay_ledger::{Decision, Recorded, Replies, Transfer, TransferKind};
 use wasmpay_node::clock;
-use wasmpay_node::config::Config;
 use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::money::{Currency, FeeBearer, MinorUnits};
 use wasmpay_protocol::routing::{AccountId, DEFAULT_PARTITIONS, Partitioner};
@@ -22,9 +20,7 @@ const IN_FLIGHT: usize = 512;
 /// Records `--ledger-transfers` payments (or as many as `--seconds-max` allows) on the
 /// ledger at `url`, which the end-to-end phase has opened and funded.
 pub async fn measure(args: &BenchArgs, backend: Backend, url: &str) -> anyhow::Result<Row> {
-    let ledger = Ledger::open_with(url, Config::default().ledger, None)
-        .await
-        .with_context(|| format!("opening the {} ledger", backend.name()))?;
+    let ledger = setup::ledger(backend, url).await?;
     let partitioner = Partitioner::new(DEFAULT_PARTITIONS)?;
     let payers = Payers::new(args.payers, partitioner)?;
     let merchants =

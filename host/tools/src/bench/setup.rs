@@ -10,7 +10,9 @@ use wasmpay_protocol::PaymentId;
 use wasmpay_protocol::money::{Currency, MinorUnits};
 use wasmpay_protocol::routing::{AccountId, Partitioner, subjects};
 
+use super::Backend;
 use super::load::progress;
+use wasmpay_node::config::Config;
 
 /// Merchants the uniform scenarios pay, in turn.
 pub const MERCHANTS: u32 = 10;
@@ -95,6 +97,13 @@ impl Payers {
 /// The currency of every account and payment.
 pub fn euro() -> anyhow::Result<Currency> {
     Ok("EUR".parse()?)
+}
+
+/// The ledger at `url`, opened with the node's own ledger settings.
+pub async fn ledger(backend: Backend, url: &str) -> anyhow::Result<Ledger> {
+    Ledger::open_with(url, Config::default().ledger, None)
+        .await
+        .with_context(|| format!("opening the {} ledger", backend.name()))
 }
 
 /// Opens the payees and `payers`, and funds every payer with [`FUNDS`].
